@@ -1,1 +1,12 @@
-//! placeholder
+//! Contract types shared by the exporter (`skyreels-export`), the builder (`skyreels-build`) and the
+//! runtime (`skyreels`): architecture configs, the engine manifest, and graph I/O names.
+//! Kept free of heavy dependencies so the deployed runtime stays small.
+
+pub mod config;
+pub mod io;
+pub mod manifest;
+mod yaml;
+
+pub use config::{DitConfig, ModelType};
+pub use manifest::{GraphEntry, Manifest, TensorSpec};
+pub use yaml::{YamlError, load_yaml, save_yaml, to_yaml};

@@ -1,1 +1,12 @@
-//! placeholder
+//! The exporter: SkyReels-V2 / Wan2.1 checkpoints (original or diffusers layout) → ONNX graphs and
+//! an engine manifest. See `DESIGN.md` for the graph contracts.
+
+pub mod checkpoint;
+pub mod dit;
+pub mod engine_dir;
+pub mod error;
+pub mod layout;
+pub mod tiny;
+pub mod weights;
+
+pub use error::{ExportError, Result};

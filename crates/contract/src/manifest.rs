@@ -1,0 +1,111 @@
+//! The engine manifest (`ENGINE_DIR/manifest.yaml`): what the exporter wrote, in run order.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::DitConfig;
+use crate::yaml::{YamlError, load_yaml, save_yaml};
+
+/// File name of the manifest inside an engine directory.
+pub const MANIFEST_FILE: &str = "manifest.yaml";
+/// Schema version written by this code.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One tensor in a graph's signature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    /// Value name (see [`crate::io`]).
+    pub name: String,
+    /// Element type: `float32`, `float16`, `bfloat16`, `int64`.
+    pub dtype: String,
+    /// Dims: numbers are fixed, strings are symbolic axes.
+    pub shape: Vec<String>,
+}
+
+/// One ONNX graph of a component.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphEntry {
+    /// Role of the graph inside its component (`embed`, `blocks`, `head`, ...).
+    pub name: String,
+    /// ONNX file, relative to the engine directory.
+    pub file: String,
+    /// Inputs, in order.
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs, in order.
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// The DiT: graphs in run order, plus the optional block-causal variant of `blocks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DitComponent {
+    /// Architecture.
+    pub config: DitConfig,
+    /// `embed`, `blocks`, `head`: each graph's outputs feed the next graph's inputs of the same name.
+    pub graphs: Vec<GraphEntry>,
+    /// Drop-in replacement for `blocks` with block-causal self-attention (extra input `causal_block_size`).
+    pub blocks_causal: Option<GraphEntry>,
+}
+
+/// What `skyreels-build` compiled, recorded so the runtime can refuse a mismatched engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildRecord {
+    /// `cpu`, `cuda` or `tensorrt`.
+    pub backend: String,
+    /// `fp32`, `fp16` or `bf16`.
+    pub precision: String,
+    /// ONNX Runtime version the engine was built with.
+    pub onnxruntime_version: String,
+    /// GPU name, for GPU backends.
+    pub gpu: Option<String>,
+    /// Optimized graph files by original file name.
+    pub files: BTreeMap<String, String>,
+}
+
+/// The engine directory's table of contents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Schema version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// Tool and version that wrote it.
+    pub producer: String,
+    /// Export target: `cpu` or `cuda`.
+    pub target: String,
+    /// Weight and matmul precision: `fp32`, `fp16` or `bf16`.
+    pub precision: String,
+    /// Self-attention implementation: `matmul` or `contrib-mha`.
+    pub attention: String,
+    /// The diffusion transformer.
+    pub dit: Option<DitComponent>,
+    /// Backend build record, added by `skyreels-build`.
+    pub build: Option<BuildRecord>,
+}
+
+impl Manifest {
+    /// Reads `ENGINE_DIR/manifest.yaml`.
+    pub fn load(engine_dir: &Path) -> Result<Manifest, YamlError> {
+        let manifest: Manifest = load_yaml(&engine_dir.join(MANIFEST_FILE), "engine manifest")?;
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(YamlError::Parse {
+                path: engine_dir.join(MANIFEST_FILE),
+                what: "engine manifest",
+                message: format!(
+                    "format_version {} but this tool reads {FORMAT_VERSION}; re-export the engine with this version",
+                    manifest.format_version
+                ),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Writes `ENGINE_DIR/manifest.yaml`.
+    pub fn save(&self, engine_dir: &Path) -> Result<(), YamlError> {
+        save_yaml(&engine_dir.join(MANIFEST_FILE), self)
+    }
+}

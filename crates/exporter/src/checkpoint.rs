@@ -1,0 +1,202 @@
+//! Memory-mapped safetensors checkpoints: one file, a directory of files, or a sharded set with
+//! `*.safetensors.index.json`. Nothing is copied into memory; tensors are byte ranges of the maps.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{ExportError, Result};
+
+/// Element types of stored weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredDtype {
+    /// float32.
+    F32,
+    /// float16.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// int64 (buffers; never a weight here).
+    I64,
+}
+
+impl StoredDtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            StoredDtype::F32 => 4,
+            StoredDtype::F16 | StoredDtype::BF16 => 2,
+            StoredDtype::I64 => 8,
+        }
+    }
+}
+
+/// One tensor's place in the checkpoint.
+#[derive(Debug, Clone)]
+pub struct StoredTensor {
+    /// Index into [`Checkpoint::files`].
+    pub file: usize,
+    /// Element type.
+    pub dtype: StoredDtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Absolute byte offset in the file.
+    pub offset: u64,
+    /// Byte length.
+    pub length: u64,
+}
+
+/// One mapped safetensors file.
+pub struct CheckpointFile {
+    /// Path on disk.
+    pub path: PathBuf,
+    map: Mmap,
+}
+
+/// A set of safetensors files viewed as one name → tensor table.
+pub struct Checkpoint {
+    /// Where it was opened from.
+    pub root: PathBuf,
+    /// The mapped files.
+    pub files: Vec<CheckpointFile>,
+    tensors: BTreeMap<String, StoredTensor>,
+}
+
+#[expect(unsafe_code, reason = "memory-mapping is the only way to read 28 GB checkpoints without copying them")]
+fn map_file(path: &Path) -> Result<Mmap> {
+    let file = fs_err::File::open(path)?;
+    // SAFETY: the map is read-only and we do not modify the file while it is mapped; a concurrent
+    // truncation by another process is outside what any reader can defend against.
+    Ok(unsafe { Mmap::map(file.file())? })
+}
+
+impl Checkpoint {
+    /// Opens `path`: a `.safetensors` file, or a directory holding one or more of them
+    /// (an `*.index.json`, when present, decides which files belong to the model).
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        let files = if path.is_file() { vec![path.to_path_buf()] } else { Self::list_files(path)? };
+        let mut checkpoint = Checkpoint { root: path.to_path_buf(), files: Vec::new(), tensors: BTreeMap::new() };
+        for file in files {
+            checkpoint.add_file(&file)?;
+        }
+        Ok(checkpoint)
+    }
+
+    fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
+        if !dir.is_dir() {
+            return Err(ExportError::NoCheckpoint { path: dir.to_path_buf(), reason: "no such file or directory".into() });
+        }
+        let mut indexes = Vec::new();
+        let mut files = Vec::new();
+        for entry in fs_err::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            if name.ends_with(".safetensors.index.json") {
+                indexes.push(path);
+            } else if name.ends_with(".safetensors") {
+                files.push(path);
+            }
+        }
+        if let Some(index) = indexes.first() {
+            if indexes.len() > 1 {
+                return Err(ExportError::NoCheckpoint {
+                    path: dir.to_path_buf(),
+                    reason: format!("{} index files; keep one model per directory", indexes.len()),
+                });
+            }
+            return Self::files_from_index(dir, index);
+        }
+        if files.is_empty() {
+            return Err(ExportError::NoCheckpoint { path: dir.to_path_buf(), reason: "no *.safetensors files".into() });
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    fn files_from_index(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
+        let text = fs_err::read_to_string(index)?;
+        let bad = |reason: String| ExportError::BadConfig { path: index.to_path_buf(), reason };
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| bad("no `weight_map` object".into()))?;
+        let mut names: Vec<String> = map.values().filter_map(|v| v.as_str().map(str::to_string)).collect();
+        names.sort();
+        names.dedup();
+        let mut files = Vec::new();
+        for name in names {
+            if name.contains('/') || name.contains("..") {
+                return Err(bad(format!("shard name `{name}` must be a plain file name")));
+            }
+            let path = dir.join(&name);
+            if !path.is_file() {
+                return Err(ExportError::NoCheckpoint {
+                    path: path.clone(),
+                    reason: format!("shard listed in {} is missing; download it", index.display()),
+                });
+            }
+            files.push(path);
+        }
+        Ok(files)
+    }
+
+    fn add_file(&mut self, path: &Path) -> Result<()> {
+        let map = map_file(path)?;
+        let corrupt = |reason: String| ExportError::CorruptSafetensors { path: path.to_path_buf(), reason };
+        let (header_len, metadata) = SafeTensors::read_metadata(&map).map_err(|e| corrupt(format!("{e:?}")))?;
+        let data_start = 8 + header_len as u64;
+        let index = self.files.len();
+        for (name, info) in metadata.tensors() {
+            let dtype = match info.dtype {
+                Dtype::F32 => StoredDtype::F32,
+                Dtype::F16 => StoredDtype::F16,
+                Dtype::BF16 => StoredDtype::BF16,
+                Dtype::I64 => StoredDtype::I64,
+                other => return Err(ExportError::WrongDtype { name, dtype: format!("{other:?}") }),
+            };
+            let (start, end) = info.data_offsets;
+            let tensor = StoredTensor {
+                file: index,
+                dtype,
+                shape: info.shape.clone(),
+                offset: data_start + start as u64,
+                length: (end - start) as u64,
+            };
+            if self.tensors.insert(name.clone(), tensor).is_some() {
+                return Err(corrupt(format!("tensor `{name}` appears in more than one file")));
+            }
+        }
+        self.files.push(CheckpointFile { path: path.to_path_buf(), map });
+        Ok(())
+    }
+
+    /// Looks a tensor up by its stored name.
+    pub fn get(&self, name: &str) -> Option<&StoredTensor> {
+        self.tensors.get(name)
+    }
+
+    /// All stored names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// The raw little-endian bytes of a tensor.
+    pub fn bytes(&self, tensor: &StoredTensor) -> &[u8] {
+        let start = tensor.offset as usize;
+        &self.files[tensor.file].map[start..start + tensor.length as usize]
+    }
+
+    /// A tensor converted to f32 (for small tensors the exporter folds on the host).
+    pub fn to_f32(&self, tensor: &StoredTensor) -> Vec<f32> {
+        let bytes = self.bytes(tensor);
+        match tensor.dtype {
+            StoredDtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            StoredDtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            StoredDtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            StoredDtype::I64 => bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()) as f32).collect(),
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Layer helpers shared by the DiT graphs: Linear (as Gemm on the stored `[out, in]` weight),
+//! norms, and attention in the forms the backends want.
+
+use std::collections::HashMap;
+
+use skyreels_graph::{AttentionBias, DType, Dim, Graph, Shape, Value};
+
+use crate::error::Result;
+use crate::weights::WeightStore;
+
+/// How self- and cross-attention are expressed in the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKind {
+    /// MatMul + Softmax + MatMul: runs everywhere, used for CPU.
+    MatMul,
+    /// `com.microsoft.MultiHeadAttention`: fused flash-style kernels on ONNX Runtime CUDA.
+    ContribMha,
+}
+
+impl AttentionKind {
+    /// Manifest spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionKind::MatMul => "matmul",
+            AttentionKind::ContribMha => "contrib-mha",
+        }
+    }
+}
+
+/// The leading dims of a tensor as a run-time shape vector, for reshaping Gemm results back.
+#[derive(Clone)]
+pub struct Lead {
+    value: Value,
+    dims: Shape,
+}
+
+/// A graph under construction together with the weights it draws from.
+pub struct Layers<'w, 'c> {
+    /// The graph.
+    pub graph: Graph,
+    /// The checkpoint's weights.
+    pub weights: &'w mut WeightStore<'c>,
+    /// Dtype of matmul weights and attention (norms and modulation stay float32).
+    pub compute: DType,
+    /// Attention form.
+    pub attention: AttentionKind,
+    ones: HashMap<usize, Value>,
+    leads: HashMap<String, Lead>,
+}
+
+impl<'w, 'c> Layers<'w, 'c> {
+    /// Starts graph `name`.
+    pub fn new(name: &str, weights: &'w mut WeightStore<'c>, compute: DType, attention: AttentionKind) -> Self {
+        Layers { graph: Graph::new(name), weights, compute, attention, ones: HashMap::new(), leads: HashMap::new() }
+    }
+
+    /// The leading dims (all but the last) of `x`, cached by value name.
+    pub fn lead_of(&mut self, x: &Value) -> Result<Lead> {
+        if let Some(lead) = self.leads.get(x.name()) {
+            return Ok(lead.clone());
+        }
+        let rank = x.rank() as i64;
+        let value = self.graph.shape_of(x, 0, rank - 1)?;
+        let lead = Lead { value, dims: x.shape[..x.rank() - 1].to_vec() };
+        self.leads.insert(x.name().to_string(), lead.clone());
+        Ok(lead)
+    }
+
+    /// `x @ Wᵀ + b` for the stored Linear `prefix.{weight,bias}` `[out, in]`; float32 out.
+    pub fn linear(&mut self, x: &Value, prefix: &str, in_features: usize, out_features: usize, lead: &Lead) -> Result<Value> {
+        self.linear_in(self.compute, x, prefix, in_features, out_features, lead)
+    }
+
+    /// [`Layers::linear`] computed in `dtype` (float32 for the modulation MLPs, as the reference keeps them).
+    pub fn linear_in(
+        &mut self,
+        dtype: DType,
+        x: &Value,
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+        lead: &Lead,
+    ) -> Result<Value> {
+        let g = &mut self.graph;
+        let weight = self.weights.tensor(g, &format!("{prefix}.weight"), &[out_features, in_features], dtype)?;
+        let bias = if self.weights.contains(&format!("{prefix}.bias")) {
+            Some(self.weights.tensor(g, &format!("{prefix}.bias"), &[out_features], dtype)?)
+        } else {
+            None
+        };
+        let x = g.cast(x, dtype)?;
+        let flat = if x.rank() == 2 { x } else { g.reshape(&x, &[-1, in_features as i64])? };
+        let y = g.scoped(prefix, |g| g.gemm_transposed(&flat, &weight, bias.as_ref()))?;
+        let y = if lead.dims.len() == 1 {
+            y
+        } else {
+            let out = g.const_i64(&[out_features as i64])?;
+            let target = g.concat(&[&lead.value, &out], 0)?;
+            let mut shape = lead.dims.clone();
+            shape.push(Dim::Known(out_features as i64));
+            g.reshape_to(&y, &target, shape)?
+        };
+        Ok(g.cast(&y, DType::F32)?)
+    }
+
+    fn ones(&mut self, size: usize) -> Result<Value> {
+        if let Some(v) = self.ones.get(&size) {
+            return Ok(v.clone());
+        }
+        let v = self.graph.const_f32(&vec![1.0; size], &[size as i64])?;
+        self.ones.insert(size, v.clone());
+        Ok(v)
+    }
+
+    /// LayerNorm over the last axis without affine parameters (float32).
+    pub fn layer_norm_plain(&mut self, x: &Value, size: usize, eps: f64) -> Result<Value> {
+        let ones = self.ones(size)?;
+        Ok(self.graph.layer_norm(x, &ones, None, eps as f32)?)
+    }
+
+    /// LayerNorm with stored `prefix.{weight,bias}` (float32).
+    pub fn layer_norm_affine(&mut self, x: &Value, prefix: &str, size: usize, eps: f64) -> Result<Value> {
+        let g = &mut self.graph;
+        let scale = self.weights.tensor(g, &format!("{prefix}.weight"), &[size], DType::F32)?;
+        let bias = self.weights.tensor(g, &format!("{prefix}.bias"), &[size], DType::F32)?;
+        Ok(g.layer_norm(x, &scale, Some(&bias), eps as f32)?)
+    }
+
+    /// RMSNorm with stored `name` `[size]` (float32).
+    pub fn rms_norm(&mut self, x: &Value, name: &str, size: usize, eps: f64) -> Result<Value> {
+        let g = &mut self.graph;
+        let scale = self.weights.tensor(g, name, &[size], DType::F32)?;
+        Ok(g.rms_norm(x, &scale, eps as f32)?)
+    }
+
+    /// Multi-head attention on `[B, S, heads·d]` tensors, float32 in and out.
+    pub fn attention(&mut self, query: &Value, key: &Value, value: &Value, num_heads: usize, bias: Option<&Value>) -> Result<Value> {
+        let compute = self.compute;
+        let g = &mut self.graph;
+        let (q, k, v) = (g.cast(query, compute)?, g.cast(key, compute)?, g.cast(value, compute)?);
+        let bias = match bias {
+            Some(b) => Some(g.cast(b, compute)?),
+            None => None,
+        };
+        let out = match self.attention {
+            AttentionKind::ContribMha => {
+                let bias = bias.as_ref().map_or(AttentionBias::None, AttentionBias::Additive);
+                g.multi_head_attention(&q, &k, &v, bias, num_heads as i64)?
+            }
+            AttentionKind::MatMul => {
+                let hidden = match q.dim(-1).known() {
+                    Some(h) => h,
+                    None => return Err(g.error("attention needs a known hidden size").into()),
+                };
+                let head_dim = hidden / num_heads as i64;
+                let split = |g: &mut Graph, x: &Value| g.reshape(x, &[0, 0, num_heads as i64, head_dim]);
+                let q = split(g, &q)?;
+                let k = split(g, &k)?;
+                let v = split(g, &v)?;
+                let q = g.transpose(&q, &[0, 2, 1, 3])?;
+                let k = g.transpose(&k, &[0, 2, 3, 1])?;
+                let v = g.transpose(&v, &[0, 2, 1, 3])?;
+                let scale = g.scalar(1.0 / (head_dim as f64).sqrt(), compute)?;
+                let q = g.mul(&q, &scale)?;
+                let scores = g.matmul(&q, &k)?;
+                let scores = match &bias {
+                    Some(b) => g.add(&scores, b)?,
+                    None => scores,
+                };
+                let probs = g.softmax(&scores, -1)?;
+                let out = g.matmul(&probs, &v)?;
+                let out = g.transpose(&out, &[0, 2, 1, 3])?;
+                g.reshape(&out, &[0, 0, hidden])?
+            }
+        };
+        Ok(g.cast(&out, DType::F32)?)
+    }
+}

@@ -1,0 +1,83 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong while exporting; each message names the problem and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// An I/O failure (the path is in the message, via `fs-err`).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A safetensors file is truncated, corrupt or lies about its offsets.
+    #[error("{path} is not a valid safetensors file: {reason}\n  fix: re-download the file (it may be truncated or corrupt)")]
+    CorruptSafetensors {
+        /// The file.
+        path: PathBuf,
+        /// What the parser found.
+        reason: String,
+    },
+    /// No weights were found where a checkpoint was expected.
+    #[error("no checkpoint found at {path}: {reason}")]
+    NoCheckpoint {
+        /// The directory or file given.
+        path: PathBuf,
+        /// What was looked for.
+        reason: String,
+    },
+    /// A tensor the architecture needs is not in the checkpoint.
+    #[error("weight `{name}` not found in {path}\n  fix: check that the checkpoint is a complete SkyReels-V2 / Wan2.1 model of the expected kind")]
+    MissingWeight {
+        /// Canonical (original-layout) name.
+        name: String,
+        /// Checkpoint location.
+        path: PathBuf,
+    },
+    /// The checkpoint has tensors the architecture does not use.
+    #[error("{count} unexpected weight(s) in {path}, e.g. `{first}`\n  fix: the checkpoint does not match the detected architecture ({architecture}); check config.json")]
+    UnusedWeights {
+        /// How many.
+        count: usize,
+        /// One example.
+        first: String,
+        /// Checkpoint location.
+        path: PathBuf,
+        /// What was detected.
+        architecture: String,
+    },
+    /// A tensor has the wrong shape.
+    #[error("weight `{name}` has shape {actual:?} but the architecture needs {expected:?}\n  fix: check config.json against the weights (dim, num_heads, ffn_dim, in_dim)")]
+    WrongShape {
+        /// Canonical name.
+        name: String,
+        /// Found.
+        actual: Vec<usize>,
+        /// Needed.
+        expected: Vec<usize>,
+    },
+    /// A tensor's element type is not a float type we read.
+    #[error("weight `{name}` has dtype {dtype}; only F32, F16 and BF16 weights are supported")]
+    WrongDtype {
+        /// Canonical name.
+        name: String,
+        /// Found.
+        dtype: String,
+    },
+    /// The config could not be understood.
+    #[error("bad model config {path}: {reason}")]
+    BadConfig {
+        /// The config file (or checkpoint dir).
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// Requested options do not fit together.
+    #[error("{0}")]
+    BadOptions(String),
+    /// Graph wiring failed (a bug or an unsupported architecture).
+    #[error(transparent)]
+    Graph(#[from] skyreels_graph::GraphError),
+    /// Writing the manifest failed.
+    #[error(transparent)]
+    Manifest(#[from] skyreels_contract::YamlError),
+}
+
+/// Result alias for the exporter.
+pub type Result<T, E = ExportError> = std::result::Result<T, E>;
