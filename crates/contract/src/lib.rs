@@ -3,8 +3,11 @@
 //! Kept free of heavy dependencies so the deployed runtime stays small.
 
 pub mod config;
+pub mod image;
 pub mod io;
 pub mod manifest;
+pub mod text;
+pub mod vae;
 mod yaml;
 
 pub use config::{DitConfig, ModelType};

@@ -83,6 +83,15 @@ pub struct Manifest {
     pub attention: String,
     /// The diffusion transformer.
     pub dit: Option<DitComponent>,
+    /// The Wan causal 3D VAE.
+    #[serde(default)]
+    pub vae: Option<crate::vae::VaeComponent>,
+    /// The umT5-XXL text encoder and its tokenizer.
+    #[serde(default)]
+    pub text_encoder: Option<crate::text::TextEncoderComponent>,
+    /// The CLIP ViT-H/14 image encoder (I2V).
+    #[serde(default)]
+    pub image_encoder: Option<crate::image::ImageEncoderComponent>,
     /// Backend build record, added by `skyreels-build`.
     pub build: Option<BuildRecord>,
 }

@@ -110,6 +110,9 @@ fn main() -> anyhow::Result<()> {
         precision: precision_name.to_string(),
         attention: attention.name().to_string(),
         dit: Some(export.component),
+        vae: None,
+        text_encoder: None,
+        image_encoder: None,
         build: None,
     };
     manifest.save(staging.path())?;

@@ -122,12 +122,17 @@ pub struct WeightStore<'a> {
 }
 
 impl<'a> WeightStore<'a> {
-    /// Indexes `checkpoint` under `layout`'s canonical names.
+    /// Indexes `checkpoint` under the DiT `layout`'s canonical names.
     pub fn new(checkpoint: &'a Checkpoint, layout: Layout, sink: WeightSink) -> WeightStore<'a> {
+        Self::with_names(checkpoint, |stored| layout.canonical(stored), sink)
+    }
+
+    /// Indexes `checkpoint` under the names `canonical_name` gives (`None` = not part of the model).
+    pub fn with_names(checkpoint: &'a Checkpoint, canonical_name: impl Fn(&str) -> Option<String>, sink: WeightSink) -> WeightStore<'a> {
         let mut canonical = BTreeMap::new();
         let mut unknown = Vec::new();
         for stored in checkpoint.names() {
-            match layout.canonical(stored) {
+            match canonical_name(stored) {
                 Some(name) => {
                     canonical.insert(name, stored.to_string());
                 }

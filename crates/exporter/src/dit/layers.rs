@@ -44,7 +44,7 @@ pub struct Layers<'w, 'c> {
     pub compute: DType,
     /// Attention form.
     pub attention: AttentionKind,
-    ones: HashMap<usize, Value>,
+    ones: HashMap<usize, (Value, Value)>,
     leads: HashMap<String, Lead>,
 }
 
@@ -103,19 +103,22 @@ impl<'w, 'c> Layers<'w, 'c> {
         Ok(g.cast(&y, DType::F32)?)
     }
 
-    fn ones(&mut self, size: usize) -> Result<Value> {
+    /// Unit scale and zero bias `[size]` for parameter-free LayerNorms. The explicit zero bias
+    /// sidesteps an ONNX Runtime 1.31 crash in `SkipLayerNormFusion` on bias-less LayerNorms.
+    fn identity_affine(&mut self, size: usize) -> Result<(Value, Value)> {
         if let Some(v) = self.ones.get(&size) {
             return Ok(v.clone());
         }
-        let v = self.graph.const_f32(&vec![1.0; size], &[size as i64])?;
-        self.ones.insert(size, v.clone());
-        Ok(v)
+        let ones = self.graph.const_f32(&vec![1.0; size], &[size as i64])?;
+        let zeros = self.graph.const_f32(&vec![0.0; size], &[size as i64])?;
+        self.ones.insert(size, (ones.clone(), zeros.clone()));
+        Ok((ones, zeros))
     }
 
     /// LayerNorm over the last axis without affine parameters (float32).
     pub fn layer_norm_plain(&mut self, x: &Value, size: usize, eps: f64) -> Result<Value> {
-        let ones = self.ones(size)?;
-        Ok(self.graph.layer_norm(x, &ones, None, eps as f32)?)
+        let (ones, zeros) = self.identity_affine(size)?;
+        Ok(self.graph.layer_norm(x, &ones, Some(&zeros), eps as f32)?)
     }
 
     /// LayerNorm with stored `prefix.{weight,bias}` (float32).
