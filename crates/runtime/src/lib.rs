@@ -1,1 +1,10 @@
-//! placeholder
+//! The runtime: loads an engine directory and runs SkyReels-V2 pipelines on ONNX Runtime.
+//! It depends on neither the exporter nor the builder, so the deployed binary stays small.
+
+pub mod error;
+pub mod onnxruntime;
+pub mod session;
+pub mod tensor;
+
+pub use error::{Result, RuntimeError};
+pub use tensor::Tensor;

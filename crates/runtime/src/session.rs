@@ -1,0 +1,157 @@
+//! One ONNX graph of an engine as an ONNX Runtime session, run over a pool of named tensors:
+//! each graph takes its inputs from the pool by name and puts its outputs back, so the graphs
+//! of a component chain in manifest order.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ort::ep::ExecutionProviderDispatch;
+use ort::session::{Session, builder::GraphOptimizationLevel};
+use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
+use skyreels_contract::GraphEntry;
+
+use crate::error::{Result, RuntimeError, ort_error};
+use crate::tensor::Tensor;
+
+/// Where graphs run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// ONNX Runtime's CPU provider; `threads = 0` lets ORT choose.
+    Cpu {
+        /// Intra-op threads.
+        threads: usize,
+    },
+    /// ONNX Runtime's CUDA provider on one GPU.
+    Cuda {
+        /// GPU index.
+        device: i32,
+    },
+}
+
+impl Backend {
+    fn providers(&self) -> Vec<ExecutionProviderDispatch> {
+        match self {
+            Backend::Cpu { .. } => vec![],
+            Backend::Cuda { device } => vec![ort::ep::CUDA::default().with_device_id(*device).build().error_on_failure()],
+        }
+    }
+}
+
+/// Named tensors living in ONNX Runtime values.
+#[derive(Default)]
+pub struct TensorPool {
+    values: HashMap<String, DynValue>,
+}
+
+impl TensorPool {
+    /// An empty pool.
+    pub fn new() -> TensorPool {
+        TensorPool::default()
+    }
+
+    /// Puts a float32 tensor under `name`.
+    pub fn insert_f32(&mut self, name: &str, tensor: &Tensor) -> Result<()> {
+        let value = OrtTensor::from_array((tensor.shape.clone(), tensor.data.clone()))
+            .map_err(ort_error(format!("creating tensor `{name}`")))?;
+        self.values.insert(name.to_string(), value.into_dyn());
+        Ok(())
+    }
+
+    /// Puts an int64 tensor under `name`.
+    pub fn insert_i64(&mut self, name: &str, shape: Vec<usize>, data: Vec<i64>) -> Result<()> {
+        let value = OrtTensor::from_array((shape, data)).map_err(ort_error(format!("creating tensor `{name}`")))?;
+        self.values.insert(name.to_string(), value.into_dyn());
+        Ok(())
+    }
+
+    /// Puts an ONNX Runtime value under `name`.
+    pub fn insert(&mut self, name: &str, value: DynValue) {
+        self.values.insert(name.to_string(), value);
+    }
+
+    /// The value under `name`.
+    pub fn get(&self, name: &str) -> Option<&DynValue> {
+        self.values.get(name)
+    }
+
+    /// Removes and returns the value under `name`.
+    pub fn remove(&mut self, name: &str) -> Option<DynValue> {
+        self.values.remove(name)
+    }
+
+    /// Copies the float32 tensor `name` to the host.
+    pub fn to_host(&self, name: &str) -> Result<Tensor> {
+        let value = self.values.get(name).ok_or_else(|| RuntimeError::Tensor {
+            name: name.to_string(),
+            message: "not produced by any graph".into(),
+        })?;
+        let (shape, data) = value
+            .try_extract_tensor::<f32>()
+            .map_err(ort_error(format!("reading tensor `{name}`")))?;
+        Tensor::new(shape.iter().map(|&d| d as usize).collect(), data.to_vec())
+    }
+}
+
+/// A loaded graph.
+pub struct GraphSession {
+    session: Session,
+    /// The manifest entry it was loaded from.
+    pub entry: GraphEntry,
+}
+
+impl GraphSession {
+    /// Loads `engine_dir/entry.file` on `backend`.
+    pub fn load(engine_dir: &Path, entry: &GraphEntry, backend: &Backend) -> Result<GraphSession> {
+        let environment = crate::onnxruntime::environment()?;
+        let path = engine_dir.join(&entry.file);
+        if !path.is_file() {
+            return Err(RuntimeError::Engine {
+                path: engine_dir.to_path_buf(),
+                message: format!("graph file {} is missing\n  fix: re-export the engine with skyreels-export", entry.file),
+            });
+        }
+        let context = format!("loading {}", path.display());
+        let mut builder = Session::builder(&environment)
+            .map_err(ort_error(context.clone()))?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| RuntimeError::Ort { context: context.clone(), message: e.to_string() })?
+            .with_execution_providers(backend.providers())
+            .map_err(|e| RuntimeError::Ort { context: context.clone(), message: e.to_string() })?;
+        if let Backend::Cpu { threads } = backend {
+            if *threads > 0 {
+                builder = builder
+                    .with_intra_threads(*threads)
+                    .map_err(|e| RuntimeError::Ort { context: context.clone(), message: e.to_string() })?;
+            }
+        }
+        let session = builder.commit_from_file(&path).map_err(ort_error(context))?;
+        Ok(GraphSession { session, entry: entry.clone() })
+    }
+
+    /// Runs the graph: inputs are taken (borrowed) from `pool`, outputs are added to it.
+    pub fn run(&mut self, pool: &mut TensorPool) -> Result<()> {
+        let mut inputs = Vec::with_capacity(self.entry.inputs.len());
+        for spec in &self.entry.inputs {
+            let value = pool.values.get(&spec.name).ok_or_else(|| RuntimeError::Tensor {
+                name: spec.name.clone(),
+                message: format!("needed by graph `{}` but not provided", self.entry.name),
+            })?;
+            if let ValueType::Tensor { shape, .. } = value.dtype() {
+                if shape.len() != spec.shape.len() {
+                    return Err(RuntimeError::Tensor {
+                        name: spec.name.clone(),
+                        message: format!("has {} dims, graph `{}` expects {:?}", shape.len(), self.entry.name, spec.shape),
+                    });
+                }
+            }
+            inputs.push((spec.name.as_str(), value.view()));
+        }
+        let outputs = self
+            .session
+            .run(inputs)
+            .map_err(ort_error(format!("running graph `{}`", self.entry.name)))?;
+        let produced: Vec<(String, DynValue)> = outputs.into_iter().map(|(name, value)| (name.to_string(), value)).collect();
+        pool.values.extend(produced);
+        Ok(())
+    }
+}
