@@ -1,1 +1,64 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests: fixture paths and safetensors reading.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use skyreels_runtime::Tensor;
+
+/// `tests/fixtures`.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// A tensor read from a fixture file.
+pub enum FixtureTensor {
+    /// Float data (f32, or f16/bf16 upcast).
+    Float(Tensor),
+    /// Integer data.
+    Int(Vec<usize>, Vec<i64>),
+}
+
+/// All tensors of a safetensors file plus its `__metadata__`.
+pub fn read_safetensors(path: &Path) -> anyhow::Result<(HashMap<String, FixtureTensor>, HashMap<String, String>)> {
+    let bytes = fs_err::read(path)?;
+    let (_, metadata) = SafeTensors::read_metadata(&bytes)?;
+    let tensors = SafeTensors::deserialize(&bytes)?;
+    let mut out = HashMap::new();
+    for (name, view) in tensors.tensors() {
+        let shape = view.shape().to_vec();
+        let data = view.data();
+        let tensor = match view.dtype() {
+            Dtype::F32 => FixtureTensor::Float(Tensor::new(shape, data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())?),
+            Dtype::BF16 => FixtureTensor::Float(Tensor::new(shape, data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect())?),
+            Dtype::F16 => FixtureTensor::Float(Tensor::new(shape, data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect())?),
+            Dtype::I64 => FixtureTensor::Int(shape, data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()),
+            other => anyhow::bail!("{}: unsupported dtype {other:?} for `{name}`", path.display()),
+        };
+        out.insert(name, tensor);
+    }
+    Ok((out, metadata.metadata().clone().unwrap_or_default()))
+}
+
+/// The float tensor `name` of a fixture.
+pub fn float<'a>(tensors: &'a HashMap<String, FixtureTensor>, name: &str) -> Option<&'a Tensor> {
+    match tensors.get(name) {
+        Some(FixtureTensor::Float(t)) => Some(t),
+        _ => None,
+    }
+}
+
+/// The integer tensor `name` of a fixture.
+pub fn int<'a>(tensors: &'a HashMap<String, FixtureTensor>, name: &str) -> Option<&'a [i64]> {
+    match tensors.get(name) {
+        Some(FixtureTensor::Int(_, v)) => Some(v),
+        _ => None,
+    }
+}
+
+/// Panics with the set-up instruction when ONNX Runtime is not installed.
+pub fn require_onnxruntime() {
+    if let Err(e) = skyreels_runtime::onnxruntime::library_path() {
+        panic!("{e}");
+    }
+}

@@ -1,1 +1,3 @@
+//! The one integration-test binary: parity against the reference fixtures and end-to-end runs.
 
+mod dit_parity;

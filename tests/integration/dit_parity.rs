@@ -1,0 +1,90 @@
+//! DiT parity: tiny seeded diffusers models (both checkpoint layouts) exported with
+//! `skyreels-export`'s library and run on ONNX Runtime CPU against diffusers 0.42.1 outputs.
+
+use std::path::Path;
+
+use skyreels_exporter::dit::layers::AttentionKind;
+use skyreels_exporter::dit::{self, DitExportOptions};
+use skyreels_graph::DType;
+use skyreels_runtime::dit::{Dit, DitInputs};
+use skyreels_runtime::engine::Engine;
+use skyreels_runtime::session::Backend;
+use skyreels_tests::{fixtures_dir, float, int, read_safetensors, require_onnxruntime};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn export_engine(checkpoint: &Path, attention: AttentionKind) -> tempfile::TempDir {
+    let out = tempfile::tempdir().expect("tempdir");
+    let options = DitExportOptions { compute: DType::F32, attention, causal_variant: true, link_weights: true };
+    let export = dit::export(checkpoint, out.path(), &options).expect("export");
+    let manifest = skyreels_contract::Manifest {
+        format_version: skyreels_contract::manifest::FORMAT_VERSION,
+        producer: "test".into(),
+        target: "cpu".into(),
+        precision: "fp32".into(),
+        attention: attention.name().into(),
+        dit: Some(export.component),
+        vae: None,
+        text_encoder: None,
+        image_encoder: None,
+        build: None,
+    };
+    manifest.save(out.path()).expect("manifest");
+    out
+}
+
+/// Runs every case of `model` for one layout and attention form; returns (case, max-abs error).
+fn run_cases(model: &str, layout: &str, attention: AttentionKind) -> Vec<(String, f32)> {
+    let root = fixtures_dir().join("dit").join(model);
+    let engine_dir = export_engine(&root.join(layout), attention);
+    let engine = Engine::open(engine_dir.path()).expect("engine");
+    let mut cases: Vec<_> = fs_err::read_dir(root.join("cases")).expect("cases dir").map(|e| e.expect("entry").path()).collect();
+    cases.sort();
+    assert!(!cases.is_empty(), "no cases for {model}");
+    let mut results = Vec::new();
+    for case in cases {
+        let (tensors, _) = read_safetensors(&case).expect("fixture");
+        let causal = int(&tensors, "causal_block_size").map(|v| v[0] as usize);
+        let mut model_runner = Dit::load(&engine, &Backend::Cpu { threads: 2 }, causal).expect("load");
+        let inputs = DitInputs {
+            latents: float(&tensors, "latents").expect("latents"),
+            timesteps: float(&tensors, "timesteps").expect("timesteps"),
+            context: float(&tensors, "context").expect("context"),
+            fps: int(&tensors, "fps"),
+            image_context: float(&tensors, "image_context"),
+        };
+        let velocity = model_runner.forward(&inputs).expect("forward");
+        let expected = float(&tensors, "velocity").expect("velocity");
+        let error = velocity.max_abs_diff(expected);
+        let name = case.file_stem().unwrap_or_default().to_string_lossy().to_string();
+        eprintln!("dit parity {model}/{layout}/{} {name}: max-abs {error:.3e}", attention.name());
+        results.push((name, error));
+    }
+    results
+}
+
+fn assert_parity(model: &str) {
+    require_onnxruntime();
+    for layout in ["diffusers", "original"] {
+        for attention in [AttentionKind::MatMul, AttentionKind::ContribMha] {
+            for (case, error) in run_cases(model, layout, attention) {
+                assert!(error <= TOLERANCE, "{model}/{layout}/{case} ({}): max-abs {error} > {TOLERANCE}", attention.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn dit_df_model_matches_diffusers() {
+    assert_parity("df");
+}
+
+#[test]
+fn dit_t2v_bf16_checkpoint_matches_diffusers() {
+    assert_parity("t2v");
+}
+
+#[test]
+fn dit_i2v_model_matches_diffusers() {
+    assert_parity("i2v");
+}
