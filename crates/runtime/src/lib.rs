@@ -4,9 +4,12 @@
 pub mod dit;
 pub mod engine;
 pub mod error;
+pub mod noise;
 pub mod onnxruntime;
 pub mod session;
+pub mod teacache;
 pub mod tensor;
+pub mod tensor_file;
 
 pub use error::{Result, RuntimeError};
 pub use tensor::Tensor;
