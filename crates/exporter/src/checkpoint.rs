@@ -189,6 +189,19 @@ impl Checkpoint {
         &self.files[tensor.file].map[start..start + tensor.length as usize]
     }
 
+    /// Copies a tensor's bytes with a positioned read, so converted tensors do not keep the
+    /// checkpoint's pages resident (mapped pages count towards the exporter's RSS).
+    pub fn read(&self, tensor: &StoredTensor) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let path = &self.files[tensor.file].path;
+        let file = fs_err::File::open(path)?;
+        let mut buffer = vec![0u8; tensor.length as usize];
+        file.file().read_exact_at(&mut buffer, tensor.offset).map_err(|e| {
+            ExportError::CorruptSafetensors { path: path.clone(), reason: format!("reading {} bytes at {}: {e}", tensor.length, tensor.offset) }
+        })?;
+        Ok(buffer)
+    }
+
     /// A tensor converted to f32 (for small tensors the exporter folds on the host).
     pub fn to_f32(&self, tensor: &StoredTensor) -> Vec<f32> {
         let bytes = self.bytes(tensor);

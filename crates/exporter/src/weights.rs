@@ -86,18 +86,23 @@ impl WeightSink {
 }
 
 fn convert(bytes: &[u8], from: StoredDtype, to: DType) -> Vec<u8> {
-    let values: Vec<f32> = match from {
-        StoredDtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        StoredDtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        StoredDtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        StoredDtype::I64 => unreachable!("integer tensors are rejected before conversion"),
-    };
-    match to {
-        DType::F32 => bytemuck::cast_slice(&values).to_vec(),
-        DType::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
-        DType::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
-        other => unreachable!("weights are never stored as {other}"),
+    let element = from.size();
+    let mut out = Vec::with_capacity(bytes.len() / element * to.size());
+    for chunk in bytes.chunks_exact(element) {
+        let value = match from {
+            StoredDtype::F32 => f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
+            StoredDtype::F16 => half::f16::from_le_bytes([chunk[0], chunk[1]]).to_f32(),
+            StoredDtype::BF16 => half::bf16::from_le_bytes([chunk[0], chunk[1]]).to_f32(),
+            StoredDtype::I64 => unreachable!("integer tensors are rejected before conversion"),
+        };
+        match to {
+            DType::F32 => out.extend_from_slice(&value.to_le_bytes()),
+            DType::F16 => out.extend_from_slice(&half::f16::from_f32(value).to_le_bytes()),
+            DType::BF16 => out.extend_from_slice(&half::bf16::from_f32(value).to_le_bytes()),
+            other => unreachable!("weights are never stored as {other}"),
+        }
     }
+    out
 }
 
 fn stored_as(dtype: StoredDtype) -> Option<DType> {
@@ -184,11 +189,11 @@ impl<'a> WeightStore<'a> {
                 let data = match linked {
                     Some(data) => data,
                     None => {
-                        let bytes = self.checkpoint.bytes(tensor);
+                        let bytes = self.checkpoint.read(tensor)?;
                         if stored_as(tensor.dtype) == Some(dtype) {
-                            self.sink.append(bytes)?
+                            self.sink.append(&bytes)?
                         } else {
-                            self.sink.append(&convert(bytes, tensor.dtype, dtype))?
+                            self.sink.append(&convert(&bytes, tensor.dtype, dtype))?
                         }
                     }
                 };
@@ -203,6 +208,21 @@ impl<'a> WeightStore<'a> {
     pub fn tensor(&mut self, graph: &mut Graph, name: &str, shape: &[usize], dtype: DType) -> Result<Value> {
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         self.initializer(graph, name, shape, &dims, dtype)
+    }
+
+    /// Marks a present tensor as deliberately unused (e.g. CLIP's last block and post-norm, which
+    /// the penultimate-layer graph never reads), so [`WeightStore::finish`] accepts it.
+    pub fn skip(&mut self, name: &str) -> Result<()> {
+        if !self.canonical.contains_key(name) {
+            return Err(ExportError::MissingWeight { name: name.to_string(), path: self.checkpoint.root.clone() });
+        }
+        self.used.insert(name.to_string());
+        Ok(())
+    }
+
+    /// Canonical names present in the checkpoint, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.canonical.keys().map(String::as_str)
     }
 
     /// Fails when the checkpoint holds tensors no graph used (a wrong architecture guess).
