@@ -1,0 +1,4 @@
+//! Generation pipelines over an engine directory: plan, sample windows, decode, write.
+
+pub mod plan;
+pub mod segments;

@@ -1,0 +1,172 @@
+//! The user's request turned into a validated plan before any model is loaded: every check that
+//! can fail on input happens here, with a message naming the flag and the fix.
+
+use super::segments::{Segment, plan_segments};
+use crate::error::{Result, RuntimeError};
+
+/// Which reference's choices to reproduce (SPEC.md §3.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compat {
+    /// SkyReels-V2 upstream: σ from 0.999, long videos re-encode decoded overlap pixels, block-causal
+    /// attention only with `--causal-attention`.
+    Upstream,
+    /// diffusers 0.42.1: σ from 1 (−1e-6), long videos reuse overlap latents, block-causal attention
+    /// whenever `causal_block_size > 1`.
+    Diffusers,
+}
+
+/// Sampling settings as given by the user.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Pixel frames (4k+1).
+    pub num_frames: usize,
+    /// Pixel height (multiple of 16).
+    pub height: usize,
+    /// Pixel width (multiple of 16).
+    pub width: usize,
+    /// Inference steps.
+    pub steps: usize,
+    /// Classifier-free guidance scale (≤ 1 disables the unconditional pass).
+    pub guidance: f32,
+    /// Flow shift.
+    pub shift: f64,
+    /// Frames per second of the output (24 → fps bucket 1, 16 → 0).
+    pub fps: u32,
+    /// Asynchronous offset between frame blocks (0 = synchronous).
+    pub ar_step: usize,
+    /// Latent frames per block.
+    pub causal_block_size: usize,
+    /// Force block-causal attention (upstream only enables it on request).
+    pub causal_attention: bool,
+    /// Window length for long videos, pixel frames.
+    pub base_num_frames: Option<usize>,
+    /// Overlap between windows, pixel frames.
+    pub overlap_history: Option<usize>,
+    /// Re-noise level of conditioning prefixes (0 = off; upstream recommends 20).
+    pub addnoise_condition: f32,
+    /// Reference behaviour to follow.
+    pub compat: Compat,
+}
+
+/// A validated request.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The request.
+    pub request: Request,
+    /// Latent height and width.
+    pub latent_size: (usize, usize),
+    /// Sampling windows.
+    pub segments: Vec<Segment>,
+    /// Whether the block-causal attention graph is used.
+    pub block_causal: bool,
+}
+
+fn invalid(message: String) -> RuntimeError {
+    RuntimeError::Invalid(message)
+}
+
+impl Plan {
+    /// Checks `request` and derives the windows.
+    pub fn new(request: Request) -> Result<Plan> {
+        let r = &request;
+        if r.num_frames == 0 || (r.num_frames - 1) % 4 != 0 {
+            let lower = if r.num_frames > 0 { (r.num_frames - 1) / 4 * 4 + 1 } else { 1 };
+            return Err(invalid(format!(
+                "--num-frames {} is not of the form 4k+1 (the VAE compresses time 4x causally)\n  fix: use {} or {}",
+                r.num_frames,
+                lower,
+                lower + 4
+            )));
+        }
+        for (flag, value) in [("--height", r.height), ("--width", r.width)] {
+            if value == 0 || value % 16 != 0 {
+                let lower = value / 16 * 16;
+                return Err(invalid(format!(
+                    "{flag} {value} is not a multiple of 16 (VAE 8x times 2x2 patches)\n  fix: use {} or {}",
+                    lower.max(16),
+                    lower + 16
+                )));
+            }
+        }
+        if r.steps == 0 {
+            return Err(invalid("--steps must be at least 1".into()));
+        }
+        if r.causal_block_size == 0 {
+            return Err(invalid("--causal-block-size must be at least 1".into()));
+        }
+        if !(0.0..=1000.0).contains(&r.addnoise_condition) {
+            return Err(invalid(format!("--addnoise-condition {} must be within 0..1000 (upstream recommends 20)", r.addnoise_condition)));
+        }
+        let base = r.base_num_frames.unwrap_or(r.num_frames);
+        if base == 0 || (base - 1) % 4 != 0 {
+            return Err(invalid(format!("--base-num-frames {base} is not of the form 4k+1")));
+        }
+        if let Some(overlap) = r.overlap_history {
+            if overlap == 0 || (overlap - 1) % 4 != 0 {
+                return Err(invalid(format!("--overlap-history {overlap} is not of the form 4k+1 (upstream uses 17)")));
+            }
+        }
+        let segments = plan_segments(r.num_frames, base, r.overlap_history)?;
+        for segment in &segments {
+            if segment.latent_frames % r.causal_block_size != 0 {
+                return Err(invalid(format!(
+                    "--causal-block-size {} does not divide the {} latent frames of window {}\n  fix: choose frame counts whose latent windows (frames (n-1)/4+1) are multiples of the block size, or use --causal-block-size 1",
+                    r.causal_block_size, segment.latent_frames, segment.index
+                )));
+            }
+        }
+        let block_causal = r.causal_block_size > 1 && (r.causal_attention || r.compat == Compat::Diffusers);
+        let latent_size = (r.height / 8, r.width / 8);
+        Ok(Plan { request, latent_size, segments, block_causal })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> Request {
+        Request {
+            num_frames: 97,
+            height: 544,
+            width: 960,
+            steps: 30,
+            guidance: 6.0,
+            shift: 8.0,
+            fps: 24,
+            ar_step: 0,
+            causal_block_size: 1,
+            causal_attention: false,
+            base_num_frames: None,
+            overlap_history: None,
+            addnoise_condition: 0.0,
+            compat: Compat::Upstream,
+        }
+    }
+
+    #[test]
+    fn accepts_the_upstream_defaults() {
+        let plan = Plan::new(request()).unwrap();
+        assert_eq!(plan.latent_size, (68, 120));
+        assert_eq!(plan.segments.len(), 1);
+        assert!(!plan.block_causal);
+    }
+
+    #[test]
+    fn rejects_bad_sizes_with_a_fix() {
+        let error = Plan::new(Request { num_frames: 96, ..request() }).unwrap_err().to_string();
+        assert!(error.contains("4k+1") && error.contains("use 93 or 97"), "{error}");
+        let error = Plan::new(Request { height: 540, ..request() }).unwrap_err().to_string();
+        assert!(error.contains("--height 540") && error.contains("use 528 or 544"), "{error}");
+        let error = Plan::new(Request { causal_block_size: 5, num_frames: 121, ..request() }).unwrap_err().to_string();
+        assert!(error.contains("does not divide the 31 latent frames"), "{error}");
+    }
+
+    #[test]
+    fn block_causal_attention_follows_the_compat_mode() {
+        let asynchronous = Request { ar_step: 5, causal_block_size: 5, ..request() };
+        assert!(!Plan::new(asynchronous.clone()).unwrap().block_causal);
+        assert!(Plan::new(Request { causal_attention: true, ..asynchronous.clone() }).unwrap().block_causal);
+        assert!(Plan::new(Request { compat: Compat::Diffusers, ..asynchronous }).unwrap().block_causal);
+    }
+}
