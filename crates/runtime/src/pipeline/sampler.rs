@@ -1,0 +1,142 @@
+//! One diffusion-forcing window: rows of the timestep matrix, classifier-free guidance, prefix
+//! re-noising, and an independent scheduler state per latent frame (SPEC.md §3.2). Synchronous
+//! text-to-video is the special case of one window with every frame on the same row.
+
+use indicatif::ProgressBar;
+
+use super::denoiser::Denoiser;
+use crate::error::Result;
+use crate::noise::NoiseSource;
+use crate::teacache::{Branch, TeaCache, TeaCacheConfig};
+use crate::tensor::Tensor;
+
+/// Advances one latent frame `[16, H, W]` by one scheduler step.
+pub trait FrameScheduler {
+    /// The next sample given the model's velocity at the current step.
+    fn step(&mut self, velocity: &[f32], sample: &[f32]) -> Vec<f32>;
+}
+
+/// The timestep matrix of a window (see `crate::timestep_matrix`).
+pub struct Rows {
+    /// Timestep per row and frame.
+    pub timesteps: Vec<Vec<f32>>,
+    /// Frames stepped by the scheduler per row.
+    pub update: Vec<Vec<bool>>,
+    /// Frame range `[start, end)` fed to the model per row.
+    pub interval: Vec<(usize, usize)>,
+}
+
+/// Settings shared by every window.
+pub struct WindowSettings {
+    /// Guidance scale; the unconditional pass runs only when > 1 and a negative context exists.
+    pub guidance: f32,
+    /// Prefix re-noise level (0 = off).
+    pub addnoise_condition: f32,
+    /// TeaCache, if enabled.
+    pub teacache: Option<TeaCacheConfig>,
+}
+
+/// What a window cost.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WindowStats {
+    /// Model forward passes.
+    pub forwards: usize,
+    /// Passes whose transformer blocks ran.
+    pub blocks_computed: usize,
+    /// Passes whose transformer blocks were skipped by TeaCache.
+    pub blocks_skipped: usize,
+}
+
+/// Latent frame `f` of `[1, C, F, H, W]` as a `[C, H, W]` vector.
+pub(crate) fn frame(latents: &Tensor, f: usize) -> Vec<f32> {
+    let (channels, frames, plane) = (latents.shape[1], latents.shape[2], latents.shape[3] * latents.shape[4]);
+    let mut out = Vec::with_capacity(channels * plane);
+    for c in 0..channels {
+        let start = (c * frames + f) * plane;
+        out.extend_from_slice(&latents.data[start..start + plane]);
+    }
+    out
+}
+
+/// Writes a `[C, H, W]` vector into latent frame `f`.
+pub(crate) fn set_frame(latents: &mut Tensor, f: usize, values: &[f32]) {
+    let (channels, frames, plane) = (latents.shape[1], latents.shape[2], latents.shape[3] * latents.shape[4]);
+    for c in 0..channels {
+        let start = (c * frames + f) * plane;
+        latents.data[start..start + plane].copy_from_slice(&values[c * plane..(c + 1) * plane]);
+    }
+}
+
+/// Frames `[start, end)` of `[1, C, F, H, W]`.
+pub(crate) fn frames(latents: &Tensor, start: usize, end: usize) -> Tensor {
+    let (channels, count, plane) = (latents.shape[1], latents.shape[2], latents.shape[3] * latents.shape[4]);
+    let mut data = Vec::with_capacity(channels * (end - start) * plane);
+    for c in 0..channels {
+        data.extend_from_slice(&latents.data[(c * count + start) * plane..(c * count + end) * plane]);
+    }
+    Tensor { shape: vec![1, channels, end - start, latents.shape[3], latents.shape[4]], data }
+}
+
+/// Samples one window in place. `latents` `[1, 16, F, H, W]` holds the initial noise with any
+/// prefix frames already written; `schedulers` has one state per frame.
+pub fn sample_window(
+    denoiser: &mut dyn Denoiser,
+    latents: &mut Tensor,
+    prefix_frames: usize,
+    rows: &Rows,
+    schedulers: &mut [Box<dyn FrameScheduler>],
+    settings: &WindowSettings,
+    noise: &mut NoiseSource,
+    progress: &ProgressBar,
+) -> Result<WindowStats> {
+    let guided = settings.guidance > 1.0 && denoiser.has_unconditional();
+    let mut cache = settings.teacache.clone().map(|config| TeaCache::new(config, rows.timesteps.len()));
+    let mut stats = WindowStats::default();
+    for (row, timesteps) in rows.timesteps.iter().enumerate() {
+        let (start, end) = rows.interval[row];
+        let mut input = frames(latents, start, end);
+        let mut row_timesteps = timesteps[start..end].to_vec();
+        if settings.addnoise_condition > 0.0 && start < prefix_frames {
+            let factor = 0.001 * settings.addnoise_condition;
+            let (channels, plane, width) = (input.shape[1], input.shape[3] * input.shape[4], end - start);
+            let fresh = noise.draw(&[1, channels, prefix_frames - start, input.shape[3], input.shape[4]])?;
+            for c in 0..channels {
+                for f in 0..prefix_frames - start {
+                    let target = (c * width + f) * plane;
+                    let source = (c * (prefix_frames - start) + f) * plane;
+                    for i in 0..plane {
+                        input.data[target + i] = input.data[target + i] * (1.0 - factor) + fresh.data[source + i] * factor;
+                    }
+                }
+            }
+            for t in &mut row_timesteps[..prefix_frames - start] {
+                *t = settings.addnoise_condition;
+            }
+        }
+        let conditional = denoiser.velocity(&input, &row_timesteps, Branch::Conditional, row, cache.as_mut())?;
+        stats.forwards += 1;
+        let velocity = if guided {
+            let unconditional = denoiser.velocity(&input, &row_timesteps, Branch::Unconditional, row, cache.as_mut())?;
+            stats.forwards += 1;
+            let g = settings.guidance;
+            let data = unconditional.data.iter().zip(&conditional.data).map(|(u, c)| u + g * (c - u)).collect();
+            Tensor { shape: conditional.shape, data }
+        } else {
+            conditional
+        };
+        for f in start..end {
+            if rows.update[row][f] {
+                let updated = schedulers[f].step(&frame(&velocity, f - start), &frame(latents, f));
+                set_frame(latents, f, &updated);
+            }
+        }
+        progress.inc(1);
+    }
+    if let Some(cache) = cache {
+        stats.blocks_computed = cache.computed;
+        stats.blocks_skipped = cache.skipped;
+    } else {
+        stats.blocks_computed = stats.forwards;
+    }
+    Ok(stats)
+}
