@@ -1,3 +1,4 @@
 //! The one integration-test binary: parity against the reference fixtures and end-to-end runs.
 
 mod dit_parity;
+mod text_encoder;

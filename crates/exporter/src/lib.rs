@@ -6,6 +6,7 @@ pub mod dit;
 pub mod engine_dir;
 pub mod error;
 pub mod layout;
+pub mod text;
 pub mod tiny;
 pub mod weights;
 

@@ -532,3 +532,22 @@ impl Graph {
         Ok(self.node("MultiHeadAttention", Some("com.microsoft"), &inputs, attributes, vec![(query.dtype, shape)]).remove(0))
     }
 }
+
+impl Graph {
+    /// `com.microsoft.MultiHeadAttention` with an explicit softmax `scale` on the logits
+    /// (umT5 uses 1.0: no `1/√d`); otherwise as [`Graph::multi_head_attention`].
+    pub fn multi_head_attention_scaled(
+        &mut self,
+        query: &Value,
+        key: &Value,
+        value: &Value,
+        bias: AttentionBias<'_>,
+        num_heads: i64,
+        scale: f32,
+    ) -> Result<Value> {
+        let out = self.multi_head_attention(query, key, value, bias, num_heads)?;
+        let node = self.nodes.last_mut().expect("multi_head_attention appended a node");
+        node.attribute.push(attr::float("scale", scale));
+        Ok(out)
+    }
+}

@@ -10,6 +10,7 @@ pub mod session;
 pub mod teacache;
 pub mod tensor;
 pub mod tensor_file;
+pub mod text;
 
 pub use error::{Result, RuntimeError};
 pub use tensor::Tensor;

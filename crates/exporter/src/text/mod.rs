@@ -1,0 +1,105 @@
+//! umT5-XXL encoder export (SPEC §8): one checkpoint (Wan names or HF `UMT5EncoderModel`) →
+//! `text_encoder.onnx` with external weights, plus the tokenizer's `tokenizer.json` copied next to it.
+
+pub mod config;
+pub mod graph;
+pub mod tiny;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use skyreels_contract::manifest::GraphEntry;
+use skyreels_contract::text::{TextEncoderComponent, TextEncoderConfig};
+use skyreels_graph::{DType, Model};
+
+use crate::checkpoint::Checkpoint;
+use crate::dit::GraphReport;
+use crate::dit::layers::{AttentionKind, Layers};
+use crate::error::{ExportError, Result};
+use crate::weights::{WeightSink, WeightStore};
+use config::TextLayout;
+
+/// Graph file written into the engine directory.
+pub const GRAPH_FILE: &str = "text_encoder.onnx";
+/// Tokenizer file written into the engine directory.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// Tokens per prompt in every SkyReels pipeline (`text_len`), `</s>` included.
+pub const MAX_LENGTH: usize = 512;
+
+/// How to export the text encoder.
+#[derive(Debug, Clone)]
+pub struct TextExportOptions {
+    /// Dtype of the token embedding and matmul weights (norms, bias tables and attention stay float32).
+    pub compute: DType,
+    /// Attention form (`MatMul` everywhere, `ContribMha` for ONNX Runtime CUDA).
+    pub attention: AttentionKind,
+    /// Reference matching-dtype weights in place (hard links) instead of copying them.
+    pub link_weights: bool,
+}
+
+/// What an export produced.
+pub struct TextExport {
+    /// Manifest entry.
+    pub component: TextEncoderComponent,
+    /// Graph summary.
+    pub report: GraphReport,
+    /// Bytes written by conversion / referenced in place.
+    pub weight_bytes: (u64, u64),
+}
+
+/// Opens the checkpoint at `source` (a `.safetensors` file or a directory such as a diffusers
+/// snapshot's `text_encoder/`) and reads its layout and architecture.
+pub fn inspect(source: &Path) -> Result<(Checkpoint, TextLayout, TextEncoderConfig)> {
+    let checkpoint = Checkpoint::open(source)?;
+    let layout = TextLayout::detect(checkpoint.names());
+    let dir = if source.is_file() { source.parent().unwrap_or(Path::new(".")) } else { source };
+    let json = crate::dit::config::read_config_json(dir)?;
+    let store = WeightStore::with_names(&checkpoint, |n| layout.canonical(n), WeightSink::new(dir, "unused", false));
+    let config = config::text_config(&store, &json, &dir.join("config.json"))?;
+    Ok((checkpoint, layout, config))
+}
+
+/// Copies `tokenizer` (a `tokenizer.json`, or a directory holding one) into `out_dir`.
+pub fn copy_tokenizer(tokenizer: &Path, out_dir: &Path) -> Result<String> {
+    let file = if tokenizer.is_dir() { tokenizer.join(TOKENIZER_FILE) } else { tokenizer.to_path_buf() };
+    if !file.is_file() {
+        return Err(ExportError::NoCheckpoint {
+            path: file,
+            reason: "no tokenizer.json (a sentencepiece `spiece.model` alone cannot be read)\n  fix: add google/umt5-xxl's tokenizer.json".into(),
+        });
+    }
+    fs_err::copy(&file, out_dir.join(TOKENIZER_FILE))?;
+    Ok(TOKENIZER_FILE.to_string())
+}
+
+/// Exports the encoder at `source` and the tokenizer at `tokenizer` into `out_dir`.
+pub fn export(source: &Path, tokenizer: &Path, out_dir: &Path, options: &TextExportOptions) -> Result<TextExport> {
+    let (checkpoint, layout, config) = inspect(source)?;
+    let sink = WeightSink::new(out_dir, "text_encoder.weights", options.link_weights);
+    let mut store = WeightStore::with_names(&checkpoint, |n| layout.canonical(n), sink);
+    let mut layers = Layers::new("text_encoder", &mut store, options.compute, options.attention);
+    graph::build(&mut layers, &config)?;
+    let mut metadata = BTreeMap::new();
+    metadata.insert("skyreels.component".to_string(), "text_encoder".to_string());
+    let model = Model::from_graph(layers.graph, &metadata);
+    model.save(&out_dir.join(GRAPH_FILE))?;
+    let report = GraphReport {
+        file: GRAPH_FILE.to_string(),
+        nodes: model.proto.graph.as_ref().map_or(0, |g| g.node.len()),
+        ops: model.op_histogram(),
+    };
+    let architecture = format!("umT5 encoder dim {} layers {}", config.dim, config.num_layers);
+    let sink = store.finish(&architecture)?;
+    let tokenizer = copy_tokenizer(tokenizer, out_dir)?;
+    let entry = GraphEntry {
+        name: "encoder".to_string(),
+        file: GRAPH_FILE.to_string(),
+        inputs: graph::inputs().iter().map(|p| p.spec()).collect(),
+        outputs: graph::outputs(&config).iter().map(|p| p.spec()).collect(),
+    };
+    Ok(TextExport {
+        component: TextEncoderComponent { config, graphs: vec![entry], tokenizer, max_length: MAX_LENGTH },
+        report,
+        weight_bytes: (sink.written_bytes, sink.linked_bytes),
+    })
+}

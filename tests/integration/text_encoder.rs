@@ -1,0 +1,131 @@
+//! umT5 text encoder parity: prompt cleaning against ftfy 6.3.1 + `html.unescape`, token ids
+//! against transformers' tokenizer call, and hidden states of a tiny seeded `UMT5EncoderModel`
+//! (both checkpoint layouts, both attention forms) on ONNX Runtime CPU.
+
+use std::path::Path;
+
+use skyreels_exporter::dit::layers::AttentionKind;
+use skyreels_exporter::text::{self, TextExportOptions};
+use skyreels_graph::DType;
+use skyreels_runtime::engine::Engine;
+use skyreels_runtime::session::{Backend, GraphSession, TensorPool};
+use skyreels_runtime::text::{PromptTokenizer, TextEncoder, clean_prompt, fix_text, html_unescape};
+use skyreels_runtime::Tensor;
+use skyreels_tests::{fixtures_dir, float, int, read_safetensors, require_onnxruntime};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn cases() -> serde_json::Value {
+    let text = fs_err::read_to_string(fixtures_dir().join("text/cases.json")).expect("cases.json");
+    serde_json::from_str(&text).expect("json")
+}
+
+fn export_engine(layout: &str, attention: AttentionKind) -> tempfile::TempDir {
+    let root = fixtures_dir().join("text");
+    let out = tempfile::tempdir().expect("tempdir");
+    let options = TextExportOptions { compute: DType::F32, attention, link_weights: true };
+    let export = text::export(&root.join(layout), &root.join("tokenizer.json"), out.path(), &options).expect("export");
+    let manifest = skyreels_contract::Manifest {
+        format_version: skyreels_contract::manifest::FORMAT_VERSION,
+        producer: "test".into(),
+        target: "cpu".into(),
+        precision: "fp32".into(),
+        attention: attention.name().into(),
+        dit: None,
+        vae: None,
+        text_encoder: Some(export.component),
+        image_encoder: None,
+        build: None,
+    };
+    manifest.save(out.path()).expect("manifest");
+    out
+}
+
+#[test]
+fn text_buckets_match_transformers() {
+    let (tensors, _) = read_safetensors(&fixtures_dir().join("text/buckets.safetensors")).expect("buckets");
+    let relative = int(&tensors, "relative").expect("relative");
+    let bucket = int(&tensors, "bucket").expect("bucket");
+    for (r, b) in relative.iter().zip(bucket) {
+        assert_eq!(text::config::relative_position_bucket(*r, 32, 128), *b, "relative position {r}");
+    }
+}
+
+#[test]
+fn text_cleaning_matches_ftfy_and_html_unescape() {
+    let cases = cases();
+    for case in cases["encode"].as_array().expect("encode") {
+        let prompt = case["prompt"].as_str().expect("prompt");
+        assert_eq!(clean_prompt(prompt), case["cleaned"].as_str().expect("cleaned"), "case {}", case["name"]);
+    }
+    for case in cases["clean"].as_array().expect("clean") {
+        let prompt = case["prompt"].as_str().expect("prompt");
+        assert_eq!(fix_text(prompt), case["fix_text"].as_str().expect("fix_text"), "fix_text({prompt:?})");
+        assert_eq!(html_unescape(prompt), case["html_unescape"].as_str().expect("html"), "html_unescape({prompt:?})");
+        assert_eq!(clean_prompt(prompt), case["cleaned"].as_str().expect("cleaned"), "clean_prompt({prompt:?})");
+    }
+}
+
+#[test]
+fn text_token_ids_match_transformers() {
+    let cases = cases();
+    let (tensors, _) = read_safetensors(&fixtures_dir().join("text/cases.safetensors")).expect("cases");
+    let fixture_tokenizer = PromptTokenizer::from_file(&fixtures_dir().join("text/tokenizer.json"), 512).expect("tokenizer");
+    let tiny_dir = tempfile::tempdir().expect("tempdir");
+    let tiny_path = tiny_dir.path().join("tokenizer.json");
+    fs_err::write(&tiny_path, text::tiny::tiny_tokenizer_json()).expect("write");
+    let tiny_tokenizer = PromptTokenizer::from_file(&tiny_path, 512).expect("tiny tokenizer");
+    for case in cases["encode"].as_array().expect("encode") {
+        let name = case["name"].as_str().expect("name");
+        let cleaned = case["cleaned"].as_str().expect("cleaned");
+        let expected_ids = int(&tensors, &format!("{name}.input_ids")).expect("ids");
+        let expected_mask = int(&tensors, &format!("{name}.attention_mask")).expect("mask");
+        for (which, tokenizer) in [("fixture", &fixture_tokenizer), ("rust tiny", &tiny_tokenizer)] {
+            let tokens = tokenizer.tokenize(cleaned).expect("tokenize");
+            assert_eq!(tokens.ids, expected_ids, "{which} tokenizer, case {name}");
+            assert_eq!(tokens.mask, expected_mask, "{which} tokenizer, case {name}");
+            assert_eq!(tokens.truncated_tokens as u64, case["truncated_tokens"].as_u64().expect("n"), "case {name}");
+        }
+    }
+}
+
+fn batch_error(engine_dir: &Path) -> f32 {
+    let engine = Engine::open(engine_dir).expect("engine");
+    let component = engine.manifest.text_encoder.clone().expect("text encoder");
+    let mut session = GraphSession::load(&engine.dir, &component.graphs[0], &Backend::Cpu { threads: 2 }).expect("load");
+    let (tensors, _) = read_safetensors(&fixtures_dir().join("text/batch.safetensors")).expect("batch");
+    let mut pool = TensorPool::new();
+    for name in ["input_ids", "attention_mask"] {
+        pool.insert_i64(name, vec![2, 24], int(&tensors, name).expect(name).to_vec()).expect("insert");
+    }
+    session.run(&mut pool).expect("run");
+    let hidden: Tensor = pool.to_host(skyreels_contract::text::TEXT_HIDDEN_STATES).expect("hidden");
+    hidden.max_abs_diff(float(&tensors, "hidden").expect("hidden"))
+}
+
+#[test]
+fn text_encoder_matches_transformers() {
+    require_onnxruntime();
+    let cases = cases();
+    let (tensors, _) = read_safetensors(&fixtures_dir().join("text/cases.safetensors")).expect("cases");
+    for layout in ["hf", "wan"] {
+        for attention in [AttentionKind::MatMul, AttentionKind::ContribMha] {
+            let engine_dir = export_engine(layout, attention);
+            let error = batch_error(engine_dir.path());
+            eprintln!("text parity {layout}/{} batch[2, 24]: max-abs {error:.3e}", attention.name());
+            assert!(error <= TOLERANCE, "{layout}/{} batch: max-abs {error}", attention.name());
+            let engine = Engine::open(engine_dir.path()).expect("engine");
+            let mut encoder = TextEncoder::load(&engine, &Backend::Cpu { threads: 2 }).expect("load");
+            let mut worst = 0.0f32;
+            for case in cases["encode"].as_array().expect("encode") {
+                let name = case["name"].as_str().expect("name");
+                let hidden = encoder.encode(case["prompt"].as_str().expect("prompt")).expect("encode");
+                assert_eq!(hidden.shape, vec![1, 512, 32]);
+                let error = hidden.max_abs_diff(float(&tensors, &format!("{name}.hidden")).expect("hidden"));
+                assert!(error <= TOLERANCE, "{layout}/{} case {name}: max-abs {error}", attention.name());
+                worst = worst.max(error);
+            }
+            eprintln!("text parity {layout}/{} prompts: worst max-abs {worst:.3e}", attention.name());
+        }
+    }
+}
