@@ -2,3 +2,4 @@
 
 mod dit_parity;
 mod text_encoder;
+mod vae_parity;

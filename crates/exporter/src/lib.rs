@@ -8,6 +8,7 @@ pub mod error;
 pub mod layout;
 pub mod text;
 pub mod tiny;
+pub mod vae;
 pub mod weights;
 
 pub use error::{ExportError, Result};

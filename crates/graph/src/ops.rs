@@ -370,6 +370,18 @@ impl Graph {
 
     /// Mean over `axes`.
     pub fn reduce_mean(&mut self, x: &Value, axes: &[i64], keep_dims: bool) -> Result<Value> {
+        self.reduce("ReduceMean", x, axes, keep_dims)
+    }
+
+    /// Euclidean norm `sqrt(Σ x²)` over `axes`.
+    pub fn reduce_l2(&mut self, x: &Value, axes: &[i64], keep_dims: bool) -> Result<Value> {
+        self.reduce("ReduceL2", x, axes, keep_dims)
+    }
+
+    fn reduce(&mut self, op: &str, x: &Value, axes: &[i64], keep_dims: bool) -> Result<Value> {
+        if let Some(bad) = axes.iter().find(|&&a| a >= x.rank() as i64 || a < -(x.rank() as i64)) {
+            return Err(self.error(format!("{op}: axis {bad} out of range for {}", render(&x.shape))));
+        }
         let positions: Vec<usize> = axes.iter().map(|&a| axis_index(x.rank(), a)).collect();
         let shape = x
             .shape
@@ -382,7 +394,7 @@ impl Graph {
             })
             .collect();
         let axes_value = self.const_i64(axes)?;
-        Ok(self.node1("ReduceMean", &[x, &axes_value], vec![attr::int("keepdims", keep_dims as i64)], x.dtype, shape))
+        Ok(self.node1(op, &[x, &axes_value], vec![attr::int("keepdims", keep_dims as i64)], x.dtype, shape))
     }
 
     /// Softmax along `axis`.

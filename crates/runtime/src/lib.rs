@@ -11,6 +11,7 @@ pub mod teacache;
 pub mod tensor;
 pub mod tensor_file;
 pub mod text;
+pub mod vae;
 
 pub use error::{Result, RuntimeError};
 pub use tensor::Tensor;

@@ -1,0 +1,168 @@
+//! VAE export: a Wan 2.1 causal 3D VAE checkpoint (diffusers `AutoencoderKLWan` or original Wan
+//! names) → `vae_encode_first.onnx`, `vae_encode_chunk.onnx`, `vae_decode_first.onnx`,
+//! `vae_decode_chunk.onnx`, sharing one set of external weights. The graph contract is documented
+//! in [`skyreels_contract::vae`]; upstream is `WanVAE_` in Wan2.1's `wan/modules/vae.py`.
+
+pub mod config;
+mod layers;
+pub mod names;
+pub mod random;
+mod topology;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use skyreels_contract::manifest::GraphEntry;
+use skyreels_contract::vae::{VaeComponent, VaeConfig, graph};
+use skyreels_graph::Model;
+
+use crate::checkpoint::Checkpoint;
+use crate::dit::GraphReport;
+use crate::error::{ExportError, Result};
+use crate::weights::{WeightSink, WeightStore};
+use layers::ChunkGraph;
+use names::VaeLayout;
+
+/// How to export the VAE.
+#[derive(Debug, Clone)]
+pub struct VaeExportOptions {
+    /// Reference float32 weights in place (hard links) instead of copying them.
+    pub link_weights: bool,
+}
+
+/// What an export produced.
+pub struct VaeExport {
+    /// Manifest entry.
+    pub component: VaeComponent,
+    /// Per-graph summaries.
+    pub reports: Vec<GraphReport>,
+    /// Bytes written by conversion / referenced in place.
+    pub weight_bytes: (u64, u64),
+}
+
+/// Weight file names tried, in order, next to an original-format model (`Wan2.1_VAE.pth` converted
+/// to safetensors keeps its name).
+const ORIGINAL_FILES: &[&str] = &["Wan2.1_VAE.safetensors", "wan_2.1_vae.safetensors"];
+
+/// Finds the VAE belonging to `checkpoint`: the path itself when it is a VAE (a `.safetensors`
+/// file, or a folder whose `config.json` names `AutoencoderKLWan`), the `vae/` folder of a
+/// diffusers snapshot or of the built-in tiny model, or a `Wan2.1_VAE.safetensors` file beside an
+/// original-format DiT. `None` when there is none.
+pub fn locate(checkpoint: &Path) -> Option<PathBuf> {
+    if checkpoint.is_file() {
+        return checkpoint.extension().is_some_and(|e| e == "safetensors").then(|| checkpoint.to_path_buf());
+    }
+    if is_vae_folder(checkpoint) {
+        return Some(checkpoint.to_path_buf());
+    }
+    let sub = checkpoint.join("vae");
+    if sub.is_dir() && has_safetensors(&sub) {
+        return Some(sub);
+    }
+    ORIGINAL_FILES.iter().map(|name| checkpoint.join(name)).find(|p| p.is_file())
+}
+
+/// True when `dir` is a diffusers VAE folder (its `config.json` names `AutoencoderKLWan`).
+pub fn is_vae_folder(dir: &Path) -> bool {
+    let Ok(text) = fs_err::read_to_string(dir.join("config.json")) else {
+        return false;
+    };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|json| json.get("_class_name").and_then(|v| v.as_str()).map(|s| s == "AutoencoderKLWan"))
+        .unwrap_or(false)
+}
+
+fn has_safetensors(dir: &Path) -> bool {
+    fs_err::read_dir(dir)
+        .map(|entries| entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "safetensors")))
+        .unwrap_or(false)
+}
+
+fn read_json(dir: &Path) -> Result<serde_json::Value> {
+    let path = dir.join("config.json");
+    if !path.is_file() {
+        return Ok(serde_json::Value::Object(Default::default()));
+    }
+    let text = fs_err::read_to_string(&path)?;
+    serde_json::from_str(&text).map_err(|e| ExportError::BadConfig { path, reason: format!("not valid JSON: {e}") })
+}
+
+/// Opens the VAE checkpoint at `source` (a folder or a `.safetensors` file) and reads its architecture.
+pub fn inspect(source: &Path) -> Result<(Checkpoint, VaeLayout, VaeConfig)> {
+    let checkpoint = Checkpoint::open(source)?;
+    let layout = VaeLayout::detect(checkpoint.names());
+    let dir = if source.is_file() { source.parent().unwrap_or(Path::new(".")) } else { source };
+    let json = if source.is_file() { serde_json::Value::Object(Default::default()) } else { read_json(dir)? };
+    let store = WeightStore::with_names(&checkpoint, |n| layout.canonical(n), WeightSink::new(dir, "unused", false));
+    let config = config::vae_config(&store, &json, source)?;
+    Ok((checkpoint, layout, config))
+}
+
+/// Exports the VAE at `source` into `out_dir`.
+pub fn export(source: &Path, out_dir: &Path, options: &VaeExportOptions) -> Result<VaeExport> {
+    let (checkpoint, layout, config) = inspect(source)?;
+    let sink = WeightSink::new(out_dir, "vae.weights", options.link_weights);
+    let mut store = WeightStore::with_names(&checkpoint, |n| layout.canonical(n), sink);
+    let mut metadata = BTreeMap::new();
+    metadata.insert("skyreels.component".to_string(), "vae".to_string());
+    type Builder = fn(&mut ChunkGraph<'_, '_>, &VaeConfig) -> Result<()>;
+    let spatial = config.spatial_compression();
+    let plan: [(&str, bool, usize, Builder); 4] = [
+        (graph::ENCODE_FIRST, true, spatial, topology::build_encoder),
+        (graph::ENCODE_CHUNK, false, spatial, topology::build_encoder),
+        (graph::DECODE_FIRST, true, 1, topology::build_decoder),
+        (graph::DECODE_CHUNK, false, 1, topology::build_decoder),
+    ];
+    let mut graphs = Vec::new();
+    let mut reports = Vec::new();
+    for (name, first, scale, build) in plan {
+        let file = format!("vae_{name}.onnx");
+        let mut chunk = ChunkGraph::new(&format!("vae_{name}"), &mut store, first, scale);
+        build(&mut chunk, &config)?;
+        let (graph, inputs, outputs) = chunk.into_parts();
+        let model = Model::from_graph(graph, &metadata);
+        model.save(&out_dir.join(&file))?;
+        reports.push(GraphReport {
+            file: file.clone(),
+            nodes: model.proto.graph.as_ref().map_or(0, |g| g.node.len()),
+            ops: model.op_histogram(),
+        });
+        graphs.push(GraphEntry { name: name.to_string(), file, inputs, outputs });
+    }
+    let architecture = format!("Wan VAE base_dim {} dim_mult {:?}", config.base_dim, config.dim_mult);
+    let sink = store.finish(&architecture)?;
+    Ok(VaeExport { component: VaeComponent { config, graphs }, reports, weight_bytes: (sink.written_bytes, sink.linked_bytes) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_tiny_vae_exports_every_weight() {
+        let source = tempfile::tempdir().expect("tempdir");
+        let out = tempfile::tempdir().expect("tempdir");
+        random::write_random_vae(source.path(), &random::tiny_vae_config(), 0).expect("write");
+        let file = locate(source.path()).expect("located");
+        let export = export(&file, out.path(), &VaeExportOptions { link_weights: false }).expect("export");
+        assert_eq!(export.component.config, random::tiny_vae_config());
+        let names: Vec<&str> = export.component.graphs.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, [graph::ENCODE_FIRST, graph::ENCODE_CHUNK, graph::DECODE_FIRST, graph::DECODE_CHUNK]);
+        let caches = |entry: &GraphEntry, prefix: &str| -> Vec<String> {
+            let ports = if prefix == skyreels_contract::vae::io::CACHE_IN_PREFIX { &entry.inputs } else { &entry.outputs };
+            ports.iter().filter_map(|p| p.name.strip_prefix(prefix).map(str::to_string)).collect()
+        };
+        for (first, chunk, count) in [(&export.component.graphs[0], &export.component.graphs[1], 24), (&export.component.graphs[2], &export.component.graphs[3], 32)] {
+            let out_first = caches(first, skyreels_contract::vae::io::CACHE_OUT_PREFIX);
+            assert_eq!(out_first.len(), count, "{}", first.name);
+            assert!(caches(first, skyreels_contract::vae::io::CACHE_IN_PREFIX).is_empty());
+            assert_eq!(caches(chunk, skyreels_contract::vae::io::CACHE_IN_PREFIX), out_first);
+            assert_eq!(caches(chunk, skyreels_contract::vae::io::CACHE_OUT_PREFIX), out_first);
+        }
+        if let Ok(keep) = std::env::var("SKYREELS_KEEP_TINY_VAE") {
+            let _ = std::fs::remove_dir_all(&keep);
+            std::fs::rename(out.keep(), &keep).expect("keep");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! VAE parity: the tiny seeded diffusers `AutoencoderKLWan` (both checkpoint layouts) exported with
+//! `skyreels-export`'s library, run chunk by chunk on ONNX Runtime CPU, against diffusers 0.42.1.
+
+use std::path::Path;
+
+use skyreels_exporter::vae::{self, VaeExportOptions};
+use skyreels_runtime::engine::Engine;
+use skyreels_runtime::session::Backend;
+use skyreels_runtime::vae::{DecodeState, VaeDecoder, VaeEncoder, clamp_video};
+use skyreels_runtime::Tensor;
+use skyreels_tests::{fixtures_dir, float, read_safetensors, require_onnxruntime};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn export_engine(checkpoint: &Path) -> tempfile::TempDir {
+    let out = tempfile::tempdir().expect("tempdir");
+    let export = vae::export(checkpoint, out.path(), &VaeExportOptions { link_weights: true }).expect("export");
+    let manifest = skyreels_contract::Manifest {
+        format_version: skyreels_contract::manifest::FORMAT_VERSION,
+        producer: "test".into(),
+        target: "cpu".into(),
+        precision: "fp32".into(),
+        attention: "matmul".into(),
+        dit: None,
+        vae: Some(export.component),
+        text_encoder: None,
+        image_encoder: None,
+        build: None,
+    };
+    manifest.save(out.path()).expect("manifest");
+    out
+}
+
+fn checkpoint(layout: &str) -> std::path::PathBuf {
+    let root = fixtures_dir().join("vae");
+    match layout {
+        "diffusers" => root.join("diffusers"),
+        _ => root.join("original").join("Wan2.1_VAE.safetensors"),
+    }
+}
+
+fn backend() -> Backend {
+    Backend::Cpu { threads: 2 }
+}
+
+#[test]
+fn vae_matches_diffusers_in_both_layouts() {
+    require_onnxruntime();
+    let (cases, _) = read_safetensors(&fixtures_dir().join("vae").join("cases.safetensors")).expect("cases");
+    let case = |name: &str| float(&cases, name).unwrap_or_else(|| panic!("fixture tensor `{name}`"));
+    for layout in ["diffusers", "original"] {
+        let engine_dir = export_engine(&checkpoint(layout));
+        let engine = Engine::open(engine_dir.path()).expect("engine");
+
+        let mut encoder = VaeEncoder::load(&engine, &backend()).expect("load encoder");
+        let latents = encoder.encode(case("encode_video")).expect("encode");
+        let error = latents.max_abs_diff(case("encode_latents"));
+        eprintln!("vae parity {layout}: encode {:?} max-abs {error:.3e}", latents.shape);
+        assert!(error <= TOLERANCE, "{layout}: encode max-abs {error} > {TOLERANCE}");
+
+        let mut decoder = VaeDecoder::load(&engine, &backend()).expect("load decoder");
+        let unclamped = decoder.decode_unclamped(case("decode_latents")).expect("decode");
+        let expected = case("decode_video_unclamped");
+        let error = unclamped.max_abs_diff(expected);
+        eprintln!("vae parity {layout}: decode {:?} before the clamp max-abs {error:.3e}", unclamped.shape);
+        assert!(error <= TOLERANCE, "{layout}: decode (unclamped) max-abs {error} > {TOLERANCE}");
+
+        let video = decoder.decode(case("decode_latents")).expect("decode");
+        let mut expected_clamped = expected.clone();
+        clamp_video(&mut expected_clamped);
+        let error = video.max_abs_diff(&expected_clamped);
+        eprintln!("vae parity {layout}: decode clamped max-abs {error:.3e}");
+        assert!(error <= TOLERANCE, "{layout}: decode (clamped) max-abs {error} > {TOLERANCE}");
+        assert!(video.data.iter().all(|v| (-1.0..=1.0).contains(v)));
+    }
+}
+
+/// Frames `start..start + count` of a `[B, C, T, H, W]` tensor.
+fn frames(tensor: &Tensor, start: usize, count: usize) -> Tensor {
+    let [b, c, t, h, w] = [tensor.shape[0], tensor.shape[1], tensor.shape[2], tensor.shape[3], tensor.shape[4]];
+    let plane = h * w;
+    let mut data = Vec::new();
+    for bc in 0..b * c {
+        data.extend_from_slice(&tensor.data[(bc * t + start) * plane..(bc * t + start + count) * plane]);
+    }
+    Tensor::new(vec![b, c, count, h, w], data).expect("frames")
+}
+
+#[test]
+fn vae_is_causal_and_streams_frame_by_frame() {
+    require_onnxruntime();
+    let (cases, _) = read_safetensors(&fixtures_dir().join("vae").join("cases.safetensors")).expect("cases");
+    let latents = float(&cases, "decode_latents").expect("decode_latents");
+    let engine_dir = export_engine(&checkpoint("diffusers"));
+    let engine = Engine::open(engine_dir.path()).expect("engine");
+    let mut decoder = VaeDecoder::load(&engine, &backend()).expect("load decoder");
+    let full = decoder.decode_unclamped(latents).expect("decode all");
+    let shorter = decoder.decode_unclamped(&frames(latents, 0, 3)).expect("decode three");
+    assert_eq!(shorter.shape[2], 9);
+    assert_eq!(shorter, frames(&full, 0, 9), "decoding F-1 latents must give the first frames of decoding F");
+
+    let mut state = DecodeState::default();
+    let mut produced = Vec::new();
+    for index in 0..latents.shape[2] {
+        let chunk = decoder.decode_frame(&mut state, &frames(latents, index, 1)).expect("decode frame");
+        assert_eq!(chunk.shape[2], if index == 0 { 1 } else { 4 });
+        produced.push((index, chunk));
+    }
+    let mut start = 0;
+    for (_, chunk) in &produced {
+        assert_eq!(chunk, &frames(&full, start, chunk.shape[2]));
+        start += chunk.shape[2];
+    }
+
+    let video = float(&cases, "encode_video").expect("encode_video");
+    let mut encoder = VaeEncoder::load(&engine, &backend()).expect("load encoder");
+    let all = encoder.encode(video).expect("encode all");
+    let prefix = encoder.encode(&frames(video, 0, 5)).expect("encode five");
+    assert_eq!(prefix, frames(&all, 0, 2), "encoding the first 5 frames must give the first 2 latents");
+    assert!(encoder.encode(&frames(video, 0, 4)).is_err(), "4 frames are not 1 + 4k");
+}
