@@ -11,6 +11,7 @@ use skyreels_exporter::dit::layers::AttentionKind;
 use skyreels_exporter::dit::{self, DitExportOptions};
 use skyreels_exporter::engine_dir::Staging;
 use skyreels_exporter::tiny::{self, StorageDtype};
+use skyreels_exporter::vae::{self, VaeExport, VaeExportOptions};
 use skyreels_graph::DType;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -89,6 +90,7 @@ fn main() -> anyhow::Result<()> {
     let source = if args.checkpoint == "tiny" {
         let dir = tempfile::tempdir().context("creating a temporary directory for the tiny model")?;
         tiny::write_random_dit(dir.path(), &tiny::tiny_dit_config(), StorageDtype::F32, 0)?;
+        vae::random::write_random_vae(&dir.path().join("vae"), &vae::random::tiny_vae_config(), 0)?;
         let path = dir.path().to_path_buf();
         _tiny_dir = dir;
         path
@@ -101,26 +103,32 @@ fn main() -> anyhow::Result<()> {
         causal_variant: !args.no_causal,
         link_weights: !args.copy_weights && args.checkpoint != "tiny",
     };
-    let export = dit::export(&source, staging.path(), &options)
-        .with_context(|| format!("exporting the DiT from {}", source.display()))?;
+    let export = if vae::is_vae_checkpoint(&source) {
+        None
+    } else {
+        Some(dit::export(&source, staging.path(), &options).with_context(|| format!("exporting the DiT from {}", source.display()))?)
+    };
+    let vae_export = export_vae(&source, staging.path(), !args.copy_weights && args.checkpoint != "tiny")?;
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         producer: format!("skyreels-export {}", env!("CARGO_PKG_VERSION")),
         target: format!("{:?}", args.target).to_lowercase(),
         precision: precision_name.to_string(),
         attention: attention.name().to_string(),
-        dit: Some(export.component),
-        vae: None,
+        dit: export.as_ref().map(|e| e.component.clone()),
+        vae: vae_export.as_ref().map(|e| e.component.clone()),
         text_encoder: None,
         image_encoder: None,
         build: None,
     };
     manifest.save(staging.path())?;
     let out = staging.commit()?;
-    for report in &export.reports {
+    let reports = export.iter().flat_map(|e| &e.reports).chain(vae_export.iter().flat_map(|e| &e.reports));
+    for report in reports {
         eprintln!("  {:<26} {:>6} nodes", report.file, report.nodes);
     }
-    let (written, linked) = export.weight_bytes;
+    let weight_bytes = export.iter().map(|e| e.weight_bytes).chain(vae_export.iter().map(|e| e.weight_bytes));
+    let (written, linked) = weight_bytes.fold((0, 0), |(w, l), (a, b)| (w + a, l + b));
     eprintln!(
         "exported {} in {:.2}s (weights: {:.1} MB written, {:.1} MB referenced in place)",
         out.display(),
@@ -129,4 +137,15 @@ fn main() -> anyhow::Result<()> {
         linked as f64 / 1e6
     );
     Ok(())
+}
+
+/// Exports the VAE that belongs to `source` (see `vae::locate`), if there is one.
+fn export_vae(source: &std::path::Path, out: &std::path::Path, link_weights: bool) -> anyhow::Result<Option<VaeExport>> {
+    let Some(vae_source) = vae::locate(source) else {
+        eprintln!("no VAE found at {} (looked for a vae/ folder or Wan2.1_VAE.safetensors); the engine has none", source.display());
+        return Ok(None);
+    };
+    let export = vae::export(&vae_source, out, &VaeExportOptions { link_weights })
+        .with_context(|| format!("exporting the VAE from {}", vae_source.display()))?;
+    Ok(Some(export))
 }

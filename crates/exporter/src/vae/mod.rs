@@ -44,22 +44,34 @@ pub struct VaeExport {
 /// to safetensors keeps its name).
 const ORIGINAL_FILES: &[&str] = &["Wan2.1_VAE.safetensors", "wan_2.1_vae.safetensors"];
 
-/// Finds the VAE belonging to `checkpoint`: the path itself when it is a VAE (a `.safetensors`
-/// file, or a folder whose `config.json` names `AutoencoderKLWan`), the `vae/` folder of a
-/// diffusers snapshot or of the built-in tiny model, or a `Wan2.1_VAE.safetensors` file beside an
-/// original-format DiT. `None` when there is none.
+/// Finds the VAE belonging to `checkpoint`: the path itself when it is a VAE
+/// ([`is_vae_checkpoint`]), else the `vae/` folder of a diffusers snapshot (or of the built-in
+/// tiny model), or a `Wan2.1_VAE.safetensors` file beside an original-format DiT (for a file, in
+/// its folder). `None` when there is none.
 pub fn locate(checkpoint: &Path) -> Option<PathBuf> {
-    if checkpoint.is_file() {
-        return checkpoint.extension().is_some_and(|e| e == "safetensors").then(|| checkpoint.to_path_buf());
-    }
-    if is_vae_folder(checkpoint) {
+    if is_vae_checkpoint(checkpoint) {
         return Some(checkpoint.to_path_buf());
     }
-    let sub = checkpoint.join("vae");
+    let dir = if checkpoint.is_file() { checkpoint.parent()? } else { checkpoint };
+    let sub = dir.join("vae");
     if sub.is_dir() && has_safetensors(&sub) {
         return Some(sub);
     }
-    ORIGINAL_FILES.iter().map(|name| checkpoint.join(name)).find(|p| p.is_file())
+    ORIGINAL_FILES.iter().map(|name| dir.join(name)).find(|p| p.is_file())
+}
+
+/// True when `path` is a VAE checkpoint on its own: a diffusers VAE folder, or a `.safetensors`
+/// file holding `encoder.*` and `decoder.*` tensors.
+pub fn is_vae_checkpoint(path: &Path) -> bool {
+    if path.is_dir() {
+        return is_vae_folder(path);
+    }
+    if !path.extension().is_some_and(|e| e == "safetensors") {
+        return false;
+    }
+    Checkpoint::open(path).is_ok_and(|c| {
+        c.names().any(|n| n.starts_with("encoder.")) && c.names().any(|n| n.starts_with("decoder."))
+    })
 }
 
 /// True when `dir` is a diffusers VAE folder (its `config.json` names `AutoencoderKLWan`).
