@@ -6,6 +6,7 @@ pub mod engine;
 pub mod error;
 pub mod noise;
 pub mod onnxruntime;
+pub mod output;
 pub mod session;
 pub mod teacache;
 pub mod tensor;

@@ -224,7 +224,7 @@ impl VaeEncoder {
         check_rank5("a video chunk", chunk)?;
         let expected = if state.caches.is_started() { self.config.temporal_compression() } else { 1 };
         let scale = self.config.spatial_compression();
-        if chunk.shape[1] != 3 || chunk.shape[2] != expected || chunk.shape[3] % scale != 0 || chunk.shape[4] % scale != 0 {
+        if chunk.shape[1] != 3 || chunk.shape[2] != expected || !chunk.shape[3].is_multiple_of(scale) || !chunk.shape[4].is_multiple_of(scale) {
             return Err(RuntimeError::Invalid(format!(
                 "this video chunk must be [batch, 3, {expected}, height, width] with height and width multiples of {scale}, got {:?}",
                 chunk.shape

@@ -89,10 +89,10 @@ pub fn vae_config(weights: &WeightStore<'_>, json: &serde_json::Value, source: &
 fn check_json(config: &VaeConfig, json: &serde_json::Value) -> Result<(), String> {
     let usize_key = |key: &str| json.get(key).and_then(|v| v.as_u64()).map(|v| v as usize);
     for (key, actual) in [("base_dim", config.base_dim), ("z_dim", config.z_dim), ("num_res_blocks", config.num_res_blocks)] {
-        if let Some(declared) = usize_key(key) {
-            if declared != actual {
-                return Err(format!("config.json says {key} = {declared} but the weights have {actual}"));
-            }
+        if let Some(declared) = usize_key(key)
+            && declared != actual
+        {
+            return Err(format!("config.json says {key} = {declared} but the weights have {actual}"));
         }
     }
     if let Some(declared) = json.get("dim_mult").and_then(|v| v.as_array()) {
@@ -124,10 +124,10 @@ fn check_json(config: &VaeConfig, json: &serde_json::Value) -> Result<(), String
         }
     }
     for (key, expected) in [("in_channels", 3), ("out_channels", 3)] {
-        if let Some(declared) = usize_key(key) {
-            if declared != expected {
-                return Err(format!("config.json says {key} = {declared}; only RGB VAEs ({expected}) are supported"));
-            }
+        if let Some(declared) = usize_key(key)
+            && declared != expected
+        {
+            return Err(format!("config.json says {key} = {declared}; only RGB VAEs ({expected}) are supported"));
         }
     }
     Ok(())

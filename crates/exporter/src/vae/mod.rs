@@ -66,7 +66,7 @@ pub fn is_vae_checkpoint(path: &Path) -> bool {
     if path.is_dir() {
         return is_vae_folder(path);
     }
-    if !path.extension().is_some_and(|e| e == "safetensors") {
+    if path.extension().is_none_or(|e| e != "safetensors") {
         return false;
     }
     Checkpoint::open(path).is_ok_and(|c| {

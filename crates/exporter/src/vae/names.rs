@@ -24,10 +24,10 @@ impl VaeLayout {
             if name.starts_with("quant_conv.") || name.starts_with("encoder.down_blocks.") || name.starts_with("decoder.up_blocks.") {
                 diffusers = true;
             }
-            if let Some(rest) = name.strip_prefix("decoder.up_blocks.0.resnets.") {
-                if let Some(index) = rest.split('.').next().and_then(|i| i.parse::<usize>().ok()) {
-                    resnets_per_level = resnets_per_level.max(index + 1);
-                }
+            if let Some(rest) = name.strip_prefix("decoder.up_blocks.0.resnets.")
+                && let Some(index) = rest.split('.').next().and_then(|i| i.parse::<usize>().ok())
+            {
+                resnets_per_level = resnets_per_level.max(index + 1);
             }
         }
         if diffusers { VaeLayout::Diffusers { resnets_per_level } } else { VaeLayout::Original }
