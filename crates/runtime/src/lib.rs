@@ -7,6 +7,7 @@ pub mod error;
 pub mod noise;
 pub mod onnxruntime;
 pub mod output;
+pub mod pipeline;
 pub mod session;
 pub mod teacache;
 pub mod tensor;
