@@ -1,5 +1,6 @@
 //! The one integration-test binary: parity against the reference fixtures and end-to-end runs.
 
 mod dit_parity;
+mod image_encoder;
 mod text_encoder;
 mod vae_parity;

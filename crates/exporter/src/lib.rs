@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod dit;
 pub mod engine_dir;
 pub mod error;
+pub mod image;
 pub mod layout;
 pub mod text;
 pub mod tiny;

@@ -3,6 +3,7 @@
 
 pub mod dit;
 pub mod engine;
+pub mod image;
 pub mod error;
 pub mod noise;
 pub mod onnxruntime;
