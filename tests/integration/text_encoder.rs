@@ -129,3 +129,36 @@ fn text_encoder_matches_transformers() {
         }
     }
 }
+
+#[test]
+fn text_tiny_model_encodes_a_prompt() {
+    require_onnxruntime();
+    let model = tempfile::tempdir().expect("tempdir");
+    text::tiny::write_tiny(model.path(), 0).expect("tiny");
+    let found = text::locate(&model.path().join("transformer")).expect("located from a sibling folder");
+    let out = tempfile::tempdir().expect("tempdir");
+    let options = TextExportOptions { compute: DType::F32, attention: AttentionKind::MatMul, link_weights: false };
+    let export = text::export(&found.checkpoint, &found.tokenizer, out.path(), &options).expect("export");
+    let manifest = skyreels_contract::Manifest {
+        format_version: skyreels_contract::manifest::FORMAT_VERSION,
+        producer: "test".into(),
+        target: "cpu".into(),
+        precision: "fp32".into(),
+        attention: "matmul".into(),
+        dit: None,
+        vae: None,
+        text_encoder: Some(export.component),
+        image_encoder: None,
+        build: None,
+    };
+    manifest.save(out.path()).expect("manifest");
+    let engine = Engine::open(out.path()).expect("engine");
+    let mut encoder = TextEncoder::load(&engine, &Backend::Cpu { threads: 2 }).expect("load");
+    let tokens = encoder.tokenize("A red car on the beach").expect("tokenize");
+    let length = tokens.mask.iter().sum::<i64>() as usize;
+    let hidden = encoder.encode("A red car on the beach").expect("encode");
+    assert_eq!(hidden.shape, vec![1, 512, 32]);
+    let row = |i: usize| &hidden.data[i * 32..(i + 1) * 32];
+    assert!(row(length - 1).iter().any(|v| *v != 0.0), "the </s> row is encoded");
+    assert!((length..512).all(|i| row(i).iter().all(|v| *v == 0.0)), "rows past the prompt are zero");
+}

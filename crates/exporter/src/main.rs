@@ -10,6 +10,8 @@ use skyreels_contract::Manifest;
 use skyreels_exporter::dit::layers::AttentionKind;
 use skyreels_exporter::dit::{self, DitExportOptions};
 use skyreels_exporter::engine_dir::Staging;
+use skyreels_exporter::image::{self, ImageExportOptions};
+use skyreels_exporter::text::{self, TextExportOptions};
 use skyreels_exporter::tiny::{self, StorageDtype};
 use skyreels_exporter::vae::{self, VaeExport, VaeExportOptions};
 use skyreels_graph::DType;
@@ -91,6 +93,7 @@ fn main() -> anyhow::Result<()> {
         let dir = tempfile::tempdir().context("creating a temporary directory for the tiny model")?;
         tiny::write_random_dit(dir.path(), &tiny::tiny_dit_config(), StorageDtype::F32, 0)?;
         vae::random::write_random_vae(&dir.path().join("vae"), &vae::random::tiny_vae_config(), 0)?;
+        text::tiny::write_tiny(dir.path(), 0)?;
         let path = dir.path().to_path_buf();
         _tiny_dir = dir;
         path
@@ -109,6 +112,22 @@ fn main() -> anyhow::Result<()> {
         Some(dit::export(&source, staging.path(), &options).with_context(|| format!("exporting the DiT from {}", source.display()))?)
     };
     let vae_export = export_vae(&source, staging.path(), !args.copy_weights && args.checkpoint != "tiny")?;
+    let link_weights = !args.copy_weights && args.checkpoint != "tiny";
+    let text_export = match text::locate(&source) {
+        Some(found) => Some(
+            text::export(&found.checkpoint, &found.tokenizer, staging.path(), &TextExportOptions { compute, attention, link_weights })
+                .with_context(|| format!("exporting the text encoder from {}", found.checkpoint.display()))?,
+        ),
+        None => None,
+    };
+    let image_export = match image::locate(&source) {
+        Some(found) => {
+            let preprocess = image::preprocess_from(found.preprocessor_config.as_deref())?;
+            let options = ImageExportOptions { compute, attention, link_weights, preprocess };
+            Some(image::export(&found.checkpoint, staging.path(), &options).with_context(|| format!("exporting the image encoder from {}", found.checkpoint.display()))?)
+        }
+        None => None,
+    };
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         producer: format!("skyreels-export {}", env!("CARGO_PKG_VERSION")),
@@ -117,17 +136,19 @@ fn main() -> anyhow::Result<()> {
         attention: attention.name().to_string(),
         dit: export.as_ref().map(|e| e.component.clone()),
         vae: vae_export.as_ref().map(|e| e.component.clone()),
-        text_encoder: None,
-        image_encoder: None,
+        text_encoder: text_export.as_ref().map(|e| e.component.clone()),
+        image_encoder: image_export.as_ref().map(|e| e.component.clone()),
         build: None,
     };
     manifest.save(staging.path())?;
     let out = staging.commit()?;
     let reports = export.iter().flat_map(|e| &e.reports).chain(vae_export.iter().flat_map(|e| &e.reports));
+    let reports = reports.chain(text_export.iter().map(|e| &e.report)).chain(image_export.iter().map(|e| &e.report));
     for report in reports {
         eprintln!("  {:<26} {:>6} nodes", report.file, report.nodes);
     }
     let weight_bytes = export.iter().map(|e| e.weight_bytes).chain(vae_export.iter().map(|e| e.weight_bytes));
+    let weight_bytes = weight_bytes.chain(text_export.iter().map(|e| e.weight_bytes)).chain(image_export.iter().map(|e| e.weight_bytes));
     let (written, linked) = weight_bytes.fold((0, 0), |(w, l), (a, b)| (w + a, l + b));
     eprintln!(
         "exported {} in {:.2}s (weights: {:.1} MB written, {:.1} MB referenced in place)",

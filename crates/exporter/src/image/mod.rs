@@ -132,3 +132,29 @@ pub fn export(source: &Path, out_dir: &Path, options: &ImageExportOptions) -> Re
         weight_bytes: (sink.written_bytes, sink.linked_bytes),
     })
 }
+
+/// Where a model folder keeps its CLIP image encoder, as [`locate`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSource {
+    /// The encoder checkpoint (directory or `.safetensors` file).
+    pub checkpoint: std::path::PathBuf,
+    /// `image_processor/preprocessor_config.json`, when the snapshot has one.
+    pub preprocessor_config: Option<std::path::PathBuf>,
+}
+
+/// Finds the image encoder belonging to `source`: in `source` or its parent, a diffusers
+/// snapshot's `image_encoder/` (with `image_processor/`), or the original layout's
+/// `models_clip_open-clip-xlm-roberta-large-vit-huge-14.safetensors` (the `.pth` pickle itself
+/// is not read: convert it to safetensors first).
+pub fn locate(source: &Path) -> Option<ImageSource> {
+    let roots = [Some(source), source.parent()];
+    roots.into_iter().flatten().filter(|r| r.is_dir()).find_map(|root| {
+        let diffusers = root.join("image_encoder");
+        if diffusers.is_dir() {
+            let config = root.join("image_processor").join("preprocessor_config.json");
+            return Some(ImageSource { checkpoint: diffusers, preprocessor_config: config.is_file().then_some(config) });
+        }
+        let original = root.join("models_clip_open-clip-xlm-roberta-large-vit-huge-14.safetensors");
+        original.is_file().then_some(ImageSource { checkpoint: original, preprocessor_config: None })
+    })
+}

@@ -103,3 +103,28 @@ pub fn export(source: &Path, tokenizer: &Path, out_dir: &Path, options: &TextExp
         weight_bytes: (sink.written_bytes, sink.linked_bytes),
     })
 }
+
+/// Where a model folder keeps its text encoder, as [`locate`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextSource {
+    /// The encoder checkpoint (directory or `.safetensors` file).
+    pub checkpoint: std::path::PathBuf,
+    /// The tokenizer (directory holding `tokenizer.json`, or the file).
+    pub tokenizer: std::path::PathBuf,
+}
+
+/// Finds the text encoder belonging to `source` (the checkpoint given to `skyreels-export`):
+/// in `source` or its parent, a diffusers snapshot's `text_encoder/` + `tokenizer/`, or the
+/// original layout's `models_t5_umt5-xxl-enc-bf16.safetensors` + `google/umt5-xxl/` (the `.pth`
+/// pickle itself is not read: convert it to safetensors first).
+pub fn locate(source: &Path) -> Option<TextSource> {
+    let roots = [Some(source), source.parent()];
+    roots.into_iter().flatten().filter(|r| r.is_dir()).find_map(|root| {
+        let diffusers = (root.join("text_encoder"), root.join("tokenizer"));
+        let original = (root.join("models_t5_umt5-xxl-enc-bf16.safetensors"), root.join("google").join("umt5-xxl"));
+        [diffusers, original]
+            .into_iter()
+            .find(|(checkpoint, tokenizer)| checkpoint.exists() && tokenizer.join(TOKENIZER_FILE).is_file())
+            .map(|(checkpoint, tokenizer)| TextSource { checkpoint, tokenizer })
+    })
+}
