@@ -1,1 +1,261 @@
-fn main() {}
+//! `skyreels`: run SkyReels-V2 engine directories.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use skyreels_runtime::engine::Engine;
+use skyreels_runtime::noise::NoiseSource;
+use skyreels_runtime::output::{self, Mp4Options, Video};
+use skyreels_runtime::pipeline::defaults::DEFAULT_NEGATIVE_PROMPT;
+use skyreels_runtime::pipeline::denoiser::DitDenoiser;
+use skyreels_runtime::pipeline::generate::{Vae, generate};
+use skyreels_runtime::pipeline::plan::{Compat, Plan, Request};
+use skyreels_runtime::pipeline::sampler::WindowSettings;
+use skyreels_runtime::pipeline::schedule::FlowSchedule;
+use skyreels_runtime::session::Backend;
+use skyreels_runtime::teacache::TeaCacheConfig;
+use skyreels_runtime::text::TextEncoder;
+use skyreels_runtime::vae::{VaeDecoder, VaeEncoder};
+use skyreels_runtime::dit::Dit;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Run SkyReels-V2 engines: text-to-video, diffusion forcing, long videos")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate a video.
+    Generate(Box<GenerateArgs>),
+    /// Print an engine directory's manifest summary.
+    Info {
+        /// Engine directory.
+        #[arg(long)]
+        engines: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CompatArg {
+    Upstream,
+    Diffusers,
+}
+
+#[derive(Parser, Debug)]
+struct GenerateArgs {
+    /// Engine directory written by skyreels-export.
+    #[arg(long)]
+    engines: PathBuf,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Negative prompt (default: upstream's).
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    /// Pixel frames, 4k+1.
+    #[arg(long, default_value_t = 97)]
+    num_frames: usize,
+    /// Pixel height, multiple of 16.
+    #[arg(long, default_value_t = 544)]
+    height: usize,
+    /// Pixel width, multiple of 16.
+    #[arg(long, default_value_t = 960)]
+    width: usize,
+    /// Inference steps.
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    /// Classifier-free guidance scale (1 disables the negative pass).
+    #[arg(long, default_value_t = 6.0)]
+    guidance: f32,
+    /// Flow shift.
+    #[arg(long, default_value_t = 8.0)]
+    shift: f64,
+    /// Output frames per second (24 or 16 select the model's fps bucket).
+    #[arg(long, default_value_t = 24)]
+    fps: u32,
+    /// Seed of the noise generator.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Asynchronous offset between frame blocks (0 = synchronous).
+    #[arg(long, default_value_t = 0)]
+    ar_step: usize,
+    /// Latent frames per block.
+    #[arg(long, default_value_t = 1)]
+    causal_block_size: usize,
+    /// Block-causal attention (upstream's --causal_attention).
+    #[arg(long)]
+    causal_attention: bool,
+    /// Window length for long videos (pixel frames).
+    #[arg(long)]
+    base_num_frames: Option<usize>,
+    /// Overlap between long-video windows (pixel frames; upstream uses 17).
+    #[arg(long)]
+    overlap_history: Option<usize>,
+    /// Re-noise level of conditioning prefixes (upstream recommends 20).
+    #[arg(long, default_value_t = 0.0)]
+    addnoise_condition: f32,
+    /// TeaCache threshold (e.g. 0.2); off when absent.
+    #[arg(long)]
+    teacache: Option<f64>,
+    /// TeaCache with retention steps (upstream --use_ret_steps).
+    #[arg(long)]
+    teacache_retention: bool,
+    /// Pre-drawn noise: a safetensors file with tensors "0", "1", … in draw order.
+    #[arg(long)]
+    noise: Option<PathBuf>,
+    /// Also save the final latents (tensor `latents`).
+    #[arg(long)]
+    save_latents: Option<PathBuf>,
+    /// Which reference's choices to follow.
+    #[arg(long, value_enum, default_value = "upstream")]
+    compat: CompatArg,
+    /// Output: `.mp4`, or a directory for PNG frames.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+    /// CPU threads for ONNX Runtime (0 = all).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Generate(args) => run_generate(&args),
+        Command::Info { engines } => {
+            let engine = Engine::open(&engines)?;
+            eprint!("{}", skyreels_contract::to_yaml(&engine.manifest)?);
+            Ok(())
+        }
+    }
+}
+
+fn check_output_path(out: &Path) -> anyhow::Result<()> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        bail!("cannot write {}: directory {} does not exist\n  fix: create it or choose another --out", out.display(), parent.display());
+    }
+    Ok(())
+}
+
+fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let plan = Plan::new(Request {
+        num_frames: args.num_frames,
+        height: args.height,
+        width: args.width,
+        steps: args.steps,
+        guidance: args.guidance,
+        shift: args.shift,
+        fps: args.fps,
+        ar_step: args.ar_step,
+        causal_block_size: args.causal_block_size,
+        causal_attention: args.causal_attention,
+        base_num_frames: args.base_num_frames,
+        overlap_history: args.overlap_history,
+        addnoise_condition: args.addnoise_condition,
+        compat: match args.compat {
+            CompatArg::Upstream => Compat::Upstream,
+            CompatArg::Diffusers => Compat::Diffusers,
+        },
+    })?;
+    check_output_path(&args.out)?;
+    let mut noise = match &args.noise {
+        Some(path) => NoiseSource::from_file(path)?,
+        None => NoiseSource::seeded(args.seed),
+    };
+    let backend = Backend::Cpu { threads: args.threads };
+    let engine = Engine::open(&args.engines)?;
+    let dit_config = engine.manifest.dit.as_ref().map(|d| d.config.clone()).context("the engine has no DiT")?;
+
+    let mut text_encoder = TextEncoder::load(&engine, &backend).context("loading the text encoder")?;
+    let context = text_encoder.encode(&args.prompt)?;
+    let negative_context = if args.guidance > 1.0 {
+        Some(text_encoder.encode(args.negative_prompt.as_deref().unwrap_or(DEFAULT_NEGATIVE_PROMPT))?)
+    } else {
+        None
+    };
+    drop(text_encoder);
+
+    let causal = plan.block_causal.then_some(plan.request.causal_block_size);
+    let dit = Dit::load(&engine, &backend, causal)?;
+    let mut denoiser = DitDenoiser {
+        dit,
+        context,
+        negative_context,
+        image_context: None,
+        fps: if args.fps == 16 { 0 } else { 1 },
+        condition: None,
+    };
+    let teacache = args.teacache.map(|threshold| TeaCacheConfig {
+        threshold,
+        coefficients: skyreels_runtime::pipeline::defaults::teacache_coefficients(&dit_config, args.height, args.width, args.teacache_retention),
+        use_retention: args.teacache_retention,
+    });
+    let settings = WindowSettings { guidance: args.guidance, addnoise_condition: args.addnoise_condition, teacache };
+    let schedule = FlowSchedule::new(plan.request.compat, args.steps, args.shift);
+    let mut decoder = VaeDecoder::load(&engine, &backend).context("loading the VAE decoder")?;
+    let mut encoder = match (plan.segments.len() > 1, plan.request.compat) {
+        (true, Compat::Upstream) => Some(VaeEncoder::load(&engine, &backend).context("loading the VAE encoder")?),
+        _ => None,
+    };
+    let vae = Vae { decoder: &mut decoder, encoder: encoder.as_mut() };
+    let generation = generate(&plan, &mut denoiser, &schedule, &settings, &mut noise, Some(vae), !args.json)?;
+
+    if let Some(path) = &args.save_latents {
+        output::save_latents(path, [("latents", &generation.latents)])?;
+    }
+    let video = generation.video.context("no video was decoded")?;
+    let frames = Video::from_tensor(&squeeze_batch(&video))?;
+    let is_mp4 = args.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("mp4"));
+    if is_mp4 {
+        output::write_mp4(&frames, &args.out, &Mp4Options { frames_per_second: args.fps as f32, ..Mp4Options::default() })?;
+    } else {
+        output::write_png_frames(&frames, &args.out)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = serde_json::json!({
+        "output": args.out,
+        "frames": frames.num_frames(),
+        "width": frames.width(),
+        "height": frames.height(),
+        "windows": generation.stats.windows,
+        "rows": generation.stats.rows,
+        "dit_forwards": generation.stats.forwards,
+        "blocks_computed": generation.stats.blocks_computed,
+        "blocks_skipped": generation.stats.blocks_skipped,
+        "seconds": seconds,
+    });
+    if args.json {
+        #[expect(clippy::print_stdout, reason = "--json prints the summary on stdout by design")]
+        {
+            println!("{summary}");
+        }
+    } else {
+        eprintln!(
+            "wrote {} ({} frames, {}x{}) in {:.1}s; {} DiT passes, {} block passes skipped by TeaCache",
+            args.out.display(),
+            frames.num_frames(),
+            frames.width(),
+            frames.height(),
+            seconds,
+            generation.stats.forwards,
+            generation.stats.blocks_skipped
+        );
+    }
+    Ok(())
+}
+
+/// `[1, 3, T, H, W]` → `[3, T, H, W]`.
+fn squeeze_batch(video: &skyreels_runtime::Tensor) -> skyreels_runtime::Tensor {
+    skyreels_runtime::Tensor { shape: video.shape[1..].to_vec(), data: video.data.clone() }
+}

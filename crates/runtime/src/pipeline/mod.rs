@@ -1,6 +1,11 @@
 //! Generation pipelines over an engine directory: plan, sample windows, decode, write.
 
+pub mod defaults;
 pub mod denoiser;
+pub mod flow_unipc;
+pub mod generate;
 pub mod plan;
 pub mod sampler;
+pub mod schedule;
 pub mod segments;
+pub mod timestep_matrix;

@@ -1,0 +1,157 @@
+//! Whole generations: the windows of a (possibly long) video sampled in turn, each later window
+//! conditioned on the end of the previous one, then decoded (SPEC.md §3.2–3.3).
+//!
+//! Long videos follow the chosen reference: upstream decodes every window and re-encodes the last
+//! `overlap_history` pixel frames as the next prefix; diffusers reuses the last overlap latents and
+//! decodes everything once at the end.
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::denoiser::Denoiser;
+use super::plan::{Compat, Plan};
+use super::sampler::{FrameScheduler, Rows, WindowSettings, WindowStats, frames, sample_window};
+use super::segments::latent_frames;
+use crate::error::Result;
+use crate::noise::NoiseSource;
+use crate::tensor::Tensor;
+use crate::vae::{VaeDecoder, VaeEncoder};
+
+/// The sampler's schedule: the timestep template and fresh per-frame scheduler states.
+pub trait SamplingSchedule {
+    /// The N model timesteps, descending.
+    fn template(&self) -> Vec<f32>;
+    /// A scheduler state for one latent frame, at step 0.
+    fn frame_scheduler(&self) -> Box<dyn FrameScheduler>;
+    /// The timestep matrix of a window of `frames` latent frames with `prefix` ready frames.
+    fn rows(&self, frames: usize, prefix: usize, ar_step: usize, causal_block_size: usize) -> Result<Rows>;
+}
+
+/// The VAE halves a generation may need.
+pub struct Vae<'a> {
+    /// Decoder (latents → video).
+    pub decoder: &'a mut VaeDecoder,
+    /// Encoder, needed for upstream-style long videos (re-encoding overlap pixels).
+    pub encoder: Option<&'a mut VaeEncoder>,
+}
+
+/// Totals over all windows.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct GenerationStats {
+    /// Windows sampled.
+    pub windows: usize,
+    /// Sampling rows over all windows.
+    pub rows: usize,
+    /// DiT forward passes.
+    pub forwards: usize,
+    /// Passes whose transformer blocks ran.
+    pub blocks_computed: usize,
+    /// Passes whose transformer blocks TeaCache skipped.
+    pub blocks_skipped: usize,
+}
+
+impl GenerationStats {
+    fn add(&mut self, window: WindowStats, rows: usize) {
+        self.windows += 1;
+        self.rows += rows;
+        self.forwards += window.forwards;
+        self.blocks_computed += window.blocks_computed;
+        self.blocks_skipped += window.blocks_skipped;
+    }
+}
+
+/// A finished generation.
+pub struct Generation {
+    /// Final latents of the whole video `[1, 16, F, H, W]` (windows joined without overlap).
+    pub latents: Tensor,
+    /// Decoded video `[1, 3, T, H, W]` in `[-1, 1]`, when a decoder was given.
+    pub video: Option<Tensor>,
+    /// What it cost.
+    pub stats: GenerationStats,
+}
+
+fn concat_frames(a: &Tensor, b: &Tensor) -> Tensor {
+    let (channels, plane) = (a.shape[1], a.shape[3] * a.shape[4]);
+    let (fa, fb) = (a.shape[2], b.shape[2]);
+    let mut data = Vec::with_capacity(a.len() + b.len());
+    for c in 0..channels {
+        data.extend_from_slice(&a.data[c * fa * plane..(c + 1) * fa * plane]);
+        data.extend_from_slice(&b.data[c * fb * plane..(c + 1) * fb * plane]);
+    }
+    let mut shape = a.shape.clone();
+    shape[2] = fa + fb;
+    Tensor { shape, data }
+}
+
+fn progress_bar(window: usize, windows: usize, rows: usize) -> ProgressBar {
+    let bar = ProgressBar::new(rows as u64);
+    let template = format!("window {}/{} {{bar:30}} {{pos}}/{{len}} rows {{elapsed_precise}} eta {{eta}}", window + 1, windows);
+    bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar
+}
+
+/// Runs every window of `plan`; `latent_channels` is 16.
+pub fn generate(
+    plan: &Plan,
+    denoiser: &mut dyn Denoiser,
+    schedule: &dyn SamplingSchedule,
+    settings: &WindowSettings,
+    noise: &mut NoiseSource,
+    mut vae: Option<Vae<'_>>,
+    show_progress: bool,
+) -> Result<Generation> {
+    let request = &plan.request;
+    let (height, width) = plan.latent_size;
+    let overlap_latents = request.overlap_history.map(latent_frames).unwrap_or(0);
+    let mut stats = GenerationStats::default();
+    let mut joined: Option<Tensor> = None;
+    let mut video: Option<Tensor> = None;
+    let windows = plan.segments.len();
+    for segment in &plan.segments {
+        let mut latents = noise.draw(&[1, 16, segment.latent_frames, height, width])?;
+        let mut prefix_frames = 0;
+        if segment.index > 0 {
+            let prefix = match (request.compat, &mut vae) {
+                (Compat::Upstream, Some(Vae { encoder: Some(encoder), .. })) => {
+                    let decoded = video.as_ref().expect("upstream mode decodes every window");
+                    let total = decoded.shape[2];
+                    let overlap = request.overlap_history.unwrap_or(0);
+                    encoder.encode(&frames(decoded, total - overlap, total))?
+                }
+                _ => {
+                    let previous = joined.as_ref().expect("a window precedes this one");
+                    frames(previous, previous.shape[2] - overlap_latents, previous.shape[2])
+                }
+            };
+            prefix_frames = prefix.shape[2] - prefix.shape[2] % request.causal_block_size;
+            for f in 0..prefix_frames {
+                super::sampler::set_frame(&mut latents, f, &super::sampler::frame(&prefix, f));
+            }
+        }
+        let rows = schedule.rows(segment.latent_frames, prefix_frames, request.ar_step, request.causal_block_size)?;
+        let mut schedulers: Vec<Box<dyn FrameScheduler>> = (0..segment.latent_frames).map(|_| schedule.frame_scheduler()).collect();
+        let bar = if show_progress { progress_bar(segment.index, windows, rows.timesteps.len()) } else { ProgressBar::hidden() };
+        let window = sample_window(denoiser, &mut latents, prefix_frames, &rows, &mut schedulers, settings, noise, &bar)?;
+        bar.finish();
+        stats.add(window, rows.timesteps.len());
+        let new_latents = if segment.index == 0 { latents.clone() } else { frames(&latents, overlap_latents, latents.shape[2]) };
+        joined = Some(match joined {
+            None => new_latents,
+            Some(previous) => concat_frames(&previous, &new_latents),
+        });
+        if let (Compat::Upstream, Some(vae)) = (request.compat, vae.as_mut()) {
+            let decoded = vae.decoder.decode(&latents)?;
+            video = Some(match video {
+                None => decoded,
+                Some(previous) => {
+                    let overlap = request.overlap_history.unwrap_or(0);
+                    concat_frames(&previous, &frames(&decoded, overlap, decoded.shape[2]))
+                }
+            });
+        }
+    }
+    let latents = joined.expect("a plan has at least one window");
+    if let (Compat::Diffusers, Some(vae)) = (request.compat, vae.as_mut()) {
+        video = Some(vae.decoder.decode(&latents)?);
+    }
+    Ok(Generation { latents, video, stats })
+}
