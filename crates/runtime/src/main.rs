@@ -39,6 +39,14 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PipelineArg {
+    /// Diffusion forcing (DF models): per-frame timesteps, async, long videos.
+    DiffusionForcing,
+    /// Synchronous text/image-to-video (T2V and I2V models): one window, all frames together.
+    Synchronous,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum CompatArg {
     Upstream,
@@ -110,6 +118,9 @@ struct GenerateArgs {
     /// Also save the final latents (tensor `latents`).
     #[arg(long)]
     save_latents: Option<PathBuf>,
+    /// Sampling loop (default: diffusion-forcing for t2v-type models, synchronous for i2v).
+    #[arg(long, value_enum)]
+    pipeline: Option<PipelineArg>,
     /// Which reference's choices to follow.
     #[arg(long, value_enum, default_value = "upstream")]
     compat: CompatArg,
@@ -202,7 +213,14 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         use_retention: args.teacache_retention,
     });
     let settings = WindowSettings { guidance: args.guidance, addnoise_condition: args.addnoise_condition, teacache };
-    let schedule = FlowSchedule::new(plan.request.compat, args.steps, args.shift);
+    let pipeline = args.pipeline.unwrap_or(match dit_config.model_type {
+        skyreels_contract::ModelType::T2v => PipelineArg::DiffusionForcing,
+        skyreels_contract::ModelType::I2v => PipelineArg::Synchronous,
+    });
+    if pipeline == PipelineArg::Synchronous && (args.ar_step > 0 || plan.segments.len() > 1) {
+        bail!("--pipeline synchronous samples one window with all frames together\n  fix: drop --ar-step / long-video flags, or use --pipeline diffusion-forcing");
+    }
+    let schedule = FlowSchedule::new(plan.request.compat, args.steps, args.shift, pipeline == PipelineArg::DiffusionForcing);
     let mut decoder = VaeDecoder::load(&engine, &backend).context("loading the VAE decoder")?;
     let mut encoder = match (plan.segments.len() > 1, plan.request.compat) {
         (true, Compat::Upstream) => Some(VaeEncoder::load(&engine, &backend).context("loading the VAE encoder")?),

@@ -51,6 +51,14 @@ impl NoiseSource {
         Ok(NoiseSource::File { path: path.to_path_buf(), tensors: indexed, next: 0 })
     }
 
+    /// Pre-drawn tensors not consumed yet (0 for the seeded generator).
+    pub fn remaining(&self) -> usize {
+        match self {
+            NoiseSource::Seeded(_) => 0,
+            NoiseSource::File { tensors, .. } => tensors.len(),
+        }
+    }
+
     /// Draws a standard-normal tensor of `shape` (or takes the next one from the file).
     pub fn draw(&mut self, shape: &[usize]) -> Result<Tensor> {
         match self {

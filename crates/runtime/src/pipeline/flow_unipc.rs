@@ -64,6 +64,7 @@ fn lambda(sigma: f32) -> f64 {
 #[derive(Debug, Clone)]
 pub struct FlowUniPc {
     sigmas: Vec<f32>,
+    alias_first_sample: bool,
     step_index: usize,
     lower_order_nums: usize,
     this_order: usize,
@@ -75,8 +76,18 @@ pub struct FlowUniPc {
 impl FlowUniPc {
     /// A fresh state at step 0 of `schedule`.
     pub fn new(schedule: &SigmaSchedule) -> FlowUniPc {
+        Self::with_aliasing(schedule, false)
+    }
+
+    /// A fresh state that reproduces the diffusion-forcing loops of both references: they step
+    /// each frame through a *view* of the latents (`latents[:, idx]`), and at step 0 (no
+    /// corrector) the scheduler stores that view as its last sample; writing the step's output
+    /// back through the view turns the stored sample into x₁, so the step-1 corrector starts from
+    /// x₁ instead of x₀. The synchronous T2V/I2V loops rebind the tensor and are unaffected.
+    pub fn with_aliasing(schedule: &SigmaSchedule, alias_first_sample: bool) -> FlowUniPc {
         FlowUniPc {
             sigmas: schedule.sigmas.clone(),
+            alias_first_sample,
             step_index: 0,
             lower_order_nums: 0,
             this_order: 1,
@@ -104,6 +115,9 @@ impl FlowUniPc {
         self.this_order = order;
         self.last_sample = Some(corrected.clone());
         let next = self.predictor(&corrected, order);
+        if i == 0 && self.alias_first_sample {
+            self.last_sample = Some(next.clone());
+        }
         if self.lower_order_nums < 2 {
             self.lower_order_nums += 1;
         }

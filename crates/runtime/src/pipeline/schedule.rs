@@ -18,12 +18,14 @@ impl FrameScheduler for FlowUniPc {
 pub struct FlowSchedule {
     /// σ and timesteps.
     pub sigmas: SigmaSchedule,
+    /// Reproduce the diffusion-forcing loops' per-frame stepping (see [`FlowUniPc::with_aliasing`]).
+    pub diffusion_forcing: bool,
 }
 
 impl FlowSchedule {
-    /// `steps` steps with flow `shift`.
-    pub fn new(compat: Compat, steps: usize, shift: f64) -> FlowSchedule {
-        FlowSchedule { sigmas: SigmaSchedule::new(compat, steps, shift) }
+    /// `steps` steps with flow `shift`, for a diffusion-forcing or a synchronous loop.
+    pub fn new(compat: Compat, steps: usize, shift: f64, diffusion_forcing: bool) -> FlowSchedule {
+        FlowSchedule { sigmas: SigmaSchedule::new(compat, steps, shift), diffusion_forcing }
     }
 }
 
@@ -33,7 +35,7 @@ impl SamplingSchedule for FlowSchedule {
     }
 
     fn frame_scheduler(&self) -> Box<dyn FrameScheduler> {
-        Box::new(FlowUniPc::new(&self.sigmas))
+        Box::new(FlowUniPc::with_aliasing(&self.sigmas, self.diffusion_forcing))
     }
 
     fn rows(&self, frames: usize, prefix: usize, ar_step: usize, causal_block_size: usize) -> Result<Rows> {

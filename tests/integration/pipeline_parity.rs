@@ -1,0 +1,121 @@
+//! End-to-end sampling parity: the runtime's diffusion-forcing / T2V / I2V loops with
+//! `--compat diffusers`, fed the reference's recorded noise, against diffusers 0.42.1's final
+//! latents (fixtures from `tools/reference/make_pipeline_fixtures.py`).
+
+use std::path::Path;
+
+use skyreels_exporter::dit::layers::AttentionKind;
+use skyreels_exporter::dit::{self, DitExportOptions};
+use skyreels_graph::DType;
+use skyreels_runtime::dit::Dit;
+use skyreels_runtime::engine::Engine;
+use skyreels_runtime::noise::NoiseSource;
+use skyreels_runtime::pipeline::denoiser::DitDenoiser;
+use skyreels_runtime::pipeline::generate::generate;
+use skyreels_runtime::pipeline::plan::{Compat, Plan, Request};
+use skyreels_runtime::pipeline::sampler::WindowSettings;
+use skyreels_runtime::pipeline::schedule::FlowSchedule;
+use skyreels_runtime::session::Backend;
+use skyreels_tests::{fixtures_dir, float, read_safetensors, require_onnxruntime};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn export_engine(checkpoint: &Path) -> tempfile::TempDir {
+    let out = tempfile::tempdir().expect("tempdir");
+    let options = DitExportOptions { compute: DType::F32, attention: AttentionKind::MatMul, causal_variant: true, link_weights: true };
+    let export = dit::export(checkpoint, out.path(), &options).expect("export");
+    let manifest = skyreels_contract::Manifest {
+        format_version: skyreels_contract::manifest::FORMAT_VERSION,
+        producer: "test".into(),
+        target: "cpu".into(),
+        precision: "fp32".into(),
+        attention: "matmul".into(),
+        dit: Some(export.component),
+        vae: None,
+        text_encoder: None,
+        image_encoder: None,
+        build: None,
+    };
+    manifest.save(out.path()).expect("manifest");
+    out
+}
+
+fn number(case: &serde_json::Value, key: &str) -> Option<f64> {
+    case.get(key).and_then(serde_json::Value::as_f64)
+}
+
+fn run_case(name: &str) -> f32 {
+    require_onnxruntime();
+    let dir = fixtures_dir().join("pipeline").join(name);
+    let case: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(dir.join("case.json")).expect("case.json")).expect("json");
+    let model = case["model"].as_str().expect("model");
+    let engine_dir = export_engine(&fixtures_dir().join("dit").join(model).join("diffusers"));
+    let engine = Engine::open(engine_dir.path()).expect("engine");
+    let (inputs, _) = read_safetensors(&dir.join("inputs.safetensors")).expect("inputs");
+    let (expected, _) = read_safetensors(&dir.join("expected.safetensors")).expect("expected");
+
+    let guidance = number(&case, "guidance_scale").expect("guidance") as f32;
+    let plan = Plan::new(Request {
+        num_frames: number(&case, "num_frames").expect("frames") as usize,
+        height: number(&case, "height").expect("height") as usize,
+        width: number(&case, "width").expect("width") as usize,
+        steps: number(&case, "num_inference_steps").expect("steps") as usize,
+        guidance,
+        shift: number(&case, "shift").expect("shift"),
+        fps: number(&case, "fps").unwrap_or(24.0) as u32,
+        ar_step: number(&case, "ar_step").unwrap_or(0.0) as usize,
+        causal_block_size: number(&case, "causal_block_size").unwrap_or(1.0) as usize,
+        causal_attention: false,
+        base_num_frames: number(&case, "base_num_frames").map(|v| v as usize),
+        overlap_history: number(&case, "overlap_history").map(|v| v as usize),
+        addnoise_condition: number(&case, "addnoise_condition").unwrap_or(0.0) as f32,
+        compat: Compat::Diffusers,
+    })
+    .expect("plan");
+    let causal = plan.block_causal.then_some(plan.request.causal_block_size);
+    let mut denoiser = DitDenoiser {
+        dit: Dit::load(&engine, &Backend::Cpu { threads: 2 }, causal).expect("dit"),
+        context: float(&inputs, "prompt_embeds").expect("prompt_embeds").clone(),
+        negative_context: float(&inputs, "negative_prompt_embeds").cloned(),
+        image_context: float(&inputs, "image_embeds").cloned(),
+        fps: number(&case, "fps_embedding_index").unwrap_or(1.0) as i64,
+        condition: float(&expected, "condition").cloned(),
+    };
+    let settings = WindowSettings { guidance, addnoise_condition: plan.request.addnoise_condition, teacache: None };
+    let diffusion_forcing = case["pipeline"].as_str().expect("pipeline").contains("DiffusionForcing");
+    let schedule = FlowSchedule::new(Compat::Diffusers, plan.request.steps, plan.request.shift, diffusion_forcing);
+    let timesteps: Vec<i64> = case["timesteps"].as_array().expect("timesteps").iter().map(|v| v.as_i64().expect("int")).collect();
+    assert_eq!(schedule.sigmas.timesteps, timesteps, "{name}: scheduler timesteps");
+    let mut noise = NoiseSource::from_file(&dir.join("noise.safetensors")).expect("noise");
+    let generation = generate(&plan, &mut denoiser, &schedule, &settings, &mut noise, None, false).expect("generate");
+    assert_eq!(noise.remaining(), 0, "{name}: not every recorded draw was consumed");
+    let calls = case["transformer_calls"].as_u64().expect("calls") as usize;
+    assert_eq!(generation.stats.forwards, calls, "{name}: transformer calls");
+    let error = generation.latents.max_abs_diff(float(&expected, "latents").expect("latents"));
+    eprintln!("pipeline parity {name}: max-abs {error:.3e} ({calls} DiT calls)");
+    error
+}
+
+macro_rules! parity_case {
+    ($($test:ident => $case:literal),+ $(,)?) => {$(
+        #[test]
+        fn $test() {
+            let error = run_case($case);
+            assert!(error <= TOLERANCE, "{}: final latents max-abs {error} > {TOLERANCE}", $case);
+        }
+    )+};
+}
+
+parity_case! {
+    pipeline_df_sync_matches_diffusers => "df_sync",
+    pipeline_df_async_matches_diffusers => "df_async",
+    pipeline_df_async_block_causal_matches_diffusers => "df_async_causal",
+    pipeline_df_long_sync_matches_diffusers => "df_long_sync",
+    pipeline_df_long_async_matches_diffusers => "df_long_async",
+    pipeline_df_long_three_windows_matches_diffusers => "df_long_3seg",
+    pipeline_df_long_block_causal_matches_diffusers => "df_long_causal",
+    pipeline_df_without_guidance_matches_diffusers => "df_no_cfg",
+    pipeline_t2v_matches_diffusers => "t2v",
+    pipeline_i2v_matches_diffusers => "i2v",
+}
+
