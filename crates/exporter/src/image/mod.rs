@@ -25,7 +25,6 @@ pub const GRAPH_FILE: &str = "image_encoder.onnx";
 #[expect(clippy::excessive_precision, reason = "the digits as the reference configs spell them")]
 pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
 /// OpenAI CLIP normalisation standard deviation.
-#[expect(clippy::excessive_precision, reason = "the digits as the reference configs spell them")]
 pub const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// How to export the image encoder.
