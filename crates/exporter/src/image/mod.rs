@@ -22,9 +22,9 @@ use config::{ImageLayout, UNUSED};
 /// Graph file written into the engine directory.
 pub const GRAPH_FILE: &str = "image_encoder.onnx";
 /// OpenAI CLIP normalisation mean (also LAION ViT-H/14's and upstream `clip.py`'s).
-#[expect(clippy::excessive_precision, reason = "the digits as the reference configs spell them")]
 pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
 /// OpenAI CLIP normalisation standard deviation.
+#[expect(clippy::excessive_precision, reason = "the digits as the reference configs spell them")]
 pub const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// How to export the image encoder.
