@@ -1,6 +1,7 @@
 //! CLIP image encoder parity: preprocessing against transformers' `CLIPImageProcessorPil` (and
 //! upstream's squash interpolation against torch), and penultimate hidden states of a tiny seeded
-//! `CLIPVisionModelWithProjection` (both checkpoint layouts, both attention forms) on ONNX Runtime CPU.
+//! `CLIPVisionModelWithProjection` (HF and Wan layouts, Wan also as a torch.save `.pth`; both
+//! attention forms) on ONNX Runtime CPU.
 
 use skyreels_contract::image::{ImagePreprocess, ImageResizeMode};
 use skyreels_exporter::dit::layers::AttentionKind;
@@ -40,7 +41,7 @@ fn clip_preprocessing_matches_transformers_pil_backend() {
 fn clip_encoder_matches_transformers() {
     require_onnxruntime();
     let (tensors, _) = read_safetensors(&fixtures_dir().join("clip/cases.safetensors")).expect("cases");
-    for layout in ["hf", "wan"] {
+    for layout in ["hf", "wan", "wan_pth/model.pth"] {
         for attention in [AttentionKind::MatMul, AttentionKind::ContribMha] {
             let out = tempfile::tempdir().expect("tempdir");
             let options = ImageExportOptions {

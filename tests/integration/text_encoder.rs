@@ -1,6 +1,6 @@
 //! umT5 text encoder parity: prompt cleaning against ftfy 6.3.1 + `html.unescape`, token ids
 //! against transformers' tokenizer call, and hidden states of a tiny seeded `UMT5EncoderModel`
-//! (both checkpoint layouts, both attention forms) on ONNX Runtime CPU.
+//! (HF and Wan layouts, Wan also as a torch.save `.pth`; both attention forms) on ONNX Runtime CPU.
 
 use std::path::Path;
 
@@ -108,7 +108,7 @@ fn text_encoder_matches_transformers() {
     require_onnxruntime();
     let cases = cases();
     let (tensors, _) = read_safetensors(&fixtures_dir().join("text/cases.safetensors")).expect("cases");
-    for layout in ["hf", "wan"] {
+    for layout in ["hf", "wan", "wan_pth/model.pth"] {
         for attention in [AttentionKind::MatMul, AttentionKind::ContribMha] {
             let engine_dir = export_engine(layout, attention);
             let error = batch_error(engine_dir.path());

@@ -6,6 +6,7 @@ Writes tests/fixtures/clip/:
   hf/{config.json,model.safetensors}   HF layout (vision_model.* + visual_projection.weight)
   wan/{config.json,model.safetensors}  Wan / SkyReels `visual.*` names (fused to_qkv rows q, k, v),
                                        plus a stray `textual.*` tensor and `log_scale` as in the .pth
+  wan_pth/{config.json,model.pth}      the same state dict as a torch.save zip pickle
   images/*.png                         fixed synthetic RGB images (one downscaled, one upscaled)
   cases.safetensors                    per image: pixel_values from CLIPImageProcessorPil (shortest
                                        side 224, PIL bicubic, centre crop, CLIP mean/std),
@@ -85,12 +86,15 @@ def main():
             wan[f"{q}attn.proj.{leaf}"] = sd[f"{p}self_attn.out_proj.{leaf}"]
             wan[f"{q}mlp.0.{leaf}"] = sd[f"{p}mlp.fc1.{leaf}"]
             wan[f"{q}mlp.2.{leaf}"] = sd[f"{p}mlp.fc2.{leaf}"]
-    wan["visual.head"] = sd["visual_projection.weight"].T
+    wan["visual.head"] = sd["visual_projection.weight"].T.contiguous()
     wan["textual.token_embedding.weight"] = torch.randn(8, 4)
     wan["log_scale"] = torch.tensor(4.6)
     (OUT / "wan").mkdir(exist_ok=True)
     save_file({k: t.contiguous() for k, t in wan.items()}, OUT / "wan" / "model.safetensors")
     (OUT / "wan" / "config.json").write_text(json.dumps({"num_attention_heads": 4}) + "\n")
+    (OUT / "wan_pth").mkdir(exist_ok=True)
+    torch.save(dict(wan), OUT / "wan_pth" / "model.pth")
+    (OUT / "wan_pth" / "config.json").write_text(json.dumps({"num_attention_heads": 4}) + "\n")
 
     processor = CLIPImageProcessorPil()
     assert processor.resample == 3 and processor.size["shortest_edge"] == 224

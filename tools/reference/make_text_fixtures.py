@@ -5,6 +5,7 @@ Writes tests/fixtures/text/:
   tokenizer.json                 tiny byte-fallback Unigram tokenizer (<pad> 0, </s> 1, <unk> 2)
   hf/{config.json,model.safetensors}   HF UMT5EncoderModel layout
   wan/model.safetensors          Wan / SkyReels T5Encoder names (SPEC §8 table)
+  wan_pth/model.pth              the same state dict as a torch.save zip pickle
   cases.json                     prompts, ftfy-cleaned prompts, case names
   cases.safetensors              per case: input_ids, attention_mask [1, 512], hidden [1, 512, 32]
   batch.safetensors              a batch of 2 at length 24 with different masks (graph-level check)
@@ -152,6 +153,9 @@ def main():
             wan[f"blocks.{index}.{suffix}"] = tensor.contiguous()
     (OUT / "wan").mkdir(exist_ok=True)
     save_file(wan, OUT / "wan" / "model.safetensors")
+    # The original SkyReels / Wan release ships this as a torch.save pickle (models_t5_*.pth).
+    (OUT / "wan_pth").mkdir(exist_ok=True)
+    torch.save(wan, OUT / "wan_pth" / "model.pth")
 
     tensors = {}
     cases = []

@@ -145,6 +145,9 @@ impl Checkpoint {
 
     fn add_file(&mut self, path: &Path) -> Result<()> {
         let map = map_file(path)?;
+        if crate::pth::is_pth(path) {
+            return self.add_pth(path, map);
+        }
         let corrupt = |reason: String| ExportError::CorruptSafetensors { path: path.to_path_buf(), reason };
         let (header_len, metadata) = SafeTensors::read_metadata(&map).map_err(|e| corrupt(format!("{e:?}")))?;
         let data_start = 8 + header_len as u64;
@@ -167,6 +170,18 @@ impl Checkpoint {
             };
             if self.tensors.insert(name.clone(), tensor).is_some() {
                 return Err(corrupt(format!("tensor `{name}` appears in more than one file")));
+            }
+        }
+        self.files.push(CheckpointFile { path: path.to_path_buf(), map });
+        Ok(())
+    }
+
+    fn add_pth(&mut self, path: &Path, map: Mmap) -> Result<()> {
+        let index = self.files.len();
+        for t in crate::pth::read_index(&map, path)? {
+            let tensor = StoredTensor { file: index, dtype: t.dtype, shape: t.shape, offset: t.offset, length: t.length };
+            if self.tensors.insert(t.name.clone(), tensor).is_some() {
+                return Err(ExportError::CorruptSafetensors { path: path.to_path_buf(), reason: format!("tensor `{}` appears twice", t.name) });
             }
         }
         self.files.push(CheckpointFile { path: path.to_path_buf(), map });

@@ -7,6 +7,7 @@ pub mod engine_dir;
 pub mod error;
 pub mod image;
 pub mod layout;
+pub mod pth;
 pub mod text;
 pub mod tiny;
 pub mod vae;

@@ -145,8 +145,7 @@ pub struct ImageSource {
 
 /// Finds the image encoder belonging to `source`: in `source` or its parent, a diffusers
 /// snapshot's `image_encoder/` (with `image_processor/`), or the original layout's
-/// `models_clip_open-clip-xlm-roberta-large-vit-huge-14.safetensors` (the `.pth` pickle itself
-/// is not read: convert it to safetensors first).
+/// `models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth` (or a `.safetensors` conversion).
 pub fn locate(source: &Path) -> Option<ImageSource> {
     let roots = [Some(source), source.parent()];
     roots.into_iter().flatten().filter(|r| r.is_dir()).find_map(|root| {
@@ -155,7 +154,10 @@ pub fn locate(source: &Path) -> Option<ImageSource> {
             let config = root.join("image_processor").join("preprocessor_config.json");
             return Some(ImageSource { checkpoint: diffusers, preprocessor_config: config.is_file().then_some(config) });
         }
-        let original = root.join("models_clip_open-clip-xlm-roberta-large-vit-huge-14.safetensors");
-        original.is_file().then_some(ImageSource { checkpoint: original, preprocessor_config: None })
+        ["safetensors", "pth"]
+            .iter()
+            .map(|extension| root.join(format!("models_clip_open-clip-xlm-roberta-large-vit-huge-14.{extension}")))
+            .find(|original| original.is_file())
+            .map(|original| ImageSource { checkpoint: original, preprocessor_config: None })
     })
 }

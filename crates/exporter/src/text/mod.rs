@@ -115,14 +115,16 @@ pub struct TextSource {
 
 /// Finds the text encoder belonging to `source` (the checkpoint given to `skyreels-export`):
 /// in `source` or its parent, a diffusers snapshot's `text_encoder/` + `tokenizer/`, or the
-/// original layout's `models_t5_umt5-xxl-enc-bf16.safetensors` + `google/umt5-xxl/` (the `.pth`
-/// pickle itself is not read: convert it to safetensors first).
+/// original layout's `models_t5_umt5-xxl-enc-bf16.pth` (or a `.safetensors` conversion of it) +
+/// `google/umt5-xxl/`.
 pub fn locate(source: &Path) -> Option<TextSource> {
     let roots = [Some(source), source.parent()];
     roots.into_iter().flatten().filter(|r| r.is_dir()).find_map(|root| {
         let diffusers = (root.join("text_encoder"), root.join("tokenizer"));
-        let original = (root.join("models_t5_umt5-xxl-enc-bf16.safetensors"), root.join("google").join("umt5-xxl"));
-        [diffusers, original]
+        let tokenizer = root.join("google").join("umt5-xxl");
+        let converted = (root.join("models_t5_umt5-xxl-enc-bf16.safetensors"), tokenizer.clone());
+        let original = (root.join("models_t5_umt5-xxl-enc-bf16.pth"), tokenizer);
+        [diffusers, converted, original]
             .into_iter()
             .find(|(checkpoint, tokenizer)| checkpoint.exists() && tokenizer.join(TOKENIZER_FILE).is_file())
             .map(|(checkpoint, tokenizer)| TextSource { checkpoint, tokenizer })
