@@ -45,6 +45,9 @@ fn write_atomically(
     write(&mut writer)?;
     writer.flush().map_err(cannot_write)?;
     drop(writer);
+    // Temporary files are created 0600; outputs get the usual 0644 (then the umask applies on creation only).
+    use std::os::unix::fs::PermissionsExt;
+    temporary.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(cannot_write)?;
     temporary.persist(path).map_err(|error| cannot_write(error.error))?;
     Ok(())
 }
