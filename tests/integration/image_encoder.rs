@@ -78,3 +78,19 @@ fn clip_encoder_matches_transformers() {
         }
     }
 }
+
+#[test]
+fn clip_encoder_graph_structure() {
+    for layout in ["hf", "wan"] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let options = ImageExportOptions {
+            compute: DType::F32,
+            attention: AttentionKind::MatMul,
+            link_weights: false,
+            preprocess: preprocess(ImageResizeMode::ShortestSideCenterCrop),
+        };
+        image::export(&fixtures_dir().join("clip").join(layout), out.path(), &options).expect("export");
+        let graph = skyreels_graph::Model::load(&out.path().join(image::GRAPH_FILE)).expect("load");
+        insta::assert_snapshot!(format!("image_encoder_tiny_{layout}"), skyreels_graph::dump_model(&graph));
+    }
+}

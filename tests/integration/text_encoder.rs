@@ -162,3 +162,16 @@ fn text_tiny_model_encodes_a_prompt() {
     assert!(row(length - 1).iter().any(|v| *v != 0.0), "the </s> row is encoded");
     assert!((length..512).all(|i| row(i).iter().all(|v| *v == 0.0)), "rows past the prompt are zero");
 }
+
+#[test]
+fn text_encoder_graph_structure() {
+    let model = tempfile::tempdir().expect("tempdir");
+    let (checkpoint, tokenizer) = text::tiny::write_tiny(model.path(), 0).expect("tiny");
+    let out = tempfile::tempdir().expect("tempdir");
+    for attention in [AttentionKind::MatMul, AttentionKind::ContribMha] {
+        let options = TextExportOptions { compute: DType::F32, attention, link_weights: false };
+        text::export(&checkpoint, &tokenizer, out.path(), &options).expect("export");
+        let graph = skyreels_graph::Model::load(&out.path().join(text::GRAPH_FILE)).expect("load");
+        insta::assert_snapshot!(format!("text_encoder_tiny_{}", attention.name()), skyreels_graph::dump_model(&graph));
+    }
+}
