@@ -43,36 +43,49 @@ fn backend() -> Backend {
     Backend::Cpu { threads: 2 }
 }
 
+/// Encodes and decodes the cases of `cases_file` with the engine exported from `checkpoint`.
+fn assert_parity(label: &str, checkpoint: &Path, cases_file: &str) {
+    require_onnxruntime();
+    let (cases, _) = read_safetensors(&fixtures_dir().join("vae").join(cases_file)).expect("cases");
+    let case = |name: &str| float(&cases, name).unwrap_or_else(|| panic!("fixture tensor `{name}`"));
+    let engine_dir = export_engine(checkpoint);
+    let engine = Engine::open(engine_dir.path()).expect("engine");
+
+    let mut encoder = VaeEncoder::load(&engine, &backend()).expect("load encoder");
+    let latents = encoder.encode(case("encode_video")).expect("encode");
+    let error = latents.max_abs_diff(case("encode_latents"));
+    eprintln!("vae parity {label}: encode {:?} max-abs {error:.3e}", latents.shape);
+    assert!(error <= TOLERANCE, "{label}: encode max-abs {error} > {TOLERANCE}");
+
+    let mut decoder = VaeDecoder::load(&engine, &backend()).expect("load decoder");
+    let unclamped = decoder.decode_unclamped(case("decode_latents")).expect("decode");
+    let expected = case("decode_video_unclamped");
+    let error = unclamped.max_abs_diff(expected);
+    eprintln!("vae parity {label}: decode {:?} before the clamp max-abs {error:.3e}", unclamped.shape);
+    assert!(error <= TOLERANCE, "{label}: decode (unclamped) max-abs {error} > {TOLERANCE}");
+
+    let video = decoder.decode(case("decode_latents")).expect("decode");
+    let mut expected_clamped = expected.clone();
+    clamp_video(&mut expected_clamped);
+    let error = video.max_abs_diff(&expected_clamped);
+    eprintln!("vae parity {label}: decode clamped max-abs {error:.3e}");
+    assert!(error <= TOLERANCE, "{label}: decode (clamped) max-abs {error} > {TOLERANCE}");
+    assert!(video.data.iter().all(|v| (-1.0..=1.0).contains(v)));
+}
+
 #[test]
 fn vae_matches_diffusers_in_both_layouts() {
-    require_onnxruntime();
-    let (cases, _) = read_safetensors(&fixtures_dir().join("vae").join("cases.safetensors")).expect("cases");
-    let case = |name: &str| float(&cases, name).unwrap_or_else(|| panic!("fixture tensor `{name}`"));
     for layout in ["diffusers", "original"] {
-        let engine_dir = export_engine(&checkpoint(layout));
-        let engine = Engine::open(engine_dir.path()).expect("engine");
-
-        let mut encoder = VaeEncoder::load(&engine, &backend()).expect("load encoder");
-        let latents = encoder.encode(case("encode_video")).expect("encode");
-        let error = latents.max_abs_diff(case("encode_latents"));
-        eprintln!("vae parity {layout}: encode {:?} max-abs {error:.3e}", latents.shape);
-        assert!(error <= TOLERANCE, "{layout}: encode max-abs {error} > {TOLERANCE}");
-
-        let mut decoder = VaeDecoder::load(&engine, &backend()).expect("load decoder");
-        let unclamped = decoder.decode_unclamped(case("decode_latents")).expect("decode");
-        let expected = case("decode_video_unclamped");
-        let error = unclamped.max_abs_diff(expected);
-        eprintln!("vae parity {layout}: decode {:?} before the clamp max-abs {error:.3e}", unclamped.shape);
-        assert!(error <= TOLERANCE, "{layout}: decode (unclamped) max-abs {error} > {TOLERANCE}");
-
-        let video = decoder.decode(case("decode_latents")).expect("decode");
-        let mut expected_clamped = expected.clone();
-        clamp_video(&mut expected_clamped);
-        let error = video.max_abs_diff(&expected_clamped);
-        eprintln!("vae parity {layout}: decode clamped max-abs {error:.3e}");
-        assert!(error <= TOLERANCE, "{layout}: decode (clamped) max-abs {error} > {TOLERANCE}");
-        assert!(video.data.iter().all(|v| (-1.0..=1.0).contains(v)));
+        assert_parity(layout, &checkpoint(layout), "cases.safetensors");
     }
+}
+
+#[test]
+fn vae_pth_checkpoint_matches_diffusers() {
+    let folder = fixtures_dir().join("vae").join("pth");
+    let located = vae::locate(&folder).expect("Wan2.1_VAE.pth is found in its folder");
+    assert_eq!(located, folder.join("Wan2.1_VAE.pth"));
+    assert_parity("pth", &located, "pth_cases.safetensors");
 }
 
 /// Frames `start..start + count` of a `[B, C, T, H, W]` tensor.

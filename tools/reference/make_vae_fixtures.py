@@ -10,12 +10,20 @@ exporter reads, together with reference encodes and decodes computed by diffuser
     tests/fixtures/vae/original/Wan2.1_VAE.safetensors      # original Wan key names, no config
     tests/fixtures/vae/cases.safetensors
 
+and a second model at base width 2 as the original release ships it, a `torch.save` zip pickle of
+the state dict (an `OrderedDict` carrying `_metadata`, as `module.state_dict()` returns):
+
+    tests/fixtures/vae/pth/Wan2.1_VAE.pth
+    tests/fixtures/vae/pth_cases.safetensors
+
 Case tensors (float32):
 - `encode_video` [2,3,9,32,48] in [-1,1] and `encode_latents` [2,16,3,4,6]: the pipelines'
   normalised posterior mode, `(vae.encode(x).latent_dist.mode() - mean) * (1 / std)`;
 - `decode_latents` [1,16,4,4,6] and `decode_video_unclamped` [1,3,13,32,48]: `AutoencoderKLWan._decode`
   on `z / (1 / std) + mean` without its final clamp (the script checks that clamping it gives
-  `vae.decode(...).sample` exactly).
+  `vae.decode(...).sample` exactly);
+- in `pth_cases`: `encode_video` [1,3,5,16,24] -> `encode_latents` [1,16,2,2,3] and `decode_latents`
+  [1,16,2,2,3] -> `decode_video_unclamped` [1,3,5,16,24], the same way.
 
 Everything is seeded. The script re-reads what it wrote and checks it before it finishes.
 """
@@ -23,6 +31,7 @@ Everything is seeded. The script re-reads what it wrote and checks it before it 
 import argparse
 import json
 import shutil
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -34,6 +43,7 @@ from make_dit_fixtures import check_environment, read_safetensors, write_safeten
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "vae"
 SEED = 2001
+PTH_SEED = 2002
 
 CONFIG = dict(
     base_dim=4,
@@ -44,6 +54,9 @@ CONFIG = dict(
     temperal_downsample=[False, True, True],
     dropout=0.0,
 )
+
+# Base width 2: the real topology, small enough to ship a second checkpoint as a .pth.
+PTH_CONFIG = dict(CONFIG, base_dim=2)
 
 RESIDUAL = {"norm1.": "residual.0.", "conv1.": "residual.2.", "norm2.": "residual.3.", "conv2.": "residual.6.", "conv_shortcut.": "shortcut."}
 
@@ -98,7 +111,7 @@ def to_original(state: dict) -> dict:
     return renamed
 
 
-def init_weights(vae: AutoencoderKLWan, generator: torch.Generator) -> None:
+def init_weights(vae: AutoencoderKLWan, generator: torch.Generator, output_gain: float) -> None:
     with torch.no_grad():
         for name, parameter in vae.named_parameters():
             noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float32)
@@ -109,7 +122,7 @@ def init_weights(vae: AutoencoderKLWan, generator: torch.Generator) -> None:
             else:
                 fan_in = parameter[0].numel()
                 # A louder decoder output, so the final clamp matters for a fair share of the pixels.
-                gain = 3.0 if name == "decoder.conv_out.weight" else 1.0
+                gain = output_gain if name == "decoder.conv_out.weight" else 1.0
                 value = gain * noise / fan_in**0.5
             parameter.copy_(value)
 
@@ -147,12 +160,12 @@ def decode_unclamped(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tens
     return raw
 
 
-def build() -> tuple:
-    generator = torch.Generator().manual_seed(SEED)
-    vae = AutoencoderKLWan(**CONFIG).eval()
-    init_weights(vae, generator)
-    video = torch.rand(2, 3, 9, 32, 48, generator=generator) * 2.0 - 1.0
-    decode_latents = torch.randn(1, CONFIG["z_dim"], 4, 4, 6, generator=generator)
+def build(config: dict, seed: int, output_gain: float, video_shape: tuple, latent_shape: tuple) -> tuple:
+    generator = torch.Generator().manual_seed(seed)
+    vae = AutoencoderKLWan(**config).eval()
+    init_weights(vae, generator, output_gain)
+    video = torch.rand(*video_shape, generator=generator) * 2.0 - 1.0
+    decode_latents = torch.randn(*latent_shape, generator=generator)
     cases = {
         "encode_video": video,
         "encode_latents": encode(vae, video),
@@ -165,13 +178,21 @@ def build() -> tuple:
 def check(vae_dir: Path, original_file: Path, cases: dict) -> None:
     vae = AutoencoderKLWan.from_pretrained(vae_dir).eval()
     original, _ = read_safetensors(original_file)
+    check_original(vae, original)
+    check_cases(vae, FIXTURES / "cases.safetensors", cases)
+
+
+def check_original(vae: AutoencoderKLWan, original: dict) -> None:
     diffusers_state = vae.state_dict()
     assert len(original) == len(diffusers_state) == 194, (len(original), len(diffusers_state))
     converted = convert_wan_vae_to_diffusers(original)
     assert set(converted) == set(diffusers_state), "the original layout disagrees with diffusers' own Wan VAE converter"
     for key, value in converted.items():
         assert torch.equal(value, diffusers_state[key]), key
-    stored, _ = read_safetensors(FIXTURES / "cases.safetensors")
+
+
+def check_cases(vae: AutoencoderKLWan, path: Path, cases: dict) -> None:
+    stored, _ = read_safetensors(path)
     assert torch.equal(encode(vae, stored["encode_video"]), stored["encode_latents"])
     assert torch.equal(decode_unclamped(vae, stored["decode_latents"]), stored["decode_video_unclamped"])
     for name, value in cases.items():
@@ -182,6 +203,22 @@ def check(vae_dir: Path, original_file: Path, cases: dict) -> None:
     assert torch.equal(encode(vae, frames), stored["encode_latents"][:, :, :2]), "encoding is not causal"
 
 
+def write_pth(path: Path, state: dict) -> None:
+    """`torch.save` of an original-layout state dict shaped like `module.state_dict()`'s."""
+    original = OrderedDict(sorted(to_original(state).items()))
+    original._metadata = OrderedDict([("", {"version": 1}), ("encoder", {"version": 1})])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(original, path)
+
+
+def check_pth(path: Path, cases: dict) -> None:
+    loaded = torch.load(path, weights_only=True)
+    vae = AutoencoderKLWan(**PTH_CONFIG).eval()
+    vae.load_state_dict(convert_wan_vae_to_diffusers(dict(loaded)), strict=True)
+    check_original(vae, dict(loaded))
+    check_cases(vae, FIXTURES / "pth_cases.safetensors", cases)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-version-check", action="store_true")
@@ -190,7 +227,8 @@ def main() -> None:
         check_environment()
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
-    vae, cases = build()
+    vae, cases = build(CONFIG, SEED, 3.0, (2, 3, 9, 32, 48), (1, CONFIG["z_dim"], 4, 4, 6))
+    pth_vae, pth_cases = build(PTH_CONFIG, PTH_SEED, 1.5, (1, 3, 5, 16, 24), (1, CONFIG["z_dim"], 2, 2, 3))
     if FIXTURES.exists():
         shutil.rmtree(FIXTURES)
     (FIXTURES / "original").mkdir(parents=True)
@@ -202,6 +240,10 @@ def main() -> None:
     metadata = {"reference": "diffusers AutoencoderKLWan", "seed": str(SEED), "config": json.dumps(CONFIG, sort_keys=True)}
     write_safetensors(FIXTURES / "cases.safetensors", cases, metadata)
     check(FIXTURES / "diffusers", original_file, cases)
+    pth_metadata = dict(metadata, seed=str(PTH_SEED), config=json.dumps(PTH_CONFIG, sort_keys=True))
+    write_safetensors(FIXTURES / "pth_cases.safetensors", pth_cases, pth_metadata)
+    write_pth(FIXTURES / "pth" / "Wan2.1_VAE.pth", {k: v.detach().clone() for k, v in pth_vae.state_dict().items()})
+    check_pth(FIXTURES / "pth" / "Wan2.1_VAE.pth", pth_cases)
     total = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())
     print(f"wrote {FIXTURES} ({total / 1e6:.2f} MB)")
 

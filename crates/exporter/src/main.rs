@@ -163,7 +163,7 @@ fn main() -> anyhow::Result<()> {
 /// Exports the VAE that belongs to `source` (see `vae::locate`), if there is one.
 fn export_vae(source: &std::path::Path, out: &std::path::Path, link_weights: bool) -> anyhow::Result<Option<VaeExport>> {
     let Some(vae_source) = vae::locate(source) else {
-        eprintln!("no VAE found at {} (looked for a vae/ folder or Wan2.1_VAE.safetensors); the engine has none", source.display());
+        eprintln!("no VAE found at {} (looked for a vae/ folder, Wan2.1_VAE.pth or Wan2.1_VAE.safetensors); the engine has none", source.display());
         return Ok(None);
     };
     let export = vae::export(&vae_source, out, &VaeExportOptions { link_weights })

@@ -1,5 +1,5 @@
 //! VAE export: a Wan 2.1 causal 3D VAE checkpoint (diffusers `AutoencoderKLWan` or original Wan
-//! names) → `vae_encode_first.onnx`, `vae_encode_chunk.onnx`, `vae_decode_first.onnx`,
+//! names, safetensors or the released `Wan2.1_VAE.pth`) → `vae_encode_first.onnx`, `vae_encode_chunk.onnx`, `vae_decode_first.onnx`,
 //! `vae_decode_chunk.onnx`, sharing one set of external weights. The graph contract is documented
 //! in [`skyreels_contract::vae`]; upstream is `WanVAE_` in Wan2.1's `wan/modules/vae.py`.
 
@@ -40,14 +40,14 @@ pub struct VaeExport {
     pub weight_bytes: (u64, u64),
 }
 
-/// Weight file names tried, in order, next to an original-format model (`Wan2.1_VAE.pth` converted
-/// to safetensors keeps its name).
-const ORIGINAL_FILES: &[&str] = &["Wan2.1_VAE.safetensors", "wan_2.1_vae.safetensors"];
+/// Weight file names tried, in order, next to an original-format model: the released torch pickle
+/// and safetensors conversions of it.
+const ORIGINAL_FILES: &[&str] = &["Wan2.1_VAE.pth", "Wan2.1_VAE.safetensors", "wan_2.1_vae.safetensors"];
 
 /// Finds the VAE belonging to `checkpoint`: the path itself when it is a VAE
 /// ([`is_vae_checkpoint`]), else the `vae/` folder of a diffusers snapshot (or of the built-in
-/// tiny model), or a `Wan2.1_VAE.safetensors` file beside an original-format DiT (for a file, in
-/// its folder). `None` when there is none.
+/// tiny model), or `Wan2.1_VAE.pth` (or a safetensors conversion of it) beside an original-format
+/// DiT (for a file, in its folder). `None` when there is none.
 pub fn locate(checkpoint: &Path) -> Option<PathBuf> {
     if is_vae_checkpoint(checkpoint) {
         return Some(checkpoint.to_path_buf());
@@ -60,13 +60,13 @@ pub fn locate(checkpoint: &Path) -> Option<PathBuf> {
     ORIGINAL_FILES.iter().map(|name| dir.join(name)).find(|p| p.is_file())
 }
 
-/// True when `path` is a VAE checkpoint on its own: a diffusers VAE folder, or a `.safetensors`
-/// file holding `encoder.*` and `decoder.*` tensors.
+/// True when `path` is a VAE checkpoint on its own: a diffusers VAE folder, or a `.safetensors` or
+/// torch `.pth` file holding `encoder.*` and `decoder.*` tensors.
 pub fn is_vae_checkpoint(path: &Path) -> bool {
     if path.is_dir() {
         return is_vae_folder(path);
     }
-    if path.extension().is_none_or(|e| e != "safetensors") {
+    if path.extension().is_none_or(|e| e != "safetensors") && !crate::pth::is_pth(path) {
         return false;
     }
     Checkpoint::open(path).is_ok_and(|c| {
