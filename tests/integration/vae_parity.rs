@@ -132,3 +132,13 @@ fn vae_is_causal_and_streams_frame_by_frame() {
     assert_eq!(prefix, frames(&all, 0, 2), "encoding the first 5 frames must give the first 2 latents");
     assert!(encoder.encode(&frames(video, 0, 4)).is_err(), "4 frames are not 1 + 4k");
 }
+
+#[test]
+fn vae_graph_structure() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let export = vae::export(&checkpoint("diffusers"), out.path(), &VaeExportOptions { link_weights: false }).expect("export");
+    for entry in &export.component.graphs {
+        let graph = skyreels_graph::Model::load(&out.path().join(&entry.file)).expect("load");
+        insta::assert_snapshot!(format!("vae_tiny_{}", entry.name), skyreels_graph::dump_model(&graph));
+    }
+}
