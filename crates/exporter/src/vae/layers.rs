@@ -155,9 +155,9 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
         let eps = g.scalar(1e-12, DType::F32)?;
         let norm = g.max(&norm, &eps)?;
         let normalized = g.div(x, &norm)?;
-        let scale = g.scalar((channels as f64).sqrt(), DType::F32)?;
-        let scaled = g.mul(&normalized, &scale)?;
-        Ok(g.mul(&scaled, &gamma)?)
+        let root = g.scalar((channels as f64).sqrt(), DType::F32)?;
+        let scale = g.mul(&gamma, &root)?; // [C, 1, 1, 1], folded by ONNX Runtime
+        Ok(g.mul(&normalized, &scale)?)
     }
 
     /// `RMS_norm → SiLU`.
