@@ -115,13 +115,8 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
     /// Upstream `CausalConv3d` with a 3×3×3 kernel (`padding=1`): zero or cached history in time,
     /// zero padding in space. The cache slot is the weight prefix.
     pub(super) fn causal_conv3(&mut self, x: &Value, prefix: &str, in_channels: usize, out_channels: usize) -> Result<Value> {
-        let weight = self.weight(&format!("{prefix}.weight"), &[out_channels, in_channels, 3, 3, 3], &[
-            out_channels as i64,
-            in_channels as i64,
-            3,
-            3,
-            3,
-        ])?;
+        let dims = [out_channels as i64, in_channels as i64, 3, 3, 3];
+        let weight = self.weight(&format!("{prefix}.weight"), &[out_channels, in_channels, 3, 3, 3], &dims)?;
         let bias = self.bias(&format!("{prefix}.bias"), out_channels)?;
         let history = self.history(prefix, in_channels, 2)?;
         let cache = self.last_two(history.as_ref(), x)?;
