@@ -9,12 +9,13 @@ use skyreels_exporter::tiny::{self, StorageDtype};
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let [_, size, dir] = args.as_slice() else {
-        bail!("usage: write_random_dit <tiny|1.3b> DIR");
+        bail!("usage: write_random_dit <tiny|1.3b|14b> DIR");
     };
     let config = match size.as_str() {
         "tiny" => tiny::tiny_dit_config(),
         "1.3b" => tiny::dit_1_3b_config(),
-        other => bail!("unknown size `{other}`; use tiny or 1.3b"),
+        "14b" => tiny::dit_14b_config(),
+        other => bail!("unknown size `{other}`; use tiny, 1.3b or 14b"),
     };
     tiny::write_random_dit(&PathBuf::from(dir), &config, StorageDtype::BF16, 0)?;
     Ok(())

@@ -64,6 +64,10 @@ pub struct Checkpoint {
     tensors: BTreeMap<String, StoredTensor>,
 }
 
+/// Files of the other components that sit next to the DiT in an original-layout model folder
+/// (VAE, umT5, CLIP); a directory scan for the DiT's weights skips them.
+const COMPANION_PREFIXES: &[&str] = &["Wan2.1_VAE", "models_t5_", "models_clip_"];
+
 #[expect(unsafe_code, reason = "memory-mapping is the only way to read 28 GB checkpoints without copying them")]
 fn map_file(path: &Path) -> Result<Mmap> {
     let file = fs_err::File::open(path)?;
@@ -95,7 +99,7 @@ impl Checkpoint {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
             if name.ends_with(".safetensors.index.json") {
                 indexes.push(path);
-            } else if name.ends_with(".safetensors") {
+            } else if name.ends_with(".safetensors") && !COMPANION_PREFIXES.iter().any(|p| name.starts_with(p)) {
                 files.push(path);
             }
         }

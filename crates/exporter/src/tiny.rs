@@ -42,6 +42,19 @@ pub fn dit_1_3b_config() -> DitConfig {
     }
 }
 
+/// The SkyReels-V2 DF/T2V-14B architecture (no fps embedding).
+pub fn dit_14b_config() -> DitConfig {
+    DitConfig {
+        dim: 5120,
+        ffn_dim: 13824,
+        num_heads: 40,
+        num_layers: 40,
+        text_dim: 4096,
+        inject_sample_info: false,
+        ..tiny_dit_config()
+    }
+}
+
 /// How a tensor is initialised.
 #[derive(Clone, Copy)]
 enum Init {

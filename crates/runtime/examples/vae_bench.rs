@@ -1,0 +1,43 @@
+//! Times a full VAE decode (the chunk loop, one latent frame per call) on random latents and
+//! prints one JSON line: `vae_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH` (latent sizes).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::bail;
+use skyreels_runtime::engine::Engine;
+use skyreels_runtime::noise::NoiseSource;
+use skyreels_runtime::session::Backend;
+use skyreels_runtime::vae::VaeDecoder;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, dir, backend, frames, height, width] = args.as_slice() else {
+        bail!("usage: vae_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH");
+    };
+    let backend = match backend.as_str() {
+        "cpu" => Backend::Cpu { threads: 0 },
+        "cuda" => Backend::Cuda { device: 0 },
+        other => bail!("unknown backend {other}"),
+    };
+    let (frames, height, width): (usize, usize, usize) = (frames.parse()?, height.parse()?, width.parse()?);
+    let engine = Engine::open(&PathBuf::from(dir))?;
+    let mut decoder = VaeDecoder::load(&engine, &backend)?;
+    let mut noise = NoiseSource::seeded(0);
+    let latents = noise.draw(&[1, decoder.config().z_dim, frames, height, width])?;
+    let warm = Instant::now();
+    let _ = decoder.decode(&noise.draw(&[1, decoder.config().z_dim, 2, height, width])?)?;
+    let warm_seconds = warm.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let video = decoder.decode(&latents)?;
+    let seconds = started.elapsed().as_secs_f64();
+    #[expect(clippy::print_stdout, reason = "the benchmark's result line")]
+    {
+        println!(
+            "{}",
+            serde_json::json!({"bench": "vae_decode", "impl": "skyreels-onnxruntime", "latent_frames": frames, "video": video.shape,
+                "warmup_s": warm_seconds, "decode_s": seconds, "finite": video.data.iter().all(|v| v.is_finite())})
+        );
+    }
+    Ok(())
+}
