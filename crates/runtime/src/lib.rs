@@ -9,11 +9,13 @@ pub mod noise;
 pub mod onnxruntime;
 pub mod output;
 pub mod pipeline;
+pub mod scheduler;
 pub mod session;
 pub mod teacache;
 pub mod tensor;
 pub mod tensor_file;
 pub mod text;
+pub mod timestep_matrix;
 pub mod vae;
 
 pub use error::{Result, RuntimeError};
