@@ -520,6 +520,28 @@ impl Graph {
         Ok(self.node("Resize", None, &inputs, attributes, vec![(x.dtype, shape)]).remove(0))
     }
 
+    /// `com.microsoft.RotaryEmbedding` on `[B, S, heads·d]`: rotates pairs of each head with
+    /// `cos[position_ids]` / `sin[position_ids]` (`[max_positions, d/2]` caches); interleaved pairs
+    /// are `(x[2j], x[2j+1])`.
+    pub fn rotary_embedding(
+        &mut self,
+        x: &Value,
+        position_ids: &Value,
+        cos: &Value,
+        sin: &Value,
+        num_heads: i64,
+        interleaved: bool,
+    ) -> Result<Value> {
+        self.same_dtype("RotaryEmbedding", x, cos)?;
+        self.same_dtype("RotaryEmbedding", x, sin)?;
+        if x.rank() != 3 || position_ids.dtype != DType::I64 || cos.rank() != 2 {
+            return Err(self.error("RotaryEmbedding: input [B, S, hidden], int64 position ids and [positions, d/2] caches"));
+        }
+        let inputs = [Some(x), Some(position_ids), Some(cos), Some(sin)];
+        let attributes = vec![attr::int("num_heads", num_heads), attr::int("interleaved", interleaved as i64)];
+        Ok(self.node("RotaryEmbedding", Some("com.microsoft"), &inputs, attributes, vec![(x.dtype, x.shape.clone())]).remove(0))
+    }
+
     /// `com.microsoft.MultiHeadAttention` on `[B, S, heads·d]` query/key/value.
     pub fn multi_head_attention(
         &mut self,

@@ -9,10 +9,14 @@ use skyreels_graph::{DType, Dim, GeluApproximation, Graph, Value};
 
 use super::embed::scalar_at;
 use super::io::{blocks_inputs, blocks_outputs};
-use super::layers::{Layers, Lead};
+use super::layers::{AttentionKind, Layers, Lead};
 use crate::error::Result;
 
 struct Shared {
+    /// Token positions `[B, L]` for the fused rotary op (contrib-MHA exports).
+    position_ids: Option<Value>,
+    /// RoPE tables `[L, head_dim/2]` as given (fused rotary op).
+    rope_table: (Value, Value),
     /// `[B, F, HW]` as a run-time vector, for Linear reshapes.
     lead: Lead,
     /// `[B, F, HW, D]` as a run-time vector.
@@ -94,8 +98,20 @@ fn block(layers: &mut Layers<'_, '_>, config: &DitConfig, index: usize, x: Value
     let k = layers.rms_norm(&k, &format!("{p}.self_attn.norm_k.weight"), d, config.eps)?;
     let v = layers.linear(&h, &format!("{p}.self_attn.v"), d, d, lead)?;
     let g = &mut layers.graph;
-    let q = apply_rope(g, &q, config, &shared.rope_cos, &shared.rope_sin)?;
-    let k = apply_rope(g, &k, config, &shared.rope_cos, &shared.rope_sin)?;
+    let (q, k) = match &shared.position_ids {
+        // The fused op computes the same interleaved rotation in one kernel per tensor.
+        Some(positions) => {
+            let q = to_tokens(g, &q, d)?;
+            let k = to_tokens(g, &k, d)?;
+            let (cos, sin) = &shared.rope_table;
+            let heads = config.num_heads as i64;
+            (g.rotary_embedding(&q, positions, cos, sin, heads, true)?, g.rotary_embedding(&k, positions, cos, sin, heads, true)?)
+        }
+        None => (
+            apply_rope(g, &q, config, &shared.rope_cos, &shared.rope_sin)?,
+            apply_rope(g, &k, config, &shared.rope_cos, &shared.rope_sin)?,
+        ),
+    };
     let v = to_tokens(g, &v, d)?;
     let a = layers.attention(&q, &k, &v, config.num_heads, shared.causal_bias.as_ref())?;
     let a = to_frames(&mut layers.graph, &a, shared, d)?;
@@ -175,7 +191,24 @@ pub(super) fn build(layers: &mut Layers<'_, '_>, config: &DitConfig, causal: boo
     let dim = g.const_i64(&[d as i64])?;
     let lead_value = g.shape_of(&x, 0, 3)?;
     let shape4 = g.concat(&[&lead_value, &dim], 0)?;
-    let shared = Shared { lead, shape4, rope_cos, rope_sin, context: inputs[io::CONTEXT_TOKENS].clone(), causal_bias };
+    let position_ids = match layers.attention {
+        AttentionKind::ContribMha => {
+            let g = &mut layers.graph;
+            let length = g.shape_of(&inputs[io::ROPE_COS], 0, 1)?;
+            let length = g.squeeze(&length, &[0])?;
+            let zero = g.scalar(0.0, DType::I64)?;
+            let one = g.scalar(1.0, DType::I64)?;
+            let positions = g.range(&zero, &length, &one, Dim::Unknown)?;
+            let positions = g.unsqueeze(&positions, &[0])?;
+            let batch = g.shape_of(tokens, 0, 1)?;
+            let count = g.shape_of(&positions, 1, 2)?;
+            let target = g.concat(&[&batch, &count], 0)?;
+            Some(g.expand(&positions, &target, vec![tokens.shape[0].clone(), Dim::Unknown])?)
+        }
+        AttentionKind::MatMul => None,
+    };
+    let rope_table = (inputs[io::ROPE_COS].clone(), inputs[io::ROPE_SIN].clone());
+    let shared = Shared { position_ids, rope_table, lead, shape4, rope_cos, rope_sin, context: inputs[io::CONTEXT_TOKENS].clone(), causal_bias };
     let mut x = x;
     for index in 0..config.num_layers {
         layers.graph.enter(&format!("blocks.{index}"));
