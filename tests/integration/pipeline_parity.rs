@@ -83,9 +83,9 @@ fn run_case(name: &str) -> f32 {
     };
     let settings = WindowSettings { guidance, addnoise_condition: plan.request.addnoise_condition, teacache: None };
     let diffusion_forcing = case["pipeline"].as_str().expect("pipeline").contains("DiffusionForcing");
-    let schedule = FlowSchedule::new(Compat::Diffusers, plan.request.steps, plan.request.shift, diffusion_forcing);
+    let schedule = FlowSchedule::new(Compat::Diffusers, plan.request.steps, plan.request.shift, diffusion_forcing).expect("schedule");
     let timesteps: Vec<i64> = case["timesteps"].as_array().expect("timesteps").iter().map(|v| v.as_i64().expect("int")).collect();
-    assert_eq!(schedule.sigmas.timesteps, timesteps, "{name}: scheduler timesteps");
+    assert_eq!(schedule.schedule.timesteps(), timesteps.as_slice(), "{name}: scheduler timesteps");
     let mut noise = NoiseSource::from_file(&dir.join("noise.safetensors")).expect("noise");
     let generation = generate(&plan, &mut denoiser, &schedule, &settings, &mut noise, None, false).expect("generate");
     assert_eq!(noise.remaining(), 0, "{name}: not every recorded draw was consumed");

@@ -220,7 +220,7 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     if pipeline == PipelineArg::Synchronous && (args.ar_step > 0 || plan.segments.len() > 1) {
         bail!("--pipeline synchronous samples one window with all frames together\n  fix: drop --ar-step / long-video flags, or use --pipeline diffusion-forcing");
     }
-    let schedule = FlowSchedule::new(plan.request.compat, args.steps, args.shift, pipeline == PipelineArg::DiffusionForcing);
+    let schedule = FlowSchedule::new(plan.request.compat, args.steps, args.shift, pipeline == PipelineArg::DiffusionForcing)?;
     let mut decoder = VaeDecoder::load(&engine, &backend).context("loading the VAE decoder")?;
     let mut encoder = match (plan.segments.len() > 1, plan.request.compat) {
         (true, Compat::Upstream) => Some(VaeEncoder::load(&engine, &backend).context("loading the VAE encoder")?),

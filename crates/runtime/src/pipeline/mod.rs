@@ -2,10 +2,8 @@
 
 pub mod defaults;
 pub mod denoiser;
-pub mod flow_unipc;
 pub mod generate;
 pub mod plan;
 pub mod sampler;
 pub mod schedule;
 pub mod segments;
-pub mod timestep_matrix;

@@ -1,49 +1,62 @@
-//! The sampling schedule handed to the window sampler: σ schedule, per-frame UniPC states and
-//! timestep matrices, chosen by the compat mode.
+//! The sampling schedule handed to the window sampler: the σ schedule of the chosen reference,
+//! per-frame flow-UniPC states and timestep matrices (`crate::scheduler`, `crate::timestep_matrix`).
 
-use super::flow_unipc::{FlowUniPc, SigmaSchedule};
+use ndarray::{ArrayView1, ArrayViewMut1};
+
 use super::generate::SamplingSchedule;
 use super::plan::Compat;
 use super::sampler::{FrameScheduler, Rows};
-use super::timestep_matrix::timestep_matrix;
-use crate::error::Result;
+use crate::error::{Result, RuntimeError};
+use crate::scheduler::{FirstStepSample, FlowUniPc, Schedule, Scheduler, SigmaSchedule};
+use crate::timestep_matrix::timestep_matrix;
 
 impl FrameScheduler for FlowUniPc {
     fn step(&mut self, velocity: &[f32], sample: &[f32]) -> Vec<f32> {
-        FlowUniPc::step(self, velocity, sample)
+        let mut next = sample.to_vec();
+        Scheduler::step(self, ArrayView1::from(velocity), ArrayViewMut1::from(next.as_mut_slice()))
+            .expect("velocity and sample are frames of the same window");
+        next
     }
 }
 
-/// Flow-matching UniPC over `compat`'s σ schedule.
+/// Flow-matching UniPC over the chosen reference's σ schedule.
 pub struct FlowSchedule {
     /// σ and timesteps.
-    pub sigmas: SigmaSchedule,
-    /// Reproduce the diffusion-forcing loops' per-frame stepping (see [`FlowUniPc::with_aliasing`]).
+    pub schedule: Schedule,
+    /// Reproduce the diffusion-forcing loops' per-frame stepping (the step-0 sample aliasing of
+    /// both references, [`FirstStepSample::Output`]); the synchronous loops do not alias.
     pub diffusion_forcing: bool,
 }
 
 impl FlowSchedule {
     /// `steps` steps with flow `shift`, for a diffusion-forcing or a synchronous loop.
-    pub fn new(compat: Compat, steps: usize, shift: f64, diffusion_forcing: bool) -> FlowSchedule {
-        FlowSchedule { sigmas: SigmaSchedule::new(compat, steps, shift), diffusion_forcing }
+    pub fn new(compat: Compat, steps: usize, shift: f64, diffusion_forcing: bool) -> Result<FlowSchedule> {
+        let sigmas = match compat {
+            Compat::Upstream => SigmaSchedule::Upstream,
+            Compat::Diffusers => SigmaSchedule::Diffusers,
+        };
+        let schedule = Schedule::new(sigmas, steps, shift).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        Ok(FlowSchedule { schedule, diffusion_forcing })
     }
 }
 
 impl SamplingSchedule for FlowSchedule {
     fn template(&self) -> Vec<f32> {
-        self.sigmas.timesteps.iter().map(|&t| t as f32).collect()
+        self.schedule.timesteps().iter().map(|&t| t as f32).collect()
     }
 
     fn frame_scheduler(&self) -> Box<dyn FrameScheduler> {
-        Box::new(FlowUniPc::with_aliasing(&self.sigmas, self.diffusion_forcing))
+        let first = if self.diffusion_forcing { FirstStepSample::Output } else { FirstStepSample::Input };
+        Box::new(FlowUniPc::with_first_step_sample(&self.schedule, first))
     }
 
     fn rows(&self, frames: usize, prefix: usize, ar_step: usize, causal_block_size: usize) -> Result<Rows> {
-        let matrix = timestep_matrix(frames, &self.sigmas.timesteps, frames, ar_step, prefix, causal_block_size)?;
+        let matrix = timestep_matrix(frames, self.schedule.timesteps(), frames, ar_step, prefix, causal_block_size, false)
+            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
         Ok(Rows {
-            timesteps: matrix.step_matrix.iter().map(|row| row.iter().map(|&t| t as f32).collect()).collect(),
-            update: matrix.update_mask,
-            interval: matrix.valid_interval,
+            timesteps: matrix.step_matrix.rows().into_iter().map(|row| row.iter().map(|&t| t as f32).collect()).collect(),
+            update: matrix.update_mask.rows().into_iter().map(|row| row.to_vec()).collect(),
+            interval: matrix.valid_interval.iter().map(|r| (r.start, r.end)).collect(),
         })
     }
 }
