@@ -32,7 +32,15 @@ impl Backend {
     fn providers(&self) -> Vec<ExecutionProviderDispatch> {
         match self {
             Backend::Cpu { .. } => vec![],
-            Backend::Cuda { device } => vec![ort::ep::CUDA::default().with_device_id(*device).build().error_on_failure()],
+            // Grow the device arena by what is asked, not by powers of two: at 51,000 tokens the
+            // doubling strategy strands tens of GiB.
+            Backend::Cuda { device } => vec![
+                ort::ep::CUDA::default()
+                    .with_device_id(*device)
+                    .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested)
+                    .build()
+                    .error_on_failure(),
+            ],
         }
     }
 }
