@@ -94,14 +94,19 @@ impl Checkpoint {
         }
         let mut indexes = Vec::new();
         let mut files = Vec::new();
+        let mut companions = Vec::new();
         for entry in fs_err::read_dir(dir)? {
             let path = entry?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
             if name.ends_with(".safetensors.index.json") {
                 indexes.push(path);
-            } else if name.ends_with(".safetensors") && !COMPANION_PREFIXES.iter().any(|p| name.starts_with(p)) {
-                files.push(path);
+            } else if name.ends_with(".safetensors") {
+                if COMPANION_PREFIXES.iter().any(|p| name.starts_with(p)) { companions.push(path) } else { files.push(path) }
             }
+        }
+        if files.is_empty() {
+            // A folder holding only a component's file (e.g. `vae/Wan2.1_VAE.safetensors`) is that component.
+            files = companions;
         }
         if let Some(index) = indexes.first() {
             if indexes.len() > 1 {
