@@ -8,8 +8,10 @@ pub mod io;
 pub mod manifest;
 pub mod text;
 pub mod vae;
+pub mod variant;
 mod yaml;
 
 pub use config::{DitConfig, ModelType};
 pub use manifest::{GraphEntry, Manifest, TensorSpec};
-pub use yaml::{YamlError, load_yaml, save_yaml, to_yaml};
+pub use variant::{ModelVariant, Pipeline, RecognitionError, Resolution, recognise};
+pub use yaml::{YamlError, load_yaml, parse_yaml, save_yaml, to_yaml};

@@ -27,7 +27,12 @@ pub enum YamlError {
 /// Reads and parses a YAML file; the single entry point for every YAML the project reads.
 pub fn load_yaml<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result<T, YamlError> {
     let text = fs_err::read_to_string(path)?;
-    serde_saphyr::from_str(&text).map_err(|e| YamlError::Parse { path: path.to_path_buf(), what, message: e.to_string() })
+    parse_yaml(&text, path, what)
+}
+
+/// Parses YAML text that came from `origin` (a file, or the file an embedded text was compiled from).
+pub fn parse_yaml<T: DeserializeOwned>(text: &str, origin: &Path, what: &'static str) -> Result<T, YamlError> {
+    serde_saphyr::from_str(text).map_err(|e| YamlError::Parse { path: origin.to_path_buf(), what, message: e.to_string() })
 }
 
 /// Renders a value as YAML text.

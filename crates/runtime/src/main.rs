@@ -48,6 +48,14 @@ enum PipelineArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum ResolutionArg {
+    #[value(name = "540p", alias = "540P")]
+    P540,
+    #[value(name = "720p", alias = "720P")]
+    P720,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum CompatArg {
     Upstream,
     Diffusers,
@@ -112,6 +120,13 @@ struct GenerateArgs {
     /// TeaCache with retention steps (upstream --use_ret_steps).
     #[arg(long)]
     teacache_retention: bool,
+    /// TeaCache polynomial, 5 numbers highest degree first (default: the released variant's fit).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    teacache_coefficients: Option<Vec<f64>>,
+    /// Resolution class of the checkpoint (540p or 720p; default: from --height x --width); picks
+    /// the released variant's settings such as the TeaCache fit.
+    #[arg(long, value_enum)]
+    resolution: Option<ResolutionArg>,
     /// Pre-drawn noise: a safetensors file with tensors "0", "1", … in draw order.
     #[arg(long)]
     noise: Option<PathBuf>,
@@ -187,6 +202,14 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let backend = Backend::Cpu { threads: args.threads };
     let engine = Engine::open(&args.engines)?;
     let dit_config = engine.manifest.dit.as_ref().map(|d| d.config.clone()).context("the engine has no DiT")?;
+    let pipeline = args.pipeline.unwrap_or(match dit_config.model_type {
+        skyreels_contract::ModelType::T2v => PipelineArg::DiffusionForcing,
+        skyreels_contract::ModelType::I2v => PipelineArg::Synchronous,
+    });
+    let teacache = match args.teacache {
+        Some(threshold) => Some(TeaCacheConfig { threshold, coefficients: teacache_coefficients(args, &dit_config, pipeline)?, use_retention: args.teacache_retention }),
+        None => None,
+    };
 
     let mut text_encoder = TextEncoder::load(&engine, &backend).context("loading the text encoder")?;
     let context = text_encoder.encode(&args.prompt)?;
@@ -207,16 +230,7 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         fps: if args.fps == 16 { 0 } else { 1 },
         condition: None,
     };
-    let teacache = args.teacache.map(|threshold| TeaCacheConfig {
-        threshold,
-        coefficients: skyreels_runtime::pipeline::defaults::teacache_coefficients(&dit_config, args.height, args.width, args.teacache_retention),
-        use_retention: args.teacache_retention,
-    });
     let settings = WindowSettings { guidance: args.guidance, addnoise_condition: args.addnoise_condition, teacache };
-    let pipeline = args.pipeline.unwrap_or(match dit_config.model_type {
-        skyreels_contract::ModelType::T2v => PipelineArg::DiffusionForcing,
-        skyreels_contract::ModelType::I2v => PipelineArg::Synchronous,
-    });
     if pipeline == PipelineArg::Synchronous && (args.ar_step > 0 || plan.segments.len() > 1) {
         bail!("--pipeline synchronous samples one window with all frames together\n  fix: drop --ar-step / long-video flags, or use --pipeline diffusion-forcing");
     }
@@ -271,6 +285,28 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The TeaCache polynomial: `--teacache-coefficients`, else the fit of the released variant the
+/// engine's DiT is (architecture + resolution class + sampling loop; `configs/models/*.yaml`).
+fn teacache_coefficients(args: &GenerateArgs, dit_config: &skyreels_contract::DitConfig, pipeline: PipelineArg) -> anyhow::Result<[f64; 5]> {
+    use skyreels_contract::{Pipeline, Resolution};
+    if let Some(given) = &args.teacache_coefficients {
+        return <[f64; 5]>::try_from(given.as_slice()).ok().filter(|c| c.iter().all(|x| x.is_finite())).with_context(|| {
+            format!("--teacache-coefficients takes 5 finite numbers (highest degree first), got {}\n  fix: e.g. --teacache-coefficients=-5.21862437e4,9.23041404e3,-5.28275948e2,1.36987616e1,-4.99875664e-2", given.len())
+        });
+    }
+    let resolution = match args.resolution {
+        Some(ResolutionArg::P540) => Resolution::P540,
+        Some(ResolutionArg::P720) => Resolution::P720,
+        None => Resolution::of_size(args.height, args.width),
+    };
+    let pipeline = match pipeline {
+        PipelineArg::DiffusionForcing => Pipeline::DiffusionForcing,
+        PipelineArg::Synchronous => Pipeline::Synchronous,
+    };
+    skyreels_runtime::pipeline::defaults::teacache_coefficients(dit_config, resolution, pipeline, args.teacache_retention)
+        .context("choosing the TeaCache fit for --teacache")
 }
 
 /// `[1, 3, T, H, W]` → `[3, T, H, W]`.
