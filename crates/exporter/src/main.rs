@@ -109,7 +109,8 @@ fn main() -> anyhow::Result<()> {
     let export = if vae::is_vae_checkpoint(&source) {
         None
     } else {
-        Some(dit::export(&source, staging.path(), &options).with_context(|| format!("exporting the DiT from {}", source.display()))?)
+        let dit_source = dit::locate(&source);
+        Some(dit::export(&dit_source, staging.path(), &options).with_context(|| format!("exporting the DiT from {}", dit_source.display()))?)
     };
     let vae_export = export_vae(&source, staging.path(), !args.copy_weights && args.checkpoint != "tiny")?;
     let link_weights = !args.copy_weights && args.checkpoint != "tiny";

@@ -64,6 +64,13 @@ fn entry(name: &str, file: &str, inputs: Vec<io::Port>, outputs: Vec<io::Port>) 
     }
 }
 
+/// Where the DiT's weights are: `transformer/` of a diffusers snapshot (a folder with
+/// `model_index.json`), otherwise `source` itself (an original-layout model folder or a file).
+pub fn locate(source: &Path) -> std::path::PathBuf {
+    let transformer = source.join("transformer");
+    if source.join("model_index.json").is_file() && transformer.is_dir() { transformer } else { source.to_path_buf() }
+}
+
 /// Opens the DiT checkpoint at `source` and reads its architecture.
 pub fn inspect(source: &Path) -> Result<(Checkpoint, Layout, DitConfig)> {
     let checkpoint = Checkpoint::open(source)?;
@@ -119,4 +126,19 @@ pub fn export(source: &Path, out_dir: &Path, options: &DitExportOptions) -> Resu
         reports,
         weight_bytes: (sink.written_bytes, sink.linked_bytes),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diffusers_snapshot_keeps_the_dit_in_transformer() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(locate(root.path()), root.path());
+        fs_err::create_dir(root.path().join("transformer")).unwrap();
+        assert_eq!(locate(root.path()), root.path(), "no model_index.json: not a snapshot");
+        fs_err::write(root.path().join("model_index.json"), "{}").unwrap();
+        assert_eq!(locate(root.path()), root.path().join("transformer"));
+    }
 }
