@@ -31,6 +31,59 @@ struct Cli {
 enum Command {
     /// Generate a video.
     Generate(Box<GenerateArgs>),
+    /// Encode a prompt with the engine's text encoder; writes tensor `context` `[1, 512, dim]`.
+    TextEncode {
+        /// Engine directory.
+        #[arg(long)]
+        engines: PathBuf,
+        /// The prompt.
+        #[arg(long)]
+        prompt: String,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Encode a video (`.mp4`, or safetensors tensor `video` `[B, 3, T, H, W]` in [-1, 1]) to
+    /// normalised latents; writes tensor `latents` `[B, 16, (T-1)/4+1, H/8, W/8]`.
+    VaeEncode {
+        /// Engine directory.
+        #[arg(long)]
+        engines: PathBuf,
+        /// Input video.
+        #[arg(long)]
+        video: PathBuf,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Decode latents (safetensors tensor `latents` `[B, 16, F, h, w]`) to a video: tensor `video`
+    /// `[B, 3, 1+4(F-1), 8h, 8w]` in [-1, 1], or an `.mp4` when `--out` ends so.
+    VaeDecode {
+        /// Engine directory.
+        #[arg(long)]
+        engines: PathBuf,
+        /// Input latents.
+        #[arg(long)]
+        latents: PathBuf,
+        /// Output safetensors or .mp4 file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Frames per second when writing MP4.
+        #[arg(long, default_value_t = 24)]
+        fps: u32,
+    },
+    /// Encode an image with the CLIP vision tower; writes tensor `image_context` `[1, 257, 1280]`.
+    ImageEncode {
+        /// Engine directory.
+        #[arg(long)]
+        engines: PathBuf,
+        /// PNG or JPEG file.
+        #[arg(long)]
+        image: PathBuf,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print an engine directory's manifest summary.
     Info {
         /// Engine directory.
@@ -154,6 +207,45 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Generate(args) => run_generate(&args),
+        Command::TextEncode { engines, prompt, out } => {
+            check_output_path(&out)?;
+            let engine = Engine::open(&engines)?;
+            let context = TextEncoder::load(&engine, &Backend::Cpu { threads: 0 })?.encode(&prompt)?;
+            output::save_latents(&out, [("context", &context)])?;
+            Ok(())
+        }
+        Command::VaeEncode { engines, video, out } => {
+            check_output_path(&out)?;
+            let engine = Engine::open(&engines)?;
+            let video = read_video(&video)?;
+            let latents = VaeEncoder::load(&engine, &Backend::Cpu { threads: 0 })?.encode(&video)?;
+            output::save_latents(&out, [("latents", &latents)])?;
+            Ok(())
+        }
+        Command::VaeDecode { engines, latents, out, fps } => {
+            check_output_path(&out)?;
+            let engine = Engine::open(&engines)?;
+            let latents = output::read_tensor(&latents, "latents", &[None; 5])?;
+            let video = VaeDecoder::load(&engine, &Backend::Cpu { threads: 0 })?.decode(&latents)?;
+            if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("mp4")) {
+                if video.shape[0] != 1 {
+                    bail!("--out .mp4 needs batch 1 latents, got batch {}\n  fix: write a .safetensors instead", video.shape[0]);
+                }
+                let frames = Video::from_tensor(&squeeze_batch(&video))?;
+                output::write_mp4(&frames, &out, &Mp4Options { frames_per_second: fps as f32, ..Mp4Options::default() })?;
+            } else {
+                output::save_latents(&out, [("video", &video)])?;
+            }
+            Ok(())
+        }
+        Command::ImageEncode { engines, image, out } => {
+            check_output_path(&out)?;
+            let engine = Engine::open(&engines)?;
+            let picture = skyreels_runtime::image::RgbImage::open(&image)?;
+            let context = skyreels_runtime::image::ImageEncoder::load(&engine, &Backend::Cpu { threads: 0 })?.encode(&picture)?;
+            output::save_latents(&out, [("image_context", &context)])?;
+            Ok(())
+        }
         Command::Info { engines } => {
             let engine = Engine::open(&engines)?;
             eprint!("{}", skyreels_contract::to_yaml(&engine.manifest)?);
@@ -167,8 +259,18 @@ fn check_output_path(out: &Path) -> anyhow::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    if parent.exists() && !parent.is_dir() {
+        bail!("cannot write {}: {} is a file, not a directory\n  fix: choose another --out", out.display(), parent.display());
+    }
     if !parent.is_dir() {
         bail!("cannot write {}: directory {} does not exist\n  fix: create it or choose another --out", out.display(), parent.display());
+    }
+    let is_mp4 = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("mp4"));
+    if is_mp4 && out.is_dir() {
+        bail!("cannot write {}: it is a directory\n  fix: choose a file name for the MP4, or a directory name without .mp4 for PNG frames", out.display());
+    }
+    if !is_mp4 && out.exists() && !out.is_dir() {
+        bail!("cannot write PNG frames into {}: it is a file\n  fix: end --out with .mp4 for a video, or name a directory for PNG frames", out.display());
     }
     Ok(())
 }
@@ -195,12 +297,23 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         },
     })?;
     check_output_path(&args.out)?;
+    if args.prompt.trim().is_empty() {
+        bail!("--prompt is empty\n  fix: describe the video, e.g. --prompt \"a red fox running through fresh snow\"");
+    }
     let mut noise = match &args.noise {
         Some(path) => NoiseSource::from_file(path)?,
         None => NoiseSource::seeded(args.seed),
     };
     let backend = Backend::Cpu { threads: args.threads };
     let engine = Engine::open(&args.engines)?;
+    if engine.manifest.precision != "fp32" && matches!(backend, Backend::Cpu { .. }) {
+        bail!(
+            "engine {} was exported for --target {} with {} weights, which ONNX Runtime's CPU provider cannot run\n  fix: re-export it with skyreels-export --target cpu (fp32)",
+            args.engines.display(),
+            engine.manifest.target,
+            engine.manifest.precision
+        );
+    }
     let dit_config = engine.manifest.dit.as_ref().map(|d| d.config.clone()).context("the engine has no DiT")?;
     let pipeline = args.pipeline.unwrap_or(match dit_config.model_type {
         skyreels_contract::ModelType::T2v => PipelineArg::DiffusionForcing,
@@ -212,9 +325,9 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     };
 
     let mut text_encoder = TextEncoder::load(&engine, &backend).context("loading the text encoder")?;
-    let context = text_encoder.encode(&args.prompt)?;
+    let context = encode_prompt(&mut text_encoder, "--prompt", &args.prompt)?;
     let negative_context = if args.guidance > 1.0 {
-        Some(text_encoder.encode(args.negative_prompt.as_deref().unwrap_or(DEFAULT_NEGATIVE_PROMPT))?)
+        Some(encode_prompt(&mut text_encoder, "--negative-prompt", args.negative_prompt.as_deref().unwrap_or(DEFAULT_NEGATIVE_PROMPT))?)
     } else {
         None
     };
@@ -307,6 +420,39 @@ fn teacache_coefficients(args: &GenerateArgs, dit_config: &skyreels_contract::Di
     };
     skyreels_runtime::pipeline::defaults::teacache_coefficients(dit_config, resolution, pipeline, args.teacache_retention)
         .context("choosing the TeaCache fit for --teacache")
+}
+
+/// Encodes a prompt, warning on stderr when it is longer than the encoder's token window (upstream
+/// truncates silently).
+fn encode_prompt(encoder: &mut TextEncoder, flag: &str, prompt: &str) -> anyhow::Result<skyreels_runtime::Tensor> {
+    let tokens = encoder.tokenize(prompt)?;
+    if tokens.truncated_tokens > 0 {
+        eprintln!(
+            "warning: {flag} is longer than the text encoder's {} tokens; its last {} tokens are ignored (as upstream does)\n  fix: shorten it to keep every word",
+            encoder.tokenizer().max_length(),
+            tokens.truncated_tokens
+        );
+    }
+    Ok(encoder.encode_tokens(&tokens)?)
+}
+
+/// A video from an `.mp4` (frames mapped to [-1, 1] as `x/127.5 − 1`) or from a safetensors tensor
+/// `video` `[B, 3, T, H, W]`.
+fn read_video(path: &Path) -> anyhow::Result<skyreels_runtime::Tensor> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("mp4")) {
+        let video = output::read_mp4(path)?;
+        let (t, h, w) = (video.num_frames(), video.height(), video.width());
+        let mut data = vec![0.0f32; 3 * t * h * w];
+        for (f, frame) in video.frames().enumerate() {
+            for (i, rgb) in frame.chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    data[(c * t + f) * h * w + i] = rgb[c] as f32 / 127.5 - 1.0;
+                }
+            }
+        }
+        return Ok(skyreels_runtime::Tensor::new(vec![1, 3, t, h, w], data)?);
+    }
+    Ok(output::read_tensor(path, "video", &[None; 5])?)
 }
 
 /// `[1, 3, T, H, W]` → `[3, T, H, W]`.
