@@ -87,7 +87,7 @@ fn run_case(name: &str) -> f32 {
     let timesteps: Vec<i64> = case["timesteps"].as_array().expect("timesteps").iter().map(|v| v.as_i64().expect("int")).collect();
     assert_eq!(schedule.schedule.timesteps(), timesteps.as_slice(), "{name}: scheduler timesteps");
     let mut noise = NoiseSource::from_file(&dir.join("noise.safetensors")).expect("noise");
-    let generation = generate(&plan, &mut denoiser, &schedule, &settings, &mut noise, None, false).expect("generate");
+    let generation = generate(&plan, &mut denoiser, &schedule, &settings, &mut noise, None, None, false).expect("generate");
     assert_eq!(noise.remaining(), 0, "{name}: not every recorded draw was consumed");
     let calls = case["transformer_calls"].as_u64().expect("calls") as usize;
     assert_eq!(generation.stats.forwards, calls, "{name}: transformer calls");

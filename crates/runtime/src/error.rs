@@ -44,6 +44,9 @@ pub enum RuntimeError {
         /// What is wrong.
         message: String,
     },
+    /// Writing or reading an output file (video, frames, latents) failed.
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
     /// Invalid user input (frames, sizes, options).
     #[error("{0}")]
     Invalid(String),

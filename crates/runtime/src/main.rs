@@ -10,7 +10,7 @@ use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::output::{self, Mp4Options, Video};
 use skyreels_runtime::pipeline::defaults::DEFAULT_NEGATIVE_PROMPT;
 use skyreels_runtime::pipeline::denoiser::DitDenoiser;
-use skyreels_runtime::pipeline::generate::{Vae, generate};
+use skyreels_runtime::pipeline::generate::{Vae, WorkDir, generate};
 use skyreels_runtime::pipeline::plan::{Compat, Plan, Request};
 use skyreels_runtime::pipeline::sampler::WindowSettings;
 use skyreels_runtime::pipeline::schedule::FlowSchedule;
@@ -195,6 +195,10 @@ struct GenerateArgs {
     /// Output: `.mp4`, or a directory for PNG frames.
     #[arg(long)]
     out: PathBuf,
+    /// Where a long job keeps finished windows so a killed run resumes (default: `<out>.work` for
+    /// multi-window videos; removed when the output is written).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -265,6 +269,11 @@ fn check_output_path(out: &Path) -> anyhow::Result<()> {
     if !parent.is_dir() {
         bail!("cannot write {}: directory {} does not exist\n  fix: create it or choose another --out", out.display(), parent.display());
     }
+    Ok(())
+}
+
+/// A video `--out` must be an `.mp4` file name or a directory for PNG frames.
+fn check_video_output(out: &Path) -> anyhow::Result<()> {
     let is_mp4 = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("mp4"));
     if is_mp4 && out.is_dir() {
         bail!("cannot write {}: it is a directory\n  fix: choose a file name for the MP4, or a directory name without .mp4 for PNG frames", out.display());
@@ -297,6 +306,7 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         },
     })?;
     check_output_path(&args.out)?;
+    check_video_output(&args.out)?;
     if args.prompt.trim().is_empty() {
         bail!("--prompt is empty\n  fix: describe the video, e.g. --prompt \"a red fox running through fresh snow\"");
     }
@@ -354,7 +364,16 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let vae = Vae { decoder: &mut decoder, encoder: encoder.as_mut() };
-    let generation = generate(&plan, &mut denoiser, &schedule, &settings, &mut noise, Some(vae), !args.json)?;
+    let work_dir = match (&args.work_dir, plan.segments.len() > 1) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, true) => Some(PathBuf::from(format!("{}.work", args.out.display()))),
+        (None, false) => None,
+    };
+    let work_dir = match work_dir {
+        Some(dir) => Some(WorkDir::open(&dir, &job_fingerprint(args, &engine)?)?),
+        None => None,
+    };
+    let generation = generate(&plan, &mut denoiser, &schedule, &settings, &mut noise, Some(vae), work_dir.as_ref(), !args.json)?;
 
     if let Some(path) = &args.save_latents {
         output::save_latents(path, [("latents", &generation.latents)])?;
@@ -367,8 +386,12 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     } else {
         output::write_png_frames(&frames, &args.out)?;
     }
+    if let Some(work_dir) = work_dir {
+        work_dir.finish()?;
+    }
     let seconds = started.elapsed().as_secs_f64();
     let summary = serde_json::json!({
+        "windows_resumed": generation.stats.windows_resumed,
         "output": args.out,
         "frames": frames.num_frames(),
         "width": frames.width(),
@@ -434,6 +457,20 @@ fn encode_prompt(encoder: &mut TextEncoder, flag: &str, prompt: &str) -> anyhow:
         );
     }
     Ok(encoder.encode_tokens(&tokens)?)
+}
+
+/// Everything that decides a generation's result: the arguments that shape sampling and the
+/// engine's manifest. A work directory is only resumed by the job with the same fingerprint.
+fn job_fingerprint(args: &GenerateArgs, engine: &Engine) -> anyhow::Result<String> {
+    let a = args;
+    let prompts = format!("{:?}", (&a.prompt, &a.negative_prompt, &a.noise, a.seed, a.compat, a.pipeline));
+    let shape = format!("{:?}", (a.num_frames, a.height, a.width, a.steps, a.guidance, a.shift, a.fps));
+    let windows = format!(
+        "{:?}",
+        (a.ar_step, a.causal_block_size, a.causal_attention, a.base_num_frames, a.overlap_history, a.addnoise_condition, a.teacache, a.teacache_retention)
+    );
+    let sampling = format!("{prompts}\n{shape}\n{windows}");
+    Ok(format!("{}\n{}\n{}", env!("CARGO_PKG_VERSION"), sampling, skyreels_contract::to_yaml(&engine.manifest)?))
 }
 
 /// A video from an `.mp4` (frames mapped to [-1, 1] as `x/127.5 − 1`) or from a safetensors tensor

@@ -5,13 +5,15 @@
 //! `overlap_history` pixel frames as the next prefix; diffusers reuses the last overlap latents and
 //! decodes everything once at the end.
 
+use std::path::{Path, PathBuf};
+
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::denoiser::Denoiser;
 use super::plan::{Compat, Plan};
-use super::sampler::{FrameScheduler, Rows, WindowSettings, WindowStats, frames, sample_window};
-use super::segments::latent_frames;
-use crate::error::Result;
+use super::sampler::{FrameScheduler, Rows, WindowSettings, WindowStats, frames, replay_window_draws, sample_window};
+use super::segments::{Segment, latent_frames};
+use crate::error::{Result, RuntimeError};
 use crate::noise::NoiseSource;
 use crate::tensor::Tensor;
 use crate::vae::{VaeDecoder, VaeEncoder};
@@ -24,6 +26,62 @@ pub trait SamplingSchedule {
     fn frame_scheduler(&self) -> Box<dyn FrameScheduler>;
     /// The timestep matrix of a window of `frames` latent frames with `prefix` ready frames.
     fn rows(&self, frames: usize, prefix: usize, ar_step: usize, causal_block_size: usize) -> Result<Rows>;
+}
+
+/// Where a long job keeps each finished window's latents, so a killed job resumes where it was.
+/// Window files are written to a temporary name and renamed, so a kill at any point leaves either
+/// a complete window or none.
+pub struct WorkDir {
+    dir: PathBuf,
+}
+
+const JOB_FILE: &str = "job.json";
+
+impl WorkDir {
+    /// Opens (or creates) `dir` for the job identified by `fingerprint` (every argument and the
+    /// engine that decide the result); refuses a directory that belongs to another job.
+    pub fn open(dir: &Path, fingerprint: &str) -> Result<WorkDir> {
+        fs_err::create_dir_all(dir)?;
+        let job = dir.join(JOB_FILE);
+        if job.is_file() {
+            let recorded = fs_err::read_to_string(&job)?;
+            if recorded != fingerprint {
+                return Err(RuntimeError::Invalid(format!(
+                    "work directory {} belongs to another job (different arguments or engine)\n  fix: delete it, or pass another --work-dir",
+                    dir.display()
+                )));
+            }
+        } else {
+            let partial = dir.join(format!("{JOB_FILE}.partial"));
+            fs_err::write(&partial, fingerprint)?;
+            fs_err::rename(&partial, &job)?;
+        }
+        Ok(WorkDir { dir: dir.to_path_buf() })
+    }
+
+    fn window_path(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("window-{index:04}.safetensors"))
+    }
+
+    fn load(&self, index: usize, shape: &[usize]) -> Result<Option<Tensor>> {
+        let path = self.window_path(index);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let expected: Vec<Option<usize>> = shape.iter().map(|&d| Some(d)).collect();
+        Ok(Some(crate::output::read_tensor(&path, "latents", &expected)?))
+    }
+
+    fn save(&self, index: usize, latents: &Tensor) -> Result<()> {
+        crate::output::save_latents(&self.window_path(index), [("latents", latents)])?;
+        Ok(())
+    }
+
+    /// Removes the directory once the job's output is written.
+    pub fn finish(self) -> Result<()> {
+        fs_err::remove_dir_all(&self.dir)?;
+        Ok(())
+    }
 }
 
 /// The VAE halves a generation may need.
@@ -47,6 +105,8 @@ pub struct GenerationStats {
     pub blocks_computed: usize,
     /// Passes whose transformer blocks TeaCache skipped.
     pub blocks_skipped: usize,
+    /// Windows taken from the work directory instead of being sampled.
+    pub windows_resumed: usize,
 }
 
 impl GenerationStats {
@@ -97,6 +157,7 @@ pub fn generate(
     settings: &WindowSettings,
     noise: &mut NoiseSource,
     mut vae: Option<Vae<'_>>,
+    work_dir: Option<&WorkDir>,
     show_progress: bool,
 ) -> Result<Generation> {
     let request = &plan.request;
@@ -107,32 +168,24 @@ pub fn generate(
     let mut video: Option<Tensor> = None;
     let windows = plan.segments.len();
     for segment in &plan.segments {
-        let mut latents = noise.draw(&[1, 16, segment.latent_frames, height, width])?;
-        let mut prefix_frames = 0;
-        if segment.index > 0 {
-            let prefix = match (request.compat, &mut vae) {
-                (Compat::Upstream, Some(Vae { encoder: Some(encoder), .. })) => {
-                    let decoded = video.as_ref().expect("upstream mode decodes every window");
-                    let total = decoded.shape[2];
-                    let overlap = request.overlap_history.unwrap_or(0);
-                    encoder.encode(&frames(decoded, total - overlap, total))?
-                }
-                _ => {
-                    let previous = joined.as_ref().expect("a window precedes this one");
-                    frames(previous, previous.shape[2] - overlap_latents, previous.shape[2])
-                }
-            };
-            prefix_frames = prefix.shape[2] - prefix.shape[2] % request.causal_block_size;
-            for f in 0..prefix_frames {
-                super::sampler::set_frame(&mut latents, f, &super::sampler::frame(&prefix, f));
+        let shape = [1, 16, segment.latent_frames, height, width];
+        let mut latents = noise.draw(&shape)?;
+        if let Some(saved) = work_dir.map(|w| w.load(segment.index, &shape)).transpose()?.flatten() {
+            let prefix_frames = if segment.index > 0 { overlap_latents - overlap_latents % request.causal_block_size } else { 0 };
+            let rows = schedule.rows(segment.latent_frames, prefix_frames, request.ar_step, request.causal_block_size)?;
+            replay_window_draws(&rows, prefix_frames, settings, &shape, noise)?;
+            stats.windows_resumed += 1;
+            latents = saved;
+        } else {
+            let previous = Previous { joined: joined.as_ref(), video: video.as_ref() };
+            let bar = if show_progress { progress_bar(segment.index, windows, segment.latent_frames) } else { ProgressBar::hidden() };
+            let (window, rows) = sample_segment(plan, denoiser, schedule, settings, noise, vae.as_mut(), segment, &mut latents, previous, &bar)?;
+            bar.finish();
+            stats.add(window, rows);
+            if let Some(work_dir) = work_dir {
+                work_dir.save(segment.index, &latents)?;
             }
         }
-        let rows = schedule.rows(segment.latent_frames, prefix_frames, request.ar_step, request.causal_block_size)?;
-        let mut schedulers: Vec<Box<dyn FrameScheduler>> = (0..segment.latent_frames).map(|_| schedule.frame_scheduler()).collect();
-        let bar = if show_progress { progress_bar(segment.index, windows, rows.timesteps.len()) } else { ProgressBar::hidden() };
-        let window = sample_window(denoiser, &mut latents, prefix_frames, &rows, &mut schedulers, settings, noise, &bar)?;
-        bar.finish();
-        stats.add(window, rows.timesteps.len());
         let new_latents = if segment.index == 0 { latents.clone() } else { frames(&latents, overlap_latents, latents.shape[2]) };
         joined = Some(match joined {
             None => new_latents,
@@ -154,4 +207,53 @@ pub fn generate(
         video = Some(vae.decoder.decode(&latents)?);
     }
     Ok(Generation { latents, video, stats })
+}
+
+/// What earlier windows left: the joined latents and (upstream mode) the decoded video.
+struct Previous<'a> {
+    joined: Option<&'a Tensor>,
+    video: Option<&'a Tensor>,
+}
+
+/// Writes `segment`'s prefix (from `previous`) into `latents` and samples the window; returns its
+/// cost and row count.
+#[expect(clippy::too_many_arguments, reason = "the loop's state, passed explicitly rather than bundled")]
+fn sample_segment(
+    plan: &Plan,
+    denoiser: &mut dyn Denoiser,
+    schedule: &dyn SamplingSchedule,
+    settings: &WindowSettings,
+    noise: &mut NoiseSource,
+    vae: Option<&mut Vae<'_>>,
+    segment: &Segment,
+    latents: &mut Tensor,
+    previous: Previous<'_>,
+    progress: &ProgressBar,
+) -> Result<(WindowStats, usize)> {
+    let request = &plan.request;
+    let overlap_latents = request.overlap_history.map(latent_frames).unwrap_or(0);
+    let mut prefix_frames = 0;
+    if segment.index > 0 {
+        let prefix = match (request.compat, vae) {
+            (Compat::Upstream, Some(Vae { encoder: Some(encoder), .. })) => {
+                let decoded = previous.video.expect("upstream mode decodes every window");
+                let total = decoded.shape[2];
+                let overlap = request.overlap_history.unwrap_or(0);
+                encoder.encode(&frames(decoded, total - overlap, total))?
+            }
+            _ => {
+                let previous = previous.joined.expect("a window precedes this one");
+                frames(previous, previous.shape[2] - overlap_latents, previous.shape[2])
+            }
+        };
+        prefix_frames = prefix.shape[2] - prefix.shape[2] % request.causal_block_size;
+        for f in 0..prefix_frames {
+            super::sampler::set_frame(latents, f, &super::sampler::frame(&prefix, f));
+        }
+    }
+    let rows = schedule.rows(segment.latent_frames, prefix_frames, request.ar_step, request.causal_block_size)?;
+    let mut schedulers: Vec<Box<dyn FrameScheduler>> = (0..segment.latent_frames).map(|_| schedule.frame_scheduler()).collect();
+progress.set_length(rows.timesteps.len() as u64);
+let window = sample_window(denoiser, latents, prefix_frames, &rows, &mut schedulers, settings, noise, progress)?;
+Ok((window, rows.timesteps.len()))
 }

@@ -77,6 +77,23 @@ pub(crate) fn frames(latents: &Tensor, start: usize, end: usize) -> Tensor {
     Tensor { shape: vec![1, channels, end - start, latents.shape[3], latents.shape[4]], data }
 }
 
+/// The shape of the prefix re-noising draw a row makes, if it makes one.
+fn addnoise_draw(settings: &WindowSettings, (start, _end): (usize, usize), prefix_frames: usize, latent_shape: &[usize]) -> Option<[usize; 5]> {
+    (settings.addnoise_condition > 0.0 && start < prefix_frames)
+        .then(|| [1, latent_shape[1], prefix_frames - start, latent_shape[3], latent_shape[4]])
+}
+
+/// Consumes the noise draws a window's rows would make, without running the model: how a
+/// resumed job keeps the noise stream of later windows identical to an uninterrupted run.
+pub fn replay_window_draws(rows: &Rows, prefix_frames: usize, settings: &WindowSettings, latent_shape: &[usize], noise: &mut NoiseSource) -> Result<()> {
+    for &interval in &rows.interval {
+        if let Some(shape) = addnoise_draw(settings, interval, prefix_frames, latent_shape) {
+            noise.draw(&shape)?;
+        }
+    }
+    Ok(())
+}
+
 /// Samples one window in place. `latents` `[1, 16, F, H, W]` holds the initial noise with any
 /// prefix frames already written; `schedulers` has one state per frame.
 pub fn sample_window(
@@ -96,10 +113,10 @@ pub fn sample_window(
         let (start, end) = rows.interval[row];
         let mut input = frames(latents, start, end);
         let mut row_timesteps = timesteps[start..end].to_vec();
-        if settings.addnoise_condition > 0.0 && start < prefix_frames {
+        if let Some(shape) = addnoise_draw(settings, (start, end), prefix_frames, &input.shape) {
             let factor = 0.001 * settings.addnoise_condition;
             let (channels, plane, width) = (input.shape[1], input.shape[3] * input.shape[4], end - start);
-            let fresh = noise.draw(&[1, channels, prefix_frames - start, input.shape[3], input.shape[4]])?;
+            let fresh = noise.draw(&shape)?;
             for c in 0..channels {
                 for f in 0..prefix_frames - start {
                     let target = (c * width + f) * plane;
