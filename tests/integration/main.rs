@@ -5,3 +5,4 @@ mod pipeline_parity;
 mod text_encoder;
 mod vae_parity;
 mod image_encoder;
+mod engines;

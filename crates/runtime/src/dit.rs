@@ -48,6 +48,7 @@ impl Dit {
                 .find(|g| g.name == name)
                 .ok_or_else(|| engine.error(format!("manifest lists no DiT graph `{name}`; re-export the engine")))
         };
+        engine.check_backend(backend)?;
         let embed = GraphSession::load(&engine.dir, graph("embed")?, backend)?;
         let head = GraphSession::load(&engine.dir, graph("head")?, backend)?;
         let blocks = match causal_block_size {

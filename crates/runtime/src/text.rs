@@ -468,6 +468,7 @@ impl TextEncoder {
             .iter()
             .find(|g| g.name == "encoder")
             .ok_or_else(|| engine.error("manifest lists no text encoder graph `encoder`; re-export the engine"))?;
+        engine.check_backend(backend)?;
         let session = GraphSession::load(&engine.dir, entry, backend)?;
         let tokenizer = PromptTokenizer::from_file(&engine.dir.join(&component.tokenizer), component.max_length)?;
         Ok(TextEncoder { component, tokenizer, session })

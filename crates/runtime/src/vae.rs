@@ -118,6 +118,7 @@ fn session(engine: &Engine, component: &VaeComponent, name: &str, backend: &Back
     let entry = component
         .graph(name)
         .ok_or_else(|| engine.error(format!("manifest lists no VAE graph `{name}`; re-export the engine")))?;
+    engine.check_backend(backend)?;
     GraphSession::load(&engine.dir, entry, backend)
 }
 
