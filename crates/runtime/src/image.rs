@@ -248,6 +248,7 @@ impl ImageEncoder {
             .iter()
             .find(|g| g.name == "encoder")
             .ok_or_else(|| engine.error("manifest lists no image encoder graph `encoder`; re-export the engine"))?;
+        engine.check_backend(backend)?;
         let session = GraphSession::load(&engine.dir, entry, backend)?;
         Ok(ImageEncoder { component, session })
     }
