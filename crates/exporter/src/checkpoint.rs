@@ -76,6 +76,26 @@ fn map_file(path: &Path) -> Result<Mmap> {
     Ok(unsafe { Mmap::map(file.file())? })
 }
 
+/// The parser's message, plus the expected and actual sizes when the file is cut short or too long.
+fn describe_safetensors_error(error: &safetensors::SafeTensorError, bytes: &[u8]) -> String {
+    if !matches!(error, safetensors::SafeTensorError::MetadataIncompleteBuffer) {
+        return error.to_string();
+    }
+    let header_len = bytes.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize);
+    let header: Option<serde_json::Value> = bytes.get(8..8usize.saturating_add(header_len)).and_then(|h| serde_json::from_slice(h).ok());
+    let data_end = header.as_ref().and_then(|h| h.as_object()).map(|tensors| {
+        tensors.values().filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64()).max().unwrap_or(0)
+    });
+    match data_end {
+        Some(end) => format!(
+            "the header describes {} bytes but the file has {} (truncated download?)",
+            8 + header_len as u64 + end,
+            bytes.len()
+        ),
+        None => error.to_string(),
+    }
+}
+
 impl Checkpoint {
     /// Opens `path`: a `.safetensors` file, or a directory holding one or more of them
     /// (an `*.index.json`, when present, decides which files belong to the model).
@@ -158,7 +178,7 @@ impl Checkpoint {
             return self.add_pth(path, map);
         }
         let corrupt = |reason: String| ExportError::CorruptSafetensors { path: path.to_path_buf(), reason };
-        let (header_len, metadata) = SafeTensors::read_metadata(&map).map_err(|e| corrupt(format!("{e:?}")))?;
+        let (header_len, metadata) = SafeTensors::read_metadata(&map).map_err(|e| corrupt(describe_safetensors_error(&e, &map)))?;
         let data_start = 8 + header_len as u64;
         let index = self.files.len();
         for (name, info) in metadata.tensors() {

@@ -26,12 +26,18 @@ impl Staging {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        fs_err::create_dir_all(&parent)?;
+        let cannot_create = |error: std::io::Error| {
+            ExportError::BadOptions(format!(
+                "cannot create the engine directory {}: {error}\n  fix: choose an --out whose parent is a writable directory",
+                target.display()
+            ))
+        };
+        fs_err::create_dir_all(&parent).map_err(cannot_create)?;
         let path = parent.join(format!(".{name}.partial-{}", std::process::id()));
         if path.exists() {
             fs_err::remove_dir_all(&path)?;
         }
-        fs_err::create_dir(&path)?;
+        fs_err::create_dir(&path).map_err(cannot_create)?;
         Ok(Staging { path, target: target.to_path_buf(), committed: false })
     }
 

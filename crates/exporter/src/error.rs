@@ -15,7 +15,7 @@ pub enum ExportError {
         reason: String,
     },
     /// No weights were found where a checkpoint was expected.
-    #[error("no checkpoint found at {path}: {reason}")]
+    #[error("no checkpoint found at {path}: {}", with_fix(reason, "pass the model's directory (its *.safetensors, or *.pth for the original VAE/T5/CLIP) or a single weights file"))]
     NoCheckpoint {
         /// The directory or file given.
         path: PathBuf,
@@ -52,8 +52,18 @@ pub enum ExportError {
         /// Needed.
         expected: Vec<usize>,
     },
+    /// A tensor has the wrong number of dimensions.
+    #[error("weight `{name}` has shape {actual:?} but must be shaped {expected}\n  fix: the checkpoint is corrupt or not a SkyReels-V2 / Wan2.1 model; re-download it")]
+    WrongRank {
+        /// Canonical name.
+        name: String,
+        /// Found.
+        actual: Vec<usize>,
+        /// The dimensions it needs, e.g. `[out, in]`.
+        expected: &'static str,
+    },
     /// A tensor's element type is not a float type we read.
-    #[error("weight `{name}` has dtype {dtype}; only F32, F16 and BF16 weights are supported")]
+    #[error("weight `{name}` has dtype {dtype}; only F32, F16 and BF16 weights are supported\n  fix: convert the checkpoint to a float dtype, or use the original release (quantized checkpoints are not supported)")]
     WrongDtype {
         /// Canonical name.
         name: String,
@@ -61,7 +71,7 @@ pub enum ExportError {
         dtype: String,
     },
     /// The config could not be understood.
-    #[error("bad model config {path}: {reason}")]
+    #[error("bad model config {path}: {}", with_fix(reason, &format!("correct {} so it agrees with the weights, or re-download the model", path.display())))]
     BadConfig {
         /// The config file (or checkpoint dir).
         path: PathBuf,
@@ -77,6 +87,11 @@ pub enum ExportError {
     /// Writing the manifest failed.
     #[error(transparent)]
     Manifest(#[from] skyreels_contract::YamlError),
+}
+
+/// `reason`, followed by a `fix:` line unless it already has one.
+fn with_fix(reason: &str, fix: &str) -> String {
+    if reason.contains("fix:") { reason.to_string() } else { format!("{reason}\n  fix: {fix}") }
 }
 
 /// Result alias for the exporter.

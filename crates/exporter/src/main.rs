@@ -65,7 +65,23 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    export(Args::parse()).map_err(with_write_fix)
+}
+
+/// Adds the fix for a failed write (full disk, file-size or quota limit, read-only file system);
+/// the staging directory is already gone by then, so nothing partial is left.
+fn with_write_fix(error: anyhow::Error) -> anyhow::Error {
+    use std::io::ErrorKind;
+    let failed_write = error.chain().filter_map(|cause| cause.downcast_ref::<std::io::Error>()).any(|io| {
+        matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::FileTooLarge | ErrorKind::QuotaExceeded | ErrorKind::ReadOnlyFilesystem)
+    });
+    match failed_write {
+        true => error.context("writing the engine failed; nothing was left behind\n  fix: free disk space (an export needs about the size of the weights, or less when they are referenced in place) or choose another --out"),
+        false => error,
+    }
+}
+
+fn export(args: Args) -> anyhow::Result<()> {
     let precision = args.dtype.unwrap_or(match args.target {
         Target::Cpu => Precision::Fp32,
         Target::Cuda => Precision::Bf16,

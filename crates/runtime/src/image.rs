@@ -44,7 +44,7 @@ impl RgbImage {
     pub fn open(path: &Path) -> Result<RgbImage> {
         let bytes = fs_err::read(path)?;
         let decoded = image::load_from_memory(&bytes)
-            .map_err(|e| RuntimeError::Invalid(format!("cannot decode image {}: {e}", path.display())))?;
+            .map_err(|e| RuntimeError::Invalid(format!("cannot decode image {}: {e}\n  fix: give a PNG or JPEG file (re-save or re-download it if it is cut short)", path.display())))?;
         let rgb = decoded.to_rgb8();
         Ok(RgbImage { width: rgb.width() as usize, height: rgb.height() as usize, pixels: rgb.into_raw() })
     }

@@ -31,21 +31,30 @@ pub fn dit_config(weights: &WeightStore<'_>, json: &serde_json::Value, config_pa
             path: config_path.to_path_buf(),
         })
     };
+    let matrix = |name: &str| {
+        let dims = shape(name)?;
+        match dims[..] {
+            [rows, columns] => Ok((rows, columns)),
+            _ => Err(ExportError::WrongRank { name: name.to_string(), actual: dims, expected: "[out, in]" }),
+        }
+    };
     let patch = shape("patch_embedding.weight")?;
     if patch.len() != 5 || patch[2..] != [1, 2, 2] {
         return Err(bad(format!("patch_embedding.weight has shape {patch:?}; expected [dim, in_dim, 1, 2, 2]")));
     }
     let (dim, in_dim) = (patch[0], patch[1]);
-    let head = shape("head.head.weight")?;
-    let out_dim = head[0] / 4;
-    let ffn_dim = shape("blocks.0.ffn.0.weight")?[0];
-    let freq_dim = shape("time_embedding.0.weight")?[1];
-    let text_dim = shape("text_embedding.0.weight")?[1];
+    let out_dim = matrix("head.head.weight")?.0 / 4;
+    let ffn_dim = matrix("blocks.0.ffn.0.weight")?.0;
+    let freq_dim = matrix("time_embedding.0.weight")?.1;
+    let text_dim = matrix("text_embedding.0.weight")?.1;
     let mut num_layers = 0;
     while weights.contains(&format!("blocks.{num_layers}.modulation")) {
         num_layers += 1;
     }
-    let image_dim = weights.shape("img_emb.proj.1.weight").map(|s| s[1]);
+    let image_dim = match weights.contains("img_emb.proj.1.weight") {
+        true => Some(matrix("img_emb.proj.1.weight")?.1),
+        false => None,
+    };
     let model_type = if image_dim.is_some() { ModelType::I2v } else { ModelType::T2v };
     let inject_sample_info = weights.contains("fps_embedding.weight");
 

@@ -29,7 +29,7 @@ pub enum OutputError {
         message: String,
     },
     /// The MP4 muxer refused the encoded stream.
-    #[error("MP4 muxing for {} failed: {source}", path.display())]
+    #[error("MP4 muxing for {} failed: {source}\n  fix: make sure the directory is writable and has free space, or choose another output path", path.display())]
     Mux {
         /// The destination.
         path: PathBuf,
@@ -45,7 +45,7 @@ pub enum OutputError {
         message: String,
     },
     /// The PNG encoder failed.
-    #[error("cannot encode PNG {}: {source}", path.display())]
+    #[error("cannot encode PNG {}: {source}\n  fix: make sure the directory is writable and has free space, or choose another output path", path.display())]
     Png {
         /// The destination.
         path: PathBuf,

@@ -119,7 +119,7 @@ pub fn read_mp4(path: &Path) -> Result<Video, OutputError> {
     let file = fs_err::File::open(path)?;
     let size = file.metadata()?.len();
     let mut reader =
-        ::mp4::Mp4Reader::read_header(BufReader::new(file), size).map_err(|e| unreadable(e.to_string()))?;
+        ::mp4::Mp4Reader::read_header(BufReader::new(file), size).map_err(|e| unreadable(format!("{e}{reencode_fix} (or re-download it if it is cut short)")))?;
     if reader.is_fragmented() {
         return Err(unreadable(format!("fragmented MP4 is not supported{reencode_fix}")));
     }
@@ -128,7 +128,7 @@ pub fn read_mp4(path: &Path) -> Result<Video, OutputError> {
         .values()
         .filter(|track| matches!(track.track_type(), Ok(::mp4::TrackType::Video)))
         .min_by_key(|track| track.track_id())
-        .ok_or_else(|| unreadable("the file has no video track".to_string()))?;
+        .ok_or_else(|| unreadable(format!("the file has no video track{reencode_fix}")))?;
     let avc = track
         .trak
         .mdia

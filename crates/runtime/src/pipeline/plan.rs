@@ -91,6 +91,12 @@ impl Plan {
         if r.steps == 0 {
             return Err(invalid("--steps must be at least 1".into()));
         }
+        if !r.guidance.is_finite() || r.guidance < 0.0 {
+            return Err(invalid(format!("--guidance {} must be a finite number ≥ 0 (upstream uses 6.0 for T2V, 5.0 for I2V; ≤ 1 disables the negative prompt)", r.guidance)));
+        }
+        if r.fps == 0 {
+            return Err(invalid("--fps must be at least 1\n  fix: use 24 (or 16, the model's other fps bucket)".into()));
+        }
         if r.causal_block_size == 0 {
             return Err(invalid("--causal-block-size must be at least 1".into()));
         }
@@ -160,6 +166,10 @@ mod tests {
         assert!(error.contains("--height 540") && error.contains("use 528 or 544"), "{error}");
         let error = Plan::new(Request { causal_block_size: 5, num_frames: 121, ..request() }).unwrap_err().to_string();
         assert!(error.contains("does not divide the 31 latent frames"), "{error}");
+        let error = Plan::new(Request { guidance: f32::NAN, ..request() }).unwrap_err().to_string();
+        assert!(error.contains("--guidance NaN"), "{error}");
+        let error = Plan::new(Request { fps: 0, ..request() }).unwrap_err().to_string();
+        assert!(error.contains("--fps") && error.contains("fix:"), "{error}");
     }
 
     #[test]
