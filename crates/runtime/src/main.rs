@@ -109,6 +109,12 @@ enum ResolutionArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum BackendArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum CompatArg {
     Upstream,
     Diffusers,
@@ -205,6 +211,12 @@ struct GenerateArgs {
     /// CPU threads for ONNX Runtime (0 = all).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Where the graphs run: `cpu`, or `cuda` (ONNX Runtime GPU libraries and an NVIDIA GPU).
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendArg,
+    /// GPU index for `--backend cuda`.
+    #[arg(long, default_value_t = 0)]
+    device: i32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -314,7 +326,10 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         Some(path) => NoiseSource::from_file(path)?,
         None => NoiseSource::seeded(args.seed),
     };
-    let backend = Backend::Cpu { threads: args.threads };
+    let backend = match args.backend {
+        BackendArg::Cpu => Backend::Cpu { threads: args.threads },
+        BackendArg::Cuda => Backend::Cuda { device: args.device },
+    };
     let engine = Engine::open(&args.engines)?;
     if engine.manifest.precision != "fp32" && matches!(backend, Backend::Cpu { .. }) {
         bail!(
