@@ -56,6 +56,38 @@ pub fn int<'a>(tensors: &'a HashMap<String, FixtureTensor>, name: &str) -> Optio
     }
 }
 
+/// A CPU fp32 manifest with no components, for tests to fill with struct-update syntax.
+pub fn cpu_manifest(attention: &str) -> skyreels_contract::Manifest {
+    skyreels_contract::Manifest {
+        format_version: skyreels_contract::manifest::FORMAT_VERSION,
+        producer: "test".into(),
+        target: "cpu".into(),
+        precision: "fp32".into(),
+        attention: attention.into(),
+        dit: None,
+        vae: None,
+        text_encoder: None,
+        image_encoder: None,
+        build: None,
+    }
+}
+
+/// Exports the DiT checkpoint at `checkpoint` (fp32, with the block-causal variant) into a fresh
+/// engine directory.
+pub fn export_dit_engine(checkpoint: &Path, attention: skyreels_exporter::dit::layers::AttentionKind) -> tempfile::TempDir {
+    let out = tempfile::tempdir().expect("tempdir");
+    let options = skyreels_exporter::dit::DitExportOptions {
+        compute: skyreels_graph::DType::F32,
+        attention,
+        causal_variant: true,
+        link_weights: true,
+    };
+    let export = skyreels_exporter::dit::export(checkpoint, out.path(), &options).expect("export");
+    let manifest = skyreels_contract::Manifest { dit: Some(export.component), ..cpu_manifest(attention.name()) };
+    manifest.save(out.path()).expect("manifest");
+    out
+}
+
 /// Panics with the set-up instruction when ONNX Runtime is not installed.
 pub fn require_onnxruntime() {
     if let Err(e) = skyreels_runtime::onnxruntime::library_path() {

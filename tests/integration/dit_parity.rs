@@ -1,42 +1,18 @@
 //! DiT parity: tiny seeded diffusers models (both checkpoint layouts) exported with
 //! `skyreels-export`'s library and run on ONNX Runtime CPU against diffusers 0.42.1 outputs.
 
-use std::path::Path;
-
 use skyreels_exporter::dit::layers::AttentionKind;
-use skyreels_exporter::dit::{self, DitExportOptions};
-use skyreels_graph::DType;
 use skyreels_runtime::dit::{Dit, DitInputs};
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::session::Backend;
-use skyreels_tests::{fixtures_dir, float, int, read_safetensors, require_onnxruntime};
+use skyreels_tests::{export_dit_engine, fixtures_dir, float, int, read_safetensors, require_onnxruntime};
 
 const TOLERANCE: f32 = 1e-4;
-
-fn export_engine(checkpoint: &Path, attention: AttentionKind) -> tempfile::TempDir {
-    let out = tempfile::tempdir().expect("tempdir");
-    let options = DitExportOptions { compute: DType::F32, attention, causal_variant: true, link_weights: true };
-    let export = dit::export(checkpoint, out.path(), &options).expect("export");
-    let manifest = skyreels_contract::Manifest {
-        format_version: skyreels_contract::manifest::FORMAT_VERSION,
-        producer: "test".into(),
-        target: "cpu".into(),
-        precision: "fp32".into(),
-        attention: attention.name().into(),
-        dit: Some(export.component),
-        vae: None,
-        text_encoder: None,
-        image_encoder: None,
-        build: None,
-    };
-    manifest.save(out.path()).expect("manifest");
-    out
-}
 
 /// Runs every case of `model` for one layout and attention form; returns (case, max-abs error).
 fn run_cases(model: &str, layout: &str, attention: AttentionKind) -> Vec<(String, f32)> {
     let root = fixtures_dir().join("dit").join(model);
-    let engine_dir = export_engine(&root.join(layout), attention);
+    let engine_dir = export_dit_engine(&root.join(layout), attention);
     let engine = Engine::open(engine_dir.path()).expect("engine");
     let mut cases: Vec<_> = fs_err::read_dir(root.join("cases")).expect("cases dir").map(|e| e.expect("entry").path()).collect();
     cases.sort();

@@ -53,16 +53,8 @@ fn clip_encoder_matches_transformers() {
             let export = image::export(&fixtures_dir().join("clip").join(layout), out.path(), &options).expect("export");
             assert_eq!(export.component.config.num_tokens(), 257);
             let manifest = skyreels_contract::Manifest {
-                format_version: skyreels_contract::manifest::FORMAT_VERSION,
-                producer: "test".into(),
-                target: "cpu".into(),
-                precision: "fp32".into(),
-                attention: attention.name().into(),
-                dit: None,
-                vae: None,
-                text_encoder: None,
                 image_encoder: Some(export.component),
-                build: None,
+                ..skyreels_tests::cpu_manifest(attention.name())
             };
             manifest.save(out.path()).expect("manifest");
             let engine = Engine::open(out.path()).expect("engine");

@@ -2,11 +2,7 @@
 //! `--compat diffusers`, fed the reference's recorded noise, against diffusers 0.42.1's final
 //! latents (fixtures from `tools/reference/make_pipeline_fixtures.py`).
 
-use std::path::Path;
-
 use skyreels_exporter::dit::layers::AttentionKind;
-use skyreels_exporter::dit::{self, DitExportOptions};
-use skyreels_graph::DType;
 use skyreels_runtime::dit::Dit;
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::noise::NoiseSource;
@@ -16,29 +12,9 @@ use skyreels_runtime::pipeline::plan::{Compat, Plan, Request};
 use skyreels_runtime::pipeline::sampler::WindowSettings;
 use skyreels_runtime::pipeline::schedule::FlowSchedule;
 use skyreels_runtime::session::Backend;
-use skyreels_tests::{fixtures_dir, float, read_safetensors, require_onnxruntime};
+use skyreels_tests::{export_dit_engine, fixtures_dir, float, read_safetensors, require_onnxruntime};
 
 const TOLERANCE: f32 = 1e-4;
-
-fn export_engine(checkpoint: &Path) -> tempfile::TempDir {
-    let out = tempfile::tempdir().expect("tempdir");
-    let options = DitExportOptions { compute: DType::F32, attention: AttentionKind::MatMul, causal_variant: true, link_weights: true };
-    let export = dit::export(checkpoint, out.path(), &options).expect("export");
-    let manifest = skyreels_contract::Manifest {
-        format_version: skyreels_contract::manifest::FORMAT_VERSION,
-        producer: "test".into(),
-        target: "cpu".into(),
-        precision: "fp32".into(),
-        attention: "matmul".into(),
-        dit: Some(export.component),
-        vae: None,
-        text_encoder: None,
-        image_encoder: None,
-        build: None,
-    };
-    manifest.save(out.path()).expect("manifest");
-    out
-}
 
 fn number(case: &serde_json::Value, key: &str) -> Option<f64> {
     case.get(key).and_then(serde_json::Value::as_f64)
@@ -49,7 +25,7 @@ fn run_case(name: &str) -> f32 {
     let dir = fixtures_dir().join("pipeline").join(name);
     let case: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(dir.join("case.json")).expect("case.json")).expect("json");
     let model = case["model"].as_str().expect("model");
-    let engine_dir = export_engine(&fixtures_dir().join("dit").join(model).join("diffusers"));
+    let engine_dir = export_dit_engine(&fixtures_dir().join("dit").join(model).join("diffusers"), AttentionKind::MatMul);
     let engine = Engine::open(engine_dir.path()).expect("engine");
     let (inputs, _) = read_safetensors(&dir.join("inputs.safetensors")).expect("inputs");
     let (expected, _) = read_safetensors(&dir.join("expected.safetensors")).expect("expected");

@@ -26,16 +26,8 @@ fn export_engine(layout: &str, attention: AttentionKind) -> tempfile::TempDir {
     let options = TextExportOptions { compute: DType::F32, attention, link_weights: true };
     let export = text::export(&root.join(layout), &root.join("tokenizer.json"), out.path(), &options).expect("export");
     let manifest = skyreels_contract::Manifest {
-        format_version: skyreels_contract::manifest::FORMAT_VERSION,
-        producer: "test".into(),
-        target: "cpu".into(),
-        precision: "fp32".into(),
-        attention: attention.name().into(),
-        dit: None,
-        vae: None,
         text_encoder: Some(export.component),
-        image_encoder: None,
-        build: None,
+        ..skyreels_tests::cpu_manifest(attention.name())
     };
     manifest.save(out.path()).expect("manifest");
     out
@@ -140,16 +132,8 @@ fn text_tiny_model_encodes_a_prompt() {
     let options = TextExportOptions { compute: DType::F32, attention: AttentionKind::MatMul, link_weights: false };
     let export = text::export(&found.checkpoint, &found.tokenizer, out.path(), &options).expect("export");
     let manifest = skyreels_contract::Manifest {
-        format_version: skyreels_contract::manifest::FORMAT_VERSION,
-        producer: "test".into(),
-        target: "cpu".into(),
-        precision: "fp32".into(),
-        attention: "matmul".into(),
-        dit: None,
-        vae: None,
         text_encoder: Some(export.component),
-        image_encoder: None,
-        build: None,
+        ..skyreels_tests::cpu_manifest("matmul")
     };
     manifest.save(out.path()).expect("manifest");
     let engine = Engine::open(out.path()).expect("engine");

@@ -16,16 +16,8 @@ fn export_engine(checkpoint: &Path) -> tempfile::TempDir {
     let out = tempfile::tempdir().expect("tempdir");
     let export = vae::export(checkpoint, out.path(), &VaeExportOptions { link_weights: true }).expect("export");
     let manifest = skyreels_contract::Manifest {
-        format_version: skyreels_contract::manifest::FORMAT_VERSION,
-        producer: "test".into(),
-        target: "cpu".into(),
-        precision: "fp32".into(),
-        attention: "matmul".into(),
-        dit: None,
         vae: Some(export.component),
-        text_encoder: None,
-        image_encoder: None,
-        build: None,
+        ..skyreels_tests::cpu_manifest("matmul")
     };
     manifest.save(out.path()).expect("manifest");
     out
