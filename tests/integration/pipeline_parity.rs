@@ -95,3 +95,25 @@ parity_case! {
     pipeline_i2v_matches_diffusers => "i2v",
 }
 
+
+/// The I2V condition (mask + VAE latents of the image followed by black frames) from the runtime's
+/// VAE encoder against the one diffusers built for the `i2v` case.
+#[test]
+fn pipeline_i2v_condition_matches_diffusers() {
+    use skyreels_exporter::vae::{self, VaeExportOptions};
+    use skyreels_runtime::pipeline::image_condition::image_condition;
+    use skyreels_runtime::vae::VaeEncoder;
+    require_onnxruntime();
+    let dir = fixtures_dir().join("pipeline").join("i2v");
+    let out = tempfile::tempdir().expect("tempdir");
+    let export = vae::export(&fixtures_dir().join("vae").join("diffusers"), out.path(), &VaeExportOptions { link_weights: true }).expect("export");
+    skyreels_contract::Manifest { vae: Some(export.component), ..skyreels_tests::cpu_manifest("matmul") }.save(out.path()).expect("manifest");
+    let engine = Engine::open(out.path()).expect("engine");
+    let mut encoder = VaeEncoder::load(&engine, &Backend::Cpu { threads: 2 }).expect("encoder");
+    let (inputs, _) = read_safetensors(&dir.join("inputs.safetensors")).expect("inputs");
+    let (expected, _) = read_safetensors(&dir.join("expected.safetensors")).expect("expected");
+    let condition = image_condition(&mut encoder, float(&inputs, "image").expect("image"), 9).expect("condition");
+    let error = condition.max_abs_diff(float(&expected, "condition").expect("condition"));
+    eprintln!("pipeline parity i2v condition: max-abs {error:.3e}");
+    assert!(error <= TOLERANCE, "I2V condition max-abs {error}");
+}

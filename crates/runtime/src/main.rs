@@ -11,6 +11,7 @@ use skyreels_runtime::output::{self, Mp4Options, Video};
 use skyreels_runtime::pipeline::defaults::DEFAULT_NEGATIVE_PROMPT;
 use skyreels_runtime::pipeline::denoiser::DitDenoiser;
 use skyreels_runtime::pipeline::generate::{Vae, WorkDir, generate};
+use skyreels_runtime::pipeline::image_condition::{image_condition, image_frame};
 use skyreels_runtime::pipeline::plan::{Compat, Plan, Request};
 use skyreels_runtime::pipeline::sampler::WindowSettings;
 use skyreels_runtime::pipeline::schedule::FlowSchedule;
@@ -131,6 +132,9 @@ struct GenerateArgs {
     /// Negative prompt (default: upstream's).
     #[arg(long)]
     negative_prompt: Option<String>,
+    /// First frame for image-to-video (I2V models; PNG or JPEG, resized to --width×--height).
+    #[arg(long)]
+    image: Option<PathBuf>,
     /// Pixel frames, 4k+1.
     #[arg(long, default_value_t = 97)]
     num_frames: usize,
@@ -360,13 +364,27 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
 
     let causal = plan.block_causal.then_some(plan.request.causal_block_size);
     let dit = Dit::load(&engine, &backend, causal)?;
+    let (image_context, condition) = match (&args.image, dit_config.model_type) {
+        (Some(path), skyreels_contract::ModelType::I2v) => {
+            let picture = skyreels_runtime::image::RgbImage::open(path)?;
+            let image_context = skyreels_runtime::image::ImageEncoder::load(&engine, &backend).context("loading the image encoder")?.encode(&picture)?;
+            let frame = image_frame(&picture, args.width, args.height);
+            let mut encoder = VaeEncoder::load(&engine, &backend).context("loading the VAE encoder")?;
+            (Some(image_context), Some(image_condition(&mut encoder, &frame, args.num_frames)?))
+        }
+        (None, skyreels_contract::ModelType::I2v) => bail!("this engine holds an image-to-video model\n  fix: pass --image FIRST_FRAME.png"),
+        (Some(_), skyreels_contract::ModelType::T2v) => bail!(
+            "--image needs an image-to-video (I2V) engine; diffusion forcing from a first image is not implemented yet\n  fix: export an I2V checkpoint, or drop --image"
+        ),
+        (None, skyreels_contract::ModelType::T2v) => (None, None),
+    };
     let mut denoiser = DitDenoiser {
         dit,
         context,
         negative_context,
-        image_context: None,
+        image_context,
         fps: if args.fps == 16 { 0 } else { 1 },
-        condition: None,
+        condition,
     };
     let settings = WindowSettings { guidance: args.guidance, addnoise_condition: args.addnoise_condition, teacache };
     if pipeline == PipelineArg::Synchronous && (args.ar_step > 0 || plan.segments.len() > 1) {

@@ -3,6 +3,7 @@
 pub mod defaults;
 pub mod denoiser;
 pub mod generate;
+pub mod image_condition;
 pub mod plan;
 pub mod sampler;
 pub mod schedule;
