@@ -44,6 +44,10 @@ class Pickler(pickle.Pickler):
         return None
 
 
+def entry(name):
+    return zipfile.ZipInfo(name, date_time=(2025, 1, 1, 0, 0, 0))
+
+
 def save(path, state):
     storages = {}
 
@@ -58,10 +62,10 @@ def save(path, state):
     buffer = io.BytesIO()
     Pickler(buffer, protocol=2).dump(state)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr("archive/data.pkl", buffer.getvalue())
+        archive.writestr(entry("archive/data.pkl"), buffer.getvalue())
         for key, storage in sorted(storages.items()):
-            archive.writestr(f"archive/data/{key}", storage.data)
-        archive.writestr("archive/version", "3\n")
+            archive.writestr(entry(f"archive/data/{key}"), storage.data)
+        archive.writestr(entry("archive/version"), "3\n")
 
 
 here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds", "pth")
@@ -75,3 +79,17 @@ state["encoder.bias"] = Tensor(halves, 0, [3])
 state["decoder"] = {"scale": Tensor(bf16, 1, [1]), "view": Tensor(floats, 2, [2, 2])}
 save(os.path.join(here, "tiny_state_dict.pth"), state)
 save(os.path.join(here, "one_tensor.pth"), {"w": Tensor(Storage("0", torch.FloatStorage, struct.pack("<f", 1.0)), 0, [1])})
+
+# Regressions found by hand-written inputs the fuzzer had not reached (each panicked or ran out of
+# memory before the fix); the property tests replay every seed.
+def write_pickle(path, program):
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(entry("archive/data.pkl"), program)
+
+
+write_pickle(os.path.join(here, "regression_huge_text_length.pth"), b"\x80\x02\x8d" + struct.pack("<Q", 2**64 - 1) + b"abc.")
+write_pickle(os.path.join(here, "regression_memo_bomb.pth"), b"\x80\x02]q\x00" + b"(h\x00h\x00lq\x00" * 40 + b".")
+write_pickle(os.path.join(here, "regression_deep_nesting.pth"), b"\x80\x02" + b"]" * 20000 + b"a" * 19999 + b".")
+huge = Storage("0", torch.FloatStorage, struct.pack("<f", 1.0))
+save(os.path.join(here, "regression_overflowing_shape.pth"), {"w": Tensor(huge, 0, [1 << 40, 1 << 40])})
+save(os.path.join(here, "regression_negative_offset.pth"), {"w": Tensor(huge, -(1 << 62), [1])})

@@ -37,13 +37,13 @@ struct ZipEntry {
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]]))
+    b.get(at..at.checked_add(2)?).map(|s| u16::from_le_bytes([s[0], s[1]]))
 }
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(at..at.checked_add(4)?).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at..at + 8).map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+    b.get(at..at.checked_add(8)?).map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
 }
 
 /// The zip's central directory: name → entry.
@@ -114,7 +114,7 @@ fn entry_data(bytes: &[u8], entry: &ZipEntry) -> std::result::Result<(u64, u64),
     let name_length = u16_at(bytes, at + 26).ok_or("truncated")? as u64;
     let extra_length = u16_at(bytes, at + 28).ok_or("truncated")? as u64;
     let start = entry.local_header + 30 + name_length + extra_length;
-    if start + entry.size > bytes.len() as u64 {
+    if start.checked_add(entry.size).is_none_or(|end| end > bytes.len() as u64) {
         return Err("entry runs past the end of the file".into());
     }
     Ok((start, entry.size))
@@ -173,13 +173,62 @@ fn reduce(callable: Object, args: Object) -> Object {
     }
 }
 
+/// Containers nest at most this deep (a state dict needs 4); deeper input is refused before it
+/// can overflow the stack in clone, drop or traversal.
+const MAX_DEPTH: usize = 32;
+/// Objects that memo references may copy: a base plus a multiple of the pickle's size (a state
+/// dict copies a few small objects per tensor; a "memo bomb" doubles a list per 7 bytes).
+const COPY_BUDGET_BASE: usize = 1 << 18;
+const COPY_BUDGET_PER_BYTE: usize = 16;
+
+/// Nodes in `object`, counting no further than `limit` (+1).
+fn count_nodes(object: &Object, limit: usize) -> usize {
+    let mut count = 1;
+    let visit = |child: &Object, count: &mut usize| {
+        if *count <= limit {
+            *count += count_nodes(child, limit - *count);
+        }
+    };
+    match object {
+        Object::Tuple(items) | Object::List(items) => items.iter().for_each(|item| visit(item, &mut count)),
+        Object::Dict(pairs) => pairs.iter().for_each(|(key, value)| {
+            visit(key, &mut count);
+            visit(value, &mut count);
+        }),
+        _ => {}
+    }
+    count
+}
+
+/// Whether containers inside `object` nest deeper than `levels`.
+fn deeper_than(object: &Object, levels: usize) -> bool {
+    let is_container = |o: &Object| matches!(o, Object::Tuple(_) | Object::List(_) | Object::Dict(_));
+    let children: Vec<&Object> = match object {
+        Object::Tuple(items) | Object::List(items) => items.iter().collect(),
+        Object::Dict(pairs) => pairs.iter().flat_map(|(key, value)| [key, value]).collect(),
+        _ => return false,
+    };
+    match levels {
+        0 => children.into_iter().any(is_container),
+        _ => children.into_iter().any(|child| deeper_than(child, levels - 1)),
+    }
+}
+
+/// `items`, about to go into a container; refused if that would nest deeper than [`MAX_DEPTH`].
+fn nested(items: Vec<Object>) -> std::result::Result<Vec<Object>, String> {
+    if items.iter().any(|item| deeper_than(item, MAX_DEPTH - 1)) {
+        return Err(format!("containers nest deeper than {MAX_DEPTH} levels; not a state dict"));
+    }
+    Ok(items)
+}
+
 /// Runs the pickle program `data` (protocols 2–5, the opcodes `torch.save` emits for a state dict).
 fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
     let mut stack: Vec<Object> = Vec::new();
     let mut memo: HashMap<u64, Object> = HashMap::new();
     let mut at = 0usize;
     let take = |at: &mut usize, n: usize| -> std::result::Result<&[u8], String> {
-        let slice = data.get(*at..*at + n).ok_or("pickle ends early")?;
+        let slice = data.get(*at..at.checked_add(n).ok_or("pickle ends early")?).ok_or("pickle ends early")?;
         *at += n;
         Ok(slice)
     };
@@ -190,6 +239,12 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
         Ok(items)
     };
     let pop = |stack: &mut Vec<Object>| stack.pop().ok_or_else(|| "pickle stack underflow".to_string());
+    let mut copy_budget = COPY_BUDGET_BASE.saturating_add(COPY_BUDGET_PER_BYTE.saturating_mul(data.len()));
+    let mut copy = |object: &Object| -> std::result::Result<Object, String> {
+        let nodes = count_nodes(object, copy_budget);
+        copy_budget = copy_budget.checked_sub(nodes).ok_or("the pickle copies more objects than a state dict holds (memo bomb?)")?;
+        Ok(object.clone())
+    };
     loop {
         let opcode = *take(&mut at, 1)?.first().expect("one byte");
         match opcode {
@@ -255,7 +310,7 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
             }
             b')' => stack.push(Object::Tuple(Vec::new())),
             b't' => {
-                let items = pop_mark(&mut stack)?;
+                let items = nested(pop_mark(&mut stack)?)?;
                 stack.push(Object::Tuple(items));
             }
             0x85..=0x87 => {
@@ -263,22 +318,22 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
                 if stack.len() < n {
                     return Err("pickle stack underflow".into());
                 }
-                let items = stack.split_off(stack.len() - n);
+                let items = nested(stack.split_off(stack.len() - n))?;
                 stack.push(Object::Tuple(items));
             }
             b']' => stack.push(Object::List(Vec::new())),
             b'l' => {
-                let items = pop_mark(&mut stack)?;
+                let items = nested(pop_mark(&mut stack)?)?;
                 stack.push(Object::List(items));
             }
             b'}' => stack.push(Object::Dict(Vec::new())),
             b'd' => {
-                let items = pop_mark(&mut stack)?;
+                let items = nested(pop_mark(&mut stack)?)?;
                 let pairs = items.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect();
                 stack.push(Object::Dict(pairs));
             }
             b'a' | b'e' => {
-                let items = if opcode == b'a' { vec![pop(&mut stack)?] } else { pop_mark(&mut stack)? };
+                let items = nested(if opcode == b'a' { vec![pop(&mut stack)?] } else { pop_mark(&mut stack)? })?;
                 if let Some(Object::List(list)) = stack.last_mut() {
                     list.extend(items);
                 }
@@ -291,6 +346,7 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
                 } else {
                     pop_mark(&mut stack)?
                 };
+                let items = nested(items)?;
                 match stack.last_mut() {
                     Some(Object::Dict(dict)) => dict.extend(items.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone()))),
                     _ => return Err("SETITEM(S) on a non-dict".into()),
@@ -298,23 +354,23 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
             }
             b'q' => {
                 let key = take(&mut at, 1)?[0] as u64;
-                memo.insert(key, stack.last().cloned().ok_or("memo of an empty stack")?);
+                memo.insert(key, copy(stack.last().ok_or("memo of an empty stack")?)?);
             }
             b'r' => {
                 let b = take(&mut at, 4)?;
-                memo.insert(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64, stack.last().cloned().ok_or("memo of an empty stack")?);
+                memo.insert(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64, copy(stack.last().ok_or("memo of an empty stack")?)?);
             }
             0x94 => {
                 let key = memo.len() as u64;
-                memo.insert(key, stack.last().cloned().ok_or("memo of an empty stack")?);
+                memo.insert(key, copy(stack.last().ok_or("memo of an empty stack")?)?);
             }
             b'h' => {
                 let key = take(&mut at, 1)?[0] as u64;
-                stack.push(memo.get(&key).cloned().ok_or("unknown memo key")?);
+                stack.push(copy(memo.get(&key).ok_or("unknown memo key")?)?);
             }
             b'j' => {
                 let b = take(&mut at, 4)?;
-                stack.push(memo.get(&(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)).cloned().ok_or("unknown memo key")?);
+                stack.push(copy(memo.get(&(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)).ok_or("unknown memo key")?)?);
             }
             b'Q' => {
                 let id = pop(&mut stack)?;
@@ -380,22 +436,24 @@ pub fn read_index(bytes: &[u8], path: &Path) -> Result<Vec<PthTensor>> {
     for (name, tensor) in found {
         let Object::Tensor { key, dtype, offset, shape, stride } = tensor else { continue };
         let dtype = dtype.ok_or_else(|| ExportError::WrongDtype { name: name.clone(), dtype: "an unsupported torch storage type".into() })?;
+        let impossible = || corrupt(format!("tensor `{name}` has an impossible size (shape {shape:?}, storage offset {offset})"));
         let mut expected = 1usize;
         for (dim, step) in shape.iter().zip(&stride).rev() {
             if *dim > 1 && *step != expected {
                 return Err(corrupt(format!("tensor `{name}` is not contiguous (shape {shape:?}, stride {stride:?}); re-save it with .contiguous()")));
             }
-            expected *= dim;
+            expected = expected.checked_mul(*dim).ok_or_else(impossible)?;
         }
         let entry = entries.get(&format!("{prefix}data/{key}")).ok_or_else(|| corrupt(format!("storage {key} of `{name}` is missing")))?;
         let (data_start, data_length) = entry_data(bytes, entry).map_err(corrupt)?;
         let element = dtype.size() as u64;
-        let count: u64 = shape.iter().map(|&d| d as u64).product();
-        let begin = offset as u64 * element;
-        if begin + count * element > data_length {
+        let count = shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64)).ok_or_else(impossible)?;
+        let begin = (offset as u64).checked_mul(element).ok_or_else(impossible)?;
+        let length = count.checked_mul(element).ok_or_else(impossible)?;
+        if begin.checked_add(length).is_none_or(|end| end > data_length) {
             return Err(corrupt(format!("tensor `{name}` runs past its storage")));
         }
-        tensors.push(PthTensor { name, dtype, shape, offset: data_start + begin, length: count * element });
+        tensors.push(PthTensor { name, dtype, shape, offset: data_start + begin, length });
     }
     Ok(tensors)
 }
