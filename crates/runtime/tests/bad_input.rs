@@ -332,13 +332,16 @@ fn unreadable_images_and_videos_are_refused_naming_the_file() {
     let directory = tempfile::tempdir().unwrap();
     let image = directory.path().join("start.png");
     fs_err::write(&image, b"\x89PNG\r\n\x1a\n truncated").unwrap();
-    let message = skyreels_runtime::image::RgbImage::open(&image).err().expect("a corrupt PNG is refused").to_string();
+    let Err(message) = skyreels_runtime::image::RgbImage::open(&image) else { panic!("a corrupt PNG is refused") };
+    let message = message.to_string();
     assert!(message.contains("start.png") && message.contains("fix:"), "{message}");
-    let missing = skyreels_runtime::image::RgbImage::open(&directory.path().join("none.jpg")).err().expect("a missing image is refused").to_string();
+    let Err(missing) = skyreels_runtime::image::RgbImage::open(&directory.path().join("none.jpg")) else { panic!("a missing image is refused") };
+    let missing = missing.to_string();
     assert!(missing.contains("none.jpg"), "{missing}");
     let video = directory.path().join("clip.mp4");
     fs_err::write(&video, b"\0\0\0\x18ftypmp42 not really").unwrap();
-    let message = skyreels_runtime::output::read_mp4(&video).err().expect("a corrupt MP4 is refused").to_string();
+    let Err(message) = skyreels_runtime::output::read_mp4(&video) else { panic!("a corrupt MP4 is refused") };
+    let message = message.to_string();
     assert!(message.contains("clip.mp4") && message.contains("fix:"), "{message}");
 }
 
