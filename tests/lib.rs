@@ -20,7 +20,9 @@ pub enum FixtureTensor {
 }
 
 /// All tensors of a safetensors file plus its `__metadata__`.
-pub fn read_safetensors(path: &Path) -> anyhow::Result<(HashMap<String, FixtureTensor>, HashMap<String, String>)> {
+pub fn read_safetensors(
+    path: &Path,
+) -> anyhow::Result<(HashMap<String, FixtureTensor>, HashMap<String, String>)> {
     let bytes = fs_err::read(path)?;
     let (_, metadata) = SafeTensors::read_metadata(&bytes)?;
     let tensors = SafeTensors::deserialize(&bytes)?;
@@ -29,11 +31,34 @@ pub fn read_safetensors(path: &Path) -> anyhow::Result<(HashMap<String, FixtureT
         let shape = view.shape().to_vec();
         let data = view.data();
         let tensor = match view.dtype() {
-            Dtype::F32 => FixtureTensor::Float(Tensor::new(shape, data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())?),
-            Dtype::BF16 => FixtureTensor::Float(Tensor::new(shape, data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect())?),
-            Dtype::F16 => FixtureTensor::Float(Tensor::new(shape, data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect())?),
-            Dtype::I64 => FixtureTensor::Int(shape, data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()),
-            other => anyhow::bail!("{}: unsupported dtype {other:?} for `{name}`", path.display()),
+            Dtype::F32 => FixtureTensor::Float(Tensor::new(
+                shape,
+                data.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            )?),
+            Dtype::BF16 => FixtureTensor::Float(Tensor::new(
+                shape,
+                data.chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+            )?),
+            Dtype::F16 => FixtureTensor::Float(Tensor::new(
+                shape,
+                data.chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+            )?),
+            Dtype::I64 => FixtureTensor::Int(
+                shape,
+                data.chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect(),
+            ),
+            other => anyhow::bail!(
+                "{}: unsupported dtype {other:?} for `{name}`",
+                path.display()
+            ),
         };
         out.insert(name, tensor);
     }
@@ -74,7 +99,10 @@ pub fn cpu_manifest(attention: &str) -> skyreels_contract::Manifest {
 
 /// Exports the DiT checkpoint at `checkpoint` (fp32, with the block-causal variant) into a fresh
 /// engine directory.
-pub fn export_dit_engine(checkpoint: &Path, attention: skyreels_exporter::dit::layers::AttentionKind) -> tempfile::TempDir {
+pub fn export_dit_engine(
+    checkpoint: &Path,
+    attention: skyreels_exporter::dit::layers::AttentionKind,
+) -> tempfile::TempDir {
     let out = tempfile::tempdir().expect("tempdir");
     let options = skyreels_exporter::dit::DitExportOptions {
         compute: skyreels_graph::DType::F32,
@@ -83,9 +111,26 @@ pub fn export_dit_engine(checkpoint: &Path, attention: skyreels_exporter::dit::l
         link_weights: true,
     };
     let export = skyreels_exporter::dit::export(checkpoint, out.path(), &options).expect("export");
-    let manifest = skyreels_contract::Manifest { dit: Some(export.component), ..cpu_manifest(attention.name()) };
+    let manifest = skyreels_contract::Manifest {
+        dit: Some(export.component),
+        ..cpu_manifest(attention.name())
+    };
     manifest.save(out.path()).expect("manifest");
     out
+}
+
+/// Adds the tiny diffusers-layout VAE fixture to an engine directory (graphs and manifest entry).
+pub fn add_vae_to_engine(engine: &Path) {
+    let options = skyreels_exporter::vae::VaeExportOptions { link_weights: true };
+    let export = skyreels_exporter::vae::export(
+        &fixtures_dir().join("vae").join("diffusers"),
+        engine,
+        &options,
+    )
+    .expect("vae export");
+    let mut manifest = skyreels_contract::Manifest::load(engine).expect("manifest");
+    manifest.vae = Some(export.component);
+    manifest.save(engine).expect("manifest");
 }
 
 /// Panics with the set-up instruction when ONNX Runtime is not installed.

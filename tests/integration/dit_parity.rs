@@ -5,7 +5,9 @@ use skyreels_exporter::dit::layers::AttentionKind;
 use skyreels_runtime::dit::{Dit, DitInputs};
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::session::Backend;
-use skyreels_tests::{export_dit_engine, fixtures_dir, float, int, read_safetensors, require_onnxruntime};
+use skyreels_tests::{
+    export_dit_engine, fixtures_dir, float, int, read_safetensors, require_onnxruntime,
+};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -14,14 +16,18 @@ fn run_cases(model: &str, layout: &str, attention: AttentionKind) -> Vec<(String
     let root = fixtures_dir().join("dit").join(model);
     let engine_dir = export_dit_engine(&root.join(layout), attention);
     let engine = Engine::open(engine_dir.path()).expect("engine");
-    let mut cases: Vec<_> = fs_err::read_dir(root.join("cases")).expect("cases dir").map(|e| e.expect("entry").path()).collect();
+    let mut cases: Vec<_> = fs_err::read_dir(root.join("cases"))
+        .expect("cases dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
     cases.sort();
     assert!(!cases.is_empty(), "no cases for {model}");
     let mut results = Vec::new();
     for case in cases {
         let (tensors, _) = read_safetensors(&case).expect("fixture");
         let causal = int(&tensors, "causal_block_size").map(|v| v[0] as usize);
-        let mut model_runner = Dit::load(&engine, &Backend::Cpu { threads: 2 }, causal).expect("load");
+        let mut model_runner =
+            Dit::load(&engine, &Backend::Cpu { threads: 2 }, causal).expect("load");
         let inputs = DitInputs {
             latents: float(&tensors, "latents").expect("latents"),
             timesteps: float(&tensors, "timesteps").expect("timesteps"),
@@ -32,8 +38,15 @@ fn run_cases(model: &str, layout: &str, attention: AttentionKind) -> Vec<(String
         let velocity = model_runner.forward(&inputs).expect("forward");
         let expected = float(&tensors, "velocity").expect("velocity");
         let error = velocity.max_abs_diff(expected);
-        let name = case.file_stem().unwrap_or_default().to_string_lossy().to_string();
-        eprintln!("dit parity {model}/{layout}/{} {name}: max-abs {error:.3e}", attention.name());
+        let name = case
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        eprintln!(
+            "dit parity {model}/{layout}/{} {name}: max-abs {error:.3e}",
+            attention.name()
+        );
         results.push((name, error));
     }
     results
@@ -44,7 +57,11 @@ fn assert_parity(model: &str) {
     for layout in ["diffusers", "original"] {
         for attention in [AttentionKind::MatMul, AttentionKind::ContribMha] {
             for (case, error) in run_cases(model, layout, attention) {
-                assert!(error <= TOLERANCE, "{model}/{layout}/{case} ({}): max-abs {error} > {TOLERANCE}", attention.name());
+                assert!(
+                    error <= TOLERANCE,
+                    "{model}/{layout}/{case} ({}): max-abs {error} > {TOLERANCE}",
+                    attention.name()
+                );
             }
         }
     }

@@ -31,16 +31,39 @@ const TOLERANCE: f32 = 1e-5;
 fn export_tiny(attention: AttentionKind) -> tempfile::TempDir {
     let source = tempfile::tempdir().expect("tempdir");
     let out = tempfile::tempdir().expect("tempdir");
-    tiny::write_random_dit(source.path(), &tiny::tiny_dit_config(), StorageDtype::F32, 0).expect("tiny DiT");
+    tiny::write_random_dit(
+        source.path(),
+        &tiny::tiny_dit_config(),
+        StorageDtype::F32,
+        0,
+    )
+    .expect("tiny DiT");
     let vae_file = source.path().join("vae");
     vae::random::write_random_vae(&vae_file, &vae::random::tiny_vae_config(), 0).expect("tiny VAE");
-    let (text_checkpoint, tokenizer) = text::tiny::write_tiny(source.path(), 0).expect("tiny text encoder");
-    let dit_options = DitExportOptions { compute: DType::F32, attention, causal_variant: true, link_weights: false };
+    let (text_checkpoint, tokenizer) =
+        text::tiny::write_tiny(source.path(), 0).expect("tiny text encoder");
+    let dit_options = DitExportOptions {
+        compute: DType::F32,
+        attention,
+        causal_variant: true,
+        link_weights: false,
+    };
     let dit = dit::export(source.path(), out.path(), &dit_options).expect("export DiT");
-    let vae = vae::export(&vae_file.join(vae::random::RANDOM_VAE_FILE), out.path(), &VaeExportOptions { link_weights: false })
-        .expect("export VAE");
-    let text_options = TextExportOptions { compute: DType::F32, attention, link_weights: false };
-    let text = text::export(&text_checkpoint, &tokenizer, out.path(), &text_options).expect("export text encoder");
+    let vae = vae::export(
+        &vae_file.join(vae::random::RANDOM_VAE_FILE),
+        out.path(),
+        &VaeExportOptions {
+            link_weights: false,
+        },
+    )
+    .expect("export VAE");
+    let text_options = TextExportOptions {
+        compute: DType::F32,
+        attention,
+        link_weights: false,
+    };
+    let text = text::export(&text_checkpoint, &tokenizer, out.path(), &text_options)
+        .expect("export text encoder");
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         producer: "test".into(),
@@ -58,12 +81,21 @@ fn export_tiny(attention: AttentionKind) -> tempfile::TempDir {
 }
 
 fn options(target: Target) -> BuildOptions {
-    BuildOptions { target, precision: None, profile: None, device: 0 }
+    BuildOptions {
+        target,
+        precision: None,
+        profile: None,
+        device: 0,
+    }
 }
 
 fn pattern(shape: Vec<usize>, phase: f32) -> Tensor {
     let n = shape.iter().product::<usize>();
-    Tensor::new(shape, (0..n).map(|i| (i as f32 * 0.37 + phase).sin()).collect()).expect("tensor")
+    Tensor::new(
+        shape,
+        (0..n).map(|i| (i as f32 * 0.37 + phase).sin()).collect(),
+    )
+    .expect("tensor")
 }
 
 /// Velocity of the tiny DiT (both `blocks` variants), a decoded latent frame, and a prompt's encoding.
@@ -73,16 +105,35 @@ fn outputs(engine_dir: &Path) -> Vec<(&'static str, Tensor)> {
     let latents = pattern(vec![1, 16, 3, 4, 6], 0.0);
     let timesteps = Tensor::new(vec![1, 3], vec![999.0, 500.0, 3.5]).expect("timesteps");
     let context = pattern(vec![1, 512, 32], 1.0);
-    let inputs = DitInputs { latents: &latents, timesteps: &timesteps, context: &context, fps: Some(&[1]), image_context: None };
+    let inputs = DitInputs {
+        latents: &latents,
+        timesteps: &timesteps,
+        context: &context,
+        fps: Some(&[1]),
+        image_context: None,
+    };
     let mut results = Vec::new();
-    for (label, causal) in [("dit velocity", None), ("dit velocity (block-causal)", Some(1))] {
+    for (label, causal) in [
+        ("dit velocity", None),
+        ("dit velocity (block-causal)", Some(1)),
+    ] {
         let mut model = Dit::load(&engine, &backend, causal).expect("load DiT");
         results.push((label, model.forward(&inputs).expect("forward")));
     }
     let mut decoder = VaeDecoder::load(&engine, &backend).expect("load VAE decoder");
-    results.push(("vae decode", decoder.decode_unclamped(&pattern(vec![1, 16, 2, 4, 6], 2.0)).expect("decode")));
+    results.push((
+        "vae decode",
+        decoder
+            .decode_unclamped(&pattern(vec![1, 16, 2, 4, 6], 2.0))
+            .expect("decode"),
+    ));
     let mut encoder = TextEncoder::load(&engine, &backend).expect("load text encoder");
-    results.push(("text encoding", encoder.encode("a red fox jumps over the lazy dog").expect("encode")));
+    results.push((
+        "text encoding",
+        encoder
+            .encode("a red fox jumps over the lazy dog")
+            .expect("encode"),
+    ));
     results
 }
 
@@ -96,10 +147,24 @@ fn cpu_build_writes_optimised_graphs_that_match_the_exported_ones() {
     let manifest = Manifest::load(engine_dir.path()).expect("manifest");
     let record = manifest.build.as_ref().expect("build record");
     assert_eq!(record, &report.record);
-    assert_eq!((record.backend.as_str(), record.precision.as_str(), record.gpu.as_deref()), ("cpu", "fp32", None));
-    assert_eq!(record.onnxruntime_version, skyreels_runtime::onnxruntime::ONNXRUNTIME_VERSION);
+    assert_eq!(
+        (
+            record.backend.as_str(),
+            record.precision.as_str(),
+            record.gpu.as_deref()
+        ),
+        ("cpu", "fp32", None)
+    );
+    assert_eq!(
+        record.onnxruntime_version,
+        skyreels_runtime::onnxruntime::ONNXRUNTIME_VERSION
+    );
     let entries = graph_entries(&manifest);
-    assert_eq!(record.files.len(), entries.len(), "one optimised file per exported graph");
+    assert_eq!(
+        record.files.len(),
+        entries.len(),
+        "one optimised file per exported graph"
+    );
     for (_, entry) in &entries {
         let optimised = &record.files[&entry.file];
         assert_eq!(optimised, &entry.file.replace(".onnx", ".cpu.onnx"));
@@ -108,22 +173,39 @@ fn cpu_build_writes_optimised_graphs_that_match_the_exported_ones() {
 
     let engine = Engine::open(engine_dir.path()).expect("engine");
     for (component, entry) in graph_entries(&engine.manifest) {
-        assert!(entry.file.ends_with(".cpu.onnx"), "{component} {} is not the optimised graph", entry.file);
-        GraphSession::load(&engine.dir, entry, &Backend::Cpu { threads: 1 }).expect("optimised graph loads");
+        assert!(
+            entry.file.ends_with(".cpu.onnx"),
+            "{component} {} is not the optimised graph",
+            entry.file
+        );
+        GraphSession::load(&engine.dir, entry, &Backend::Cpu { threads: 1 })
+            .expect("optimised graph loads");
     }
     let after = outputs(engine_dir.path());
     for ((label, expected), (_, actual)) in before.iter().zip(&after) {
         let error = actual.max_abs_diff(expected);
         eprintln!("cpu build: {label} {:?} max-abs {error:.3e}", actual.shape);
-        assert!(error <= TOLERANCE, "{label}: optimised graphs differ by {error} > {TOLERANCE}");
+        assert!(
+            error <= TOLERANCE,
+            "{label}: optimised graphs differ by {error} > {TOLERANCE}"
+        );
     }
     for graph in &report.graphs {
-        eprintln!("cpu build: {} → {} ({} → {} nodes)", graph.original, graph.optimised, graph.nodes.0, graph.nodes.1);
+        eprintln!(
+            "cpu build: {} → {} ({} → {} nodes)",
+            graph.original, graph.optimised, graph.nodes.0, graph.nodes.1
+        );
     }
 
     // Rebuilding replaces the record and the files in place.
     skyreels_engines::build(engine_dir.path(), &options(Target::Cpu)).expect("rebuild");
-    assert_eq!(Manifest::load(engine_dir.path()).expect("manifest").build.as_ref(), Some(record));
+    assert_eq!(
+        Manifest::load(engine_dir.path())
+            .expect("manifest")
+            .build
+            .as_ref(),
+        Some(record)
+    );
 }
 
 #[test]
@@ -138,8 +220,14 @@ fn runtime_refuses_an_engine_built_for_another_backend_gpu_or_version() {
         mutate(&mut manifest);
         manifest.save(engine_dir.path()).expect("save");
         let engine = Engine::open(engine_dir.path()).expect("engine");
-        let error = Dit::load(&engine, &backend, None).err().expect("a tampered engine is refused").to_string();
-        assert!(VaeDecoder::load(&engine, &backend).is_err() && TextEncoder::load(&engine, &backend).is_err());
+        let error = Dit::load(&engine, &backend, None)
+            .err()
+            .expect("a tampered engine is refused")
+            .to_string();
+        assert!(
+            VaeDecoder::load(&engine, &backend).is_err()
+                && TextEncoder::load(&engine, &backend).is_err()
+        );
         error
     };
 
@@ -150,17 +238,37 @@ fn runtime_refuses_an_engine_built_for_another_backend_gpu_or_version() {
     });
     eprintln!("{error}");
     assert!(error.contains("built for cuda on NVIDIA H100 80GB HBM3 with ONNX Runtime 1.31.1; this run uses cpu with ONNX Runtime 1.31.1"), "{error}");
-    assert!(error.contains("fix: rebuild with skyreels-build") && error.contains("--target cpu"), "{error}");
+    assert!(
+        error.contains("fix: rebuild with skyreels-build") && error.contains("--target cpu"),
+        "{error}"
+    );
 
-    let error = load_error(&|m| m.build.as_mut().expect("record").onnxruntime_version = "1.30.0".into());
-    assert!(error.contains("built for cpu with ONNX Runtime 1.30.0; this run uses cpu with ONNX Runtime 1.31.1"), "{error}");
+    let error =
+        load_error(&|m| m.build.as_mut().expect("record").onnxruntime_version = "1.30.0".into());
+    assert!(
+        error.contains(
+            "built for cpu with ONNX Runtime 1.30.0; this run uses cpu with ONNX Runtime 1.31.1"
+        ),
+        "{error}"
+    );
 
     built.save(engine_dir.path()).expect("restore");
-    Dit::load(&Engine::open(engine_dir.path()).expect("engine"), &backend, None).expect("the untampered engine loads");
+    Dit::load(
+        &Engine::open(engine_dir.path()).expect("engine"),
+        &backend,
+        None,
+    )
+    .expect("the untampered engine loads");
 
     fs_err::remove_file(engine_dir.path().join("dit_head.cpu.onnx")).expect("remove");
-    let error = Engine::open(engine_dir.path()).err().expect("a missing optimised graph is refused").to_string();
-    assert!(error.contains("optimised graph dit_head.cpu.onnx (built from dit_head.onnx) is missing"), "{error}");
+    let error = Engine::open(engine_dir.path())
+        .err()
+        .expect("a missing optimised graph is refused")
+        .to_string();
+    assert!(
+        error.contains("optimised graph dit_head.cpu.onnx (built from dit_head.onnx) is missing"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -170,24 +278,55 @@ fn gpu_targets_fail_at_once_naming_what_is_missing() {
     let files_before = fs_err::read_dir(engine_dir.path()).expect("dir").count();
     let no_tensorrt = skyreels_engines::requirements::find_library("libnvinfer.so.10").is_none();
     let no_gpu = skyreels_runtime::engine::gpu_name(0).is_none();
-    assert!(no_tensorrt, "this test expects a machine without TensorRT 10 (libnvinfer.so.10 was found)");
+    assert!(
+        no_tensorrt,
+        "this test expects a machine without TensorRT 10 (libnvinfer.so.10 was found)"
+    );
 
-    let error = skyreels_engines::build(engine_dir.path(), &options(Target::TensorRt)).expect_err("no TensorRT here");
-    assert!(matches!(error, BuildError::BackendUnavailable { target: "tensorrt", .. }), "{error:?}");
+    let error = skyreels_engines::build(engine_dir.path(), &options(Target::TensorRt))
+        .expect_err("no TensorRT here");
+    assert!(
+        matches!(
+            error,
+            BuildError::BackendUnavailable {
+                target: "tensorrt",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     let message = error.to_string();
     eprintln!("{message}");
-    assert!(message.contains("libnvinfer.so.10 (TensorRT 10) is not on the library path"), "{message}");
-    assert!(message.contains("fix: ") && message.contains("install TensorRT 10"), "{message}");
+    assert!(
+        message.contains("libnvinfer.so.10 (TensorRT 10) is not on the library path"),
+        "{message}"
+    );
+    assert!(
+        message.contains("fix: ") && message.contains("install TensorRT 10"),
+        "{message}"
+    );
 
     let error = skyreels_engines::build(engine_dir.path(), &options(Target::Cuda));
     if no_gpu {
         let message = error.expect_err("no GPU here").to_string();
         eprintln!("{message}");
-        assert!(message.starts_with("cannot build for cuda here:"), "{message}");
+        assert!(
+            message.starts_with("cannot build for cuda here:"),
+            "{message}"
+        );
         assert!(message.contains("no NVIDIA GPU 0"), "{message}");
     }
-    assert_eq!(fs_err::read_dir(engine_dir.path()).expect("dir").count(), files_before, "a failed build writes nothing");
-    assert!(Manifest::load(engine_dir.path()).expect("manifest").build.is_none());
+    assert_eq!(
+        fs_err::read_dir(engine_dir.path()).expect("dir").count(),
+        files_before,
+        "a failed build writes nothing"
+    );
+    assert!(
+        Manifest::load(engine_dir.path())
+            .expect("manifest")
+            .build
+            .is_none()
+    );
 }
 
 /// What our graphs use that TensorRT 10.15 does not take as is, by graph file. Each entry is
@@ -202,7 +341,11 @@ const TENSORRT_ALLOWED: &[(&str, &str)] = &[
 
 fn report(label: &str, coverages: &[(String, Coverage)]) {
     for (file, coverage) in coverages {
-        let ops: Vec<String> = coverage.operators.iter().map(|(op, n)| format!("{op}×{n}")).collect();
+        let ops: Vec<String> = coverage
+            .operators
+            .iter()
+            .map(|(op, n)| format!("{op}×{n}"))
+            .collect();
         eprintln!("tensorrt coverage [{label}] {file}: {}", ops.join(" "));
         if !coverage.unsupported.is_empty() {
             eprintln!("  unsupported by TensorRT: {:?}", coverage.unsupported);
@@ -217,7 +360,12 @@ fn coverages(engine_dir: &Path, operators: &TensorRtOperators) -> Vec<(String, C
     let manifest = Manifest::load(engine_dir).expect("manifest");
     graph_entries(&manifest)
         .into_iter()
-        .map(|(_, entry)| (entry.file.clone(), coverage_of_file(&engine_dir.join(&entry.file), operators).expect("coverage")))
+        .map(|(_, entry)| {
+            (
+                entry.file.clone(),
+                coverage_of_file(&engine_dir.join(&entry.file), operators).expect("coverage"),
+            )
+        })
         .collect()
 }
 
@@ -227,12 +375,27 @@ fn tensorrt_supports_every_operator_of_the_matmul_attention_export() {
     let matmul = export_tiny(AttentionKind::MatMul);
     let matmul = coverages(matmul.path(), &operators);
     report("matmul attention", &matmul);
-    assert_eq!(matmul.len(), 9, "DiT embed/blocks/head/blocks_causal, 4 VAE graphs, text encoder");
+    assert_eq!(
+        matmul.len(),
+        9,
+        "DiT embed/blocks/head/blocks_causal, 4 VAE graphs, text encoder"
+    );
     for (file, coverage) in &matmul {
         let allowed = |kind: &str| TENSORRT_ALLOWED.contains(&(file.as_str(), kind));
-        assert!(coverage.unsupported.is_empty(), "{file}: TensorRT does not parse {:?}", coverage.unsupported);
-        assert!(coverage.float64.is_empty() || allowed("float64"), "{file}: float64 values {:?}", coverage.float64);
-        assert!(!allowed("float64") || !coverage.float64.is_empty(), "{file}: allow-listed float64 is gone; drop it from TENSORRT_ALLOWED");
+        assert!(
+            coverage.unsupported.is_empty(),
+            "{file}: TensorRT does not parse {:?}",
+            coverage.unsupported
+        );
+        assert!(
+            coverage.float64.is_empty() || allowed("float64"),
+            "{file}: float64 values {:?}",
+            coverage.float64
+        );
+        assert!(
+            !allowed("float64") || !coverage.float64.is_empty(),
+            "{file}: allow-listed float64 is gone; drop it from TENSORRT_ALLOWED"
+        );
     }
 
     let contrib = export_tiny(AttentionKind::ContribMha);
@@ -245,6 +408,12 @@ fn tensorrt_supports_every_operator_of_the_matmul_attention_export() {
         }
     }
     eprintln!("the contrib-mha export would need TensorRT to take: {needed:?}");
-    assert!(needed.keys().all(|op| op.starts_with("com.microsoft.")), "only ONNX Runtime contrib operators are missing: {needed:?}");
-    assert!(needed.contains_key("com.microsoft.MultiHeadAttention"), "{needed:?}");
+    assert!(
+        needed.keys().all(|op| op.starts_with("com.microsoft.")),
+        "only ONNX Runtime contrib operators are missing: {needed:?}"
+    );
+    assert!(
+        needed.contains_key("com.microsoft.MultiHeadAttention"),
+        "{needed:?}"
+    );
 }

@@ -1,8 +1,8 @@
 //! The one integration-test binary: parity against the reference fixtures and end-to-end runs.
 
 mod dit_parity;
+mod engines;
+mod image_encoder;
 mod pipeline_parity;
 mod text_encoder;
 mod vae_parity;
-mod image_encoder;
-mod engines;

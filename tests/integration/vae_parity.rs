@@ -4,17 +4,22 @@
 use std::path::Path;
 
 use skyreels_exporter::vae::{self, VaeExportOptions};
+use skyreels_runtime::Tensor;
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::session::Backend;
 use skyreels_runtime::vae::{DecodeState, VaeDecoder, VaeEncoder, clamp_video};
-use skyreels_runtime::Tensor;
 use skyreels_tests::{fixtures_dir, float, read_safetensors, require_onnxruntime};
 
 const TOLERANCE: f32 = 1e-4;
 
 fn export_engine(checkpoint: &Path) -> tempfile::TempDir {
     let out = tempfile::tempdir().expect("tempdir");
-    let export = vae::export(checkpoint, out.path(), &VaeExportOptions { link_weights: true }).expect("export");
+    let export = vae::export(
+        checkpoint,
+        out.path(),
+        &VaeExportOptions { link_weights: true },
+    )
+    .expect("export");
     let manifest = skyreels_contract::Manifest {
         vae: Some(export.component),
         ..skyreels_tests::cpu_manifest("matmul")
@@ -39,29 +44,47 @@ fn backend() -> Backend {
 fn assert_parity(label: &str, checkpoint: &Path, cases_file: &str) {
     require_onnxruntime();
     let (cases, _) = read_safetensors(&fixtures_dir().join("vae").join(cases_file)).expect("cases");
-    let case = |name: &str| float(&cases, name).unwrap_or_else(|| panic!("fixture tensor `{name}`"));
+    let case =
+        |name: &str| float(&cases, name).unwrap_or_else(|| panic!("fixture tensor `{name}`"));
     let engine_dir = export_engine(checkpoint);
     let engine = Engine::open(engine_dir.path()).expect("engine");
 
     let mut encoder = VaeEncoder::load(&engine, &backend()).expect("load encoder");
     let latents = encoder.encode(case("encode_video")).expect("encode");
     let error = latents.max_abs_diff(case("encode_latents"));
-    eprintln!("vae parity {label}: encode {:?} max-abs {error:.3e}", latents.shape);
-    assert!(error <= TOLERANCE, "{label}: encode max-abs {error} > {TOLERANCE}");
+    eprintln!(
+        "vae parity {label}: encode {:?} max-abs {error:.3e}",
+        latents.shape
+    );
+    assert!(
+        error <= TOLERANCE,
+        "{label}: encode max-abs {error} > {TOLERANCE}"
+    );
 
     let mut decoder = VaeDecoder::load(&engine, &backend()).expect("load decoder");
-    let unclamped = decoder.decode_unclamped(case("decode_latents")).expect("decode");
+    let unclamped = decoder
+        .decode_unclamped(case("decode_latents"))
+        .expect("decode");
     let expected = case("decode_video_unclamped");
     let error = unclamped.max_abs_diff(expected);
-    eprintln!("vae parity {label}: decode {:?} before the clamp max-abs {error:.3e}", unclamped.shape);
-    assert!(error <= TOLERANCE, "{label}: decode (unclamped) max-abs {error} > {TOLERANCE}");
+    eprintln!(
+        "vae parity {label}: decode {:?} before the clamp max-abs {error:.3e}",
+        unclamped.shape
+    );
+    assert!(
+        error <= TOLERANCE,
+        "{label}: decode (unclamped) max-abs {error} > {TOLERANCE}"
+    );
 
     let video = decoder.decode(case("decode_latents")).expect("decode");
     let mut expected_clamped = expected.clone();
     clamp_video(&mut expected_clamped);
     let error = video.max_abs_diff(&expected_clamped);
     eprintln!("vae parity {label}: decode clamped max-abs {error:.3e}");
-    assert!(error <= TOLERANCE, "{label}: decode (clamped) max-abs {error} > {TOLERANCE}");
+    assert!(
+        error <= TOLERANCE,
+        "{label}: decode (clamped) max-abs {error} > {TOLERANCE}"
+    );
     assert!(video.data.iter().all(|v| (-1.0..=1.0).contains(v)));
 }
 
@@ -82,11 +105,19 @@ fn vae_pth_checkpoint_matches_diffusers() {
 
 /// Frames `start..start + count` of a `[B, C, T, H, W]` tensor.
 fn frames(tensor: &Tensor, start: usize, count: usize) -> Tensor {
-    let [b, c, t, h, w] = [tensor.shape[0], tensor.shape[1], tensor.shape[2], tensor.shape[3], tensor.shape[4]];
+    let [b, c, t, h, w] = [
+        tensor.shape[0],
+        tensor.shape[1],
+        tensor.shape[2],
+        tensor.shape[3],
+        tensor.shape[4],
+    ];
     let plane = h * w;
     let mut data = Vec::new();
     for bc in 0..b * c {
-        data.extend_from_slice(&tensor.data[(bc * t + start) * plane..(bc * t + start + count) * plane]);
+        data.extend_from_slice(
+            &tensor.data[(bc * t + start) * plane..(bc * t + start + count) * plane],
+        );
     }
     Tensor::new(vec![b, c, count, h, w], data).expect("frames")
 }
@@ -94,20 +125,29 @@ fn frames(tensor: &Tensor, start: usize, count: usize) -> Tensor {
 #[test]
 fn vae_is_causal_and_streams_frame_by_frame() {
     require_onnxruntime();
-    let (cases, _) = read_safetensors(&fixtures_dir().join("vae").join("cases.safetensors")).expect("cases");
+    let (cases, _) =
+        read_safetensors(&fixtures_dir().join("vae").join("cases.safetensors")).expect("cases");
     let latents = float(&cases, "decode_latents").expect("decode_latents");
     let engine_dir = export_engine(&checkpoint("diffusers"));
     let engine = Engine::open(engine_dir.path()).expect("engine");
     let mut decoder = VaeDecoder::load(&engine, &backend()).expect("load decoder");
     let full = decoder.decode_unclamped(latents).expect("decode all");
-    let shorter = decoder.decode_unclamped(&frames(latents, 0, 3)).expect("decode three");
+    let shorter = decoder
+        .decode_unclamped(&frames(latents, 0, 3))
+        .expect("decode three");
     assert_eq!(shorter.shape[2], 9);
-    assert_eq!(shorter, frames(&full, 0, 9), "decoding F-1 latents must give the first frames of decoding F");
+    assert_eq!(
+        shorter,
+        frames(&full, 0, 9),
+        "decoding F-1 latents must give the first frames of decoding F"
+    );
 
     let mut state = DecodeState::default();
     let mut produced = Vec::new();
     for index in 0..latents.shape[2] {
-        let chunk = decoder.decode_frame(&mut state, &frames(latents, index, 1)).expect("decode frame");
+        let chunk = decoder
+            .decode_frame(&mut state, &frames(latents, index, 1))
+            .expect("decode frame");
         assert_eq!(chunk.shape[2], if index == 0 { 1 } else { 4 });
         produced.push((index, chunk));
     }
@@ -121,16 +161,33 @@ fn vae_is_causal_and_streams_frame_by_frame() {
     let mut encoder = VaeEncoder::load(&engine, &backend()).expect("load encoder");
     let all = encoder.encode(video).expect("encode all");
     let prefix = encoder.encode(&frames(video, 0, 5)).expect("encode five");
-    assert_eq!(prefix, frames(&all, 0, 2), "encoding the first 5 frames must give the first 2 latents");
-    assert!(encoder.encode(&frames(video, 0, 4)).is_err(), "4 frames are not 1 + 4k");
+    assert_eq!(
+        prefix,
+        frames(&all, 0, 2),
+        "encoding the first 5 frames must give the first 2 latents"
+    );
+    assert!(
+        encoder.encode(&frames(video, 0, 4)).is_err(),
+        "4 frames are not 1 + 4k"
+    );
 }
 
 #[test]
 fn vae_graph_structure() {
     let out = tempfile::tempdir().expect("tempdir");
-    let export = vae::export(&checkpoint("diffusers"), out.path(), &VaeExportOptions { link_weights: false }).expect("export");
+    let export = vae::export(
+        &checkpoint("diffusers"),
+        out.path(),
+        &VaeExportOptions {
+            link_weights: false,
+        },
+    )
+    .expect("export");
     for entry in &export.component.graphs {
         let graph = skyreels_graph::Model::load(&out.path().join(&entry.file)).expect("load");
-        insta::assert_snapshot!(format!("vae_tiny_{}", entry.name), skyreels_graph::dump_model(&graph));
+        insta::assert_snapshot!(
+            format!("vae_tiny_{}", entry.name),
+            skyreels_graph::dump_model(&graph)
+        );
     }
 }

@@ -39,6 +39,7 @@ import diffusers
 import diffusers.utils.torch_utils as diffusers_torch_utils
 from diffusers import (
     AutoencoderKLWan,
+    SkyReelsV2DiffusionForcingImageToVideoPipeline,
     SkyReelsV2DiffusionForcingPipeline,
     SkyReelsV2DiffusionForcingVideoToVideoPipeline,
     SkyReelsV2ImageToVideoPipeline,
@@ -49,6 +50,7 @@ from diffusers import (
 from diffusers.pipelines.skyreels_v2 import (
     pipeline_skyreels_v2,
     pipeline_skyreels_v2_diffusion_forcing,
+    pipeline_skyreels_v2_diffusion_forcing_i2v,
     pipeline_skyreels_v2_diffusion_forcing_v2v,
     pipeline_skyreels_v2_i2v,
 )
@@ -70,6 +72,7 @@ NEGATIVE_PROMPT_LENGTH = 5
 PIPELINES = {
     "df": (SkyReelsV2DiffusionForcingPipeline, pipeline_skyreels_v2_diffusion_forcing),
     "v2v": (SkyReelsV2DiffusionForcingVideoToVideoPipeline, pipeline_skyreels_v2_diffusion_forcing_v2v),
+    "dfi2v": (SkyReelsV2DiffusionForcingImageToVideoPipeline, pipeline_skyreels_v2_diffusion_forcing_i2v),
     "t2v": (SkyReelsV2Pipeline, pipeline_skyreels_v2),
     "i2v": (SkyReelsV2ImageToVideoPipeline, pipeline_skyreels_v2_i2v),
 }
@@ -148,6 +151,20 @@ CASES = {
         video_frames=9,
         call=dict(COMMON, num_frames=21, guidance_scale=6.0, base_num_frames=13, overlap_history=5, addnoise_condition=20, ar_step=0),
     ),
+    # Diffusion forcing from a first image (a clean 1-latent prefix, re-noised by addnoise).
+    "df_image": dict(
+        pipeline="dfi2v", model="df", shift=8.0, call=dict(COMMON, num_frames=9, guidance_scale=6.0, addnoise_condition=20, ar_step=0)
+    ),
+    # First and last image, asynchronous: the last image is one extra clean latent at t = 0.
+    "df_first_last": dict(
+        pipeline="dfi2v",
+        model="df",
+        shift=8.0,
+        last_image=True,
+        call=dict(COMMON, num_frames=9, guidance_scale=6.0, ar_step=2, causal_block_size=1),
+    ),
+    # (No long first-to-last case: diffusers 0.42.1 crashes there, adding the overlap length instead
+    # of the end latent's to the last window's base length; the runtime follows upstream.)
     "t2v": dict(pipeline="t2v", model="t2v", shift=8.0, call=dict(COMMON, num_frames=9, guidance_scale=6.0)),
     # I2V: the docs' I2V settings (guidance 5, flow_shift 5).
     "i2v": dict(pipeline="i2v", model="i2v", shift=5.0, call=dict(COMMON, num_frames=9, guidance_scale=5.0)),
@@ -356,6 +373,10 @@ def make_inputs(name: str, spec: dict) -> dict:
         inputs["image_embeds"] = torch.randn(1, IMAGE_TOKENS, image_dim, generator=generator)
     if spec["pipeline"] == "v2v":
         inputs["video_pixels"] = pixels01(generator, spec["video_frames"], call["height"], call["width"])
+    if spec["pipeline"] == "dfi2v":
+        inputs["image_pixels"] = pixels01(generator, 1, call["height"], call["width"])[:, :, 0]
+        if spec.get("last_image"):
+            inputs["last_image_pixels"] = pixels01(generator, 1, call["height"], call["width"])[:, :, 0]
     return inputs
 
 
@@ -391,7 +412,12 @@ class Recorder:
                 latents, frames, prefix, prefix_frames = result
                 segment["num_latent_frames"] = int(frames)
                 segment["prefix_latent_frames"] = int(prefix_frames)
-                segment["prefix"] = None if prefix is None else prefix.detach().clone()
+                if isinstance(pipe, SkyReelsV2DiffusionForcingImageToVideoPipeline) and prefix is not None and prefix.shape[0] == 2:
+                    # First window with a last image: the images are encoded as a batch of two.
+                    segment["prefix"] = prefix[:1].detach().clone()
+                    self.captured["end_latent"] = prefix[1:].detach().clone()
+                else:
+                    segment["prefix"] = None if prefix is None else prefix.detach().clone()
             else:
                 segment["num_latent_frames"] = result.shape[2]
                 segment["prefix_latent_frames"] = 0
@@ -404,10 +430,11 @@ class Recorder:
 
             def generate_timestep_matrix(*args, **kwargs):
                 step_matrix, step_index, update_mask, valid_interval = original_matrix(*args, **kwargs)
+                # Kept by reference: a pipeline with a last image zeroes its column in place afterwards.
                 self.segments[-1].update(
-                    step_matrix=step_matrix.clone(),
+                    step_matrix=step_matrix,
                     step_index=step_index.clone(),
-                    update_mask=update_mask.clone(),
+                    update_mask=update_mask,
                     valid_interval=[(int(s), int(e)) for s, e in valid_interval],
                     matrix_args=dict(
                         num_latent_frames=int(args[0]),
@@ -434,6 +461,8 @@ class Recorder:
             image = original_preprocess(*args, **kwargs)
             if "video" not in self.captured and isinstance(pipe, SkyReelsV2ImageToVideoPipeline):
                 self.captured["image"] = image.detach().clone()
+            if isinstance(pipe, SkyReelsV2DiffusionForcingImageToVideoPipeline):
+                self.captured.setdefault("images", []).append(image.detach().clone())
             return image
 
         processor.preprocess_video = preprocess_video
@@ -507,7 +536,7 @@ def build_pipeline(spec: dict):
     transformer = load_transformer(spec["model"])
     scheduler = make_scheduler(spec["shift"])
     components = dict(tokenizer=None, text_encoder=None, transformer=transformer, scheduler=scheduler)
-    components["vae"] = load_vae() if spec["pipeline"] in ("i2v", "v2v") else None
+    components["vae"] = load_vae() if spec["pipeline"] in ("i2v", "v2v", "dfi2v") else None
     if spec["pipeline"] == "i2v":
         components.update(image_encoder=None, image_processor=None)
     pipe = cls(**components)
@@ -534,6 +563,10 @@ def run_case(name: str, spec: dict, inputs: dict, tape: NoiseTape) -> dict:
         kwargs["image"] = inputs["image_pixels"].clone()
     if spec["pipeline"] == "v2v":
         kwargs["video"] = inputs["video_pixels"].permute(0, 2, 1, 3, 4).contiguous()  # [B,T,C,H,W]
+    if spec["pipeline"] == "dfi2v":
+        kwargs["image"] = inputs["image_pixels"].clone()
+        if "last_image_pixels" in inputs:
+            kwargs["last_image"] = inputs["last_image_pixels"].clone()
     torch.manual_seed(12345)
     global_rng = torch.get_rng_state()
     try:
@@ -584,16 +617,17 @@ def expected_windows(spec: dict) -> list:
     if spec["pipeline"] in ("t2v", "i2v"):
         return [(total, 0)]
     long_video = spec["pipeline"] == "v2v" or (call.get("overlap_history") is not None and call["num_frames"] > call.get("base_num_frames", 97))
+    first_prefix = 1 if spec["pipeline"] == "dfi2v" else 0
     if not long_video:
-        return [(total, 0)]
+        return [(total, first_prefix)]
     base = latent_frames(call["base_num_frames"])
     overlap = latent_frames(call["overlap_history"])
     n_iter = 1 + (total - base - 1) // (base - overlap) + 1
     prefix = overlap - overlap % block
     windows = []
     for i in range(n_iter):
-        if spec["pipeline"] == "df" and i == 0:
-            windows.append((base, 0))
+        if spec["pipeline"] in ("df", "dfi2v") and i == 0:
+            windows.append((base, first_prefix))
         else:
             finished = i * (base - overlap) + overlap
             windows.append((min(total - finished + overlap, base), prefix))
@@ -625,6 +659,13 @@ def build_case_files(name: str, spec: dict, inputs: dict, result: dict, tape: No
         video = recorder.captured["video"]  # [1,3,T,H,W] in [-1,1], as the pipeline used it
         assert torch.equal(video, inputs["video_pixels"] * 2.0 - 1.0)
         input_tensors["video"] = video
+    if spec["pipeline"] == "dfi2v":
+        images = recorder.captured["images"]  # [1,3,H,W] in [-1,1] each, as the pipeline used them
+        assert torch.equal(images[0], inputs["image_pixels"] * 2.0 - 1.0)
+        input_tensors["image"] = images[0].unsqueeze(2).contiguous()
+        if "last_image_pixels" in inputs:
+            assert torch.equal(images[1], inputs["last_image_pixels"] * 2.0 - 1.0)
+            input_tensors["last_image"] = images[1].unsqueeze(2).contiguous()
 
     noise = {str(i): draw.float() for i, draw in enumerate(tape.draws)}
 
@@ -638,6 +679,8 @@ def build_case_files(name: str, spec: dict, inputs: dict, result: dict, tape: No
             expected[f"segment.{k}.prefix"] = segment["prefix"].float()
     if spec["pipeline"] == "i2v":
         expected["condition"] = recorder.captured["condition"].float()
+    if "end_latent" in recorder.captured:
+        expected["end_latent"] = recorder.captured["end_latent"].float()
 
     # ---- case.json ----------------------------------------------------------------------------
     rows = []
@@ -744,6 +787,9 @@ def build_case_files(name: str, spec: dict, inputs: dict, result: dict, tape: No
         assert recorder.captured.get("encode_image_calls") == 1
     if spec["pipeline"] == "v2v":
         case["video_frames"] = spec["video_frames"]
+    if spec["pipeline"] == "dfi2v":
+        case["last_image"] = bool(spec.get("last_image"))
+        case["end_latent_frames"] = 1 if spec.get("last_image") else 0
     return input_tensors, noise, expected, case
 
 
@@ -764,13 +810,17 @@ def check_case(name: str, spec: dict, case: dict, expected: dict, noise: dict, i
 
     block = call.get("causal_block_size") or 1
     total_calls = 0
-    for segment, (frames, prefix) in zip(case["segments"], windows):
+    for k, (segment, (frames, prefix)) in enumerate(zip(case["segments"], windows)):
+        # A last image joins the last window as one extra clean latent at t = 0, never stepped.
+        end = case.get("end_latent_frames", 0) if k == len(windows) - 1 else 0
         if spec["pipeline"] in ("t2v", "i2v"):
             rows = steps
         else:
-            rows = expected_rows(steps, frames, prefix, call.get("ar_step", 0), block)
+            rows = expected_rows(steps, frames + end, prefix, call.get("ar_step", 0), block)
             assert len(segment["step_matrix"]) == rows
-            assert all(v == [0, frames] for v in segment["valid_interval"]), f"{name}: valid_interval {segment['valid_interval']}"
+            assert all(v == [0, frames + end] for v in segment["valid_interval"]), f"{name}: valid_interval {segment['valid_interval']}"
+            if end:
+                assert all(row[-1] == 0 for row in segment["step_matrix"]) and not any(row[-1] for row in segment["update_mask"])
         assert segment["rows"] == rows, f"{name}: {segment['rows']} rows, expected {rows}"
         assert segment["transformer_calls"] == rows * case["calls_per_row"]
         total_calls += segment["transformer_calls"]
@@ -838,6 +888,23 @@ def check_case(name: str, spec: dict, case: dict, expected: dict, noise: dict, i
         assert torch.equal(expected["segment.0.prefix"], want), f"{name}: extension prefix is not the encoded video tail"
         assert torch.equal(expected["segment.0.latents"][:, :, : want.shape[2]], want)
         lines.append("extension prefix == normalised VAE mode of the last overlap_history frames")
+    if spec["pipeline"] == "dfi2v":
+        # First image: window 0's prefix is the normalised posterior mode of the image alone; a last
+        # image is encoded the same way (diffusers batches the two) and ends the output unchanged.
+        for key, want_key in (("image", "segment.0.prefix"), ("last_image", "end_latent")):
+            if key not in inputs:
+                continue
+            with torch.no_grad():
+                mode = vae.encode(inputs[key]).latent_dist.mode()
+            want = (mode - mean) * inverse_std
+            diff = (expected[want_key] - want).abs().max().item()
+            assert diff < 1e-5, f"{name}: {want_key} is not the encoded {key} ({diff})"
+        assert torch.equal(expected["segment.0.prefix"], expected["trace.0"][-1][:, :, :1]), f"{name}: the image prefix changed"
+        if "end_latent" in expected:
+            assert torch.equal(expected["latents"][:, :, -1:], expected["end_latent"]), f"{name}: the end latent changed"
+            lines.append("prefix == normalised VAE mode of the image; the last image's latent ends the output unchanged")
+        else:
+            lines.append("prefix == normalised VAE mode of the image and stays clean")
     if spec["pipeline"] == "i2v":
         frames = call["num_frames"]
         image = inputs["image"]
@@ -895,6 +962,14 @@ def sensitivity(name: str, spec: dict, inputs: dict, noise: dict, expected: dict
         diff = (result["latents"] - expected["latents"]).abs().max().item()
         assert diff > 1e-3, f"{name}: image_embeds change the output by only {diff}"
         lines.append(f"zero image_embeds: max-abs {diff:.3e}")
+    if spec["pipeline"] == "dfi2v":
+        for key in ("image_pixels", "last_image_pixels"):
+            if key in inputs:
+                blank = dict(inputs, **{key: torch.zeros_like(inputs[key])})
+                result = replay(name, spec, blank, noise)
+                diff = (result["latents"][:, :, :-1] - expected["latents"][:, :, :-1]).abs().max().item()
+                assert diff > 1e-3, f"{name}: {key} changes the output by only {diff}"
+                lines.append(f"zero {key}: max-abs {diff:.3e} (last frame excluded)")
     if spec["pipeline"] == "v2v":
         other = dict(inputs, video_pixels=inputs["video_pixels"].flip(2))
         result = replay(name, spec, other, noise)
@@ -936,11 +1011,15 @@ def verify(name: str, spec: dict) -> list:
     replay_inputs = {k: inputs[k] for k in ("prompt_embeds", "negative_prompt_embeds", "image_embeds") if k in inputs}
     if "image" in inputs:
         replay_inputs["image_pixels"] = inputs["image"][:, :, 0]
+    if "last_image" in inputs:
+        replay_inputs["last_image_pixels"] = inputs["last_image"][:, :, 0]
     if "video" in inputs:
         replay_inputs["video_pixels"] = inputs["video"]
     result = replay(name, spec, replay_inputs, noise)
-    if "image" in inputs:
+    if "image" in inputs and spec["pipeline"] == "i2v":
         assert torch.equal(result["recorder"].captured["image"], inputs["image"][:, :, 0])
+    if spec["pipeline"] == "dfi2v":
+        assert torch.equal(result["recorder"].captured["images"][0], inputs["image"][:, :, 0])
     if "video" in inputs:
         assert torch.equal(result["recorder"].captured["video"], inputs["video"])
     assert torch.equal(result["latents"], expected["latents"]), f"{name}: replaying the recorded noise does not reproduce the latents"

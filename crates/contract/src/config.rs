@@ -63,14 +63,24 @@ impl DitConfig {
     /// Checks internal consistency; returns a message naming the bad field.
     pub fn validate(&self) -> Result<(), String> {
         if self.num_heads == 0 || self.dim % self.num_heads != 0 {
-            return Err(format!("dim {} is not divisible by num_heads {}", self.dim, self.num_heads));
+            return Err(format!(
+                "dim {} is not divisible by num_heads {}",
+                self.dim, self.num_heads
+            ));
         }
         if self.head_dim() % 2 != 0 {
-            return Err(format!("head dim {} must be even for rotary embeddings", self.head_dim()));
+            return Err(format!(
+                "head dim {} must be even for rotary embeddings",
+                self.head_dim()
+            ));
         }
         match self.model_type {
-            ModelType::I2v if self.image_dim.is_none() => Err("an i2v model needs image_dim".into()),
-            ModelType::T2v if self.image_dim.is_some() => Err("a t2v model has no image_dim".into()),
+            ModelType::I2v if self.image_dim.is_none() => {
+                Err("an i2v model needs image_dim".into())
+            }
+            ModelType::T2v if self.image_dim.is_some() => {
+                Err("a t2v model has no image_dim".into())
+            }
             _ => Ok(()),
         }
     }

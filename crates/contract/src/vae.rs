@@ -50,20 +50,22 @@ pub mod io {
 
     /// The cache input fed by the cache output `output_name`, if it is one.
     pub fn cache_input_for(output_name: &str) -> Option<String> {
-        output_name.strip_prefix(CACHE_OUT_PREFIX).map(|slot| format!("{CACHE_IN_PREFIX}{slot}"))
+        output_name
+            .strip_prefix(CACHE_OUT_PREFIX)
+            .map(|slot| format!("{CACHE_IN_PREFIX}{slot}"))
     }
 }
 
 /// Wan 2.1 latent means per channel (`WanVAE` in upstream `vae.py`, diffusers `latents_mean`).
 pub const WAN21_LATENTS_MEAN: [f32; 16] = [
-    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508, 0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497,
-    0.2503, -0.2921,
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508, 0.4134, -0.0715, 0.5517,
+    -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
 ];
 
 /// Wan 2.1 latent standard deviations per channel (diffusers `latents_std`).
 pub const WAN21_LATENTS_STD: [f32; 16] = [
-    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743, 3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251,
-    1.9160,
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743, 3.2687, 2.1526, 2.8652, 1.5579,
+    1.6382, 1.1253, 2.8251, 1.9160,
 ];
 
 /// Architecture of a Wan 2.1 causal 3D VAE plus its latent normalisation.
@@ -113,7 +115,11 @@ impl VaeConfig {
 
     /// Video frames for `latent_frames` latents: `1 + 4·(F − 1)`.
     pub fn video_frames(&self, latent_frames: usize) -> usize {
-        if latent_frames == 0 { 0 } else { 1 + self.temporal_compression() * (latent_frames - 1) }
+        if latent_frames == 0 {
+            0
+        } else {
+            1 + self.temporal_compression() * (latent_frames - 1)
+        }
     }
 
     /// Checks internal consistency; returns a message naming the bad field.
@@ -137,7 +143,9 @@ impl VaeConfig {
             ));
         }
         if let Some(s) = self.latents_std.iter().find(|s| s.is_nan() || **s <= 0.0) {
-            return Err(format!("latents_std holds {s}; every value must be positive"));
+            return Err(format!(
+                "latents_std holds {s}; every value must be positive"
+            ));
         }
         Ok(())
     }
@@ -171,7 +179,10 @@ mod tests {
         assert_eq!(config.spatial_compression(), 8);
         assert_eq!(config.temporal_compression(), 4);
         assert_eq!(config.video_frames(21), 81);
-        assert_eq!(io::cache_input_for("cache_out.decoder.conv1").as_deref(), Some("cache_in.decoder.conv1"));
+        assert_eq!(
+            io::cache_input_for("cache_out.decoder.conv1").as_deref(),
+            Some("cache_in.decoder.conv1")
+        );
         assert_eq!(io::cache_input_for("video"), None);
     }
 }

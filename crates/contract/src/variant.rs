@@ -49,7 +49,11 @@ impl Resolution {
 
     /// The class of a requested frame size: 720P from 720×1280 pixels up (either orientation), else 540P.
     pub fn of_size(height: usize, width: usize) -> Resolution {
-        if height * width >= 720 * 1280 { Resolution::P720 } else { Resolution::P540 }
+        if height * width >= 720 * 1280 {
+            Resolution::P720
+        } else {
+            Resolution::P540
+        }
     }
 }
 
@@ -118,7 +122,11 @@ pub struct TeaCacheDefaults {
 impl TeaCacheDefaults {
     /// The polynomial for the chosen probe.
     pub fn coefficients(&self, use_retention: bool) -> [f64; 5] {
-        if use_retention { self.coefficients_with_retention } else { self.coefficients_without_retention }
+        if use_retention {
+            self.coefficients_with_retention
+        } else {
+            self.coefficients_without_retention
+        }
     }
 }
 
@@ -147,14 +155,38 @@ pub struct ModelVariant {
 
 /// `configs/models/*.yaml`, embedded so the binaries work without a configs directory.
 const BUILTIN: [(&str, &str); 8] = [
-    ("df-1.3b-540p", include_str!("../../../configs/models/df-1.3b-540p.yaml")),
-    ("df-14b-540p", include_str!("../../../configs/models/df-14b-540p.yaml")),
-    ("df-14b-720p", include_str!("../../../configs/models/df-14b-720p.yaml")),
-    ("t2v-14b-540p", include_str!("../../../configs/models/t2v-14b-540p.yaml")),
-    ("t2v-14b-720p", include_str!("../../../configs/models/t2v-14b-720p.yaml")),
-    ("i2v-1.3b-540p", include_str!("../../../configs/models/i2v-1.3b-540p.yaml")),
-    ("i2v-14b-540p", include_str!("../../../configs/models/i2v-14b-540p.yaml")),
-    ("i2v-14b-720p", include_str!("../../../configs/models/i2v-14b-720p.yaml")),
+    (
+        "df-1.3b-540p",
+        include_str!("../../../configs/models/df-1.3b-540p.yaml"),
+    ),
+    (
+        "df-14b-540p",
+        include_str!("../../../configs/models/df-14b-540p.yaml"),
+    ),
+    (
+        "df-14b-720p",
+        include_str!("../../../configs/models/df-14b-720p.yaml"),
+    ),
+    (
+        "t2v-14b-540p",
+        include_str!("../../../configs/models/t2v-14b-540p.yaml"),
+    ),
+    (
+        "t2v-14b-720p",
+        include_str!("../../../configs/models/t2v-14b-720p.yaml"),
+    ),
+    (
+        "i2v-1.3b-540p",
+        include_str!("../../../configs/models/i2v-1.3b-540p.yaml"),
+    ),
+    (
+        "i2v-14b-540p",
+        include_str!("../../../configs/models/i2v-14b-540p.yaml"),
+    ),
+    (
+        "i2v-14b-720p",
+        include_str!("../../../configs/models/i2v-14b-720p.yaml"),
+    ),
 ];
 
 fn is_4k_plus_1(n: usize) -> bool {
@@ -182,7 +214,9 @@ impl ModelVariant {
             .iter()
             .map(|(name, text)| {
                 let origin = Path::new("configs/models").join(format!("{name}.yaml"));
-                ModelVariant::from_yaml(text, &origin).unwrap_or_else(|e| panic!("built-in variant config is broken (a build bug): {e}"))
+                ModelVariant::from_yaml(text, &origin).unwrap_or_else(|e| {
+                    panic!("built-in variant config is broken (a build bug): {e}")
+                })
             })
             .collect()
     }
@@ -197,20 +231,39 @@ impl ModelVariant {
         self.architecture.validate()?;
         let g = &self.generation;
         if !is_4k_plus_1(g.num_frames) {
-            return Err(format!("generation.num_frames {} is not of the form 4k+1", g.num_frames));
+            return Err(format!(
+                "generation.num_frames {} is not of the form 4k+1",
+                g.num_frames
+            ));
         }
-        if g.height == 0 || !g.height.is_multiple_of(16) || g.width == 0 || !g.width.is_multiple_of(16) {
-            return Err(format!("generation size {}x{} is not a multiple of 16", g.height, g.width));
+        if g.height == 0
+            || !g.height.is_multiple_of(16)
+            || g.width == 0
+            || !g.width.is_multiple_of(16)
+        {
+            return Err(format!(
+                "generation size {}x{} is not a multiple of 16",
+                g.height, g.width
+            ));
         }
         if (g.height, g.width) != self.resolution.size() {
-            return Err(format!("generation size {}x{} is not the {} size {:?}", g.height, g.width, self.resolution, self.resolution.size()));
+            return Err(format!(
+                "generation size {}x{} is not the {} size {:?}",
+                g.height,
+                g.width,
+                self.resolution,
+                self.resolution.size()
+            ));
         }
         if g.steps == 0 {
             return Err("generation.steps must be at least 1".into());
         }
         match (&self.diffusion_forcing, self.pipeline) {
             (Some(df), Pipeline::DiffusionForcing) => {
-                if !is_4k_plus_1(df.base_num_frames) || !is_4k_plus_1(df.overlap_history) || df.overlap_history >= df.base_num_frames {
+                if !is_4k_plus_1(df.base_num_frames)
+                    || !is_4k_plus_1(df.overlap_history)
+                    || df.overlap_history >= df.base_num_frames
+                {
                     return Err(format!(
                         "diffusion_forcing: base_num_frames {} and overlap_history {} must be 4k+1 with overlap < base",
                         df.base_num_frames, df.overlap_history
@@ -221,28 +274,48 @@ impl ModelVariant {
                 }
             }
             (None, Pipeline::Synchronous) => {}
-            (None, Pipeline::DiffusionForcing) => return Err("a diffusion_forcing model needs a diffusion_forcing section".into()),
-            (Some(_), Pipeline::Synchronous) => return Err("a synchronous model has no diffusion_forcing section".into()),
+            (None, Pipeline::DiffusionForcing) => {
+                return Err("a diffusion_forcing model needs a diffusion_forcing section".into());
+            }
+            (Some(_), Pipeline::Synchronous) => {
+                return Err("a synchronous model has no diffusion_forcing section".into());
+            }
         }
         let t = &self.teacache;
         for threshold in [t.threshold, t.threshold_with_retention] {
             if !(threshold.is_finite() && threshold > 0.0) {
-                return Err(format!("teacache threshold {threshold} must be a positive number"));
+                return Err(format!(
+                    "teacache threshold {threshold} must be a positive number"
+                ));
             }
         }
-        if t.coefficients_with_retention.iter().chain(&t.coefficients_without_retention).any(|c| !c.is_finite()) {
+        if t.coefficients_with_retention
+            .iter()
+            .chain(&t.coefficients_without_retention)
+            .any(|c| !c.is_finite())
+        {
             return Err("teacache coefficients must be finite numbers".into());
         }
         Ok(())
     }
 
     fn check(&self, origin: &Path) -> Result<(), YamlError> {
-        let stem = origin.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let stem = origin
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         let mut result = self.validate();
         if result.is_ok() && stem != self.name {
-            result = Err(format!("name `{}` differs from the file name `{stem}`", self.name));
+            result = Err(format!(
+                "name `{}` differs from the file name `{stem}`",
+                self.name
+            ));
         }
-        result.map_err(|message| YamlError::Parse { path: origin.to_path_buf(), what: WHAT, message })
+        result.map_err(|message| YamlError::Parse {
+            path: origin.to_path_buf(),
+            what: WHAT,
+            message,
+        })
     }
 
     /// Whether `architecture` is this variant's (sizes, conditioning and the fps embedding;
@@ -277,7 +350,9 @@ pub enum RecognitionError {
         released: String,
     },
     /// The architecture is released, but not at the chosen resolution.
-    #[error("{model} was not released at {resolution} (released: {released})\n  fix: choose --resolution {released}")]
+    #[error(
+        "{model} was not released at {resolution} (released: {released})\n  fix: choose --resolution {released}"
+    )]
     NoSuchResolution {
         /// The model, e.g. `I2V-1.3B`.
         model: String,
@@ -287,7 +362,9 @@ pub enum RecognitionError {
         released: String,
     },
     /// Several released checkpoints share the architecture and the choices do not tell them apart.
-    #[error("{candidates} share this architecture at {resolution}\n  fix: choose the sampling loop (--pipeline diffusion-forcing or synchronous)")]
+    #[error(
+        "{candidates} share this architecture at {resolution}\n  fix: choose the sampling loop (--pipeline diffusion-forcing or synchronous)"
+    )]
     Ambiguous {
         /// The candidates' names.
         candidates: String,
@@ -309,12 +386,19 @@ pub fn describe_architecture(architecture: &DitConfig) -> String {
         architecture.num_heads,
         architecture.ffn_dim,
         architecture.in_dim,
-        if architecture.inject_sample_info { "with" } else { "no" }
+        if architecture.inject_sample_info {
+            "with"
+        } else {
+            "no"
+        }
     )
 }
 
 fn names<'a>(variants: impl Iterator<Item = &'a ModelVariant>) -> String {
-    variants.map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")
+    variants
+        .map(|v| v.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Picks the variant of a checkpoint: the variants whose architecture matches, at `resolution`;
@@ -325,27 +409,51 @@ pub fn recognise<'a>(
     resolution: Resolution,
     pipeline: Option<Pipeline>,
 ) -> Result<&'a ModelVariant, RecognitionError> {
-    let same_architecture: Vec<&ModelVariant> = variants.iter().filter(|v| v.matches(architecture)).collect();
+    let same_architecture: Vec<&ModelVariant> = variants
+        .iter()
+        .filter(|v| v.matches(architecture))
+        .collect();
     if same_architecture.is_empty() {
         return Err(RecognitionError::UnknownArchitecture {
             architecture: describe_architecture(architecture),
             released: names(variants.iter()),
         });
     }
-    let at_resolution: Vec<&ModelVariant> = same_architecture.iter().copied().filter(|v| v.resolution == resolution).collect();
+    let at_resolution: Vec<&ModelVariant> = same_architecture
+        .iter()
+        .copied()
+        .filter(|v| v.resolution == resolution)
+        .collect();
     if at_resolution.is_empty() {
-        let mut released: Vec<String> = same_architecture.iter().map(|v| v.resolution.to_string()).collect();
+        let mut released: Vec<String> = same_architecture
+            .iter()
+            .map(|v| v.resolution.to_string())
+            .collect();
         released.dedup();
-        let model = same_architecture[0].name.rsplit_once('-').map_or(same_architecture[0].name.as_str(), |(model, _)| model);
-        return Err(RecognitionError::NoSuchResolution { model: model.to_uppercase(), resolution, released: released.join(" or ") });
+        let model = same_architecture[0]
+            .name
+            .rsplit_once('-')
+            .map_or(same_architecture[0].name.as_str(), |(model, _)| model);
+        return Err(RecognitionError::NoSuchResolution {
+            model: model.to_uppercase(),
+            resolution,
+            released: released.join(" or "),
+        });
     }
     if let [only] = at_resolution[..] {
         return Ok(only);
     }
-    let chosen: Vec<&ModelVariant> = at_resolution.iter().copied().filter(|v| Some(v.pipeline) == pipeline).collect();
+    let chosen: Vec<&ModelVariant> = at_resolution
+        .iter()
+        .copied()
+        .filter(|v| Some(v.pipeline) == pipeline)
+        .collect();
     match chosen[..] {
         [only] => Ok(only),
-        _ => Err(RecognitionError::Ambiguous { candidates: names(at_resolution.into_iter()), resolution }),
+        _ => Err(RecognitionError::Ambiguous {
+            candidates: names(at_resolution.into_iter()),
+            resolution,
+        }),
     }
 }
 
@@ -364,8 +472,15 @@ mod tests {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "yaml") {
                 let variant = ModelVariant::load(&path).unwrap_or_else(|e| panic!("{e}"));
-                let builtin = ModelVariant::builtin().into_iter().find(|v| v.name == variant.name);
-                assert_eq!(builtin.as_ref(), Some(&variant), "{} is not embedded (add it to BUILTIN)", path.display());
+                let builtin = ModelVariant::builtin()
+                    .into_iter()
+                    .find(|v| v.name == variant.name);
+                assert_eq!(
+                    builtin.as_ref(),
+                    Some(&variant),
+                    "{} is not embedded (add it to BUILTIN)",
+                    path.display()
+                );
                 stems.push(variant.name);
             }
         }
@@ -380,23 +495,61 @@ mod tests {
         let variants = ModelVariant::builtin();
         let by_name = |name: &str| variants.iter().find(|v| v.name == name).unwrap();
         let df = by_name("df-1.3b-540p");
-        assert_eq!((df.architecture.dim, df.architecture.num_layers, df.architecture.num_heads), (1536, 30, 12));
+        assert_eq!(
+            (
+                df.architecture.dim,
+                df.architecture.num_layers,
+                df.architecture.num_heads
+            ),
+            (1536, 30, 12)
+        );
         assert!(df.architecture.inject_sample_info);
         assert_eq!(df.diffusion_forcing.as_ref().unwrap().base_num_frames, 97);
         assert_eq!(df.teacache.coefficients(true)[0], -5.21862437e4);
         let i2v = by_name("i2v-14b-720p");
-        assert_eq!((i2v.architecture.in_dim, i2v.architecture.image_dim), (36, Some(1280)));
-        assert_eq!((i2v.generation.height, i2v.generation.width, i2v.generation.num_frames), (720, 1280, 121));
-        assert_eq!(i2v.teacache.coefficients(false), [-114.36346466, 65.26524496, -18.82220707, 4.91518089, -0.23412683]);
-        assert_eq!(by_name("t2v-14b-540p").teacache, by_name("df-14b-720p").teacache);
+        assert_eq!(
+            (i2v.architecture.in_dim, i2v.architecture.image_dim),
+            (36, Some(1280))
+        );
+        assert_eq!(
+            (
+                i2v.generation.height,
+                i2v.generation.width,
+                i2v.generation.num_frames
+            ),
+            (720, 1280, 121)
+        );
+        assert_eq!(
+            i2v.teacache.coefficients(false),
+            [
+                -114.36346466,
+                65.26524496,
+                -18.82220707,
+                4.91518089,
+                -0.23412683
+            ]
+        );
+        assert_eq!(
+            by_name("t2v-14b-540p").teacache,
+            by_name("df-14b-720p").teacache
+        );
         for variant in &variants {
             let chinese = variant.generation.negative_prompt.starts_with("色调艳丽");
-            assert_eq!(chinese, variant.pipeline == Pipeline::DiffusionForcing, "{}", variant.name);
+            assert_eq!(
+                chinese,
+                variant.pipeline == Pipeline::DiffusionForcing,
+                "{}",
+                variant.name
+            );
         }
     }
 
     fn architecture(model_type: ModelType, large: bool, fps: bool) -> DitConfig {
-        let (dim, ffn_dim, num_heads, num_layers) = if large { (5120, 13824, 40, 40) } else { (1536, 8960, 12, 30) };
+        let (dim, ffn_dim, num_heads, num_layers) = if large {
+            (5120, 13824, 40, 40)
+        } else {
+            (1536, 8960, 12, 30)
+        };
         let i2v = model_type == ModelType::I2v;
         DitConfig {
             model_type,
@@ -424,17 +577,48 @@ mod tests {
         let variants = ModelVariant::builtin();
         let cases = [
             (architecture(T2v, false, true), P540, None, "df-1.3b-540p"),
-            (architecture(T2v, false, true), P540, Some(Sync), "df-1.3b-540p"),
-            (architecture(T2v, true, false), P540, Some(Df), "df-14b-540p"),
-            (architecture(T2v, true, false), P720, Some(Df), "df-14b-720p"),
-            (architecture(T2v, true, false), P540, Some(Sync), "t2v-14b-540p"),
-            (architecture(T2v, true, false), P720, Some(Sync), "t2v-14b-720p"),
+            (
+                architecture(T2v, false, true),
+                P540,
+                Some(Sync),
+                "df-1.3b-540p",
+            ),
+            (
+                architecture(T2v, true, false),
+                P540,
+                Some(Df),
+                "df-14b-540p",
+            ),
+            (
+                architecture(T2v, true, false),
+                P720,
+                Some(Df),
+                "df-14b-720p",
+            ),
+            (
+                architecture(T2v, true, false),
+                P540,
+                Some(Sync),
+                "t2v-14b-540p",
+            ),
+            (
+                architecture(T2v, true, false),
+                P720,
+                Some(Sync),
+                "t2v-14b-720p",
+            ),
             (architecture(I2v, false, false), P540, None, "i2v-1.3b-540p"),
-            (architecture(I2v, true, false), P540, Some(Df), "i2v-14b-540p"),
+            (
+                architecture(I2v, true, false),
+                P540,
+                Some(Df),
+                "i2v-14b-540p",
+            ),
             (architecture(I2v, true, false), P720, None, "i2v-14b-720p"),
         ];
         for (config, resolution, pipeline, expected) in cases {
-            let found = recognise(&variants, &config, resolution, pipeline).unwrap_or_else(|e| panic!("{expected}: {e}"));
+            let found = recognise(&variants, &config, resolution, pipeline)
+                .unwrap_or_else(|e| panic!("{expected}: {e}"));
             assert_eq!(found.name, expected);
         }
     }
@@ -442,17 +626,52 @@ mod tests {
     #[test]
     fn recognition_refuses_what_it_cannot_tell() {
         let variants = ModelVariant::builtin();
-        let ambiguous = recognise(&variants, &architecture(ModelType::T2v, true, false), Resolution::P540, None).unwrap_err();
-        assert!(ambiguous.to_string().contains("df-14b-540p, t2v-14b-540p") && ambiguous.to_string().contains("--pipeline"), "{ambiguous}");
-        let missing = recognise(&variants, &architecture(ModelType::I2v, false, false), Resolution::P720, None).unwrap_err();
-        assert!(missing.to_string().contains("I2V-1.3B was not released at 720P") && missing.to_string().contains("--resolution 540P"), "{missing}");
+        let ambiguous = recognise(
+            &variants,
+            &architecture(ModelType::T2v, true, false),
+            Resolution::P540,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            ambiguous.to_string().contains("df-14b-540p, t2v-14b-540p")
+                && ambiguous.to_string().contains("--pipeline"),
+            "{ambiguous}"
+        );
+        let missing = recognise(
+            &variants,
+            &architecture(ModelType::I2v, false, false),
+            Resolution::P720,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("I2V-1.3B was not released at 720P")
+                && missing.to_string().contains("--resolution 540P"),
+            "{missing}"
+        );
         let mut tiny = architecture(ModelType::T2v, false, true);
         tiny.dim = 24;
         tiny.num_layers = 2;
         let unknown = recognise(&variants, &tiny, Resolution::P540, None).unwrap_err();
-        assert!(unknown.to_string().contains("dim 24, 2 layers") && unknown.to_string().contains("fix:"), "{unknown}");
-        let t2v_1_3b = recognise(&variants, &architecture(ModelType::T2v, false, false), Resolution::P540, None).unwrap_err();
-        assert!(matches!(t2v_1_3b, RecognitionError::UnknownArchitecture { .. }), "T2V-1.3B was never released");
+        assert!(
+            unknown.to_string().contains("dim 24, 2 layers")
+                && unknown.to_string().contains("fix:"),
+            "{unknown}"
+        );
+        let t2v_1_3b = recognise(
+            &variants,
+            &architecture(ModelType::T2v, false, false),
+            Resolution::P540,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(t2v_1_3b, RecognitionError::UnknownArchitecture { .. }),
+            "T2V-1.3B was never released"
+        );
     }
 
     #[test]
@@ -468,14 +687,29 @@ mod tests {
     fn bad_variant_files_are_refused_naming_the_problem() {
         let text = BUILTIN[0].1;
         let origin = Path::new("configs/models/df-1.3b-540p.yaml");
-        let unknown = ModelVariant::from_yaml(&format!("{text}colour: red\n"), origin).unwrap_err().to_string();
-        assert!(unknown.contains("colour") && unknown.contains("df-1.3b-540p.yaml"), "{unknown}");
-        let renamed = ModelVariant::from_yaml(text, Path::new("other.yaml")).unwrap_err().to_string();
+        let unknown = ModelVariant::from_yaml(&format!("{text}colour: red\n"), origin)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unknown.contains("colour") && unknown.contains("df-1.3b-540p.yaml"),
+            "{unknown}"
+        );
+        let renamed = ModelVariant::from_yaml(text, Path::new("other.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(renamed.contains("differs from the file name"), "{renamed}");
-        let frames = ModelVariant::from_yaml(&text.replace("num_frames: 97", "num_frames: 96"), origin).unwrap_err().to_string();
+        let frames =
+            ModelVariant::from_yaml(&text.replace("num_frames: 97", "num_frames: 96"), origin)
+                .unwrap_err()
+                .to_string();
         assert!(frames.contains("4k+1"), "{frames}");
         let truncated: String = text.lines().take(12).collect::<Vec<_>>().join("\n");
-        let truncated = ModelVariant::from_yaml(&truncated, origin).unwrap_err().to_string();
-        assert!(truncated.contains("not a valid model variant config"), "{truncated}");
+        let truncated = ModelVariant::from_yaml(&truncated, origin)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            truncated.contains("not a valid model variant config"),
+            "{truncated}"
+        );
     }
 }

@@ -10,7 +10,9 @@ pub enum YamlError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
     /// The file is not valid YAML for the expected schema.
-    #[error("{path} is not a valid {what}: {message}\n  fix: correct the file, or regenerate it with the tool that wrote it")]
+    #[error(
+        "{path} is not a valid {what}: {message}\n  fix: correct the file, or regenerate it with the tool that wrote it"
+    )]
     Parse {
         /// The file.
         path: PathBuf,
@@ -31,8 +33,16 @@ pub fn load_yaml<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result
 }
 
 /// Parses YAML text that came from `origin` (a file, or the file an embedded text was compiled from).
-pub fn parse_yaml<T: DeserializeOwned>(text: &str, origin: &Path, what: &'static str) -> Result<T, YamlError> {
-    serde_saphyr::from_str(text).map_err(|e| YamlError::Parse { path: origin.to_path_buf(), what, message: e.to_string() })
+pub fn parse_yaml<T: DeserializeOwned>(
+    text: &str,
+    origin: &Path,
+    what: &'static str,
+) -> Result<T, YamlError> {
+    serde_saphyr::from_str(text).map_err(|e| YamlError::Parse {
+        path: origin.to_path_buf(),
+        what,
+        message: e.to_string(),
+    })
 }
 
 /// Renders a value as YAML text.

@@ -54,7 +54,10 @@ pub struct BuildReport {
 }
 
 fn ort_error<E: std::fmt::Display>(context: &str) -> impl FnOnce(E) -> BuildError + '_ {
-    move |e| BuildError::Ort { context: context.to_string(), message: e.to_string() }
+    move |e| BuildError::Ort {
+        context: context.to_string(),
+        message: e.to_string(),
+    }
 }
 
 /// Builds the engine at `engine_dir` for `options.target` and records it in `manifest.yaml`.
@@ -80,21 +83,35 @@ pub fn build(engine_dir: &Path, options: &BuildOptions) -> Result<BuildReport> {
         precision: plan.precision.name().to_string(),
         onnxruntime_version,
         gpu,
-        files: plan.jobs.iter().map(|j| (j.entry.file.clone(), j.output.clone())).collect(),
+        files: plan
+            .jobs
+            .iter()
+            .map(|j| (j.entry.file.clone(), j.output.clone()))
+            .collect(),
     };
     manifest.build = Some(record.clone());
     manifest.save(engine_dir)?;
     if let Some(previous) = previous {
         remove_stale(engine_dir, &previous, &plan)?;
     }
-    Ok(BuildReport { record, graphs, warnings: plan.warnings })
+    Ok(BuildReport {
+        record,
+        graphs,
+        warnings: plan.warnings,
+    })
 }
 
 /// Deletes the files of an earlier build for another target that this build did not rewrite.
 fn remove_stale(engine_dir: &Path, previous: &BuildRecord, plan: &BuildPlan) -> Result<()> {
-    let current: Vec<&str> = plan.jobs.iter().flat_map(|j| [j.output.as_str(), j.weights.as_str()]).collect();
+    let current: Vec<&str> = plan
+        .jobs
+        .iter()
+        .flat_map(|j| [j.output.as_str(), j.weights.as_str()])
+        .collect();
     for optimised in previous.files.values() {
-        let weights = optimised.strip_suffix(".onnx").map(|stem| format!("{stem}.weights"));
+        let weights = optimised
+            .strip_suffix(".onnx")
+            .map(|stem| format!("{stem}.weights"));
         for file in std::iter::once(optimised.clone()).chain(weights) {
             let path = engine_dir.join(&file);
             if !current.contains(&file.as_str()) && path.is_file() {
@@ -106,7 +123,10 @@ fn remove_stale(engine_dir: &Path, previous: &BuildRecord, plan: &BuildPlan) -> 
 }
 
 fn node_count(path: &Path) -> Result<usize> {
-    let model = Model::load(path).map_err(|e| BuildError::Graph { path: path.to_path_buf(), message: e.to_string() })?;
+    let model = Model::load(path).map_err(|e| BuildError::Graph {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     Ok(model.proto.graph.map_or(0, |g| g.node.len()))
 }
 
@@ -127,10 +147,15 @@ fn build_graph(plan: &BuildPlan, job: &GraphJob) -> Result<BuiltGraph> {
         Target::Cpu | Target::Cuda => optimiser(builder, plan, job, &context)?,
         Target::TensorRt => tensorrt(builder, plan, job, &context)?,
     };
-    let session = builder.commit_from_file(&source).map_err(ort_error(&context))?;
+    let session = builder
+        .commit_from_file(&source)
+        .map_err(ort_error(&context))?;
     drop(session);
     if !output.is_file() {
-        return Err(BuildError::Ort { context, message: format!("ONNX Runtime wrote no {}", output.display()) });
+        return Err(BuildError::Ort {
+            context,
+            message: format!("ONNX Runtime wrote no {}", output.display()),
+        });
     }
     check_external_data(dir, &output)?;
     verify_loads(plan, &output)?;
@@ -145,30 +170,56 @@ fn build_graph(plan: &BuildPlan, job: &GraphJob) -> Result<BuiltGraph> {
 fn providers(plan: &BuildPlan) -> Vec<ExecutionProviderDispatch> {
     match plan.target {
         Target::Cpu => vec![],
-        Target::Cuda => vec![ort::ep::CUDA::default().with_device_id(plan.device).build().error_on_failure()],
+        Target::Cuda => vec![
+            ort::ep::CUDA::default()
+                .with_device_id(plan.device)
+                .build()
+                .error_on_failure(),
+        ],
         Target::TensorRt => vec![], // built in `tensorrt`, with its options
     }
 }
 
-fn optimiser(builder: SessionBuilder, plan: &BuildPlan, job: &GraphJob, context: &str) -> Result<SessionBuilder> {
+fn optimiser(
+    builder: SessionBuilder,
+    plan: &BuildPlan,
+    job: &GraphJob,
+    context: &str,
+) -> Result<SessionBuilder> {
     let mut builder = builder
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(ort_error(context))?
         .with_optimized_model_path(plan.engine_dir.join(&job.output))
         .map_err(ort_error(context))?
-        .with_config_entry("session.optimized_model_external_initializers_file_name", &job.weights)
+        .with_config_entry(
+            "session.optimized_model_external_initializers_file_name",
+            &job.weights,
+        )
         .map_err(ort_error(context))?
-        .with_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", EXTERNAL_MIN_BYTES.to_string())
+        .with_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes",
+            EXTERNAL_MIN_BYTES.to_string(),
+        )
         .map_err(ort_error(context))?;
     if plan.target == Target::Cpu {
         builder = builder
-            .with_config_entry("optimization.disable_specified_optimizers", "NchwcTransformer")
+            .with_config_entry(
+                "optimization.disable_specified_optimizers",
+                "NchwcTransformer",
+            )
             .map_err(ort_error(context))?;
     }
-    builder.with_execution_providers(providers(plan)).map_err(ort_error(context))
+    builder
+        .with_execution_providers(providers(plan))
+        .map_err(ort_error(context))
 }
 
-fn tensorrt(builder: SessionBuilder, plan: &BuildPlan, job: &GraphJob, context: &str) -> Result<SessionBuilder> {
+fn tensorrt(
+    builder: SessionBuilder,
+    plan: &BuildPlan,
+    job: &GraphJob,
+    context: &str,
+) -> Result<SessionBuilder> {
     let dir = &plan.engine_dir;
     let cache = dir.join(TENSORRT_CACHE_DIR);
     fs_err::create_dir_all(&cache)?;
@@ -191,7 +242,10 @@ fn tensorrt(builder: SessionBuilder, plan: &BuildPlan, job: &GraphJob, context: 
     builder
         .with_config_entry("ep.context_enable", "1")
         .map_err(ort_error(context))?
-        .with_config_entry("ep.context_file_path", dir.join(&job.output).display().to_string())
+        .with_config_entry(
+            "ep.context_file_path",
+            dir.join(&job.output).display().to_string(),
+        )
         .map_err(ort_error(context))?
         .with_config_entry("ep.context_embed_mode", "0")
         .map_err(ort_error(context))?
@@ -204,12 +258,20 @@ fn tensorrt(builder: SessionBuilder, plan: &BuildPlan, job: &GraphJob, context: 
 /// Every external-data location of the optimised graph must be a plain file name in the engine
 /// directory (ONNX Runtime refuses `..`, absolute paths and links out of the model's folder).
 fn check_external_data(dir: &Path, path: &Path) -> Result<()> {
-    let model = Model::load(path).map_err(|e| BuildError::Graph { path: path.to_path_buf(), message: e.to_string() })?;
+    let model = Model::load(path).map_err(|e| BuildError::Graph {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let graph = model.proto.graph.unwrap_or_default();
     for tensor in &graph.initializer {
-        for entry in tensor.external_data.iter().filter(|e| e.key.as_deref() == Some("location")) {
+        for entry in tensor
+            .external_data
+            .iter()
+            .filter(|e| e.key.as_deref() == Some("location"))
+        {
             let location = entry.value.clone().unwrap_or_default();
-            let plain = Path::new(&location).components().count() == 1 && !location.starts_with('/');
+            let plain =
+                Path::new(&location).components().count() == 1 && !location.starts_with('/');
             if !plain || !dir.join(&location).is_file() {
                 return Err(BuildError::Graph {
                     path: path.to_path_buf(),
@@ -236,6 +298,8 @@ fn verify_loads(plan: &BuildPlan, path: &Path) -> Result<()> {
         .map_err(ort_error(&context))?
         .with_execution_providers(providers(plan))
         .map_err(ort_error(&context))?;
-    builder.commit_from_file(path).map_err(ort_error(&context))?;
+    builder
+        .commit_from_file(path)
+        .map_err(ort_error(&context))?;
     Ok(())
 }

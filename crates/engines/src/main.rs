@@ -74,7 +74,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.engine_dir.display(),
         record.backend,
         record.precision,
-        record.gpu.as_deref().map(|g| format!(", {g}")).unwrap_or_default(),
+        record
+            .gpu
+            .as_deref()
+            .map(|g| format!(", {g}"))
+            .unwrap_or_default(),
         record.onnxruntime_version,
         started.elapsed().as_secs_f64()
     );

@@ -29,21 +29,38 @@ impl TensorRtOperators {
     pub fn builtin() -> TensorRtOperators {
         let mut supported = BTreeMap::new();
         let mut unsupported = Vec::new();
-        for line in TABLE.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        for line in TABLE
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
             let mut fields = line.split('\t');
             let (Some(op), Some(flag)) = (fields.next(), fields.next()) else {
-                panic!("malformed line in the built-in TensorRT operator table (a build bug): {line:?}");
+                panic!(
+                    "malformed line in the built-in TensorRT operator table (a build bug): {line:?}"
+                );
             };
-            let types = fields.next().unwrap_or("").split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+            let types = fields
+                .next()
+                .unwrap_or("")
+                .split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect();
             match flag {
                 "Y" => {
                     supported.insert(op.to_string(), types);
                 }
                 "N" => unsupported.push(op.to_string()),
-                other => panic!("built-in TensorRT operator table: `{op}` has support flag {other:?} (a build bug)"),
+                other => panic!(
+                    "built-in TensorRT operator table: `{op}` has support flag {other:?} (a build bug)"
+                ),
             }
         }
-        TensorRtOperators { version: "10.15", supported, unsupported }
+        TensorRtOperators {
+            version: "10.15",
+            supported,
+            unsupported,
+        }
     }
 
     /// Whether TensorRT parses `op` (domain-prefixed for non-default domains, as
@@ -88,25 +105,39 @@ impl Coverage {
 
 /// Coverage of the ONNX file at `path` (weights are not read).
 pub fn coverage_of_file(path: &Path, operators: &TensorRtOperators) -> Result<Coverage> {
-    let model = Model::load(path).map_err(|e| BuildError::Graph { path: path.to_path_buf(), message: e.to_string() })?;
+    let model = Model::load(path).map_err(|e| BuildError::Graph {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     Ok(coverage(&model, operators))
 }
 
 /// Coverage of `model` by `operators`.
 pub fn coverage(model: &Model, operators: &TensorRtOperators) -> Coverage {
     let histogram = model.op_histogram();
-    let unsupported = histogram.iter().filter(|(op, _)| !operators.supports(op)).map(|(op, n)| (op.clone(), *n)).collect();
+    let unsupported = histogram
+        .iter()
+        .filter(|(op, _)| !operators.supports(op))
+        .map(|(op, n)| (op.clone(), *n))
+        .collect();
     let mut float64 = Vec::new();
     if let Some(graph) = &model.proto.graph {
         float64_values(graph, &mut float64);
     }
-    Coverage { operators: histogram, unsupported, float64 }
+    Coverage {
+        operators: histogram,
+        unsupported,
+        float64,
+    }
 }
 
 fn float64_values(graph: &GraphProto, found: &mut Vec<String>) {
     let is_double_tensor = |t: &TensorProto| t.data_type == Some(DOUBLE);
     for tensor in graph.initializer.iter().filter(|t| is_double_tensor(t)) {
-        found.push(format!("initializer `{}`", tensor.name.clone().unwrap_or_default()));
+        found.push(format!(
+            "initializer `{}`",
+            tensor.name.clone().unwrap_or_default()
+        ));
     }
     for value in graph.input.iter().chain(&graph.output) {
         let elem_type = value.r#type.as_ref().and_then(|t| match &t.value {
@@ -114,21 +145,36 @@ fn float64_values(graph: &GraphProto, found: &mut Vec<String>) {
             _ => None,
         });
         if elem_type == Some(DOUBLE) {
-            found.push(format!("graph input/output `{}`", value.name.clone().unwrap_or_default()));
+            found.push(format!(
+                "graph input/output `{}`",
+                value.name.clone().unwrap_or_default()
+            ));
         }
     }
     for node in &graph.node {
         let name = node.name.clone().unwrap_or_default();
         let op = node.op_type.clone().unwrap_or_default();
-        let attribute = |key: &str| node.attribute.iter().find(|a| a.name.as_deref() == Some(key));
-        let casts_to_double = op == "Cast" && attribute("to").and_then(|a: &AttributeProto| a.i) == Some(DOUBLE as i64);
-        let double_constant = op == "Constant" && attribute("value").and_then(|a| a.t.as_ref()).is_some_and(is_double_tensor);
+        let attribute = |key: &str| {
+            node.attribute
+                .iter()
+                .find(|a| a.name.as_deref() == Some(key))
+        };
+        let casts_to_double = op == "Cast"
+            && attribute("to").and_then(|a: &AttributeProto| a.i) == Some(DOUBLE as i64);
+        let double_constant = op == "Constant"
+            && attribute("value")
+                .and_then(|a| a.t.as_ref())
+                .is_some_and(is_double_tensor);
         if casts_to_double {
             found.push(format!("node `{name}` (Cast to float64)"));
         } else if double_constant {
             found.push(format!("node `{name}` (float64 Constant)"));
         }
-        for sub in node.attribute.iter().flat_map(|a| a.g.iter().chain(&a.graphs)) {
+        for sub in node
+            .attribute
+            .iter()
+            .flat_map(|a| a.g.iter().chain(&a.graphs))
+        {
             float64_values(sub, found);
         }
     }
@@ -142,11 +188,24 @@ mod tests {
     fn table_parses_and_knows_the_ops_we_rely_on() {
         let operators = TensorRtOperators::builtin();
         assert_eq!(operators.len(), 200);
-        for op in ["MatMul", "Gemm", "Softmax", "LayerNormalization", "RMSNormalization", "RotaryEmbedding", "Attention", "Conv", "Resize"] {
+        for op in [
+            "MatMul",
+            "Gemm",
+            "Softmax",
+            "LayerNormalization",
+            "RMSNormalization",
+            "RotaryEmbedding",
+            "Attention",
+            "Conv",
+            "Resize",
+        ] {
             assert!(operators.supports(op), "{op}");
         }
         assert!(!operators.supports("com.microsoft.MultiHeadAttention"));
         assert!(!operators.supports("Unique"));
-        assert_eq!(operators.types("RMSNormalization").map(|t| t.join(",")), Some("FP32,FP16,BF16".into()));
+        assert_eq!(
+            operators.types("RMSNormalization").map(|t| t.join(",")),
+            Some("FP32,FP16,BF16".into())
+        );
     }
 }

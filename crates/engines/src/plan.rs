@@ -119,7 +119,12 @@ pub struct BuildPlan {
 pub fn graph_entries(manifest: &Manifest) -> Vec<(&'static str, &GraphEntry)> {
     let mut entries = Vec::new();
     if let Some(dit) = &manifest.dit {
-        entries.extend(dit.graphs.iter().chain(&dit.blocks_causal).map(|g| ("dit", g)));
+        entries.extend(
+            dit.graphs
+                .iter()
+                .chain(&dit.blocks_causal)
+                .map(|g| ("dit", g)),
+        );
     }
     if let Some(vae) = &manifest.vae {
         entries.extend(vae.graphs.iter().map(|g| ("vae", g)));
@@ -134,28 +139,57 @@ pub fn graph_entries(manifest: &Manifest) -> Vec<(&'static str, &GraphEntry)> {
 }
 
 fn invalid(message: impl Into<String>, fix: impl Into<String>) -> BuildError {
-    BuildError::Invalid { message: message.into(), fix: fix.into() }
+    BuildError::Invalid {
+        message: message.into(),
+        fix: fix.into(),
+    }
 }
 
 /// The precision to build at, or why `requested` does not fit graphs exported as `exported`.
-fn precision_for(target: Target, exported: Precision, requested: Option<Precision>) -> Result<Precision> {
+fn precision_for(
+    target: Target,
+    exported: Precision,
+    requested: Option<Precision>,
+) -> Result<Precision> {
     match (target, requested) {
         (Target::Cpu, _) if exported != Precision::Fp32 => Err(invalid(
-            format!("the graphs are {}; ONNX Runtime's CPU provider has no fp16/bf16 kernels for MatMul, Conv or attention", exported.name()),
+            format!(
+                "the graphs are {}; ONNX Runtime's CPU provider has no fp16/bf16 kernels for MatMul, Conv or attention",
+                exported.name()
+            ),
             "re-export with skyreels-export --target cpu (fp32), or build for --target cuda",
         )),
         (Target::Cpu, Some(p)) => Err(invalid(
-            format!("--dtype {} does not apply to --target cpu: CPU engines are fp32", p.name()),
+            format!(
+                "--dtype {} does not apply to --target cpu: CPU engines are fp32",
+                p.name()
+            ),
             "drop --dtype",
         )),
         (Target::Cuda, Some(p)) if p != exported => Err(invalid(
-            format!("--dtype {} but the graphs were exported as {}; the cuda target optimises the graphs as exported", p.name(), exported.name()),
-            format!("re-export with skyreels-export --target cuda --dtype {}, or drop --dtype", p.name()),
+            format!(
+                "--dtype {} but the graphs were exported as {}; the cuda target optimises the graphs as exported",
+                p.name(),
+                exported.name()
+            ),
+            format!(
+                "re-export with skyreels-export --target cuda --dtype {}, or drop --dtype",
+                p.name()
+            ),
         )),
-        (Target::TensorRt, Some(p)) if exported != Precision::Fp32 && p != exported => Err(invalid(
-            format!("--dtype {} but the graphs were exported as {}", p.name(), exported.name()),
-            format!("drop --dtype, or re-export with skyreels-export --dtype fp32 (TensorRT then picks {} kernels)", p.name()),
-        )),
+        (Target::TensorRt, Some(p)) if exported != Precision::Fp32 && p != exported => {
+            Err(invalid(
+                format!(
+                    "--dtype {} but the graphs were exported as {}",
+                    p.name(),
+                    exported.name()
+                ),
+                format!(
+                    "drop --dtype, or re-export with skyreels-export --dtype fp32 (TensorRT then picks {} kernels)",
+                    p.name()
+                ),
+            ))
+        }
         (_, requested) => Ok(requested.unwrap_or(exported)),
     }
 }
@@ -168,17 +202,32 @@ fn output_name(file: &str, target: Target, extension: &str) -> String {
 
 impl BuildPlan {
     /// Checks `options` against the engine at `engine_dir` and lists the work.
-    pub fn new(engine_dir: &Path, manifest: &Manifest, options: &BuildOptions) -> Result<BuildPlan> {
+    pub fn new(
+        engine_dir: &Path,
+        manifest: &Manifest,
+        options: &BuildOptions,
+    ) -> Result<BuildPlan> {
         let exported = Precision::parse(&manifest.precision).ok_or_else(|| {
-            invalid(format!("manifest precision `{}` is not fp32, fp16 or bf16", manifest.precision), "re-export the engine with skyreels-export")
+            invalid(
+                format!(
+                    "manifest precision `{}` is not fp32, fp16 or bf16",
+                    manifest.precision
+                ),
+                "re-export the engine with skyreels-export",
+            )
         })?;
         let precision = precision_for(options.target, exported, options.precision)?;
         if options.profile.is_some() && options.target != Target::TensorRt {
-            return Err(invalid("--profile only applies to --target tensorrt", "drop --profile"));
+            return Err(invalid(
+                "--profile only applies to --target tensorrt",
+                "drop --profile",
+            ));
         }
         let profile = match (options.target, &options.profile) {
             (Target::TensorRt, Some(path)) => Some(ProfileConfig::load(path)?),
-            (Target::TensorRt, None) => Some(ProfileConfig::for_model(manifest, &ModelVariant::builtin())),
+            (Target::TensorRt, None) => {
+                Some(ProfileConfig::for_model(manifest, &ModelVariant::builtin()))
+            }
             _ => None,
         };
         let mut jobs: Vec<GraphJob> = Vec::new();
@@ -190,7 +239,12 @@ impl BuildPlan {
             }
             if !engine_dir.join(&entry.file).is_file() {
                 return Err(invalid(
-                    format!("graph file {} of {component} `{}` is missing in {}", entry.file, entry.name, engine_dir.display()),
+                    format!(
+                        "graph file {} of {component} `{}` is missing in {}",
+                        entry.file,
+                        entry.name,
+                        engine_dir.display()
+                    ),
                     "re-export the engine with skyreels-export",
                 ));
             }
@@ -198,9 +252,18 @@ impl BuildPlan {
                 Some(config) => {
                     let coverage = coverage_of_file(&engine_dir.join(&entry.file), &operators)?;
                     if !coverage.unsupported.is_empty() {
-                        let ops: Vec<String> = coverage.unsupported.iter().map(|(op, n)| format!("{op} ×{n}")).collect();
+                        let ops: Vec<String> = coverage
+                            .unsupported
+                            .iter()
+                            .map(|(op, n)| format!("{op} ×{n}"))
+                            .collect();
                         return Err(invalid(
-                            format!("{} has operators TensorRT {} does not parse: {}", entry.file, operators.version, ops.join(", ")),
+                            format!(
+                                "{} has operators TensorRT {} does not parse: {}",
+                                entry.file,
+                                operators.version,
+                                ops.join(", ")
+                            ),
                             "re-export with skyreels-export --attention matmul (com.microsoft operators are ONNX Runtime's, not TensorRT's)",
                         ));
                     }
@@ -224,9 +287,19 @@ impl BuildPlan {
             });
         }
         if jobs.is_empty() {
-            return Err(invalid(format!("{} lists no graphs", engine_dir.display()), "export a checkpoint into it with skyreels-export"));
+            return Err(invalid(
+                format!("{} lists no graphs", engine_dir.display()),
+                "export a checkpoint into it with skyreels-export",
+            ));
         }
-        Ok(BuildPlan { engine_dir: engine_dir.to_path_buf(), target: options.target, precision, device: options.device, jobs, warnings })
+        Ok(BuildPlan {
+            engine_dir: engine_dir.to_path_buf(),
+            target: options.target,
+            precision,
+            device: options.device,
+            jobs,
+            warnings,
+        })
     }
 }
 
@@ -237,22 +310,61 @@ mod tests {
     #[test]
     fn precision_rules() {
         use Precision::*;
-        assert_eq!(precision_for(Target::Cpu, Fp32, None).expect("cpu fp32"), Fp32);
-        assert!(precision_for(Target::Cpu, Bf16, None).unwrap_err().to_string().contains("no fp16/bf16 kernels"));
-        assert!(precision_for(Target::Cpu, Fp32, Some(Fp16)).unwrap_err().to_string().contains("CPU engines are fp32"));
-        assert_eq!(precision_for(Target::Cuda, Bf16, None).expect("cuda bf16"), Bf16);
-        assert_eq!(precision_for(Target::Cuda, Bf16, Some(Bf16)).expect("cuda bf16"), Bf16);
-        let error = precision_for(Target::Cuda, Fp32, Some(Fp16)).unwrap_err().to_string();
-        assert!(error.contains("skyreels-export --target cuda --dtype fp16"), "{error}");
-        assert_eq!(precision_for(Target::TensorRt, Fp32, Some(Fp16)).expect("trt fp16 kernels"), Fp16);
-        assert_eq!(precision_for(Target::TensorRt, Bf16, None).expect("trt bf16"), Bf16);
+        assert_eq!(
+            precision_for(Target::Cpu, Fp32, None).expect("cpu fp32"),
+            Fp32
+        );
+        assert!(
+            precision_for(Target::Cpu, Bf16, None)
+                .unwrap_err()
+                .to_string()
+                .contains("no fp16/bf16 kernels")
+        );
+        assert!(
+            precision_for(Target::Cpu, Fp32, Some(Fp16))
+                .unwrap_err()
+                .to_string()
+                .contains("CPU engines are fp32")
+        );
+        assert_eq!(
+            precision_for(Target::Cuda, Bf16, None).expect("cuda bf16"),
+            Bf16
+        );
+        assert_eq!(
+            precision_for(Target::Cuda, Bf16, Some(Bf16)).expect("cuda bf16"),
+            Bf16
+        );
+        let error = precision_for(Target::Cuda, Fp32, Some(Fp16))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("skyreels-export --target cuda --dtype fp16"),
+            "{error}"
+        );
+        assert_eq!(
+            precision_for(Target::TensorRt, Fp32, Some(Fp16)).expect("trt fp16 kernels"),
+            Fp16
+        );
+        assert_eq!(
+            precision_for(Target::TensorRt, Bf16, None).expect("trt bf16"),
+            Bf16
+        );
         assert!(precision_for(Target::TensorRt, Bf16, Some(Fp16)).is_err());
     }
 
     #[test]
     fn output_names_sit_next_to_the_originals() {
-        assert_eq!(output_name("dit_blocks.onnx", Target::Cpu, "onnx"), "dit_blocks.cpu.onnx");
-        assert_eq!(output_name("vae_decode_chunk.onnx", Target::Cuda, "weights"), "vae_decode_chunk.cuda.weights");
-        assert_eq!(output_name("text_encoder.onnx", Target::TensorRt, "onnx"), "text_encoder.tensorrt.onnx");
+        assert_eq!(
+            output_name("dit_blocks.onnx", Target::Cpu, "onnx"),
+            "dit_blocks.cpu.onnx"
+        );
+        assert_eq!(
+            output_name("vae_decode_chunk.onnx", Target::Cuda, "weights"),
+            "vae_decode_chunk.cuda.weights"
+        );
+        assert_eq!(
+            output_name("text_encoder.onnx", Target::TensorRt, "onnx"),
+            "text_encoder.tensorrt.onnx"
+        );
     }
 }

@@ -32,7 +32,11 @@ pub struct AxisRange {
 impl AxisRange {
     /// A single value.
     pub fn fixed(value: usize) -> AxisRange {
-        AxisRange { min: value, opt: value, max: value }
+        AxisRange {
+            min: value,
+            opt: value,
+            max: value,
+        }
     }
 
     fn at(&self, point: Point) -> usize {
@@ -83,14 +87,19 @@ impl ProfileConfig {
     /// Reads and checks a profile YAML.
     pub fn load(path: &Path) -> Result<ProfileConfig> {
         let config: ProfileConfig = skyreels_contract::load_yaml(path, "TensorRT profile")?;
-        config.validate().map_err(|e| BuildError::Profile(format!("{}: {e}", path.display())))?;
+        config
+            .validate()
+            .map_err(|e| BuildError::Profile(format!("{}: {e}", path.display())))?;
         Ok(config)
     }
 
     /// Parses and checks profile YAML text.
     pub fn from_yaml(text: &str, origin: &Path) -> Result<ProfileConfig> {
-        let config: ProfileConfig = skyreels_contract::parse_yaml(text, origin, "TensorRT profile")?;
-        config.validate().map_err(|e| BuildError::Profile(format!("{}: {e}", origin.display())))?;
+        let config: ProfileConfig =
+            skyreels_contract::parse_yaml(text, origin, "TensorRT profile")?;
+        config
+            .validate()
+            .map_err(|e| BuildError::Profile(format!("{}: {e}", origin.display())))?;
         Ok(config)
     }
 
@@ -104,23 +113,50 @@ impl ProfileConfig {
             // diffusion-forcing window is the longer of the two.
             Some(dit) => [Resolution::P540, Resolution::P720]
                 .into_iter()
-                .filter_map(|resolution| recognise(variants, &dit.config, resolution, Some(Pipeline::DiffusionForcing)).ok())
+                .filter_map(|resolution| {
+                    recognise(
+                        variants,
+                        &dit.config,
+                        resolution,
+                        Some(Pipeline::DiffusionForcing),
+                    )
+                    .ok()
+                })
                 .collect(),
             None => Vec::new(),
         };
-        let window = |v: &ModelVariant| v.diffusion_forcing.as_ref().map_or(v.generation.num_frames, |d| d.base_num_frames);
+        let window = |v: &ModelVariant| {
+            v.diffusion_forcing
+                .as_ref()
+                .map_or(v.generation.num_frames, |d| d.base_num_frames)
+        };
         let latent_frames = |frames: usize| (frames - 1) / 4 + 1;
         let (resolutions, opt_frames, max_frames) = match chosen.first() {
             Some(first) => (
-                chosen.iter().map(|v| [v.generation.height, v.generation.width]).collect(),
+                chosen
+                    .iter()
+                    .map(|v| [v.generation.height, v.generation.width])
+                    .collect(),
                 latent_frames(window(first)),
-                chosen.iter().map(|v| latent_frames(window(v))).max().unwrap_or(1),
+                chosen
+                    .iter()
+                    .map(|v| latent_frames(window(v)))
+                    .max()
+                    .unwrap_or(1),
             ),
             None => (vec![[544, 960], [720, 1280]], 25, 31),
         };
         ProfileConfig {
-            batch: AxisRange { min: 1, opt: 2, max: 2 },
-            latent_frames: AxisRange { min: 1, opt: opt_frames, max: max_frames },
+            batch: AxisRange {
+                min: 1,
+                opt: 2,
+                max: 2,
+            },
+            latent_frames: AxisRange {
+                min: 1,
+                opt: opt_frames,
+                max: max_frames,
+            },
             opt_resolution: resolutions[0],
             resolutions,
             axes: BTreeMap::new(),
@@ -131,7 +167,10 @@ impl ProfileConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         let ordered = |name: &str, r: &AxisRange| {
             if r.min == 0 || r.min > r.opt || r.opt > r.max {
-                Err(format!("{name} needs 1 <= min <= opt <= max, got {}/{}/{}", r.min, r.opt, r.max))
+                Err(format!(
+                    "{name} needs 1 <= min <= opt <= max, got {}/{}/{}",
+                    r.min, r.opt, r.max
+                ))
             } else {
                 Ok(())
             }
@@ -145,13 +184,22 @@ impl ProfileConfig {
             return Err("resolutions is empty".into());
         }
         let step = VAE_SPATIAL_STRIDE * PATCH;
-        for [height, width] in self.resolutions.iter().chain(std::iter::once(&self.opt_resolution)) {
+        for [height, width] in self
+            .resolutions
+            .iter()
+            .chain(std::iter::once(&self.opt_resolution))
+        {
             if height % step != 0 || width % step != 0 || *height == 0 || *width == 0 {
-                return Err(format!("resolution {height}x{width} is not a multiple of {step} pixels (VAE stride × DiT patch)"));
+                return Err(format!(
+                    "resolution {height}x{width} is not a multiple of {step} pixels (VAE stride × DiT patch)"
+                ));
             }
         }
         if !self.resolutions.contains(&self.opt_resolution) {
-            return Err(format!("opt_resolution {:?} is not one of resolutions {:?}", self.opt_resolution, self.resolutions));
+            return Err(format!(
+                "opt_resolution {:?} is not one of resolutions {:?}",
+                self.opt_resolution, self.resolutions
+            ));
         }
         Ok(())
     }
@@ -161,8 +209,16 @@ impl ProfileConfig {
         let latent = |pixels: usize| pixels / VAE_SPATIAL_STRIDE;
         let heights = self.resolutions.iter().map(|r| latent(r[0]));
         let widths = self.resolutions.iter().map(|r| latent(r[1]));
-        let height = AxisRange { min: heights.clone().min().unwrap_or(0), opt: latent(self.opt_resolution[0]), max: heights.max().unwrap_or(0) };
-        let width = AxisRange { min: widths.clone().min().unwrap_or(0), opt: latent(self.opt_resolution[1]), max: widths.max().unwrap_or(0) };
+        let height = AxisRange {
+            min: heights.clone().min().unwrap_or(0),
+            opt: latent(self.opt_resolution[0]),
+            max: heights.max().unwrap_or(0),
+        };
+        let width = AxisRange {
+            min: widths.clone().min().unwrap_or(0),
+            opt: latent(self.opt_resolution[1]),
+            max: widths.max().unwrap_or(0),
+        };
         let frames = self.latent_frames;
         let tokens = |p: Point| frames.at(p) * (height.at(p) / PATCH) * (width.at(p) / PATCH);
         let mut axes = BTreeMap::from([
@@ -170,15 +226,31 @@ impl ProfileConfig {
             (axis::FRAMES.to_string(), frames),
             (axis::HEIGHT.to_string(), height),
             (axis::WIDTH.to_string(), width),
-            (axis::TOKENS.to_string(), AxisRange { min: tokens(Point::Min), opt: tokens(Point::Opt), max: tokens(Point::Max) }),
+            (
+                axis::TOKENS.to_string(),
+                AxisRange {
+                    min: tokens(Point::Min),
+                    opt: tokens(Point::Opt),
+                    max: tokens(Point::Max),
+                },
+            ),
         ]);
         if let Some(dit) = &manifest.dit {
-            axes.insert(axis::CONTEXT_LEN.into(), AxisRange::fixed(dit.config.text_len));
+            axes.insert(
+                axis::CONTEXT_LEN.into(),
+                AxisRange::fixed(dit.config.text_len),
+            );
             let image_tokens = dit.config.image_len.unwrap_or(0);
-            axes.insert("context_tokens".into(), AxisRange::fixed(dit.config.text_len + image_tokens));
+            axes.insert(
+                "context_tokens".into(),
+                AxisRange::fixed(dit.config.text_len + image_tokens),
+            );
         }
         if let Some(text) = &manifest.text_encoder {
-            axes.insert(skyreels_contract::text::AXIS_TOKENS.into(), AxisRange::fixed(text.max_length));
+            axes.insert(
+                skyreels_contract::text::AXIS_TOKENS.into(),
+                AxisRange::fixed(text.max_length),
+            );
         }
         axes.extend(self.axes.iter().map(|(k, v)| (k.clone(), *v)));
         axes
@@ -188,14 +260,23 @@ impl ProfileConfig {
     pub fn shapes(&self, manifest: &Manifest, graph: &GraphEntry) -> Result<ProfileShapes> {
         let axes = self.axis_ranges(manifest);
         let mut corners: [Vec<(String, Vec<usize>)>; 3] = Default::default();
-        for input in graph.inputs.iter().filter(|i| i.shape.iter().any(|d| d.parse::<usize>().is_err())) {
+        for input in graph
+            .inputs
+            .iter()
+            .filter(|i| i.shape.iter().any(|d| d.parse::<usize>().is_err()))
+        {
             for (corner, point) in corners.iter_mut().zip(POINTS) {
                 let dims = input
                     .shape
                     .iter()
                     .map(|dim| evaluate(dim, &axes, point))
                     .collect::<std::result::Result<Vec<usize>, String>>()
-                    .map_err(|e| BuildError::Profile(format!("graph `{}` ({}), input `{}`: {e}", graph.name, graph.file, input.name)))?;
+                    .map_err(|e| {
+                        BuildError::Profile(format!(
+                            "graph `{}` ({}), input `{}`: {e}",
+                            graph.name, graph.file, input.name
+                        ))
+                    })?;
                 corner.push((input.name.clone(), dims));
             }
         }
@@ -205,7 +286,11 @@ impl ProfileConfig {
 }
 
 /// Value of a manifest dim (`16`, `height`, `height*8`) at one corner of the profile.
-fn evaluate(dim: &str, axes: &BTreeMap<String, AxisRange>, point: Point) -> std::result::Result<usize, String> {
+fn evaluate(
+    dim: &str,
+    axes: &BTreeMap<String, AxisRange>,
+    point: Point,
+) -> std::result::Result<usize, String> {
     dim.split('*')
         .map(|factor| {
             let factor = factor.trim();
@@ -234,7 +319,15 @@ impl ProfileShapes {
     pub fn render(shapes: &[(String, Vec<usize>)]) -> String {
         shapes
             .iter()
-            .map(|(name, dims)| format!("{name}:{}", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")))
+            .map(|(name, dims)| {
+                format!(
+                    "{name}:{}",
+                    dims.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("x")
+                )
+            })
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -251,7 +344,13 @@ mod tests {
     use skyreels_contract::manifest::{DitComponent, FORMAT_VERSION};
     use skyreels_contract::{DitConfig, ModelType, TensorSpec};
 
-    fn dit_config(dim: usize, num_layers: usize, num_heads: usize, ffn_dim: usize, inject_sample_info: bool) -> DitConfig {
+    fn dit_config(
+        dim: usize,
+        num_layers: usize,
+        num_heads: usize,
+        ffn_dim: usize,
+        inject_sample_info: bool,
+    ) -> DitConfig {
         DitConfig {
             model_type: ModelType::T2v,
             in_dim: 16,
@@ -271,7 +370,11 @@ mod tests {
     }
 
     fn spec(name: &str, shape: &[&str]) -> TensorSpec {
-        TensorSpec { name: name.into(), dtype: "float32".into(), shape: shape.iter().map(|s| s.to_string()).collect() }
+        TensorSpec {
+            name: name.into(),
+            dtype: "float32".into(),
+            shape: shape.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     fn manifest(config: DitConfig) -> Manifest {
@@ -292,7 +395,11 @@ mod tests {
             target: "cuda".into(),
             precision: "bf16".into(),
             attention: "matmul".into(),
-            dit: Some(DitComponent { config, graphs: vec![blocks], blocks_causal: None }),
+            dit: Some(DitComponent {
+                config,
+                graphs: vec![blocks],
+                blocks_causal: None,
+            }),
             vae: None,
             text_encoder: None,
             image_encoder: None,
@@ -306,8 +413,22 @@ mod tests {
         let profile = ProfileConfig::for_model(&manifest, &ModelVariant::builtin());
         assert_eq!(profile.resolutions, vec![[544, 960]]);
         assert_eq!(profile.opt_resolution, [544, 960]);
-        assert_eq!(profile.batch, AxisRange { min: 1, opt: 2, max: 2 });
-        assert_eq!(profile.latent_frames, AxisRange { min: 1, opt: 25, max: 25 });
+        assert_eq!(
+            profile.batch,
+            AxisRange {
+                min: 1,
+                opt: 2,
+                max: 2
+            }
+        );
+        assert_eq!(
+            profile.latent_frames,
+            AxisRange {
+                min: 1,
+                opt: 25,
+                max: 25
+            }
+        );
         profile.validate().expect("valid");
     }
 
@@ -316,8 +437,17 @@ mod tests {
         let manifest = manifest(dit_config(5120, 40, 40, 13824, false));
         let profile = ProfileConfig::for_model(&manifest, &ModelVariant::builtin());
         assert_eq!(profile.resolutions, vec![[544, 960], [720, 1280]]);
-        assert_eq!(profile.latent_frames, AxisRange { min: 1, opt: 25, max: 31 });
-        let shapes = profile.shapes(&manifest, &manifest.dit.as_ref().expect("dit").graphs[0]).expect("shapes");
+        assert_eq!(
+            profile.latent_frames,
+            AxisRange {
+                min: 1,
+                opt: 25,
+                max: 31
+            }
+        );
+        let shapes = profile
+            .shapes(&manifest, &manifest.dit.as_ref().expect("dit").graphs[0])
+            .expect("shapes");
         // 540P latents 68×120 → 34×60 patches; 720P 90×160 → 45×80.
         assert_eq!(
             ProfileShapes::render(&shapes.min),
@@ -338,25 +468,44 @@ mod tests {
         let manifest = manifest(dit_config(32, 2, 2, 64, true));
         let profile = ProfileConfig::for_model(&manifest, &ModelVariant::builtin());
         assert_eq!(profile.resolutions, vec![[544, 960], [720, 1280]]);
-        assert_eq!(profile.latent_frames, AxisRange { min: 1, opt: 25, max: 31 });
+        assert_eq!(
+            profile.latent_frames,
+            AxisRange {
+                min: 1,
+                opt: 25,
+                max: 31
+            }
+        );
     }
 
     #[test]
     fn yaml_profile_parses_and_evaluates_vae_expressions() {
         let text = "batch: {min: 1, opt: 1, max: 2}\nlatent_frames: {min: 1, opt: 21, max: 31}\nresolutions: [[544, 960], [960, 544]]\nopt_resolution: [544, 960]\naxes:\n  extra: {min: 3, opt: 4, max: 5}\n";
         let profile = ProfileConfig::from_yaml(text, Path::new("profile.yaml")).expect("parse");
-        assert_eq!(profile.axes["extra"], AxisRange { min: 3, opt: 4, max: 5 });
+        assert_eq!(
+            profile.axes["extra"],
+            AxisRange {
+                min: 3,
+                opt: 4,
+                max: 5
+            }
+        );
         let vae = GraphEntry {
             name: "decode_chunk".into(),
             file: "vae_decode_chunk.onnx".into(),
             inputs: vec![
                 spec("latents", &["batch", "16", "1", "height", "width"]),
-                spec("cache_in.decoder.conv_in", &["batch", "16", "2", "height*2", "width*2"]),
+                spec(
+                    "cache_in.decoder.conv_in",
+                    &["batch", "16", "2", "height*2", "width*2"],
+                ),
                 spec("other", &["extra"]),
             ],
             outputs: vec![],
         };
-        let shapes = profile.shapes(&manifest(dit_config(32, 2, 2, 64, true)), &vae).expect("shapes");
+        let shapes = profile
+            .shapes(&manifest(dit_config(32, 2, 2, 64, true)), &vae)
+            .expect("shapes");
         // Portrait and landscape 540P: both latent axes span 68..120.
         assert_eq!(
             ProfileShapes::render(&shapes.min),
@@ -370,10 +519,22 @@ mod tests {
 
     #[test]
     fn bad_profiles_name_the_field() {
-        let error = |text: &str| ProfileConfig::from_yaml(text, Path::new("p.yaml")).unwrap_err().to_string();
+        let error = |text: &str| {
+            ProfileConfig::from_yaml(text, Path::new("p.yaml"))
+                .unwrap_err()
+                .to_string()
+        };
         let base = "latent_frames: {min: 1, opt: 21, max: 31}\nresolutions: [[544, 960]]\nopt_resolution: [544, 960]\n";
-        assert!(error(&format!("batch: {{min: 2, opt: 1, max: 2}}\n{base}")).contains("batch needs 1 <= min <= opt <= max"));
-        assert!(error(&format!("batch: {{min: 1, opt: 1, max: 2}}\n{base}bogus: 1\n")).contains("bogus"));
+        assert!(
+            error(&format!("batch: {{min: 2, opt: 1, max: 2}}\n{base}"))
+                .contains("batch needs 1 <= min <= opt <= max")
+        );
+        assert!(
+            error(&format!(
+                "batch: {{min: 1, opt: 1, max: 2}}\n{base}bogus: 1\n"
+            ))
+            .contains("bogus")
+        );
         let odd = "batch: {min: 1, opt: 1, max: 1}\nlatent_frames: {min: 1, opt: 1, max: 1}\nresolutions: [[540, 960]]\nopt_resolution: [540, 960]\n";
         assert!(error(odd).contains("540x960 is not a multiple of 16"));
     }
@@ -381,8 +542,19 @@ mod tests {
     #[test]
     fn an_axis_without_a_range_is_an_error_naming_it() {
         let profile = ProfileConfig::for_model(&manifest(dit_config(32, 2, 2, 64, true)), &[]);
-        let graph = GraphEntry { name: "g".into(), file: "g.onnx".into(), inputs: vec![spec("x", &["batch", "mystery"])], outputs: vec![] };
-        let error = profile.shapes(&manifest(dit_config(32, 2, 2, 64, true)), &graph).unwrap_err().to_string();
-        assert!(error.contains("axis `mystery` has no profile range"), "{error}");
+        let graph = GraphEntry {
+            name: "g".into(),
+            file: "g.onnx".into(),
+            inputs: vec![spec("x", &["batch", "mystery"])],
+            outputs: vec![],
+        };
+        let error = profile
+            .shapes(&manifest(dit_config(32, 2, 2, 64, true)), &graph)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("axis `mystery` has no profile range"),
+            "{error}"
+        );
     }
 }

@@ -14,25 +14,63 @@ struct Needed {
     what: &'static str,
 }
 
-const PROVIDERS_SHARED: Needed = Needed { file: "libonnxruntime_providers_shared.so", what: "ONNX Runtime's provider bridge" };
-const PROVIDERS_CUDA: Needed = Needed { file: "libonnxruntime_providers_cuda.so", what: "ONNX Runtime's CUDA execution provider" };
-const PROVIDERS_TENSORRT: Needed =
-    Needed { file: "libonnxruntime_providers_tensorrt.so", what: "ONNX Runtime's TensorRT execution provider" };
+const PROVIDERS_SHARED: Needed = Needed {
+    file: "libonnxruntime_providers_shared.so",
+    what: "ONNX Runtime's provider bridge",
+};
+const PROVIDERS_CUDA: Needed = Needed {
+    file: "libonnxruntime_providers_cuda.so",
+    what: "ONNX Runtime's CUDA execution provider",
+};
+const PROVIDERS_TENSORRT: Needed = Needed {
+    file: "libonnxruntime_providers_tensorrt.so",
+    what: "ONNX Runtime's TensorRT execution provider",
+};
 
 const CUDA_LIBRARIES: [Needed; 5] = [
-    Needed { file: "libcudart.so.13", what: "CUDA 13 runtime" },
-    Needed { file: "libcublas.so.13", what: "cuBLAS of CUDA 13" },
-    Needed { file: "libcublasLt.so.13", what: "cuBLASLt of CUDA 13" },
-    Needed { file: "libcurand.so.10", what: "cuRAND of CUDA 13" },
-    Needed { file: "libcuda.so.1", what: "the NVIDIA driver" },
+    Needed {
+        file: "libcudart.so.13",
+        what: "CUDA 13 runtime",
+    },
+    Needed {
+        file: "libcublas.so.13",
+        what: "cuBLAS of CUDA 13",
+    },
+    Needed {
+        file: "libcublasLt.so.13",
+        what: "cuBLASLt of CUDA 13",
+    },
+    Needed {
+        file: "libcurand.so.10",
+        what: "cuRAND of CUDA 13",
+    },
+    Needed {
+        file: "libcuda.so.1",
+        what: "the NVIDIA driver",
+    },
 ];
 
 const TENSORRT_LIBRARIES: [Needed; 5] = [
-    Needed { file: "libnvinfer.so.10", what: "TensorRT 10" },
-    Needed { file: "libnvonnxparser.so.10", what: "TensorRT 10's ONNX parser" },
-    Needed { file: "libcudart.so.13", what: "CUDA 13 runtime" },
-    Needed { file: "libcublas.so.13", what: "cuBLAS of CUDA 13" },
-    Needed { file: "libcudnn.so.9", what: "cuDNN 9" },
+    Needed {
+        file: "libnvinfer.so.10",
+        what: "TensorRT 10",
+    },
+    Needed {
+        file: "libnvonnxparser.so.10",
+        what: "TensorRT 10's ONNX parser",
+    },
+    Needed {
+        file: "libcudart.so.13",
+        what: "CUDA 13 runtime",
+    },
+    Needed {
+        file: "libcublas.so.13",
+        what: "cuBLAS of CUDA 13",
+    },
+    Needed {
+        file: "libcudnn.so.9",
+        what: "cuDNN 9",
+    },
 ];
 
 const FIX_ORT_GPU: &str = "use ONNX Runtime's GPU build: the PyPI wheel onnxruntime-gpu==1.31.1 holds libonnxruntime.so.1.31.1 and libonnxruntime_providers_{shared,cuda,tensorrt}.so in onnxruntime/capi/; keep them in one folder and set ORT_DYLIB_PATH to its libonnxruntime.so.1.31.1";
@@ -44,7 +82,12 @@ const FIX_GPU: &str = "run skyreels-build on the machine, with the GPU model, th
 /// default folders.
 fn linker_search_dirs() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var("LD_LIBRARY_PATH")
-        .map(|v| v.split(':').filter(|d| !d.is_empty()).map(PathBuf::from).collect())
+        .map(|v| {
+            v.split(':')
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })
         .unwrap_or_default();
     if let Ok(output) = std::process::Command::new("ldconfig").arg("-p").output() {
         for line in String::from_utf8_lossy(&output.stdout).lines() {
@@ -56,7 +99,14 @@ fn linker_search_dirs() -> Vec<PathBuf> {
             }
         }
     }
-    for dir in ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"] {
+    for dir in [
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib/x86_64-linux-gnu",
+        "/lib64",
+        "/usr/lib64",
+        "/lib",
+        "/usr/lib",
+    ] {
         dirs.push(PathBuf::from(dir));
     }
     dirs
@@ -64,7 +114,10 @@ fn linker_search_dirs() -> Vec<PathBuf> {
 
 /// Where the dynamic linker would find `file`, if anywhere.
 pub fn find_library(file: &str) -> Option<PathBuf> {
-    linker_search_dirs().into_iter().map(|dir| dir.join(file)).find(|p| p.is_file())
+    linker_search_dirs()
+        .into_iter()
+        .map(|dir| dir.join(file))
+        .find(|p| p.is_file())
 }
 
 /// Checks that `target` can run here (ONNX Runtime at `onnxruntime_library`, GPU `device`);
@@ -73,20 +126,38 @@ pub fn check(target: Target, onnxruntime_library: &Path, device: i32) -> Result<
     let (providers, libraries): (Vec<Needed>, &[Needed]) = match target {
         Target::Cpu => return Ok(None),
         Target::Cuda => (vec![PROVIDERS_SHARED, PROVIDERS_CUDA], &CUDA_LIBRARIES),
-        Target::TensorRt => (vec![PROVIDERS_SHARED, PROVIDERS_TENSORRT], &TENSORRT_LIBRARIES),
+        Target::TensorRt => (
+            vec![PROVIDERS_SHARED, PROVIDERS_TENSORRT],
+            &TENSORRT_LIBRARIES,
+        ),
     };
     let onnxruntime_dir = onnxruntime_library.parent().unwrap_or(Path::new("."));
     let mut missing = Vec::new();
     let mut fixes = Vec::new();
-    for needed in providers.iter().filter(|n| !onnxruntime_dir.join(n.file).is_file()) {
-        missing.push(format!("{} ({}) is not next to {}", needed.file, needed.what, onnxruntime_library.display()));
+    for needed in providers
+        .iter()
+        .filter(|n| !onnxruntime_dir.join(n.file).is_file())
+    {
+        missing.push(format!(
+            "{} ({}) is not next to {}",
+            needed.file,
+            needed.what,
+            onnxruntime_library.display()
+        ));
         if !fixes.contains(&FIX_ORT_GPU) {
             fixes.push(FIX_ORT_GPU);
         }
     }
     for needed in libraries.iter().filter(|n| find_library(n.file).is_none()) {
-        missing.push(format!("{} ({}) is not on the library path (LD_LIBRARY_PATH, ldconfig, system folders)", needed.file, needed.what));
-        let fix = if needed.file.starts_with("libnv") || needed.file.starts_with("libcudnn") { FIX_TENSORRT } else { FIX_CUDA };
+        missing.push(format!(
+            "{} ({}) is not on the library path (LD_LIBRARY_PATH, ldconfig, system folders)",
+            needed.file, needed.what
+        ));
+        let fix = if needed.file.starts_with("libnv") || needed.file.starts_with("libcudnn") {
+            FIX_TENSORRT
+        } else {
+            FIX_CUDA
+        };
         if !fixes.contains(&fix) {
             fixes.push(fix);
         }
@@ -99,7 +170,11 @@ pub fn check(target: Target, onnxruntime_library: &Path, device: i32) -> Result<
     if missing.is_empty() {
         return Ok(gpu);
     }
-    Err(BuildError::BackendUnavailable { target: target.name(), missing, fix: fixes.join(";\n       ") })
+    Err(BuildError::BackendUnavailable {
+        target: target.name(),
+        missing,
+        fix: fixes.join(";\n       "),
+    })
 }
 
 #[cfg(test)]
@@ -114,13 +189,25 @@ mod tests {
 
     #[test]
     fn cpu_needs_nothing() {
-        assert_eq!(check(Target::Cpu, Path::new("/nowhere/libonnxruntime.so"), 0).expect("cpu"), None);
+        assert_eq!(
+            check(Target::Cpu, Path::new("/nowhere/libonnxruntime.so"), 0).expect("cpu"),
+            None
+        );
     }
 
     #[test]
     fn tensorrt_names_the_provider_library_when_onnxruntime_is_the_cpu_build() {
-        let error = check(Target::TensorRt, Path::new("/nowhere/libonnxruntime.so.1.31.1"), 0).unwrap_err().to_string();
-        assert!(error.starts_with("cannot build for tensorrt here:"), "{error}");
+        let error = check(
+            Target::TensorRt,
+            Path::new("/nowhere/libonnxruntime.so.1.31.1"),
+            0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("cannot build for tensorrt here:"),
+            "{error}"
+        );
         assert!(error.contains("libonnxruntime_providers_tensorrt.so (ONNX Runtime's TensorRT execution provider) is not next to /nowhere/libonnxruntime.so.1.31.1"), "{error}");
         assert!(error.contains("onnxruntime-gpu==1.31.1"), "{error}");
     }

@@ -13,11 +13,26 @@ use skyreels_graph::{DType, Dim, Graph, Model};
 fn engine_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut graph = Graph::new("sigmoid");
-    let x = graph.input("x", DType::F32, vec![Dim::named("batch"), Dim::Known(4)]).expect("input");
+    let x = graph
+        .input("x", DType::F32, vec![Dim::named("batch"), Dim::Known(4)])
+        .expect("input");
     let y = graph.sigmoid(&x).expect("sigmoid");
-    graph.output("y", &y, DType::F32, vec![Dim::named("batch"), Dim::Known(4)]).expect("output");
-    Model::from_graph(graph, &BTreeMap::new()).save(&dir.path().join("g.onnx")).expect("save");
-    let spec = |name: &str| TensorSpec { name: name.into(), dtype: "float32".into(), shape: vec!["batch".into(), "4".into()] };
+    graph
+        .output(
+            "y",
+            &y,
+            DType::F32,
+            vec![Dim::named("batch"), Dim::Known(4)],
+        )
+        .expect("output");
+    Model::from_graph(graph, &BTreeMap::new())
+        .save(&dir.path().join("g.onnx"))
+        .expect("save");
+    let spec = |name: &str| TensorSpec {
+        name: name.into(),
+        dtype: "float32".into(),
+        shape: vec!["batch".into(), "4".into()],
+    };
     let config = DitConfig {
         model_type: ModelType::T2v,
         in_dim: 16,
@@ -34,14 +49,23 @@ fn engine_dir() -> tempfile::TempDir {
         eps: 1e-6,
         inject_sample_info: false,
     };
-    let entry = GraphEntry { name: "embed".into(), file: "g.onnx".into(), inputs: vec![spec("x")], outputs: vec![spec("y")] };
+    let entry = GraphEntry {
+        name: "embed".into(),
+        file: "g.onnx".into(),
+        inputs: vec![spec("x")],
+        outputs: vec![spec("y")],
+    };
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         producer: "test".into(),
         target: "cpu".into(),
         precision: "fp32".into(),
         attention: "matmul".into(),
-        dit: Some(DitComponent { config, graphs: vec![entry], blocks_causal: None }),
+        dit: Some(DitComponent {
+            config,
+            graphs: vec![entry],
+            blocks_causal: None,
+        }),
         vae: None,
         text_encoder: None,
         image_encoder: None,
@@ -52,20 +76,38 @@ fn engine_dir() -> tempfile::TempDir {
 }
 
 fn skyreels_build(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_skyreels-build")).arg(dir).args(args).output().expect("run skyreels-build")
+    Command::new(env!("CARGO_BIN_EXE_skyreels-build"))
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run skyreels-build")
 }
 
 #[test]
 fn tensorrt_without_tensorrt_exits_non_zero_naming_the_library() {
-    assert!(skyreels_engines::requirements::find_library("libnvinfer.so.10").is_none(), "expects a machine without TensorRT 10");
+    assert!(
+        skyreels_engines::requirements::find_library("libnvinfer.so.10").is_none(),
+        "expects a machine without TensorRT 10"
+    );
     let dir = engine_dir();
     let output = skyreels_build(dir.path(), &["--target", "tensorrt"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.starts_with("error: cannot build for tensorrt here:"), "{stderr}");
-    assert!(stderr.contains("libnvinfer.so.10 (TensorRT 10)"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot build for tensorrt here:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("libnvinfer.so.10 (TensorRT 10)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("fix: "), "{stderr}");
-    assert!(Manifest::load(dir.path()).expect("manifest").build.is_none());
+    assert!(
+        Manifest::load(dir.path())
+            .expect("manifest")
+            .build
+            .is_none()
+    );
 }
 
 #[test]
@@ -89,10 +131,19 @@ fn cpu_build_exits_zero_and_records_the_build() {
     let output = skyreels_build(dir.path(), &["--target", "cpu"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    let record = Manifest::load(dir.path()).expect("manifest").build.expect("record");
-    assert_eq!(record.files.get("g.onnx").map(String::as_str), Some("g.cpu.onnx"));
+    let record = Manifest::load(dir.path())
+        .expect("manifest")
+        .build
+        .expect("record");
+    assert_eq!(
+        record.files.get("g.onnx").map(String::as_str),
+        Some("g.cpu.onnx")
+    );
     assert!(dir.path().join("g.cpu.onnx").is_file());
     let output = skyreels_build(dir.path(), &["--target", "cpu", "--dtype", "bf16"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--dtype bf16 does not apply to --target cpu"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("--dtype bf16 does not apply to --target cpu")
+    );
 }

@@ -22,8 +22,17 @@ fn main() -> anyhow::Result<()> {
     let out = PathBuf::from(out);
     fs_err::create_dir_all(&out)?;
     let started = Instant::now();
-    let options = TextExportOptions { compute, attention, link_weights: true };
-    let export = text::export(&PathBuf::from(checkpoint), &PathBuf::from(tokenizer), &out, &options)?;
+    let options = TextExportOptions {
+        compute,
+        attention,
+        link_weights: true,
+    };
+    let export = text::export(
+        &PathBuf::from(checkpoint),
+        &PathBuf::from(tokenizer),
+        &out,
+        &options,
+    )?;
     let (written, linked) = export.weight_bytes;
     eprintln!(
         "text encoder: {} layers, {} nodes, {:.2}s, {:.1} MB written, {:.1} MB referenced in place",

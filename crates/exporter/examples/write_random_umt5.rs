@@ -14,10 +14,20 @@ fn main() -> anyhow::Result<()> {
     let [_, layers, dir] = args.as_slice() else {
         bail!("usage: write_random_umt5 LAYERS DIR");
     };
-    let layers: usize = layers.parse().context("LAYERS must be a number (24 for umT5-XXL)")?;
+    let layers: usize = layers
+        .parse()
+        .context("LAYERS must be a number (24 for umT5-XXL)")?;
     let dir = PathBuf::from(dir);
-    tiny::write_random_text_encoder(&dir.join("text_encoder"), &tiny::umt5_xxl_config(layers), StorageDtype::BF16, 0)?;
+    tiny::write_random_text_encoder(
+        &dir.join("text_encoder"),
+        &tiny::umt5_xxl_config(layers),
+        StorageDtype::BF16,
+        0,
+    )?;
     fs_err::create_dir_all(dir.join("tokenizer"))?;
-    fs_err::write(dir.join("tokenizer").join("tokenizer.json"), tiny::tiny_tokenizer_json())?;
+    fs_err::write(
+        dir.join("tokenizer").join("tokenizer.json"),
+        tiny::tiny_tokenizer_json(),
+    )?;
     Ok(())
 }

@@ -68,7 +68,10 @@ pub struct Checkpoint {
 /// (VAE, umT5, CLIP); a directory scan for the DiT's weights skips them.
 const COMPANION_PREFIXES: &[&str] = &["Wan2.1_VAE", "models_t5_", "models_clip_"];
 
-#[expect(unsafe_code, reason = "memory-mapping is the only way to read 28 GB checkpoints without copying them")]
+#[expect(
+    unsafe_code,
+    reason = "memory-mapping is the only way to read 28 GB checkpoints without copying them"
+)]
 fn map_file(path: &Path) -> Result<Mmap> {
     let file = fs_err::File::open(path)?;
     // SAFETY: the map is read-only and we do not modify the file while it is mapped; a concurrent
@@ -78,13 +81,24 @@ fn map_file(path: &Path) -> Result<Mmap> {
 
 /// The parser's message, plus the expected and actual sizes when the file is cut short or too long.
 fn describe_safetensors_error(error: &safetensors::SafeTensorError, bytes: &[u8]) -> String {
-    if !matches!(error, safetensors::SafeTensorError::MetadataIncompleteBuffer) {
+    if !matches!(
+        error,
+        safetensors::SafeTensorError::MetadataIncompleteBuffer
+    ) {
         return error.to_string();
     }
-    let header_len = bytes.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize);
-    let header: Option<serde_json::Value> = bytes.get(8..8usize.saturating_add(header_len)).and_then(|h| serde_json::from_slice(h).ok());
+    let header_len = bytes.get(..8).map_or(0, |b| {
+        u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize
+    });
+    let header: Option<serde_json::Value> = bytes
+        .get(8..8usize.saturating_add(header_len))
+        .and_then(|h| serde_json::from_slice(h).ok());
     let data_end = header.as_ref().and_then(|h| h.as_object()).map(|tensors| {
-        tensors.values().filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64()).max().unwrap_or(0)
+        tensors
+            .values()
+            .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
+            .max()
+            .unwrap_or(0)
     });
     match data_end {
         Some(end) => format!(
@@ -100,8 +114,16 @@ impl Checkpoint {
     /// Opens `path`: a `.safetensors` file, or a directory holding one or more of them
     /// (an `*.index.json`, when present, decides which files belong to the model).
     pub fn open(path: &Path) -> Result<Checkpoint> {
-        let files = if path.is_file() { vec![path.to_path_buf()] } else { Self::list_files(path)? };
-        let mut checkpoint = Checkpoint { root: path.to_path_buf(), files: Vec::new(), tensors: BTreeMap::new() };
+        let files = if path.is_file() {
+            vec![path.to_path_buf()]
+        } else {
+            Self::list_files(path)?
+        };
+        let mut checkpoint = Checkpoint {
+            root: path.to_path_buf(),
+            files: Vec::new(),
+            tensors: BTreeMap::new(),
+        };
         for file in files {
             checkpoint.add_file(&file)?;
         }
@@ -110,18 +132,29 @@ impl Checkpoint {
 
     fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
         if !dir.is_dir() {
-            return Err(ExportError::NoCheckpoint { path: dir.to_path_buf(), reason: "no such file or directory".into() });
+            return Err(ExportError::NoCheckpoint {
+                path: dir.to_path_buf(),
+                reason: "no such file or directory".into(),
+            });
         }
         let mut indexes = Vec::new();
         let mut files = Vec::new();
         let mut companions = Vec::new();
         for entry in fs_err::read_dir(dir)? {
             let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
             if name.ends_with(".safetensors.index.json") {
                 indexes.push(path);
             } else if name.ends_with(".safetensors") {
-                if COMPANION_PREFIXES.iter().any(|p| name.starts_with(p)) { companions.push(path) } else { files.push(path) }
+                if COMPANION_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                    companions.push(path)
+                } else {
+                    files.push(path)
+                }
             }
         }
         if files.is_empty() {
@@ -132,13 +165,19 @@ impl Checkpoint {
             if indexes.len() > 1 {
                 return Err(ExportError::NoCheckpoint {
                     path: dir.to_path_buf(),
-                    reason: format!("{} index files; keep one model per directory", indexes.len()),
+                    reason: format!(
+                        "{} index files; keep one model per directory",
+                        indexes.len()
+                    ),
                 });
             }
             return Self::files_from_index(dir, index);
         }
         if files.is_empty() {
-            return Err(ExportError::NoCheckpoint { path: dir.to_path_buf(), reason: "no *.safetensors files".into() });
+            return Err(ExportError::NoCheckpoint {
+                path: dir.to_path_buf(),
+                reason: "no *.safetensors files".into(),
+            });
         }
         files.sort();
         Ok(files)
@@ -146,25 +185,37 @@ impl Checkpoint {
 
     fn files_from_index(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
         let text = fs_err::read_to_string(index)?;
-        let bad = |reason: String| ExportError::BadConfig { path: index.to_path_buf(), reason };
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let bad = |reason: String| ExportError::BadConfig {
+            path: index.to_path_buf(),
+            reason,
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
         let map = json
             .get("weight_map")
             .and_then(|m| m.as_object())
             .ok_or_else(|| bad("no `weight_map` object".into()))?;
-        let mut names: Vec<String> = map.values().filter_map(|v| v.as_str().map(str::to_string)).collect();
+        let mut names: Vec<String> = map
+            .values()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
         names.sort();
         names.dedup();
         let mut files = Vec::new();
         for name in names {
             if name.contains('/') || name.contains("..") {
-                return Err(bad(format!("shard name `{name}` must be a plain file name")));
+                return Err(bad(format!(
+                    "shard name `{name}` must be a plain file name"
+                )));
             }
             let path = dir.join(&name);
             if !path.is_file() {
                 return Err(ExportError::NoCheckpoint {
                     path: path.clone(),
-                    reason: format!("shard listed in {} is missing; download it", index.display()),
+                    reason: format!(
+                        "shard listed in {} is missing; download it",
+                        index.display()
+                    ),
                 });
             }
             files.push(path);
@@ -177,8 +228,12 @@ impl Checkpoint {
         if crate::pth::is_pth(path) {
             return self.add_pth(path, map);
         }
-        let corrupt = |reason: String| ExportError::CorruptSafetensors { path: path.to_path_buf(), reason };
-        let (header_len, metadata) = SafeTensors::read_metadata(&map).map_err(|e| corrupt(describe_safetensors_error(&e, &map)))?;
+        let corrupt = |reason: String| ExportError::CorruptSafetensors {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let (header_len, metadata) = SafeTensors::read_metadata(&map)
+            .map_err(|e| corrupt(describe_safetensors_error(&e, &map)))?;
         let data_start = 8 + header_len as u64;
         let index = self.files.len();
         for (name, info) in metadata.tensors() {
@@ -187,7 +242,12 @@ impl Checkpoint {
                 Dtype::F16 => StoredDtype::F16,
                 Dtype::BF16 => StoredDtype::BF16,
                 Dtype::I64 => StoredDtype::I64,
-                other => return Err(ExportError::WrongDtype { name, dtype: format!("{other:?}") }),
+                other => {
+                    return Err(ExportError::WrongDtype {
+                        name,
+                        dtype: format!("{other:?}"),
+                    });
+                }
             };
             let (start, end) = info.data_offsets;
             let tensor = StoredTensor {
@@ -198,22 +258,39 @@ impl Checkpoint {
                 length: (end - start) as u64,
             };
             if self.tensors.insert(name.clone(), tensor).is_some() {
-                return Err(corrupt(format!("tensor `{name}` appears in more than one file")));
+                return Err(corrupt(format!(
+                    "tensor `{name}` appears in more than one file"
+                )));
             }
         }
-        self.files.push(CheckpointFile { path: path.to_path_buf(), map });
+        self.files.push(CheckpointFile {
+            path: path.to_path_buf(),
+            map,
+        });
         Ok(())
     }
 
     fn add_pth(&mut self, path: &Path, map: Mmap) -> Result<()> {
         let index = self.files.len();
         for t in crate::pth::read_index(&map, path)? {
-            let tensor = StoredTensor { file: index, dtype: t.dtype, shape: t.shape, offset: t.offset, length: t.length };
+            let tensor = StoredTensor {
+                file: index,
+                dtype: t.dtype,
+                shape: t.shape,
+                offset: t.offset,
+                length: t.length,
+            };
             if self.tensors.insert(t.name.clone(), tensor).is_some() {
-                return Err(ExportError::CorruptSafetensors { path: path.to_path_buf(), reason: format!("tensor `{}` appears twice", t.name) });
+                return Err(ExportError::CorruptSafetensors {
+                    path: path.to_path_buf(),
+                    reason: format!("tensor `{}` appears twice", t.name),
+                });
             }
         }
-        self.files.push(CheckpointFile { path: path.to_path_buf(), map });
+        self.files.push(CheckpointFile {
+            path: path.to_path_buf(),
+            map,
+        });
         Ok(())
     }
 
@@ -240,9 +317,12 @@ impl Checkpoint {
         let path = &self.files[tensor.file].path;
         let file = fs_err::File::open(path)?;
         let mut buffer = vec![0u8; tensor.length as usize];
-        file.file().read_exact_at(&mut buffer, tensor.offset).map_err(|e| {
-            ExportError::CorruptSafetensors { path: path.clone(), reason: format!("reading {} bytes at {}: {e}", tensor.length, tensor.offset) }
-        })?;
+        file.file()
+            .read_exact_at(&mut buffer, tensor.offset)
+            .map_err(|e| ExportError::CorruptSafetensors {
+                path: path.clone(),
+                reason: format!("reading {} bytes at {}: {e}", tensor.length, tensor.offset),
+            })?;
         Ok(buffer)
     }
 
@@ -250,10 +330,22 @@ impl Checkpoint {
     pub fn to_f32(&self, tensor: &StoredTensor) -> Vec<f32> {
         let bytes = self.bytes(tensor);
         match tensor.dtype {
-            StoredDtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            StoredDtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            StoredDtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            StoredDtype::I64 => bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()) as f32).collect(),
+            StoredDtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            StoredDtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            StoredDtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            StoredDtype::I64 => bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()) as f32)
+                .collect(),
         }
     }
 }

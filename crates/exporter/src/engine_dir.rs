@@ -21,7 +21,10 @@ impl Staging {
                 target.display()
             )));
         }
-        let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("engine");
+        let name = target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("engine");
         let parent = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -38,7 +41,11 @@ impl Staging {
             fs_err::remove_dir_all(&path)?;
         }
         fs_err::create_dir(&path).map_err(cannot_create)?;
-        Ok(Staging { path, target: target.to_path_buf(), committed: false })
+        Ok(Staging {
+            path,
+            target: target.to_path_buf(),
+            committed: false,
+        })
     }
 
     /// The directory to write into.

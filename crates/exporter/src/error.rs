@@ -7,7 +7,9 @@ pub enum ExportError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
     /// A safetensors file is truncated, corrupt or lies about its offsets.
-    #[error("{path} is not a valid safetensors file: {reason}\n  fix: re-download the file (it may be truncated or corrupt)")]
+    #[error(
+        "{path} is not a valid safetensors file: {reason}\n  fix: re-download the file (it may be truncated or corrupt)"
+    )]
     CorruptSafetensors {
         /// The file.
         path: PathBuf,
@@ -15,7 +17,13 @@ pub enum ExportError {
         reason: String,
     },
     /// No weights were found where a checkpoint was expected.
-    #[error("no checkpoint found at {path}: {}", with_fix(reason, "pass the model's directory (its *.safetensors, or *.pth for the original VAE/T5/CLIP) or a single weights file"))]
+    #[error(
+        "no checkpoint found at {path}: {}",
+        with_fix(
+            reason,
+            "pass the model's directory (its *.safetensors, or *.pth for the original VAE/T5/CLIP) or a single weights file"
+        )
+    )]
     NoCheckpoint {
         /// The directory or file given.
         path: PathBuf,
@@ -23,7 +31,9 @@ pub enum ExportError {
         reason: String,
     },
     /// A tensor the architecture needs is not in the checkpoint.
-    #[error("weight `{name}` not found in {path}\n  fix: check that the checkpoint is a complete SkyReels-V2 / Wan2.1 model of the expected kind")]
+    #[error(
+        "weight `{name}` not found in {path}\n  fix: check that the checkpoint is a complete SkyReels-V2 / Wan2.1 model of the expected kind"
+    )]
     MissingWeight {
         /// Canonical (original-layout) name.
         name: String,
@@ -31,7 +41,9 @@ pub enum ExportError {
         path: PathBuf,
     },
     /// The checkpoint has tensors the architecture does not use.
-    #[error("{count} unexpected weight(s) in {path}, e.g. `{first}`\n  fix: the checkpoint does not match the detected architecture ({architecture}); check config.json")]
+    #[error(
+        "{count} unexpected weight(s) in {path}, e.g. `{first}`\n  fix: the checkpoint does not match the detected architecture ({architecture}); check config.json"
+    )]
     UnusedWeights {
         /// How many.
         count: usize,
@@ -43,7 +55,9 @@ pub enum ExportError {
         architecture: String,
     },
     /// A tensor has the wrong shape.
-    #[error("weight `{name}` has shape {actual:?} but the architecture needs {expected:?}\n  fix: check config.json against the weights (dim, num_heads, ffn_dim, in_dim)")]
+    #[error(
+        "weight `{name}` has shape {actual:?} but the architecture needs {expected:?}\n  fix: check config.json against the weights (dim, num_heads, ffn_dim, in_dim)"
+    )]
     WrongShape {
         /// Canonical name.
         name: String,
@@ -53,7 +67,9 @@ pub enum ExportError {
         expected: Vec<usize>,
     },
     /// A tensor has the wrong number of dimensions.
-    #[error("weight `{name}` has shape {actual:?} but must be shaped {expected}\n  fix: the checkpoint is corrupt or not a SkyReels-V2 / Wan2.1 model; re-download it")]
+    #[error(
+        "weight `{name}` has shape {actual:?} but must be shaped {expected}\n  fix: the checkpoint is corrupt or not a SkyReels-V2 / Wan2.1 model; re-download it"
+    )]
     WrongRank {
         /// Canonical name.
         name: String,
@@ -63,7 +79,9 @@ pub enum ExportError {
         expected: &'static str,
     },
     /// A tensor's element type is not a float type we read.
-    #[error("weight `{name}` has dtype {dtype}; only F32, F16 and BF16 weights are supported\n  fix: convert the checkpoint to a float dtype, or use the original release (quantized checkpoints are not supported)")]
+    #[error(
+        "weight `{name}` has dtype {dtype}; only F32, F16 and BF16 weights are supported\n  fix: convert the checkpoint to a float dtype, or use the original release (quantized checkpoints are not supported)"
+    )]
     WrongDtype {
         /// Canonical name.
         name: String,
@@ -91,7 +109,11 @@ pub enum ExportError {
 
 /// `reason`, followed by a `fix:` line unless it already has one.
 fn with_fix(reason: &str, fix: &str) -> String {
-    if reason.contains("fix:") { reason.to_string() } else { format!("{reason}\n  fix: {fix}") }
+    if reason.contains("fix:") {
+        reason.to_string()
+    } else {
+        format!("{reason}\n  fix: {fix}")
+    }
 }
 
 /// Result alias for the exporter.

@@ -14,8 +14,14 @@ pub enum Layout {
 impl Layout {
     /// Guesses the layout from the stored names.
     pub fn detect<'a>(names: impl IntoIterator<Item = &'a str>) -> Layout {
-        let diffusers = names.into_iter().any(|n| n.starts_with("condition_embedder.") || n.starts_with("proj_out."));
-        if diffusers { Layout::Diffusers } else { Layout::Original }
+        let diffusers = names
+            .into_iter()
+            .any(|n| n.starts_with("condition_embedder.") || n.starts_with("proj_out."));
+        if diffusers {
+            Layout::Diffusers
+        } else {
+            Layout::Original
+        }
     }
 
     /// Maps a stored name to its canonical (original-layout) name; `None` when unknown.
@@ -28,15 +34,39 @@ impl Layout {
 }
 
 const TOP_LEVEL: &[(&str, &str)] = &[
-    ("condition_embedder.text_embedder.linear_1.", "text_embedding.0."),
-    ("condition_embedder.text_embedder.linear_2.", "text_embedding.2."),
-    ("condition_embedder.time_embedder.linear_1.", "time_embedding.0."),
-    ("condition_embedder.time_embedder.linear_2.", "time_embedding.2."),
+    (
+        "condition_embedder.text_embedder.linear_1.",
+        "text_embedding.0.",
+    ),
+    (
+        "condition_embedder.text_embedder.linear_2.",
+        "text_embedding.2.",
+    ),
+    (
+        "condition_embedder.time_embedder.linear_1.",
+        "time_embedding.0.",
+    ),
+    (
+        "condition_embedder.time_embedder.linear_2.",
+        "time_embedding.2.",
+    ),
     ("condition_embedder.time_proj.", "time_projection.1."),
-    ("condition_embedder.image_embedder.norm1.", "img_emb.proj.0."),
-    ("condition_embedder.image_embedder.ff.net.0.proj.", "img_emb.proj.1."),
-    ("condition_embedder.image_embedder.ff.net.2.", "img_emb.proj.3."),
-    ("condition_embedder.image_embedder.norm2.", "img_emb.proj.4."),
+    (
+        "condition_embedder.image_embedder.norm1.",
+        "img_emb.proj.0.",
+    ),
+    (
+        "condition_embedder.image_embedder.ff.net.0.proj.",
+        "img_emb.proj.1.",
+    ),
+    (
+        "condition_embedder.image_embedder.ff.net.2.",
+        "img_emb.proj.3.",
+    ),
+    (
+        "condition_embedder.image_embedder.norm2.",
+        "img_emb.proj.4.",
+    ),
     ("fps_projection.net.0.proj.", "fps_projection.0."),
     ("fps_projection.net.2.", "fps_projection.2."),
     ("proj_out.", "head.head."),
@@ -76,11 +106,15 @@ fn diffusers_to_original(name: &str) -> Option<String> {
         if suffix == "scale_shift_table" {
             return Some(format!("blocks.{index}.modulation"));
         }
-        return IN_BLOCK
-            .iter()
-            .find_map(|(from, to)| suffix.strip_prefix(from).map(|leaf| format!("blocks.{index}.{to}{leaf}")));
+        return IN_BLOCK.iter().find_map(|(from, to)| {
+            suffix
+                .strip_prefix(from)
+                .map(|leaf| format!("blocks.{index}.{to}{leaf}"))
+        });
     }
-    TOP_LEVEL.iter().find_map(|(from, to)| name.strip_prefix(from).map(|leaf| format!("{to}{leaf}")))
+    TOP_LEVEL
+        .iter()
+        .find_map(|(from, to)| name.strip_prefix(from).map(|leaf| format!("{to}{leaf}")))
 }
 
 #[cfg(test)]
@@ -90,21 +124,40 @@ mod tests {
     #[test]
     fn maps_the_spec_table() {
         let cases = [
-            ("blocks.3.attn1.to_out.0.weight", "blocks.3.self_attn.o.weight"),
+            (
+                "blocks.3.attn1.to_out.0.weight",
+                "blocks.3.self_attn.o.weight",
+            ),
             ("blocks.0.norm2.bias", "blocks.0.norm3.bias"),
             ("blocks.12.scale_shift_table", "blocks.12.modulation"),
-            ("blocks.1.attn2.norm_added_k.weight", "blocks.1.cross_attn.norm_k_img.weight"),
+            (
+                "blocks.1.attn2.norm_added_k.weight",
+                "blocks.1.cross_attn.norm_k_img.weight",
+            ),
             ("blocks.1.ffn.net.0.proj.weight", "blocks.1.ffn.0.weight"),
             ("scale_shift_table", "head.modulation"),
             ("proj_out.bias", "head.head.bias"),
-            ("condition_embedder.time_proj.weight", "time_projection.1.weight"),
-            ("condition_embedder.image_embedder.ff.net.2.weight", "img_emb.proj.3.weight"),
+            (
+                "condition_embedder.time_proj.weight",
+                "time_projection.1.weight",
+            ),
+            (
+                "condition_embedder.image_embedder.ff.net.2.weight",
+                "img_emb.proj.3.weight",
+            ),
             ("fps_projection.net.0.proj.bias", "fps_projection.0.bias"),
         ];
         for (diffusers, original) in cases {
-            assert_eq!(Layout::Diffusers.canonical(diffusers).as_deref(), Some(original), "{diffusers}");
+            assert_eq!(
+                Layout::Diffusers.canonical(diffusers).as_deref(),
+                Some(original),
+                "{diffusers}"
+            );
         }
-        assert_eq!(Layout::Diffusers.canonical("blocks.x.attn1.to_q.weight"), None);
+        assert_eq!(
+            Layout::Diffusers.canonical("blocks.x.attn1.to_q.weight"),
+            None
+        );
         assert_eq!(Layout::Diffusers.canonical("rope.freqs"), None);
     }
 }

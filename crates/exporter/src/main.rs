@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use skyreels_contract::manifest::FORMAT_VERSION;
 use skyreels_contract::Manifest;
+use skyreels_contract::manifest::FORMAT_VERSION;
 use skyreels_exporter::dit::layers::AttentionKind;
 use skyreels_exporter::dit::{self, DitExportOptions};
 use skyreels_exporter::engine_dir::Staging;
@@ -72,9 +72,18 @@ fn main() -> anyhow::Result<()> {
 /// the staging directory is already gone by then, so nothing partial is left.
 fn with_write_fix(error: anyhow::Error) -> anyhow::Error {
     use std::io::ErrorKind;
-    let failed_write = error.chain().filter_map(|cause| cause.downcast_ref::<std::io::Error>()).any(|io| {
-        matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::FileTooLarge | ErrorKind::QuotaExceeded | ErrorKind::ReadOnlyFilesystem)
-    });
+    let failed_write = error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| {
+            matches!(
+                io.kind(),
+                ErrorKind::StorageFull
+                    | ErrorKind::FileTooLarge
+                    | ErrorKind::QuotaExceeded
+                    | ErrorKind::ReadOnlyFilesystem
+            )
+        });
     match failed_write {
         true => error.context("writing the engine failed; nothing was left behind\n  fix: free disk space (an export needs about the size of the weights, or less when they are referenced in place) or choose another --out"),
         false => error,
@@ -87,7 +96,9 @@ fn export(args: Args) -> anyhow::Result<()> {
         Target::Cuda => Precision::Bf16,
     });
     if matches!(args.target, Target::Cpu) && !matches!(precision, Precision::Fp32) {
-        bail!("--dtype {precision:?} is not supported on --target cpu: ONNX Runtime's CPU provider has no fp16/bf16 kernels for MatMul/Attention\n  fix: use --dtype fp32 for cpu, or --target cuda");
+        bail!(
+            "--dtype {precision:?} is not supported on --target cpu: ONNX Runtime's CPU provider has no fp16/bf16 kernels for MatMul/Attention\n  fix: use --dtype fp32 for cpu, or --target cuda"
+        );
     }
     let attention = match args.attention.unwrap_or(match args.target {
         Target::Cpu => Attention::Matmul,
@@ -106,7 +117,8 @@ fn export(args: Args) -> anyhow::Result<()> {
     let staging = Staging::new(&args.out, args.force)?;
     let _tiny_dir;
     let source = if args.checkpoint == "tiny" {
-        let dir = tempfile::tempdir().context("creating a temporary directory for the tiny model")?;
+        let dir =
+            tempfile::tempdir().context("creating a temporary directory for the tiny model")?;
         tiny::write_random_dit(dir.path(), &tiny::tiny_dit_config(), StorageDtype::F32, 0)?;
         vae::random::write_random_vae(&dir.path().join("vae"), &vae::random::tiny_vae_config(), 0)?;
         text::tiny::write_tiny(dir.path(), 0)?;
@@ -126,22 +138,55 @@ fn export(args: Args) -> anyhow::Result<()> {
         None
     } else {
         let dit_source = dit::locate(&source);
-        Some(dit::export(&dit_source, staging.path(), &options).with_context(|| format!("exporting the DiT from {}", dit_source.display()))?)
+        Some(
+            dit::export(&dit_source, staging.path(), &options)
+                .with_context(|| format!("exporting the DiT from {}", dit_source.display()))?,
+        )
     };
-    let vae_export = export_vae(&source, staging.path(), !args.copy_weights && args.checkpoint != "tiny")?;
+    let vae_export = export_vae(
+        &source,
+        staging.path(),
+        !args.copy_weights && args.checkpoint != "tiny",
+    )?;
     let link_weights = !args.copy_weights && args.checkpoint != "tiny";
     let text_export = match text::locate(&source) {
         Some(found) => Some(
-            text::export(&found.checkpoint, &found.tokenizer, staging.path(), &TextExportOptions { compute, attention, link_weights })
-                .with_context(|| format!("exporting the text encoder from {}", found.checkpoint.display()))?,
+            text::export(
+                &found.checkpoint,
+                &found.tokenizer,
+                staging.path(),
+                &TextExportOptions {
+                    compute,
+                    attention,
+                    link_weights,
+                },
+            )
+            .with_context(|| {
+                format!(
+                    "exporting the text encoder from {}",
+                    found.checkpoint.display()
+                )
+            })?,
         ),
         None => None,
     };
     let image_export = match image::locate(&source) {
         Some(found) => {
             let preprocess = image::preprocess_from(found.preprocessor_config.as_deref())?;
-            let options = ImageExportOptions { compute, attention, link_weights, preprocess };
-            Some(image::export(&found.checkpoint, staging.path(), &options).with_context(|| format!("exporting the image encoder from {}", found.checkpoint.display()))?)
+            let options = ImageExportOptions {
+                compute,
+                attention,
+                link_weights,
+                preprocess,
+            };
+            Some(
+                image::export(&found.checkpoint, staging.path(), &options).with_context(|| {
+                    format!(
+                        "exporting the image encoder from {}",
+                        found.checkpoint.display()
+                    )
+                })?,
+            )
         }
         None => None,
     };
@@ -159,13 +204,23 @@ fn export(args: Args) -> anyhow::Result<()> {
     };
     manifest.save(staging.path())?;
     let out = staging.commit()?;
-    let reports = export.iter().flat_map(|e| &e.reports).chain(vae_export.iter().flat_map(|e| &e.reports));
-    let reports = reports.chain(text_export.iter().map(|e| &e.report)).chain(image_export.iter().map(|e| &e.report));
+    let reports = export
+        .iter()
+        .flat_map(|e| &e.reports)
+        .chain(vae_export.iter().flat_map(|e| &e.reports));
+    let reports = reports
+        .chain(text_export.iter().map(|e| &e.report))
+        .chain(image_export.iter().map(|e| &e.report));
     for report in reports {
         eprintln!("  {:<26} {:>6} nodes", report.file, report.nodes);
     }
-    let weight_bytes = export.iter().map(|e| e.weight_bytes).chain(vae_export.iter().map(|e| e.weight_bytes));
-    let weight_bytes = weight_bytes.chain(text_export.iter().map(|e| e.weight_bytes)).chain(image_export.iter().map(|e| e.weight_bytes));
+    let weight_bytes = export
+        .iter()
+        .map(|e| e.weight_bytes)
+        .chain(vae_export.iter().map(|e| e.weight_bytes));
+    let weight_bytes = weight_bytes
+        .chain(text_export.iter().map(|e| e.weight_bytes))
+        .chain(image_export.iter().map(|e| e.weight_bytes));
     let (written, linked) = weight_bytes.fold((0, 0), |(w, l), (a, b)| (w + a, l + b));
     eprintln!(
         "exported {} in {:.2}s (weights: {:.1} MB written, {:.1} MB referenced in place)",
@@ -178,9 +233,16 @@ fn export(args: Args) -> anyhow::Result<()> {
 }
 
 /// Exports the VAE that belongs to `source` (see `vae::locate`), if there is one.
-fn export_vae(source: &std::path::Path, out: &std::path::Path, link_weights: bool) -> anyhow::Result<Option<VaeExport>> {
+fn export_vae(
+    source: &std::path::Path,
+    out: &std::path::Path,
+    link_weights: bool,
+) -> anyhow::Result<Option<VaeExport>> {
     let Some(vae_source) = vae::locate(source) else {
-        eprintln!("no VAE found at {} (looked for a vae/ folder, Wan2.1_VAE.pth or Wan2.1_VAE.safetensors); the engine has none", source.display());
+        eprintln!(
+            "no VAE found at {} (looked for a vae/ folder, Wan2.1_VAE.pth or Wan2.1_VAE.safetensors); the engine has none",
+            source.display()
+        );
         return Ok(None);
     };
     let export = vae::export(&vae_source, out, &VaeExportOptions { link_weights })

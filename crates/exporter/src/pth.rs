@@ -27,7 +27,10 @@ pub struct PthTensor {
 
 /// True for the file names this module reads.
 pub fn is_pth(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("pth" | "pt"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("pth" | "pt")
+    )
 }
 
 struct ZipEntry {
@@ -37,13 +40,16 @@ struct ZipEntry {
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    b.get(at..at.checked_add(2)?).map(|s| u16::from_le_bytes([s[0], s[1]]))
+    b.get(at..at.checked_add(2)?)
+        .map(|s| u16::from_le_bytes([s[0], s[1]]))
 }
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at.checked_add(4)?).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(at..at.checked_add(4)?)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at..at.checked_add(8)?).map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+    b.get(at..at.checked_add(8)?)
+        .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
 }
 
 /// The zip's central directory: name → entry.
@@ -76,12 +82,17 @@ fn zip_entries(bytes: &[u8]) -> std::result::Result<HashMap<String, ZipEntry>, S
         let extra_length = u16_at(bytes, at + 30).ok_or("truncated")? as usize;
         let comment_length = u16_at(bytes, at + 32).ok_or("truncated")? as usize;
         let mut local_header = u32_at(bytes, at + 42).ok_or("truncated")? as u64;
-        let name = bytes.get(at + 46..at + 46 + name_length).ok_or("truncated")?;
+        let name = bytes
+            .get(at + 46..at + 46 + name_length)
+            .ok_or("truncated")?;
         let name = String::from_utf8_lossy(name).to_string();
         let mut extra = at + 46 + name_length;
         let extra_end = extra + extra_length;
         while extra + 4 <= extra_end {
-            let (id, length) = (u16_at(bytes, extra).ok_or("truncated")?, u16_at(bytes, extra + 2).ok_or("truncated")? as usize);
+            let (id, length) = (
+                u16_at(bytes, extra).ok_or("truncated")?,
+                u16_at(bytes, extra + 2).ok_or("truncated")? as usize,
+            );
             if id == 0x0001 {
                 let mut field = extra + 4;
                 for value in [&mut uncompressed, &mut size, &mut local_header] {
@@ -94,9 +105,18 @@ fn zip_entries(bytes: &[u8]) -> std::result::Result<HashMap<String, ZipEntry>, S
             extra += 4 + length;
         }
         if method == 0 && size != uncompressed {
-            return Err(format!("stored entry `{name}` has sizes {size} and {uncompressed}"));
+            return Err(format!(
+                "stored entry `{name}` has sizes {size} and {uncompressed}"
+            ));
         }
-        entries.insert(name, ZipEntry { method, size, local_header });
+        entries.insert(
+            name,
+            ZipEntry {
+                method,
+                size,
+                local_header,
+            },
+        );
         at = extra_end + comment_length;
     }
     Ok(entries)
@@ -105,7 +125,9 @@ fn zip_entries(bytes: &[u8]) -> std::result::Result<HashMap<String, ZipEntry>, S
 /// Byte range of a stored (uncompressed) entry's data.
 fn entry_data(bytes: &[u8], entry: &ZipEntry) -> std::result::Result<(u64, u64), String> {
     if entry.method != 0 {
-        return Err("compressed zip entries are not supported (torch.save stores them uncompressed)".into());
+        return Err(
+            "compressed zip entries are not supported (torch.save stores them uncompressed)".into(),
+        );
     }
     let at = entry.local_header as usize;
     if u32_at(bytes, at) != Some(0x0403_4b50) {
@@ -114,7 +136,10 @@ fn entry_data(bytes: &[u8], entry: &ZipEntry) -> std::result::Result<(u64, u64),
     let name_length = u16_at(bytes, at + 26).ok_or("truncated")? as u64;
     let extra_length = u16_at(bytes, at + 28).ok_or("truncated")? as u64;
     let start = entry.local_header + 30 + name_length + extra_length;
-    if start.checked_add(entry.size).is_none_or(|end| end > bytes.len() as u64) {
+    if start
+        .checked_add(entry.size)
+        .is_none_or(|end| end > bytes.len() as u64)
+    {
         return Err("entry runs past the end of the file".into());
     }
     Ok((start, entry.size))
@@ -132,8 +157,17 @@ enum Object {
     List(Vec<Object>),
     Dict(Vec<(Object, Object)>),
     Global(String, String),
-    Storage { key: String, dtype: Option<StoredDtype> },
-    Tensor { key: String, dtype: Option<StoredDtype>, offset: usize, shape: Vec<usize>, stride: Vec<usize> },
+    Storage {
+        key: String,
+        dtype: Option<StoredDtype>,
+    },
+    Tensor {
+        key: String,
+        dtype: Option<StoredDtype>,
+        offset: usize,
+        shape: Vec<usize>,
+        stride: Vec<usize>,
+    },
     Opaque,
 }
 
@@ -149,25 +183,51 @@ fn storage_dtype(class: &str) -> Option<StoredDtype> {
 
 fn integers(object: &Object) -> Option<Vec<usize>> {
     match object {
-        Object::Tuple(items) | Object::List(items) => {
-            items.iter().map(|i| if let Object::Int(v) = i { usize::try_from(*v).ok() } else { None }).collect()
-        }
+        Object::Tuple(items) | Object::List(items) => items
+            .iter()
+            .map(|i| {
+                if let Object::Int(v) = i {
+                    usize::try_from(*v).ok()
+                } else {
+                    None
+                }
+            })
+            .collect(),
         _ => None,
     }
 }
 
 fn reduce(callable: Object, args: Object) -> Object {
-    let Object::Global(module, name) = callable else { return Object::Opaque };
-    let Object::Tuple(args) = args else { return Object::Opaque };
+    let Object::Global(module, name) = callable else {
+        return Object::Opaque;
+    };
+    let Object::Tuple(args) = args else {
+        return Object::Opaque;
+    };
     match (module.as_str(), name.as_str()) {
         ("collections", "OrderedDict") => Object::Dict(Vec::new()),
         ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => {
-            let (Some(Object::Storage { key, dtype }), Some(Object::Int(offset)), Some(shape), Some(stride)) =
-                (args.first(), args.get(1), args.get(2).and_then(integers), args.get(3).and_then(integers))
+            let (
+                Some(Object::Storage { key, dtype }),
+                Some(Object::Int(offset)),
+                Some(shape),
+                Some(stride),
+            ) = (
+                args.first(),
+                args.get(1),
+                args.get(2).and_then(integers),
+                args.get(3).and_then(integers),
+            )
             else {
                 return Object::Opaque;
             };
-            Object::Tensor { key: key.clone(), dtype: *dtype, offset: *offset as usize, shape, stride }
+            Object::Tensor {
+                key: key.clone(),
+                dtype: *dtype,
+                offset: *offset as usize,
+                shape,
+                stride,
+            }
         }
         _ => Object::Opaque,
     }
@@ -190,7 +250,9 @@ fn count_nodes(object: &Object, limit: usize) -> usize {
         }
     };
     match object {
-        Object::Tuple(items) | Object::List(items) => items.iter().for_each(|item| visit(item, &mut count)),
+        Object::Tuple(items) | Object::List(items) => {
+            items.iter().for_each(|item| visit(item, &mut count))
+        }
         Object::Dict(pairs) => pairs.iter().for_each(|(key, value)| {
             visit(key, &mut count);
             visit(value, &mut count);
@@ -202,7 +264,8 @@ fn count_nodes(object: &Object, limit: usize) -> usize {
 
 /// Whether containers inside `object` nest deeper than `levels`.
 fn deeper_than(object: &Object, levels: usize) -> bool {
-    let is_container = |o: &Object| matches!(o, Object::Tuple(_) | Object::List(_) | Object::Dict(_));
+    let is_container =
+        |o: &Object| matches!(o, Object::Tuple(_) | Object::List(_) | Object::Dict(_));
     let children: Vec<&Object> = match object {
         Object::Tuple(items) | Object::List(items) => items.iter().collect(),
         Object::Dict(pairs) => pairs.iter().flat_map(|(key, value)| [key, value]).collect(),
@@ -210,14 +273,18 @@ fn deeper_than(object: &Object, levels: usize) -> bool {
     };
     match levels {
         0 => children.into_iter().any(is_container),
-        _ => children.into_iter().any(|child| deeper_than(child, levels - 1)),
+        _ => children
+            .into_iter()
+            .any(|child| deeper_than(child, levels - 1)),
     }
 }
 
 /// `items`, about to go into a container; refused if that would nest deeper than [`MAX_DEPTH`].
 fn nested(items: Vec<Object>) -> std::result::Result<Vec<Object>, String> {
     if items.iter().any(|item| deeper_than(item, MAX_DEPTH - 1)) {
-        return Err(format!("containers nest deeper than {MAX_DEPTH} levels; not a state dict"));
+        return Err(format!(
+            "containers nest deeper than {MAX_DEPTH} levels; not a state dict"
+        ));
     }
     Ok(items)
 }
@@ -228,21 +295,33 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
     let mut memo: HashMap<u64, Object> = HashMap::new();
     let mut at = 0usize;
     let take = |at: &mut usize, n: usize| -> std::result::Result<&[u8], String> {
-        let slice = data.get(*at..at.checked_add(n).ok_or("pickle ends early")?).ok_or("pickle ends early")?;
+        let slice = data
+            .get(*at..at.checked_add(n).ok_or("pickle ends early")?)
+            .ok_or("pickle ends early")?;
         *at += n;
         Ok(slice)
     };
     let pop_mark = |stack: &mut Vec<Object>| -> std::result::Result<Vec<Object>, String> {
-        let mark = stack.iter().rposition(|o| matches!(o, Object::Mark)).ok_or("MARK missing")?;
+        let mark = stack
+            .iter()
+            .rposition(|o| matches!(o, Object::Mark))
+            .ok_or("MARK missing")?;
         let items = stack.split_off(mark + 1);
         stack.pop();
         Ok(items)
     };
-    let pop = |stack: &mut Vec<Object>| stack.pop().ok_or_else(|| "pickle stack underflow".to_string());
-    let mut copy_budget = COPY_BUDGET_BASE.saturating_add(COPY_BUDGET_PER_BYTE.saturating_mul(data.len()));
+    let pop = |stack: &mut Vec<Object>| {
+        stack
+            .pop()
+            .ok_or_else(|| "pickle stack underflow".to_string())
+    };
+    let mut copy_budget =
+        COPY_BUDGET_BASE.saturating_add(COPY_BUDGET_PER_BYTE.saturating_mul(data.len()));
     let mut copy = |object: &Object| -> std::result::Result<Object, String> {
         let nodes = count_nodes(object, copy_budget);
-        copy_budget = copy_budget.checked_sub(nodes).ok_or("the pickle copies more objects than a state dict holds (memo bomb?)")?;
+        copy_budget = copy_budget
+            .checked_sub(nodes)
+            .ok_or("the pickle copies more objects than a state dict holds (memo bomb?)")?;
         Ok(object.clone())
     };
     loop {
@@ -265,7 +344,9 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
             }
             b'J' => {
                 let b = take(&mut at, 4)?;
-                stack.push(Object::Int(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64));
+                stack.push(Object::Int(
+                    i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64
+                ));
             }
             0x8a => {
                 let n = take(&mut at, 1)?[0] as usize;
@@ -273,7 +354,11 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
                 if n > 8 {
                     return Err("LONG1 wider than 64 bits".into());
                 }
-                let mut buffer = if b.last().is_some_and(|x| x & 0x80 != 0) { [0xFF; 8] } else { [0; 8] };
+                let mut buffer = if b.last().is_some_and(|x| x & 0x80 != 0) {
+                    [0xFF; 8]
+                } else {
+                    [0; 8]
+                };
                 buffer[..n].copy_from_slice(b);
                 stack.push(Object::Int(i64::from_le_bytes(buffer)));
             }
@@ -284,7 +369,9 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
             b'X' | 0x8c | 0x8d | b'U' | b'T' | b'B' | b'C' => {
                 let n = match opcode {
                     0x8c | b'U' | b'C' => take(&mut at, 1)?[0] as usize,
-                    0x8d => u64::from_le_bytes(take(&mut at, 8)?.try_into().expect("8 bytes")) as usize,
+                    0x8d => {
+                        u64::from_le_bytes(take(&mut at, 8)?.try_into().expect("8 bytes")) as usize
+                    }
                     _ => {
                         let b = take(&mut at, 4)?;
                         u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
@@ -294,10 +381,16 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
                 stack.push(Object::Text(String::from_utf8_lossy(b).to_string()));
             }
             b'c' => {
-                let end = data[at..].iter().position(|&c| c == b'\n').ok_or("GLOBAL without newline")?;
+                let end = data[at..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .ok_or("GLOBAL without newline")?;
                 let module = String::from_utf8_lossy(&data[at..at + end]).to_string();
                 at += end + 1;
-                let end = data[at..].iter().position(|&c| c == b'\n').ok_or("GLOBAL without newline")?;
+                let end = data[at..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .ok_or("GLOBAL without newline")?;
                 let name = String::from_utf8_lossy(&data[at..at + end]).to_string();
                 at += end + 1;
                 stack.push(Object::Global(module, name));
@@ -305,7 +398,9 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
             0x93 => {
                 let name = pop(&mut stack)?;
                 let module = pop(&mut stack)?;
-                let (Object::Text(module), Object::Text(name)) = (module, name) else { return Err("STACK_GLOBAL of non-strings".into()) };
+                let (Object::Text(module), Object::Text(name)) = (module, name) else {
+                    return Err("STACK_GLOBAL of non-strings".into());
+                };
                 stack.push(Object::Global(module, name));
             }
             b')' => stack.push(Object::Tuple(Vec::new())),
@@ -329,11 +424,18 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
             b'}' => stack.push(Object::Dict(Vec::new())),
             b'd' => {
                 let items = nested(pop_mark(&mut stack)?)?;
-                let pairs = items.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+                let pairs = items
+                    .chunks_exact(2)
+                    .map(|p| (p[0].clone(), p[1].clone()))
+                    .collect();
                 stack.push(Object::Dict(pairs));
             }
             b'a' | b'e' => {
-                let items = nested(if opcode == b'a' { vec![pop(&mut stack)?] } else { pop_mark(&mut stack)? })?;
+                let items = nested(if opcode == b'a' {
+                    vec![pop(&mut stack)?]
+                } else {
+                    pop_mark(&mut stack)?
+                })?;
                 if let Some(Object::List(list)) = stack.last_mut() {
                     list.extend(items);
                 }
@@ -348,7 +450,9 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
                 };
                 let items = nested(items)?;
                 match stack.last_mut() {
-                    Some(Object::Dict(dict)) => dict.extend(items.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone()))),
+                    Some(Object::Dict(dict)) => {
+                        dict.extend(items.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())))
+                    }
                     _ => return Err("SETITEM(S) on a non-dict".into()),
                 }
             }
@@ -358,7 +462,10 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
             }
             b'r' => {
                 let b = take(&mut at, 4)?;
-                memo.insert(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64, copy(stack.last().ok_or("memo of an empty stack")?)?);
+                memo.insert(
+                    u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64,
+                    copy(stack.last().ok_or("memo of an empty stack")?)?,
+                );
             }
             0x94 => {
                 let key = memo.len() as u64;
@@ -370,15 +477,25 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
             }
             b'j' => {
                 let b = take(&mut at, 4)?;
-                stack.push(copy(memo.get(&(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)).ok_or("unknown memo key")?)?);
+                stack.push(copy(
+                    memo.get(&(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64))
+                        .ok_or("unknown memo key")?,
+                )?);
             }
             b'Q' => {
                 let id = pop(&mut stack)?;
-                let Object::Tuple(parts) = id else { return Err("persistent id is not a tuple".into()) };
+                let Object::Tuple(parts) = id else {
+                    return Err("persistent id is not a tuple".into());
+                };
                 let storage = match (parts.first(), parts.get(1), parts.get(2)) {
-                    (Some(Object::Text(kind)), Some(Object::Global(_, class)), Some(Object::Text(key))) if kind == "storage" => {
-                        Object::Storage { key: key.clone(), dtype: storage_dtype(class) }
-                    }
+                    (
+                        Some(Object::Text(kind)),
+                        Some(Object::Global(_, class)),
+                        Some(Object::Text(key)),
+                    ) if kind == "storage" => Object::Storage {
+                        key: key.clone(),
+                        dtype: storage_dtype(class),
+                    },
                     _ => return Err("unsupported persistent id (not a tensor storage)".into()),
                 };
                 stack.push(storage);
@@ -396,7 +513,12 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
             b'b' => {
                 pop(&mut stack)?;
             }
-            other => return Err(format!("unsupported pickle opcode 0x{other:02x} at byte {}", at - 1)),
+            other => {
+                return Err(format!(
+                    "unsupported pickle opcode 0x{other:02x} at byte {}",
+                    at - 1
+                ));
+            }
         }
     }
 }
@@ -409,7 +531,11 @@ fn collect(object: &Object, prefix: &str, out: &mut Vec<(String, Object)>) {
                 Object::Int(i) => i.to_string(),
                 _ => continue,
             };
-            let name = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+            let name = if prefix.is_empty() {
+                key
+            } else {
+                format!("{prefix}.{key}")
+            };
             match value {
                 Object::Tensor { .. } => out.push((name, value.clone())),
                 Object::Dict(_) => collect(value, &name, out),
@@ -421,7 +547,10 @@ fn collect(object: &Object, prefix: &str, out: &mut Vec<(String, Object)>) {
 
 /// Lists the tensors of a `torch.save` file held in `bytes` (the mapped `path`).
 pub fn read_index(bytes: &[u8], path: &Path) -> Result<Vec<PthTensor>> {
-    let corrupt = |reason: String| ExportError::CorruptSafetensors { path: path.to_path_buf(), reason };
+    let corrupt = |reason: String| ExportError::CorruptSafetensors {
+        path: path.to_path_buf(),
+        reason,
+    };
     let entries = zip_entries(bytes).map_err(|e| corrupt(format!("not a torch.save zip: {e}")))?;
     let (pickle_name, pickle) = entries
         .iter()
@@ -429,31 +558,66 @@ pub fn read_index(bytes: &[u8], path: &Path) -> Result<Vec<PthTensor>> {
         .ok_or_else(|| corrupt("no `*/data.pkl` in the archive (legacy non-zip torch.save files are not supported)".into()))?;
     let prefix = pickle_name.trim_end_matches("data.pkl").to_string();
     let (start, length) = entry_data(bytes, pickle).map_err(corrupt)?;
-    let root = unpickle(&bytes[start as usize..(start + length) as usize]).map_err(|e| corrupt(format!("data.pkl: {e}")))?;
+    let root = unpickle(&bytes[start as usize..(start + length) as usize])
+        .map_err(|e| corrupt(format!("data.pkl: {e}")))?;
     let mut found = Vec::new();
     collect(&root, "", &mut found);
     let mut tensors = Vec::with_capacity(found.len());
     for (name, tensor) in found {
-        let Object::Tensor { key, dtype, offset, shape, stride } = tensor else { continue };
-        let dtype = dtype.ok_or_else(|| ExportError::WrongDtype { name: name.clone(), dtype: "an unsupported torch storage type".into() })?;
-        let impossible = || corrupt(format!("tensor `{name}` has an impossible size (shape {shape:?}, storage offset {offset})"));
+        let Object::Tensor {
+            key,
+            dtype,
+            offset,
+            shape,
+            stride,
+        } = tensor
+        else {
+            continue;
+        };
+        let dtype = dtype.ok_or_else(|| ExportError::WrongDtype {
+            name: name.clone(),
+            dtype: "an unsupported torch storage type".into(),
+        })?;
+        let impossible = || {
+            corrupt(format!(
+                "tensor `{name}` has an impossible size (shape {shape:?}, storage offset {offset})"
+            ))
+        };
         let mut expected = 1usize;
         for (dim, step) in shape.iter().zip(&stride).rev() {
             if *dim > 1 && *step != expected {
-                return Err(corrupt(format!("tensor `{name}` is not contiguous (shape {shape:?}, stride {stride:?}); re-save it with .contiguous()")));
+                return Err(corrupt(format!(
+                    "tensor `{name}` is not contiguous (shape {shape:?}, stride {stride:?}); re-save it with .contiguous()"
+                )));
             }
             expected = expected.checked_mul(*dim).ok_or_else(impossible)?;
         }
-        let entry = entries.get(&format!("{prefix}data/{key}")).ok_or_else(|| corrupt(format!("storage {key} of `{name}` is missing")))?;
+        let entry = entries
+            .get(&format!("{prefix}data/{key}"))
+            .ok_or_else(|| corrupt(format!("storage {key} of `{name}` is missing")))?;
         let (data_start, data_length) = entry_data(bytes, entry).map_err(corrupt)?;
         let element = dtype.size() as u64;
-        let count = shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64)).ok_or_else(impossible)?;
-        let begin = (offset as u64).checked_mul(element).ok_or_else(impossible)?;
+        let count = shape
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .ok_or_else(impossible)?;
+        let begin = (offset as u64)
+            .checked_mul(element)
+            .ok_or_else(impossible)?;
         let length = count.checked_mul(element).ok_or_else(impossible)?;
-        if begin.checked_add(length).is_none_or(|end| end > data_length) {
+        if begin
+            .checked_add(length)
+            .is_none_or(|end| end > data_length)
+        {
             return Err(corrupt(format!("tensor `{name}` runs past its storage")));
         }
-        tensors.push(PthTensor { name, dtype, shape, offset: data_start + begin, length });
+        tensors.push(PthTensor {
+            name,
+            dtype,
+            shape,
+            offset: data_start + begin,
+            length,
+        });
     }
     Ok(tensors)
 }

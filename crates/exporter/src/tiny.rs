@@ -65,16 +65,32 @@ enum Init {
 /// Every DiT tensor (canonical names) with its shape and initialisation.
 fn dit_tensors(config: &DitConfig) -> Vec<(String, Vec<usize>, Init)> {
     let d = config.dim;
-    let linear_std = |fan_in: usize| Init::Random { mean: 0.0, std: 1.0 / (fan_in as f32).sqrt() };
-    let bias = Init::Random { mean: 0.0, std: 0.02 };
-    let norm = Init::Random { mean: 1.0, std: 0.1 };
-    let table = Init::Random { mean: 0.0, std: 1.0 / (d as f32).sqrt() };
+    let linear_std = |fan_in: usize| Init::Random {
+        mean: 0.0,
+        std: 1.0 / (fan_in as f32).sqrt(),
+    };
+    let bias = Init::Random {
+        mean: 0.0,
+        std: 0.02,
+    };
+    let norm = Init::Random {
+        mean: 1.0,
+        std: 0.1,
+    };
+    let table = Init::Random {
+        mean: 0.0,
+        std: 1.0 / (d as f32).sqrt(),
+    };
     let mut t: Vec<(String, Vec<usize>, Init)> = Vec::new();
     let linear = |t: &mut Vec<_>, name: &str, out: usize, inp: usize| {
         t.push((format!("{name}.weight"), vec![out, inp], linear_std(inp)));
         t.push((format!("{name}.bias"), vec![out], bias));
     };
-    t.push(("patch_embedding.weight".into(), vec![d, config.in_dim, 1, 2, 2], linear_std(config.in_dim * 4)));
+    t.push((
+        "patch_embedding.weight".into(),
+        vec![d, config.in_dim, 1, 2, 2],
+        linear_std(config.in_dim * 4),
+    ));
     t.push(("patch_embedding.bias".into(), vec![d], bias));
     linear(&mut t, "text_embedding.0", d, config.text_dim);
     linear(&mut t, "text_embedding.2", d, d);
@@ -82,7 +98,14 @@ fn dit_tensors(config: &DitConfig) -> Vec<(String, Vec<usize>, Init)> {
     linear(&mut t, "time_embedding.2", d, d);
     linear(&mut t, "time_projection.1", 6 * d, d);
     if config.inject_sample_info {
-        t.push(("fps_embedding.weight".into(), vec![2, d], Init::Random { mean: 0.0, std: 1.0 }));
+        t.push((
+            "fps_embedding.weight".into(),
+            vec![2, d],
+            Init::Random {
+                mean: 0.0,
+                std: 1.0,
+            },
+        ));
         linear(&mut t, "fps_projection.0", d, d);
         linear(&mut t, "fps_projection.2", 6 * d, d);
     }
@@ -130,7 +153,12 @@ pub enum StorageDtype {
 
 /// Writes `dir/model.safetensors` + `dir/config.json` (original layout) with seeded random weights,
 /// streaming tensor by tensor so real-size models need no full in-memory copy.
-pub fn write_random_dit(dir: &Path, config: &DitConfig, storage: StorageDtype, seed: u64) -> Result<()> {
+pub fn write_random_dit(
+    dir: &Path,
+    config: &DitConfig,
+    storage: StorageDtype,
+    seed: u64,
+) -> Result<()> {
     fs_err::create_dir_all(dir)?;
     let tensors = dit_tensors(config);
     let element = match storage {
@@ -151,7 +179,8 @@ pub fn write_random_dit(dir: &Path, config: &DitConfig, storage: StorageDtype, s
         );
         offset += bytes;
     }
-    let mut header = serde_json::to_vec(&serde_json::Value::Object(header)).map_err(std::io::Error::other)?;
+    let mut header =
+        serde_json::to_vec(&serde_json::Value::Object(header)).map_err(std::io::Error::other)?;
     while header.len() % 8 != 0 {
         header.push(b' ');
     }
@@ -171,7 +200,9 @@ pub fn write_random_dit(dir: &Path, config: &DitConfig, storage: StorageDtype, s
             let value = mean + half_width * (2.0 * rng.random::<f32>() - 1.0);
             match storage {
                 StorageDtype::F32 => buffer.extend_from_slice(&value.to_le_bytes()),
-                StorageDtype::BF16 => buffer.extend_from_slice(&half::bf16::from_f32(value).to_le_bytes()),
+                StorageDtype::BF16 => {
+                    buffer.extend_from_slice(&half::bf16::from_f32(value).to_le_bytes())
+                }
             }
         }
         out.write_all(&buffer)?;
@@ -195,6 +226,9 @@ pub fn write_random_dit(dir: &Path, config: &DitConfig, storage: StorageDtype, s
         "eps": config.eps,
         "inject_sample_info": config.inject_sample_info,
     });
-    fs_err::write(dir.join("config.json"), serde_json::to_string_pretty(&json).map_err(std::io::Error::other)?)?;
+    fs_err::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&json).map_err(std::io::Error::other)?,
+    )?;
     Ok(())
 }

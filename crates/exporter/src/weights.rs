@@ -46,32 +46,53 @@ impl WeightSink {
 
     fn append(&mut self, bytes: &[u8]) -> Result<ExternalData> {
         if self.writer.is_none() {
-            self.writer = Some(BufWriter::with_capacity(8 << 20, fs_err::File::create(self.dir.join(&self.file_name))?));
+            self.writer = Some(BufWriter::with_capacity(
+                8 << 20,
+                fs_err::File::create(self.dir.join(&self.file_name))?,
+            ));
         }
         let writer = self.writer.as_mut().expect("writer opened above");
         let padding = (ALIGNMENT - self.offset % ALIGNMENT) % ALIGNMENT;
         writer.write_all(&vec![0u8; padding as usize])?;
         self.offset += padding;
         writer.write_all(bytes)?;
-        let data = ExternalData { location: self.file_name.clone(), offset: self.offset, length: bytes.len() as u64 };
+        let data = ExternalData {
+            location: self.file_name.clone(),
+            offset: self.offset,
+            length: bytes.len() as u64,
+        };
         self.offset += bytes.len() as u64;
         self.written_bytes += bytes.len() as u64;
         Ok(data)
     }
 
-    fn link(&mut self, checkpoint: &Checkpoint, tensor: &StoredTensor) -> Result<Option<ExternalData>> {
+    fn link(
+        &mut self,
+        checkpoint: &Checkpoint,
+        tensor: &StoredTensor,
+    ) -> Result<Option<ExternalData>> {
         if !self.allow_links {
             return Ok(None);
         }
         if !self.linked.contains_key(&tensor.file) {
             let source = &checkpoint.files[tensor.file].path;
-            let name = format!("{}.src{}.safetensors", self.file_name.trim_end_matches(".weights"), tensor.file);
-            let linked = fs_err::hard_link(source, self.dir.join(&name)).ok().map(|_| name);
+            let name = format!(
+                "{}.src{}.safetensors",
+                self.file_name.trim_end_matches(".weights"),
+                tensor.file
+            );
+            let linked = fs_err::hard_link(source, self.dir.join(&name))
+                .ok()
+                .map(|_| name);
             self.linked.insert(tensor.file, linked);
         }
         Ok(self.linked[&tensor.file].clone().map(|location| {
             self.linked_bytes += tensor.length;
-            ExternalData { location, offset: tensor.offset, length: tensor.length }
+            ExternalData {
+                location,
+                offset: tensor.offset,
+                length: tensor.length,
+            }
         }))
     }
 
@@ -133,7 +154,11 @@ impl<'a> WeightStore<'a> {
     }
 
     /// Indexes `checkpoint` under the names `canonical_name` gives (`None` = not part of the model).
-    pub fn with_names(checkpoint: &'a Checkpoint, canonical_name: impl Fn(&str) -> Option<String>, sink: WeightSink) -> WeightStore<'a> {
+    pub fn with_names(
+        checkpoint: &'a Checkpoint,
+        canonical_name: impl Fn(&str) -> Option<String>,
+        sink: WeightSink,
+    ) -> WeightStore<'a> {
         let mut canonical = BTreeMap::new();
         let mut unknown = Vec::new();
         for stored in checkpoint.names() {
@@ -144,7 +169,14 @@ impl<'a> WeightStore<'a> {
                 None => unknown.push(stored.to_string()),
             }
         }
-        WeightStore { checkpoint, canonical, unknown, used: BTreeSet::new(), placed: HashMap::new(), sink }
+        WeightStore {
+            checkpoint,
+            canonical,
+            unknown,
+            used: BTreeSet::new(),
+            placed: HashMap::new(),
+            sink,
+        }
     }
 
     /// True when the checkpoint has `name`.
@@ -154,20 +186,36 @@ impl<'a> WeightStore<'a> {
 
     /// The stored shape of `name`, if present.
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
-        self.canonical.get(name).and_then(|s| self.checkpoint.get(s)).map(|t| t.shape.as_slice())
+        self.canonical
+            .get(name)
+            .and_then(|s| self.checkpoint.get(s))
+            .map(|t| t.shape.as_slice())
     }
 
     fn lookup(&self, name: &str, expected: &[usize]) -> Result<&'a StoredTensor> {
-        let stored = self.canonical.get(name).ok_or_else(|| ExportError::MissingWeight {
-            name: name.to_string(),
-            path: self.checkpoint.root.clone(),
-        })?;
-        let tensor = self.checkpoint.get(stored).expect("canonical names index stored tensors");
+        let stored = self
+            .canonical
+            .get(name)
+            .ok_or_else(|| ExportError::MissingWeight {
+                name: name.to_string(),
+                path: self.checkpoint.root.clone(),
+            })?;
+        let tensor = self
+            .checkpoint
+            .get(stored)
+            .expect("canonical names index stored tensors");
         if tensor.shape != expected {
-            return Err(ExportError::WrongShape { name: name.to_string(), actual: tensor.shape.clone(), expected: expected.to_vec() });
+            return Err(ExportError::WrongShape {
+                name: name.to_string(),
+                actual: tensor.shape.clone(),
+                expected: expected.to_vec(),
+            });
         }
         if tensor.dtype == StoredDtype::I64 {
-            return Err(ExportError::WrongDtype { name: name.to_string(), dtype: "I64".into() });
+            return Err(ExportError::WrongDtype {
+                name: name.to_string(),
+                dtype: "I64".into(),
+            });
         }
         Ok(tensor)
     }
@@ -175,17 +223,30 @@ impl<'a> WeightStore<'a> {
     /// Adds `name` (checked against `expected` stored shape) to `graph` as `dtype` with `dims`
     /// (same element count; lets a `[D, C, 1, 2, 2]` conv weight or a `[1, 6, D]` table be viewed
     /// as the graph needs without copying).
-    pub fn initializer(&mut self, graph: &mut Graph, name: &str, expected: &[usize], dims: &[i64], dtype: DType) -> Result<Value> {
+    pub fn initializer(
+        &mut self,
+        graph: &mut Graph,
+        name: &str,
+        expected: &[usize],
+        dims: &[i64],
+        dtype: DType,
+    ) -> Result<Value> {
         let tensor = self.lookup(name, expected)?;
         if dims.iter().product::<i64>() as usize != expected.iter().product::<usize>() {
-            return Err(ExportError::BadOptions(format!("internal: view {dims:?} of `{name}` {expected:?} changes the size")));
+            return Err(ExportError::BadOptions(format!(
+                "internal: view {dims:?} of `{name}` {expected:?} changes the size"
+            )));
         }
         self.used.insert(name.to_string());
         let key = (name.to_string(), dtype);
         let data = match self.placed.get(&key) {
             Some(data) => data.clone(),
             None => {
-                let linked = if stored_as(tensor.dtype) == Some(dtype) { self.sink.link(self.checkpoint, tensor)? } else { None };
+                let linked = if stored_as(tensor.dtype) == Some(dtype) {
+                    self.sink.link(self.checkpoint, tensor)?
+                } else {
+                    None
+                };
                 let data = match linked {
                     Some(data) => data,
                     None => {
@@ -205,7 +266,13 @@ impl<'a> WeightStore<'a> {
     }
 
     /// [`WeightStore::initializer`] with the stored shape as the graph shape.
-    pub fn tensor(&mut self, graph: &mut Graph, name: &str, shape: &[usize], dtype: DType) -> Result<Value> {
+    pub fn tensor(
+        &mut self,
+        graph: &mut Graph,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Value> {
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         self.initializer(graph, name, shape, &dims, dtype)
     }
@@ -214,7 +281,10 @@ impl<'a> WeightStore<'a> {
     /// the penultimate-layer graph never reads), so [`WeightStore::finish`] accepts it.
     pub fn skip(&mut self, name: &str) -> Result<()> {
         if !self.canonical.contains_key(name) {
-            return Err(ExportError::MissingWeight { name: name.to_string(), path: self.checkpoint.root.clone() });
+            return Err(ExportError::MissingWeight {
+                name: name.to_string(),
+                path: self.checkpoint.root.clone(),
+            });
         }
         self.used.insert(name.to_string());
         Ok(())
@@ -228,7 +298,12 @@ impl<'a> WeightStore<'a> {
     /// Fails when the checkpoint holds tensors no graph used (a wrong architecture guess).
     pub fn finish(mut self, architecture: &str) -> Result<WeightSink> {
         let mut unused: Vec<String> = self.unknown.clone();
-        unused.extend(self.canonical.iter().filter(|(c, _)| !self.used.contains(*c)).map(|(_, s)| s.clone()));
+        unused.extend(
+            self.canonical
+                .iter()
+                .filter(|(c, _)| !self.used.contains(*c))
+                .map(|(_, s)| s.clone()),
+        );
         if let Some(first) = unused.first() {
             return Err(ExportError::UnusedWeights {
                 count: unused.len(),

@@ -17,15 +17,25 @@ impl Tensors {
     fn read(path: &Path) -> Tensors {
         let bytes = fs_err::read(path).unwrap();
         let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-        let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+        let header: serde_json::Map<String, Value> =
+            serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
         let data = &bytes[8 + header_len..];
         let mut tensors: Vec<_> = header
             .into_iter()
             .filter(|(name, _)| name != "__metadata__")
             .map(|(name, info)| {
-                let offsets: Vec<usize> = serde_json::from_value(info["data_offsets"].clone()).unwrap();
+                let offsets: Vec<usize> =
+                    serde_json::from_value(info["data_offsets"].clone()).unwrap();
                 let shape: Vec<usize> = serde_json::from_value(info["shape"].clone()).unwrap();
-                (offsets[0], (name, info["dtype"].as_str().unwrap().to_string(), shape, data[offsets[0]..offsets[1]].to_vec()))
+                (
+                    offsets[0],
+                    (
+                        name,
+                        info["dtype"].as_str().unwrap().to_string(),
+                        shape,
+                        data[offsets[0]..offsets[1]].to_vec(),
+                    ),
+                )
             })
             .collect();
         tensors.sort_by_key(|t| t.0);
@@ -43,7 +53,10 @@ impl Tensors {
     }
 
     fn get(&mut self, name: &str) -> &mut (String, String, Vec<usize>, Vec<u8>) {
-        self.0.iter_mut().find(|t| t.0 == name).unwrap_or_else(|| panic!("no tensor {name}"))
+        self.0
+            .iter_mut()
+            .find(|t| t.0 == name)
+            .unwrap_or_else(|| panic!("no tensor {name}"))
     }
 }
 
@@ -66,7 +79,13 @@ struct Case {
 impl Case {
     fn new() -> Case {
         let directory = tempfile::tempdir().unwrap();
-        tiny::write_random_dit(&directory.path().join("checkpoint"), &tiny::tiny_dit_config(), StorageDtype::F32, 0).unwrap();
+        tiny::write_random_dit(
+            &directory.path().join("checkpoint"),
+            &tiny::tiny_dit_config(),
+            StorageDtype::F32,
+            0,
+        )
+        .unwrap();
         Case { directory }
     }
 
@@ -87,7 +106,8 @@ impl Case {
 
     fn edit_config(&self, edit: impl FnOnce(&mut Value)) {
         let path = self.checkpoint().join("config.json");
-        let mut config: Value = serde_json::from_str(&fs_err::read_to_string(&path).unwrap()).unwrap();
+        let mut config: Value =
+            serde_json::from_str(&fs_err::read_to_string(&path).unwrap()).unwrap();
         edit(&mut config);
         fs_err::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
     }
@@ -102,21 +122,34 @@ impl Case {
     }
 
     fn export_from(&self, source: &Path, extra: &[&str]) -> (Output, String) {
-        let output = Command::new(BINARY).env("RUST_BACKTRACE", "0").arg(source).arg("--out").arg(self.out()).args(extra).output().unwrap();
+        let output = Command::new(BINARY)
+            .env("RUST_BACKTRACE", "0")
+            .arg(source)
+            .arg("--out")
+            .arg(self.out())
+            .args(extra)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         (output, stderr)
     }
 
     /// Exit 1, each needle in the message, a fix, and no engine or staging directory left.
     fn assert_refused(&self, (output, stderr): &(Output, String), needles: &[&str]) {
-        assert_eq!(output.status.code(), Some(1), "expected exit 1, stderr:\n{stderr}");
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "expected exit 1, stderr:\n{stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
         for needle in needles {
             assert!(stderr.contains(needle), "missing `{needle}` in:\n{stderr}");
         }
         assert!(stderr.contains("fix:"), "no fix in:\n{stderr}");
-        let mut left: Vec<String> =
-            fs_err::read_dir(self.directory.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut left: Vec<String> = fs_err::read_dir(self.directory.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         left.sort();
         assert_eq!(left, ["checkpoint"], "the export left files behind");
     }
@@ -135,15 +168,32 @@ fn a_truncated_safetensors_file_is_refused_with_both_sizes() {
     let case = Case::new();
     let bytes = fs_err::read(case.weights()).unwrap();
     fs_err::write(case.weights(), &bytes[..bytes.len() / 2]).unwrap();
-    let message = format!("the header describes {} bytes but the file has {}", bytes.len(), bytes.len() / 2);
-    case.assert_refused(&case.export(&[]), &["model.safetensors is not a valid safetensors file", &message, "re-download"]);
+    let message = format!(
+        "the header describes {} bytes but the file has {}",
+        bytes.len(),
+        bytes.len() / 2
+    );
+    case.assert_refused(
+        &case.export(&[]),
+        &[
+            "model.safetensors is not a valid safetensors file",
+            &message,
+            "re-download",
+        ],
+    );
 }
 
 #[test]
 fn a_file_shorter_than_its_length_prefix_is_refused() {
     let case = Case::new();
     fs_err::write(case.weights(), b"\x10\0\0").unwrap();
-    case.assert_refused(&case.export(&[]), &["model.safetensors is not a valid safetensors file", "header too small"]);
+    case.assert_refused(
+        &case.export(&[]),
+        &[
+            "model.safetensors is not a valid safetensors file",
+            "header too small",
+        ],
+    );
 }
 
 #[test]
@@ -152,7 +202,10 @@ fn a_corrupt_header_is_refused() {
     let mut bytes = fs_err::read(case.weights()).unwrap();
     bytes[8..16].copy_from_slice(b"{\"a\": no");
     fs_err::write(case.weights(), &bytes).unwrap();
-    case.assert_refused(&case.export(&[]), &["not a valid safetensors file", "invalid JSON in header"]);
+    case.assert_refused(
+        &case.export(&[]),
+        &["not a valid safetensors file", "invalid JSON in header"],
+    );
 }
 
 #[test]
@@ -161,7 +214,10 @@ fn a_header_length_beyond_the_file_is_refused() {
     let mut bytes = fs_err::read(case.weights()).unwrap();
     bytes[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
     fs_err::write(case.weights(), &bytes).unwrap();
-    case.assert_refused(&case.export(&[]), &["not a valid safetensors file", "header too large"]);
+    case.assert_refused(
+        &case.export(&[]),
+        &["not a valid safetensors file", "header too large"],
+    );
 }
 
 #[test]
@@ -180,7 +236,10 @@ fn a_header_that_lies_about_offsets_is_refused() {
             _ => header[&first]["data_offsets"] = json!([end, start]),
         }
         write_safetensors(&case.weights(), &header, &data);
-        case.assert_refused(&case.export(&[]), &["not a valid safetensors file", "offset"]);
+        case.assert_refused(
+            &case.export(&[]),
+            &["not a valid safetensors file", "offset"],
+        );
     }
 }
 
@@ -188,7 +247,10 @@ fn a_header_that_lies_about_offsets_is_refused() {
 fn a_missing_tensor_is_named() {
     let case = Case::new();
     case.edit_tensors(|t| t.0.retain(|t| t.0 != "blocks.1.ffn.2.weight"));
-    case.assert_refused(&case.export(&[]), &["weight `blocks.1.ffn.2.weight` not found"]);
+    case.assert_refused(
+        &case.export(&[]),
+        &["weight `blocks.1.ffn.2.weight` not found"],
+    );
 }
 
 #[test]
@@ -199,25 +261,42 @@ fn an_extra_tensor_is_named() {
         extra.0 = "blocks.0.adapter.weight".into();
         t.0.push(extra);
     });
-    case.assert_refused(&case.export(&[]), &["1 unexpected weight(s)", "blocks.0.adapter.weight"]);
+    case.assert_refused(
+        &case.export(&[]),
+        &["1 unexpected weight(s)", "blocks.0.adapter.weight"],
+    );
 }
 
 #[test]
 fn a_misshapen_tensor_is_named_with_both_shapes() {
     let case = Case::new();
     case.edit_tensors(|t| t.get("blocks.0.ffn.2.weight").2.reverse());
-    case.assert_refused(&case.export(&[]), &["weight `blocks.0.ffn.2.weight` has shape [64, 32] but the architecture needs [32, 64]"]);
+    case.assert_refused(
+        &case.export(&[]),
+        &["weight `blocks.0.ffn.2.weight` has shape [64, 32] but the architecture needs [32, 64]"],
+    );
 }
 
 #[test]
 fn a_tensor_of_the_wrong_rank_is_named() {
-    for name in ["time_embedding.0.weight", "blocks.0.ffn.0.weight", "head.head.weight", "text_embedding.0.weight"] {
+    for name in [
+        "time_embedding.0.weight",
+        "blocks.0.ffn.0.weight",
+        "head.head.weight",
+        "text_embedding.0.weight",
+    ] {
         let case = Case::new();
         case.edit_tensors(|t| {
             let tensor = t.get(name);
             tensor.2 = vec![tensor.2.iter().product()];
         });
-        case.assert_refused(&case.export(&[]), &[&format!("weight `{name}` has shape"), "must be shaped [out, in]"]);
+        case.assert_refused(
+            &case.export(&[]),
+            &[
+                &format!("weight `{name}` has shape"),
+                "must be shaped [out, in]",
+            ],
+        );
     }
 }
 
@@ -225,28 +304,43 @@ fn a_tensor_of_the_wrong_rank_is_named() {
 fn a_wrong_dtype_is_named() {
     let case = Case::new();
     case.edit_tensors(|t| t.get("blocks.0.ffn.0.weight").1 = "I32".into());
-    case.assert_refused(&case.export(&[]), &["weight `blocks.0.ffn.0.weight` has dtype I32", "only F32, F16 and BF16"]);
+    case.assert_refused(
+        &case.export(&[]),
+        &[
+            "weight `blocks.0.ffn.0.weight` has dtype I32",
+            "only F32, F16 and BF16",
+        ],
+    );
 }
 
 #[test]
 fn weights_of_another_architecture_are_refused() {
     let case = Case::new();
     case.edit_tensors(|t| t.0.retain(|t| !t.0.starts_with("patch_embedding")));
-    case.assert_refused(&case.export(&[]), &["weight `patch_embedding.weight` not found"]);
+    case.assert_refused(
+        &case.export(&[]),
+        &["weight `patch_embedding.weight` not found"],
+    );
 }
 
 #[test]
 fn a_config_that_contradicts_the_weights_is_refused() {
     let case = Case::new();
     case.edit_config(|c| c["dim"] = json!(5120));
-    case.assert_refused(&case.export(&[]), &["config.json: dim = 5120 but the weights say 32"]);
+    case.assert_refused(
+        &case.export(&[]),
+        &["config.json: dim = 5120 but the weights say 32"],
+    );
 }
 
 #[test]
 fn an_impossible_head_count_is_refused() {
     let case = Case::new();
     case.edit_config(|c| c["num_heads"] = json!(5));
-    case.assert_refused(&case.export(&[]), &["dim 32 is not divisible by num_heads 5"]);
+    case.assert_refused(
+        &case.export(&[]),
+        &["dim 32 is not divisible by num_heads 5"],
+    );
 }
 
 #[test]
@@ -259,31 +353,59 @@ fn a_malformed_config_json_is_refused() {
 #[test]
 fn a_malformed_shard_index_is_refused() {
     let case = Case::new();
-    fs_err::write(case.checkpoint().join("model.safetensors.index.json"), "{\"weight_map\": 3}").unwrap();
-    case.assert_refused(&case.export(&[]), &["model.safetensors.index.json", "no `weight_map` object"]);
+    fs_err::write(
+        case.checkpoint().join("model.safetensors.index.json"),
+        "{\"weight_map\": 3}",
+    )
+    .unwrap();
+    case.assert_refused(
+        &case.export(&[]),
+        &["model.safetensors.index.json", "no `weight_map` object"],
+    );
 }
 
 #[test]
 fn a_shard_missing_from_its_index_is_named() {
     let case = Case::new();
-    let index = json!({"weight_map": {"patch_embedding.weight": "model-00002-of-00002.safetensors"}});
-    fs_err::write(case.checkpoint().join("model.safetensors.index.json"), index.to_string()).unwrap();
-    case.assert_refused(&case.export(&[]), &["model-00002-of-00002.safetensors", "is missing; download it"]);
+    let index =
+        json!({"weight_map": {"patch_embedding.weight": "model-00002-of-00002.safetensors"}});
+    fs_err::write(
+        case.checkpoint().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    case.assert_refused(
+        &case.export(&[]),
+        &[
+            "model-00002-of-00002.safetensors",
+            "is missing; download it",
+        ],
+    );
 }
 
 #[test]
 fn a_corrupt_pth_is_refused() {
     let case = Case::new();
     fs_err::remove_file(case.weights()).unwrap();
-    fs_err::write(case.checkpoint().join("model.pth"), b"PK\x03\x04 not a zip at all").unwrap();
+    fs_err::write(
+        case.checkpoint().join("model.pth"),
+        b"PK\x03\x04 not a zip at all",
+    )
+    .unwrap();
     let source = case.checkpoint().join("model.pth");
-    case.assert_refused(&case.export_from(&source, &[]), &["model.pth", "not a torch.save zip"]);
+    case.assert_refused(
+        &case.export_from(&source, &[]),
+        &["model.pth", "not a torch.save zip"],
+    );
 }
 
 #[test]
 fn a_missing_checkpoint_is_refused() {
     let case = Case::new();
-    case.assert_refused(&case.export_from(&case.directory.path().join("nowhere"), &[]), &["no checkpoint found", "nowhere"]);
+    case.assert_refused(
+        &case.export_from(&case.directory.path().join("nowhere"), &[]),
+        &["no checkpoint found", "nowhere"],
+    );
 }
 
 #[test]
@@ -293,7 +415,10 @@ fn an_existing_output_needs_force() {
     fs_err::write(case.out().join("keep"), b"mine").unwrap();
     let (output, stderr) = case.export(&[]);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("already exists") && stderr.contains("--force"), "{stderr}");
+    assert!(
+        stderr.contains("already exists") && stderr.contains("--force"),
+        "{stderr}"
+    );
     assert_eq!(fs_err::read(case.out().join("keep")).unwrap(), b"mine");
 }
 
@@ -302,17 +427,32 @@ fn an_output_under_a_file_is_refused() {
     let case = Case::new();
     let blocker = case.directory.path().join("file");
     fs_err::write(&blocker, b"x").unwrap();
-    let output = Command::new(BINARY).env("RUST_BACKTRACE", "0").arg(case.checkpoint()).arg("--out").arg(blocker.join("engine")).output().unwrap();
+    let output = Command::new(BINARY)
+        .env("RUST_BACKTRACE", "0")
+        .arg(case.checkpoint())
+        .arg("--out")
+        .arg(blocker.join("engine"))
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("file") && stderr.contains("fix:"), "{stderr}");
+    assert!(
+        stderr.contains("file") && stderr.contains("fix:"),
+        "{stderr}"
+    );
     assert_eq!(fs_err::read(&blocker).unwrap(), b"x");
 }
 
 #[test]
 fn a_cpu_export_in_half_precision_is_refused() {
     let case = Case::new();
-    case.assert_refused(&case.export(&["--dtype", "bf16"]), &["--dtype Bf16 is not supported on --target cpu", "--dtype fp32"]);
+    case.assert_refused(
+        &case.export(&["--dtype", "bf16"]),
+        &[
+            "--dtype Bf16 is not supported on --target cpu",
+            "--dtype fp32",
+        ],
+    );
 }
 
 /// A 1 KiB file-size limit with SIGXFSZ ignored: every write past 1 KiB fails with EFBIG, as on a
@@ -349,7 +489,9 @@ fn a_full_disk_leaves_no_engine() {
         .status()
         .is_ok_and(|status| status.success());
     if !mounted {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root); the file-size-limit test covers the write-failure path");
+        eprintln!(
+            "skipped: cannot mount a tmpfs here (needs root); the file-size-limit test covers the write-failure path"
+        );
         return;
     }
     struct Unmount<'a>(&'a Path);
@@ -359,9 +501,22 @@ fn a_full_disk_leaves_no_engine() {
         }
     }
     let _unmount = Unmount(&mount_point);
-    let output = Command::new(BINARY).env("RUST_BACKTRACE", "0").arg(case.checkpoint()).arg("--out").arg(mount_point.join("engine")).output().unwrap();
+    let output = Command::new(BINARY)
+        .env("RUST_BACKTRACE", "0")
+        .arg(case.checkpoint())
+        .arg("--out")
+        .arg(mount_point.join("engine"))
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("No space left on device") && stderr.contains("fix: free disk space"), "{stderr}");
-    assert_eq!(fs_err::read_dir(&mount_point).unwrap().count(), 0, "the staging directory is removed");
+    assert!(
+        stderr.contains("No space left on device") && stderr.contains("fix: free disk space"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fs_err::read_dir(&mount_point).unwrap().count(),
+        0,
+        "the staging directory is removed"
+    );
 }

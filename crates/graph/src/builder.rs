@@ -1,15 +1,15 @@
 use std::collections::HashSet;
 use std::rc::Rc;
 
+use crate::Result;
 use crate::dtype::DType;
 use crate::error::GraphError;
 use crate::proto::{
     AttributeProto, NodeProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataLocation,
-    tensor_shape_proto, type_proto,
+    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_shape_proto,
+    type_proto,
 };
 use crate::shape::{Dim, Shape, render};
-use crate::Result;
 
 /// A tensor flowing through the graph: its ONNX value name plus the inferred type and shape.
 #[derive(Debug, Clone)]
@@ -80,7 +80,11 @@ impl Graph {
     }
 
     /// Runs `build` with `part` pushed on the scope path used in node names and errors.
-    pub fn scoped<T>(&mut self, part: &str, build: impl FnOnce(&mut Graph) -> Result<T>) -> Result<T> {
+    pub fn scoped<T>(
+        &mut self,
+        part: &str,
+        build: impl FnOnce(&mut Graph) -> Result<T>,
+    ) -> Result<T> {
         self.scope.push(part.to_string());
         let out = build(self);
         self.scope.pop();
@@ -99,12 +103,19 @@ impl Graph {
 
     /// The current dotted scope path.
     pub fn scope_path(&self) -> String {
-        if self.scope.is_empty() { self.name.clone() } else { self.scope.join(".") }
+        if self.scope.is_empty() {
+            self.name.clone()
+        } else {
+            self.scope.join(".")
+        }
     }
 
     /// A wiring error tagged with the current scope.
     pub fn error(&self, message: impl Into<String>) -> GraphError {
-        GraphError::Wiring { scope: self.scope_path(), message: message.into() }
+        GraphError::Wiring {
+            scope: self.scope_path(),
+            message: message.into(),
+        }
     }
 
     /// Number of nodes so far.
@@ -138,13 +149,20 @@ impl Graph {
     pub fn input(&mut self, name: &str, dtype: DType, shape: Shape) -> Result<Value> {
         self.claim(name)?;
         self.inputs.push(value_info(name, dtype, &shape));
-        Ok(Value { name: name.into(), dtype, shape })
+        Ok(Value {
+            name: name.into(),
+            dtype,
+            shape,
+        })
     }
 
     /// Declares `value` as a graph output called `name`, checking it against the declared shape.
     pub fn output(&mut self, name: &str, value: &Value, dtype: DType, shape: Shape) -> Result<()> {
         if value.dtype != dtype {
-            return Err(self.error(format!("output `{name}` is {} but declared {dtype}", value.dtype)));
+            return Err(self.error(format!(
+                "output `{name}` is {} but declared {dtype}",
+                value.dtype
+            )));
         }
         if !shapes_compatible(&value.shape, &shape) {
             return Err(self.error(format!(
@@ -181,7 +199,10 @@ impl Graph {
             )));
         }
         self.claim(name)?;
-        let entry = |k: &str, v: String| StringStringEntryProto { key: Some(k.into()), value: Some(v) };
+        let entry = |k: &str, v: String| StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v),
+        };
         self.initializers.push(TensorProto {
             dims: dims.to_vec(),
             data_type: Some(dtype.onnx()),
@@ -194,14 +215,29 @@ impl Graph {
             ],
             ..Default::default()
         });
-        Ok(Value { name: name.into(), dtype, shape: dims.iter().map(|&d| Dim::Known(d)).collect() })
+        Ok(Value {
+            name: name.into(),
+            dtype,
+            shape: dims.iter().map(|&d| Dim::Known(d)).collect(),
+        })
     }
 
     /// Adds a small initializer stored inline (constants, tables).
-    pub fn inline_initializer(&mut self, hint: &str, dtype: DType, dims: &[i64], raw: Vec<u8>) -> Result<Value> {
+    pub fn inline_initializer(
+        &mut self,
+        hint: &str,
+        dtype: DType,
+        dims: &[i64],
+        raw: Vec<u8>,
+    ) -> Result<Value> {
         let expected = dims.iter().product::<i64>() as usize * dtype.size();
         if expected != raw.len() {
-            return Err(self.error(format!("constant `{hint}`: {} bytes for {:?}, got {}", expected, dims, raw.len())));
+            return Err(self.error(format!(
+                "constant `{hint}`: {} bytes for {:?}, got {}",
+                expected,
+                dims,
+                raw.len()
+            )));
         }
         let name = self.fresh_name(hint);
         self.initializers.push(TensorProto {
@@ -211,22 +247,41 @@ impl Graph {
             raw_data: Some(raw),
             ..Default::default()
         });
-        Ok(Value { name: name.into(), dtype, shape: dims.iter().map(|&d| Dim::Known(d)).collect() })
+        Ok(Value {
+            name: name.into(),
+            dtype,
+            shape: dims.iter().map(|&d| Dim::Known(d)).collect(),
+        })
     }
 
     /// A float32 constant.
     pub fn const_f32(&mut self, values: &[f32], dims: &[i64]) -> Result<Value> {
-        self.inline_initializer("const", DType::F32, dims, bytemuck::cast_slice(values).to_vec())
+        self.inline_initializer(
+            "const",
+            DType::F32,
+            dims,
+            bytemuck::cast_slice(values).to_vec(),
+        )
     }
 
     /// A float64 constant.
     pub fn const_f64(&mut self, values: &[f64], dims: &[i64]) -> Result<Value> {
-        self.inline_initializer("const", DType::F64, dims, bytemuck::cast_slice(values).to_vec())
+        self.inline_initializer(
+            "const",
+            DType::F64,
+            dims,
+            bytemuck::cast_slice(values).to_vec(),
+        )
     }
 
     /// An int64 vector constant (shapes, axes, indices).
     pub fn const_i64(&mut self, values: &[i64]) -> Result<Value> {
-        self.inline_initializer("const", DType::I64, &[values.len() as i64], bytemuck::cast_slice(values).to_vec())
+        self.inline_initializer(
+            "const",
+            DType::I64,
+            &[values.len() as i64],
+            bytemuck::cast_slice(values).to_vec(),
+        )
     }
 
     /// A rank-0 float constant of the given float dtype.
@@ -258,13 +313,20 @@ impl Graph {
             let name = format!("{node_name}:{i}");
             self.names.insert(name.clone());
             output_names.push(name.clone());
-            output_values.push(Value { name: name.into(), dtype, shape });
+            output_values.push(Value {
+                name: name.into(),
+                dtype,
+                shape,
+            });
         }
         if domain == Some("com.microsoft") {
             self.uses_microsoft_domain = true;
         }
         self.nodes.push(NodeProto {
-            input: inputs.iter().map(|v| v.map(|v| v.name().to_string()).unwrap_or_default()).collect(),
+            input: inputs
+                .iter()
+                .map(|v| v.map(|v| v.name().to_string()).unwrap_or_default())
+                .collect(),
             output: output_names,
             name: Some(node_name),
             op_type: Some(op_type.to_string()),
@@ -285,7 +347,8 @@ impl Graph {
         shape: Shape,
     ) -> Value {
         let inputs: Vec<Option<&Value>> = inputs.iter().map(|v| Some(*v)).collect();
-        self.node(op_type, None, &inputs, attributes, vec![(dtype, shape)]).remove(0)
+        self.node(op_type, None, &inputs, attributes, vec![(dtype, shape)])
+            .remove(0)
     }
 }
 
@@ -327,13 +390,28 @@ pub(crate) mod attr {
     use super::*;
 
     pub(crate) fn int(name: &str, v: i64) -> AttributeProto {
-        AttributeProto { name: Some(name.into()), i: Some(v), r#type: Some(AttributeType::Int as i32), ..Default::default() }
+        AttributeProto {
+            name: Some(name.into()),
+            i: Some(v),
+            r#type: Some(AttributeType::Int as i32),
+            ..Default::default()
+        }
     }
     pub(crate) fn float(name: &str, v: f32) -> AttributeProto {
-        AttributeProto { name: Some(name.into()), f: Some(v), r#type: Some(AttributeType::Float as i32), ..Default::default() }
+        AttributeProto {
+            name: Some(name.into()),
+            f: Some(v),
+            r#type: Some(AttributeType::Float as i32),
+            ..Default::default()
+        }
     }
     pub(crate) fn ints(name: &str, v: &[i64]) -> AttributeProto {
-        AttributeProto { name: Some(name.into()), ints: v.to_vec(), r#type: Some(AttributeType::Ints as i32), ..Default::default() }
+        AttributeProto {
+            name: Some(name.into()),
+            ints: v.to_vec(),
+            r#type: Some(AttributeType::Ints as i32),
+            ..Default::default()
+        }
     }
     pub(crate) fn string(name: &str, v: &str) -> AttributeProto {
         AttributeProto {

@@ -6,10 +6,16 @@ use crate::proto::{ValueInfoProto, tensor_shape_proto::dimension, type_proto};
 
 fn describe(info: &ValueInfoProto) -> String {
     let name = info.name.clone().unwrap_or_default();
-    let Some(type_proto::Value::TensorType(tensor)) = info.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+    let Some(type_proto::Value::TensorType(tensor)) =
+        info.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
         return format!("{name}: ?");
     };
-    let dtype = tensor.elem_type.and_then(DType::from_onnx).map(|d| d.name()).unwrap_or("?");
+    let dtype = tensor
+        .elem_type
+        .and_then(DType::from_onnx)
+        .map(|d| d.name())
+        .unwrap_or("?");
     let dims: Vec<String> = tensor
         .shape
         .iter()
@@ -30,7 +36,16 @@ pub fn dump_model(model: &Model) -> String {
     let _ = writeln!(out, "graph {}", graph.name.unwrap_or_default());
     for opset in &model.proto.opset_import {
         let domain = opset.domain.clone().unwrap_or_default();
-        let _ = writeln!(out, "opset {}={}", if domain.is_empty() { "ai.onnx" } else { &domain }, opset.version.unwrap_or(0));
+        let _ = writeln!(
+            out,
+            "opset {}={}",
+            if domain.is_empty() {
+                "ai.onnx"
+            } else {
+                &domain
+            },
+            opset.version.unwrap_or(0)
+        );
     }
     for input in &graph.input {
         let _ = writeln!(out, "input  {}", describe(input));
@@ -38,8 +53,17 @@ pub fn dump_model(model: &Model) -> String {
     for output in &graph.output {
         let _ = writeln!(out, "output {}", describe(output));
     }
-    let external = graph.initializer.iter().filter(|t| !t.external_data.is_empty()).count();
-    let _ = writeln!(out, "initializers {} ({} external)", graph.initializer.len(), external);
+    let external = graph
+        .initializer
+        .iter()
+        .filter(|t| !t.external_data.is_empty())
+        .count();
+    let _ = writeln!(
+        out,
+        "initializers {} ({} external)",
+        graph.initializer.len(),
+        external
+    );
     let _ = writeln!(out, "nodes {}", graph.node.len());
     for (op, count) in model.op_histogram() {
         let _ = writeln!(out, "  {op} x{count}");

@@ -1,9 +1,9 @@
 //! Op constructors with shape inference. Each checks what it can at wire time.
 
+use crate::Result;
 use crate::builder::{Graph, Value, attr};
 use crate::dtype::DType;
 use crate::shape::{Dim, Shape, broadcast, render};
-use crate::Result;
 
 /// Which GELU form a layer uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +23,11 @@ pub enum AttentionBias<'a> {
 }
 
 fn axis_index(rank: usize, axis: i64) -> usize {
-    if axis < 0 { (rank as i64 + axis) as usize } else { axis as usize }
+    if axis < 0 {
+        (rank as i64 + axis) as usize
+    } else {
+        axis as usize
+    }
 }
 
 impl Graph {
@@ -37,7 +41,11 @@ impl Graph {
     fn binary(&mut self, op: &str, a: &Value, b: &Value) -> Result<Value> {
         self.same_dtype(op, a, b)?;
         let shape = broadcast(&a.shape, &b.shape).ok_or_else(|| {
-            self.error(format!("{op}: cannot broadcast {} with {}", render(&a.shape), render(&b.shape)))
+            self.error(format!(
+                "{op}: cannot broadcast {} with {}",
+                render(&a.shape),
+                render(&b.shape)
+            ))
         })?;
         Ok(self.node1(op, &[a, b], vec![], a.dtype, shape))
     }
@@ -77,8 +85,10 @@ impl Graph {
     /// `condition ? a : b`.
     pub fn where_(&mut self, condition: &Value, a: &Value, b: &Value) -> Result<Value> {
         self.same_dtype("Where", a, b)?;
-        let ab = broadcast(&a.shape, &b.shape).ok_or_else(|| self.error("Where: branch shapes clash"))?;
-        let shape = broadcast(&condition.shape, &ab).ok_or_else(|| self.error("Where: condition shape clashes"))?;
+        let ab = broadcast(&a.shape, &b.shape)
+            .ok_or_else(|| self.error("Where: branch shapes clash"))?;
+        let shape = broadcast(&condition.shape, &ab)
+            .ok_or_else(|| self.error("Where: condition shape clashes"))?;
         Ok(self.node1("Where", &[condition, a, b], vec![], a.dtype, shape))
     }
 
@@ -130,7 +140,13 @@ impl Graph {
             GeluApproximation::None => "none",
             GeluApproximation::Tanh => "tanh",
         };
-        Ok(self.node1("Gelu", &[x], vec![attr::string("approximate", approximate)], x.dtype, x.shape.clone()))
+        Ok(self.node1(
+            "Gelu",
+            &[x],
+            vec![attr::string("approximate", approximate)],
+            x.dtype,
+            x.shape.clone(),
+        ))
     }
 
     /// Element type conversion; a no-op when `x` already has `to`.
@@ -138,7 +154,13 @@ impl Graph {
         if x.dtype == to {
             return Ok(x.clone());
         }
-        Ok(self.node1("Cast", &[x], vec![attr::int("to", to.onnx() as i64)], to, x.shape.clone()))
+        Ok(self.node1(
+            "Cast",
+            &[x],
+            vec![attr::int("to", to.onnx() as i64)],
+            to,
+            x.shape.clone(),
+        ))
     }
 
     /// Matrix product with numpy batch broadcasting.
@@ -169,7 +191,11 @@ impl Graph {
     pub fn gemm_transposed(&mut self, a: &Value, b: &Value, c: Option<&Value>) -> Result<Value> {
         self.same_dtype("Gemm", a, b)?;
         if a.rank() != 2 || b.rank() != 2 {
-            return Err(self.error(format!("Gemm needs 2-D operands, got {} and {}", render(&a.shape), render(&b.shape))));
+            return Err(self.error(format!(
+                "Gemm needs 2-D operands, got {} and {}",
+                render(&a.shape),
+                render(&b.shape)
+            )));
         }
         if let (Some(x), Some(y)) = (a.shape[1].known(), b.shape[1].known()) {
             if x != y {
@@ -181,11 +207,23 @@ impl Graph {
         if let Some(c) = c {
             self.same_dtype("Gemm", a, c)?;
             if c.rank() != 1 || c.shape[0].known() != b.shape[0].known() {
-                return Err(self.error(format!("Gemm bias {} does not match {} outputs", render(&c.shape), b.shape[0])));
+                return Err(self.error(format!(
+                    "Gemm bias {} does not match {} outputs",
+                    render(&c.shape),
+                    b.shape[0]
+                )));
             }
             inputs.push(Some(c));
         }
-        Ok(self.node("Gemm", None, &inputs, vec![attr::int("transB", 1)], vec![(a.dtype, shape)]).remove(0))
+        Ok(self
+            .node(
+                "Gemm",
+                None,
+                &inputs,
+                vec![attr::int("transB", 1)],
+                vec![(a.dtype, shape)],
+            )
+            .remove(0))
     }
 
     /// Reshape to a constant target (`0` copies the input dim, `-1` infers one dim).
@@ -194,7 +232,11 @@ impl Graph {
         let mut infer = None;
         for (i, &t) in target.iter().enumerate() {
             shape.push(match t {
-                0 => x.shape.get(i).cloned().ok_or_else(|| self.error("Reshape: 0 past input rank"))?,
+                0 => x
+                    .shape
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| self.error("Reshape: 0 past input rank"))?,
                 -1 => {
                     if infer.replace(i).is_some() {
                         return Err(self.error("Reshape: two -1 dims"));
@@ -205,27 +247,45 @@ impl Graph {
                 v => return Err(self.error(format!("Reshape: bad target dim {v}"))),
             });
         }
-        let input_total = x.shape.iter().try_fold(1i64, |acc, d| d.known().map(|v| acc * v));
+        let input_total = x
+            .shape
+            .iter()
+            .try_fold(1i64, |acc, d| d.known().map(|v| acc * v));
         if let Some(i) = infer {
-            let rest = shape.iter().enumerate().filter(|(j, _)| *j != i).try_fold(1i64, |acc, (_, d)| d.known().map(|v| acc * v));
+            let rest = shape
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .try_fold(1i64, |acc, (_, d)| d.known().map(|v| acc * v));
             if let (Some(total), Some(rest)) = (input_total, rest) {
                 if rest == 0 || total % rest != 0 {
-                    return Err(self.error(format!("Reshape {} to {:?}: sizes do not divide", render(&x.shape), target)));
+                    return Err(self.error(format!(
+                        "Reshape {} to {:?}: sizes do not divide",
+                        render(&x.shape),
+                        target
+                    )));
                 }
                 shape[i] = Dim::Known(total / rest);
             } else {
                 // Carry a single symbolic dim through when everything else cancels out.
-                let unknown_in: Vec<&Dim> = x.shape.iter().filter(|d| d.known().is_none()).collect();
+                let unknown_in: Vec<&Dim> =
+                    x.shape.iter().filter(|d| d.known().is_none()).collect();
                 let known_in: i64 = x.shape.iter().filter_map(Dim::known).product();
                 if unknown_in.len() == 1 && rest == Some(known_in) {
                     shape[i] = unknown_in[0].clone();
                 }
             }
         } else if let Some(total) = input_total {
-            let out_total = shape.iter().try_fold(1i64, |acc, d| d.known().map(|v| acc * v));
+            let out_total = shape
+                .iter()
+                .try_fold(1i64, |acc, d| d.known().map(|v| acc * v));
             if let Some(out_total) = out_total {
                 if out_total != total {
-                    return Err(self.error(format!("Reshape {} to {:?}: element counts differ", render(&x.shape), target)));
+                    return Err(self.error(format!(
+                        "Reshape {} to {:?}: element counts differ",
+                        render(&x.shape),
+                        target
+                    )));
                 }
             }
         }
@@ -240,7 +300,10 @@ impl Graph {
         }
         if let Some(n) = target.shape[0].known() {
             if n as usize != result.len() {
-                return Err(self.error(format!("Reshape: target has {n} dims but result is declared {}", render(&result))));
+                return Err(self.error(format!(
+                    "Reshape: target has {n} dims but result is declared {}",
+                    render(&result)
+                )));
             }
         }
         Ok(self.node1("Reshape", &[x, target], vec![], x.dtype, result))
@@ -252,12 +315,20 @@ impl Graph {
             return Err(self.error(format!("Transpose: perm {:?} for rank {}", perm, x.rank())));
         }
         let shape = perm.iter().map(|&p| x.shape[p as usize].clone()).collect();
-        Ok(self.node1("Transpose", &[x], vec![attr::ints("perm", perm)], x.dtype, shape))
+        Ok(self.node1(
+            "Transpose",
+            &[x],
+            vec![attr::ints("perm", perm)],
+            x.dtype,
+            shape,
+        ))
     }
 
     /// Concatenates along `axis`.
     pub fn concat(&mut self, parts: &[&Value], axis: i64) -> Result<Value> {
-        let first = parts.first().ok_or_else(|| self.error("Concat of nothing"))?;
+        let first = parts
+            .first()
+            .ok_or_else(|| self.error("Concat of nothing"))?;
         let a = axis_index(first.rank(), axis);
         let mut shape = first.shape.clone();
         for p in &parts[1..] {
@@ -276,7 +347,13 @@ impl Graph {
             }
             shape[a] = shape[a].add(&p.shape[a]);
         }
-        Ok(self.node1("Concat", parts, vec![attr::int("axis", axis)], first.dtype, shape))
+        Ok(self.node1(
+            "Concat",
+            parts,
+            vec![attr::int("axis", axis)],
+            first.dtype,
+            shape,
+        ))
     }
 
     /// `x[start:end]` along one axis with constant bounds (`end` may be `i64::MAX`).
@@ -314,7 +391,13 @@ impl Graph {
                 (x.dtype, shape)
             })
             .collect();
-        Ok(self.node("Split", None, &[Some(x), Some(&split)], vec![attr::int("axis", axis)], outputs))
+        Ok(self.node(
+            "Split",
+            None,
+            &[Some(x), Some(&split)],
+            vec![attr::int("axis", axis)],
+            outputs,
+        ))
     }
 
     /// Inserts size-1 axes.
@@ -348,24 +431,52 @@ impl Graph {
     }
 
     /// LayerNormalization over the last axis; `scale` and `bias` are `[C]`.
-    pub fn layer_norm(&mut self, x: &Value, scale: &Value, bias: Option<&Value>, epsilon: f32) -> Result<Value> {
+    pub fn layer_norm(
+        &mut self,
+        x: &Value,
+        scale: &Value,
+        bias: Option<&Value>,
+        epsilon: f32,
+    ) -> Result<Value> {
         self.same_dtype("LayerNormalization", x, scale)?;
         if scale.rank() != 1 || scale.shape[0].known() != x.dim(-1).known() {
-            return Err(self.error(format!("LayerNorm scale {} vs input {}", render(&scale.shape), render(&x.shape))));
+            return Err(self.error(format!(
+                "LayerNorm scale {} vs input {}",
+                render(&scale.shape),
+                render(&x.shape)
+            )));
         }
         let inputs = [Some(x), Some(scale), bias];
         let attributes = vec![attr::int("axis", -1), attr::float("epsilon", epsilon)];
-        Ok(self.node("LayerNormalization", None, &inputs, attributes, vec![(x.dtype, x.shape.clone())]).remove(0))
+        Ok(self
+            .node(
+                "LayerNormalization",
+                None,
+                &inputs,
+                attributes,
+                vec![(x.dtype, x.shape.clone())],
+            )
+            .remove(0))
     }
 
     /// RMSNormalization (opset 23) over the last axis.
     pub fn rms_norm(&mut self, x: &Value, scale: &Value, epsilon: f32) -> Result<Value> {
         self.same_dtype("RMSNormalization", x, scale)?;
         if scale.rank() != 1 || scale.shape[0].known() != x.dim(-1).known() {
-            return Err(self.error(format!("RMSNorm scale {} vs input {}", render(&scale.shape), render(&x.shape))));
+            return Err(self.error(format!(
+                "RMSNorm scale {} vs input {}",
+                render(&scale.shape),
+                render(&x.shape)
+            )));
         }
         let attributes = vec![attr::int("axis", -1), attr::float("epsilon", epsilon)];
-        Ok(self.node1("RMSNormalization", &[x, scale], attributes, x.dtype, x.shape.clone()))
+        Ok(self.node1(
+            "RMSNormalization",
+            &[x, scale],
+            attributes,
+            x.dtype,
+            x.shape.clone(),
+        ))
     }
 
     /// Mean over `axes`.
@@ -379,8 +490,14 @@ impl Graph {
     }
 
     fn reduce(&mut self, op: &str, x: &Value, axes: &[i64], keep_dims: bool) -> Result<Value> {
-        if let Some(bad) = axes.iter().find(|&&a| a >= x.rank() as i64 || a < -(x.rank() as i64)) {
-            return Err(self.error(format!("{op}: axis {bad} out of range for {}", render(&x.shape))));
+        if let Some(bad) = axes
+            .iter()
+            .find(|&&a| a >= x.rank() as i64 || a < -(x.rank() as i64))
+        {
+            return Err(self.error(format!(
+                "{op}: axis {bad} out of range for {}",
+                render(&x.shape)
+            )));
         }
         let positions: Vec<usize> = axes.iter().map(|&a| axis_index(x.rank(), a)).collect();
         let shape = x
@@ -394,12 +511,24 @@ impl Graph {
             })
             .collect();
         let axes_value = self.const_i64(axes)?;
-        Ok(self.node1(op, &[x, &axes_value], vec![attr::int("keepdims", keep_dims as i64)], x.dtype, shape))
+        Ok(self.node1(
+            op,
+            &[x, &axes_value],
+            vec![attr::int("keepdims", keep_dims as i64)],
+            x.dtype,
+            shape,
+        ))
     }
 
     /// Softmax along `axis`.
     pub fn softmax(&mut self, x: &Value, axis: i64) -> Result<Value> {
-        Ok(self.node1("Softmax", &[x], vec![attr::int("axis", axis)], x.dtype, x.shape.clone()))
+        Ok(self.node1(
+            "Softmax",
+            &[x],
+            vec![attr::int("axis", axis)],
+            x.dtype,
+            x.shape.clone(),
+        ))
     }
 
     /// Rows of `table` picked by integer `indices` (axis 0).
@@ -409,21 +538,42 @@ impl Graph {
         }
         let mut shape = indices.shape.clone();
         shape.extend(table.shape[1..].iter().cloned());
-        Ok(self.node1("Gather", &[table, indices], vec![attr::int("axis", 0)], table.dtype, shape))
+        Ok(self.node1(
+            "Gather",
+            &[table, indices],
+            vec![attr::int("axis", 0)],
+            table.dtype,
+            shape,
+        ))
     }
 
     /// The shape of `x` from `start` to `end` (exclusive) as an int64 vector.
     pub fn shape_of(&mut self, x: &Value, start: i64, end: i64) -> Result<Value> {
-        let (s, e) = (axis_index(x.rank(), start), axis_index(x.rank(), end).min(x.rank()));
+        let (s, e) = (
+            axis_index(x.rank(), start),
+            axis_index(x.rank(), end).min(x.rank()),
+        );
         let len = e.saturating_sub(s) as i64;
         let attributes = vec![attr::int("start", start), attr::int("end", end)];
         Ok(self.node1("Shape", &[x], attributes, DType::I64, vec![Dim::Known(len)]))
     }
 
     /// `[start, start+delta, ...)` below `limit`; scalars in, 1-D out.
-    pub fn range(&mut self, start: &Value, limit: &Value, delta: &Value, length: Dim) -> Result<Value> {
+    pub fn range(
+        &mut self,
+        start: &Value,
+        limit: &Value,
+        delta: &Value,
+        length: Dim,
+    ) -> Result<Value> {
         self.same_dtype("Range", start, limit)?;
-        Ok(self.node1("Range", &[start, limit, delta], vec![], start.dtype, vec![length]))
+        Ok(self.node1(
+            "Range",
+            &[start, limit, delta],
+            vec![],
+            start.dtype,
+            vec![length],
+        ))
     }
 
     /// Broadcasts `x` to the run-time shape `target`; the caller states the result shape.
@@ -432,7 +582,10 @@ impl Graph {
     }
 
     /// N-D convolution (NC...), with explicit pads `[begin..., end...]`.
-    #[expect(clippy::too_many_arguments, reason = "mirrors the ONNX Conv attributes one to one")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "mirrors the ONNX Conv attributes one to one"
+    )]
     pub fn conv(
         &mut self,
         x: &Value,
@@ -456,15 +609,22 @@ impl Graph {
         }
         if let (Some(c), Some(wc)) = (x.shape[1].known(), weight.shape[1].known()) {
             if c != wc * group {
-                return Err(self.error(format!("Conv: input has {c} channels, weight expects {}", wc * group)));
+                return Err(self.error(format!(
+                    "Conv: input has {c} channels, weight expects {}",
+                    wc * group
+                )));
             }
         }
         let mut shape = vec![x.shape[0].clone(), weight.shape[0].clone()];
         for i in 0..spatial {
             let k = weight.shape[2 + i].known().unwrap_or(1);
             shape.push(match x.shape[2 + i].known() {
-                Some(n) => Dim::Known((n + pads[i] + pads[i + spatial] - dilations[i] * (k - 1) - 1) / strides[i] + 1),
-                None if k == 1 && strides[i] == 1 && pads[i] + pads[i + spatial] == 0 => x.shape[2 + i].clone(),
+                Some(n) => Dim::Known(
+                    (n + pads[i] + pads[i + spatial] - dilations[i] * (k - 1) - 1) / strides[i] + 1,
+                ),
+                None if k == 1 && strides[i] == 1 && pads[i] + pads[i + spatial] == 0 => {
+                    x.shape[2 + i].clone()
+                }
                 None => Dim::Unknown,
             });
         }
@@ -475,7 +635,9 @@ impl Graph {
             attr::ints("dilations", dilations),
             attr::int("group", group),
         ];
-        Ok(self.node("Conv", None, &inputs, attributes, vec![(x.dtype, shape)]).remove(0))
+        Ok(self
+            .node("Conv", None, &inputs, attributes, vec![(x.dtype, shape)])
+            .remove(0))
     }
 
     /// Constant zero padding with `pads = [begin..., end...]` over all axes.
@@ -492,7 +654,13 @@ impl Graph {
             })
             .collect();
         let pads_value = self.const_i64(pads)?;
-        Ok(self.node1("Pad", &[x, &pads_value], vec![attr::string("mode", "constant")], x.dtype, shape))
+        Ok(self.node1(
+            "Pad",
+            &[x, &pads_value],
+            vec![attr::string("mode", "constant")],
+            x.dtype,
+            shape,
+        ))
     }
 
     /// Nearest-neighbour resize by integer `scales` per axis (`nearest_mode=floor`, asymmetric).
@@ -517,7 +685,9 @@ impl Graph {
             attr::string("coordinate_transformation_mode", "asymmetric"),
             attr::string("nearest_mode", "floor"),
         ];
-        Ok(self.node("Resize", None, &inputs, attributes, vec![(x.dtype, shape)]).remove(0))
+        Ok(self
+            .node("Resize", None, &inputs, attributes, vec![(x.dtype, shape)])
+            .remove(0))
     }
 
     /// `com.microsoft.RotaryEmbedding` on `[B, S, heads·d]`: rotates pairs of each head with
@@ -538,8 +708,19 @@ impl Graph {
             return Err(self.error("RotaryEmbedding: input [B, S, hidden], int64 position ids and [positions, d/2] caches"));
         }
         let inputs = [Some(x), Some(position_ids), Some(cos), Some(sin)];
-        let attributes = vec![attr::int("num_heads", num_heads), attr::int("interleaved", interleaved as i64)];
-        Ok(self.node("RotaryEmbedding", Some("com.microsoft"), &inputs, attributes, vec![(x.dtype, x.shape.clone())]).remove(0))
+        let attributes = vec![
+            attr::int("num_heads", num_heads),
+            attr::int("interleaved", interleaved as i64),
+        ];
+        Ok(self
+            .node(
+                "RotaryEmbedding",
+                Some("com.microsoft"),
+                &inputs,
+                attributes,
+                vec![(x.dtype, x.shape.clone())],
+            )
+            .remove(0))
     }
 
     /// `com.microsoft.MultiHeadAttention` on `[B, S, heads·d]` query/key/value.
@@ -554,7 +735,9 @@ impl Graph {
         self.same_dtype("MultiHeadAttention", query, key)?;
         self.same_dtype("MultiHeadAttention", query, value)?;
         if query.rank() != 3 || key.rank() != 3 || value.rank() != 3 {
-            return Err(self.error("MultiHeadAttention: query, key and value must be [B, S, hidden]"));
+            return Err(
+                self.error("MultiHeadAttention: query, key and value must be [B, S, hidden]")
+            );
         }
         let mut inputs = vec![Some(query), Some(key), Some(value)];
         if let AttentionBias::Additive(b) = bias {
@@ -563,7 +746,15 @@ impl Graph {
         }
         let shape = query.shape.clone();
         let attributes = vec![attr::int("num_heads", num_heads)];
-        Ok(self.node("MultiHeadAttention", Some("com.microsoft"), &inputs, attributes, vec![(query.dtype, shape)]).remove(0))
+        Ok(self
+            .node(
+                "MultiHeadAttention",
+                Some("com.microsoft"),
+                &inputs,
+                attributes,
+                vec![(query.dtype, shape)],
+            )
+            .remove(0))
     }
 }
 
@@ -580,7 +771,10 @@ impl Graph {
         scale: f32,
     ) -> Result<Value> {
         let out = self.multi_head_attention(query, key, value, bias, num_heads)?;
-        let node = self.nodes.last_mut().expect("multi_head_attention appended a node");
+        let node = self
+            .nodes
+            .last_mut()
+            .expect("multi_head_attention appended a node");
         node.attribute.push(attr::float("scale", scale));
         Ok(out)
     }

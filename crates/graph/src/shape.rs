@@ -74,8 +74,16 @@ pub(crate) fn broadcast(a: &[Dim], b: &[Dim]) -> Option<Shape> {
     let rank = a.len().max(b.len());
     let mut out = Vec::with_capacity(rank);
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank].clone() } else { Dim::Known(1) };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank].clone() } else { Dim::Known(1) };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank].clone()
+        } else {
+            Dim::Known(1)
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank].clone()
+        } else {
+            Dim::Known(1)
+        };
         out.push(match (&da, &db) {
             (Dim::Known(1), _) => db,
             (_, Dim::Known(1)) => da,

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::bail;
+use skyreels_runtime::Tensor;
 use skyreels_runtime::dit::{Dit, DitInputs};
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::session::Backend;
-use skyreels_runtime::Tensor;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -22,7 +22,12 @@ fn main() -> anyhow::Result<()> {
         "cuda" => Backend::Cuda { device: 0 },
         other => bail!("unknown backend {other}"),
     };
-    let (frames, height, width, iterations): (usize, usize, usize, usize) = (frames.parse()?, height.parse()?, width.parse()?, iterations.parse()?);
+    let (frames, height, width, iterations): (usize, usize, usize, usize) = (
+        frames.parse()?,
+        height.parse()?,
+        width.parse()?,
+        iterations.parse()?,
+    );
     let engine = Engine::open(&PathBuf::from(dir))?;
     let config = engine.manifest.dit.as_ref().expect("DiT").config.clone();
     let started = Instant::now();
@@ -30,10 +35,19 @@ fn main() -> anyhow::Result<()> {
     let load_seconds = started.elapsed().as_secs_f64();
     let mut noise = NoiseSource::seeded(0);
     let latents = noise.draw(&[1, config.in_dim, frames, height, width])?;
-    let timesteps = Tensor::new(vec![1, frames], (0..frames).map(|f| 999.0 - 30.0 * f as f32).collect())?;
+    let timesteps = Tensor::new(
+        vec![1, frames],
+        (0..frames).map(|f| 999.0 - 30.0 * f as f32).collect(),
+    )?;
     let context = noise.draw(&[1, config.text_len, config.text_dim])?;
     let fps = [1i64];
-    let inputs = DitInputs { latents: &latents, timesteps: &timesteps, context: &context, fps: Some(&fps), image_context: None };
+    let inputs = DitInputs {
+        latents: &latents,
+        timesteps: &timesteps,
+        context: &context,
+        fps: Some(&fps),
+        image_context: None,
+    };
     let warm = Instant::now();
     let first = dit.forward(&inputs)?;
     let warm_seconds = warm.elapsed().as_secs_f64();

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use skyreels_runtime::dit::{Dit, DitInputs};
 use skyreels_runtime::engine::Engine;
-use skyreels_runtime::session::Backend;
 use skyreels_runtime::output::read_tensor;
+use skyreels_runtime::session::Backend;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -23,13 +23,29 @@ fn main() -> anyhow::Result<()> {
     let engine = Engine::open(&PathBuf::from(dir))?;
     let path = PathBuf::from(case);
     let read = |name: &str, rank: usize| read_tensor(&path, name, &vec![None; rank]).ok();
-    let tensors: std::collections::HashMap<&str, _> = [("latents", 5), ("timesteps", 2), ("context", 3), ("image_context", 3), ("velocity", 5)]
-        .into_iter()
-        .filter_map(|(n, rank)| read(n, rank).map(|t| (n, t)))
-        .collect();
-    let get = |name: &str| tensors.get(name).with_context(|| format!("case has no `{name}`"));
+    let tensors: std::collections::HashMap<&str, _> = [
+        ("latents", 5),
+        ("timesteps", 2),
+        ("context", 3),
+        ("image_context", 3),
+        ("velocity", 5),
+    ]
+    .into_iter()
+    .filter_map(|(n, rank)| read(n, rank).map(|t| (n, t)))
+    .collect();
+    let get = |name: &str| {
+        tensors
+            .get(name)
+            .with_context(|| format!("case has no `{name}`"))
+    };
     let mut dit = Dit::load(&engine, &backend, None)?;
-    let inputs = DitInputs { latents: get("latents")?, timesteps: get("timesteps")?, context: get("context")?, fps: Some(&[1]), image_context: tensors.get("image_context") };
+    let inputs = DitInputs {
+        latents: get("latents")?,
+        timesteps: get("timesteps")?,
+        context: get("context")?,
+        fps: Some(&[1]),
+        image_context: tensors.get("image_context"),
+    };
     let velocity = dit.forward(&inputs)?;
     let expected = get("velocity")?;
     let max_abs = velocity.max_abs_diff(expected);

@@ -20,7 +20,8 @@ fn main() -> anyhow::Result<()> {
         "cuda" => Backend::Cuda { device: 0 },
         other => bail!("unknown backend {other}"),
     };
-    let (frames, height, width): (usize, usize, usize) = (frames.parse()?, height.parse()?, width.parse()?);
+    let (frames, height, width): (usize, usize, usize) =
+        (frames.parse()?, height.parse()?, width.parse()?);
     let engine = Engine::open(&PathBuf::from(dir))?;
     let mut decoder = VaeDecoder::load(&engine, &backend)?;
     let mut noise = NoiseSource::seeded(0);

@@ -18,10 +18,17 @@ fn main() -> anyhow::Result<()> {
         [_, dir, f, h, w, t] => (dir, f, h, w, t.as_str()),
         _ => bail!("usage: vae_decode ENGINE_DIR FRAMES HEIGHT WIDTH [THREADS]"),
     };
-    let (frames, height, width): (usize, usize, usize) = (frames.parse()?, height.parse()?, width.parse()?);
+    let (frames, height, width): (usize, usize, usize) =
+        (frames.parse()?, height.parse()?, width.parse()?);
     let engine = Engine::open(&PathBuf::from(dir))?;
     let started = Instant::now();
-    let mut decoder = VaeDecoder::load(&engine, &Backend::Cpu { threads: threads.parse()? }).context("loading the decoder")?;
+    let mut decoder = VaeDecoder::load(
+        &engine,
+        &Backend::Cpu {
+            threads: threads.parse()?,
+        },
+    )
+    .context("loading the decoder")?;
     eprintln!("loaded in {:.2}s", started.elapsed().as_secs_f64());
     let z_dim = decoder.config().z_dim;
     let mut noise = NoiseSource::seeded(0);
@@ -32,7 +39,11 @@ fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let video = decoder.decode_frame(&mut state, &latent)?;
         checksum += video.data.iter().map(|v| *v as f64).sum::<f64>();
-        eprintln!("latent frame {index}: {:?} in {:.2}s", video.shape, started.elapsed().as_secs_f64());
+        eprintln!(
+            "latent frame {index}: {:?} in {:.2}s",
+            video.shape,
+            started.elapsed().as_secs_f64()
+        );
     }
     eprintln!("checksum {checksum:.3}");
     Ok(())

@@ -35,18 +35,24 @@ pub struct Dit {
 
 impl Dit {
     /// Loads the DiT graphs; `causal_block_size` selects the block-causal `blocks` variant.
-    pub fn load(engine: &Engine, backend: &Backend, causal_block_size: Option<usize>) -> Result<Dit> {
-        let component = engine
-            .manifest
-            .dit
-            .clone()
-            .ok_or_else(|| engine.error("has no DiT\n  fix: export a DiT checkpoint into it with skyreels-export"))?;
+    pub fn load(
+        engine: &Engine,
+        backend: &Backend,
+        causal_block_size: Option<usize>,
+    ) -> Result<Dit> {
+        let component = engine.manifest.dit.clone().ok_or_else(|| {
+            engine.error("has no DiT\n  fix: export a DiT checkpoint into it with skyreels-export")
+        })?;
         let graph = |name: &str| {
             component
                 .graphs
                 .iter()
                 .find(|g| g.name == name)
-                .ok_or_else(|| engine.error(format!("manifest lists no DiT graph `{name}`; re-export the engine")))
+                .ok_or_else(|| {
+                    engine.error(format!(
+                        "manifest lists no DiT graph `{name}`; re-export the engine"
+                    ))
+                })
         };
         engine.check_backend(backend)?;
         let embed = GraphSession::load(&engine.dir, graph("embed")?, backend)?;
@@ -54,13 +60,21 @@ impl Dit {
         let blocks = match causal_block_size {
             Some(_) => {
                 let entry = component.blocks_causal.as_ref().ok_or_else(|| {
-                    engine.error("has no block-causal blocks graph\n  fix: re-export without --no-causal")
+                    engine.error(
+                        "has no block-causal blocks graph\n  fix: re-export without --no-causal",
+                    )
                 })?;
                 GraphSession::load(&engine.dir, entry, backend)?
             }
             None => GraphSession::load(&engine.dir, graph("blocks")?, backend)?,
         };
-        Ok(Dit { component, embed, blocks, head, causal_block_size: causal_block_size.map(|s| s as i64) })
+        Ok(Dit {
+            component,
+            embed,
+            blocks,
+            head,
+            causal_block_size: causal_block_size.map(|s| s as i64),
+        })
     }
 
     /// Runs `embed`, leaving its outputs (tokens, modulation, context, RoPE) in the returned pool.
@@ -71,7 +85,10 @@ impl Dit {
         pool.insert_f32(io::CONTEXT, inputs.context)?;
         if self.component.config.inject_sample_info {
             let batch = inputs.latents.shape[0];
-            let fps = inputs.fps.map(<[i64]>::to_vec).unwrap_or_else(|| vec![1; batch]);
+            let fps = inputs
+                .fps
+                .map(<[i64]>::to_vec)
+                .unwrap_or_else(|| vec![1; batch]);
             pool.insert_i64(io::FPS, vec![batch], fps)?;
         }
         if let Some(image) = inputs.image_context {

@@ -21,7 +21,10 @@ pub struct Engine {
 impl Engine {
     /// Reads `dir/manifest.yaml` and, when it records a build, points every graph at its optimised file.
     pub fn open(dir: &Path) -> Result<Engine> {
-        if !dir.join(skyreels_contract::manifest::MANIFEST_FILE).is_file() {
+        if !dir
+            .join(skyreels_contract::manifest::MANIFEST_FILE)
+            .is_file()
+        {
             return Err(RuntimeError::Engine {
                 path: dir.to_path_buf(),
                 message: "no manifest.yaml here\n  fix: point --engines at a directory written by skyreels-export".into(),
@@ -46,30 +49,58 @@ impl Engine {
                 }
             }
         }
-        Ok(Engine { dir: dir.to_path_buf(), manifest })
+        Ok(Engine {
+            dir: dir.to_path_buf(),
+            manifest,
+        })
     }
 
     /// Refuses to run on `backend` an engine built for another backend, GPU or ONNX Runtime version.
     pub fn check_backend(&self, backend: &Backend) -> Result<()> {
-        let Some(record) = &self.manifest.build else { return Ok(()) };
+        let Some(record) = &self.manifest.build else {
+            return Ok(());
+        };
         let run = RunTarget::of(backend)?;
         check_build(record, &run).map_err(|message| {
-            self.error(format!("{message}\n  fix: rebuild with skyreels-build {} --target {}", self.dir.display(), run.backend))
+            self.error(format!(
+                "{message}\n  fix: rebuild with skyreels-build {} --target {}",
+                self.dir.display(),
+                run.backend
+            ))
         })
     }
 
     /// An error about this engine.
     pub fn error(&self, message: impl Into<String>) -> RuntimeError {
-        RuntimeError::Engine { path: self.dir.clone(), message: message.into() }
+        RuntimeError::Engine {
+            path: self.dir.clone(),
+            message: message.into(),
+        }
     }
 }
 
 /// Every graph entry of every component, in manifest order.
 fn graph_entries(manifest: &mut Manifest) -> impl Iterator<Item = &mut GraphEntry> {
-    let dit = manifest.dit.as_mut().into_iter().flat_map(|d| d.graphs.iter_mut().chain(d.blocks_causal.as_mut()));
-    let vae = manifest.vae.as_mut().into_iter().flat_map(|c| c.graphs.iter_mut());
-    let text = manifest.text_encoder.as_mut().into_iter().flat_map(|c| c.graphs.iter_mut());
-    let image = manifest.image_encoder.as_mut().into_iter().flat_map(|c| c.graphs.iter_mut());
+    let dit = manifest
+        .dit
+        .as_mut()
+        .into_iter()
+        .flat_map(|d| d.graphs.iter_mut().chain(d.blocks_causal.as_mut()));
+    let vae = manifest
+        .vae
+        .as_mut()
+        .into_iter()
+        .flat_map(|c| c.graphs.iter_mut());
+    let text = manifest
+        .text_encoder
+        .as_mut()
+        .into_iter()
+        .flat_map(|c| c.graphs.iter_mut());
+    let image = manifest
+        .image_encoder
+        .as_mut()
+        .into_iter()
+        .flat_map(|c| c.graphs.iter_mut());
     dit.chain(vae).chain(text).chain(image)
 }
 
@@ -89,8 +120,16 @@ impl RunTarget {
     pub fn of(backend: &Backend) -> Result<RunTarget> {
         let onnxruntime_version = onnxruntime_version()?;
         Ok(match backend {
-            Backend::Cpu { .. } => RunTarget { backend: "cpu".into(), gpu: None, onnxruntime_version },
-            Backend::Cuda { device } => RunTarget { backend: "cuda".into(), gpu: gpu_name(*device), onnxruntime_version },
+            Backend::Cpu { .. } => RunTarget {
+                backend: "cpu".into(),
+                gpu: None,
+                onnxruntime_version,
+            },
+            Backend::Cuda { device } => RunTarget {
+                backend: "cuda".into(),
+                gpu: gpu_name(*device),
+                onnxruntime_version,
+            },
         })
     }
 }
@@ -100,9 +139,17 @@ impl RunTarget {
 pub fn onnxruntime_version() -> Result<String> {
     let path = crate::onnxruntime::library_path()?;
     let resolved = fs_err::canonicalize(&path)?;
-    let name = resolved.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = resolved
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     match name.strip_prefix("libonnxruntime.so.") {
-        Some(version) if version.split('.').count() == 3 && version.split('.').all(|p| p.parse::<u32>().is_ok()) => Ok(version.to_string()),
+        Some(version)
+            if version.split('.').count() == 3
+                && version.split('.').all(|p| p.parse::<u32>().is_ok()) =>
+        {
+            Ok(version.to_string())
+        }
         _ => Err(RuntimeError::OnnxRuntimeLoad(format!(
             "cannot tell the ONNX Runtime version of {}: its file name carries none\n  fix: point ORT_DYLIB_PATH at the versioned library, libonnxruntime.so.<major>.<minor>.<patch>",
             resolved.display()
@@ -113,7 +160,12 @@ pub fn onnxruntime_version() -> Result<String> {
 /// Name of NVIDIA GPU `device` as `nvidia-smi` reports it (`NVIDIA H100 80GB HBM3`); `None` without one.
 pub fn gpu_name(device: i32) -> Option<String> {
     let output = std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=name", "--format=csv,noheader", "-i", &device.to_string()])
+        .args([
+            "--query-gpu=name",
+            "--format=csv,noheader",
+            "-i",
+            &device.to_string(),
+        ])
         .output()
         .ok()?;
     let name = String::from_utf8_lossy(&output.stdout).trim().to_string();
@@ -131,12 +183,19 @@ fn describe(backend: &str, gpu: Option<&str>, onnxruntime_version: &str) -> Stri
 /// Runtime version (optimised graphs hold backend- and version-specific fused operators). The error
 /// reads "built for cuda on NVIDIA H100 with ONNX Runtime 1.31.1; this run uses cpu with …".
 pub fn check_build(record: &BuildRecord, run: &RunTarget) -> std::result::Result<(), String> {
-    if record.backend == run.backend && record.gpu == run.gpu && record.onnxruntime_version == run.onnxruntime_version {
+    if record.backend == run.backend
+        && record.gpu == run.gpu
+        && record.onnxruntime_version == run.onnxruntime_version
+    {
         return Ok(());
     }
     Err(format!(
         "built for {}; this run uses {}",
-        describe(&record.backend, record.gpu.as_deref(), &record.onnxruntime_version),
+        describe(
+            &record.backend,
+            record.gpu.as_deref(),
+            &record.onnxruntime_version
+        ),
         describe(&run.backend, run.gpu.as_deref(), &run.onnxruntime_version)
     ))
 }
@@ -156,28 +215,61 @@ mod tests {
     }
 
     fn run(backend: &str, gpu: Option<&str>, version: &str) -> RunTarget {
-        RunTarget { backend: backend.into(), gpu: gpu.map(String::from), onnxruntime_version: version.into() }
+        RunTarget {
+            backend: backend.into(),
+            gpu: gpu.map(String::from),
+            onnxruntime_version: version.into(),
+        }
     }
 
     #[test]
     fn same_backend_gpu_and_version_pass() {
-        assert_eq!(check_build(&record("cpu", None, "1.31.1"), &run("cpu", None, "1.31.1")), Ok(()));
+        assert_eq!(
+            check_build(&record("cpu", None, "1.31.1"), &run("cpu", None, "1.31.1")),
+            Ok(())
+        );
         let h100 = Some("NVIDIA H100 80GB HBM3");
-        assert_eq!(check_build(&record("cuda", h100, "1.31.1"), &run("cuda", h100, "1.31.1")), Ok(()));
+        assert_eq!(
+            check_build(
+                &record("cuda", h100, "1.31.1"),
+                &run("cuda", h100, "1.31.1")
+            ),
+            Ok(())
+        );
     }
 
     #[test]
     fn another_backend_is_refused_with_both_sides_named() {
-        let error = check_build(&record("cuda", Some("NVIDIA H100"), "1.31.1"), &run("cpu", None, "1.31.1")).unwrap_err();
-        assert_eq!(error, "built for cuda on NVIDIA H100 with ONNX Runtime 1.31.1; this run uses cpu with ONNX Runtime 1.31.1");
+        let error = check_build(
+            &record("cuda", Some("NVIDIA H100"), "1.31.1"),
+            &run("cpu", None, "1.31.1"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            "built for cuda on NVIDIA H100 with ONNX Runtime 1.31.1; this run uses cpu with ONNX Runtime 1.31.1"
+        );
     }
 
     #[test]
     fn another_gpu_or_version_is_refused() {
         let built = record("cuda", Some("NVIDIA H100 80GB HBM3"), "1.31.1");
-        let error = check_build(&built, &run("cuda", Some("NVIDIA A100-SXM4-80GB"), "1.31.1")).unwrap_err();
-        assert!(error.contains("this run uses cuda on NVIDIA A100-SXM4-80GB"), "{error}");
-        let error = check_build(&record("cpu", None, "1.31.1"), &run("cpu", None, "1.32.0")).unwrap_err();
-        assert!(error.contains("built for cpu with ONNX Runtime 1.31.1; this run uses cpu with ONNX Runtime 1.32.0"), "{error}");
+        let error = check_build(
+            &built,
+            &run("cuda", Some("NVIDIA A100-SXM4-80GB"), "1.31.1"),
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("this run uses cuda on NVIDIA A100-SXM4-80GB"),
+            "{error}"
+        );
+        let error =
+            check_build(&record("cpu", None, "1.31.1"), &run("cpu", None, "1.32.0")).unwrap_err();
+        assert!(
+            error.contains(
+                "built for cpu with ONNX Runtime 1.31.1; this run uses cpu with ONNX Runtime 1.32.0"
+            ),
+            "{error}"
+        );
     }
 }

@@ -58,5 +58,8 @@ pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 /// Wraps an `ort` error with what we were doing.
 pub(crate) fn ort_error(context: impl Into<String>) -> impl FnOnce(ort::Error) -> RuntimeError {
     let context = context.into();
-    move |e| RuntimeError::Ort { context, message: e.to_string() }
+    move |e| RuntimeError::Ort {
+        context,
+        message: e.to_string(),
+    }
 }

@@ -20,7 +20,9 @@
 
 use std::path::Path;
 
-use skyreels_contract::image::{IMAGE_HIDDEN_STATES, ImageEncoderComponent, ImagePreprocess, ImageResizeMode, PIXEL_VALUES};
+use skyreels_contract::image::{
+    IMAGE_HIDDEN_STATES, ImageEncoderComponent, ImagePreprocess, ImageResizeMode, PIXEL_VALUES,
+};
 
 use crate::engine::Engine;
 use crate::error::{Result, RuntimeError};
@@ -46,7 +48,38 @@ impl RgbImage {
         let decoded = image::load_from_memory(&bytes)
             .map_err(|e| RuntimeError::Invalid(format!("cannot decode image {}: {e}\n  fix: give a PNG or JPEG file (re-save or re-download it if it is cut short)", path.display())))?;
         let rgb = decoded.to_rgb8();
-        Ok(RgbImage { width: rgb.width() as usize, height: rgb.height() as usize, pixels: rgb.into_raw() })
+        Ok(RgbImage {
+            width: rgb.width() as usize,
+            height: rgb.height() as usize,
+            pixels: rgb.into_raw(),
+        })
+    }
+}
+
+/// Upstream's `resizecrop` (`image2video_pipeline.py`): the centred crop of `image` with the
+/// aspect ratio of `width`×`height`, not resized. PIL's `crop` rounds the float box half to even.
+pub fn crop_to_aspect(image: &RgbImage, width: usize, height: usize) -> RgbImage {
+    let (w, h) = (image.width, image.height);
+    if (w, h) == (width, height) {
+        return image.clone();
+    }
+    let (new_w, new_h) = if h as f64 / w as f64 > height as f64 / width as f64 {
+        (w, (w as f64 * height as f64 / width as f64) as usize)
+    } else {
+        ((h as f64 * width as f64 / height as f64) as usize, h)
+    };
+    let left = ((w as f64 - new_w as f64) / 2.0).round_ties_even() as usize;
+    let top = ((h as f64 - new_h as f64) / 2.0).round_ties_even() as usize;
+    let right = ((w as f64 + new_w as f64) / 2.0).round_ties_even() as usize;
+    let bottom = ((h as f64 + new_h as f64) / 2.0).round_ties_even() as usize;
+    let mut pixels = Vec::with_capacity((right - left) * (bottom - top) * 3);
+    for y in top..bottom {
+        pixels.extend_from_slice(&image.pixels[(y * w + left) * 3..(y * w + right) * 3]);
+    }
+    RgbImage {
+        width: right - left,
+        height: bottom - top,
+        pixels,
     }
 }
 
@@ -75,14 +108,20 @@ fn pillow_coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)
             let center = (xx as f64 + 0.5) * scale;
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-            let weights: Vec<f64> = (xmin..xmax).map(|x| pillow_bicubic((x as f64 - center + 0.5) / filter_scale)).collect();
+            let weights: Vec<f64> = (xmin..xmax)
+                .map(|x| pillow_bicubic((x as f64 - center + 0.5) / filter_scale))
+                .collect();
             let total: f64 = weights.iter().sum();
             let fixed = weights
                 .iter()
                 .map(|&w| {
                     let w = if total != 0.0 { w / total } else { w };
                     let scaled = w * (1u32 << PRECISION_BITS) as f64;
-                    (if scaled < 0.0 { scaled - 0.5 } else { scaled + 0.5 }) as i32
+                    (if scaled < 0.0 {
+                        scaled - 0.5
+                    } else {
+                        scaled + 0.5
+                    }) as i32
                 })
                 .collect();
             (xmin, fixed)
@@ -122,7 +161,11 @@ pub fn resize_bicubic_pil(image: &RgbImage, width: usize, height: usize) -> RgbI
                 }
             }
         }
-        RgbImage { width, height: rows, pixels: out }
+        RgbImage {
+            width,
+            height: rows,
+            pixels: out,
+        }
     } else {
         image.clone()
     };
@@ -136,13 +179,18 @@ pub fn resize_bicubic_pil(image: &RgbImage, width: usize, height: usize) -> RgbI
             for c in 0..3 {
                 let mut sum = 1i32 << (PRECISION_BITS - 1);
                 for (i, &w) in weights.iter().enumerate() {
-                    sum = sum.wrapping_add(source.pixels[((start + i) * width + x) * 3 + c] as i32 * w);
+                    sum = sum
+                        .wrapping_add(source.pixels[((start + i) * width + x) * 3 + c] as i32 * w);
                 }
                 out[(yy * width + x) * 3 + c] = clip8(sum);
             }
         }
     }
-    RgbImage { width, height, pixels: out }
+    RgbImage {
+        width,
+        height,
+        pixels: out,
+    }
 }
 
 fn torch_cubic_weights(t: f32) -> [f32; 4] {
@@ -155,7 +203,14 @@ fn torch_cubic_weights(t: f32) -> [f32; 4] {
 /// `F.interpolate(x, (out_h, out_w), mode="bicubic", align_corners=False)` on one `[C, H, W]`
 /// float32 plane stack (torch's CPU kernel: source index `(i + 0.5)·in/out − 0.5`, Keys a = −0.75,
 /// taps clamped to the border, rows then columns, float32).
-pub fn interpolate_bicubic_torch(planes: &[f32], channels: usize, in_h: usize, in_w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+pub fn interpolate_bicubic_torch(
+    planes: &[f32],
+    channels: usize,
+    in_h: usize,
+    in_w: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<f32> {
     let taps = |in_size: usize, out_size: usize| -> Vec<([usize; 4], [f32; 4])> {
         let scale = in_size as f32 / out_size as f32;
         (0..out_size)
@@ -165,7 +220,10 @@ pub fn interpolate_bicubic_torch(planes: &[f32], channels: usize, in_h: usize, i
                 let t = source - floor;
                 let base = floor as i64;
                 let index = |k: i64| (base + k).clamp(0, in_size as i64 - 1) as usize;
-                ([index(-1), index(0), index(1), index(2)], torch_cubic_weights(t))
+                (
+                    [index(-1), index(0), index(1), index(2)],
+                    torch_cubic_weights(t),
+                )
             })
             .collect()
     };
@@ -179,10 +237,15 @@ pub fn interpolate_bicubic_torch(planes: &[f32], channels: usize, in_h: usize, i
                 let mut row_values = [0f32; 4];
                 for (k, &y) in ry.iter().enumerate() {
                     let line = &plane[y * in_w..];
-                    row_values[k] = line[rx[0]] * wx[0] + line[rx[1]] * wx[1] + line[rx[2]] * wx[2] + line[rx[3]] * wx[3];
+                    row_values[k] = line[rx[0]] * wx[0]
+                        + line[rx[1]] * wx[1]
+                        + line[rx[2]] * wx[2]
+                        + line[rx[3]] * wx[3];
                 }
-                out[(c * out_h + oy) * out_w + ox] =
-                    row_values[0] * wy[0] + row_values[1] * wy[1] + row_values[2] * wy[2] + row_values[3] * wy[3];
+                out[(c * out_h + oy) * out_w + ox] = row_values[0] * wy[0]
+                    + row_values[1] * wy[1]
+                    + row_values[2] * wy[2]
+                    + row_values[3] * wy[3];
             }
         }
     }
@@ -197,7 +260,11 @@ pub fn preprocess_image(image: &RgbImage, size: usize, preprocess: &ImagePreproc
         ImageResizeMode::ShortestSideCenterCrop => {
             let (short, long) = (image.width.min(image.height), image.width.max(image.height));
             let new_long = (size as f64 * long as f64 / short as f64) as usize;
-            let (width, height) = if image.width <= image.height { (size, new_long) } else { (new_long, size) };
+            let (width, height) = if image.width <= image.height {
+                (size, new_long)
+            } else {
+                (new_long, size)
+            };
             let resized = resize_bicubic_pil(image, width, height);
             let (top, left) = ((height - size) / 2, (width - size) / 2);
             for y in 0..size {
@@ -205,7 +272,8 @@ pub fn preprocess_image(image: &RgbImage, size: usize, preprocess: &ImagePreproc
                     for c in 0..3 {
                         let value = resized.pixels[((y + top) * width + x + left) * 3 + c];
                         let scaled = (value as f64 * (1.0 / 255.0)) as f32;
-                        data[c * plane + y * size + x] = (scaled - preprocess.mean[c]) / preprocess.std[c];
+                        data[c * plane + y * size + x] =
+                            (scaled - preprocess.mean[c]) / preprocess.std[c];
                     }
                 }
             }
@@ -218,14 +286,18 @@ pub fn preprocess_image(image: &RgbImage, size: usize, preprocess: &ImagePreproc
                     planes[c * input_plane + i] = pixel[c] as f32 / 127.5 - 1.0;
                 }
             }
-            let squashed = interpolate_bicubic_torch(&planes, 3, image.height, image.width, size, size);
+            let squashed =
+                interpolate_bicubic_torch(&planes, 3, image.height, image.width, size, size);
             for (i, value) in squashed.iter().enumerate() {
                 let c = i / plane;
                 data[i] = (value * 0.5 + 0.5 - preprocess.mean[c]) / preprocess.std[c];
             }
         }
     }
-    Tensor { shape: vec![1, 3, size, size], data }
+    Tensor {
+        shape: vec![1, 3, size, size],
+        data,
+    }
 }
 
 /// A loaded image encoder.
@@ -247,7 +319,10 @@ impl ImageEncoder {
             .graphs
             .iter()
             .find(|g| g.name == "encoder")
-            .ok_or_else(|| engine.error("manifest lists no image encoder graph `encoder`; re-export the engine"))?;
+            .ok_or_else(|| {
+                engine
+                    .error("manifest lists no image encoder graph `encoder`; re-export the engine")
+            })?;
         engine.check_backend(backend)?;
         let session = GraphSession::load(&engine.dir, entry, backend)?;
         Ok(ImageEncoder { component, session })
@@ -255,7 +330,11 @@ impl ImageEncoder {
 
     /// `pixel_values` for `image` as the manifest's preprocessing prescribes.
     pub fn preprocess(&self, image: &RgbImage) -> Tensor {
-        preprocess_image(image, self.component.config.image_size, &self.component.preprocess)
+        preprocess_image(
+            image,
+            self.component.config.image_size,
+            &self.component.preprocess,
+        )
     }
 
     /// Runs the graph on `pixel_values` `[B, 3, size, size]`: `[B, tokens, dim]`.
@@ -277,19 +356,50 @@ impl ImageEncoder {
 mod tests {
     use super::*;
 
+    /// Crop boxes and first pixels as PIL 11 gives them for upstream's `resizecrop` to 960×544
+    /// (pixels `i mod 251`, so the first byte tells the crop origin).
+    #[test]
+    fn crop_to_aspect_matches_pil() {
+        for (w, h, size, first) in [
+            (1000, 600, (1000, 566), 47u8),
+            (500, 1000, (500, 284), 111),
+            (961, 545, (961, 544), 0),
+        ] {
+            let pixels = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
+            let cropped = crop_to_aspect(
+                &RgbImage {
+                    width: w,
+                    height: h,
+                    pixels,
+                },
+                960,
+                544,
+            );
+            assert_eq!((cropped.width, cropped.height), size, "{w}x{h}");
+            assert_eq!(cropped.pixels[0], first, "{w}x{h}");
+        }
+    }
+
     #[test]
     fn pillow_weights_sum_to_one_in_fixed_point() {
         for (input, output) in [(341, 224), (97, 224), (224, 224), (1000, 3)] {
             for (_, weights) in pillow_coefficients(input, output) {
                 let total: i64 = weights.iter().map(|&w| w as i64).sum();
-                assert!((total - (1 << PRECISION_BITS)).abs() <= weights.len() as i64, "{input}->{output}: {total}");
+                assert!(
+                    (total - (1 << PRECISION_BITS)).abs() <= weights.len() as i64,
+                    "{input}->{output}: {total}"
+                );
             }
         }
     }
 
     #[test]
     fn resizing_a_flat_image_keeps_it_flat() {
-        let image = RgbImage { width: 37, height: 53, pixels: vec![77; 37 * 53 * 3] };
+        let image = RgbImage {
+            width: 37,
+            height: 53,
+            pixels: vec![77; 37 * 53 * 3],
+        };
         let resized = resize_bicubic_pil(&image, 224, 320);
         assert!(resized.pixels.iter().all(|&p| p == 77));
     }

@@ -3,8 +3,8 @@
 
 pub mod dit;
 pub mod engine;
-pub mod image;
 pub mod error;
+pub mod image;
 pub mod noise;
 pub mod onnxruntime;
 pub mod output;

@@ -5,24 +5,28 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use skyreels_runtime::dit::Dit;
 use skyreels_runtime::engine::Engine;
+use skyreels_runtime::image::crop_to_aspect;
 use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::output::{self, Mp4Options, Video};
 use skyreels_runtime::pipeline::defaults::DEFAULT_NEGATIVE_PROMPT;
 use skyreels_runtime::pipeline::denoiser::DitDenoiser;
-use skyreels_runtime::pipeline::generate::{Vae, WorkDir, generate};
+use skyreels_runtime::pipeline::generate::{Conditioning, Vae, WorkDir, generate};
 use skyreels_runtime::pipeline::image_condition::{image_condition, image_frame};
-use skyreels_runtime::pipeline::plan::{Compat, Plan, Request};
+use skyreels_runtime::pipeline::plan::{Compat, Plan, Request, Start};
 use skyreels_runtime::pipeline::sampler::WindowSettings;
 use skyreels_runtime::pipeline::schedule::FlowSchedule;
 use skyreels_runtime::session::Backend;
 use skyreels_runtime::teacache::TeaCacheConfig;
 use skyreels_runtime::text::TextEncoder;
 use skyreels_runtime::vae::{VaeDecoder, VaeEncoder};
-use skyreels_runtime::dit::Dit;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Run SkyReels-V2 engines: text-to-video, diffusion forcing, long videos")]
+#[command(
+    version,
+    about = "Run SkyReels-V2 engines: text-to-video, diffusion forcing, long videos"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -132,9 +136,18 @@ struct GenerateArgs {
     /// Negative prompt (default: upstream's).
     #[arg(long)]
     negative_prompt: Option<String>,
-    /// First frame for image-to-video (I2V models; PNG or JPEG, resized to --width×--height).
+    /// First frame (PNG or JPEG; centre-cropped to the video's aspect, then resized): the image of
+    /// image-to-video models, or the clean first latent of diffusion forcing (DF models).
     #[arg(long)]
     image: Option<PathBuf>,
+    /// Last frame for diffusion forcing (DF models; PNG or JPEG, prepared like --image).
+    #[arg(long)]
+    last_image: Option<PathBuf>,
+    /// Video to extend (DF models): an `.mp4` (frames resized to --width×--height) or a safetensors
+    /// tensor `video` `[1, 3, T, H, W]` in [-1, 1]. The output is this video followed by the new
+    /// frames; --num-frames counts the --overlap-history frames taken from it.
+    #[arg(long)]
+    video: Option<PathBuf>,
     /// Pixel frames, 4k+1.
     #[arg(long, default_value_t = 97)]
     num_frames: usize,
@@ -227,42 +240,77 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Generate(args) => run_generate(&args),
-        Command::TextEncode { engines, prompt, out } => {
+        Command::TextEncode {
+            engines,
+            prompt,
+            out,
+        } => {
             check_output_path(&out)?;
             let engine = Engine::open(&engines)?;
-            let context = TextEncoder::load(&engine, &Backend::Cpu { threads: 0 })?.encode(&prompt)?;
+            let context =
+                TextEncoder::load(&engine, &Backend::Cpu { threads: 0 })?.encode(&prompt)?;
             output::save_latents(&out, [("context", &context)])?;
             Ok(())
         }
-        Command::VaeEncode { engines, video, out } => {
+        Command::VaeEncode {
+            engines,
+            video,
+            out,
+        } => {
             check_output_path(&out)?;
             let engine = Engine::open(&engines)?;
             let video = read_video(&video)?;
-            let latents = VaeEncoder::load(&engine, &Backend::Cpu { threads: 0 })?.encode(&video)?;
+            let latents =
+                VaeEncoder::load(&engine, &Backend::Cpu { threads: 0 })?.encode(&video)?;
             output::save_latents(&out, [("latents", &latents)])?;
             Ok(())
         }
-        Command::VaeDecode { engines, latents, out, fps } => {
+        Command::VaeDecode {
+            engines,
+            latents,
+            out,
+            fps,
+        } => {
             check_output_path(&out)?;
             let engine = Engine::open(&engines)?;
             let latents = output::read_tensor(&latents, "latents", &[None; 5])?;
-            let video = VaeDecoder::load(&engine, &Backend::Cpu { threads: 0 })?.decode(&latents)?;
-            if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("mp4")) {
+            let video =
+                VaeDecoder::load(&engine, &Backend::Cpu { threads: 0 })?.decode(&latents)?;
+            if out
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("mp4"))
+            {
                 if video.shape[0] != 1 {
-                    bail!("--out .mp4 needs batch 1 latents, got batch {}\n  fix: write a .safetensors instead", video.shape[0]);
+                    bail!(
+                        "--out .mp4 needs batch 1 latents, got batch {}\n  fix: write a .safetensors instead",
+                        video.shape[0]
+                    );
                 }
                 let frames = Video::from_tensor(&squeeze_batch(&video))?;
-                output::write_mp4(&frames, &out, &Mp4Options { frames_per_second: fps as f32, ..Mp4Options::default() })?;
+                output::write_mp4(
+                    &frames,
+                    &out,
+                    &Mp4Options {
+                        frames_per_second: fps as f32,
+                        ..Mp4Options::default()
+                    },
+                )?;
             } else {
                 output::save_latents(&out, [("video", &video)])?;
             }
             Ok(())
         }
-        Command::ImageEncode { engines, image, out } => {
+        Command::ImageEncode {
+            engines,
+            image,
+            out,
+        } => {
             check_output_path(&out)?;
             let engine = Engine::open(&engines)?;
             let picture = skyreels_runtime::image::RgbImage::open(&image)?;
-            let context = skyreels_runtime::image::ImageEncoder::load(&engine, &Backend::Cpu { threads: 0 })?.encode(&picture)?;
+            let context =
+                skyreels_runtime::image::ImageEncoder::load(&engine, &Backend::Cpu { threads: 0 })?
+                    .encode(&picture)?;
             output::save_latents(&out, [("image_context", &context)])?;
             Ok(())
         }
@@ -280,29 +328,59 @@ fn check_output_path(out: &Path) -> anyhow::Result<()> {
         _ => Path::new("."),
     };
     if parent.exists() && !parent.is_dir() {
-        bail!("cannot write {}: {} is a file, not a directory\n  fix: choose another --out", out.display(), parent.display());
+        bail!(
+            "cannot write {}: {} is a file, not a directory\n  fix: choose another --out",
+            out.display(),
+            parent.display()
+        );
     }
     if !parent.is_dir() {
-        bail!("cannot write {}: directory {} does not exist\n  fix: create it or choose another --out", out.display(), parent.display());
+        bail!(
+            "cannot write {}: directory {} does not exist\n  fix: create it or choose another --out",
+            out.display(),
+            parent.display()
+        );
     }
     Ok(())
 }
 
 /// A video `--out` must be an `.mp4` file name or a directory for PNG frames.
 fn check_video_output(out: &Path) -> anyhow::Result<()> {
-    let is_mp4 = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("mp4"));
+    let is_mp4 = out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("mp4"));
     if is_mp4 && out.is_dir() {
-        bail!("cannot write {}: it is a directory\n  fix: choose a file name for the MP4, or a directory name without .mp4 for PNG frames", out.display());
+        bail!(
+            "cannot write {}: it is a directory\n  fix: choose a file name for the MP4, or a directory name without .mp4 for PNG frames",
+            out.display()
+        );
     }
     if !is_mp4 && out.exists() && !out.is_dir() {
-        bail!("cannot write PNG frames into {}: it is a file\n  fix: end --out with .mp4 for a video, or name a directory for PNG frames", out.display());
+        bail!(
+            "cannot write PNG frames into {}: it is a file\n  fix: end --out with .mp4 for a video, or name a directory for PNG frames",
+            out.display()
+        );
     }
     Ok(())
 }
 
 fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let plan = Plan::new(Request {
+    let input_video = match &args.video {
+        Some(path) => Some(read_video_sized(path, args.width, args.height)?),
+        None => None,
+    };
+    let start = match (&input_video, &args.image) {
+        (Some(_), Some(_)) => bail!(
+            "--video and --image both set the start of the video\n  fix: pass only one of them"
+        ),
+        (Some(video), None) => Start::Video {
+            frames: video.shape[2],
+        },
+        (None, Some(_)) => Start::Image,
+        (None, None) => Start::Noise,
+    };
+    let mut plan = Plan::new(Request {
         num_frames: args.num_frames,
         height: args.height,
         width: args.width,
@@ -320,19 +398,27 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
             CompatArg::Upstream => Compat::Upstream,
             CompatArg::Diffusers => Compat::Diffusers,
         },
+        start,
+        last_image: args.last_image.is_some(),
     })?;
     check_output_path(&args.out)?;
     check_video_output(&args.out)?;
     if args.prompt.trim().is_empty() {
-        bail!("--prompt is empty\n  fix: describe the video, e.g. --prompt \"a red fox running through fresh snow\"");
+        bail!(
+            "--prompt is empty\n  fix: describe the video, e.g. --prompt \"a red fox running through fresh snow\""
+        );
     }
     let mut noise = match &args.noise {
         Some(path) => NoiseSource::from_file(path)?,
         None => NoiseSource::seeded(args.seed),
     };
     let backend = match args.backend {
-        BackendArg::Cpu => Backend::Cpu { threads: args.threads },
-        BackendArg::Cuda => Backend::Cuda { device: args.device },
+        BackendArg::Cpu => Backend::Cpu {
+            threads: args.threads,
+        },
+        BackendArg::Cuda => Backend::Cuda {
+            device: args.device,
+        },
     };
     let engine = Engine::open(&args.engines)?;
     if engine.manifest.precision != "fp32" && matches!(backend, Backend::Cpu { .. }) {
@@ -343,20 +429,36 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
             engine.manifest.precision
         );
     }
-    let dit_config = engine.manifest.dit.as_ref().map(|d| d.config.clone()).context("the engine has no DiT")?;
+    let dit_config = engine
+        .manifest
+        .dit
+        .as_ref()
+        .map(|d| d.config.clone())
+        .context("the engine has no DiT")?;
     let pipeline = args.pipeline.unwrap_or(match dit_config.model_type {
         skyreels_contract::ModelType::T2v => PipelineArg::DiffusionForcing,
         skyreels_contract::ModelType::I2v => PipelineArg::Synchronous,
     });
     let teacache = match args.teacache {
-        Some(threshold) => Some(TeaCacheConfig { threshold, coefficients: teacache_coefficients(args, &dit_config, pipeline)?, use_retention: args.teacache_retention }),
+        Some(threshold) => Some(TeaCacheConfig {
+            threshold,
+            coefficients: teacache_coefficients(args, &dit_config, pipeline)?,
+            use_retention: args.teacache_retention,
+        }),
         None => None,
     };
 
-    let mut text_encoder = TextEncoder::load(&engine, &backend).context("loading the text encoder")?;
+    let mut text_encoder =
+        TextEncoder::load(&engine, &backend).context("loading the text encoder")?;
     let context = encode_prompt(&mut text_encoder, "--prompt", &args.prompt)?;
     let negative_context = if args.guidance > 1.0 {
-        Some(encode_prompt(&mut text_encoder, "--negative-prompt", args.negative_prompt.as_deref().unwrap_or(DEFAULT_NEGATIVE_PROMPT))?)
+        Some(encode_prompt(
+            &mut text_encoder,
+            "--negative-prompt",
+            args.negative_prompt
+                .as_deref()
+                .unwrap_or(DEFAULT_NEGATIVE_PROMPT),
+        )?)
     } else {
         None
     };
@@ -364,20 +466,77 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
 
     let causal = plan.block_causal.then_some(plan.request.causal_block_size);
     let dit = Dit::load(&engine, &backend, causal)?;
-    let (image_context, condition) = match (&args.image, dit_config.model_type) {
-        (Some(path), skyreels_contract::ModelType::I2v) => {
-            let picture = skyreels_runtime::image::RgbImage::open(path)?;
-            let image_context = skyreels_runtime::image::ImageEncoder::load(&engine, &backend).context("loading the image encoder")?.encode(&picture)?;
-            let frame = image_frame(&picture, args.width, args.height);
-            let mut encoder = VaeEncoder::load(&engine, &backend).context("loading the VAE encoder")?;
-            (Some(image_context), Some(image_condition(&mut encoder, &frame, args.num_frames)?))
-        }
-        (None, skyreels_contract::ModelType::I2v) => bail!("this engine holds an image-to-video model\n  fix: pass --image FIRST_FRAME.png"),
-        (Some(_), skyreels_contract::ModelType::T2v) => bail!(
-            "--image needs an image-to-video (I2V) engine; diffusion forcing from a first image is not implemented yet\n  fix: export an I2V checkpoint, or drop --image"
-        ),
-        (None, skyreels_contract::ModelType::T2v) => (None, None),
+    let i2v_model = dit_config.model_type == skyreels_contract::ModelType::I2v;
+    if i2v_model && (args.last_image.is_some() || args.video.is_some()) {
+        bail!(
+            "--last-image and --video need a diffusion-forcing (DF) engine; this one holds an image-to-video model\n  fix: export a DF checkpoint, or drop them"
+        );
+    }
+    if pipeline == PipelineArg::Synchronous
+        && !i2v_model
+        && (args.image.is_some() || args.last_image.is_some() || args.video.is_some())
+    {
+        bail!(
+            "--image, --last-image and --video condition diffusion forcing\n  fix: drop --pipeline synchronous"
+        );
+    }
+    let needs_encoder = args.image.is_some()
+        || args.last_image.is_some()
+        || args.video.is_some()
+        || (plan.segments.len() > 1 && plan.request.compat == Compat::Upstream);
+    let mut encoder = if needs_encoder {
+        Some(VaeEncoder::load(&engine, &backend).context("loading the VAE encoder")?)
+    } else {
+        None
     };
+    let mut conditioning = Conditioning {
+        video: input_video,
+        ..Conditioning::default()
+    };
+    let (image_context, condition) = match (&args.image, i2v_model) {
+        (Some(path), true) => {
+            let picture = skyreels_runtime::image::RgbImage::open(path)?;
+            let image_context = skyreels_runtime::image::ImageEncoder::load(&engine, &backend)
+                .context("loading the image encoder")?
+                .encode(&picture)?;
+            let frame = image_frame(
+                &crop_to_aspect(&picture, args.width, args.height),
+                args.width,
+                args.height,
+            );
+            let encoder = encoder.as_mut().expect("loaded for --image");
+            // An I2V model takes the image through its mask + latent channels, not as a prefix.
+            plan = Plan::new(Request {
+                start: Start::Noise,
+                ..plan.request.clone()
+            })?;
+            (
+                Some(image_context),
+                Some(image_condition(encoder, &frame, args.num_frames)?),
+            )
+        }
+        (None, true) => {
+            bail!("this engine holds an image-to-video model\n  fix: pass --image FIRST_FRAME.png")
+        }
+        (Some(path), false) => {
+            conditioning.first_image = Some(encode_image_latent(
+                encoder.as_mut().expect("loaded for --image"),
+                path,
+                args.width,
+                args.height,
+            )?);
+            (None, None)
+        }
+        (None, false) => (None, None),
+    };
+    if let Some(path) = &args.last_image {
+        conditioning.last_image = Some(encode_image_latent(
+            encoder.as_mut().expect("loaded for --last-image"),
+            path,
+            args.width,
+            args.height,
+        )?);
+    }
     let mut denoiser = DitDenoiser {
         dit,
         context,
@@ -386,17 +545,27 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         fps: if args.fps == 16 { 0 } else { 1 },
         condition,
     };
-    let settings = WindowSettings { guidance: args.guidance, addnoise_condition: args.addnoise_condition, teacache };
-    if pipeline == PipelineArg::Synchronous && (args.ar_step > 0 || plan.segments.len() > 1) {
-        bail!("--pipeline synchronous samples one window with all frames together\n  fix: drop --ar-step / long-video flags, or use --pipeline diffusion-forcing");
-    }
-    let schedule = FlowSchedule::new(plan.request.compat, args.steps, args.shift, pipeline == PipelineArg::DiffusionForcing)?;
-    let mut decoder = VaeDecoder::load(&engine, &backend).context("loading the VAE decoder")?;
-    let mut encoder = match (plan.segments.len() > 1, plan.request.compat) {
-        (true, Compat::Upstream) => Some(VaeEncoder::load(&engine, &backend).context("loading the VAE encoder")?),
-        _ => None,
+    let settings = WindowSettings {
+        guidance: args.guidance,
+        addnoise_condition: args.addnoise_condition,
+        teacache,
     };
-    let vae = Vae { decoder: &mut decoder, encoder: encoder.as_mut() };
+    if pipeline == PipelineArg::Synchronous && (args.ar_step > 0 || plan.segments.len() > 1) {
+        bail!(
+            "--pipeline synchronous samples one window with all frames together\n  fix: drop --ar-step / long-video flags, or use --pipeline diffusion-forcing"
+        );
+    }
+    let schedule = FlowSchedule::new(
+        plan.request.compat,
+        args.steps,
+        args.shift,
+        pipeline == PipelineArg::DiffusionForcing,
+    )?;
+    let mut decoder = VaeDecoder::load(&engine, &backend).context("loading the VAE decoder")?;
+    let vae = Vae {
+        decoder: &mut decoder,
+        encoder: encoder.as_mut(),
+    };
     let work_dir = match (&args.work_dir, plan.segments.len() > 1) {
         (Some(dir), _) => Some(dir.clone()),
         (None, true) => Some(PathBuf::from(format!("{}.work", args.out.display()))),
@@ -406,16 +575,36 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         Some(dir) => Some(WorkDir::open(&dir, &job_fingerprint(args, &engine)?)?),
         None => None,
     };
-    let generation = generate(&plan, &mut denoiser, &schedule, &settings, &mut noise, Some(vae), work_dir.as_ref(), !args.json)?;
+    let generation = generate(
+        &plan,
+        &mut denoiser,
+        &schedule,
+        &settings,
+        &mut noise,
+        &conditioning,
+        Some(vae),
+        work_dir.as_ref(),
+        !args.json,
+    )?;
 
     if let Some(path) = &args.save_latents {
         output::save_latents(path, [("latents", &generation.latents)])?;
     }
     let video = generation.video.context("no video was decoded")?;
     let frames = Video::from_tensor(&squeeze_batch(&video))?;
-    let is_mp4 = args.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("mp4"));
+    let is_mp4 = args
+        .out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("mp4"));
     if is_mp4 {
-        output::write_mp4(&frames, &args.out, &Mp4Options { frames_per_second: args.fps as f32, ..Mp4Options::default() })?;
+        output::write_mp4(
+            &frames,
+            &args.out,
+            &Mp4Options {
+                frames_per_second: args.fps as f32,
+                ..Mp4Options::default()
+            },
+        )?;
     } else {
         output::write_png_frames(&frames, &args.out)?;
     }
@@ -437,7 +626,10 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         "seconds": seconds,
     });
     if args.json {
-        #[expect(clippy::print_stdout, reason = "--json prints the summary on stdout by design")]
+        #[expect(
+            clippy::print_stdout,
+            reason = "--json prints the summary on stdout by design"
+        )]
         {
             println!("{summary}");
         }
@@ -458,7 +650,11 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
 
 /// The TeaCache polynomial: `--teacache-coefficients`, else the fit of the released variant the
 /// engine's DiT is (architecture + resolution class + sampling loop; `configs/models/*.yaml`).
-fn teacache_coefficients(args: &GenerateArgs, dit_config: &skyreels_contract::DitConfig, pipeline: PipelineArg) -> anyhow::Result<[f64; 5]> {
+fn teacache_coefficients(
+    args: &GenerateArgs,
+    dit_config: &skyreels_contract::DitConfig,
+    pipeline: PipelineArg,
+) -> anyhow::Result<[f64; 5]> {
     use skyreels_contract::{Pipeline, Resolution};
     if let Some(given) = &args.teacache_coefficients {
         return <[f64; 5]>::try_from(given.as_slice()).ok().filter(|c| c.iter().all(|x| x.is_finite())).with_context(|| {
@@ -474,13 +670,22 @@ fn teacache_coefficients(args: &GenerateArgs, dit_config: &skyreels_contract::Di
         PipelineArg::DiffusionForcing => Pipeline::DiffusionForcing,
         PipelineArg::Synchronous => Pipeline::Synchronous,
     };
-    skyreels_runtime::pipeline::defaults::teacache_coefficients(dit_config, resolution, pipeline, args.teacache_retention)
-        .context("choosing the TeaCache fit for --teacache")
+    skyreels_runtime::pipeline::defaults::teacache_coefficients(
+        dit_config,
+        resolution,
+        pipeline,
+        args.teacache_retention,
+    )
+    .context("choosing the TeaCache fit for --teacache")
 }
 
 /// Encodes a prompt, warning on stderr when it is longer than the encoder's token window (upstream
 /// truncates silently).
-fn encode_prompt(encoder: &mut TextEncoder, flag: &str, prompt: &str) -> anyhow::Result<skyreels_runtime::Tensor> {
+fn encode_prompt(
+    encoder: &mut TextEncoder,
+    flag: &str,
+    prompt: &str,
+) -> anyhow::Result<skyreels_runtime::Tensor> {
     let tokens = encoder.tokenize(prompt)?;
     if tokens.truncated_tokens > 0 {
         eprintln!(
@@ -496,20 +701,74 @@ fn encode_prompt(encoder: &mut TextEncoder, flag: &str, prompt: &str) -> anyhow:
 /// engine's manifest. A work directory is only resumed by the job with the same fingerprint.
 fn job_fingerprint(args: &GenerateArgs, engine: &Engine) -> anyhow::Result<String> {
     let a = args;
-    let prompts = format!("{:?}", (&a.prompt, &a.negative_prompt, &a.noise, a.seed, a.compat, a.pipeline));
-    let shape = format!("{:?}", (a.num_frames, a.height, a.width, a.steps, a.guidance, a.shift, a.fps));
+    let prompts = format!(
+        "{:?}",
+        (
+            &a.prompt,
+            &a.negative_prompt,
+            &a.noise,
+            a.seed,
+            a.compat,
+            a.pipeline
+        )
+    );
+    let shape = format!(
+        "{:?}",
+        (
+            a.num_frames,
+            a.height,
+            a.width,
+            a.steps,
+            a.guidance,
+            a.shift,
+            a.fps
+        )
+    );
     let windows = format!(
         "{:?}",
-        (a.ar_step, a.causal_block_size, a.causal_attention, a.base_num_frames, a.overlap_history, a.addnoise_condition, a.teacache, a.teacache_retention)
+        (
+            a.ar_step,
+            a.causal_block_size,
+            a.causal_attention,
+            a.base_num_frames,
+            a.overlap_history,
+            a.addnoise_condition,
+            a.teacache,
+            a.teacache_retention
+        )
     );
-    let sampling = format!("{prompts}\n{shape}\n{windows}");
-    Ok(format!("{}\n{}\n{}", env!("CARGO_PKG_VERSION"), sampling, skyreels_contract::to_yaml(&engine.manifest)?))
+    let mut inputs = String::new();
+    for path in [&a.image, &a.last_image, &a.video, &a.noise]
+        .into_iter()
+        .flatten()
+    {
+        inputs += &format!("{} {:016x}\n", path.display(), content_hash(path)?);
+    }
+    let sampling = format!("{prompts}\n{shape}\n{windows}\n{inputs}");
+    Ok(format!(
+        "{}\n{}\n{}",
+        env!("CARGO_PKG_VERSION"),
+        sampling,
+        skyreels_contract::to_yaml(&engine.manifest)?
+    ))
+}
+
+/// A hash of a conditioning file's bytes, so a work directory is not resumed with another image or
+/// video under the same name (stable within one build of the binary, which the fingerprint pins).
+fn content_hash(path: &Path) -> anyhow::Result<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    fs_err::read(path)?.hash(&mut hasher);
+    Ok(hasher.finish())
 }
 
 /// A video from an `.mp4` (frames mapped to [-1, 1] as `x/127.5 − 1`) or from a safetensors tensor
 /// `video` `[B, 3, T, H, W]`.
 fn read_video(path: &Path) -> anyhow::Result<skyreels_runtime::Tensor> {
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("mp4")) {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("mp4"))
+    {
         let video = output::read_mp4(path)?;
         let (t, h, w) = (video.num_frames(), video.height(), video.width());
         let mut data = vec![0.0f32; 3 * t * h * w];
@@ -525,7 +784,69 @@ fn read_video(path: &Path) -> anyhow::Result<skyreels_runtime::Tensor> {
     Ok(output::read_tensor(path, "video", &[None; 5])?)
 }
 
+/// The normalised latent `[1, 16, 1, h, w]` of an image prepared as upstream's CLI does
+/// (`resizecrop` to the video's aspect, then a bicubic resize).
+fn encode_image_latent(
+    encoder: &mut VaeEncoder,
+    path: &Path,
+    width: usize,
+    height: usize,
+) -> anyhow::Result<skyreels_runtime::Tensor> {
+    let picture = skyreels_runtime::image::RgbImage::open(path)?;
+    let frame = image_frame(&crop_to_aspect(&picture, width, height), width, height);
+    Ok(encoder.encode(&frame)?)
+}
+
+/// A video to extend at the generation's size: an `.mp4`'s frames are resized (bicubic, as
+/// upstream's decord reader resizes on load); a safetensors `video` must already have the size.
+fn read_video_sized(
+    path: &Path,
+    width: usize,
+    height: usize,
+) -> anyhow::Result<skyreels_runtime::Tensor> {
+    let video = if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("mp4"))
+    {
+        let clip = output::read_mp4(path)?;
+        let (t, plane) = (clip.num_frames(), width * height);
+        let mut data = vec![0.0f32; 3 * t * plane];
+        for (f, frame) in clip.frames().enumerate() {
+            let mut picture = skyreels_runtime::image::RgbImage {
+                width: clip.width(),
+                height: clip.height(),
+                pixels: frame.to_vec(),
+            };
+            if (picture.width, picture.height) != (width, height) {
+                picture = skyreels_runtime::image::resize_bicubic_pil(&picture, width, height);
+            }
+            for (i, rgb) in picture.pixels.chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    data[(c * t + f) * plane + i] = rgb[c] as f32 / 127.5 - 1.0;
+                }
+            }
+        }
+        skyreels_runtime::Tensor::new(vec![1, 3, t, height, width], data)?
+    } else {
+        output::read_tensor(
+            path,
+            "video",
+            &[Some(1), Some(3), None, Some(height), Some(width)],
+        )?
+    };
+    if video.shape[2] == 0 {
+        bail!(
+            "--video {} has no frames\n  fix: give a video with at least --overlap-history frames",
+            path.display()
+        );
+    }
+    Ok(video)
+}
+
 /// `[1, 3, T, H, W]` → `[3, T, H, W]`.
 fn squeeze_batch(video: &skyreels_runtime::Tensor) -> skyreels_runtime::Tensor {
-    skyreels_runtime::Tensor { shape: video.shape[1..].to_vec(), data: video.data.clone() }
+    skyreels_runtime::Tensor {
+        shape: video.shape[1..].to_vec(),
+        data: video.data.clone(),
+    }
 }

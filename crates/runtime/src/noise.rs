@@ -48,7 +48,11 @@ impl NoiseSource {
             })?;
             indexed.insert(index, tensor);
         }
-        Ok(NoiseSource::File { path: path.to_path_buf(), tensors: indexed, next: 0 })
+        Ok(NoiseSource::File {
+            path: path.to_path_buf(),
+            tensors: indexed,
+            next: 0,
+        })
     }
 
     /// Pre-drawn tensors not consumed yet (0 for the seeded generator).
@@ -67,7 +71,11 @@ impl NoiseSource {
                 let data = (0..count).map(|_| StandardNormal.sample(rng)).collect();
                 Tensor::new(shape.to_vec(), data)
             }
-            NoiseSource::File { path, tensors, next } => {
+            NoiseSource::File {
+                path,
+                tensors,
+                next,
+            } => {
                 let index = *next;
                 let tensor = tensors.remove(&index).ok_or_else(|| {
                     RuntimeError::Invalid(format!(

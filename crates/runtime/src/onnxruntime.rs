@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-
 use crate::error::{Result, RuntimeError};
 
 /// ONNX Runtime version the project is built and tested against.
@@ -22,7 +21,9 @@ pub fn cache_dir() -> PathBuf {
     }
     let base = std::env::var("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".cache"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".cache")
+        });
     base.join("skyreels")
 }
 
@@ -31,11 +32,20 @@ fn candidates() -> Vec<PathBuf> {
     if let Ok(path) = std::env::var("ORT_DYLIB_PATH") {
         paths.push(PathBuf::from(path));
     }
-    if let Some(dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .as_deref()
+        .and_then(Path::parent)
+    {
         paths.push(dir.join(library_file_name()));
         paths.push(dir.join("libonnxruntime.so"));
     }
-    paths.push(cache_dir().join("onnxruntime").join(ONNXRUNTIME_VERSION).join(library_file_name()));
+    paths.push(
+        cache_dir()
+            .join("onnxruntime")
+            .join(ONNXRUNTIME_VERSION)
+            .join(library_file_name()),
+    );
     paths
 }
 
@@ -56,14 +66,19 @@ pub fn library_path() -> Result<PathBuf> {
     })
 }
 
-static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
+static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> =
+    OnceLock::new();
 
 /// Loads ONNX Runtime once per process and returns its environment.
 pub fn environment() -> Result<ort::environment::Environment> {
     let outcome = ENVIRONMENT.get_or_init(|| {
         let path = library_path().map_err(|e| e.to_string())?;
-        let builder = ort::init_from(&path).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
-        builder.with_name("skyreels").build().map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+        let builder = ort::init_from(&path)
+            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+        builder
+            .with_name("skyreels")
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
     });
     outcome.clone().map_err(RuntimeError::OnnxRuntimeLoad)
 }

@@ -67,7 +67,8 @@ impl TensorPool {
 
     /// Puts an int64 tensor under `name`.
     pub fn insert_i64(&mut self, name: &str, shape: Vec<usize>, data: Vec<i64>) -> Result<()> {
-        let value = OrtTensor::from_array((shape, data)).map_err(ort_error(format!("creating tensor `{name}`")))?;
+        let value = OrtTensor::from_array((shape, data))
+            .map_err(ort_error(format!("creating tensor `{name}`")))?;
         self.values.insert(name.to_string(), value.into_dyn());
         Ok(())
     }
@@ -115,40 +116,65 @@ impl GraphSession {
         if !path.is_file() {
             return Err(RuntimeError::Engine {
                 path: engine_dir.to_path_buf(),
-                message: format!("graph file {} is missing\n  fix: re-export the engine with skyreels-export", entry.file),
+                message: format!(
+                    "graph file {} is missing\n  fix: re-export the engine with skyreels-export",
+                    entry.file
+                ),
             });
         }
         let context = format!("loading {}", path.display());
         let mut builder = Session::builder(&environment)
             .map_err(ort_error(context.clone()))?
             .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(|e| RuntimeError::Ort { context: context.clone(), message: e.to_string() })?
+            .map_err(|e| RuntimeError::Ort {
+                context: context.clone(),
+                message: e.to_string(),
+            })?
             .with_execution_providers(backend.providers())
-            .map_err(|e| RuntimeError::Ort { context: context.clone(), message: e.to_string() })?;
+            .map_err(|e| RuntimeError::Ort {
+                context: context.clone(),
+                message: e.to_string(),
+            })?;
         if let Backend::Cpu { threads } = backend {
             if *threads > 0 {
                 builder = builder
                     .with_intra_threads(*threads)
-                    .map_err(|e| RuntimeError::Ort { context: context.clone(), message: e.to_string() })?;
+                    .map_err(|e| RuntimeError::Ort {
+                        context: context.clone(),
+                        message: e.to_string(),
+                    })?;
             }
         }
-        let session = builder.commit_from_file(&path).map_err(ort_error(context))?;
-        Ok(GraphSession { session, entry: entry.clone() })
+        let session = builder
+            .commit_from_file(&path)
+            .map_err(ort_error(context))?;
+        Ok(GraphSession {
+            session,
+            entry: entry.clone(),
+        })
     }
 
     /// Runs the graph: inputs are taken (borrowed) from `pool`, outputs are added to it.
     pub fn run(&mut self, pool: &mut TensorPool) -> Result<()> {
         let mut inputs = Vec::with_capacity(self.entry.inputs.len());
         for spec in &self.entry.inputs {
-            let value = pool.values.get(&spec.name).ok_or_else(|| RuntimeError::Tensor {
-                name: spec.name.clone(),
-                message: format!("needed by graph `{}` but not provided", self.entry.name),
-            })?;
+            let value = pool
+                .values
+                .get(&spec.name)
+                .ok_or_else(|| RuntimeError::Tensor {
+                    name: spec.name.clone(),
+                    message: format!("needed by graph `{}` but not provided", self.entry.name),
+                })?;
             if let ValueType::Tensor { shape, .. } = value.dtype() {
                 if shape.len() != spec.shape.len() {
                     return Err(RuntimeError::Tensor {
                         name: spec.name.clone(),
-                        message: format!("has {} dims, graph `{}` expects {:?}", shape.len(), self.entry.name, spec.shape),
+                        message: format!(
+                            "has {} dims, graph `{}` expects {:?}",
+                            shape.len(),
+                            self.entry.name,
+                            spec.shape
+                        ),
                     });
                 }
             }
@@ -158,7 +184,10 @@ impl GraphSession {
             .session
             .run(inputs)
             .map_err(ort_error(format!("running graph `{}`", self.entry.name)))?;
-        let produced: Vec<(String, DynValue)> = outputs.into_iter().map(|(name, value)| (name.to_string(), value)).collect();
+        let produced: Vec<(String, DynValue)> = outputs
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect();
         pool.values.extend(produced);
         Ok(())
     }

@@ -74,8 +74,19 @@ fn slot(branch: Branch) -> usize {
 impl TeaCache {
     /// State for a window of `num_rows` sampling rows.
     pub fn new(config: TeaCacheConfig, num_rows: usize) -> TeaCache {
-        let (retention_rows, cutoff_row) = if config.use_retention { (5, num_rows) } else { (1, num_rows.saturating_sub(1)) };
-        TeaCache { config, retention_rows, cutoff_row, states: Default::default(), computed: 0, skipped: 0 }
+        let (retention_rows, cutoff_row) = if config.use_retention {
+            (5, num_rows)
+        } else {
+            (1, num_rows.saturating_sub(1))
+        };
+        TeaCache {
+            config,
+            retention_rows,
+            cutoff_row,
+            states: Default::default(),
+            computed: 0,
+            skipped: 0,
+        }
     }
 
     /// Which probe this configuration reads: `true` = modulation `e0`, `false` = embedding `e`.
@@ -84,13 +95,19 @@ impl TeaCache {
     }
 
     fn rescale(&self, x: f64) -> f64 {
-        self.config.coefficients.iter().fold(0.0, |acc, c| acc * x + c)
+        self.config
+            .coefficients
+            .iter()
+            .fold(0.0, |acc, c| acc * x + c)
     }
 
     /// Decides whether `branch` at sampling row `row` must run the blocks, given this call's probe.
     pub fn decide(&mut self, branch: Branch, row: usize, probe: &[f32]) -> Decision {
         let forced = row < self.retention_rows || row >= self.cutoff_row;
-        let distance = self.states[slot(branch)].previous_probe.as_deref().map(|previous| relative_l1(probe, previous));
+        let distance = self.states[slot(branch)]
+            .previous_probe
+            .as_deref()
+            .map(|previous| relative_l1(probe, previous));
         let has_residual = self.states[slot(branch)].residual.is_some();
         let rescaled = distance.map(|d| self.rescale(d));
         let state = &mut self.states[slot(branch)];
@@ -125,9 +142,17 @@ impl TeaCache {
 
 /// `mean|a − b| / mean|b|`.
 pub fn relative_l1(current: &[f32], previous: &[f32]) -> f64 {
-    let difference: f64 = current.iter().zip(previous).map(|(a, b)| (a - b).abs() as f64).sum();
+    let difference: f64 = current
+        .iter()
+        .zip(previous)
+        .map(|(a, b)| (a - b).abs() as f64)
+        .sum();
     let magnitude: f64 = previous.iter().map(|b| b.abs() as f64).sum();
-    if magnitude == 0.0 { f64::INFINITY } else { difference / magnitude }
+    if magnitude == 0.0 {
+        f64::INFINITY
+    } else {
+        difference / magnitude
+    }
 }
 
 #[cfg(test)]
@@ -135,7 +160,11 @@ mod tests {
     use super::*;
 
     fn config(threshold: f64, use_retention: bool) -> TeaCacheConfig {
-        TeaCacheConfig { threshold, coefficients: [0.0, 0.0, 0.0, 1.0, 0.0], use_retention }
+        TeaCacheConfig {
+            threshold,
+            coefficients: [0.0, 0.0, 0.0, 1.0, 0.0],
+            use_retention,
+        }
     }
 
     #[test]
@@ -149,7 +178,10 @@ mod tests {
         assert_eq!(cache.decide(branch, 2, &[1.21, 1.21]), Decision::Reuse);
         assert_eq!(cache.decide(branch, 3, &[1.331, 1.331]), Decision::Compute);
         // The last row is always computed when retention is off.
-        assert_eq!(cache.decide(branch, 9, &[1.3311, 1.3311]), Decision::Compute);
+        assert_eq!(
+            cache.decide(branch, 9, &[1.3311, 1.3311]),
+            Decision::Compute
+        );
         assert_eq!((cache.computed, cache.skipped), (3, 2));
     }
 
@@ -158,17 +190,34 @@ mod tests {
         let mut cache = TeaCache::new(config(10.0, true), 30);
         for row in 0..5 {
             for branch in [Branch::Conditional, Branch::Unconditional] {
-                assert_eq!(cache.decide(branch, row, &[1.0]), Decision::Compute, "row {row}");
+                assert_eq!(
+                    cache.decide(branch, row, &[1.0]),
+                    Decision::Compute,
+                    "row {row}"
+                );
                 cache.store_residual(branch, Tensor::zeros(vec![1]));
             }
         }
-        assert_eq!(cache.decide(Branch::Conditional, 5, &[1.0]), Decision::Reuse);
-        assert_eq!(cache.decide(Branch::Unconditional, 5, &[1.0]), Decision::Reuse);
+        assert_eq!(
+            cache.decide(Branch::Conditional, 5, &[1.0]),
+            Decision::Reuse
+        );
+        assert_eq!(
+            cache.decide(Branch::Unconditional, 5, &[1.0]),
+            Decision::Reuse
+        );
     }
 
     #[test]
     fn polynomial_is_evaluated_highest_degree_first() {
-        let cache = TeaCache::new(TeaCacheConfig { threshold: 0.2, coefficients: [1.0, 2.0, 3.0, 4.0, 5.0], use_retention: false }, 3);
+        let cache = TeaCache::new(
+            TeaCacheConfig {
+                threshold: 0.2,
+                coefficients: [1.0, 2.0, 3.0, 4.0, 5.0],
+                use_retention: false,
+            },
+            3,
+        );
         assert_eq!(cache.rescale(2.0), 16.0 + 16.0 + 12.0 + 8.0 + 5.0);
     }
 }

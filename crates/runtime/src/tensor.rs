@@ -26,7 +26,10 @@ impl Tensor {
     /// All zeros.
     pub fn zeros(shape: Vec<usize>) -> Tensor {
         let count = shape.iter().product();
-        Tensor { shape, data: vec![0.0; count] }
+        Tensor {
+            shape,
+            data: vec![0.0; count],
+        }
     }
 
     /// Number of elements.
@@ -42,6 +45,10 @@ impl Tensor {
     /// Largest absolute elementwise difference to `other` (shapes must match).
     pub fn max_abs_diff(&self, other: &Tensor) -> f32 {
         assert_eq!(self.shape, other.shape, "shape mismatch");
-        self.data.iter().zip(&other.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+        self.data
+            .iter()
+            .zip(&other.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
     }
 }

@@ -10,16 +10,34 @@ use crate::tensor::Tensor;
 /// All tensors of `path` as float32 (f16/bf16 are upcast), sorted by name.
 pub fn read_f32_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let bytes = fs_err::read(path)?;
-    let bad = |message: String| RuntimeError::Invalid(format!("{} is not a valid safetensors file: {message}", path.display()));
+    let bad = |message: String| {
+        RuntimeError::Invalid(format!(
+            "{} is not a valid safetensors file: {message}",
+            path.display()
+        ))
+    };
     let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e:?}")))?;
     let mut out = Vec::new();
     for (name, view) in file.tensors() {
         let data = view.data();
         let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            other => return Err(bad(format!("tensor `{name}` has dtype {other:?}; expected a float type"))),
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(bad(format!(
+                    "tensor `{name}` has dtype {other:?}; expected a float type"
+                )));
+            }
         };
         out.push((name, Tensor::new(view.shape().to_vec(), values)?));
     }

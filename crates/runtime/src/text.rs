@@ -11,8 +11,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use skyreels_contract::text::{ATTENTION_MASK, INPUT_IDS, TEXT_HIDDEN_STATES, TextEncoderComponent};
-use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, TruncationDirection, TruncationParams, TruncationStrategy};
+use skyreels_contract::text::{
+    ATTENTION_MASK, INPUT_IDS, TEXT_HIDDEN_STATES, TextEncoderComponent,
+};
+use tokenizers::{
+    PaddingDirection, PaddingParams, PaddingStrategy, TruncationDirection, TruncationParams,
+    TruncationStrategy,
+};
 use unicode_normalization::UnicodeNormalization;
 
 use crate::engine::Engine;
@@ -28,8 +33,9 @@ fn is_python_space(c: char) -> bool {
 /// Windows-1252 for bytes 0x80–0x9F; the five undefined bytes map to the same C1 code point,
 /// as in ftfy's "sloppy" codec and Python's `html._invalid_charrefs`.
 const CP1252_HIGH: [u32; 32] = [
-    0x20AC, 0x81, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0x8D, 0x017D, 0x8F,
-    0x90, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x9D, 0x017E, 0x0178,
+    0x20AC, 0x81, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039,
+    0x0152, 0x8D, 0x017D, 0x8F, 0x90, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014,
+    0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x9D, 0x017E, 0x0178,
 ];
 
 fn cp1252_char(byte: u8) -> char {
@@ -51,7 +57,9 @@ fn cp1252_byte(c: char) -> Option<u8> {
 
 /// Numeric character reference as Python's `html.unescape` resolves it.
 fn numeric_reference(number: Option<u32>) -> String {
-    let Some(n) = number else { return "\u{fffd}".into() };
+    let Some(n) = number else {
+        return "\u{fffd}".into();
+    };
     match n {
         0x00 => "\u{fffd}".into(),
         0x0D => "\r".into(),
@@ -65,7 +73,9 @@ fn numeric_reference(number: Option<u32>) -> String {
 }
 
 fn entity(name_with_ampersand: &str) -> Option<&'static str> {
-    htmlize::ENTITIES.get(name_with_ampersand.as_bytes()).and_then(|v| std::str::from_utf8(v).ok())
+    htmlize::ENTITIES
+        .get(name_with_ampersand.as_bytes())
+        .and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// Python's `html.unescape` (3.11): `&#NN;`, `&#xHH;` (semicolon optional) and the HTML5 named
@@ -87,7 +97,16 @@ pub fn html_unescape(text: &str) -> String {
         if rest.first() == Some(&'#') {
             let hex = matches!(rest.get(1), Some('x' | 'X'));
             let start = if hex { 2 } else { 1 };
-            let digits = rest[start..].iter().take_while(|c| if hex { c.is_ascii_hexdigit() } else { c.is_ascii_digit() }).count();
+            let digits = rest[start..]
+                .iter()
+                .take_while(|c| {
+                    if hex {
+                        c.is_ascii_hexdigit()
+                    } else {
+                        c.is_ascii_digit()
+                    }
+                })
+                .count();
             if digits > 0 {
                 let text: String = rest[start..start + digits].iter().collect();
                 let number = u32::from_str_radix(&text, if hex { 16 } else { 10 }).ok();
@@ -100,7 +119,11 @@ pub fn html_unescape(text: &str) -> String {
             i += 1;
             continue;
         }
-        let length = rest.iter().take(32).take_while(|c| !matches!(c, '\t' | '\n' | '\x0c' | ' ' | '<' | '&' | '#' | ';')).count();
+        let length = rest
+            .iter()
+            .take(32)
+            .take_while(|c| !matches!(c, '\t' | '\n' | '\x0c' | ' ' | '<' | '&' | '#' | ';'))
+            .count();
         if length == 0 {
             out.push('&');
             i += 1;
@@ -139,13 +162,20 @@ fn ftfy_entities() -> &'static HashMap<String, String> {
     TABLE.get_or_init(|| {
         let mut table = HashMap::new();
         for (name, value) in htmlize::ENTITIES.entries() {
-            let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value)) else { continue };
+            let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value))
+            else {
+                continue;
+            };
             if !name.ends_with(';') {
                 continue;
             }
             table.insert(name.to_string(), value.to_string());
         }
-        let lower: Vec<(String, String)> = table.iter().filter(|(n, _)| **n == n.to_lowercase()).map(|(n, v)| (n.clone(), v.clone())).collect();
+        let lower: Vec<(String, String)> = table
+            .iter()
+            .filter(|(n, _)| **n == n.to_lowercase())
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
         for (name, value) in lower {
             let upper = name.to_uppercase();
             if html_unescape(&upper) == upper {
@@ -165,14 +195,22 @@ fn ftfy_unescape_html(text: &str) -> String {
         if chars[i] == '&' {
             let numeric = chars.get(i + 1) == Some(&'#');
             let start = i + 1 + numeric as usize;
-            let length = chars[start..].iter().take(25).take_while(|c| c.is_ascii_alphanumeric()).count();
+            let length = chars[start..]
+                .iter()
+                .take(25)
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .count();
             if (1..=24).contains(&length) && chars.get(start + length) == Some(&';') {
                 let reference: String = chars[i..=start + length].iter().collect();
                 let replaced = if let Some(value) = ftfy_entities().get(&reference) {
                     value.clone()
                 } else if numeric {
                     let unescaped = html_unescape(&reference);
-                    if unescaped.contains(';') { reference.clone() } else { unescaped }
+                    if unescaped.contains(';') {
+                        reference.clone()
+                    } else {
+                        unescaped
+                    }
                 } else {
                     reference.clone()
                 };
@@ -277,7 +315,9 @@ fn fix_characters(text: &str) -> String {
             out.push(c);
         }
     }
-    let text = out.replace("\r\n", "\n").replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n");
+    let text = out
+        .replace("\r\n", "\n")
+        .replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n");
     let text = remove_terminal_escapes(&text);
     text.chars().filter(|&c| !is_removed_control(c)).collect()
 }
@@ -289,8 +329,14 @@ fn remove_terminal_escapes(text: &str) -> String {
     let mut i = 0;
     while i < chars.len() {
         if chars[i] == '\u{1b}' && chars.get(i + 1) == Some(&'[') {
-            let params = chars[i + 2..].iter().take_while(|c| c.is_ascii_digit() || **c == ';').count();
-            if chars.get(i + 2 + params).is_some_and(char::is_ascii_alphabetic) {
+            let params = chars[i + 2..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit() || **c == ';')
+                .count();
+            if chars
+                .get(i + 2 + params)
+                .is_some_and(char::is_ascii_alphabetic)
+            {
                 i += 3 + params;
                 continue;
             }
@@ -392,11 +438,15 @@ pub struct PromptTokenizer {
 impl PromptTokenizer {
     /// Loads `path`; the pad token is `<pad>` (umT5: id 0).
     pub fn from_file(path: &Path, max_length: usize) -> Result<PromptTokenizer> {
-        let bad = |message: String| RuntimeError::Engine { path: path.to_path_buf(), message };
-        let mut tokenizer = tokenizers::Tokenizer::from_file(path).map_err(|e| bad(format!("cannot read the tokenizer: {e}")))?;
-        let pad_id = tokenizer
-            .token_to_id("<pad>")
-            .ok_or_else(|| bad("the tokenizer has no `<pad>` token; it is not a umT5 tokenizer".into()))?;
+        let bad = |message: String| RuntimeError::Engine {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut tokenizer = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| bad(format!("cannot read the tokenizer: {e}")))?;
+        let pad_id = tokenizer.token_to_id("<pad>").ok_or_else(|| {
+            bad("the tokenizer has no `<pad>` token; it is not a umT5 tokenizer".into())
+        })?;
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length,
@@ -413,7 +463,10 @@ impl PromptTokenizer {
             pad_type_id: 0,
             pad_token: "<pad>".into(),
         }));
-        Ok(PromptTokenizer { tokenizer, max_length })
+        Ok(PromptTokenizer {
+            tokenizer,
+            max_length,
+        })
     }
 
     /// Tokens per prompt.
@@ -432,16 +485,22 @@ impl PromptTokenizer {
             false => {
                 let mut untruncated = self.tokenizer.clone();
                 untruncated.with_padding(None);
-                untruncated.with_truncation(None).map_err(|e| RuntimeError::Invalid(format!("tokenizer: {e}")))?;
-                let full = untruncated
-                    .encode(cleaned, true)
-                    .map_err(|e| RuntimeError::Invalid(format!("cannot tokenize the prompt: {e}")))?;
+                untruncated
+                    .with_truncation(None)
+                    .map_err(|e| RuntimeError::Invalid(format!("tokenizer: {e}")))?;
+                let full = untruncated.encode(cleaned, true).map_err(|e| {
+                    RuntimeError::Invalid(format!("cannot tokenize the prompt: {e}"))
+                })?;
                 full.len().saturating_sub(self.max_length)
             }
         };
         Ok(TokenizedPrompt {
             ids: encoding.get_ids().iter().map(|&i| i as i64).collect(),
-            mask: encoding.get_attention_mask().iter().map(|&m| m as i64).collect(),
+            mask: encoding
+                .get_attention_mask()
+                .iter()
+                .map(|&m| m as i64)
+                .collect(),
             truncated_tokens,
         })
     }
@@ -467,11 +526,20 @@ impl TextEncoder {
             .graphs
             .iter()
             .find(|g| g.name == "encoder")
-            .ok_or_else(|| engine.error("manifest lists no text encoder graph `encoder`; re-export the engine"))?;
+            .ok_or_else(|| {
+                engine.error("manifest lists no text encoder graph `encoder`; re-export the engine")
+            })?;
         engine.check_backend(backend)?;
         let session = GraphSession::load(&engine.dir, entry, backend)?;
-        let tokenizer = PromptTokenizer::from_file(&engine.dir.join(&component.tokenizer), component.max_length)?;
-        Ok(TextEncoder { component, tokenizer, session })
+        let tokenizer = PromptTokenizer::from_file(
+            &engine.dir.join(&component.tokenizer),
+            component.max_length,
+        )?;
+        Ok(TextEncoder {
+            component,
+            tokenizer,
+            session,
+        })
     }
 
     /// The tokenizer.
@@ -518,7 +586,10 @@ mod tests {
         let cases = [
             ("&amp;lt;", "&lt;"),
             ("&notit; &amp &AMP; x&lt;y", "¬it; & & x<y"),
-            ("&#39;&#x27;&#X41&#128;&#0;&#1;&#xD800;&#1114112;", "''A€\u{fffd}\u{fffd}\u{fffd}"),
+            (
+                "&#39;&#x27;&#X41&#128;&#0;&#1;&#xD800;&#1114112;",
+                "''A€\u{fffd}\u{fffd}\u{fffd}",
+            ),
             ("& &; &#; &bogus; &#xZ", "& &; &#; &bogus; &#xZ"),
             ("&eacute;t&eacute", "été"),
         ];

@@ -27,7 +27,12 @@ impl Caches {
 
     /// Checks that a chunk fits the stream started so far (or starts it).
     fn admit(&mut self, what: &str, chunk: &Tensor) -> Result<()> {
-        let geometry = [chunk.shape[0], chunk.shape[1], chunk.shape[3], chunk.shape[4]];
+        let geometry = [
+            chunk.shape[0],
+            chunk.shape[1],
+            chunk.shape[3],
+            chunk.shape[4],
+        ];
         match self.geometry {
             Some(started) if started != geometry => Err(RuntimeError::Invalid(format!(
                 "{what} chunk has [batch, channels, height, width] = {geometry:?} but the stream started with {started:?}; start a new state for another video"
@@ -40,7 +45,13 @@ impl Caches {
     }
 
     /// Runs `session` on `input` (plus the caches), keeps its new caches, returns `output`.
-    fn step(&mut self, session: &mut GraphSession, input_name: &str, input: &Tensor, output_name: &str) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        session: &mut GraphSession,
+        input_name: &str,
+        input: &Tensor,
+        output_name: &str,
+    ) -> Result<Tensor> {
         let mut pool = TensorPool::new();
         pool.insert_f32(input_name, input)?;
         for (name, value) in self.values.drain(..) {
@@ -50,10 +61,12 @@ impl Caches {
         let result = pool.to_host(output_name)?;
         for spec in &session.entry.outputs {
             if let Some(input) = io::cache_input_for(&spec.name) {
-                let value = pool.remove(&spec.name).ok_or_else(|| RuntimeError::Tensor {
-                    name: spec.name.clone(),
-                    message: format!("graph `{}` did not produce it", session.entry.name),
-                })?;
+                let value = pool
+                    .remove(&spec.name)
+                    .ok_or_else(|| RuntimeError::Tensor {
+                        name: spec.name.clone(),
+                        message: format!("graph `{}` did not produce it", session.entry.name),
+                    })?;
                 self.values.push((input, value));
             }
         }
@@ -63,38 +76,60 @@ impl Caches {
 
 fn check_rank5(what: &str, tensor: &Tensor) -> Result<()> {
     if tensor.shape.len() != 5 {
-        return Err(RuntimeError::Invalid(format!("{what} must be [batch, channels, frames, height, width], got {:?}", tensor.shape)));
+        return Err(RuntimeError::Invalid(format!(
+            "{what} must be [batch, channels, frames, height, width], got {:?}",
+            tensor.shape
+        )));
     }
     Ok(())
 }
 
 /// Frames `start..start + count` of a `[B, C, T, H, W]` tensor.
 fn frames(tensor: &Tensor, start: usize, count: usize) -> Tensor {
-    let [b, c, t, h, w] = [tensor.shape[0], tensor.shape[1], tensor.shape[2], tensor.shape[3], tensor.shape[4]];
+    let [b, c, t, h, w] = [
+        tensor.shape[0],
+        tensor.shape[1],
+        tensor.shape[2],
+        tensor.shape[3],
+        tensor.shape[4],
+    ];
     let plane = h * w;
     let mut data = Vec::with_capacity(b * c * count * plane);
     for bc in 0..b * c {
         let base = (bc * t + start) * plane;
         data.extend_from_slice(&tensor.data[base..base + count * plane]);
     }
-    Tensor { shape: vec![b, c, count, h, w], data }
+    Tensor {
+        shape: vec![b, c, count, h, w],
+        data,
+    }
 }
 
 /// Copies `chunk` `[B, C, n, H, W]` into frames `start..start + n` of `target` `[B, C, T, H, W]`.
 fn put_frames(target: &mut Tensor, start: usize, chunk: &Tensor) -> Result<()> {
-    let [b, c, t, h, w] = [target.shape[0], target.shape[1], target.shape[2], target.shape[3], target.shape[4]];
+    let [b, c, t, h, w] = [
+        target.shape[0],
+        target.shape[1],
+        target.shape[2],
+        target.shape[3],
+        target.shape[4],
+    ];
     let n = chunk.shape[2];
     if chunk.shape != [b, c, n, h, w] || start + n > t {
         return Err(RuntimeError::Tensor {
             name: io::VIDEO.into(),
-            message: format!("chunk {:?} does not fit frames {start}.. of {:?}", chunk.shape, target.shape),
+            message: format!(
+                "chunk {:?} does not fit frames {start}.. of {:?}",
+                chunk.shape, target.shape
+            ),
         });
     }
     let plane = h * w;
     for bc in 0..b * c {
         let source = bc * n * plane;
         let destination = (bc * t + start) * plane;
-        target.data[destination..destination + n * plane].copy_from_slice(&chunk.data[source..source + n * plane]);
+        target.data[destination..destination + n * plane]
+            .copy_from_slice(&chunk.data[source..source + n * plane]);
     }
     Ok(())
 }
@@ -114,10 +149,17 @@ fn component(engine: &Engine) -> Result<VaeComponent> {
         .ok_or_else(|| engine.error("has no VAE\n  fix: export a checkpoint with a VAE (a diffusers snapshot's vae/, or Wan2.1_VAE.safetensors) into it"))
 }
 
-fn session(engine: &Engine, component: &VaeComponent, name: &str, backend: &Backend) -> Result<GraphSession> {
-    let entry = component
-        .graph(name)
-        .ok_or_else(|| engine.error(format!("manifest lists no VAE graph `{name}`; re-export the engine")))?;
+fn session(
+    engine: &Engine,
+    component: &VaeComponent,
+    name: &str,
+    backend: &Backend,
+) -> Result<GraphSession> {
+    let entry = component.graph(name).ok_or_else(|| {
+        engine.error(format!(
+            "manifest lists no VAE graph `{name}`; re-export the engine"
+        ))
+    })?;
     engine.check_backend(backend)?;
     GraphSession::load(&engine.dir, entry, backend)
 }
@@ -141,7 +183,11 @@ impl VaeDecoder {
         let component = component(engine)?;
         let first = session(engine, &component, graph::DECODE_FIRST, backend)?;
         let chunk = session(engine, &component, graph::DECODE_CHUNK, backend)?;
-        Ok(VaeDecoder { config: component.config, first, chunk })
+        Ok(VaeDecoder {
+            config: component.config,
+            first,
+            chunk,
+        })
     }
 
     /// Architecture and latent normalisation.
@@ -159,7 +205,11 @@ impl VaeDecoder {
                 self.config.z_dim, latent.shape
             )));
         }
-        let session = if state.caches.is_started() { &mut self.chunk } else { &mut self.first };
+        let session = if state.caches.is_started() {
+            &mut self.chunk
+        } else {
+            &mut self.first
+        };
         state.caches.admit("latent", latent)?;
         state.caches.step(session, io::LATENTS, latent, io::VIDEO)
     }
@@ -168,12 +218,24 @@ impl VaeDecoder {
     /// final clamp (what the graphs compute).
     pub fn decode_unclamped(&mut self, latents: &Tensor) -> Result<Tensor> {
         check_rank5("latents", latents)?;
-        let [b, _, f, h, w] = [latents.shape[0], latents.shape[1], latents.shape[2], latents.shape[3], latents.shape[4]];
+        let [b, _, f, h, w] = [
+            latents.shape[0],
+            latents.shape[1],
+            latents.shape[2],
+            latents.shape[3],
+            latents.shape[4],
+        ];
         if f == 0 {
             return Err(RuntimeError::Invalid("latents have no frames".into()));
         }
         let scale = self.config.spatial_compression();
-        let mut video = Tensor::zeros(vec![b, 3, self.config.video_frames(f), h * scale, w * scale]);
+        let mut video = Tensor::zeros(vec![
+            b,
+            3,
+            self.config.video_frames(f),
+            h * scale,
+            w * scale,
+        ]);
         let mut state = DecodeState::default();
         let mut written = 0;
         for index in 0..f {
@@ -211,7 +273,11 @@ impl VaeEncoder {
         let component = component(engine)?;
         let first = session(engine, &component, graph::ENCODE_FIRST, backend)?;
         let chunk = session(engine, &component, graph::ENCODE_CHUNK, backend)?;
-        Ok(VaeEncoder { config: component.config, first, chunk })
+        Ok(VaeEncoder {
+            config: component.config,
+            first,
+            chunk,
+        })
     }
 
     /// Architecture and latent normalisation.
@@ -223,15 +289,27 @@ impl VaeEncoder {
     /// `[B, 3, 4, H, W]` chunks; returns one normalised latent frame `[B, z_dim, 1, H/8, W/8]`.
     pub fn encode_chunk(&mut self, state: &mut EncodeState, chunk: &Tensor) -> Result<Tensor> {
         check_rank5("a video chunk", chunk)?;
-        let expected = if state.caches.is_started() { self.config.temporal_compression() } else { 1 };
+        let expected = if state.caches.is_started() {
+            self.config.temporal_compression()
+        } else {
+            1
+        };
         let scale = self.config.spatial_compression();
-        if chunk.shape[1] != 3 || chunk.shape[2] != expected || !chunk.shape[3].is_multiple_of(scale) || !chunk.shape[4].is_multiple_of(scale) {
+        if chunk.shape[1] != 3
+            || chunk.shape[2] != expected
+            || !chunk.shape[3].is_multiple_of(scale)
+            || !chunk.shape[4].is_multiple_of(scale)
+        {
             return Err(RuntimeError::Invalid(format!(
                 "this video chunk must be [batch, 3, {expected}, height, width] with height and width multiples of {scale}, got {:?}",
                 chunk.shape
             )));
         }
-        let session = if state.caches.is_started() { &mut self.chunk } else { &mut self.first };
+        let session = if state.caches.is_started() {
+            &mut self.chunk
+        } else {
+            &mut self.first
+        };
         state.caches.admit("video", chunk)?;
         state.caches.step(session, io::VIDEO, chunk, io::LATENTS)
     }
@@ -240,7 +318,13 @@ impl VaeEncoder {
     /// `[B, z_dim, 1 + k, H/8, W/8]`.
     pub fn encode(&mut self, video: &Tensor) -> Result<Tensor> {
         check_rank5("video", video)?;
-        let [b, _, t, h, w] = [video.shape[0], video.shape[1], video.shape[2], video.shape[3], video.shape[4]];
+        let [b, _, t, h, w] = [
+            video.shape[0],
+            video.shape[1],
+            video.shape[2],
+            video.shape[3],
+            video.shape[4],
+        ];
         let step = self.config.temporal_compression();
         if t == 0 || (t - 1) % step != 0 {
             return Err(RuntimeError::Invalid(format!(
@@ -250,10 +334,20 @@ impl VaeEncoder {
         }
         let scale = self.config.spatial_compression();
         let latent_frames = 1 + (t - 1) / step;
-        let mut latents = Tensor::zeros(vec![b, self.config.z_dim, latent_frames, h / scale, w / scale]);
+        let mut latents = Tensor::zeros(vec![
+            b,
+            self.config.z_dim,
+            latent_frames,
+            h / scale,
+            w / scale,
+        ]);
         let mut state = EncodeState::default();
         for index in 0..latent_frames {
-            let (start, count) = if index == 0 { (0, 1) } else { (1 + step * (index - 1), step) };
+            let (start, count) = if index == 0 {
+                (0, 1)
+            } else {
+                (1 + step * (index - 1), step)
+            };
             let latent = self.encode_chunk(&mut state, &frames(video, start, count))?;
             put_frames(&mut latents, index, &latent)?;
         }

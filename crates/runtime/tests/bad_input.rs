@@ -5,14 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use skyreels_contract::Manifest;
-use skyreels_contract::manifest::FORMAT_VERSION;
-use skyreels_exporter::dit::layers::AttentionKind;
-use skyreels_exporter::dit::{self, DitExportOptions};
-use skyreels_exporter::text::{self, TextExportOptions};
-use skyreels_exporter::tiny::{self, StorageDtype};
-use skyreels_exporter::vae::{self, VaeExportOptions};
-use skyreels_graph::DType;
+mod common;
+
+use common::{TinyModel, export_tiny_engine};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_skyreels");
 
@@ -21,32 +16,9 @@ fn tiny_engine() -> &'static Path {
     static ENGINE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     let (_, engine) = ENGINE.get_or_init(|| {
         let directory = tempfile::tempdir().unwrap();
-        let source = directory.path().join("source");
-        tiny::write_random_dit(&source, &tiny::tiny_dit_config(), StorageDtype::F32, 0).unwrap();
-        vae::random::write_random_vae(&source.join("vae"), &vae::random::tiny_vae_config(), 0).unwrap();
-        text::tiny::write_tiny(&source, 0).unwrap();
         let engine = directory.path().join("engine");
         fs_err::create_dir(&engine).unwrap();
-        let options = DitExportOptions { compute: DType::F32, attention: AttentionKind::MatMul, causal_variant: true, link_weights: false };
-        let dit = dit::export(&source, &engine, &options).unwrap();
-        let vae_source = vae::locate(&source).unwrap();
-        let vae = vae::export(&vae_source, &engine, &VaeExportOptions { link_weights: false }).unwrap();
-        let found = text::locate(&source).unwrap();
-        let text_options = TextExportOptions { compute: DType::F32, attention: AttentionKind::MatMul, link_weights: false };
-        let text = text::export(&found.checkpoint, &found.tokenizer, &engine, &text_options).unwrap();
-        let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            producer: "bad_input test".into(),
-            target: "cpu".into(),
-            precision: "fp32".into(),
-            attention: AttentionKind::MatMul.name().into(),
-            dit: Some(dit.component),
-            vae: Some(vae.component),
-            text_encoder: Some(text.component),
-            image_encoder: None,
-            build: None,
-        };
-        manifest.save(&engine).unwrap();
+        export_tiny_engine(&engine, TinyModel::DiffusionForcing);
         (directory, engine)
     });
     engine
@@ -70,9 +42,21 @@ fn edited_engine(directory: &Path, edit: impl FnOnce(String) -> String) -> PathB
 /// only where clap allows; callers pass flags not in the base set).
 fn generate(engine: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(BINARY);
-    command.env("RUST_BACKTRACE", "0").arg("generate").arg("--engines").arg(engine).arg("--out").arg(out);
+    command
+        .env("RUST_BACKTRACE", "0")
+        .arg("generate")
+        .arg("--engines")
+        .arg(engine)
+        .arg("--out")
+        .arg(out);
     let has = |flag: &str| extra.contains(&flag);
-    for (flag, value) in [("--prompt", "a fox"), ("--num-frames", "5"), ("--height", "32"), ("--width", "32"), ("--steps", "2")] {
+    for (flag, value) in [
+        ("--prompt", "a fox"),
+        ("--num-frames", "5"),
+        ("--height", "32"),
+        ("--width", "32"),
+        ("--steps", "2"),
+    ] {
         if !has(flag) {
             command.args([flag, value]);
         }
@@ -89,7 +73,11 @@ fn run(mut command: Command) -> (Output, String) {
 
 /// Exit code 1, every `needles` in the message, a `fix:` line, no panic.
 fn assert_refused(output: &Output, stderr: &str, needles: &[&str]) {
-    assert_eq!(output.status.code(), Some(1), "expected exit 1, stderr:\n{stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "expected exit 1, stderr:\n{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     for needle in needles {
         assert!(stderr.contains(needle), "missing `{needle}` in:\n{stderr}");
@@ -99,16 +87,28 @@ fn assert_refused(output: &Output, stderr: &str, needles: &[&str]) {
 
 /// Nothing in `directory` but `expected` (no output, no temporary or partial file).
 fn assert_only(directory: &Path, expected: &[&str]) {
-    let mut names: Vec<String> = fs_err::read_dir(directory).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = fs_err::read_dir(directory)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
-    assert_eq!(names, expected, "unexpected files in {}", directory.display());
+    assert_eq!(
+        names,
+        expected,
+        "unexpected files in {}",
+        directory.display()
+    );
 }
 
 #[test]
 fn frames_not_4k_plus_1_are_refused_before_loading() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("video.mp4");
-    let (output, stderr) = run(generate(Path::new("no-engine-needed"), &out, &["--num-frames", "6"]));
+    let (output, stderr) = run(generate(
+        Path::new("no-engine-needed"),
+        &out,
+        &["--num-frames", "6"],
+    ));
     assert_refused(&output, &stderr, &["--num-frames 6", "4k+1", "use 5 or 9"]);
     assert_only(directory.path(), &[]);
 }
@@ -117,8 +117,16 @@ fn frames_not_4k_plus_1_are_refused_before_loading() {
 fn sizes_not_multiple_of_16_are_refused() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("video.mp4");
-    let (output, stderr) = run(generate(Path::new("no-engine-needed"), &out, &["--width", "40"]));
-    assert_refused(&output, &stderr, &["--width 40", "multiple of 16", "use 32 or 48"]);
+    let (output, stderr) = run(generate(
+        Path::new("no-engine-needed"),
+        &out,
+        &["--width", "40"],
+    ));
+    assert_refused(
+        &output,
+        &stderr,
+        &["--width 40", "multiple of 16", "use 32 or 48"],
+    );
     assert_only(directory.path(), &[]);
 }
 
@@ -126,8 +134,19 @@ fn sizes_not_multiple_of_16_are_refused() {
 fn a_block_size_that_does_not_divide_the_latent_frames_is_refused() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("video.mp4");
-    let (output, stderr) = run(generate(Path::new("no-engine-needed"), &out, &["--num-frames", "17", "--causal-block-size", "3"]));
-    assert_refused(&output, &stderr, &["--causal-block-size 3", "does not divide the 5 latent frames"]);
+    let (output, stderr) = run(generate(
+        Path::new("no-engine-needed"),
+        &out,
+        &["--num-frames", "17", "--causal-block-size", "3"],
+    ));
+    assert_refused(
+        &output,
+        &stderr,
+        &[
+            "--causal-block-size 3",
+            "does not divide the 5 latent frames",
+        ],
+    );
     assert_only(directory.path(), &[]);
 }
 
@@ -147,7 +166,11 @@ fn an_over_long_prompt_is_truncated_with_a_warning() {
     let prompt = "a red fox running through fresh snow ".repeat(400);
     let (output, stderr) = run(generate(tiny_engine(), &out, &["--prompt", &prompt]));
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("warning: --prompt is longer than the text encoder's 512 tokens") && stderr.contains("fix:"), "{stderr}");
+    assert!(
+        stderr.contains("warning: --prompt is longer than the text encoder's 512 tokens")
+            && stderr.contains("fix:"),
+        "{stderr}"
+    );
     assert_only(directory.path(), &["video.mp4"]);
 }
 
@@ -163,39 +186,70 @@ fn a_missing_engine_directory_is_refused() {
 #[test]
 fn a_malformed_manifest_is_refused() {
     let directory = tempfile::tempdir().unwrap();
-    let engine = edited_engine(directory.path(), |text| text.replacen("format_version: 1", "format_version: [1", 1));
+    let engine = edited_engine(directory.path(), |text| {
+        text.replacen("format_version: 1", "format_version: [1", 1)
+    });
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(&engine, &out, &[]));
-    assert_refused(&output, &stderr, &["manifest.yaml is not a valid engine manifest"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &["manifest.yaml is not a valid engine manifest"],
+    );
     assert_only(directory.path(), &["engine"]);
 }
 
 #[test]
 fn a_manifest_with_an_unknown_field_is_refused() {
     let directory = tempfile::tempdir().unwrap();
-    let engine = edited_engine(directory.path(), |text| text.replacen("target: cpu", "target: cpu\ntarget_gpu: h100", 1));
+    let engine = edited_engine(directory.path(), |text| {
+        text.replacen("target: cpu", "target: cpu\ntarget_gpu: h100", 1)
+    });
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(&engine, &out, &[]));
-    assert_refused(&output, &stderr, &["not a valid engine manifest", "unknown field `target_gpu`"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &["not a valid engine manifest", "unknown field `target_gpu`"],
+    );
     assert_only(directory.path(), &["engine"]);
 }
 
 #[test]
 fn a_manifest_from_another_format_version_is_refused() {
     let directory = tempfile::tempdir().unwrap();
-    let engine = edited_engine(directory.path(), |text| text.replacen("format_version: 1", "format_version: 99", 1));
+    let engine = edited_engine(directory.path(), |text| {
+        text.replacen("format_version: 1", "format_version: 99", 1)
+    });
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(&engine, &out, &[]));
-    assert_refused(&output, &stderr, &["format_version 99", "re-export the engine"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &["format_version 99", "re-export the engine"],
+    );
 }
 
 #[test]
 fn an_engine_exported_for_cuda_is_refused_on_the_cpu() {
     let directory = tempfile::tempdir().unwrap();
-    let engine = edited_engine(directory.path(), |text| text.replacen("target: cpu", "target: cuda", 1).replacen("precision: fp32", "precision: bf16", 1));
+    let engine = edited_engine(directory.path(), |text| {
+        text.replacen("target: cpu", "target: cuda", 1).replacen(
+            "precision: fp32",
+            "precision: bf16",
+            1,
+        )
+    });
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(&engine, &out, &[]));
-    assert_refused(&output, &stderr, &["exported for --target cuda with bf16 weights", "--target cpu"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &[
+            "exported for --target cuda with bf16 weights",
+            "--target cpu",
+        ],
+    );
     assert_only(directory.path(), &["engine"]);
 }
 
@@ -204,9 +258,20 @@ fn a_missing_onnxruntime_library_is_refused() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("video.mp4");
     let mut command = generate(tiny_engine(), &out, &[]);
-    command.env("ORT_DYLIB_PATH", directory.path().join("libonnxruntime.so.missing"));
+    command.env(
+        "ORT_DYLIB_PATH",
+        directory.path().join("libonnxruntime.so.missing"),
+    );
     let (output, stderr) = run(command);
-    assert_refused(&output, &stderr, &["ONNX Runtime 1.31.1 not found", "libonnxruntime.so.missing", "ORT_DYLIB_PATH"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &[
+            "ONNX Runtime 1.31.1 not found",
+            "libonnxruntime.so.missing",
+            "ORT_DYLIB_PATH",
+        ],
+    );
     assert_only(directory.path(), &[]);
 }
 
@@ -225,7 +290,11 @@ fn an_output_under_a_file_is_refused_before_work() {
     fs_err::write(directory.path().join("file"), b"x").unwrap();
     let out = directory.path().join("file").join("video.mp4");
     let (output, stderr) = run(generate(tiny_engine(), &out, &[]));
-    assert_refused(&output, &stderr, &["file/video.mp4", "is a file, not a directory"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &["file/video.mp4", "is a file, not a directory"],
+    );
     assert_only(directory.path(), &["file"]);
 }
 
@@ -233,7 +302,11 @@ fn an_output_under_a_file_is_refused_before_work() {
 fn an_mp4_output_that_is_a_directory_is_refused_before_work() {
     let directory = tempfile::tempdir().unwrap();
     fs_err::create_dir(directory.path().join("video.mp4")).unwrap();
-    let (output, stderr) = run(generate(tiny_engine(), &directory.path().join("video.mp4"), &[]));
+    let (output, stderr) = run(generate(
+        tiny_engine(),
+        &directory.path().join("video.mp4"),
+        &[],
+    ));
     assert_refused(&output, &stderr, &["video.mp4", "it is a directory"]);
     assert_only(directory.path(), &["video.mp4"]);
 }
@@ -242,7 +315,11 @@ fn an_mp4_output_that_is_a_directory_is_refused_before_work() {
 /// with EFBIG, as a full disk fails with ENOSPC: the writer's error path, without root.
 fn with_tiny_file_size_limit(command: &Command) -> Command {
     let mut limited = Command::new("sh");
-    limited.arg("-c").arg("trap '' XFSZ; ulimit -f 1; exec \"$0\" \"$@\"").arg(command.get_program()).args(command.get_args());
+    limited
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 1; exec \"$0\" \"$@\"")
+        .arg(command.get_program())
+        .args(command.get_args());
     for (key, value) in command.get_envs() {
         if let Some(value) = value {
             limited.env(key, value);
@@ -255,7 +332,11 @@ fn with_tiny_file_size_limit(command: &Command) -> Command {
 fn a_write_failure_midway_leaves_no_mp4_and_no_temporary() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("video.mp4");
-    let command = generate(tiny_engine(), &out, &["--num-frames", "9", "--height", "64", "--width", "64"]);
+    let command = generate(
+        tiny_engine(),
+        &out,
+        &["--num-frames", "9", "--height", "64", "--width", "64"],
+    );
     let (output, stderr) = run(with_tiny_file_size_limit(&command));
     assert_refused(&output, &stderr, &["video.mp4", "File too large"]);
     assert_only(directory.path(), &[]);
@@ -265,7 +346,11 @@ fn a_write_failure_midway_leaves_no_mp4_and_no_temporary() {
 fn a_write_failure_midway_leaves_no_png_frames() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("frames");
-    let command = generate(tiny_engine(), &out, &["--num-frames", "9", "--height", "64", "--width", "64"]);
+    let command = generate(
+        tiny_engine(),
+        &out,
+        &["--num-frames", "9", "--height", "64", "--width", "64"],
+    );
     let (output, stderr) = run(with_tiny_file_size_limit(&command));
     assert_refused(&output, &stderr, &["frames", "File too large"]);
     assert_only(directory.path(), &[]);
@@ -277,7 +362,20 @@ fn a_write_failure_of_the_latents_leaves_no_file() {
     let out = directory.path().join("video.mp4");
     let latents = directory.path().join("latents.safetensors");
     let latents_flag = latents.to_str().unwrap();
-    let command = generate(tiny_engine(), &out, &["--num-frames", "9", "--height", "64", "--width", "64", "--save-latents", latents_flag]);
+    let command = generate(
+        tiny_engine(),
+        &out,
+        &[
+            "--num-frames",
+            "9",
+            "--height",
+            "64",
+            "--width",
+            "64",
+            "--save-latents",
+            latents_flag,
+        ],
+    );
     let (output, stderr) = run(with_tiny_file_size_limit(&command));
     assert_refused(&output, &stderr, &["latents.safetensors", "File too large"]);
     assert_only(directory.path(), &[]);
@@ -297,7 +395,9 @@ fn a_full_disk_leaves_no_partial_file() {
         .status()
         .is_ok_and(|status| status.success());
     if !mounted {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root); the file-size-limit tests cover the write-failure path");
+        eprintln!(
+            "skipped: cannot mount a tmpfs here (needs root); the file-size-limit tests cover the write-failure path"
+        );
         return;
     }
     struct Unmount<'a>(&'a Path);
@@ -309,7 +409,11 @@ fn a_full_disk_leaves_no_partial_file() {
     let _unmount = Unmount(&mount_point);
     fs_err::write(mount_point.join("filler"), vec![0u8; 60 * 1024]).unwrap();
     let out = mount_point.join("video.mp4");
-    let (output, stderr) = run(generate(tiny_engine(), &out, &["--num-frames", "9", "--height", "64", "--width", "64"]));
+    let (output, stderr) = run(generate(
+        tiny_engine(),
+        &out,
+        &["--num-frames", "9", "--height", "64", "--width", "64"],
+    ));
     assert_refused(&output, &stderr, &["video.mp4", "No space left on device"]);
     assert_only(&mount_point, &["filler"]);
 }
@@ -319,10 +423,22 @@ fn an_unreleased_architecture_with_teacache_needs_explicit_coefficients() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(tiny_engine(), &out, &["--teacache", "0.2"]));
-    assert_refused(&output, &stderr, &["no released SkyReels-V2 model has this architecture", "dim 32", "--teacache-coefficients"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &[
+            "no released SkyReels-V2 model has this architecture",
+            "dim 32",
+            "--teacache-coefficients",
+        ],
+    );
     assert_only(directory.path(), &[]);
     let coefficients = "--teacache-coefficients=-5.21862437e4,9.23041404e3,-5.28275948e2,1.36987616e1,-4.99875664e-2";
-    let (output, stderr) = run(generate(tiny_engine(), &out, &["--teacache", "0.2", coefficients]));
+    let (output, stderr) = run(generate(
+        tiny_engine(),
+        &out,
+        &["--teacache", "0.2", coefficients],
+    ));
     assert!(output.status.success(), "{stderr}");
     assert_only(directory.path(), &["video.mp4"]);
 }
@@ -332,17 +448,30 @@ fn unreadable_images_and_videos_are_refused_naming_the_file() {
     let directory = tempfile::tempdir().unwrap();
     let image = directory.path().join("start.png");
     fs_err::write(&image, b"\x89PNG\r\n\x1a\n truncated").unwrap();
-    let Err(message) = skyreels_runtime::image::RgbImage::open(&image) else { panic!("a corrupt PNG is refused") };
+    let Err(message) = skyreels_runtime::image::RgbImage::open(&image) else {
+        panic!("a corrupt PNG is refused")
+    };
     let message = message.to_string();
-    assert!(message.contains("start.png") && message.contains("fix:"), "{message}");
-    let Err(missing) = skyreels_runtime::image::RgbImage::open(&directory.path().join("none.jpg")) else { panic!("a missing image is refused") };
+    assert!(
+        message.contains("start.png") && message.contains("fix:"),
+        "{message}"
+    );
+    let Err(missing) = skyreels_runtime::image::RgbImage::open(&directory.path().join("none.jpg"))
+    else {
+        panic!("a missing image is refused")
+    };
     let missing = missing.to_string();
     assert!(missing.contains("none.jpg"), "{missing}");
     let video = directory.path().join("clip.mp4");
     fs_err::write(&video, b"\0\0\0\x18ftypmp42 not really").unwrap();
-    let Err(message) = skyreels_runtime::output::read_mp4(&video) else { panic!("a corrupt MP4 is refused") };
+    let Err(message) = skyreels_runtime::output::read_mp4(&video) else {
+        panic!("a corrupt MP4 is refused")
+    };
     let message = message.to_string();
-    assert!(message.contains("clip.mp4") && message.contains("fix:"), "{message}");
+    assert!(
+        message.contains("clip.mp4") && message.contains("fix:"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -352,7 +481,15 @@ fn an_unreadable_image_is_refused_by_the_cli() {
     fs_err::write(&image, b"\x89PNG\r\n\x1a\n truncated").unwrap();
     let out = directory.path().join("image_context.safetensors");
     let mut command = Command::new(BINARY);
-    command.env("RUST_BACKTRACE", "0").arg("image-encode").arg("--engines").arg(tiny_engine()).arg("--image").arg(&image).arg("--out").arg(&out);
+    command
+        .env("RUST_BACKTRACE", "0")
+        .arg("image-encode")
+        .arg("--engines")
+        .arg(tiny_engine())
+        .arg("--image")
+        .arg(&image)
+        .arg("--out")
+        .arg(&out);
     let (output, stderr) = run(command);
     assert_refused(&output, &stderr, &["cannot decode image", "start.png"]);
     assert_only(directory.path(), &["start.png"]);
@@ -365,9 +502,21 @@ fn an_unreadable_video_is_refused_by_the_cli() {
     fs_err::write(&video, b"\0\0\0\x18ftypmp42 not really").unwrap();
     let out = directory.path().join("latents.safetensors");
     let mut command = Command::new(BINARY);
-    command.env("RUST_BACKTRACE", "0").arg("vae-encode").arg("--engines").arg(tiny_engine()).arg("--video").arg(&video).arg("--out").arg(&out);
+    command
+        .env("RUST_BACKTRACE", "0")
+        .arg("vae-encode")
+        .arg("--engines")
+        .arg(tiny_engine())
+        .arg("--video")
+        .arg(&video)
+        .arg("--out")
+        .arg(&out);
     let (output, stderr) = run(command);
-    assert_refused(&output, &stderr, &["cannot read", "clip.mp4", "as an H.264 MP4"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &["cannot read", "clip.mp4", "as an H.264 MP4"],
+    );
     assert_only(directory.path(), &["clip.mp4"]);
 }
 
@@ -376,9 +525,20 @@ fn a_missing_video_is_refused_by_the_cli() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("latents.safetensors");
     let mut command = Command::new(BINARY);
-    command.env("RUST_BACKTRACE", "0").arg("vae-encode").arg("--engines").arg(tiny_engine()).arg("--video").arg(directory.path().join("none.mp4")).arg("--out").arg(&out);
+    command
+        .env("RUST_BACKTRACE", "0")
+        .arg("vae-encode")
+        .arg("--engines")
+        .arg(tiny_engine())
+        .arg("--video")
+        .arg(directory.path().join("none.mp4"))
+        .arg("--out")
+        .arg(&out);
     let (output, stderr) = run(command);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("none.mp4") && stderr.contains("No such file"), "{stderr}");
+    assert!(
+        stderr.contains("none.mp4") && stderr.contains("No such file"),
+        "{stderr}"
+    );
     assert_only(directory.path(), &[]);
 }

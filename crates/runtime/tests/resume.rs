@@ -5,54 +5,45 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use skyreels_contract::Manifest;
-use skyreels_contract::manifest::FORMAT_VERSION;
-use skyreels_exporter::dit::layers::AttentionKind;
-use skyreels_exporter::dit::{self, DitExportOptions};
-use skyreels_exporter::text::{self, TextExportOptions};
-use skyreels_exporter::tiny::{self, StorageDtype};
-use skyreels_exporter::vae::{self, VaeExportOptions};
-use skyreels_graph::DType;
+mod common;
 
-/// The built-in tiny model (DiT, VAE, umT5 + tokenizer), exported into `out`.
+use common::{TinyModel, export_tiny_engine};
+
+/// The built-in tiny model, exported into `out`.
 fn tiny_engine(out: &Path) {
-    let source = tempfile::tempdir().expect("tempdir");
-    tiny::write_random_dit(source.path(), &tiny::tiny_dit_config(), StorageDtype::F32, 0).expect("dit");
-    vae::random::write_random_vae(&source.path().join("vae"), &vae::random::tiny_vae_config(), 0).expect("vae");
-    let (text_checkpoint, tokenizer) = text::tiny::write_tiny(source.path(), 0).expect("text");
-    let dit = dit::export(
-        source.path(),
-        out,
-        &DitExportOptions { compute: DType::F32, attention: AttentionKind::MatMul, causal_variant: false, link_weights: false },
-    )
-    .expect("export dit");
-    let vae = vae::export(&source.path().join("vae"), out, &VaeExportOptions { link_weights: false }).expect("export vae");
-    let options = TextExportOptions { compute: DType::F32, attention: AttentionKind::MatMul, link_weights: false };
-    let text = text::export(&text_checkpoint, &tokenizer, out, &options).expect("export text");
-    Manifest {
-        format_version: FORMAT_VERSION,
-        producer: "test".into(),
-        target: "cpu".into(),
-        precision: "fp32".into(),
-        attention: "matmul".into(),
-        dit: Some(dit.component),
-        vae: Some(vae.component),
-        text_encoder: Some(text.component),
-        image_encoder: None,
-        build: None,
-    }
-    .save(out)
-    .expect("manifest");
+    export_tiny_engine(out, TinyModel::DiffusionForcing);
 }
 
 fn generate_command(engine: &Path, out: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_skyreels"));
     command.args(["generate", "--engines"]).arg(engine).args([
-        "--prompt", "a fox in the snow", "--num-frames", "57", "--base-num-frames", "25", "--overlap-history", "9",
-        "--addnoise-condition", "20", "--height", "32", "--width", "48", "--steps", "4", "--seed", "5", "--json", "--threads", "1",
+        "--prompt",
+        "a fox in the snow",
+        "--num-frames",
+        "57",
+        "--base-num-frames",
+        "25",
+        "--overlap-history",
+        "9",
+        "--addnoise-condition",
+        "20",
+        "--height",
+        "32",
+        "--width",
+        "48",
+        "--steps",
+        "4",
+        "--seed",
+        "5",
+        "--json",
+        "--threads",
+        "1",
         "--out",
     ]);
-    command.arg(out).arg("--save-latents").arg(out.with_extension("safetensors"));
+    command
+        .arg(out)
+        .arg("--save-latents")
+        .arg(out.with_extension("safetensors"));
     command
 }
 
@@ -70,15 +61,24 @@ fn a_killed_long_video_resumes_to_the_same_output() {
     let reference = root.path().join("reference.mp4");
     let status = generate_command(&engine, &reference).status().expect("run");
     assert!(status.success());
-    assert!(!work_dir(&reference).exists(), "the work directory is removed after success");
+    assert!(
+        !work_dir(&reference).exists(),
+        "the work directory is removed after success"
+    );
 
     let resumed = root.path().join("resumed.mp4");
     let mut child = generate_command(&engine, &resumed).spawn().expect("spawn");
     let second_window = work_dir(&resumed).join("window-0001.safetensors");
     let started = Instant::now();
     while !second_window.exists() {
-        assert!(child.try_wait().expect("poll").is_none(), "the job ended before its second window was saved");
-        assert!(started.elapsed() < Duration::from_secs(300), "timed out waiting for the second window");
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "the job ended before its second window was saved"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "timed out waiting for the second window"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().expect("SIGKILL");
@@ -86,10 +86,17 @@ fn a_killed_long_video_resumes_to_the_same_output() {
     assert!(!resumed.exists(), "no output file after a kill");
 
     let output = generate_command(&engine, &resumed).output().expect("rerun");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json summary");
     assert_eq!(summary["windows_resumed"], 2, "{summary}");
-    assert_eq!(fs_err::read(&resumed).expect("mp4"), fs_err::read(&reference).expect("mp4"));
+    assert_eq!(
+        fs_err::read(&resumed).expect("mp4"),
+        fs_err::read(&reference).expect("mp4")
+    );
     assert_eq!(
         fs_err::read(resumed.with_extension("safetensors")).expect("latents"),
         fs_err::read(reference.with_extension("safetensors")).expect("latents")
@@ -108,6 +115,9 @@ fn a_work_directory_of_another_job_is_refused() {
     let output = generate_command(&engine, &out).output().expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("belongs to another job") && stderr.contains("fix:"), "{stderr}");
+    assert!(
+        stderr.contains("belongs to another job") && stderr.contains("fix:"),
+        "{stderr}"
+    );
     assert!(!out.exists());
 }

@@ -28,7 +28,13 @@ struct Shared {
 }
 
 /// Rotates interleaved pairs `(x[2j], x[2j+1])` of `[B, L, D]` queries/keys per head.
-fn apply_rope(g: &mut Graph, x: &Value, config: &DitConfig, cos: &Value, sin: &Value) -> Result<Value> {
+fn apply_rope(
+    g: &mut Graph,
+    x: &Value,
+    config: &DitConfig,
+    cos: &Value,
+    sin: &Value,
+) -> Result<Value> {
     let heads = config.num_heads as i64;
     let half = (config.head_dim() / 2) as i64;
     let pairs = g.reshape(x, &[0, -1, heads, half, 2])?;
@@ -76,18 +82,37 @@ fn to_tokens(g: &mut Graph, x: &Value, dim: usize) -> Result<Value> {
 }
 
 fn to_frames(g: &mut Graph, x: &Value, shared: &Shared, dim: usize) -> Result<Value> {
-    let shape = vec![x.shape[0].clone(), Dim::Unknown, Dim::Unknown, Dim::Known(dim as i64)];
+    let shape = vec![
+        x.shape[0].clone(),
+        Dim::Unknown,
+        Dim::Unknown,
+        Dim::Known(dim as i64),
+    ];
     Ok(g.reshape_to(x, &shared.shape4, shape)?)
 }
 
-fn block(layers: &mut Layers<'_, '_>, config: &DitConfig, index: usize, x: Value, modulation: &Value, shared: &Shared) -> Result<Value> {
+fn block(
+    layers: &mut Layers<'_, '_>,
+    config: &DitConfig,
+    index: usize,
+    x: Value,
+    modulation: &Value,
+    shared: &Shared,
+) -> Result<Value> {
     let d = config.dim;
     let p = format!("blocks.{index}");
-    let table = layers.weights.initializer(&mut layers.graph, &format!("{p}.modulation"), &[1, 6, d], &[1, 1, 6, d as i64], DType::F32)?;
+    let table = layers.weights.initializer(
+        &mut layers.graph,
+        &format!("{p}.modulation"),
+        &[1, 6, d],
+        &[1, 1, 6, d as i64],
+        DType::F32,
+    )?;
     let g = &mut layers.graph;
     let m = g.add(&table, modulation)?;
     let m = g.split(&m, 2, &[1; 6])?;
-    let (shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff) = (&m[0], &m[1], &m[2], &m[3], &m[4], &m[5]);
+    let (shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff) =
+        (&m[0], &m[1], &m[2], &m[3], &m[4], &m[5]);
     let lead = &shared.lead;
 
     let h = layers.layer_norm_plain(&x, d, config.eps)?;
@@ -105,7 +130,10 @@ fn block(layers: &mut Layers<'_, '_>, config: &DitConfig, index: usize, x: Value
             let k = to_tokens(g, &k, d)?;
             let (cos, sin) = &shared.rope_table;
             let heads = config.num_heads as i64;
-            (g.rotary_embedding(&q, positions, cos, sin, heads, true)?, g.rotary_embedding(&k, positions, cos, sin, heads, true)?)
+            (
+                g.rotary_embedding(&q, positions, cos, sin, heads, true)?,
+                g.rotary_embedding(&k, positions, cos, sin, heads, true)?,
+            )
         }
         None => (
             apply_rope(g, &q, config, &shared.rope_cos, &shared.rope_sin)?,
@@ -141,7 +169,12 @@ fn block(layers: &mut Layers<'_, '_>, config: &DitConfig, index: usize, x: Value
     if let Some(image) = image {
         let image_lead = layers.lead_of(&image)?;
         let k = layers.linear(&image, &format!("{p}.cross_attn.k_img"), d, d, &image_lead)?;
-        let k = layers.rms_norm(&k, &format!("{p}.cross_attn.norm_k_img.weight"), d, config.eps)?;
+        let k = layers.rms_norm(
+            &k,
+            &format!("{p}.cross_attn.norm_k_img.weight"),
+            d,
+            config.eps,
+        )?;
         let v = layers.linear(&image, &format!("{p}.cross_attn.v_img"), d, d, &image_lead)?;
         let image_attention = layers.attention(&q, &k, &v, config.num_heads, None)?;
         a = layers.graph.add(&image_attention, &a)?;
@@ -175,14 +208,28 @@ pub(super) fn build(layers: &mut Layers<'_, '_>, config: &DitConfig, causal: boo
     let zero = g.const_i64(&[0])?;
     let rest = g.const_i64(&[-1, d as i64])?;
     let target = g.concat(&[&zero, &frames, &rest], 0)?;
-    let x = g.reshape_to(tokens, &target, vec![tokens.shape[0].clone(), modulation.shape[1].clone(), Dim::Unknown, Dim::Known(d as i64)])?;
+    let x = g.reshape_to(
+        tokens,
+        &target,
+        vec![
+            tokens.shape[0].clone(),
+            modulation.shape[1].clone(),
+            Dim::Unknown,
+            Dim::Known(d as i64),
+        ],
+    )?;
     let half = (config.head_dim() / 2) as i64;
     let rope_cos = g.reshape(&inputs[io::ROPE_COS], &[-1, 1, half, 1])?;
     let rope_sin = g.reshape(&inputs[io::ROPE_SIN], &[-1, 1, half, 1])?;
     let causal_bias = match causal {
         true => {
             let frames_scalar = scalar_at(g, &frames, 0)?;
-            Some(causal_bias(g, tokens, &frames_scalar, &inputs[io::CAUSAL_BLOCK_SIZE])?)
+            Some(causal_bias(
+                g,
+                tokens,
+                &frames_scalar,
+                &inputs[io::CAUSAL_BLOCK_SIZE],
+            )?)
         }
         false => None,
     };
@@ -203,12 +250,25 @@ pub(super) fn build(layers: &mut Layers<'_, '_>, config: &DitConfig, causal: boo
             let batch = g.shape_of(tokens, 0, 1)?;
             let count = g.shape_of(&positions, 1, 2)?;
             let target = g.concat(&[&batch, &count], 0)?;
-            Some(g.expand(&positions, &target, vec![tokens.shape[0].clone(), Dim::Unknown])?)
+            Some(g.expand(
+                &positions,
+                &target,
+                vec![tokens.shape[0].clone(), Dim::Unknown],
+            )?)
         }
         AttentionKind::MatMul => None,
     };
     let rope_table = (inputs[io::ROPE_COS].clone(), inputs[io::ROPE_SIN].clone());
-    let shared = Shared { position_ids, rope_table, lead, shape4, rope_cos, rope_sin, context: inputs[io::CONTEXT_TOKENS].clone(), causal_bias };
+    let shared = Shared {
+        position_ids,
+        rope_table,
+        lead,
+        shape4,
+        rope_cos,
+        rope_sin,
+        context: inputs[io::CONTEXT_TOKENS].clone(),
+        causal_bias,
+    };
     let mut x = x;
     for index in 0..config.num_layers {
         layers.graph.enter(&format!("blocks.{index}"));

@@ -9,7 +9,8 @@ use crate::error::{ExportError, Result};
 use crate::weights::WeightStore;
 
 fn json_usize(json: &serde_json::Value, keys: &[&str]) -> Option<usize> {
-    keys.iter().find_map(|k| json.get(*k).and_then(|v| v.as_u64()).map(|v| v as usize))
+    keys.iter()
+        .find_map(|k| json.get(*k).and_then(|v| v.as_u64()).map(|v| v as usize))
 }
 
 /// Reads `dir/config.json` if present (either layout), else an empty object.
@@ -19,28 +20,47 @@ pub fn read_config_json(dir: &Path) -> Result<serde_json::Value> {
         return Ok(serde_json::Value::Object(Default::default()));
     }
     let text = fs_err::read_to_string(&path)?;
-    serde_json::from_str(&text).map_err(|e| ExportError::BadConfig { path, reason: format!("not valid JSON: {e}") })
+    serde_json::from_str(&text).map_err(|e| ExportError::BadConfig {
+        path,
+        reason: format!("not valid JSON: {e}"),
+    })
 }
 
 /// Derives the architecture from the stored shapes and the config JSON.
-pub fn dit_config(weights: &WeightStore<'_>, json: &serde_json::Value, config_path: &Path) -> Result<DitConfig> {
-    let bad = |reason: String| ExportError::BadConfig { path: config_path.to_path_buf(), reason };
+pub fn dit_config(
+    weights: &WeightStore<'_>,
+    json: &serde_json::Value,
+    config_path: &Path,
+) -> Result<DitConfig> {
+    let bad = |reason: String| ExportError::BadConfig {
+        path: config_path.to_path_buf(),
+        reason,
+    };
     let shape = |name: &str| {
-        weights.shape(name).map(<[usize]>::to_vec).ok_or_else(|| ExportError::MissingWeight {
-            name: name.to_string(),
-            path: config_path.to_path_buf(),
-        })
+        weights
+            .shape(name)
+            .map(<[usize]>::to_vec)
+            .ok_or_else(|| ExportError::MissingWeight {
+                name: name.to_string(),
+                path: config_path.to_path_buf(),
+            })
     };
     let matrix = |name: &str| {
         let dims = shape(name)?;
         match dims[..] {
             [rows, columns] => Ok((rows, columns)),
-            _ => Err(ExportError::WrongRank { name: name.to_string(), actual: dims, expected: "[out, in]" }),
+            _ => Err(ExportError::WrongRank {
+                name: name.to_string(),
+                actual: dims,
+                expected: "[out, in]",
+            }),
         }
     };
     let patch = shape("patch_embedding.weight")?;
     if patch.len() != 5 || patch[2..] != [1, 2, 2] {
-        return Err(bad(format!("patch_embedding.weight has shape {patch:?}; expected [dim, in_dim, 1, 2, 2]")));
+        return Err(bad(format!(
+            "patch_embedding.weight has shape {patch:?}; expected [dim, in_dim, 1, 2, 2]"
+        )));
     }
     let (dim, in_dim) = (patch[0], patch[1]);
     let out_dim = matrix("head.head.weight")?.0 / 4;
@@ -55,7 +75,11 @@ pub fn dit_config(weights: &WeightStore<'_>, json: &serde_json::Value, config_pa
         true => Some(matrix("img_emb.proj.1.weight")?.1),
         false => None,
     };
-    let model_type = if image_dim.is_some() { ModelType::I2v } else { ModelType::T2v };
+    let model_type = if image_dim.is_some() {
+        ModelType::I2v
+    } else {
+        ModelType::T2v
+    };
     let inject_sample_info = weights.contains("fps_embedding.weight");
 
     let num_heads = json_usize(json, &["num_heads", "num_attention_heads"]).unwrap_or(dim / 128);
@@ -73,13 +97,21 @@ pub fn dit_config(weights: &WeightStore<'_>, json: &serde_json::Value, config_pa
     for (keys, actual) in checks {
         if let Some(declared) = json_usize(json, keys) {
             if declared != actual {
-                return Err(bad(format!("{} = {declared} but the weights say {actual}", keys[0])));
+                return Err(bad(format!(
+                    "{} = {declared} but the weights say {actual}",
+                    keys[0]
+                )));
             }
         }
     }
-    if let (Some(heads), Some(head_dim)) = (json_usize(json, &["num_attention_heads"]), json_usize(json, &["attention_head_dim"])) {
+    if let (Some(heads), Some(head_dim)) = (
+        json_usize(json, &["num_attention_heads"]),
+        json_usize(json, &["attention_head_dim"]),
+    ) {
         if heads * head_dim != dim {
-            return Err(bad(format!("num_attention_heads {heads} x attention_head_dim {head_dim} != dim {dim}")));
+            return Err(bad(format!(
+                "num_attention_heads {heads} x attention_head_dim {head_dim} != dim {dim}"
+            )));
         }
     }
     if let Some(declared) = json.get("model_type").and_then(|v| v.as_str()) {
@@ -88,12 +120,22 @@ pub fn dit_config(weights: &WeightStore<'_>, json: &serde_json::Value, config_pa
             ModelType::T2v => "t2v",
         };
         if declared != expected {
-            return Err(bad(format!("model_type is `{declared}` but the weights are {expected} (image embedder present: {})", image_dim.is_some())));
+            return Err(bad(format!(
+                "model_type is `{declared}` but the weights are {expected} (image embedder present: {})",
+                image_dim.is_some()
+            )));
         }
     }
     if let Some(declared) = json.get("inject_sample_info").and_then(|v| v.as_bool()) {
         if declared != inject_sample_info {
-            return Err(bad(format!("inject_sample_info = {declared} but fps_embedding.weight is {}", if inject_sample_info { "present" } else { "absent" })));
+            return Err(bad(format!(
+                "inject_sample_info = {declared} but fps_embedding.weight is {}",
+                if inject_sample_info {
+                    "present"
+                } else {
+                    "absent"
+                }
+            )));
         }
     }
     let config = DitConfig {

@@ -60,21 +60,31 @@ fn rope(g: &mut Graph, config: &DitConfig, grid: &Value) -> Result<(Value, Value
             let table = g.const_f32(&table, &dims)?;
             let rows = g.gather(&table, &positions)?;
             let rows = g.reshape(&rows, &view)?;
-            let full = vec![Dim::Unknown, Dim::Unknown, Dim::Unknown, Dim::Known((*width / 2) as i64)];
+            let full = vec![
+                Dim::Unknown,
+                Dim::Unknown,
+                Dim::Unknown,
+                Dim::Known((*width / 2) as i64),
+            ];
             parts.push(g.expand(&rows, &target, full)?);
         }
     }
     let half_head = (config.head_dim() / 2) as i64;
     let cos = g.concat(&cos_parts.iter().collect::<Vec<_>>(), -1)?;
     let sin = g.concat(&sin_parts.iter().collect::<Vec<_>>(), -1)?;
-    Ok((g.reshape(&cos, &[-1, half_head])?, g.reshape(&sin, &[-1, half_head])?))
+    Ok((
+        g.reshape(&cos, &[-1, half_head])?,
+        g.reshape(&sin, &[-1, half_head])?,
+    ))
 }
 
 /// Sinusoidal timestep features `[B, F, freq_dim]`: `[cos | sin]` of `t·10000^(-k/half)`, computed
 /// in float64 as diffusers' `get_1d_sincos_pos_embed_from_grid` does, then rounded to float32.
 fn timestep_features(g: &mut Graph, timesteps: &Value, freq_dim: usize) -> Result<Value> {
     let half = freq_dim / 2;
-    let omega: Vec<f64> = (0..half).map(|k| 1.0 / 10000f64.powf(k as f64 / half as f64)).collect();
+    let omega: Vec<f64> = (0..half)
+        .map(|k| 1.0 / 10000f64.powf(k as f64 / half as f64))
+        .collect();
     let omega = g.const_f64(&omega, &[half as i64])?;
     let t = g.cast(timesteps, DType::F64)?;
     let t = g.unsqueeze(&t, &[-1])?;
@@ -96,11 +106,26 @@ pub(super) fn build(layers: &mut Layers<'_, '_>, config: &DitConfig) -> Result<(
     let latents = &inputs[io::LATENTS];
 
     let compute = layers.compute;
-    let weight = layers.weights.tensor(&mut layers.graph, "patch_embedding.weight", &[d, config.in_dim, 1, 2, 2], compute)?;
-    let bias = layers.weights.tensor(&mut layers.graph, "patch_embedding.bias", &[d], compute)?;
+    let weight = layers.weights.tensor(
+        &mut layers.graph,
+        "patch_embedding.weight",
+        &[d, config.in_dim, 1, 2, 2],
+        compute,
+    )?;
+    let bias = layers
+        .weights
+        .tensor(&mut layers.graph, "patch_embedding.bias", &[d], compute)?;
     let g = &mut layers.graph;
     let x = g.cast(latents, compute)?;
-    let patches = g.conv(&x, &weight, Some(&bias), &[1, 2, 2], &[0, 0, 0, 0, 0, 0], &[1, 1, 1], 1)?;
+    let patches = g.conv(
+        &x,
+        &weight,
+        Some(&bias),
+        &[1, 2, 2],
+        &[0, 0, 0, 0, 0, 0],
+        &[1, 1, 1],
+        1,
+    )?;
     let patches = g.cast(&patches, DType::F32)?;
     let grid = g.shape_of(&patches, 2, 5)?;
     let tokens = g.reshape(&patches, &[0, d as i64, -1])?;
@@ -109,7 +134,14 @@ pub(super) fn build(layers: &mut Layers<'_, '_>, config: &DitConfig) -> Result<(
 
     let features = timestep_features(g, &inputs[io::TIMESTEPS], config.freq_dim)?;
     let lead = layers.lead_of(&features)?;
-    let e = layers.linear_in(DType::F32, &features, "time_embedding.0", config.freq_dim, d, &lead)?;
+    let e = layers.linear_in(
+        DType::F32,
+        &features,
+        "time_embedding.0",
+        config.freq_dim,
+        d,
+        &lead,
+    )?;
     let e = layers.graph.silu(&e)?;
     let e = layers.linear_in(DType::F32, &e, "time_embedding.2", d, d, &lead)?;
     let e_act = layers.graph.silu(&e)?;
@@ -117,10 +149,22 @@ pub(super) fn build(layers: &mut Layers<'_, '_>, config: &DitConfig) -> Result<(
     let mut e0 = layers.graph.reshape(&e0, &[0, 0, 6, d as i64])?;
 
     if config.inject_sample_info {
-        let table = layers.weights.tensor(&mut layers.graph, "fps_embedding.weight", &[2, d], DType::F32)?;
+        let table = layers.weights.tensor(
+            &mut layers.graph,
+            "fps_embedding.weight",
+            &[2, d],
+            DType::F32,
+        )?;
         let fps_features = layers.graph.gather(&table, &inputs[io::FPS])?;
         let fps_lead = layers.lead_of(&fps_features)?;
-        let p = layers.linear_in(DType::F32, &fps_features, "fps_projection.0", d, d, &fps_lead)?;
+        let p = layers.linear_in(
+            DType::F32,
+            &fps_features,
+            "fps_projection.0",
+            d,
+            d,
+            &fps_lead,
+        )?;
         let p = layers.graph.silu(&p)?;
         let p = layers.linear_in(DType::F32, &p, "fps_projection.2", d, 6 * d, &fps_lead)?;
         let p = layers.graph.reshape(&p, &[0, 1, 6, d as i64])?;
@@ -129,7 +173,13 @@ pub(super) fn build(layers: &mut Layers<'_, '_>, config: &DitConfig) -> Result<(
 
     let context = &inputs[io::CONTEXT];
     let context_lead = layers.lead_of(context)?;
-    let text = layers.linear(context, "text_embedding.0", config.text_dim, d, &context_lead)?;
+    let text = layers.linear(
+        context,
+        "text_embedding.0",
+        config.text_dim,
+        d,
+        &context_lead,
+    )?;
     let text = layers.graph.gelu(&text, GeluApproximation::Tanh)?;
     let mut context_tokens = layers.linear(&text, "text_embedding.2", d, d, &context_lead)?;
 
@@ -146,7 +196,9 @@ pub(super) fn build(layers: &mut Layers<'_, '_>, config: &DitConfig) -> Result<(
 
     let values = [&tokens, &e, &e0, &context_tokens, &rope_cos, &rope_sin];
     for (port, value) in embed_outputs(config).into_iter().zip(values) {
-        layers.graph.output(port.name, value, port.dtype, port.shape)?;
+        layers
+            .graph
+            .output(port.name, value, port.dtype, port.shape)?;
     }
     Ok(())
 }

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use skyreels_contract::io;
 use skyreels_contract::DitConfig;
+use skyreels_contract::io;
 use skyreels_graph::{DType, Dim};
 
 use super::io::{head_inputs, head_outputs};
@@ -19,7 +19,13 @@ pub(super) fn build(layers: &mut Layers<'_, '_>, config: &DitConfig) -> Result<(
         let value = layers.graph.input(port.name, port.dtype, port.shape)?;
         inputs.insert(port.name, value);
     }
-    let table = layers.weights.initializer(&mut layers.graph, "head.modulation", &[1, 2, d], &[1, 1, 2, d as i64], DType::F32)?;
+    let table = layers.weights.initializer(
+        &mut layers.graph,
+        "head.modulation",
+        &[1, 2, d],
+        &[1, 1, 2, d as i64],
+        DType::F32,
+    )?;
     let g = &mut layers.graph;
     let tokens = &inputs[io::BLOCK_TOKENS];
     let time = &inputs[io::TIME_EMBEDDING];
@@ -28,7 +34,16 @@ pub(super) fn build(layers: &mut Layers<'_, '_>, config: &DitConfig) -> Result<(
     let zero = g.const_i64(&[0])?;
     let rest = g.const_i64(&[-1, d as i64])?;
     let target = g.concat(&[&zero, &frames, &rest], 0)?;
-    let x = g.reshape_to(tokens, &target, vec![tokens.shape[0].clone(), time.shape[1].clone(), Dim::Unknown, Dim::Known(d as i64)])?;
+    let x = g.reshape_to(
+        tokens,
+        &target,
+        vec![
+            tokens.shape[0].clone(),
+            time.shape[1].clone(),
+            Dim::Unknown,
+            Dim::Known(d as i64),
+        ],
+    )?;
     let e = g.unsqueeze(time, &[2])?;
     let m = g.add(&table, &e)?;
     let m = g.split(&m, 2, &[1, 1])?;
@@ -58,7 +73,17 @@ pub(super) fn build(layers: &mut Layers<'_, '_>, config: &DitConfig) -> Result<(
     let y = g.transpose(&y, &[0, 7, 1, 4, 2, 5, 3, 6])?;
     let channels = g.const_i64(&[out])?;
     let target = g.concat(&[&batch, &channels, &frames, &height, &width], 0)?;
-    let velocity = g.reshape_to(&y, &target, vec![Dim::Unknown, Dim::Known(out), Dim::Unknown, Dim::Unknown, Dim::Unknown])?;
+    let velocity = g.reshape_to(
+        &y,
+        &target,
+        vec![
+            Dim::Unknown,
+            Dim::Known(out),
+            Dim::Unknown,
+            Dim::Unknown,
+            Dim::Unknown,
+        ],
+    )?;
     for port in head_outputs(config) {
         g.output(port.name, &velocity, port.dtype, port.shape)?;
     }

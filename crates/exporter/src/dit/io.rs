@@ -16,7 +16,11 @@ pub struct Port {
 }
 
 fn port(name: &'static str, dtype: DType, shape: &[Dim]) -> Port {
-    Port { name, dtype, shape: shape.to_vec() }
+    Port {
+        name,
+        dtype,
+        shape: shape.to_vec(),
+    }
 }
 
 fn n(name: &str) -> Dim {
@@ -41,15 +45,39 @@ impl Port {
 /// `embed` inputs.
 pub fn embed_inputs(config: &DitConfig) -> Vec<Port> {
     let mut ports = vec![
-        port(io::LATENTS, DType::F32, &[n(axis::BATCH), k(config.in_dim), n(axis::FRAMES), n(axis::HEIGHT), n(axis::WIDTH)]),
-        port(io::TIMESTEPS, DType::F32, &[n(axis::BATCH), n(axis::FRAMES)]),
-        port(io::CONTEXT, DType::F32, &[n(axis::BATCH), n(axis::CONTEXT_LEN), k(config.text_dim)]),
+        port(
+            io::LATENTS,
+            DType::F32,
+            &[
+                n(axis::BATCH),
+                k(config.in_dim),
+                n(axis::FRAMES),
+                n(axis::HEIGHT),
+                n(axis::WIDTH),
+            ],
+        ),
+        port(
+            io::TIMESTEPS,
+            DType::F32,
+            &[n(axis::BATCH), n(axis::FRAMES)],
+        ),
+        port(
+            io::CONTEXT,
+            DType::F32,
+            &[n(axis::BATCH), n(axis::CONTEXT_LEN), k(config.text_dim)],
+        ),
     ];
     if config.inject_sample_info {
         ports.push(port(io::FPS, DType::I64, &[n(axis::BATCH)]));
     }
-    if let (ModelType::I2v, Some(image_dim), Some(image_len)) = (config.model_type, config.image_dim, config.image_len) {
-        ports.push(port(io::IMAGE_CONTEXT, DType::F32, &[n(axis::BATCH), k(image_len), k(image_dim)]));
+    if let (ModelType::I2v, Some(image_dim), Some(image_len)) =
+        (config.model_type, config.image_dim, config.image_len)
+    {
+        ports.push(port(
+            io::IMAGE_CONTEXT,
+            DType::F32,
+            &[n(axis::BATCH), k(image_len), k(image_dim)],
+        ));
     }
     ports
 }
@@ -59,11 +87,31 @@ pub fn embed_outputs(config: &DitConfig) -> Vec<Port> {
     let d = k(config.dim);
     let half_head = k(config.head_dim() / 2);
     vec![
-        port(io::PATCH_TOKENS, DType::F32, &[n(axis::BATCH), n(axis::TOKENS), d.clone()]),
-        port(io::TIME_EMBEDDING, DType::F32, &[n(axis::BATCH), n(axis::FRAMES), d.clone()]),
-        port(io::TIME_MODULATION, DType::F32, &[n(axis::BATCH), n(axis::FRAMES), k(6), d.clone()]),
-        port(io::CONTEXT_TOKENS, DType::F32, &[n(axis::BATCH), n("context_tokens"), d]),
-        port(io::ROPE_COS, DType::F32, &[n(axis::TOKENS), half_head.clone()]),
+        port(
+            io::PATCH_TOKENS,
+            DType::F32,
+            &[n(axis::BATCH), n(axis::TOKENS), d.clone()],
+        ),
+        port(
+            io::TIME_EMBEDDING,
+            DType::F32,
+            &[n(axis::BATCH), n(axis::FRAMES), d.clone()],
+        ),
+        port(
+            io::TIME_MODULATION,
+            DType::F32,
+            &[n(axis::BATCH), n(axis::FRAMES), k(6), d.clone()],
+        ),
+        port(
+            io::CONTEXT_TOKENS,
+            DType::F32,
+            &[n(axis::BATCH), n("context_tokens"), d],
+        ),
+        port(
+            io::ROPE_COS,
+            DType::F32,
+            &[n(axis::TOKENS), half_head.clone()],
+        ),
         port(io::ROPE_SIN, DType::F32, &[n(axis::TOKENS), half_head]),
     ]
 }
@@ -71,7 +119,10 @@ pub fn embed_outputs(config: &DitConfig) -> Vec<Port> {
 /// `blocks` inputs (plus `causal_block_size` for the block-causal variant).
 pub fn blocks_inputs(config: &DitConfig, causal: bool) -> Vec<Port> {
     let outputs = embed_outputs(config);
-    let mut ports: Vec<Port> = outputs.into_iter().filter(|p| p.name != io::TIME_EMBEDDING).collect();
+    let mut ports: Vec<Port> = outputs
+        .into_iter()
+        .filter(|p| p.name != io::TIME_EMBEDDING)
+        .collect();
     if causal {
         ports.push(port(io::CAUSAL_BLOCK_SIZE, DType::I64, &[k(1)]));
     }
@@ -80,19 +131,51 @@ pub fn blocks_inputs(config: &DitConfig, causal: bool) -> Vec<Port> {
 
 /// `blocks` outputs.
 pub fn blocks_outputs(config: &DitConfig) -> Vec<Port> {
-    vec![port(io::BLOCK_TOKENS, DType::F32, &[n(axis::BATCH), n(axis::TOKENS), k(config.dim)])]
+    vec![port(
+        io::BLOCK_TOKENS,
+        DType::F32,
+        &[n(axis::BATCH), n(axis::TOKENS), k(config.dim)],
+    )]
 }
 
 /// `head` inputs.
 pub fn head_inputs(config: &DitConfig) -> Vec<Port> {
     vec![
-        port(io::BLOCK_TOKENS, DType::F32, &[n(axis::BATCH), n(axis::TOKENS), k(config.dim)]),
-        port(io::TIME_EMBEDDING, DType::F32, &[n(axis::BATCH), n(axis::FRAMES), k(config.dim)]),
-        port(io::LATENTS, DType::F32, &[n(axis::BATCH), k(config.in_dim), n(axis::FRAMES), n(axis::HEIGHT), n(axis::WIDTH)]),
+        port(
+            io::BLOCK_TOKENS,
+            DType::F32,
+            &[n(axis::BATCH), n(axis::TOKENS), k(config.dim)],
+        ),
+        port(
+            io::TIME_EMBEDDING,
+            DType::F32,
+            &[n(axis::BATCH), n(axis::FRAMES), k(config.dim)],
+        ),
+        port(
+            io::LATENTS,
+            DType::F32,
+            &[
+                n(axis::BATCH),
+                k(config.in_dim),
+                n(axis::FRAMES),
+                n(axis::HEIGHT),
+                n(axis::WIDTH),
+            ],
+        ),
     ]
 }
 
 /// `head` outputs.
 pub fn head_outputs(config: &DitConfig) -> Vec<Port> {
-    vec![port(io::VELOCITY, DType::F32, &[n(axis::BATCH), k(config.out_dim), n(axis::FRAMES), n(axis::HEIGHT), n(axis::WIDTH)])]
+    vec![port(
+        io::VELOCITY,
+        DType::F32,
+        &[
+            n(axis::BATCH),
+            k(config.out_dim),
+            n(axis::FRAMES),
+            n(axis::HEIGHT),
+            n(axis::WIDTH),
+        ],
+    )]
 }

@@ -50,8 +50,20 @@ pub struct Layers<'w, 'c> {
 
 impl<'w, 'c> Layers<'w, 'c> {
     /// Starts graph `name`.
-    pub fn new(name: &str, weights: &'w mut WeightStore<'c>, compute: DType, attention: AttentionKind) -> Self {
-        Layers { graph: Graph::new(name), weights, compute, attention, ones: HashMap::new(), leads: HashMap::new() }
+    pub fn new(
+        name: &str,
+        weights: &'w mut WeightStore<'c>,
+        compute: DType,
+        attention: AttentionKind,
+    ) -> Self {
+        Layers {
+            graph: Graph::new(name),
+            weights,
+            compute,
+            attention,
+            ones: HashMap::new(),
+            leads: HashMap::new(),
+        }
     }
 
     /// The leading dims (all but the last) of `x`, cached by value name.
@@ -61,13 +73,23 @@ impl<'w, 'c> Layers<'w, 'c> {
         }
         let rank = x.rank() as i64;
         let value = self.graph.shape_of(x, 0, rank - 1)?;
-        let lead = Lead { value, dims: x.shape[..x.rank() - 1].to_vec() };
+        let lead = Lead {
+            value,
+            dims: x.shape[..x.rank() - 1].to_vec(),
+        };
         self.leads.insert(x.name().to_string(), lead.clone());
         Ok(lead)
     }
 
     /// `x @ Wᵀ + b` for the stored Linear `prefix.{weight,bias}` `[out, in]`; float32 out.
-    pub fn linear(&mut self, x: &Value, prefix: &str, in_features: usize, out_features: usize, lead: &Lead) -> Result<Value> {
+    pub fn linear(
+        &mut self,
+        x: &Value,
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+        lead: &Lead,
+    ) -> Result<Value> {
         self.linear_in(self.compute, x, prefix, in_features, out_features, lead)
     }
 
@@ -82,14 +104,26 @@ impl<'w, 'c> Layers<'w, 'c> {
         lead: &Lead,
     ) -> Result<Value> {
         let g = &mut self.graph;
-        let weight = self.weights.tensor(g, &format!("{prefix}.weight"), &[out_features, in_features], dtype)?;
+        let weight = self.weights.tensor(
+            g,
+            &format!("{prefix}.weight"),
+            &[out_features, in_features],
+            dtype,
+        )?;
         let bias = if self.weights.contains(&format!("{prefix}.bias")) {
-            Some(self.weights.tensor(g, &format!("{prefix}.bias"), &[out_features], dtype)?)
+            Some(
+                self.weights
+                    .tensor(g, &format!("{prefix}.bias"), &[out_features], dtype)?,
+            )
         } else {
             None
         };
         let x = g.cast(x, dtype)?;
-        let flat = if x.rank() == 2 { x } else { g.reshape(&x, &[-1, in_features as i64])? };
+        let flat = if x.rank() == 2 {
+            x
+        } else {
+            g.reshape(&x, &[-1, in_features as i64])?
+        };
         let y = g.scoped(prefix, |g| g.gemm_transposed(&flat, &weight, bias.as_ref()))?;
         let y = if lead.dims.len() == 1 {
             y
@@ -122,10 +156,20 @@ impl<'w, 'c> Layers<'w, 'c> {
     }
 
     /// LayerNorm with stored `prefix.{weight,bias}` (float32).
-    pub fn layer_norm_affine(&mut self, x: &Value, prefix: &str, size: usize, eps: f64) -> Result<Value> {
+    pub fn layer_norm_affine(
+        &mut self,
+        x: &Value,
+        prefix: &str,
+        size: usize,
+        eps: f64,
+    ) -> Result<Value> {
         let g = &mut self.graph;
-        let scale = self.weights.tensor(g, &format!("{prefix}.weight"), &[size], DType::F32)?;
-        let bias = self.weights.tensor(g, &format!("{prefix}.bias"), &[size], DType::F32)?;
+        let scale = self
+            .weights
+            .tensor(g, &format!("{prefix}.weight"), &[size], DType::F32)?;
+        let bias = self
+            .weights
+            .tensor(g, &format!("{prefix}.bias"), &[size], DType::F32)?;
         Ok(g.layer_norm(x, &scale, Some(&bias), eps as f32)?)
     }
 
@@ -137,17 +181,30 @@ impl<'w, 'c> Layers<'w, 'c> {
     }
 
     /// Multi-head attention on `[B, S, heads·d]` tensors, float32 in and out.
-    pub fn attention(&mut self, query: &Value, key: &Value, value: &Value, num_heads: usize, bias: Option<&Value>) -> Result<Value> {
+    pub fn attention(
+        &mut self,
+        query: &Value,
+        key: &Value,
+        value: &Value,
+        num_heads: usize,
+        bias: Option<&Value>,
+    ) -> Result<Value> {
         let compute = self.compute;
         let g = &mut self.graph;
-        let (q, k, v) = (g.cast(query, compute)?, g.cast(key, compute)?, g.cast(value, compute)?);
+        let (q, k, v) = (
+            g.cast(query, compute)?,
+            g.cast(key, compute)?,
+            g.cast(value, compute)?,
+        );
         let bias = match bias {
             Some(b) => Some(g.cast(b, compute)?),
             None => None,
         };
         let out = match self.attention {
             AttentionKind::ContribMha => {
-                let bias = bias.as_ref().map_or(AttentionBias::None, AttentionBias::Additive);
+                let bias = bias
+                    .as_ref()
+                    .map_or(AttentionBias::None, AttentionBias::Additive);
                 g.multi_head_attention(&q, &k, &v, bias, num_heads as i64)?
             }
             AttentionKind::MatMul => {
@@ -156,7 +213,8 @@ impl<'w, 'c> Layers<'w, 'c> {
                     None => return Err(g.error("attention needs a known hidden size").into()),
                 };
                 let head_dim = hidden / num_heads as i64;
-                let split = |g: &mut Graph, x: &Value| g.reshape(x, &[0, 0, num_heads as i64, head_dim]);
+                let split =
+                    |g: &mut Graph, x: &Value| g.reshape(x, &[0, 0, num_heads as i64, head_dim]);
                 let q = split(g, &q)?;
                 let k = split(g, &k)?;
                 let v = split(g, &v)?;

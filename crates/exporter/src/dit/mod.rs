@@ -11,8 +11,8 @@ pub mod layers;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use skyreels_contract::manifest::{DitComponent, GraphEntry};
 use skyreels_contract::DitConfig;
+use skyreels_contract::manifest::{DitComponent, GraphEntry};
 use skyreels_graph::{DType, Model};
 
 use crate::checkpoint::Checkpoint;
@@ -68,14 +68,22 @@ fn entry(name: &str, file: &str, inputs: Vec<io::Port>, outputs: Vec<io::Port>) 
 /// `model_index.json`), otherwise `source` itself (an original-layout model folder or a file).
 pub fn locate(source: &Path) -> std::path::PathBuf {
     let transformer = source.join("transformer");
-    if source.join("model_index.json").is_file() && transformer.is_dir() { transformer } else { source.to_path_buf() }
+    if source.join("model_index.json").is_file() && transformer.is_dir() {
+        transformer
+    } else {
+        source.to_path_buf()
+    }
 }
 
 /// Opens the DiT checkpoint at `source` and reads its architecture.
 pub fn inspect(source: &Path) -> Result<(Checkpoint, Layout, DitConfig)> {
     let checkpoint = Checkpoint::open(source)?;
     let layout = Layout::detect(checkpoint.names());
-    let dir = if source.is_file() { source.parent().unwrap_or(Path::new(".")) } else { source };
+    let dir = if source.is_file() {
+        source.parent().unwrap_or(Path::new("."))
+    } else {
+        source
+    };
     let json = config::read_config_json(dir)?;
     let store = WeightStore::new(&checkpoint, layout, WeightSink::new(dir, "unused", false));
     let config = config::dit_config(&store, &json, &dir.join("config.json"))?;
@@ -95,15 +103,30 @@ pub fn export(source: &Path, out_dir: &Path, options: &DitExportOptions) -> Resu
 
     type Builder = fn(&mut Layers<'_, '_>, &DitConfig, bool) -> Result<()>;
     let mut plan: Vec<(&str, &str, Builder, bool)> = vec![
-        ("embed", "dit_embed.onnx", |l, c, _| embed::build(l, c), false),
+        (
+            "embed",
+            "dit_embed.onnx",
+            |l, c, _| embed::build(l, c),
+            false,
+        ),
         ("blocks", "dit_blocks.onnx", blocks::build, false),
         ("head", "dit_head.onnx", |l, c, _| head::build(l, c), false),
     ];
     if options.causal_variant {
-        plan.push(("blocks_causal", "dit_blocks_causal.onnx", blocks::build, true));
+        plan.push((
+            "blocks_causal",
+            "dit_blocks_causal.onnx",
+            blocks::build,
+            true,
+        ));
     }
     for (name, file, build, causal) in plan {
-        let mut layers = Layers::new(&format!("dit_{name}"), &mut store, options.compute, options.attention);
+        let mut layers = Layers::new(
+            &format!("dit_{name}"),
+            &mut store,
+            options.compute,
+            options.attention,
+        );
         build(&mut layers, &config, causal)?;
         let model = Model::from_graph(layers.graph, &metadata);
         model.save(&out_dir.join(file))?;
@@ -113,16 +136,42 @@ pub fn export(source: &Path, out_dir: &Path, options: &DitExportOptions) -> Resu
             ops: model.op_histogram(),
         });
         let graph_entry = match name {
-            "embed" => entry(name, file, io::embed_inputs(&config), io::embed_outputs(&config)),
-            "head" => entry(name, file, io::head_inputs(&config), io::head_outputs(&config)),
-            _ => entry(name, file, io::blocks_inputs(&config, causal), io::blocks_outputs(&config)),
+            "embed" => entry(
+                name,
+                file,
+                io::embed_inputs(&config),
+                io::embed_outputs(&config),
+            ),
+            "head" => entry(
+                name,
+                file,
+                io::head_inputs(&config),
+                io::head_outputs(&config),
+            ),
+            _ => entry(
+                name,
+                file,
+                io::blocks_inputs(&config, causal),
+                io::blocks_outputs(&config),
+            ),
         };
-        if causal { blocks_causal = Some(graph_entry) } else { graphs.push(graph_entry) }
+        if causal {
+            blocks_causal = Some(graph_entry)
+        } else {
+            graphs.push(graph_entry)
+        }
     }
-    let architecture = format!("{:?} dim {} layers {}", config.model_type, config.dim, config.num_layers);
+    let architecture = format!(
+        "{:?} dim {} layers {}",
+        config.model_type, config.dim, config.num_layers
+    );
     let sink = store.finish(&architecture)?;
     Ok(DitExport {
-        component: DitComponent { config, graphs, blocks_causal },
+        component: DitComponent {
+            config,
+            graphs,
+            blocks_causal,
+        },
         reports,
         weight_bytes: (sink.written_bytes, sink.linked_bytes),
     })
@@ -137,7 +186,11 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         assert_eq!(locate(root.path()), root.path());
         fs_err::create_dir(root.path().join("transformer")).unwrap();
-        assert_eq!(locate(root.path()), root.path(), "no model_index.json: not a snapshot");
+        assert_eq!(
+            locate(root.path()),
+            root.path(),
+            "no model_index.json: not a snapshot"
+        );
         fs_err::write(root.path().join("model_index.json"), "{}").unwrap();
         assert_eq!(locate(root.path()), root.path().join("transformer"));
     }

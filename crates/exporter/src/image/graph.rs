@@ -14,20 +14,41 @@ use crate::error::Result;
 /// The graph's input: `pixel_values` (float32 `[batch, 3, image_size, image_size]`).
 pub fn inputs(config: &ImageEncoderConfig) -> Vec<Port> {
     let side = Dim::Known(config.image_size as i64);
-    vec![Port { name: PIXEL_VALUES, dtype: DType::F32, shape: vec![Dim::named("batch"), Dim::Known(3), side.clone(), side] }]
+    vec![Port {
+        name: PIXEL_VALUES,
+        dtype: DType::F32,
+        shape: vec![Dim::named("batch"), Dim::Known(3), side.clone(), side],
+    }]
 }
 
 /// The graph's output: `image_hidden_states` (float32 `[batch, tokens, dim]`, CLS first).
 pub fn outputs(config: &ImageEncoderConfig) -> Vec<Port> {
-    let shape = vec![Dim::named("batch"), Dim::Known(config.num_tokens() as i64), Dim::Known(config.dim as i64)];
-    vec![Port { name: IMAGE_HIDDEN_STATES, dtype: DType::F32, shape }]
+    let shape = vec![
+        Dim::named("batch"),
+        Dim::Known(config.num_tokens() as i64),
+        Dim::Known(config.dim as i64),
+    ];
+    vec![Port {
+        name: IMAGE_HIDDEN_STATES,
+        dtype: DType::F32,
+        shape,
+    }]
 }
 
-fn block(layers: &mut Layers<'_, '_>, config: &ImageEncoderConfig, index: usize, x: Value, lead: &Lead) -> Result<Value> {
+fn block(
+    layers: &mut Layers<'_, '_>,
+    config: &ImageEncoderConfig,
+    index: usize,
+    x: Value,
+    lead: &Lead,
+) -> Result<Value> {
     let (d, eps) = (config.dim, config.eps);
     let p = format!("encoder.layers.{index}");
     let h = layers.layer_norm_affine(&x, &format!("{p}.layer_norm1"), d, eps)?;
-    let (q, k, v) = if layers.weights.contains(&format!("{p}.self_attn.qkv_proj.weight")) {
+    let (q, k, v) = if layers
+        .weights
+        .contains(&format!("{p}.self_attn.qkv_proj.weight"))
+    {
         let qkv = layers.linear(&h, &format!("{p}.self_attn.qkv_proj"), d, 3 * d, lead)?;
         let mut parts = layers.graph.split(&qkv, -1, &[d as i64; 3])?;
         let v = parts.remove(2);
@@ -57,11 +78,34 @@ pub fn build(layers: &mut Layers<'_, '_>, config: &ImageEncoderConfig) -> Result
     let compute = layers.compute;
     let weights = &mut *layers.weights;
     let g = &mut layers.graph;
-    let kernel = weights.tensor(g, "embeddings.patch_embedding.weight", &[d, 3, patch, patch], compute)?;
-    let class_shape = weights.shape("embeddings.class_embedding").map(<[usize]>::to_vec).unwrap_or_else(|| vec![d]);
-    let class = weights.initializer(g, "embeddings.class_embedding", &class_shape, &[1, 1, d as i64], DType::F32)?;
-    let position_shape = weights.shape("embeddings.position_embedding.weight").map(<[usize]>::to_vec).unwrap_or_else(|| vec![tokens, d]);
-    let positions = weights.initializer(g, "embeddings.position_embedding.weight", &position_shape, &[tokens as i64, d as i64], DType::F32)?;
+    let kernel = weights.tensor(
+        g,
+        "embeddings.patch_embedding.weight",
+        &[d, 3, patch, patch],
+        compute,
+    )?;
+    let class_shape = weights
+        .shape("embeddings.class_embedding")
+        .map(<[usize]>::to_vec)
+        .unwrap_or_else(|| vec![d]);
+    let class = weights.initializer(
+        g,
+        "embeddings.class_embedding",
+        &class_shape,
+        &[1, 1, d as i64],
+        DType::F32,
+    )?;
+    let position_shape = weights
+        .shape("embeddings.position_embedding.weight")
+        .map(<[usize]>::to_vec)
+        .unwrap_or_else(|| vec![tokens, d]);
+    let positions = weights.initializer(
+        g,
+        "embeddings.position_embedding.weight",
+        &position_shape,
+        &[tokens as i64, d as i64],
+        DType::F32,
+    )?;
     let x = g.cast(&pixels, compute)?;
     let p = patch as i64;
     let x = g.conv(&x, &kernel, None, &[p, p], &[0, 0, 0, 0], &[1, 1], 1)?;
@@ -71,7 +115,11 @@ pub fn build(layers: &mut Layers<'_, '_>, config: &ImageEncoderConfig) -> Result
     let batch = g.shape_of(&pixels, 0, 1)?;
     let rest = g.const_i64(&[1, d as i64])?;
     let target = g.concat(&[&batch, &rest], 0)?;
-    let class = g.expand(&class, &target, vec![pixels.shape[0].clone(), Dim::Known(1), Dim::Known(d as i64)])?;
+    let class = g.expand(
+        &class,
+        &target,
+        vec![pixels.shape[0].clone(), Dim::Known(1), Dim::Known(d as i64)],
+    )?;
     let x = g.concat(&[&class, &x], 1)?;
     let x = g.add(&x, &positions)?; // (B, tokens, D)
     let mut x = layers.layer_norm_affine(&x, "pre_layrnorm", d, config.eps)?;

@@ -24,7 +24,10 @@ const HF_IN_BLOCK: &[(&str, &str)] = &[
     ("layer.0.SelfAttention.k.", "attn.k."),
     ("layer.0.SelfAttention.v.", "attn.v."),
     ("layer.0.SelfAttention.o.", "attn.o."),
-    ("layer.0.SelfAttention.relative_attention_bias.", "pos_embedding.embedding."),
+    (
+        "layer.0.SelfAttention.relative_attention_bias.",
+        "pos_embedding.embedding.",
+    ),
     ("layer.1.layer_norm.", "norm2."),
     ("layer.1.DenseReluDense.wi_0.", "ffn.gate.0."),
     ("layer.1.DenseReluDense.wi_1.", "ffn.fc1."),
@@ -34,8 +37,14 @@ const HF_IN_BLOCK: &[(&str, &str)] = &[
 impl TextLayout {
     /// Guesses the layout from the stored names.
     pub fn detect<'a>(names: impl IntoIterator<Item = &'a str>) -> TextLayout {
-        let hf = names.into_iter().any(|n| n.starts_with("encoder.") || n == "shared.weight");
-        if hf { TextLayout::HuggingFace } else { TextLayout::Wan }
+        let hf = names
+            .into_iter()
+            .any(|n| n.starts_with("encoder.") || n == "shared.weight");
+        if hf {
+            TextLayout::HuggingFace
+        } else {
+            TextLayout::Wan
+        }
     }
 
     /// Maps a stored name to its canonical (Wan) name; `None` when it is not part of the encoder.
@@ -55,9 +64,11 @@ impl TextLayout {
                 let rest = stored.strip_prefix("encoder.block.")?;
                 let (index, suffix) = rest.split_once('.')?;
                 index.parse::<usize>().ok()?;
-                HF_IN_BLOCK
-                    .iter()
-                    .find_map(|(from, to)| suffix.strip_prefix(from).map(|leaf| format!("blocks.{index}.{to}{leaf}")))
+                HF_IN_BLOCK.iter().find_map(|(from, to)| {
+                    suffix
+                        .strip_prefix(from)
+                        .map(|leaf| format!("blocks.{index}.{to}{leaf}"))
+                })
             }
         }
     }
@@ -68,13 +79,23 @@ fn json_usize(json: &serde_json::Value, key: &str) -> Option<usize> {
 }
 
 /// Derives the architecture from the stored shapes and the (possibly empty) config JSON.
-pub fn text_config(weights: &WeightStore<'_>, json: &serde_json::Value, config_path: &Path) -> Result<TextEncoderConfig> {
-    let bad = |reason: String| ExportError::BadConfig { path: config_path.to_path_buf(), reason };
+pub fn text_config(
+    weights: &WeightStore<'_>,
+    json: &serde_json::Value,
+    config_path: &Path,
+) -> Result<TextEncoderConfig> {
+    let bad = |reason: String| ExportError::BadConfig {
+        path: config_path.to_path_buf(),
+        reason,
+    };
     let shape = |name: &str| {
-        weights.shape(name).map(<[usize]>::to_vec).ok_or_else(|| ExportError::MissingWeight {
-            name: name.to_string(),
-            path: config_path.to_path_buf(),
-        })
+        weights
+            .shape(name)
+            .map(<[usize]>::to_vec)
+            .ok_or_else(|| ExportError::MissingWeight {
+                name: name.to_string(),
+                path: config_path.to_path_buf(),
+            })
     };
     let embedding = shape("token_embedding.weight")?;
     let (vocab_size, dim) = (embedding[0], embedding[1]);
@@ -87,7 +108,9 @@ pub fn text_config(weights: &WeightStore<'_>, json: &serde_json::Value, config_p
         num_layers += 1;
     }
     if num_heads == 0 || attention_width % num_heads != 0 {
-        return Err(bad(format!("attention width {attention_width} is not a multiple of {num_heads} heads")));
+        return Err(bad(format!(
+            "attention width {attention_width} is not a multiple of {num_heads} heads"
+        )));
     }
     let head_dim = attention_width / num_heads;
     let checks: [(&str, usize); 7] = [
@@ -102,26 +125,51 @@ pub fn text_config(weights: &WeightStore<'_>, json: &serde_json::Value, config_p
     for (key, actual) in checks {
         if let Some(declared) = json_usize(json, key) {
             if declared != actual {
-                return Err(bad(format!("{key} = {declared} but the weights say {actual}")));
+                return Err(bad(format!(
+                    "{key} = {declared} but the weights say {actual}"
+                )));
             }
         }
     }
     if let Some(projection) = json.get("feed_forward_proj").and_then(|v| v.as_str()) {
         if projection != "gated-gelu" {
-            return Err(bad(format!("feed_forward_proj `{projection}` is not supported; umT5 uses gated-gelu (tanh GELU)")));
+            return Err(bad(format!(
+                "feed_forward_proj `{projection}` is not supported; umT5 uses gated-gelu (tanh GELU)"
+            )));
         }
     }
-    if let Some(shared) = json.get("relative_attention_shared").or_else(|| json.get("shared_pos")).and_then(|v| v.as_bool()) {
+    if let Some(shared) = json
+        .get("relative_attention_shared")
+        .or_else(|| json.get("shared_pos"))
+        .and_then(|v| v.as_bool())
+    {
         if shared {
-            return Err(bad("a shared relative-position table is not supported; umT5 has one per layer".into()));
+            return Err(bad(
+                "a shared relative-position table is not supported; umT5 has one per layer".into(),
+            ));
         }
     }
     let max_distance = json_usize(json, "relative_attention_max_distance").unwrap_or(128);
-    let eps = json.get("layer_norm_epsilon").and_then(|v| v.as_f64()).unwrap_or(1e-6);
+    let eps = json
+        .get("layer_norm_epsilon")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(1e-6);
     if num_buckets < 4 || num_buckets % 4 != 0 || max_distance <= num_buckets / 4 {
-        return Err(bad(format!("{num_buckets} buckets with max distance {max_distance} is not a bidirectional T5 bucketing")));
+        return Err(bad(format!(
+            "{num_buckets} buckets with max distance {max_distance} is not a bidirectional T5 bucketing"
+        )));
     }
-    Ok(TextEncoderConfig { vocab_size, dim, num_heads, head_dim, ffn_dim, num_layers, num_buckets, max_distance, eps })
+    Ok(TextEncoderConfig {
+        vocab_size,
+        dim,
+        num_heads,
+        head_dim,
+        ffn_dim,
+        num_layers,
+        num_buckets,
+        max_distance,
+        eps,
+    })
 }
 
 /// Bidirectional T5 relative-position bucket of `relative = key_position − query_position`.
@@ -140,7 +188,8 @@ pub fn relative_position_bucket(relative: i64, num_buckets: usize, max_distance:
     if distance < max_exact {
         return offset + distance;
     }
-    let ratio = (distance as f64 / max_exact as f64).ln() / (max_distance as f64 / max_exact as f64).ln();
+    let ratio =
+        (distance as f64 / max_exact as f64).ln() / (max_distance as f64 / max_exact as f64).ln();
     let large = max_exact + (ratio * (half - max_exact) as f64 + 1e-9).floor() as i64;
     offset + large.min(half - 1)
 }
@@ -155,16 +204,38 @@ mod tests {
             ("shared.weight", "token_embedding.weight"),
             ("encoder.embed_tokens.weight", "token_embedding.weight"),
             ("encoder.final_layer_norm.weight", "norm.weight"),
-            ("encoder.block.3.layer.0.SelfAttention.o.weight", "blocks.3.attn.o.weight"),
-            ("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", "blocks.0.pos_embedding.embedding.weight"),
-            ("encoder.block.11.layer.1.DenseReluDense.wi_0.weight", "blocks.11.ffn.gate.0.weight"),
-            ("encoder.block.11.layer.1.DenseReluDense.wi_1.weight", "blocks.11.ffn.fc1.weight"),
-            ("encoder.block.2.layer.1.layer_norm.weight", "blocks.2.norm2.weight"),
+            (
+                "encoder.block.3.layer.0.SelfAttention.o.weight",
+                "blocks.3.attn.o.weight",
+            ),
+            (
+                "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                "blocks.0.pos_embedding.embedding.weight",
+            ),
+            (
+                "encoder.block.11.layer.1.DenseReluDense.wi_0.weight",
+                "blocks.11.ffn.gate.0.weight",
+            ),
+            (
+                "encoder.block.11.layer.1.DenseReluDense.wi_1.weight",
+                "blocks.11.ffn.fc1.weight",
+            ),
+            (
+                "encoder.block.2.layer.1.layer_norm.weight",
+                "blocks.2.norm2.weight",
+            ),
         ];
         for (hf, wan) in cases {
-            assert_eq!(TextLayout::HuggingFace.canonical(hf).as_deref(), Some(wan), "{hf}");
+            assert_eq!(
+                TextLayout::HuggingFace.canonical(hf).as_deref(),
+                Some(wan),
+                "{hf}"
+            );
         }
-        assert_eq!(TextLayout::HuggingFace.canonical("decoder.block.0.layer.0.SelfAttention.q.weight"), None);
+        assert_eq!(
+            TextLayout::HuggingFace.canonical("decoder.block.0.layer.0.SelfAttention.q.weight"),
+            None
+        );
     }
 
     #[test]
@@ -182,7 +253,11 @@ mod tests {
                 }
                 offset + (8 + k).min(15)
             };
-            assert_eq!(relative_position_bucket(relative, 32, 128), expected, "relative {relative}");
+            assert_eq!(
+                relative_position_bucket(relative, 32, 128),
+                expected,
+                "relative {relative}"
+            );
         }
     }
 }

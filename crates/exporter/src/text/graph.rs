@@ -8,7 +8,9 @@
 //! constant bucket table, then in each layer's `[num_buckets, heads]` table. Padded keys get
 //! `f32::MIN` added, as HF's extended attention mask does.
 
-use skyreels_contract::text::{ATTENTION_MASK, AXIS_TOKENS, INPUT_IDS, TEXT_HIDDEN_STATES, TextEncoderConfig};
+use skyreels_contract::text::{
+    ATTENTION_MASK, AXIS_TOKENS, INPUT_IDS, TEXT_HIDDEN_STATES, TextEncoderConfig,
+};
 use skyreels_graph::{AttentionBias, DType, Dim, GeluApproximation, Graph, Value};
 
 use super::config::relative_position_bucket;
@@ -20,22 +22,45 @@ use crate::error::Result;
 pub fn inputs() -> Vec<Port> {
     let shape = vec![Dim::named("batch"), Dim::named(AXIS_TOKENS)];
     vec![
-        Port { name: INPUT_IDS, dtype: DType::I64, shape: shape.clone() },
-        Port { name: ATTENTION_MASK, dtype: DType::I64, shape },
+        Port {
+            name: INPUT_IDS,
+            dtype: DType::I64,
+            shape: shape.clone(),
+        },
+        Port {
+            name: ATTENTION_MASK,
+            dtype: DType::I64,
+            shape,
+        },
     ]
 }
 
 /// The graph's output: `text_hidden_states` (float32 `[batch, text_tokens, dim]`).
 pub fn outputs(config: &TextEncoderConfig) -> Vec<Port> {
-    let shape = vec![Dim::named("batch"), Dim::named(AXIS_TOKENS), Dim::Known(config.dim as i64)];
-    vec![Port { name: TEXT_HIDDEN_STATES, dtype: DType::F32, shape }]
+    let shape = vec![
+        Dim::named("batch"),
+        Dim::named(AXIS_TOKENS),
+        Dim::Known(config.dim as i64),
+    ];
+    vec![Port {
+        name: TEXT_HIDDEN_STATES,
+        dtype: DType::F32,
+        shape,
+    }]
 }
 
 /// `[L, L]` int64 buckets of `key − query` for the run-time length of `ids`' axis 1.
 fn bucket_matrix(g: &mut Graph, ids: &Value, config: &TextEncoderConfig) -> Result<Value> {
     let max = config.max_distance as i64;
-    let table: Vec<i64> = (-max..=max).map(|r| relative_position_bucket(r, config.num_buckets, config.max_distance)).collect();
-    let table = g.inline_initializer("relative_buckets", DType::I64, &[table.len() as i64], bytemuck::cast_slice(&table).to_vec())?;
+    let table: Vec<i64> = (-max..=max)
+        .map(|r| relative_position_bucket(r, config.num_buckets, config.max_distance))
+        .collect();
+    let table = g.inline_initializer(
+        "relative_buckets",
+        DType::I64,
+        &[table.len() as i64],
+        bytemuck::cast_slice(&table).to_vec(),
+    )?;
     let length = g.shape_of(ids, 1, 2)?;
     let length = g.squeeze(&length, &[0])?;
     let zero = g.scalar(0.0, DType::I64)?;
@@ -54,11 +79,20 @@ fn bucket_matrix(g: &mut Graph, ids: &Value, config: &TextEncoderConfig) -> Resu
 }
 
 /// Attention with logits `q·kᵀ + bias` (no `1/√d`), float32, on `[B, L, heads·head_dim]`.
-fn attention(layers: &mut Layers<'_, '_>, q: &Value, k: &Value, v: &Value, bias: &Value, config: &TextEncoderConfig) -> Result<Value> {
+fn attention(
+    layers: &mut Layers<'_, '_>,
+    q: &Value,
+    k: &Value,
+    v: &Value,
+    bias: &Value,
+    config: &TextEncoderConfig,
+) -> Result<Value> {
     let (heads, head_dim) = (config.num_heads as i64, config.head_dim as i64);
     let g = &mut layers.graph;
     match layers.attention {
-        AttentionKind::ContribMha => Ok(g.multi_head_attention_scaled(q, k, v, AttentionBias::Additive(bias), heads, 1.0)?),
+        AttentionKind::ContribMha => {
+            Ok(g.multi_head_attention_scaled(q, k, v, AttentionBias::Additive(bias), heads, 1.0)?)
+        }
         AttentionKind::MatMul => {
             let q = g.reshape(q, &[0, 0, heads, head_dim])?;
             let k = g.reshape(k, &[0, 0, heads, head_dim])?;
@@ -76,10 +110,23 @@ fn attention(layers: &mut Layers<'_, '_>, q: &Value, k: &Value, v: &Value, bias:
     }
 }
 
-fn block(layers: &mut Layers<'_, '_>, config: &TextEncoderConfig, index: usize, x: Value, buckets: &Value, mask_bias: &Value, lead: &Lead) -> Result<Value> {
+fn block(
+    layers: &mut Layers<'_, '_>,
+    config: &TextEncoderConfig,
+    index: usize,
+    x: Value,
+    buckets: &Value,
+    mask_bias: &Value,
+    lead: &Lead,
+) -> Result<Value> {
     let (d, width, eps) = (config.dim, config.num_heads * config.head_dim, config.eps);
     let p = format!("blocks.{index}");
-    let table = layers.weights.tensor(&mut layers.graph, &format!("{p}.pos_embedding.embedding.weight"), &[config.num_buckets, config.num_heads], DType::F32)?;
+    let table = layers.weights.tensor(
+        &mut layers.graph,
+        &format!("{p}.pos_embedding.embedding.weight"),
+        &[config.num_buckets, config.num_heads],
+        DType::F32,
+    )?;
     let g = &mut layers.graph;
     let bias = g.gather(&table, buckets)?; // (query, key, heads)
     let bias = g.transpose(&bias, &[2, 0, 1])?;
@@ -113,7 +160,12 @@ pub fn build(layers: &mut Layers<'_, '_>, config: &TextEncoderConfig) -> Result<
     }
     let (ids, mask) = (&values[0], &values[1]);
     let compute = layers.compute;
-    let embedding = layers.weights.tensor(&mut layers.graph, "token_embedding.weight", &[config.vocab_size, d], compute)?;
+    let embedding = layers.weights.tensor(
+        &mut layers.graph,
+        "token_embedding.weight",
+        &[config.vocab_size, d],
+        compute,
+    )?;
     let g = &mut layers.graph;
     let x = g.gather(&embedding, ids)?;
     let x = g.cast(&x, DType::F32)?; // (B, L, D)

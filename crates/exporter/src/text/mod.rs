@@ -52,16 +52,28 @@ pub struct TextExport {
 pub fn inspect(source: &Path) -> Result<(Checkpoint, TextLayout, TextEncoderConfig)> {
     let checkpoint = Checkpoint::open(source)?;
     let layout = TextLayout::detect(checkpoint.names());
-    let dir = if source.is_file() { source.parent().unwrap_or(Path::new(".")) } else { source };
+    let dir = if source.is_file() {
+        source.parent().unwrap_or(Path::new("."))
+    } else {
+        source
+    };
     let json = crate::dit::config::read_config_json(dir)?;
-    let store = WeightStore::with_names(&checkpoint, |n| layout.canonical(n), WeightSink::new(dir, "unused", false));
+    let store = WeightStore::with_names(
+        &checkpoint,
+        |n| layout.canonical(n),
+        WeightSink::new(dir, "unused", false),
+    );
     let config = config::text_config(&store, &json, &dir.join("config.json"))?;
     Ok((checkpoint, layout, config))
 }
 
 /// Copies `tokenizer` (a `tokenizer.json`, or a directory holding one) into `out_dir`.
 pub fn copy_tokenizer(tokenizer: &Path, out_dir: &Path) -> Result<String> {
-    let file = if tokenizer.is_dir() { tokenizer.join(TOKENIZER_FILE) } else { tokenizer.to_path_buf() };
+    let file = if tokenizer.is_dir() {
+        tokenizer.join(TOKENIZER_FILE)
+    } else {
+        tokenizer.to_path_buf()
+    };
     if !file.is_file() {
         return Err(ExportError::NoCheckpoint {
             path: file,
@@ -73,11 +85,21 @@ pub fn copy_tokenizer(tokenizer: &Path, out_dir: &Path) -> Result<String> {
 }
 
 /// Exports the encoder at `source` and the tokenizer at `tokenizer` into `out_dir`.
-pub fn export(source: &Path, tokenizer: &Path, out_dir: &Path, options: &TextExportOptions) -> Result<TextExport> {
+pub fn export(
+    source: &Path,
+    tokenizer: &Path,
+    out_dir: &Path,
+    options: &TextExportOptions,
+) -> Result<TextExport> {
     let (checkpoint, layout, config) = inspect(source)?;
     let sink = WeightSink::new(out_dir, "text_encoder.weights", options.link_weights);
     let mut store = WeightStore::with_names(&checkpoint, |n| layout.canonical(n), sink);
-    let mut layers = Layers::new("text_encoder", &mut store, options.compute, options.attention);
+    let mut layers = Layers::new(
+        "text_encoder",
+        &mut store,
+        options.compute,
+        options.attention,
+    );
     graph::build(&mut layers, &config)?;
     let mut metadata = BTreeMap::new();
     metadata.insert("skyreels.component".to_string(), "text_encoder".to_string());
@@ -88,7 +110,10 @@ pub fn export(source: &Path, tokenizer: &Path, out_dir: &Path, options: &TextExp
         nodes: model.proto.graph.as_ref().map_or(0, |g| g.node.len()),
         ops: model.op_histogram(),
     };
-    let architecture = format!("umT5 encoder dim {} layers {}", config.dim, config.num_layers);
+    let architecture = format!(
+        "umT5 encoder dim {} layers {}",
+        config.dim, config.num_layers
+    );
     let sink = store.finish(&architecture)?;
     let tokenizer = copy_tokenizer(tokenizer, out_dir)?;
     let entry = GraphEntry {
@@ -98,7 +123,12 @@ pub fn export(source: &Path, tokenizer: &Path, out_dir: &Path, options: &TextExp
         outputs: graph::outputs(&config).iter().map(|p| p.spec()).collect(),
     };
     Ok(TextExport {
-        component: TextEncoderComponent { config, graphs: vec![entry], tokenizer, max_length: MAX_LENGTH },
+        component: TextEncoderComponent {
+            config,
+            graphs: vec![entry],
+            tokenizer,
+            max_length: MAX_LENGTH,
+        },
         report,
         weight_bytes: (sink.written_bytes, sink.linked_bytes),
     })
@@ -119,14 +149,26 @@ pub struct TextSource {
 /// `google/umt5-xxl/`.
 pub fn locate(source: &Path) -> Option<TextSource> {
     let roots = [Some(source), source.parent()];
-    roots.into_iter().flatten().filter(|r| r.is_dir()).find_map(|root| {
-        let diffusers = (root.join("text_encoder"), root.join("tokenizer"));
-        let tokenizer = root.join("google").join("umt5-xxl");
-        let converted = (root.join("models_t5_umt5-xxl-enc-bf16.safetensors"), tokenizer.clone());
-        let original = (root.join("models_t5_umt5-xxl-enc-bf16.pth"), tokenizer);
-        [diffusers, converted, original]
-            .into_iter()
-            .find(|(checkpoint, tokenizer)| checkpoint.exists() && tokenizer.join(TOKENIZER_FILE).is_file())
-            .map(|(checkpoint, tokenizer)| TextSource { checkpoint, tokenizer })
-    })
+    roots
+        .into_iter()
+        .flatten()
+        .filter(|r| r.is_dir())
+        .find_map(|root| {
+            let diffusers = (root.join("text_encoder"), root.join("tokenizer"));
+            let tokenizer = root.join("google").join("umt5-xxl");
+            let converted = (
+                root.join("models_t5_umt5-xxl-enc-bf16.safetensors"),
+                tokenizer.clone(),
+            );
+            let original = (root.join("models_t5_umt5-xxl-enc-bf16.pth"), tokenizer);
+            [diffusers, converted, original]
+                .into_iter()
+                .find(|(checkpoint, tokenizer)| {
+                    checkpoint.exists() && tokenizer.join(TOKENIZER_FILE).is_file()
+                })
+                .map(|(checkpoint, tokenizer)| TextSource {
+                    checkpoint,
+                    tokenizer,
+                })
+        })
 }

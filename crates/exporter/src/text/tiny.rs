@@ -43,21 +43,55 @@ pub fn umt5_xxl_config(num_layers: usize) -> TextEncoderConfig {
 
 /// Every tensor (Wan names) with its shape and standard deviation.
 fn tensors(config: &TextEncoderConfig) -> Vec<(String, Vec<usize>, f32, f32)> {
-    let (d, width, ffn) = (config.dim, config.num_heads * config.head_dim, config.ffn_dim);
+    let (d, width, ffn) = (
+        config.dim,
+        config.num_heads * config.head_dim,
+        config.ffn_dim,
+    );
     let linear = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
-    let mut t = vec![("token_embedding.weight".to_string(), vec![config.vocab_size, d], 0.0, 1.0)];
+    let mut t = vec![(
+        "token_embedding.weight".to_string(),
+        vec![config.vocab_size, d],
+        0.0,
+        1.0,
+    )];
     for i in 0..config.num_layers {
         let p = format!("blocks.{i}");
         t.push((format!("{p}.norm1.weight"), vec![d], 1.0, 0.1));
         for proj in ["q", "k", "v"] {
-            t.push((format!("{p}.attn.{proj}.weight"), vec![width, d], 0.0, linear(d)));
+            t.push((
+                format!("{p}.attn.{proj}.weight"),
+                vec![width, d],
+                0.0,
+                linear(d),
+            ));
         }
-        t.push((format!("{p}.attn.o.weight"), vec![d, width], 0.0, linear(width)));
-        t.push((format!("{p}.pos_embedding.embedding.weight"), vec![config.num_buckets, config.num_heads], 0.0, 1.0));
+        t.push((
+            format!("{p}.attn.o.weight"),
+            vec![d, width],
+            0.0,
+            linear(width),
+        ));
+        t.push((
+            format!("{p}.pos_embedding.embedding.weight"),
+            vec![config.num_buckets, config.num_heads],
+            0.0,
+            1.0,
+        ));
         t.push((format!("{p}.norm2.weight"), vec![d], 1.0, 0.1));
-        t.push((format!("{p}.ffn.gate.0.weight"), vec![ffn, d], 0.0, linear(d)));
+        t.push((
+            format!("{p}.ffn.gate.0.weight"),
+            vec![ffn, d],
+            0.0,
+            linear(d),
+        ));
         t.push((format!("{p}.ffn.fc1.weight"), vec![ffn, d], 0.0, linear(d)));
-        t.push((format!("{p}.ffn.fc2.weight"), vec![d, ffn], 0.0, linear(ffn)));
+        t.push((
+            format!("{p}.ffn.fc2.weight"),
+            vec![d, ffn],
+            0.0,
+            linear(ffn),
+        ));
     }
     t.push(("norm.weight".to_string(), vec![d], 1.0, 0.1));
     t
@@ -66,7 +100,12 @@ fn tensors(config: &TextEncoderConfig) -> Vec<(String, Vec<usize>, f32, f32)> {
 /// Writes `dir/model.safetensors` (Wan names, no `config.json`) with seeded uniform weights of
 /// the given means and standard deviations, streaming tensor by tensor (real sizes fit in memory
 /// one tensor at a time: the 256384×4096 embedding is the largest).
-pub fn write_random_text_encoder(dir: &Path, config: &TextEncoderConfig, storage: StorageDtype, seed: u64) -> Result<()> {
+pub fn write_random_text_encoder(
+    dir: &Path,
+    config: &TextEncoderConfig,
+    storage: StorageDtype,
+    seed: u64,
+) -> Result<()> {
     fs_err::create_dir_all(dir)?;
     let tensors = tensors(config);
     let (element, dtype_name) = match storage {
@@ -80,11 +119,15 @@ pub fn write_random_text_encoder(dir: &Path, config: &TextEncoderConfig, storage
         header.insert(name.clone(), serde_json::json!({"dtype": dtype_name, "shape": shape, "data_offsets": [offset, offset + bytes]}));
         offset += bytes;
     }
-    let mut header = serde_json::to_vec(&serde_json::Value::Object(header)).map_err(std::io::Error::other)?;
+    let mut header =
+        serde_json::to_vec(&serde_json::Value::Object(header)).map_err(std::io::Error::other)?;
     while header.len() % 8 != 0 {
         header.push(b' ');
     }
-    let mut out = BufWriter::with_capacity(8 << 20, fs_err::File::create(dir.join("model.safetensors"))?);
+    let mut out = BufWriter::with_capacity(
+        8 << 20,
+        fs_err::File::create(dir.join("model.safetensors"))?,
+    );
     out.write_all(&(header.len() as u64).to_le_bytes())?;
     out.write_all(&header)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -96,7 +139,9 @@ pub fn write_random_text_encoder(dir: &Path, config: &TextEncoderConfig, storage
             let value = mean + half_width * (2.0 * rng.random::<f32>() - 1.0);
             match storage {
                 StorageDtype::F32 => buffer.extend_from_slice(&value.to_le_bytes()),
-                StorageDtype::BF16 => buffer.extend_from_slice(&half::bf16::from_f32(value).to_le_bytes()),
+                StorageDtype::BF16 => {
+                    buffer.extend_from_slice(&half::bf16::from_f32(value).to_le_bytes())
+                }
             }
         }
         out.write_all(&buffer)?;
@@ -106,16 +151,73 @@ pub fn write_random_text_encoder(dir: &Path, config: &TextEncoderConfig, storage
 }
 
 const WORDS: &[&str] = &[
-    "a", "the", "of", "and", "in", "on", "with", "at", "is", "cat", "dog", "man", "woman", "girl", "boy", "car", "city",
-    "street", "night", "day", "sun", "sea", "beach", "forest", "tree", "sky", "cloud", "rain", "snow", "light", "walks",
-    "runs", "flies", "sits", "red", "blue", "green", "white", "black", "small", "big", "slow", "fast", "camera", "shot",
-    "close", "up", "video", "scene", "cinematic", "bright", "dark", "static", "motion", "café", "über", "naïve",
+    "a",
+    "the",
+    "of",
+    "and",
+    "in",
+    "on",
+    "with",
+    "at",
+    "is",
+    "cat",
+    "dog",
+    "man",
+    "woman",
+    "girl",
+    "boy",
+    "car",
+    "city",
+    "street",
+    "night",
+    "day",
+    "sun",
+    "sea",
+    "beach",
+    "forest",
+    "tree",
+    "sky",
+    "cloud",
+    "rain",
+    "snow",
+    "light",
+    "walks",
+    "runs",
+    "flies",
+    "sits",
+    "red",
+    "blue",
+    "green",
+    "white",
+    "black",
+    "small",
+    "big",
+    "slow",
+    "fast",
+    "camera",
+    "shot",
+    "close",
+    "up",
+    "video",
+    "scene",
+    "cinematic",
+    "bright",
+    "dark",
+    "static",
+    "motion",
+    "café",
+    "über",
+    "naïve",
 ];
 
 /// The tiny vocabulary with Unigram scores: umT5's special ids (`<pad>` 0, `</s>` 1, `<unk>` 2),
 /// the 256 byte-fallback pieces `<0x00>`…`<0xFF>`, single characters, then whole words.
 fn tiny_vocabulary() -> Vec<(String, f64)> {
-    let mut vocab: Vec<(String, f64)> = vec![("<pad>".into(), 0.0), ("</s>".into(), 0.0), ("<unk>".into(), 0.0)];
+    let mut vocab: Vec<(String, f64)> = vec![
+        ("<pad>".into(), 0.0),
+        ("</s>".into(), 0.0),
+        ("<unk>".into(), 0.0),
+    ];
     vocab.extend((0..=255u8).map(|b| (format!("<0x{b:02X}>"), 0.0)));
     vocab.push(("\u{2581}".into(), -3.0));
     vocab.extend((0x21u8..=0x7e).map(|c| ((c as char).to_string(), -6.0)));
@@ -134,9 +236,7 @@ fn tiny_vocabulary() -> Vec<(String, f64)> {
 /// over [`tiny_vocabulary`] with umT5's pipeline shape: NFKC, runs of spaces collapsed,
 /// Metaspace (`▁`, prefix always), and `$A </s>` post-processing.
 pub fn tiny_tokenizer_json() -> String {
-    let special = |id: usize, content: &str| {
-        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})
-    };
+    let special = |id: usize, content: &str| serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true});
     let metaspace = serde_json::json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "always", "split": true});
     let json = serde_json::json!({
         "version": "1.0",

@@ -7,9 +7,9 @@
 //! the first chunk, which is exactly the causal zero padding), and passes on the last two frames of
 //! that concatenation. The first chunk graph has no cache inputs; its outputs initialise them.
 
+use skyreels_contract::TensorSpec;
 use skyreels_contract::io::axis;
 use skyreels_contract::vae::io;
-use skyreels_contract::TensorSpec;
 use skyreels_graph::{DType, Dim, Graph, Shape, Value};
 
 use crate::error::Result;
@@ -29,18 +29,38 @@ pub(super) struct ChunkGraph<'w, 'c> {
 }
 
 fn spec(name: &str, dtype: DType, shape: &[Dim]) -> TensorSpec {
-    TensorSpec { name: name.to_string(), dtype: dtype.name().to_string(), shape: shape.iter().map(|d| d.to_string()).collect() }
+    TensorSpec {
+        name: name.to_string(),
+        dtype: dtype.name().to_string(),
+        shape: shape.iter().map(|d| d.to_string()).collect(),
+    }
 }
 
 /// The symbolic spatial axis `base*scale` (`height`, `height*8`).
 pub(super) fn scaled_axis(base: &str, scale: usize) -> Dim {
-    if scale == 1 { Dim::named(base) } else { Dim::Named(format!("{base}*{scale}")) }
+    if scale == 1 {
+        Dim::named(base)
+    } else {
+        Dim::Named(format!("{base}*{scale}"))
+    }
 }
 
 impl<'w, 'c> ChunkGraph<'w, 'c> {
     /// Starts graph `name`; `scale` is the spatial size of its input relative to the latents.
-    pub(super) fn new(name: &str, weights: &'w mut WeightStore<'c>, first: bool, scale: usize) -> Self {
-        ChunkGraph { graph: Graph::new(name), weights, first, scale, inputs: Vec::new(), outputs: Vec::new() }
+    pub(super) fn new(
+        name: &str,
+        weights: &'w mut WeightStore<'c>,
+        first: bool,
+        scale: usize,
+    ) -> Self {
+        ChunkGraph {
+            graph: Graph::new(name),
+            weights,
+            first,
+            scale,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        }
     }
 
     /// The recorded signature: (inputs, outputs).
@@ -72,11 +92,13 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
     }
 
     fn weight(&mut self, name: &str, stored: &[usize], view: &[i64]) -> Result<Value> {
-        self.weights.initializer(&mut self.graph, name, stored, view, DType::F32)
+        self.weights
+            .initializer(&mut self.graph, name, stored, view, DType::F32)
     }
 
     fn bias(&mut self, name: &str, channels: usize) -> Result<Value> {
-        self.weights.tensor(&mut self.graph, name, &[channels], DType::F32)
+        self.weights
+            .tensor(&mut self.graph, name, &[channels], DType::F32)
     }
 
     /// The history of cache `slot` (`frames` frames of `channels`): a `cache_in` input in chunk
@@ -86,7 +108,9 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
             return Ok(None);
         }
         let shape = self.shape5(channels, frames);
-        Ok(Some(self.input(&format!("{}{slot}", io::CACHE_IN_PREFIX), shape)?))
+        Ok(Some(
+            self.input(&format!("{}{slot}", io::CACHE_IN_PREFIX), shape)?,
+        ))
     }
 
     fn pass_on(&mut self, slot: &str, value: &Value, channels: usize, frames: usize) -> Result<()> {
@@ -95,7 +119,11 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
     }
 
     fn frames(&self, x: &Value) -> Result<usize> {
-        x.shape[2].known().map(|t| t as usize).ok_or_else(|| self.graph.error("the frame count of a chunk must be fixed").into())
+        x.shape[2].known().map(|t| t as usize).ok_or_else(|| {
+            self.graph
+                .error("the frame count of a chunk must be fixed")
+                .into()
+        })
     }
 
     /// The last two frames of `cat(history, x)`; a zero frame stands in for missing history.
@@ -114,9 +142,19 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
 
     /// Upstream `CausalConv3d` with a 3×3×3 kernel (`padding=1`): zero or cached history in time,
     /// zero padding in space. The cache slot is the weight prefix.
-    pub(super) fn causal_conv3(&mut self, x: &Value, prefix: &str, in_channels: usize, out_channels: usize) -> Result<Value> {
+    pub(super) fn causal_conv3(
+        &mut self,
+        x: &Value,
+        prefix: &str,
+        in_channels: usize,
+        out_channels: usize,
+    ) -> Result<Value> {
         let dims = [out_channels as i64, in_channels as i64, 3, 3, 3];
-        let weight = self.weight(&format!("{prefix}.weight"), &[out_channels, in_channels, 3, 3, 3], &dims)?;
+        let weight = self.weight(
+            &format!("{prefix}.weight"),
+            &[out_channels, in_channels, 3, 3, 3],
+            &dims,
+        )?;
         let bias = self.bias(&format!("{prefix}.bias"), out_channels)?;
         let history = self.history(prefix, in_channels, 2)?;
         let cache = self.last_two(history.as_ref(), x)?;
@@ -125,24 +163,57 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
         let y = g.scoped(prefix, |g| match &history {
             Some(history) => {
                 let joined = g.concat(&[history, x], 2)?;
-                g.conv(&joined, &weight, Some(&bias), &[1, 1, 1], &[0, 1, 1, 0, 1, 1], &[1, 1, 1], 1)
+                g.conv(
+                    &joined,
+                    &weight,
+                    Some(&bias),
+                    &[1, 1, 1],
+                    &[0, 1, 1, 0, 1, 1],
+                    &[1, 1, 1],
+                    1,
+                )
             }
-            None => g.conv(x, &weight, Some(&bias), &[1, 1, 1], &[2, 1, 1, 0, 1, 1], &[1, 1, 1], 1),
+            None => g.conv(
+                x,
+                &weight,
+                Some(&bias),
+                &[1, 1, 1],
+                &[2, 1, 1, 0, 1, 1],
+                &[1, 1, 1],
+                1,
+            ),
         })?;
         Ok(y)
     }
 
     /// A 1×1×1 convolution (`CausalConv3d(..., 1)`; no history needed).
-    pub(super) fn conv1(&mut self, x: &Value, prefix: &str, in_channels: usize, out_channels: usize) -> Result<Value> {
+    pub(super) fn conv1(
+        &mut self,
+        x: &Value,
+        prefix: &str,
+        in_channels: usize,
+        out_channels: usize,
+    ) -> Result<Value> {
         let dims = [out_channels as i64, in_channels as i64, 1, 1, 1];
-        let weight = self.weight(&format!("{prefix}.weight"), &[out_channels, in_channels, 1, 1, 1], &dims)?;
+        let weight = self.weight(
+            &format!("{prefix}.weight"),
+            &[out_channels, in_channels, 1, 1, 1],
+            &dims,
+        )?;
         let bias = self.bias(&format!("{prefix}.bias"), out_channels)?;
-        Ok(self.graph.scoped(prefix, |g| g.conv(x, &weight, Some(&bias), &[1, 1, 1], &[0; 6], &[1, 1, 1], 1))?)
+        Ok(self.graph.scoped(prefix, |g| {
+            g.conv(x, &weight, Some(&bias), &[1, 1, 1], &[0; 6], &[1, 1, 1], 1)
+        })?)
     }
 
     /// Upstream `RMS_norm`: `x / max(‖x‖₂ over channels, 1e-12) · √C · γ` with `γ` stored as
     /// `stored_shape` (`[C, 1, 1, 1]`, or `[C, 1, 1]` in attention blocks).
-    pub(super) fn rms_norm(&mut self, x: &Value, gamma_name: &str, stored_shape: &[usize]) -> Result<Value> {
+    pub(super) fn rms_norm(
+        &mut self,
+        x: &Value,
+        gamma_name: &str,
+        stored_shape: &[usize],
+    ) -> Result<Value> {
         let channels = stored_shape[0];
         let gamma = self.weight(gamma_name, stored_shape, &[channels as i64, 1, 1, 1])?;
         let g = &mut self.graph;
@@ -156,36 +227,78 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
     }
 
     /// `RMS_norm → SiLU`.
-    pub(super) fn norm_silu(&mut self, x: &Value, gamma_name: &str, channels: usize) -> Result<Value> {
+    pub(super) fn norm_silu(
+        &mut self,
+        x: &Value,
+        gamma_name: &str,
+        channels: usize,
+    ) -> Result<Value> {
         let h = self.rms_norm(x, gamma_name, &[channels, 1, 1, 1])?;
         Ok(self.graph.silu(&h)?)
     }
 
     /// Upstream `ResidualBlock` at `prefix` (`residual.{0,2,3,6}`, `shortcut`).
-    pub(super) fn residual_block(&mut self, x: &Value, prefix: &str, in_channels: usize, out_channels: usize) -> Result<Value> {
+    pub(super) fn residual_block(
+        &mut self,
+        x: &Value,
+        prefix: &str,
+        in_channels: usize,
+        out_channels: usize,
+    ) -> Result<Value> {
         let shortcut = if in_channels != out_channels {
             self.conv1(x, &format!("{prefix}.shortcut"), in_channels, out_channels)?
         } else {
             x.clone()
         };
         let h = self.norm_silu(x, &format!("{prefix}.residual.0.gamma"), in_channels)?;
-        let h = self.causal_conv3(&h, &format!("{prefix}.residual.2"), in_channels, out_channels)?;
+        let h = self.causal_conv3(
+            &h,
+            &format!("{prefix}.residual.2"),
+            in_channels,
+            out_channels,
+        )?;
         let h = self.norm_silu(&h, &format!("{prefix}.residual.3.gamma"), out_channels)?;
-        let h = self.causal_conv3(&h, &format!("{prefix}.residual.6"), out_channels, out_channels)?;
+        let h = self.causal_conv3(
+            &h,
+            &format!("{prefix}.residual.6"),
+            out_channels,
+            out_channels,
+        )?;
         Ok(self.graph.add(&h, &shortcut)?)
     }
 
     /// Upstream `AttentionBlock`: per frame, single-head attention over the `H·W` positions.
-    pub(super) fn attention_block(&mut self, x: &Value, prefix: &str, channels: usize) -> Result<Value> {
+    pub(super) fn attention_block(
+        &mut self,
+        x: &Value,
+        prefix: &str,
+        channels: usize,
+    ) -> Result<Value> {
         let c = channels as i64;
         let h = self.rms_norm(x, &format!("{prefix}.norm.gamma"), &[channels, 1, 1])?;
-        let qkv_weight = self.weight(&format!("{prefix}.to_qkv.weight"), &[3 * channels, channels, 1, 1], &[3 * c, c, 1, 1, 1])?;
+        let qkv_weight = self.weight(
+            &format!("{prefix}.to_qkv.weight"),
+            &[3 * channels, channels, 1, 1],
+            &[3 * c, c, 1, 1, 1],
+        )?;
         let qkv_bias = self.bias(&format!("{prefix}.to_qkv.bias"), 3 * channels)?;
-        let proj_weight = self.weight(&format!("{prefix}.proj.weight"), &[channels, channels, 1, 1], &[c, c, 1, 1, 1])?;
+        let proj_weight = self.weight(
+            &format!("{prefix}.proj.weight"),
+            &[channels, channels, 1, 1],
+            &[c, c, 1, 1, 1],
+        )?;
         let proj_bias = self.bias(&format!("{prefix}.proj.bias"), channels)?;
         let g = &mut self.graph;
         g.scoped(prefix, |g| {
-            let qkv = g.conv(&h, &qkv_weight, Some(&qkv_bias), &[1, 1, 1], &[0; 6], &[1, 1, 1], 1)?;
+            let qkv = g.conv(
+                &h,
+                &qkv_weight,
+                Some(&qkv_bias),
+                &[1, 1, 1],
+                &[0; 6],
+                &[1, 1, 1],
+                1,
+            )?;
             let parts = g.split(&qkv, 1, &[c, c, c])?;
             let q = g.transpose(&parts[0], &[0, 2, 3, 4, 1])?; // (b, t, h, w, c)
             let positions = g.shape_of(&q, 0, 4)?;
@@ -206,7 +319,15 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
             shape.push(Dim::Known(c));
             let out = g.reshape_to(&out, &target, shape)?; // (b, t, h, w, c)
             let out = g.transpose(&out, &[0, 4, 1, 2, 3])?;
-            let out = g.conv(&out, &proj_weight, Some(&proj_bias), &[1, 1, 1], &[0; 6], &[1, 1, 1], 1)?;
+            let out = g.conv(
+                &out,
+                &proj_weight,
+                Some(&proj_bias),
+                &[1, 1, 1],
+                &[0; 6],
+                &[1, 1, 1],
+                1,
+            )?;
             g.add(&out, x)
         })
         .map_err(Into::into)
@@ -215,11 +336,31 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
     /// Upstream `Resample` in `downsample2d` / `downsample3d` mode: zero-pad right and bottom,
     /// 3×3 stride-2 convolution per frame, then (3-D, after the first chunk) a stride-2 temporal
     /// convolution over the previous chunk's last frame and this chunk's frames.
-    pub(super) fn downsample(&mut self, x: &Value, prefix: &str, channels: usize, temporal: bool) -> Result<Value> {
+    pub(super) fn downsample(
+        &mut self,
+        x: &Value,
+        prefix: &str,
+        channels: usize,
+        temporal: bool,
+    ) -> Result<Value> {
         let c = channels as i64;
-        let weight = self.weight(&format!("{prefix}.resample.1.weight"), &[channels, channels, 3, 3], &[c, c, 1, 3, 3])?;
+        let weight = self.weight(
+            &format!("{prefix}.resample.1.weight"),
+            &[channels, channels, 3, 3],
+            &[c, c, 1, 3, 3],
+        )?;
         let bias = self.bias(&format!("{prefix}.resample.1.bias"), channels)?;
-        let x = self.graph.scoped(prefix, |g| g.conv(x, &weight, Some(&bias), &[1, 2, 2], &[0, 0, 0, 0, 1, 1], &[1, 1, 1], 1))?;
+        let x = self.graph.scoped(prefix, |g| {
+            g.conv(
+                x,
+                &weight,
+                Some(&bias),
+                &[1, 2, 2],
+                &[0, 0, 0, 0, 1, 1],
+                &[1, 1, 1],
+                1,
+            )
+        })?;
         self.scale /= 2;
         if !temporal {
             return Ok(x);
@@ -232,12 +373,24 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
         let Some(history) = history else {
             return Ok(x);
         };
-        let weight = self.weight(&format!("{slot}.weight"), &[channels, channels, 3, 1, 1], &[c, c, 3, 1, 1])?;
+        let weight = self.weight(
+            &format!("{slot}.weight"),
+            &[channels, channels, 3, 1, 1],
+            &[c, c, 3, 1, 1],
+        )?;
         let bias = self.bias(&format!("{slot}.bias"), channels)?;
         let g = &mut self.graph;
         g.scoped(&slot, |g| {
             let joined = g.concat(&[&history, &x], 2)?;
-            g.conv(&joined, &weight, Some(&bias), &[2, 1, 1], &[0; 6], &[1, 1, 1], 1)
+            g.conv(
+                &joined,
+                &weight,
+                Some(&bias),
+                &[2, 1, 1],
+                &[0; 6],
+                &[1, 1, 1],
+                1,
+            )
         })
         .map_err(Into::into)
     }
@@ -246,7 +399,13 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
     /// temporal convolution to `2C` channels whose halves become frames `2i` and `2i+1` (the first
     /// chunk passes its frame through and leaves zero history: upstream's "Rep" marker). Then
     /// nearest ×2 in space and a 3×3 convolution to `C/2` channels.
-    pub(super) fn upsample(&mut self, x: &Value, prefix: &str, channels: usize, temporal: bool) -> Result<Value> {
+    pub(super) fn upsample(
+        &mut self,
+        x: &Value,
+        prefix: &str,
+        channels: usize,
+        temporal: bool,
+    ) -> Result<Value> {
         let c = channels as i64;
         let mut x = x.clone();
         if temporal {
@@ -268,14 +427,26 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
                 }
                 Some(history) => {
                     let frames = self.frames(&x)?;
-                    let weight = self.weight(&format!("{slot}.weight"), &[2 * channels, channels, 3, 1, 1], &[2 * c, c, 3, 1, 1])?;
+                    let weight = self.weight(
+                        &format!("{slot}.weight"),
+                        &[2 * channels, channels, 3, 1, 1],
+                        &[2 * c, c, 3, 1, 1],
+                    )?;
                     let bias = self.bias(&format!("{slot}.bias"), 2 * channels)?;
                     let cache = self.last_two(Some(&history), &x)?;
                     self.pass_on(&slot, &cache, channels, 2)?;
                     let g = &mut self.graph;
                     x = g.scoped(&slot, |g| {
                         let joined = g.concat(&[&history, &x], 2)?;
-                        let y = g.conv(&joined, &weight, Some(&bias), &[1, 1, 1], &[0; 6], &[1, 1, 1], 1)?;
+                        let y = g.conv(
+                            &joined,
+                            &weight,
+                            Some(&bias),
+                            &[1, 1, 1],
+                            &[0; 6],
+                            &[1, 1, 1],
+                            1,
+                        )?;
                         let halves = g.split(&y, 1, &[c, c])?;
                         let mut interleaved = Vec::with_capacity(2 * frames);
                         for i in 0..frames as i64 {
@@ -290,19 +461,33 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
             }
         }
         let out = channels / 2;
-        let weight = self.weight(&format!("{prefix}.resample.1.weight"), &[out, channels, 3, 3], &[out as i64, c, 1, 3, 3])?;
+        let weight = self.weight(
+            &format!("{prefix}.resample.1.weight"),
+            &[out, channels, 3, 3],
+            &[out as i64, c, 1, 3, 3],
+        )?;
         let bias = self.bias(&format!("{prefix}.resample.1.bias"), out)?;
         self.scale *= 2;
         let g = &mut self.graph;
         g.scoped(prefix, |g| {
             let up = g.resize_nearest(&x, &[1.0, 1.0, 1.0, 2.0, 2.0])?;
-            g.conv(&up, &weight, Some(&bias), &[1, 1, 1], &[0, 1, 1, 0, 1, 1], &[1, 1, 1], 1)
+            g.conv(
+                &up,
+                &weight,
+                Some(&bias),
+                &[1, 1, 1],
+                &[0, 1, 1, 0, 1, 1],
+                &[1, 1, 1],
+                1,
+            )
         })
         .map_err(Into::into)
     }
 
     /// `[1, C, 1, 1, 1]` float32 constant from per-channel values.
     pub(super) fn channel_constant(&mut self, values: &[f32]) -> Result<Value> {
-        Ok(self.graph.const_f32(values, &[1, values.len() as i64, 1, 1, 1])?)
+        Ok(self
+            .graph
+            .const_f32(values, &[1, values.len() as i64, 1, 1, 1])?)
     }
 }

@@ -42,7 +42,11 @@ pub struct VaeExport {
 
 /// Weight file names tried, in order, next to an original-format model: the released torch pickle
 /// and safetensors conversions of it.
-const ORIGINAL_FILES: &[&str] = &["Wan2.1_VAE.pth", "Wan2.1_VAE.safetensors", "wan_2.1_vae.safetensors"];
+const ORIGINAL_FILES: &[&str] = &[
+    "Wan2.1_VAE.pth",
+    "Wan2.1_VAE.safetensors",
+    "wan_2.1_vae.safetensors",
+];
 
 /// Finds the VAE belonging to `checkpoint`: the path itself when it is a VAE
 /// ([`is_vae_checkpoint`]), else the `vae/` folder of a diffusers snapshot (or of the built-in
@@ -52,12 +56,19 @@ pub fn locate(checkpoint: &Path) -> Option<PathBuf> {
     if is_vae_checkpoint(checkpoint) {
         return Some(checkpoint.to_path_buf());
     }
-    let dir = if checkpoint.is_file() { checkpoint.parent()? } else { checkpoint };
+    let dir = if checkpoint.is_file() {
+        checkpoint.parent()?
+    } else {
+        checkpoint
+    };
     let sub = dir.join("vae");
     if sub.is_dir() && has_safetensors(&sub) {
         return Some(sub);
     }
-    ORIGINAL_FILES.iter().map(|name| dir.join(name)).find(|p| p.is_file())
+    ORIGINAL_FILES
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 /// True when `path` is a VAE checkpoint on its own: a diffusers VAE folder, or a `.safetensors` or
@@ -81,13 +92,21 @@ pub fn is_vae_folder(dir: &Path) -> bool {
     };
     serde_json::from_str::<serde_json::Value>(&text)
         .ok()
-        .and_then(|json| json.get("_class_name").and_then(|v| v.as_str()).map(|s| s == "AutoencoderKLWan"))
+        .and_then(|json| {
+            json.get("_class_name")
+                .and_then(|v| v.as_str())
+                .map(|s| s == "AutoencoderKLWan")
+        })
         .unwrap_or(false)
 }
 
 fn has_safetensors(dir: &Path) -> bool {
     fs_err::read_dir(dir)
-        .map(|entries| entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "safetensors")))
+        .map(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+        })
         .unwrap_or(false)
 }
 
@@ -97,16 +116,31 @@ fn read_json(dir: &Path) -> Result<serde_json::Value> {
         return Ok(serde_json::Value::Object(Default::default()));
     }
     let text = fs_err::read_to_string(&path)?;
-    serde_json::from_str(&text).map_err(|e| ExportError::BadConfig { path, reason: format!("not valid JSON: {e}") })
+    serde_json::from_str(&text).map_err(|e| ExportError::BadConfig {
+        path,
+        reason: format!("not valid JSON: {e}"),
+    })
 }
 
 /// Opens the VAE checkpoint at `source` (a folder or a `.safetensors` file) and reads its architecture.
 pub fn inspect(source: &Path) -> Result<(Checkpoint, VaeLayout, VaeConfig)> {
     let checkpoint = Checkpoint::open(source)?;
     let layout = VaeLayout::detect(checkpoint.names());
-    let dir = if source.is_file() { source.parent().unwrap_or(Path::new(".")) } else { source };
-    let json = if source.is_file() { serde_json::Value::Object(Default::default()) } else { read_json(dir)? };
-    let store = WeightStore::with_names(&checkpoint, |n| layout.canonical(n), WeightSink::new(dir, "unused", false));
+    let dir = if source.is_file() {
+        source.parent().unwrap_or(Path::new("."))
+    } else {
+        source
+    };
+    let json = if source.is_file() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        read_json(dir)?
+    };
+    let store = WeightStore::with_names(
+        &checkpoint,
+        |n| layout.canonical(n),
+        WeightSink::new(dir, "unused", false),
+    );
     let config = config::vae_config(&store, &json, source)?;
     Ok((checkpoint, layout, config))
 }
@@ -140,11 +174,23 @@ pub fn export(source: &Path, out_dir: &Path, options: &VaeExportOptions) -> Resu
             nodes: model.proto.graph.as_ref().map_or(0, |g| g.node.len()),
             ops: model.op_histogram(),
         });
-        graphs.push(GraphEntry { name: name.to_string(), file, inputs, outputs });
+        graphs.push(GraphEntry {
+            name: name.to_string(),
+            file,
+            inputs,
+            outputs,
+        });
     }
-    let architecture = format!("Wan VAE base_dim {} dim_mult {:?}", config.base_dim, config.dim_mult);
+    let architecture = format!(
+        "Wan VAE base_dim {} dim_mult {:?}",
+        config.base_dim, config.dim_mult
+    );
     let sink = store.finish(&architecture)?;
-    Ok(VaeExport { component: VaeComponent { config, graphs }, reports, weight_bytes: (sink.written_bytes, sink.linked_bytes) })
+    Ok(VaeExport {
+        component: VaeComponent { config, graphs },
+        reports,
+        weight_bytes: (sink.written_bytes, sink.linked_bytes),
+    })
 }
 
 #[cfg(test)]
@@ -157,20 +203,56 @@ mod tests {
         let out = tempfile::tempdir().expect("tempdir");
         random::write_random_vae(source.path(), &random::tiny_vae_config(), 0).expect("write");
         let file = locate(source.path()).expect("located");
-        let export = export(&file, out.path(), &VaeExportOptions { link_weights: false }).expect("export");
+        let export = export(
+            &file,
+            out.path(),
+            &VaeExportOptions {
+                link_weights: false,
+            },
+        )
+        .expect("export");
         assert_eq!(export.component.config, random::tiny_vae_config());
-        let names: Vec<&str> = export.component.graphs.iter().map(|g| g.name.as_str()).collect();
-        assert_eq!(names, [graph::ENCODE_FIRST, graph::ENCODE_CHUNK, graph::DECODE_FIRST, graph::DECODE_CHUNK]);
+        let names: Vec<&str> = export
+            .component
+            .graphs
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                graph::ENCODE_FIRST,
+                graph::ENCODE_CHUNK,
+                graph::DECODE_FIRST,
+                graph::DECODE_CHUNK
+            ]
+        );
         let caches = |entry: &GraphEntry, prefix: &str| -> Vec<String> {
-            let ports = if prefix == skyreels_contract::vae::io::CACHE_IN_PREFIX { &entry.inputs } else { &entry.outputs };
-            ports.iter().filter_map(|p| p.name.strip_prefix(prefix).map(str::to_string)).collect()
+            let ports = if prefix == skyreels_contract::vae::io::CACHE_IN_PREFIX {
+                &entry.inputs
+            } else {
+                &entry.outputs
+            };
+            ports
+                .iter()
+                .filter_map(|p| p.name.strip_prefix(prefix).map(str::to_string))
+                .collect()
         };
-        for (first, chunk, count) in [(&export.component.graphs[0], &export.component.graphs[1], 24), (&export.component.graphs[2], &export.component.graphs[3], 32)] {
+        for (first, chunk, count) in [
+            (&export.component.graphs[0], &export.component.graphs[1], 24),
+            (&export.component.graphs[2], &export.component.graphs[3], 32),
+        ] {
             let out_first = caches(first, skyreels_contract::vae::io::CACHE_OUT_PREFIX);
             assert_eq!(out_first.len(), count, "{}", first.name);
             assert!(caches(first, skyreels_contract::vae::io::CACHE_IN_PREFIX).is_empty());
-            assert_eq!(caches(chunk, skyreels_contract::vae::io::CACHE_IN_PREFIX), out_first);
-            assert_eq!(caches(chunk, skyreels_contract::vae::io::CACHE_OUT_PREFIX), out_first);
+            assert_eq!(
+                caches(chunk, skyreels_contract::vae::io::CACHE_IN_PREFIX),
+                out_first
+            );
+            assert_eq!(
+                caches(chunk, skyreels_contract::vae::io::CACHE_OUT_PREFIX),
+                out_first
+            );
         }
         if let Ok(keep) = std::env::var("SKYREELS_KEEP_TINY_VAE") {
             let _ = std::fs::remove_dir_all(&keep);

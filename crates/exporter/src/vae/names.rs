@@ -21,7 +21,10 @@ impl VaeLayout {
         let mut diffusers = false;
         let mut resnets_per_level = 0;
         for name in names {
-            if name.starts_with("quant_conv.") || name.starts_with("encoder.down_blocks.") || name.starts_with("decoder.up_blocks.") {
+            if name.starts_with("quant_conv.")
+                || name.starts_with("encoder.down_blocks.")
+                || name.starts_with("decoder.up_blocks.")
+            {
                 diffusers = true;
             }
             if let Some(rest) = name.strip_prefix("decoder.up_blocks.0.resnets.")
@@ -30,14 +33,20 @@ impl VaeLayout {
                 resnets_per_level = resnets_per_level.max(index + 1);
             }
         }
-        if diffusers { VaeLayout::Diffusers { resnets_per_level } } else { VaeLayout::Original }
+        if diffusers {
+            VaeLayout::Diffusers { resnets_per_level }
+        } else {
+            VaeLayout::Original
+        }
     }
 
     /// Maps a stored name to its canonical (original-layout) name; `None` when unknown.
     pub fn canonical(self, stored: &str) -> Option<String> {
         match self {
             VaeLayout::Original => Some(stored.to_string()),
-            VaeLayout::Diffusers { resnets_per_level } => diffusers_to_original(stored, resnets_per_level),
+            VaeLayout::Diffusers { resnets_per_level } => {
+                diffusers_to_original(stored, resnets_per_level)
+            }
         }
     }
 }
@@ -51,7 +60,9 @@ const RESIDUAL: &[(&str, &str)] = &[
 ];
 
 fn residual_leaf(leaf: &str) -> Option<String> {
-    RESIDUAL.iter().find_map(|(from, to)| leaf.strip_prefix(from).map(|rest| format!("{to}{rest}")))
+    RESIDUAL
+        .iter()
+        .find_map(|(from, to)| leaf.strip_prefix(from).map(|rest| format!("{to}{rest}")))
 }
 
 fn split_index(rest: &str) -> Option<(usize, &str)> {
@@ -110,38 +121,98 @@ mod tests {
 
     #[test]
     fn maps_the_spec_table() {
-        let layout = VaeLayout::Diffusers { resnets_per_level: 3 };
+        let layout = VaeLayout::Diffusers {
+            resnets_per_level: 3,
+        };
         let cases = [
             ("quant_conv.weight", "conv1.weight"),
             ("post_quant_conv.bias", "conv2.bias"),
             ("encoder.conv_in.weight", "encoder.conv1.weight"),
-            ("encoder.down_blocks.3.conv_shortcut.weight", "encoder.downsamples.3.shortcut.weight"),
-            ("encoder.down_blocks.0.norm1.gamma", "encoder.downsamples.0.residual.0.gamma"),
-            ("encoder.down_blocks.1.conv2.bias", "encoder.downsamples.1.residual.6.bias"),
-            ("encoder.down_blocks.5.time_conv.weight", "encoder.downsamples.5.time_conv.weight"),
-            ("encoder.down_blocks.2.resample.1.weight", "encoder.downsamples.2.resample.1.weight"),
-            ("encoder.mid_block.resnets.1.norm2.gamma", "encoder.middle.2.residual.3.gamma"),
-            ("encoder.mid_block.attentions.0.to_qkv.weight", "encoder.middle.1.to_qkv.weight"),
+            (
+                "encoder.down_blocks.3.conv_shortcut.weight",
+                "encoder.downsamples.3.shortcut.weight",
+            ),
+            (
+                "encoder.down_blocks.0.norm1.gamma",
+                "encoder.downsamples.0.residual.0.gamma",
+            ),
+            (
+                "encoder.down_blocks.1.conv2.bias",
+                "encoder.downsamples.1.residual.6.bias",
+            ),
+            (
+                "encoder.down_blocks.5.time_conv.weight",
+                "encoder.downsamples.5.time_conv.weight",
+            ),
+            (
+                "encoder.down_blocks.2.resample.1.weight",
+                "encoder.downsamples.2.resample.1.weight",
+            ),
+            (
+                "encoder.mid_block.resnets.1.norm2.gamma",
+                "encoder.middle.2.residual.3.gamma",
+            ),
+            (
+                "encoder.mid_block.attentions.0.to_qkv.weight",
+                "encoder.middle.1.to_qkv.weight",
+            ),
             ("encoder.norm_out.gamma", "encoder.head.0.gamma"),
             ("decoder.conv_out.weight", "decoder.head.2.weight"),
-            ("decoder.up_blocks.0.resnets.2.conv1.weight", "decoder.upsamples.2.residual.2.weight"),
-            ("decoder.up_blocks.0.upsamplers.0.time_conv.weight", "decoder.upsamples.3.time_conv.weight"),
-            ("decoder.up_blocks.1.resnets.0.conv_shortcut.bias", "decoder.upsamples.4.shortcut.bias"),
-            ("decoder.up_blocks.2.upsamplers.0.resample.1.weight", "decoder.upsamples.11.resample.1.weight"),
-            ("decoder.up_blocks.3.resnets.2.norm2.gamma", "decoder.upsamples.14.residual.3.gamma"),
+            (
+                "decoder.up_blocks.0.resnets.2.conv1.weight",
+                "decoder.upsamples.2.residual.2.weight",
+            ),
+            (
+                "decoder.up_blocks.0.upsamplers.0.time_conv.weight",
+                "decoder.upsamples.3.time_conv.weight",
+            ),
+            (
+                "decoder.up_blocks.1.resnets.0.conv_shortcut.bias",
+                "decoder.upsamples.4.shortcut.bias",
+            ),
+            (
+                "decoder.up_blocks.2.upsamplers.0.resample.1.weight",
+                "decoder.upsamples.11.resample.1.weight",
+            ),
+            (
+                "decoder.up_blocks.3.resnets.2.norm2.gamma",
+                "decoder.upsamples.14.residual.3.gamma",
+            ),
         ];
         for (diffusers, original) in cases {
-            assert_eq!(layout.canonical(diffusers).as_deref(), Some(original), "{diffusers}");
+            assert_eq!(
+                layout.canonical(diffusers).as_deref(),
+                Some(original),
+                "{diffusers}"
+            );
         }
-        assert_eq!(layout.canonical("decoder.up_blocks.0.resnets.3.conv1.weight"), None);
-        assert_eq!(layout.canonical("encoder.mid_block.resnets.0.weird.weight"), None);
+        assert_eq!(
+            layout.canonical("decoder.up_blocks.0.resnets.3.conv1.weight"),
+            None
+        );
+        assert_eq!(
+            layout.canonical("encoder.mid_block.resnets.0.weird.weight"),
+            None
+        );
         assert_eq!(layout.canonical("something.else"), None);
     }
 
     #[test]
     fn detects_layouts() {
-        let diffusers = ["quant_conv.weight", "decoder.up_blocks.0.resnets.1.conv1.weight", "decoder.up_blocks.0.resnets.0.norm1.gamma"];
-        assert_eq!(VaeLayout::detect(diffusers), VaeLayout::Diffusers { resnets_per_level: 2 });
-        assert_eq!(VaeLayout::detect(["conv1.weight", "decoder.upsamples.0.residual.0.gamma"]), VaeLayout::Original);
+        let diffusers = [
+            "quant_conv.weight",
+            "decoder.up_blocks.0.resnets.1.conv1.weight",
+            "decoder.up_blocks.0.resnets.0.norm1.gamma",
+        ];
+        assert_eq!(
+            VaeLayout::detect(diffusers),
+            VaeLayout::Diffusers {
+                resnets_per_level: 2
+            }
+        );
+        assert_eq!(
+            VaeLayout::detect(["conv1.weight", "decoder.upsamples.0.residual.0.gamma"]),
+            VaeLayout::Original
+        );
     }
 }

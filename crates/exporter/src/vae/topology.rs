@@ -9,16 +9,31 @@ use super::layers::{ChunkGraph, scaled_axis};
 use crate::error::Result;
 
 fn encoder_dims(config: &VaeConfig) -> Vec<usize> {
-    std::iter::once(1).chain(config.dim_mult.iter().copied()).map(|m| m * config.base_dim).collect()
+    std::iter::once(1)
+        .chain(config.dim_mult.iter().copied())
+        .map(|m| m * config.base_dim)
+        .collect()
 }
 
 fn decoder_dims(config: &VaeConfig) -> Vec<usize> {
-    let last = *config.dim_mult.last().expect("validated: dim_mult is not empty");
-    std::iter::once(last).chain(config.dim_mult.iter().rev().copied()).map(|m| m * config.base_dim).collect()
+    let last = *config
+        .dim_mult
+        .last()
+        .expect("validated: dim_mult is not empty");
+    std::iter::once(last)
+        .chain(config.dim_mult.iter().rev().copied())
+        .map(|m| m * config.base_dim)
+        .collect()
 }
 
 fn latent_shape(config: &VaeConfig) -> Vec<Dim> {
-    vec![Dim::named(axis::BATCH), Dim::Known(config.z_dim as i64), Dim::Known(1), Dim::named(axis::HEIGHT), Dim::named(axis::WIDTH)]
+    vec![
+        Dim::named(axis::BATCH),
+        Dim::Known(config.z_dim as i64),
+        Dim::Known(1),
+        Dim::named(axis::HEIGHT),
+        Dim::named(axis::WIDTH),
+    ]
 }
 
 fn video_shape(config: &VaeConfig, frames: usize) -> Vec<Dim> {
@@ -34,14 +49,21 @@ fn video_shape(config: &VaeConfig, frames: usize) -> Vec<Dim> {
 
 /// Video frames per encoder call (1 for the first chunk).
 pub(super) fn encode_frames(config: &VaeConfig, first: bool) -> usize {
-    if first { 1 } else { config.temporal_compression() }
+    if first {
+        1
+    } else {
+        config.temporal_compression()
+    }
 }
 
 /// Encoder chunk: `video` → normalised `latents` (μ only), plus caches.
 pub(super) fn build_encoder(cg: &mut ChunkGraph<'_, '_>, config: &VaeConfig) -> Result<()> {
     let dims = encoder_dims(config);
     let levels = config.dim_mult.len();
-    let video = cg.input(io::VIDEO, video_shape(config, encode_frames(config, cg.first)))?;
+    let video = cg.input(
+        io::VIDEO,
+        video_shape(config, encode_frames(config, cg.first)),
+    )?;
     let mut x = cg.causal_conv3(&video, "encoder.conv1", 3, dims[0])?;
     let mut index = 0;
     for level in 0..levels {
@@ -52,7 +74,12 @@ pub(super) fn build_encoder(cg: &mut ChunkGraph<'_, '_>, config: &VaeConfig) -> 
             index += 1;
         }
         if level + 1 != levels {
-            x = cg.downsample(&x, &format!("encoder.downsamples.{index}"), out_dim, config.temporal_downsample[level])?;
+            x = cg.downsample(
+                &x,
+                &format!("encoder.downsamples.{index}"),
+                out_dim,
+                config.temporal_downsample[level],
+            )?;
             index += 1;
         }
     }
@@ -75,7 +102,11 @@ pub(super) fn build_encoder(cg: &mut ChunkGraph<'_, '_>, config: &VaeConfig) -> 
 
 /// Video frames per decoder call (1 for the first latent frame).
 pub(super) fn decode_frames(config: &VaeConfig, first: bool) -> usize {
-    if first { 1 } else { config.temporal_compression() }
+    if first {
+        1
+    } else {
+        config.temporal_compression()
+    }
 }
 
 /// Decoder chunk: one normalised latent frame → video frames (before the final clamp), plus caches.
@@ -113,5 +144,9 @@ pub(super) fn build_decoder(cg: &mut ChunkGraph<'_, '_>, config: &VaeConfig) -> 
     let width = dims[levels];
     x = cg.norm_silu(&x, "decoder.head.0.gamma", width)?;
     x = cg.causal_conv3(&x, "decoder.head.2", width, 3)?;
-    cg.output(io::VIDEO, &x, video_shape(config, decode_frames(config, cg.first)))
+    cg.output(
+        io::VIDEO,
+        &x,
+        video_shape(config, decode_frames(config, cg.first)),
+    )
 }

@@ -33,10 +33,16 @@ pub struct ColorSpace {
 
 impl ColorSpace {
     /// BT.709 limited range: what the MP4 writer encodes with and signals in the stream.
-    pub const BT709_LIMITED: ColorSpace = ColorSpace { matrix: YuvMatrix::Bt709, full_range: false };
+    pub const BT709_LIMITED: ColorSpace = ColorSpace {
+        matrix: YuvMatrix::Bt709,
+        full_range: false,
+    };
 
     /// BT.601 limited range: assumed for streams that do not say (as ffmpeg's swscale does).
-    pub const BT601_LIMITED: ColorSpace = ColorSpace { matrix: YuvMatrix::Bt601, full_range: false };
+    pub const BT601_LIMITED: ColorSpace = ColorSpace {
+        matrix: YuvMatrix::Bt601,
+        full_range: false,
+    };
 
     /// The colour space signalled in the VUI of an H.264 sequence parameter set NAL unit (with
     /// its header byte); unspecified fields fall back to [`ColorSpace::BT601_LIMITED`], and
@@ -48,11 +54,18 @@ impl ColorSpace {
             Some(9 | 10) => YuvMatrix::Bt2020,
             _ => YuvMatrix::Bt601,
         };
-        Some(ColorSpace { matrix, full_range: video_full_range.unwrap_or(false) })
+        Some(ColorSpace {
+            matrix,
+            full_range: video_full_range.unwrap_or(false),
+        })
     }
 
     fn luma_scale_offset(self) -> (f32, f32) {
-        if self.full_range { (255.0, 0.0) } else { (219.0, 16.0) }
+        if self.full_range {
+            (255.0, 0.0)
+        } else {
+            (219.0, 16.0)
+        }
     }
 
     fn chroma_scale(self) -> f32 {
@@ -90,7 +103,11 @@ pub(crate) fn rgb_to_i420(
     for row in 0..height / 2 {
         for column in 0..chroma_width {
             let center = 2 * column;
-            let taps = [(center.saturating_sub(1), 1.0), (center, 2.0), ((center + 1).min(width - 1), 1.0)];
+            let taps = [
+                (center.saturating_sub(1), 1.0),
+                (center, 2.0),
+                ((center + 1).min(width - 1), 1.0),
+            ];
             let mut sum = [0.0f32; 3];
             for pixel_row in [2 * row, 2 * row + 1] {
                 for (pixel_column, weight) in taps {
@@ -102,8 +119,10 @@ pub(crate) fn rgb_to_i420(
             }
             let [r, g, b] = sum.map(|total| total / 8.0);
             let luma = kr * r + kg * g + kb * b;
-            u[row * chroma_width + column] = to_byte(128.0 + chroma_gain * (b - luma) / (2.0 * (1.0 - kb)));
-            v[row * chroma_width + column] = to_byte(128.0 + chroma_gain * (r - luma) / (2.0 * (1.0 - kr)));
+            u[row * chroma_width + column] =
+                to_byte(128.0 + chroma_gain * (b - luma) / (2.0 * (1.0 - kb)));
+            v[row * chroma_width + column] =
+                to_byte(128.0 + chroma_gain * (r - luma) / (2.0 * (1.0 - kr)));
         }
     }
 }
@@ -129,10 +148,20 @@ pub(crate) fn i420_to_rgb(
     let (chroma_width, chroma_height) = (width / 2, height / 2);
     let upsample = |plane: &[u8], stride: usize, row: usize, column: usize| {
         let near_row = row / 2;
-        let far_row = if row % 2 == 1 { (near_row + 1).min(chroma_height - 1) } else { near_row.saturating_sub(1) };
+        let far_row = if row % 2 == 1 {
+            (near_row + 1).min(chroma_height - 1)
+        } else {
+            near_row.saturating_sub(1)
+        };
         let left = column / 2;
-        let right = if column % 2 == 1 { (left + 1).min(chroma_width - 1) } else { left };
-        let horizontal = |r: usize| (f32::from(plane[r * stride + left]) + f32::from(plane[r * stride + right])) / 2.0;
+        let right = if column % 2 == 1 {
+            (left + 1).min(chroma_width - 1)
+        } else {
+            left
+        };
+        let horizontal = |r: usize| {
+            (f32::from(plane[r * stride + left]) + f32::from(plane[r * stride + right])) / 2.0
+        };
         (3.0 * horizontal(near_row) + horizontal(far_row)) / 4.0
     };
     for row in 0..height {
@@ -199,7 +228,11 @@ impl BitReader<'_> {
 
     fn signed_exp_golomb(&mut self) -> Option<i64> {
         let code = i64::from(self.unsigned_exp_golomb()?);
-        Some(if code % 2 == 1 { (code + 1) / 2 } else { -(code / 2) })
+        Some(if code % 2 == 1 {
+            (code + 1) / 2
+        } else {
+            -(code / 2)
+        })
     }
 }
 
@@ -209,11 +242,19 @@ fn parse_sequence_parameter_set_color(nal_unit: &[u8]) -> Option<(Option<bool>, 
     if nal_unit.first()? & 0x1f != 7 {
         return None;
     }
-    let mut reader = BitReader { bytes: &nal_unit[1..], byte: 0, bit: 0, zeros: 0 };
+    let mut reader = BitReader {
+        bytes: &nal_unit[1..],
+        byte: 0,
+        bit: 0,
+        zeros: 0,
+    };
     let profile_idc = reader.bits(8)?;
     reader.bits(16)?;
     reader.unsigned_exp_golomb()?;
-    if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+    if matches!(
+        profile_idc,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
         let chroma_format_idc = reader.unsigned_exp_golomb()?;
         if chroma_format_idc == 3 {
             reader.flag()?;
@@ -229,7 +270,8 @@ fn parse_sequence_parameter_set_color(nal_unit: &[u8]) -> Option<(Option<bool>, 
                     let (mut last_scale, mut next_scale) = (8i64, 8i64);
                     for _ in 0..size {
                         if next_scale != 0 {
-                            next_scale = (last_scale + reader.signed_exp_golomb()? + 256).rem_euclid(256);
+                            next_scale =
+                                (last_scale + reader.signed_exp_golomb()? + 256).rem_euclid(256);
                         }
                         if next_scale != 0 {
                             last_scale = next_scale;
@@ -297,12 +339,36 @@ mod tests {
     fn primaries_and_grey_convert_to_textbook_values() {
         let rgb = [255, 0, 0, 255, 0, 0, 255, 0, 0, 255, 0, 0];
         let (mut y, mut u, mut v) = ([0u8; 4], [0u8; 1], [0u8; 1]);
-        rgb_to_i420(&rgb, 2, 2, ColorSpace::BT709_LIMITED, &mut y, &mut u, &mut v);
+        rgb_to_i420(
+            &rgb,
+            2,
+            2,
+            ColorSpace::BT709_LIMITED,
+            &mut y,
+            &mut u,
+            &mut v,
+        );
         assert_eq!((y[0], u[0], v[0]), (63, 102, 240));
-        rgb_to_i420(&rgb, 2, 2, ColorSpace::BT601_LIMITED, &mut y, &mut u, &mut v);
+        rgb_to_i420(
+            &rgb,
+            2,
+            2,
+            ColorSpace::BT601_LIMITED,
+            &mut y,
+            &mut u,
+            &mut v,
+        );
         assert_eq!((y[0], u[0], v[0]), (81, 90, 240));
         let white = [255u8; 12];
-        rgb_to_i420(&white, 2, 2, ColorSpace::BT709_LIMITED, &mut y, &mut u, &mut v);
+        rgb_to_i420(
+            &white,
+            2,
+            2,
+            ColorSpace::BT709_LIMITED,
+            &mut y,
+            &mut u,
+            &mut v,
+        );
         assert_eq!((y[0], u[0], v[0]), (235, 128, 128));
     }
 
@@ -311,9 +377,18 @@ mod tests {
         for color_space in [
             ColorSpace::BT709_LIMITED,
             ColorSpace::BT601_LIMITED,
-            ColorSpace { matrix: YuvMatrix::Bt2020, full_range: true },
+            ColorSpace {
+                matrix: YuvMatrix::Bt2020,
+                full_range: true,
+            },
         ] {
-            for colour in [[0u8, 0, 0], [255, 255, 255], [200, 30, 90], [12, 240, 128], [77, 77, 200]] {
+            for colour in [
+                [0u8, 0, 0],
+                [255, 255, 255],
+                [200, 30, 90],
+                [12, 240, 128],
+                [77, 77, 200],
+            ] {
                 let rgb: Vec<u8> = colour.iter().copied().cycle().take(12).collect();
                 let (mut y, mut u, mut v) = ([0u8; 4], [0u8; 1], [0u8; 1]);
                 rgb_to_i420(&rgb, 2, 2, color_space, &mut y, &mut u, &mut v);
@@ -327,8 +402,19 @@ mod tests {
     }
 
     fn pack_bits(bits: &str) -> Vec<u8> {
-        let bits: Vec<u8> = bits.bytes().filter(|b| *b != b' ').map(|b| b - b'0').collect();
-        bits.chunks(8).map(|chunk| chunk.iter().enumerate().fold(0, |byte, (i, bit)| byte | bit << (7 - i))).collect()
+        let bits: Vec<u8> = bits
+            .bytes()
+            .filter(|b| *b != b' ')
+            .map(|b| b - b'0')
+            .collect();
+        bits.chunks(8)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0, |byte, (i, bit)| byte | bit << (7 - i))
+            })
+            .collect()
     }
 
     #[test]
@@ -336,17 +422,44 @@ mod tests {
         let header = [0x67, 66, 0xc0, 30];
         let body = "1 1 011 010 0 00100 011 1 1 0";
         let without_vui = [&header[..], &pack_bits(&format!("{body} 0 1"))].concat();
-        assert_eq!(parse_sequence_parameter_set_color(&without_vui), Some((None, None)));
-        assert_eq!(ColorSpace::from_sequence_parameter_set(&without_vui), Some(ColorSpace::BT601_LIMITED));
-        let bt709 =
-            [&header[..], &pack_bits(&format!("{body} 1 0 0 1 101 0 1 00000001 00000001 00000001 0 1"))].concat();
-        assert_eq!(parse_sequence_parameter_set_color(&bt709), Some((Some(false), Some(1))));
-        assert_eq!(ColorSpace::from_sequence_parameter_set(&bt709), Some(ColorSpace::BT709_LIMITED));
-        let full_range_unspecified = [&header[..], &pack_bits(&format!("{body} 1 0 0 1 101 1 0 0 1"))].concat();
+        assert_eq!(
+            parse_sequence_parameter_set_color(&without_vui),
+            Some((None, None))
+        );
+        assert_eq!(
+            ColorSpace::from_sequence_parameter_set(&without_vui),
+            Some(ColorSpace::BT601_LIMITED)
+        );
+        let bt709 = [
+            &header[..],
+            &pack_bits(&format!(
+                "{body} 1 0 0 1 101 0 1 00000001 00000001 00000001 0 1"
+            )),
+        ]
+        .concat();
+        assert_eq!(
+            parse_sequence_parameter_set_color(&bt709),
+            Some((Some(false), Some(1)))
+        );
+        assert_eq!(
+            ColorSpace::from_sequence_parameter_set(&bt709),
+            Some(ColorSpace::BT709_LIMITED)
+        );
+        let full_range_unspecified = [
+            &header[..],
+            &pack_bits(&format!("{body} 1 0 0 1 101 1 0 0 1")),
+        ]
+        .concat();
         assert_eq!(
             ColorSpace::from_sequence_parameter_set(&full_range_unspecified),
-            Some(ColorSpace { matrix: YuvMatrix::Bt601, full_range: true })
+            Some(ColorSpace {
+                matrix: YuvMatrix::Bt601,
+                full_range: true
+            })
         );
-        assert_eq!(ColorSpace::from_sequence_parameter_set(&[0x68, 0xce, 0x38, 0x80]), None);
+        assert_eq!(
+            ColorSpace::from_sequence_parameter_set(&[0x68, 0xce, 0x38, 0x80]),
+            None
+        );
     }
 }

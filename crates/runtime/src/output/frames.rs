@@ -27,7 +27,11 @@ impl Video {
                 pixels.len()
             )));
         }
-        Ok(Video { width, height, pixels })
+        Ok(Video {
+            width,
+            height,
+            pixels,
+        })
     }
 
     /// Converts the VAE output for one batch element, float32 `[3, T, H, W]` in [-1, 1], to RGB
@@ -112,10 +116,22 @@ mod tests {
             let boundary = 2.0 * f64::from(level) / 255.0 - 1.0;
             let below = (boundary - 1e-5) as f32;
             let above = (boundary + 1e-5) as f32;
-            assert_eq!(u32::from(to_uint8(below)), level - 1, "just below level {level}");
-            assert_eq!(u32::from(to_uint8(above)), level, "just above level {level}");
+            assert_eq!(
+                u32::from(to_uint8(below)),
+                level - 1,
+                "just below level {level}"
+            );
+            assert_eq!(
+                u32::from(to_uint8(above)),
+                level,
+                "just above level {level}"
+            );
             let fractional = (2.0 * (f64::from(level) - 0.1) / 255.0 - 1.0) as f32;
-            assert_eq!(u32::from(to_uint8(fractional)), level - 1, "{level} - 0.1 truncates, not rounds");
+            assert_eq!(
+                u32::from(to_uint8(fractional)),
+                level - 1,
+                "{level} - 0.1 truncates, not rounds"
+            );
         }
     }
 
@@ -124,8 +140,17 @@ mod tests {
         let mut bits = (-1.0f32).to_bits();
         while f32::from_bits(bits) < 0.0 {
             let x = f32::from_bits(bits);
-            assert_eq!(to_uint8(x), (((x + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0) as u8, "{x}");
-            assert_eq!(to_uint8(-x), (((1.0 - x) / 2.0).clamp(0.0, 1.0) * 255.0) as u8, "{}", -x);
+            assert_eq!(
+                to_uint8(x),
+                (((x + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0) as u8,
+                "{x}"
+            );
+            assert_eq!(
+                to_uint8(-x),
+                (((1.0 - x) / 2.0).clamp(0.0, 1.0) * 255.0) as u8,
+                "{}",
+                -x
+            );
             bits -= 4099;
         }
     }
@@ -134,16 +159,24 @@ mod tests {
     fn from_tensor_moves_channels_last_and_converts() {
         let (frames, height, width) = (2, 2, 3);
         let plane = frames * height * width;
-        let data: Vec<f32> = (0..3 * plane).map(|i| i as f32 / (3 * plane) as f32 * 2.0 - 1.0).collect();
+        let data: Vec<f32> = (0..3 * plane)
+            .map(|i| i as f32 / (3 * plane) as f32 * 2.0 - 1.0)
+            .collect();
         let tensor = Tensor::new(vec![3, frames, height, width], data.clone()).unwrap();
         let video = Video::from_tensor(&tensor).unwrap();
-        assert_eq!((video.num_frames(), video.height(), video.width()), (frames, height, width));
+        assert_eq!(
+            (video.num_frames(), video.height(), video.width()),
+            (frames, height, width)
+        );
         for t in 0..frames {
             for y in 0..height {
                 for x in 0..width {
                     for channel in 0..3 {
                         let source = data[((channel * frames + t) * height + y) * width + x];
-                        assert_eq!(video.frame(t)[(y * width + x) * 3 + channel], to_uint8(source));
+                        assert_eq!(
+                            video.frame(t)[(y * width + x) * 3 + channel],
+                            to_uint8(source)
+                        );
                     }
                 }
             }

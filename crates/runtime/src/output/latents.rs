@@ -21,12 +21,26 @@ pub fn save_latents<'a>(
     let mut encoded = Vec::new();
     for (name, tensor) in tensors {
         if !names.insert(name) {
-            return Err(mismatch(name, "given twice\n  fix: give every tensor its own name".to_string()));
+            return Err(mismatch(
+                name,
+                "given twice\n  fix: give every tensor its own name".to_string(),
+            ));
         }
         if tensor.shape.iter().product::<usize>() != tensor.data.len() {
-            return Err(mismatch(name, format!("{} elements do not fill shape {:?}", tensor.data.len(), tensor.shape)));
+            return Err(mismatch(
+                name,
+                format!(
+                    "{} elements do not fill shape {:?}",
+                    tensor.data.len(),
+                    tensor.shape
+                ),
+            ));
         }
-        let bytes: Vec<u8> = tensor.data.iter().flat_map(|value| value.to_le_bytes()).collect();
+        let bytes: Vec<u8> = tensor
+            .data
+            .iter()
+            .flat_map(|value| value.to_le_bytes())
+            .collect();
         encoded.push((name, tensor.shape.clone(), bytes));
     }
     let invalid = |error: safetensors::SafeTensorError| OutputError::Safetensors {
@@ -35,35 +49,60 @@ pub fn save_latents<'a>(
     };
     let views = encoded
         .iter()
-        .map(|(name, shape, bytes)| Ok((*name, TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(invalid)?)))
+        .map(|(name, shape, bytes)| {
+            Ok((
+                *name,
+                TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(invalid)?,
+            ))
+        })
         .collect::<Result<Vec<_>, OutputError>>()?;
     let file = safetensors::serialize(views, None).map_err(invalid)?;
     write_atomically(path, |writer| {
-        std::io::Write::write_all(writer, &file)
-            .map_err(|source| OutputError::Create { path: path.to_path_buf(), source })
+        std::io::Write::write_all(writer, &file).map_err(|source| OutputError::Create {
+            path: path.to_path_buf(),
+            source,
+        })
     })
 }
 
 /// Reads tensor `name` of the safetensors file at `path` as float32 (F16 and BF16 are upcast
 /// exactly), checking its shape against `expected_shape`, where `None` accepts any size of that
 /// dimension (the rank must match).
-pub fn read_tensor(path: &Path, name: &str, expected_shape: &[Option<usize>]) -> Result<Tensor, OutputError> {
+pub fn read_tensor(
+    path: &Path,
+    name: &str,
+    expected_shape: &[Option<usize>],
+) -> Result<Tensor, OutputError> {
     let bytes = fs_err::read(path)?;
-    let file = SafeTensors::deserialize(&bytes)
-        .map_err(|error| OutputError::Safetensors { path: path.to_path_buf(), message: error.to_string() })?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|error| OutputError::Safetensors {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    })?;
     let view = file.tensor(name).map_err(|_| {
         let mut available: Vec<String> = file.names().into_iter().map(str::to_string).collect();
         available.sort();
-        OutputError::MissingTensor { path: path.to_path_buf(), name: name.to_string(), available }
+        OutputError::MissingTensor {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            available,
+        }
     })?;
-    let mismatch =
-        |message: String| OutputError::TensorMismatch { path: path.to_path_buf(), name: name.to_string(), message };
+    let mismatch = |message: String| OutputError::TensorMismatch {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        message,
+    };
     let shape = view.shape().to_vec();
     let fits = shape.len() == expected_shape.len()
-        && shape.iter().zip(expected_shape).all(|(size, expected)| expected.is_none_or(|expected| expected == *size));
+        && shape
+            .iter()
+            .zip(expected_shape)
+            .all(|(size, expected)| expected.is_none_or(|expected| expected == *size));
     if !fits {
-        let expected: Vec<String> =
-            expected_shape.iter().map(|size| size.map_or_else(|| "*".to_string(), |size| size.to_string())).collect();
+        let expected: Vec<String> = expected_shape
+            .iter()
+            .map(|size| size.map_or_else(|| "*".to_string(), |size| size.to_string()))
+            .collect();
         return Err(mismatch(format!(
             "has shape {shape:?}, expected [{}]\n  fix: save the tensor with that shape (`*` is any size)",
             expected.join(", ")
@@ -71,9 +110,18 @@ pub fn read_tensor(path: &Path, name: &str, expected_shape: &[Option<usize>]) ->
     }
     let data = view.data();
     let values: Vec<f32> = match view.dtype() {
-        Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         other => {
             return Err(mismatch(format!(
                 "has dtype {other}, expected F32 (F16 and BF16 are accepted too)\n  fix: convert it before saving, e.g. `tensor.float()` in PyTorch"
@@ -90,7 +138,9 @@ mod tests {
     fn sample_tensors() -> (Tensor, Tensor) {
         let latents = Tensor::new(
             vec![16, 3, 4, 5],
-            (0..16 * 3 * 4 * 5).map(|i| (i as f32 * 0.37).sin() * 1e3 + f32::EPSILON * i as f32).collect(),
+            (0..16 * 3 * 4 * 5)
+                .map(|i| (i as f32 * 0.37).sin() * 1e3 + f32::EPSILON * i as f32)
+                .collect(),
         )
         .unwrap();
         let scalar_like = Tensor::new(vec![1], vec![-0.0]).unwrap();
@@ -105,7 +155,11 @@ mod tests {
         save_latents(&path, [("latents", &latents), ("0", &scalar_like)]).unwrap();
         let read = read_tensor(&path, "latents", &[Some(16), None, Some(4), Some(5)]).unwrap();
         assert_eq!(read.shape, latents.shape);
-        let same_bits = read.data.iter().zip(&latents.data).all(|(a, b)| a.to_bits() == b.to_bits());
+        let same_bits = read
+            .data
+            .iter()
+            .zip(&latents.data)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same_bits);
         let zero = read_tensor(&path, "0", &[None]).unwrap();
         assert_eq!(zero.data[0].to_bits(), (-0.0f32).to_bits());
@@ -116,7 +170,10 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("half.safetensors");
         let values = [1.5f32, -2.25, 65504.0];
-        let bytes: Vec<u8> = values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+        let bytes: Vec<u8> = values
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
         let view = TensorView::new(Dtype::BF16, vec![3], &bytes).unwrap();
         fs_err::write(&path, safetensors::serialize([("x", view)], None).unwrap()).unwrap();
         let read = read_tensor(&path, "x", &[Some(3)]).unwrap();
@@ -130,27 +187,50 @@ mod tests {
         let (latents, _) = sample_tensors();
         save_latents(&path, [("latents", &latents)]).unwrap();
 
-        let missing = read_tensor(&path, "noise", &[None]).unwrap_err().to_string();
-        assert!(missing.contains("noise.safetensors") && missing.contains("`noise`"), "{missing}");
+        let missing = read_tensor(&path, "noise", &[None])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("noise.safetensors") && missing.contains("`noise`"),
+            "{missing}"
+        );
         assert!(missing.contains("holds: latents"), "{missing}");
 
-        let wrong_shape = read_tensor(&path, "latents", &[Some(16), None, Some(8), Some(5)]).unwrap_err().to_string();
-        assert!(wrong_shape.contains("[16, 3, 4, 5]") && wrong_shape.contains("[16, *, 8, 5]"), "{wrong_shape}");
-        let wrong_rank = read_tensor(&path, "latents", &[None, None]).unwrap_err().to_string();
+        let wrong_shape = read_tensor(&path, "latents", &[Some(16), None, Some(8), Some(5)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            wrong_shape.contains("[16, 3, 4, 5]") && wrong_shape.contains("[16, *, 8, 5]"),
+            "{wrong_shape}"
+        );
+        let wrong_rank = read_tensor(&path, "latents", &[None, None])
+            .unwrap_err()
+            .to_string();
         assert!(wrong_rank.contains("expected [*, *]"), "{wrong_rank}");
 
         let integers = directory.path().join("ints.safetensors");
         let view = TensorView::new(Dtype::I32, vec![2], &[0u8; 8]).unwrap();
-        fs_err::write(&integers, safetensors::serialize([("x", view)], None).unwrap()).unwrap();
-        let wrong_dtype = read_tensor(&integers, "x", &[Some(2)]).unwrap_err().to_string();
-        assert!(wrong_dtype.contains("dtype I32") && wrong_dtype.contains("fix:"), "{wrong_dtype}");
+        fs_err::write(
+            &integers,
+            safetensors::serialize([("x", view)], None).unwrap(),
+        )
+        .unwrap();
+        let wrong_dtype = read_tensor(&integers, "x", &[Some(2)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            wrong_dtype.contains("dtype I32") && wrong_dtype.contains("fix:"),
+            "{wrong_dtype}"
+        );
 
         let garbage = directory.path().join("garbage.safetensors");
         fs_err::write(&garbage, b"not a safetensors file").unwrap();
         let invalid = read_tensor(&garbage, "x", &[]).unwrap_err().to_string();
         assert!(invalid.contains("garbage.safetensors"), "{invalid}");
 
-        let absent = read_tensor(&directory.path().join("absent.safetensors"), "x", &[]).unwrap_err().to_string();
+        let absent = read_tensor(&directory.path().join("absent.safetensors"), "x", &[])
+            .unwrap_err()
+            .to_string();
         assert!(absent.contains("absent.safetensors"), "{absent}");
     }
 
@@ -161,9 +241,17 @@ mod tests {
         fs_err::write(&blocker, b"x").unwrap();
         let (latents, _) = sample_tensors();
         let path = blocker.join("latents.safetensors");
-        let message = save_latents(&path, [("latents", &latents)]).unwrap_err().to_string();
-        assert!(message.contains("latents.safetensors") && message.contains("fix:"), "{message}");
-        let entries: Vec<_> = std::fs::read_dir(directory.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let message = save_latents(&path, [("latents", &latents)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("latents.safetensors") && message.contains("fix:"),
+            "{message}"
+        );
+        let entries: Vec<_> = std::fs::read_dir(directory.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(entries, ["file"]);
     }
 

@@ -27,13 +27,19 @@ fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<&std::fs::File>) -> Result<(), OutputError>,
 ) -> Result<(), OutputError> {
-    let cannot_write = |source: std::io::Error| OutputError::Create { path: path.to_path_buf(), source };
+    let cannot_write = |source: std::io::Error| OutputError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
     let directory = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
     let file_name = path.file_name().ok_or_else(|| {
-        cannot_write(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path has no file name"))
+        cannot_write(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the path has no file name",
+        ))
     })?;
     std::fs::create_dir_all(directory).map_err(cannot_write)?;
     let temporary = tempfile::Builder::new()
@@ -47,8 +53,13 @@ fn write_atomically(
     drop(writer);
     // Temporary files are created 0600; outputs get the usual 0644 (then the umask applies on creation only).
     use std::os::unix::fs::PermissionsExt;
-    temporary.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(cannot_write)?;
-    temporary.persist(path).map_err(|error| cannot_write(error.error))?;
+    temporary
+        .as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(cannot_write)?;
+    temporary
+        .persist(path)
+        .map_err(|error| cannot_write(error.error))?;
     Ok(())
 }
 
@@ -67,9 +78,15 @@ mod tests {
         });
         assert!(result.is_err());
         assert_eq!(fs_err::read(&path).unwrap(), b"previous");
-        let entries: Vec<_> = std::fs::read_dir(directory.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let entries: Vec<_> = std::fs::read_dir(directory.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(entries, ["clip.mp4"]);
-        write_atomically(&path, |writer| writer.write_all(b"new").map_err(OutputError::Io)).unwrap();
+        write_atomically(&path, |writer| {
+            writer.write_all(b"new").map_err(OutputError::Io)
+        })
+        .unwrap();
         assert_eq!(fs_err::read(&path).unwrap(), b"new");
     }
 }

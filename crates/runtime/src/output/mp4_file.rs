@@ -8,8 +8,8 @@ use muxide::api::{MuxerBuilder, VideoCodec};
 use openh264::OpenH264API;
 use openh264::decoder::{DecodedYUV, Decoder, DecoderConfig, Flush};
 use openh264::encoder::{
-    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, QpRange, RateControlMode,
-    UsageType, VuiConfig,
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, QpRange,
+    RateControlMode, UsageType, VuiConfig,
 };
 use openh264::formats::{YUVSlices, YUVSource};
 
@@ -30,7 +30,11 @@ pub struct Mp4Options {
 
 impl Default for Mp4Options {
     fn default() -> Mp4Options {
-        Mp4Options { frames_per_second: 24.0, quantizer: 16, keyframe_interval: 48 }
+        Mp4Options {
+            frames_per_second: 24.0,
+            quantizer: 16,
+            keyframe_interval: 48,
+        }
     }
 }
 
@@ -46,7 +50,10 @@ pub fn write_mp4(video: &Video, path: &Path, options: &Mp4Options) -> Result<(),
         )));
     }
     if video.num_frames() == 0 {
-        return Err(OutputError::InvalidVideo(format!("no frames to write to {}", path.display())));
+        return Err(OutputError::InvalidVideo(format!(
+            "no frames to write to {}",
+            path.display()
+        )));
     }
     let frames_per_second = options.frames_per_second;
     if !(frames_per_second.is_finite() && frames_per_second > 0.0) {
@@ -60,9 +67,14 @@ pub fn write_mp4(video: &Video, path: &Path, options: &Mp4Options) -> Result<(),
             options.quantizer
         )));
     }
-    let encode_error =
-        |error: openh264::Error| OutputError::Encode { path: path.to_path_buf(), message: error.to_string() };
-    let mux_error = |source| OutputError::Mux { path: path.to_path_buf(), source };
+    let encode_error = |error: openh264::Error| OutputError::Encode {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    };
+    let mux_error = |source| OutputError::Mux {
+        path: path.to_path_buf(),
+        source,
+    };
 
     let pixels_per_second = (width * height) as f64 * f64::from(frames_per_second);
     let bits_per_second = (pixels_per_second * 2.0).min(f64::from(i32::MAX)) as u32;
@@ -77,22 +89,43 @@ pub fn write_mp4(video: &Video, path: &Path, options: &Mp4Options) -> Result<(),
         .complexity(Complexity::High)
         .intra_frame_period(IntraFramePeriod::from_num_frames(options.keyframe_interval))
         .vui(VuiConfig::bt709());
-    let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config).map_err(encode_error)?;
+    let mut encoder =
+        Encoder::with_api_config(OpenH264API::from_source(), config).map_err(encode_error)?;
 
-    let (mut y, mut u, mut v) =
-        (vec![0u8; width * height], vec![0u8; width * height / 4], vec![0u8; width * height / 4]);
+    let (mut y, mut u, mut v) = (
+        vec![0u8; width * height],
+        vec![0u8; width * height / 4],
+        vec![0u8; width * height / 4],
+    );
     let mut encoded = Vec::new();
     write_atomically(path, |writer| {
         let mut muxer = MuxerBuilder::new(writer)
-            .video(VideoCodec::H264, width as u32, height as u32, f64::from(frames_per_second))
+            .video(
+                VideoCodec::H264,
+                width as u32,
+                height as u32,
+                f64::from(frames_per_second),
+            )
             .build()
             .map_err(mux_error)?;
         for (index, frame) in video.frames().enumerate() {
-            color::rgb_to_i420(frame, width, height, ColorSpace::BT709_LIMITED, &mut y, &mut u, &mut v);
-            let source = YUVSlices::new((&y, &u, &v), (width, height), (width, width / 2, width / 2));
+            color::rgb_to_i420(
+                frame,
+                width,
+                height,
+                ColorSpace::BT709_LIMITED,
+                &mut y,
+                &mut u,
+                &mut v,
+            );
+            let source =
+                YUVSlices::new((&y, &u, &v), (width, height), (width, width / 2, width / 2));
             let seconds = index as f64 / f64::from(frames_per_second);
             let bitstream = encoder
-                .encode_at(&source, openh264::Timestamp::from_millis((seconds * 1000.0) as u64))
+                .encode_at(
+                    &source,
+                    openh264::Timestamp::from_millis((seconds * 1000.0) as u64),
+                )
                 .map_err(encode_error)?;
             let keyframe = bitstream.frame_type() == FrameType::IDR;
             encoded.clear();
@@ -103,7 +136,9 @@ pub fn write_mp4(video: &Video, path: &Path, options: &Mp4Options) -> Result<(),
                     message: format!("the encoder produced no data for frame {index}"),
                 });
             }
-            muxer.write_video(seconds, &encoded, keyframe).map_err(mux_error)?;
+            muxer
+                .write_video(seconds, &encoded, keyframe)
+                .map_err(mux_error)?;
         }
         muxer.finish().map_err(mux_error)
     })
@@ -113,15 +148,22 @@ pub fn write_mp4(video: &Video, path: &Path, options: &Mp4Options) -> Result<(),
 /// order, converting with the colour space its sequence parameter set signals (BT.601 limited
 /// range when unsignalled). Fragmented MP4 and other codecs are refused with a fix.
 pub fn read_mp4(path: &Path) -> Result<Video, OutputError> {
-    let unreadable = |message: String| OutputError::ReadMp4 { path: path.to_path_buf(), message };
-    let reencode_fix =
-        "\n  fix: re-encode it, e.g. `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p -movflags +faststart OUT.mp4`";
+    let unreadable = |message: String| OutputError::ReadMp4 {
+        path: path.to_path_buf(),
+        message,
+    };
+    let reencode_fix = "\n  fix: re-encode it, e.g. `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p -movflags +faststart OUT.mp4`";
     let file = fs_err::File::open(path)?;
     let size = file.metadata()?.len();
-    let mut reader =
-        ::mp4::Mp4Reader::read_header(BufReader::new(file), size).map_err(|e| unreadable(format!("{e}{reencode_fix} (or re-download it if it is cut short)")))?;
+    let mut reader = ::mp4::Mp4Reader::read_header(BufReader::new(file), size).map_err(|e| {
+        unreadable(format!(
+            "{e}{reencode_fix} (or re-download it if it is cut short)"
+        ))
+    })?;
     if reader.is_fragmented() {
-        return Err(unreadable(format!("fragmented MP4 is not supported{reencode_fix}")));
+        return Err(unreadable(format!(
+            "fragmented MP4 is not supported{reencode_fix}"
+        )));
     }
     let track = reader
         .tracks()
@@ -141,7 +183,12 @@ pub fn read_mp4(path: &Path) -> Result<Video, OutputError> {
     let (track_id, sample_count) = (track.track_id(), track.sample_count());
     let length_size = usize::from(avc.avcc.length_size_minus_one & 3) + 1;
     let mut parameter_sets = Vec::new();
-    for nal_unit in avc.avcc.sequence_parameter_sets.iter().chain(&avc.avcc.picture_parameter_sets) {
+    for nal_unit in avc
+        .avcc
+        .sequence_parameter_sets
+        .iter()
+        .chain(&avc.avcc.picture_parameter_sets)
+    {
         parameter_sets.extend_from_slice(&[0, 0, 0, 1]);
         parameter_sets.extend_from_slice(&nal_unit.bytes);
     }
@@ -152,25 +199,39 @@ pub fn read_mp4(path: &Path) -> Result<Video, OutputError> {
         .and_then(|nal_unit| ColorSpace::from_sequence_parameter_set(&nal_unit.bytes))
         .unwrap_or(ColorSpace::BT601_LIMITED);
 
-    let decode_error = |error: openh264::Error| unreadable(format!("H.264 decoding failed: {error}"));
+    let decode_error =
+        |error: openh264::Error| unreadable(format!("H.264 decoding failed: {error}"));
     let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
-    let mut decoder = Decoder::with_api_config(OpenH264API::from_source(), config).map_err(decode_error)?;
-    let mut frames = DecodedFrames { pixels: Vec::new(), size: None, color_space };
+    let mut decoder =
+        Decoder::with_api_config(OpenH264API::from_source(), config).map_err(decode_error)?;
+    let mut frames = DecodedFrames {
+        pixels: Vec::new(),
+        size: None,
+        color_space,
+    };
     let mut annex_b = parameter_sets;
     for sample_id in 1..=sample_count {
         let sample = reader
             .read_sample(track_id, sample_id)
             .map_err(|e| unreadable(e.to_string()))?
-            .ok_or_else(|| unreadable(format!("sample {sample_id} of {sample_count} is missing")))?;
+            .ok_or_else(|| {
+                unreadable(format!("sample {sample_id} of {sample_count} is missing"))
+            })?;
         let mut rest: &[u8] = &sample.bytes;
         while !rest.is_empty() {
-            let (length, tail) = rest
-                .split_at_checked(length_size)
-                .ok_or_else(|| unreadable(format!("sample {sample_id} ends inside a NAL length prefix")))?;
-            let length = length.iter().fold(0usize, |value, byte| value << 8 | usize::from(*byte));
-            let (nal_unit, tail) = tail
-                .split_at_checked(length)
-                .ok_or_else(|| unreadable(format!("sample {sample_id} has a NAL unit running past its end")))?;
+            let (length, tail) = rest.split_at_checked(length_size).ok_or_else(|| {
+                unreadable(format!(
+                    "sample {sample_id} ends inside a NAL length prefix"
+                ))
+            })?;
+            let length = length
+                .iter()
+                .fold(0usize, |value, byte| value << 8 | usize::from(*byte));
+            let (nal_unit, tail) = tail.split_at_checked(length).ok_or_else(|| {
+                unreadable(format!(
+                    "sample {sample_id} has a NAL unit running past its end"
+                ))
+            })?;
             annex_b.extend_from_slice(&[0, 0, 0, 1]);
             annex_b.extend_from_slice(nal_unit);
             rest = tail;
@@ -205,7 +266,10 @@ impl DecodedFrames {
         match self.size {
             None => self.size = Some((width, height)),
             Some(size) if size != (width, height) => {
-                return Err(format!("the frame size changes from {}×{} to {width}×{height}", size.0, size.1));
+                return Err(format!(
+                    "the frame size changes from {}×{} to {width}×{height}",
+                    size.0, size.1
+                ));
             }
             Some(_) => {}
         }
@@ -234,7 +298,10 @@ mod tests {
                 for x in 0..width {
                     pixels.push((x * 255 / (width - 1)) as u8);
                     pixels.push((y * 255 / (height - 1)) as u8);
-                    pixels.push(((x + y) * 128 / (width + height - 2) + t * 127 / (num_frames - 1).max(1)) as u8);
+                    pixels.push(
+                        ((x + y) * 128 / (width + height - 2) + t * 127 / (num_frames - 1).max(1))
+                            as u8,
+                    );
                 }
             }
         }
@@ -242,7 +309,12 @@ mod tests {
     }
 
     fn mean_absolute_error(a: &Video, b: &Video) -> f64 {
-        let total: u64 = a.pixels().iter().zip(b.pixels()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+        let total: u64 = a
+            .pixels()
+            .iter()
+            .zip(b.pixels())
+            .map(|(x, y)| u64::from(x.abs_diff(*y)))
+            .sum();
         total as f64 / a.pixels().len() as f64
     }
 
@@ -255,16 +327,32 @@ mod tests {
         let bytes = fs_err::read(&path).unwrap();
         assert_eq!(&bytes[4..8], b"ftyp");
         let decoded = read_mp4(&path).unwrap();
-        assert_eq!((decoded.num_frames(), decoded.width(), decoded.height()), (17, 64, 48));
+        assert_eq!(
+            (decoded.num_frames(), decoded.width(), decoded.height()),
+            (17, 64, 48)
+        );
         let error = mean_absolute_error(&video, &decoded);
-        assert!(error < 1.2, "mean absolute error {error} (0.96 when measured at quantizer 16)");
-        let demuxed = ::mp4::Mp4Reader::read_header(std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
+        assert!(
+            error < 1.2,
+            "mean absolute error {error} (0.96 when measured at quantizer 16)"
+        );
+        let demuxed =
+            ::mp4::Mp4Reader::read_header(std::io::Cursor::new(&bytes), bytes.len() as u64)
+                .unwrap();
         let track = demuxed.tracks().values().next().unwrap();
-        let signalled = ColorSpace::from_sequence_parameter_set(track.sequence_parameter_set().unwrap());
+        let signalled =
+            ColorSpace::from_sequence_parameter_set(track.sequence_parameter_set().unwrap());
         assert_eq!(signalled, Some(ColorSpace::BT709_LIMITED));
         assert_eq!(track.sample_count(), 17);
-        assert!((track.duration().as_secs_f64() - 17.0 / 24.0).abs() < 1e-4, "{:?}", track.duration());
-        let leftovers: Vec<_> = std::fs::read_dir(directory.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(
+            (track.duration().as_secs_f64() - 17.0 / 24.0).abs() < 1e-4,
+            "{:?}",
+            track.duration()
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(directory.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(leftovers, ["clip.mp4"]);
     }
 
@@ -275,7 +363,10 @@ mod tests {
         let video = gradient_video(3, 38, 22);
         write_mp4(&video, &path, &Mp4Options::default()).unwrap();
         let decoded = read_mp4(&path).unwrap();
-        assert_eq!((decoded.num_frames(), decoded.width(), decoded.height()), (3, 38, 22));
+        assert_eq!(
+            (decoded.num_frames(), decoded.width(), decoded.height()),
+            (3, 38, 22)
+        );
         let error = mean_absolute_error(&video, &decoded);
         assert!(error < 2.0, "mean absolute error {error}");
     }
@@ -287,7 +378,15 @@ mod tests {
         let mut errors = Vec::new();
         for quantizer in [12, 30, 45] {
             let path = directory.path().join(format!("q{quantizer}.mp4"));
-            write_mp4(&video, &path, &Mp4Options { quantizer, ..Mp4Options::default() }).unwrap();
+            write_mp4(
+                &video,
+                &path,
+                &Mp4Options {
+                    quantizer,
+                    ..Mp4Options::default()
+                },
+            )
+            .unwrap();
             errors.push(mean_absolute_error(&video, &read_mp4(&path).unwrap()));
         }
         assert!(errors[0] < errors[1] && errors[1] < errors[2], "{errors:?}");
@@ -298,11 +397,22 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("clip.mp4");
         let odd = Video::new(3, 2, vec![0; 18]).unwrap();
-        assert!(write_mp4(&odd, &path, &Mp4Options::default()).unwrap_err().to_string().contains("even"));
+        assert!(
+            write_mp4(&odd, &path, &Mp4Options::default())
+                .unwrap_err()
+                .to_string()
+                .contains("even")
+        );
         let video = gradient_video(2, 16, 16);
-        let bad_quantizer = Mp4Options { quantizer: 60, ..Mp4Options::default() };
+        let bad_quantizer = Mp4Options {
+            quantizer: 60,
+            ..Mp4Options::default()
+        };
         assert!(write_mp4(&video, &path, &bad_quantizer).is_err());
-        let bad_rate = Mp4Options { frames_per_second: 0.0, ..Mp4Options::default() };
+        let bad_rate = Mp4Options {
+            frames_per_second: 0.0,
+            ..Mp4Options::default()
+        };
         assert!(write_mp4(&video, &path, &bad_rate).is_err());
         assert!(!path.exists());
     }
@@ -313,9 +423,17 @@ mod tests {
         let blocker = directory.path().join("not_a_directory");
         fs_err::write(&blocker, b"x").unwrap();
         let path = blocker.join("clip.mp4");
-        let message = write_mp4(&gradient_video(3, 16, 16), &path, &Mp4Options::default()).unwrap_err().to_string();
-        assert!(message.contains(&path.display().to_string()) && message.contains("fix:"), "{message}");
-        let entries: Vec<_> = std::fs::read_dir(directory.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let message = write_mp4(&gradient_video(3, 16, 16), &path, &Mp4Options::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(&path.display().to_string()) && message.contains("fix:"),
+            "{message}"
+        );
+        let entries: Vec<_> = std::fs::read_dir(directory.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(entries, ["not_a_directory"]);
     }
 

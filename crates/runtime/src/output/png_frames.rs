@@ -13,18 +13,30 @@ pub fn png_frame_path(directory: &Path, index: usize) -> PathBuf {
 /// only when all of them are complete, so a failed run adds no frames at all.
 pub fn write_png_frames(video: &Video, directory: &Path) -> Result<(), OutputError> {
     let (width, height) = (video.width() as u32, video.height() as u32);
-    let cannot_write = |source: std::io::Error| OutputError::Create { path: directory.to_path_buf(), source };
+    let cannot_write = |source: std::io::Error| OutputError::Create {
+        path: directory.to_path_buf(),
+        source,
+    };
     let parent = match directory.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    let name = directory.file_name().map_or_else(|| "frames".into(), |n| n.to_string_lossy().into_owned());
+    let name = directory
+        .file_name()
+        .map_or_else(|| "frames".into(), |n| n.to_string_lossy().into_owned());
     std::fs::create_dir_all(parent).map_err(cannot_write)?;
-    let staging = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".partial").tempdir_in(parent).map_err(cannot_write)?;
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".partial")
+        .tempdir_in(parent)
+        .map_err(cannot_write)?;
     for (index, frame) in video.frames().enumerate() {
         let path = png_frame_path(staging.path(), index);
         write_atomically(&path, |writer| {
-            let png_error = |source| OutputError::Png { path: png_frame_path(directory, index), source };
+            let png_error = |source| OutputError::Png {
+                path: png_frame_path(directory, index),
+                source,
+            };
             let mut encoder = png::Encoder::new(writer, width, height);
             encoder.set_color(png::ColorType::Rgb);
             encoder.set_depth(png::BitDepth::Eight);
@@ -33,7 +45,10 @@ pub fn write_png_frames(video: &Video, directory: &Path) -> Result<(), OutputErr
             image.finish().map_err(png_error)
         })
         .map_err(|error| match error {
-            OutputError::Create { source, .. } => OutputError::Create { path: png_frame_path(directory, index), source },
+            OutputError::Create { source, .. } => OutputError::Create {
+                path: png_frame_path(directory, index),
+                source,
+            },
             other => other,
         })?;
     }
@@ -59,7 +74,10 @@ mod tests {
         let mut reader = decoder.read_info().unwrap();
         let mut buffer = vec![0; reader.output_buffer_size().unwrap()];
         let info = reader.next_frame(&mut buffer).unwrap();
-        assert_eq!((info.color_type, info.bit_depth), (png::ColorType::Rgb, png::BitDepth::Eight));
+        assert_eq!(
+            (info.color_type, info.bit_depth),
+            (png::ColorType::Rgb, png::BitDepth::Eight)
+        );
         buffer.truncate(info.buffer_size());
         (info.width, info.height, buffer)
     }
@@ -69,7 +87,9 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let frames_directory = directory.path().join("nested").join("frames");
         let (width, height, num_frames) = (7, 5, 3);
-        let pixels: Vec<u8> = (0..num_frames * width * height * 3).map(|i| (i * 37 % 256) as u8).collect();
+        let pixels: Vec<u8> = (0..num_frames * width * height * 3)
+            .map(|i| (i * 37 % 256) as u8)
+            .collect();
         let video = Video::new(width, height, pixels).unwrap();
         write_png_frames(&video, &frames_directory).unwrap();
         let mut names: Vec<_> = std::fs::read_dir(&frames_directory)
@@ -77,9 +97,13 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, ["frame_00000.png", "frame_00001.png", "frame_00002.png"]);
+        assert_eq!(
+            names,
+            ["frame_00000.png", "frame_00001.png", "frame_00002.png"]
+        );
         for index in 0..num_frames {
-            let (read_width, read_height, data) = read_png(&png_frame_path(&frames_directory, index));
+            let (read_width, read_height, data) =
+                read_png(&png_frame_path(&frames_directory, index));
             assert_eq!((read_width as usize, read_height as usize), (width, height));
             assert_eq!(data, video.frame(index));
         }
@@ -91,9 +115,17 @@ mod tests {
         let blocker = directory.path().join("file");
         fs_err::write(&blocker, b"x").unwrap();
         let video = Video::new(2, 2, vec![9; 12]).unwrap();
-        let message = write_png_frames(&video, &blocker.join("frames")).unwrap_err().to_string();
-        assert!(message.contains("file/frames") && message.contains("fix:"), "{message}");
-        let entries: Vec<_> = std::fs::read_dir(directory.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let message = write_png_frames(&video, &blocker.join("frames"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("file/frames") && message.contains("fix:"),
+            "{message}"
+        );
+        let entries: Vec<_> = std::fs::read_dir(directory.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(entries, ["file"]);
     }
 
@@ -104,11 +136,22 @@ mod tests {
         let video = Video::new(2, 2, vec![9; 12 * 3]).unwrap();
         // A frame path that is a non-empty directory cannot be renamed onto: the third frame fails.
         fs_err::create_dir_all(png_frame_path(&frames_directory, 2).join("occupied")).unwrap();
-        let message = write_png_frames(&video, &frames_directory).unwrap_err().to_string();
-        assert!(message.contains("frame_00002.png") && message.contains("fix:"), "{message}");
-        let left: Vec<_> = std::fs::read_dir(directory.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let message = write_png_frames(&video, &frames_directory)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("frame_00002.png") && message.contains("fix:"),
+            "{message}"
+        );
+        let left: Vec<_> = std::fs::read_dir(directory.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(left, ["frames"], "the staging directory is removed");
-        let frames: Vec<_> = std::fs::read_dir(&frames_directory).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let frames: Vec<_> = std::fs::read_dir(&frames_directory)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(frames, ["frame_00002.png"], "frames 0 and 1 are taken back");
     }
 }

@@ -41,7 +41,14 @@ pub struct DitDenoiser {
 }
 
 impl Denoiser for DitDenoiser {
-    fn velocity(&mut self, latents: &Tensor, timesteps: &[f32], branch: Branch, row: usize, cache: Option<&mut TeaCache>) -> Result<Tensor> {
+    fn velocity(
+        &mut self,
+        latents: &Tensor,
+        timesteps: &[f32],
+        branch: Branch,
+        row: usize,
+        cache: Option<&mut TeaCache>,
+    ) -> Result<Tensor> {
         let context = match branch {
             Branch::Conditional => &self.context,
             Branch::Unconditional => self.negative_context.as_ref().unwrap_or(&self.context),
@@ -63,20 +70,39 @@ impl Denoiser for DitDenoiser {
         match cache {
             None => self.dit.blocks(&mut pool)?,
             Some(cache) => {
-                let probe_name = if cache.probes_modulation() { io::TIME_MODULATION } else { io::TIME_EMBEDDING };
+                let probe_name = if cache.probes_modulation() {
+                    io::TIME_MODULATION
+                } else {
+                    io::TIME_EMBEDDING
+                };
                 let probe = pool.to_host(probe_name)?;
                 match cache.decide(branch, row, &probe.data) {
                     Decision::Compute => {
                         let before = pool.to_host(io::PATCH_TOKENS)?;
                         self.dit.blocks(&mut pool)?;
                         let after = pool.to_host(io::BLOCK_TOKENS)?;
-                        let residual = Tensor::new(after.shape.clone(), after.data.iter().zip(&before.data).map(|(a, b)| a - b).collect())?;
+                        let residual = Tensor::new(
+                            after.shape.clone(),
+                            after
+                                .data
+                                .iter()
+                                .zip(&before.data)
+                                .map(|(a, b)| a - b)
+                                .collect(),
+                        )?;
                         cache.store_residual(branch, residual);
                     }
                     Decision::Reuse => {
                         let tokens = pool.to_host(io::PATCH_TOKENS)?;
-                        let residual = cache.residual(branch).expect("reuse is only decided with a stored residual");
-                        let data = tokens.data.iter().zip(&residual.data).map(|(x, r)| x + r).collect();
+                        let residual = cache
+                            .residual(branch)
+                            .expect("reuse is only decided with a stored residual");
+                        let data = tokens
+                            .data
+                            .iter()
+                            .zip(&residual.data)
+                            .map(|(x, r)| x + r)
+                            .collect();
                         pool.insert_f32(io::BLOCK_TOKENS, &Tensor::new(tokens.shape, data)?)?;
                     }
                 }

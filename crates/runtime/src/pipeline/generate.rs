@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::denoiser::Denoiser;
-use super::plan::{Compat, Plan};
-use super::sampler::{FrameScheduler, Rows, WindowSettings, WindowStats, frames, replay_window_draws, sample_window};
+use super::plan::{Compat, Plan, Start};
+use super::sampler::{
+    FrameScheduler, Rows, WindowSettings, WindowStats, frames, replay_window_draws, sample_window,
+};
 use super::segments::{Segment, latent_frames};
 use crate::error::{Result, RuntimeError};
 use crate::noise::NoiseSource;
@@ -25,7 +27,13 @@ pub trait SamplingSchedule {
     /// A scheduler state for one latent frame, at step 0.
     fn frame_scheduler(&self) -> Box<dyn FrameScheduler>;
     /// The timestep matrix of a window of `frames` latent frames with `prefix` ready frames.
-    fn rows(&self, frames: usize, prefix: usize, ar_step: usize, causal_block_size: usize) -> Result<Rows>;
+    fn rows(
+        &self,
+        frames: usize,
+        prefix: usize,
+        ar_step: usize,
+        causal_block_size: usize,
+    ) -> Result<Rows>;
 }
 
 /// Where a long job keeps each finished window's latents, so a killed job resumes where it was.
@@ -56,7 +64,9 @@ impl WorkDir {
             fs_err::write(&partial, fingerprint)?;
             fs_err::rename(&partial, &job)?;
         }
-        Ok(WorkDir { dir: dir.to_path_buf() })
+        Ok(WorkDir {
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn window_path(&self, index: usize) -> PathBuf {
@@ -69,7 +79,9 @@ impl WorkDir {
             return Ok(None);
         }
         let expected: Vec<Option<usize>> = shape.iter().map(|&d| Some(d)).collect();
-        Ok(Some(crate::output::read_tensor(&path, "latents", &expected)?))
+        Ok(Some(crate::output::read_tensor(
+            &path, "latents", &expected,
+        )?))
     }
 
     fn save(&self, index: usize, latents: &Tensor) -> Result<()> {
@@ -144,18 +156,41 @@ fn concat_frames(a: &Tensor, b: &Tensor) -> Tensor {
 
 fn progress_bar(window: usize, windows: usize, rows: usize) -> ProgressBar {
     let bar = ProgressBar::new(rows as u64);
-    let template = format!("window {}/{} {{bar:30}} {{pos}}/{{len}} rows {{elapsed_precise}} eta {{eta}}", window + 1, windows);
-    bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let template = format!(
+        "window {}/{} {{bar:30}} {{pos}}/{{len}} rows {{elapsed_precise}} eta {{eta}}",
+        window + 1,
+        windows
+    );
+    bar.set_style(
+        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     bar
 }
 
+/// Clean inputs that condition a generation besides the prompt (see `Request::start`).
+#[derive(Default)]
+pub struct Conditioning {
+    /// Normalised latents `[1, 16, 1, h, w]` of a first image (`Start::Image`).
+    pub first_image: Option<Tensor>,
+    /// Normalised latents `[1, 16, 1, h, w]` of a last image, appended to the last window.
+    pub last_image: Option<Tensor>,
+    /// The video being extended `[1, 3, T, H, W]` in `[-1, 1]` (`Start::Video`): its last
+    /// `overlap_history` frames are encoded as the first prefix, and it heads the output video.
+    pub video: Option<Tensor>,
+}
+
 /// Runs every window of `plan`; `latent_channels` is 16.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the generation's inputs, passed explicitly rather than bundled"
+)]
 pub fn generate(
     plan: &Plan,
     denoiser: &mut dyn Denoiser,
     schedule: &dyn SamplingSchedule,
     settings: &WindowSettings,
     noise: &mut NoiseSource,
+    conditioning: &Conditioning,
     mut vae: Option<Vae<'_>>,
     work_dir: Option<&WorkDir>,
     show_progress: bool,
@@ -163,30 +198,64 @@ pub fn generate(
     let request = &plan.request;
     let (height, width) = plan.latent_size;
     let overlap_latents = request.overlap_history.map(latent_frames).unwrap_or(0);
+    let overlap_pixels = request.overlap_history.unwrap_or(0);
+    let extension = conditioning.video.is_some();
     let mut stats = GenerationStats::default();
     let mut joined: Option<Tensor> = None;
-    let mut video: Option<Tensor> = None;
+    // Upstream mode: the decoded video so far (an extended video starts as the input).
+    let mut video: Option<Tensor> = conditioning.video.clone();
     let windows = plan.segments.len();
     for segment in &plan.segments {
         let shape = [1, 16, segment.latent_frames, height, width];
         let mut latents = noise.draw(&shape)?;
-        if let Some(saved) = work_dir.map(|w| w.load(segment.index, &shape)).transpose()?.flatten() {
-            let prefix_frames = if segment.index > 0 { overlap_latents - overlap_latents % request.causal_block_size } else { 0 };
-            let rows = schedule.rows(segment.latent_frames, prefix_frames, request.ar_step, request.causal_block_size)?;
-            replay_window_draws(&rows, prefix_frames, settings, &shape, noise)?;
+        if let Some(saved) = work_dir
+            .map(|w| w.load(segment.index, &shape))
+            .transpose()?
+            .flatten()
+        {
+            let rows = window_rows(
+                schedule,
+                segment,
+                request.ar_step,
+                request.causal_block_size,
+            )?;
+            replay_window_draws(&rows, segment.prefix_frames, settings, &shape, noise)?;
             stats.windows_resumed += 1;
             latents = saved;
         } else {
-            let previous = Previous { joined: joined.as_ref(), video: video.as_ref() };
-            let bar = if show_progress { progress_bar(segment.index, windows, segment.latent_frames) } else { ProgressBar::hidden() };
-            let (window, rows) = sample_segment(plan, denoiser, schedule, settings, noise, vae.as_mut(), segment, &mut latents, previous, &bar)?;
+            let previous = Previous {
+                joined: joined.as_ref(),
+                video: video.as_ref(),
+            };
+            let bar = if show_progress {
+                progress_bar(segment.index, windows, segment.latent_frames)
+            } else {
+                ProgressBar::hidden()
+            };
+            let prefix = segment_prefix(plan, conditioning, vae.as_mut(), segment, previous)?;
+            let (window, rows) = sample_segment(
+                plan,
+                denoiser,
+                schedule,
+                settings,
+                noise,
+                segment,
+                &mut latents,
+                prefix.as_ref(),
+                conditioning.last_image.as_ref(),
+                &bar,
+            )?;
             bar.finish();
             stats.add(window, rows);
             if let Some(work_dir) = work_dir {
                 work_dir.save(segment.index, &latents)?;
             }
         }
-        let new_latents = if segment.index == 0 { latents.clone() } else { frames(&latents, overlap_latents, latents.shape[2]) };
+        let new_latents = if segment.index == 0 {
+            latents.clone()
+        } else {
+            frames(&latents, overlap_latents, latents.shape[2])
+        };
         joined = Some(match joined {
             None => new_latents,
             Some(previous) => concat_frames(&previous, &new_latents),
@@ -195,18 +264,27 @@ pub fn generate(
             let decoded = vae.decoder.decode(&latents)?;
             video = Some(match video {
                 None => decoded,
-                Some(previous) => {
-                    let overlap = request.overlap_history.unwrap_or(0);
-                    concat_frames(&previous, &frames(&decoded, overlap, decoded.shape[2]))
-                }
+                Some(previous) => concat_frames(
+                    &previous,
+                    &frames(&decoded, overlap_pixels, decoded.shape[2]),
+                ),
             });
         }
     }
     let latents = joined.expect("a plan has at least one window");
     if let (Compat::Diffusers, Some(vae)) = (request.compat, vae.as_mut()) {
-        video = Some(vae.decoder.decode(&latents)?);
+        // diffusers decodes every latent (an extension's first prefix included) after the input video.
+        let decoded = vae.decoder.decode(&latents)?;
+        video = Some(match (&conditioning.video, extension) {
+            (Some(input), true) => concat_frames(input, &decoded),
+            _ => decoded,
+        });
     }
-    Ok(Generation { latents, video, stats })
+    Ok(Generation {
+        latents,
+        video,
+        stats,
+    })
 }
 
 /// What earlier windows left: the joined latents and (upstream mode) the decoded video.
@@ -215,45 +293,126 @@ struct Previous<'a> {
     video: Option<&'a Tensor>,
 }
 
-/// Writes `segment`'s prefix (from `previous`) into `latents` and samples the window; returns its
-/// cost and row count.
-#[expect(clippy::too_many_arguments, reason = "the loop's state, passed explicitly rather than bundled")]
+/// The timestep matrix of `segment`, an appended end frame held at t = 0 and never stepped.
+fn window_rows(
+    schedule: &dyn SamplingSchedule,
+    segment: &Segment,
+    ar_step: usize,
+    causal_block_size: usize,
+) -> Result<Rows> {
+    let frames = segment.latent_frames + segment.end_frames;
+    let mut rows = schedule.rows(frames, segment.prefix_frames, ar_step, causal_block_size)?;
+    for (timesteps, update) in rows.timesteps.iter_mut().zip(&mut rows.update) {
+        for f in segment.latent_frames..frames {
+            timesteps[f] = 0.0;
+            update[f] = false;
+        }
+    }
+    Ok(rows)
+}
+
+/// The clean latents that open `segment`: a first image, the encoded tail of the video so far
+/// (upstream long videos and every extension window in upstream mode; an extension's first window
+/// in both modes), or the last overlap latents of the joined windows (diffusers long videos).
+fn segment_prefix(
+    plan: &Plan,
+    conditioning: &Conditioning,
+    vae: Option<&mut Vae<'_>>,
+    segment: &Segment,
+    previous: Previous<'_>,
+) -> Result<Option<Tensor>> {
+    let request = &plan.request;
+    if segment.prefix_frames == 0 {
+        return Ok(None);
+    }
+    if segment.index == 0 && request.start == Start::Image {
+        let image = conditioning.first_image.as_ref().ok_or_else(|| {
+            RuntimeError::Invalid(
+                "the plan starts from an image, but no image latents were given".into(),
+            )
+        })?;
+        return Ok(Some(image.clone()));
+    }
+    let reencode = segment.index == 0 || request.compat == Compat::Upstream;
+    if reencode {
+        let encoder = vae.and_then(|v| v.encoder.as_deref_mut()).ok_or_else(|| {
+            RuntimeError::Invalid(
+                "this generation re-encodes decoded frames, but no VAE encoder was loaded".into(),
+            )
+        })?;
+        let decoded = previous.video.ok_or_else(|| {
+            RuntimeError::Invalid("window prefix: no video to continue from".into())
+        })?;
+        let total = decoded.shape[2];
+        let overlap = request.overlap_history.unwrap_or(0);
+        return Ok(Some(encoder.encode(&frames(
+            decoded,
+            total - overlap,
+            total,
+        ))?));
+    }
+    let joined = previous.joined.expect("a window precedes this one");
+    let overlap = request.overlap_history.map(latent_frames).unwrap_or(0);
+    Ok(Some(frames(
+        joined,
+        joined.shape[2] - overlap,
+        joined.shape[2],
+    )))
+}
+
+/// Writes `prefix` and `end` into the window and samples it; `latents` holds the window's noise
+/// on entry and its sampled frames (end frame dropped) on return. Returns its cost and row count.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the loop's state, passed explicitly rather than bundled"
+)]
 fn sample_segment(
     plan: &Plan,
     denoiser: &mut dyn Denoiser,
     schedule: &dyn SamplingSchedule,
     settings: &WindowSettings,
     noise: &mut NoiseSource,
-    vae: Option<&mut Vae<'_>>,
     segment: &Segment,
     latents: &mut Tensor,
-    previous: Previous<'_>,
+    prefix: Option<&Tensor>,
+    end: Option<&Tensor>,
     progress: &ProgressBar,
 ) -> Result<(WindowStats, usize)> {
     let request = &plan.request;
-    let overlap_latents = request.overlap_history.map(latent_frames).unwrap_or(0);
-    let mut prefix_frames = 0;
-    if segment.index > 0 {
-        let prefix = match (request.compat, vae) {
-            (Compat::Upstream, Some(Vae { encoder: Some(encoder), .. })) => {
-                let decoded = previous.video.expect("upstream mode decodes every window");
-                let total = decoded.shape[2];
-                let overlap = request.overlap_history.unwrap_or(0);
-                encoder.encode(&frames(decoded, total - overlap, total))?
-            }
-            _ => {
-                let previous = previous.joined.expect("a window precedes this one");
-                frames(previous, previous.shape[2] - overlap_latents, previous.shape[2])
-            }
-        };
-        prefix_frames = prefix.shape[2] - prefix.shape[2] % request.causal_block_size;
-        for f in 0..prefix_frames {
-            super::sampler::set_frame(latents, f, &super::sampler::frame(&prefix, f));
+    if let Some(prefix) = prefix {
+        for f in 0..segment.prefix_frames {
+            super::sampler::set_frame(latents, f, &super::sampler::frame(prefix, f));
         }
     }
-    let rows = schedule.rows(segment.latent_frames, prefix_frames, request.ar_step, request.causal_block_size)?;
-    let mut schedulers: Vec<Box<dyn FrameScheduler>> = (0..segment.latent_frames).map(|_| schedule.frame_scheduler()).collect();
-progress.set_length(rows.timesteps.len() as u64);
-let window = sample_window(denoiser, latents, prefix_frames, &rows, &mut schedulers, settings, noise, progress)?;
-Ok((window, rows.timesteps.len()))
+    let mut window = match (segment.end_frames, end) {
+        (0, _) => latents.clone(),
+        (_, Some(end)) => concat_frames(latents, end),
+        (_, None) => {
+            return Err(RuntimeError::Invalid(
+                "the plan ends on a last image, but no image latents were given".into(),
+            ));
+        }
+    };
+    let rows = window_rows(
+        schedule,
+        segment,
+        request.ar_step,
+        request.causal_block_size,
+    )?;
+    let total = segment.latent_frames + segment.end_frames;
+    let mut schedulers: Vec<Box<dyn FrameScheduler>> =
+        (0..total).map(|_| schedule.frame_scheduler()).collect();
+    progress.set_length(rows.timesteps.len() as u64);
+    let stats = sample_window(
+        denoiser,
+        &mut window,
+        segment.prefix_frames,
+        &rows,
+        &mut schedulers,
+        settings,
+        noise,
+        progress,
+    )?;
+    *latents = frames(&window, 0, segment.latent_frames);
+    Ok((stats, rows.timesteps.len()))
 }

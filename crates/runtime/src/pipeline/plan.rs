@@ -1,7 +1,7 @@
 //! The user's request turned into a validated plan before any model is loaded: every check that
 //! can fail on input happens here, with a message naming the flag and the fix.
 
-use super::segments::{Segment, plan_segments};
+use super::segments::{Segment, plan_extension_segments, plan_segments};
 use crate::error::{Result, RuntimeError};
 
 /// Which reference's choices to reproduce (SPEC.md §3.7).
@@ -13,6 +13,20 @@ pub enum Compat {
     /// diffusers 0.42.1: σ from 1 (−1e-6), long videos reuse overlap latents, block-causal attention
     /// whenever `causal_block_size > 1`.
     Diffusers,
+}
+
+/// What the first window starts from besides noise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Noise only (text-to-video).
+    Noise,
+    /// A first image: one clean latent frame (diffusion forcing with `--image`).
+    Image,
+    /// An existing video of this many pixel frames, extended (`--video`).
+    Video {
+        /// Pixel frames of the input video.
+        frames: usize,
+    },
 }
 
 /// Sampling settings as given by the user.
@@ -46,6 +60,10 @@ pub struct Request {
     pub addnoise_condition: f32,
     /// Reference behaviour to follow.
     pub compat: Compat,
+    /// What the first window starts from.
+    pub start: Start,
+    /// Whether a last image ends the video.
+    pub last_image: bool,
 }
 
 /// A validated request.
@@ -70,7 +88,11 @@ impl Plan {
     pub fn new(request: Request) -> Result<Plan> {
         let r = &request;
         if r.num_frames == 0 || (r.num_frames - 1) % 4 != 0 {
-            let lower = if r.num_frames > 0 { (r.num_frames - 1) / 4 * 4 + 1 } else { 1 };
+            let lower = if r.num_frames > 0 {
+                (r.num_frames - 1) / 4 * 4 + 1
+            } else {
+                1
+            };
             return Err(invalid(format!(
                 "--num-frames {} is not of the form 4k+1 (the VAE compresses time 4x causally)\n  fix: use {} or {}",
                 r.num_frames,
@@ -92,27 +114,76 @@ impl Plan {
             return Err(invalid("--steps must be at least 1".into()));
         }
         if !r.guidance.is_finite() || r.guidance < 0.0 {
-            return Err(invalid(format!("--guidance {} must be a finite number ≥ 0 (upstream uses 6.0 for T2V, 5.0 for I2V; ≤ 1 disables the negative prompt)", r.guidance)));
+            return Err(invalid(format!(
+                "--guidance {} must be a finite number ≥ 0 (upstream uses 6.0 for T2V, 5.0 for I2V; ≤ 1 disables the negative prompt)",
+                r.guidance
+            )));
         }
         if r.fps == 0 {
-            return Err(invalid("--fps must be at least 1\n  fix: use 24 (or 16, the model's other fps bucket)".into()));
+            return Err(invalid(
+                "--fps must be at least 1\n  fix: use 24 (or 16, the model's other fps bucket)"
+                    .into(),
+            ));
         }
         if r.causal_block_size == 0 {
             return Err(invalid("--causal-block-size must be at least 1".into()));
         }
         if !(0.0..=1000.0).contains(&r.addnoise_condition) {
-            return Err(invalid(format!("--addnoise-condition {} must be within 0..1000 (upstream recommends 20)", r.addnoise_condition)));
+            return Err(invalid(format!(
+                "--addnoise-condition {} must be within 0..1000 (upstream recommends 20)",
+                r.addnoise_condition
+            )));
         }
         let base = r.base_num_frames.unwrap_or(r.num_frames);
         if base == 0 || (base - 1) % 4 != 0 {
-            return Err(invalid(format!("--base-num-frames {base} is not of the form 4k+1")));
+            return Err(invalid(format!(
+                "--base-num-frames {base} is not of the form 4k+1"
+            )));
         }
         if let Some(overlap) = r.overlap_history {
             if overlap == 0 || (overlap - 1) % 4 != 0 {
-                return Err(invalid(format!("--overlap-history {overlap} is not of the form 4k+1 (upstream uses 17)")));
+                return Err(invalid(format!(
+                    "--overlap-history {overlap} is not of the form 4k+1 (upstream uses 17)"
+                )));
             }
         }
-        let segments = plan_segments(r.num_frames, base, r.overlap_history)?;
+        let mut segments = match r.start {
+            Start::Video { frames } => {
+                let overlap = r.overlap_history.ok_or_else(|| {
+                    invalid("--video continues from the input's last --overlap-history frames\n  fix: pass --overlap-history (upstream uses 17)".into())
+                })?;
+                if frames < overlap {
+                    return Err(invalid(format!(
+                        "the --video has {frames} frames, fewer than --overlap-history {overlap}\n  fix: give a longer video or a smaller --overlap-history (4k+1)"
+                    )));
+                }
+                plan_extension_segments(r.num_frames, base, overlap)?
+            }
+            Start::Noise | Start::Image => plan_segments(r.num_frames, base, r.overlap_history)?,
+        };
+        if (r.start == Start::Image || r.last_image) && r.causal_block_size > 1 {
+            return Err(invalid(format!(
+                "--image/--last-image need --causal-block-size 1: an image is one latent frame, which a block of {} cannot hold (upstream then ignores or re-noises the image)\n  fix: use --causal-block-size 1 (with --ar-step for asynchronous sampling)",
+                r.causal_block_size
+            )));
+        }
+        if r.last_image && matches!(r.start, Start::Video { .. }) {
+            return Err(invalid("--last-image cannot be combined with --video (extension continues a video; it has no end frame)\n  fix: drop one of them".into()));
+        }
+        let block = r.causal_block_size;
+        for segment in &mut segments {
+            segment.prefix_frames = match (segment.index, r.start) {
+                (0, Start::Noise) => 0,
+                (0, Start::Image) => 1,
+                _ => segment.prefix_frames - segment.prefix_frames % block,
+            };
+        }
+        if r.last_image {
+            segments
+                .last_mut()
+                .expect("a plan has at least one window")
+                .end_frames = 1;
+        }
         for segment in &segments {
             if segment.latent_frames % r.causal_block_size != 0 {
                 return Err(invalid(format!(
@@ -121,9 +192,15 @@ impl Plan {
                 )));
             }
         }
-        let block_causal = r.causal_block_size > 1 && (r.causal_attention || r.compat == Compat::Diffusers);
+        let block_causal =
+            r.causal_block_size > 1 && (r.causal_attention || r.compat == Compat::Diffusers);
         let latent_size = (r.height / 8, r.width / 8);
-        Ok(Plan { request, latent_size, segments, block_causal })
+        Ok(Plan {
+            request,
+            latent_size,
+            segments,
+            block_causal,
+        })
     }
 }
 
@@ -147,6 +224,8 @@ mod tests {
             overlap_history: None,
             addnoise_condition: 0.0,
             compat: Compat::Upstream,
+            start: Start::Noise,
+            last_image: false,
         }
     }
 
@@ -160,23 +239,158 @@ mod tests {
 
     #[test]
     fn rejects_bad_sizes_with_a_fix() {
-        let error = Plan::new(Request { num_frames: 96, ..request() }).unwrap_err().to_string();
-        assert!(error.contains("4k+1") && error.contains("use 93 or 97"), "{error}");
-        let error = Plan::new(Request { height: 540, ..request() }).unwrap_err().to_string();
-        assert!(error.contains("--height 540") && error.contains("use 528 or 544"), "{error}");
-        let error = Plan::new(Request { causal_block_size: 5, num_frames: 121, ..request() }).unwrap_err().to_string();
-        assert!(error.contains("does not divide the 31 latent frames"), "{error}");
-        let error = Plan::new(Request { guidance: f32::NAN, ..request() }).unwrap_err().to_string();
+        let error = Plan::new(Request {
+            num_frames: 96,
+            ..request()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("4k+1") && error.contains("use 93 or 97"),
+            "{error}"
+        );
+        let error = Plan::new(Request {
+            height: 540,
+            ..request()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("--height 540") && error.contains("use 528 or 544"),
+            "{error}"
+        );
+        let error = Plan::new(Request {
+            causal_block_size: 5,
+            num_frames: 121,
+            ..request()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("does not divide the 31 latent frames"),
+            "{error}"
+        );
+        let error = Plan::new(Request {
+            guidance: f32::NAN,
+            ..request()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("--guidance NaN"), "{error}");
-        let error = Plan::new(Request { fps: 0, ..request() }).unwrap_err().to_string();
+        let error = Plan::new(Request {
+            fps: 0,
+            ..request()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("--fps") && error.contains("fix:"), "{error}");
     }
 
     #[test]
+    fn first_image_and_extension_set_the_first_prefix() {
+        let image = Plan::new(Request {
+            start: Start::Image,
+            last_image: true,
+            ..request()
+        })
+        .unwrap();
+        assert_eq!(
+            (
+                image.segments[0].prefix_frames,
+                image.segments[0].end_frames
+            ),
+            (1, 1)
+        );
+        let long = Request {
+            num_frames: 257,
+            base_num_frames: Some(97),
+            overlap_history: Some(17),
+            ..request()
+        };
+        let plan = Plan::new(Request {
+            start: Start::Image,
+            last_image: true,
+            ..long.clone()
+        })
+        .unwrap();
+        let windows: Vec<_> = plan
+            .segments
+            .iter()
+            .map(|s| (s.latent_frames, s.prefix_frames, s.end_frames))
+            .collect();
+        assert_eq!(windows, [(25, 1, 0), (25, 5, 0), (25, 5, 1)]);
+        let extension = Plan::new(Request {
+            start: Start::Video { frames: 33 },
+            num_frames: 117,
+            ..long.clone()
+        })
+        .unwrap();
+        let windows: Vec<_> = extension
+            .segments
+            .iter()
+            .map(|s| (s.latent_frames, s.prefix_frames))
+            .collect();
+        assert_eq!(windows, [(25, 5), (10, 5)]);
+        let error = Plan::new(Request {
+            start: Start::Video { frames: 9 },
+            ..long.clone()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("fewer than --overlap-history 17"), "{error}");
+        let error = Plan::new(Request {
+            start: Start::Video { frames: 33 },
+            overlap_history: None,
+            ..long.clone()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("--overlap-history"), "{error}");
+        let error = Plan::new(Request {
+            start: Start::Image,
+            ar_step: 5,
+            causal_block_size: 5,
+            ..request()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("--causal-block-size 1"), "{error}");
+        let error = Plan::new(Request {
+            start: Start::Video { frames: 33 },
+            last_image: true,
+            ..long
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("--last-image cannot be combined with --video"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn block_causal_attention_follows_the_compat_mode() {
-        let asynchronous = Request { ar_step: 5, causal_block_size: 5, ..request() };
+        let asynchronous = Request {
+            ar_step: 5,
+            causal_block_size: 5,
+            ..request()
+        };
         assert!(!Plan::new(asynchronous.clone()).unwrap().block_causal);
-        assert!(Plan::new(Request { causal_attention: true, ..asynchronous.clone() }).unwrap().block_causal);
-        assert!(Plan::new(Request { compat: Compat::Diffusers, ..asynchronous }).unwrap().block_causal);
+        assert!(
+            Plan::new(Request {
+                causal_attention: true,
+                ..asynchronous.clone()
+            })
+            .unwrap()
+            .block_causal
+        );
+        assert!(
+            Plan::new(Request {
+                compat: Compat::Diffusers,
+                ..asynchronous
+            })
+            .unwrap()
+            .block_causal
+        );
     }
 }

@@ -49,7 +49,11 @@ pub struct WindowStats {
 
 /// Latent frame `f` of `[1, C, F, H, W]` as a `[C, H, W]` vector.
 pub(crate) fn frame(latents: &Tensor, f: usize) -> Vec<f32> {
-    let (channels, frames, plane) = (latents.shape[1], latents.shape[2], latents.shape[3] * latents.shape[4]);
+    let (channels, frames, plane) = (
+        latents.shape[1],
+        latents.shape[2],
+        latents.shape[3] * latents.shape[4],
+    );
     let mut out = Vec::with_capacity(channels * plane);
     for c in 0..channels {
         let start = (c * frames + f) * plane;
@@ -60,7 +64,11 @@ pub(crate) fn frame(latents: &Tensor, f: usize) -> Vec<f32> {
 
 /// Writes a `[C, H, W]` vector into latent frame `f`.
 pub(crate) fn set_frame(latents: &mut Tensor, f: usize, values: &[f32]) {
-    let (channels, frames, plane) = (latents.shape[1], latents.shape[2], latents.shape[3] * latents.shape[4]);
+    let (channels, frames, plane) = (
+        latents.shape[1],
+        latents.shape[2],
+        latents.shape[3] * latents.shape[4],
+    );
     for c in 0..channels {
         let start = (c * frames + f) * plane;
         latents.data[start..start + plane].copy_from_slice(&values[c * plane..(c + 1) * plane]);
@@ -69,23 +77,50 @@ pub(crate) fn set_frame(latents: &mut Tensor, f: usize, values: &[f32]) {
 
 /// Frames `[start, end)` of `[1, C, F, H, W]`.
 pub(crate) fn frames(latents: &Tensor, start: usize, end: usize) -> Tensor {
-    let (channels, count, plane) = (latents.shape[1], latents.shape[2], latents.shape[3] * latents.shape[4]);
+    let (channels, count, plane) = (
+        latents.shape[1],
+        latents.shape[2],
+        latents.shape[3] * latents.shape[4],
+    );
     let mut data = Vec::with_capacity(channels * (end - start) * plane);
     for c in 0..channels {
-        data.extend_from_slice(&latents.data[(c * count + start) * plane..(c * count + end) * plane]);
+        data.extend_from_slice(
+            &latents.data[(c * count + start) * plane..(c * count + end) * plane],
+        );
     }
-    Tensor { shape: vec![1, channels, end - start, latents.shape[3], latents.shape[4]], data }
+    Tensor {
+        shape: vec![1, channels, end - start, latents.shape[3], latents.shape[4]],
+        data,
+    }
 }
 
 /// The shape of the prefix re-noising draw a row makes, if it makes one.
-fn addnoise_draw(settings: &WindowSettings, (start, _end): (usize, usize), prefix_frames: usize, latent_shape: &[usize]) -> Option<[usize; 5]> {
-    (settings.addnoise_condition > 0.0 && start < prefix_frames)
-        .then(|| [1, latent_shape[1], prefix_frames - start, latent_shape[3], latent_shape[4]])
+fn addnoise_draw(
+    settings: &WindowSettings,
+    (start, _end): (usize, usize),
+    prefix_frames: usize,
+    latent_shape: &[usize],
+) -> Option<[usize; 5]> {
+    (settings.addnoise_condition > 0.0 && start < prefix_frames).then(|| {
+        [
+            1,
+            latent_shape[1],
+            prefix_frames - start,
+            latent_shape[3],
+            latent_shape[4],
+        ]
+    })
 }
 
 /// Consumes the noise draws a window's rows would make, without running the model: how a
 /// resumed job keeps the noise stream of later windows identical to an uninterrupted run.
-pub fn replay_window_draws(rows: &Rows, prefix_frames: usize, settings: &WindowSettings, latent_shape: &[usize], noise: &mut NoiseSource) -> Result<()> {
+pub fn replay_window_draws(
+    rows: &Rows,
+    prefix_frames: usize,
+    settings: &WindowSettings,
+    latent_shape: &[usize],
+    noise: &mut NoiseSource,
+) -> Result<()> {
     for &interval in &rows.interval {
         if let Some(shape) = addnoise_draw(settings, interval, prefix_frames, latent_shape) {
             noise.draw(&shape)?;
@@ -107,7 +142,10 @@ pub fn sample_window(
     progress: &ProgressBar,
 ) -> Result<WindowStats> {
     let guided = settings.guidance > 1.0 && denoiser.has_unconditional();
-    let mut cache = settings.teacache.clone().map(|config| TeaCache::new(config, rows.timesteps.len()));
+    let mut cache = settings
+        .teacache
+        .clone()
+        .map(|config| TeaCache::new(config, rows.timesteps.len()));
     let mut stats = WindowStats::default();
     for (row, timesteps) in rows.timesteps.iter().enumerate() {
         let (start, end) = rows.interval[row];
@@ -115,14 +153,16 @@ pub fn sample_window(
         let mut row_timesteps = timesteps[start..end].to_vec();
         if let Some(shape) = addnoise_draw(settings, (start, end), prefix_frames, &input.shape) {
             let factor = 0.001 * settings.addnoise_condition;
-            let (channels, plane, width) = (input.shape[1], input.shape[3] * input.shape[4], end - start);
+            let (channels, plane, width) =
+                (input.shape[1], input.shape[3] * input.shape[4], end - start);
             let fresh = noise.draw(&shape)?;
             for c in 0..channels {
                 for f in 0..prefix_frames - start {
                     let target = (c * width + f) * plane;
                     let source = (c * (prefix_frames - start) + f) * plane;
                     for i in 0..plane {
-                        input.data[target + i] = input.data[target + i] * (1.0 - factor) + fresh.data[source + i] * factor;
+                        input.data[target + i] = input.data[target + i] * (1.0 - factor)
+                            + fresh.data[source + i] * factor;
                     }
                 }
             }
@@ -130,14 +170,34 @@ pub fn sample_window(
                 *t = settings.addnoise_condition;
             }
         }
-        let conditional = denoiser.velocity(&input, &row_timesteps, Branch::Conditional, row, cache.as_mut())?;
+        let conditional = denoiser.velocity(
+            &input,
+            &row_timesteps,
+            Branch::Conditional,
+            row,
+            cache.as_mut(),
+        )?;
         stats.forwards += 1;
         let velocity = if guided {
-            let unconditional = denoiser.velocity(&input, &row_timesteps, Branch::Unconditional, row, cache.as_mut())?;
+            let unconditional = denoiser.velocity(
+                &input,
+                &row_timesteps,
+                Branch::Unconditional,
+                row,
+                cache.as_mut(),
+            )?;
             stats.forwards += 1;
             let g = settings.guidance;
-            let data = unconditional.data.iter().zip(&conditional.data).map(|(u, c)| u + g * (c - u)).collect();
-            Tensor { shape: conditional.shape, data }
+            let data = unconditional
+                .data
+                .iter()
+                .zip(&conditional.data)
+                .map(|(u, c)| u + g * (c - u))
+                .collect();
+            Tensor {
+                shape: conditional.shape,
+                data,
+            }
         } else {
             conditional
         };

@@ -13,8 +13,12 @@ use crate::timestep_matrix::timestep_matrix;
 impl FrameScheduler for FlowUniPc {
     fn step(&mut self, velocity: &[f32], sample: &[f32]) -> Vec<f32> {
         let mut next = sample.to_vec();
-        Scheduler::step(self, ArrayView1::from(velocity), ArrayViewMut1::from(next.as_mut_slice()))
-            .expect("velocity and sample are frames of the same window");
+        Scheduler::step(
+            self,
+            ArrayView1::from(velocity),
+            ArrayViewMut1::from(next.as_mut_slice()),
+        )
+        .expect("velocity and sample are frames of the same window");
         next
     }
 }
@@ -30,33 +34,78 @@ pub struct FlowSchedule {
 
 impl FlowSchedule {
     /// `steps` steps with flow `shift`, for a diffusion-forcing or a synchronous loop.
-    pub fn new(compat: Compat, steps: usize, shift: f64, diffusion_forcing: bool) -> Result<FlowSchedule> {
+    pub fn new(
+        compat: Compat,
+        steps: usize,
+        shift: f64,
+        diffusion_forcing: bool,
+    ) -> Result<FlowSchedule> {
         let sigmas = match compat {
             Compat::Upstream => SigmaSchedule::Upstream,
             Compat::Diffusers => SigmaSchedule::Diffusers,
         };
-        let schedule = Schedule::new(sigmas, steps, shift).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
-        Ok(FlowSchedule { schedule, diffusion_forcing })
+        let schedule = Schedule::new(sigmas, steps, shift)
+            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        Ok(FlowSchedule {
+            schedule,
+            diffusion_forcing,
+        })
     }
 }
 
 impl SamplingSchedule for FlowSchedule {
     fn template(&self) -> Vec<f32> {
-        self.schedule.timesteps().iter().map(|&t| t as f32).collect()
+        self.schedule
+            .timesteps()
+            .iter()
+            .map(|&t| t as f32)
+            .collect()
     }
 
     fn frame_scheduler(&self) -> Box<dyn FrameScheduler> {
-        let first = if self.diffusion_forcing { FirstStepSample::Output } else { FirstStepSample::Input };
+        let first = if self.diffusion_forcing {
+            FirstStepSample::Output
+        } else {
+            FirstStepSample::Input
+        };
         Box::new(FlowUniPc::with_first_step_sample(&self.schedule, first))
     }
 
-    fn rows(&self, frames: usize, prefix: usize, ar_step: usize, causal_block_size: usize) -> Result<Rows> {
-        let matrix = timestep_matrix(frames, self.schedule.timesteps(), frames, ar_step, prefix, causal_block_size, false)
-            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+    fn rows(
+        &self,
+        frames: usize,
+        prefix: usize,
+        ar_step: usize,
+        causal_block_size: usize,
+    ) -> Result<Rows> {
+        let matrix = timestep_matrix(
+            frames,
+            self.schedule.timesteps(),
+            frames,
+            ar_step,
+            prefix,
+            causal_block_size,
+            false,
+        )
+        .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
         Ok(Rows {
-            timesteps: matrix.step_matrix.rows().into_iter().map(|row| row.iter().map(|&t| t as f32).collect()).collect(),
-            update: matrix.update_mask.rows().into_iter().map(|row| row.to_vec()).collect(),
-            interval: matrix.valid_interval.iter().map(|r| (r.start, r.end)).collect(),
+            timesteps: matrix
+                .step_matrix
+                .rows()
+                .into_iter()
+                .map(|row| row.iter().map(|&t| t as f32).collect())
+                .collect(),
+            update: matrix
+                .update_mask
+                .rows()
+                .into_iter()
+                .map(|row| row.to_vec())
+                .collect(),
+            interval: matrix
+                .valid_interval
+                .iter()
+                .map(|r| (r.start, r.end))
+                .collect(),
         })
     }
 }

@@ -1,0 +1,104 @@
+//! The built-in tiny model exported for CLI tests (as `skyreels-export tiny` does), and its
+//! image-to-video sibling.
+
+use std::path::{Path, PathBuf};
+
+use skyreels_contract::manifest::FORMAT_VERSION;
+use skyreels_contract::{Manifest, ModelType};
+use skyreels_exporter::dit::layers::AttentionKind;
+use skyreels_exporter::dit::{self, DitExportOptions};
+use skyreels_exporter::image::{self, ImageExportOptions};
+use skyreels_exporter::text::{self, TextExportOptions};
+use skyreels_exporter::tiny::{self, StorageDtype};
+use skyreels_exporter::vae::{self, VaeExportOptions};
+use skyreels_graph::DType;
+
+/// Which tiny model to export.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TinyModel {
+    /// The diffusion-forcing text-to-video model of `skyreels-export tiny`.
+    DiffusionForcing,
+    /// An image-to-video DiT (36 input channels, image embedding) with the CLIP fixture of
+    /// `tests/fixtures/clip/hf` (hidden size 32) as its image encoder.
+    ImageToVideo,
+}
+
+/// Exports the tiny model into `out` (DiT with the block-causal graph, VAE, umT5 + tokenizer, and
+/// CLIP for I2V) with an fp32 CPU manifest.
+pub(crate) fn export_tiny_engine(out: &Path, model: TinyModel) {
+    let source = tempfile::tempdir().expect("tempdir");
+    let mut config = tiny::tiny_dit_config();
+    if model == TinyModel::ImageToVideo {
+        config = skyreels_contract::DitConfig {
+            model_type: ModelType::I2v,
+            in_dim: 36,
+            image_dim: Some(32),
+            image_len: Some(257),
+            inject_sample_info: false,
+            ..config
+        };
+    }
+    tiny::write_random_dit(source.path(), &config, StorageDtype::F32, 0).expect("dit");
+    vae::random::write_random_vae(
+        &source.path().join("vae"),
+        &vae::random::tiny_vae_config(),
+        0,
+    )
+    .expect("vae");
+    text::tiny::write_tiny(source.path(), 0).expect("text");
+    let options = DitExportOptions {
+        compute: DType::F32,
+        attention: AttentionKind::MatMul,
+        causal_variant: true,
+        link_weights: false,
+    };
+    let dit = dit::export(source.path(), out, &options).expect("export dit");
+    let vae_source = vae::locate(source.path()).expect("vae source");
+    let vae = vae::export(
+        &vae_source,
+        out,
+        &VaeExportOptions {
+            link_weights: false,
+        },
+    )
+    .expect("export vae");
+    let found = text::locate(source.path()).expect("text source");
+    let text_options = TextExportOptions {
+        compute: DType::F32,
+        attention: AttentionKind::MatMul,
+        link_weights: false,
+    };
+    let text =
+        text::export(&found.checkpoint, &found.tokenizer, out, &text_options).expect("export text");
+    let image_encoder = (model == TinyModel::ImageToVideo).then(|| {
+        let clip = fixtures_dir().join("clip").join("hf");
+        let options = ImageExportOptions {
+            compute: DType::F32,
+            attention: AttentionKind::MatMul,
+            link_weights: false,
+            preprocess: image::preprocess_from(None).expect("preprocess"),
+        };
+        image::export(&clip, out, &options)
+            .expect("export clip")
+            .component
+    });
+    Manifest {
+        format_version: FORMAT_VERSION,
+        producer: "runtime CLI test".into(),
+        target: "cpu".into(),
+        precision: "fp32".into(),
+        attention: AttentionKind::MatMul.name().into(),
+        dit: Some(dit.component),
+        vae: Some(vae.component),
+        text_encoder: Some(text.component),
+        image_encoder,
+        build: None,
+    }
+    .save(out)
+    .expect("manifest");
+}
+
+/// The repository's `tests/fixtures`.
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
