@@ -39,6 +39,7 @@ impl TinyEngine {
             &vae_source,
             &engine,
             &VaeExportOptions {
+                compute: skyreels_graph::DType::F32,
                 link_weights: false,
             },
         )?;

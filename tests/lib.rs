@@ -121,7 +121,10 @@ pub fn export_dit_engine(
 
 /// Adds the tiny diffusers-layout VAE fixture to an engine directory (graphs and manifest entry).
 pub fn add_vae_to_engine(engine: &Path) {
-    let options = skyreels_exporter::vae::VaeExportOptions { link_weights: true };
+    let options = skyreels_exporter::vae::VaeExportOptions {
+        compute: skyreels_graph::DType::F32,
+        link_weights: true,
+    };
     let export = skyreels_exporter::vae::export(
         &fixtures_dir().join("vae").join("diffusers"),
         engine,

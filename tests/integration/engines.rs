@@ -53,6 +53,7 @@ fn export_tiny(attention: AttentionKind) -> tempfile::TempDir {
         &vae_file.join(vae::random::RANDOM_VAE_FILE),
         out.path(),
         &VaeExportOptions {
+            compute: skyreels_graph::DType::F32,
             link_weights: false,
         },
     )

@@ -247,7 +247,10 @@ fn pipeline_i2v_condition_matches_diffusers() {
     let export = vae::export(
         &fixtures_dir().join("vae").join("diffusers"),
         out.path(),
-        &VaeExportOptions { link_weights: true },
+        &VaeExportOptions {
+            compute: skyreels_graph::DType::F32,
+            link_weights: true,
+        },
     )
     .expect("export");
     skyreels_contract::Manifest {

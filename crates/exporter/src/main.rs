@@ -30,6 +30,12 @@ enum Precision {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum VaePrecision {
+    Fp32,
+    Fp16,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum Attention {
     Matmul,
     ContribMha,
@@ -50,6 +56,10 @@ struct Args {
     /// Backend the graphs are meant for (picks defaults for --dtype and --attention).
     #[arg(long, value_enum, default_value = "cpu")]
     target: Target,
+    /// VAE precision (default: fp32 for cpu, fp16 for cuda; ONNX Runtime's CUDA convolutions have
+    /// no bf16 kernels). fp16 keeps the norms' sums of squares in float32.
+    #[arg(long, value_enum)]
+    vae_dtype: Option<VaePrecision>,
     /// Attention form (default: matmul for cpu, contrib-mha for cuda).
     #[arg(long, value_enum)]
     attention: Option<Attention>,
@@ -107,6 +117,16 @@ fn export(args: Args) -> anyhow::Result<()> {
         Attention::Matmul => AttentionKind::MatMul,
         Attention::ContribMha => AttentionKind::ContribMha,
     };
+    let vae_compute = match args.vae_dtype.unwrap_or(match args.target {
+        Target::Cpu => VaePrecision::Fp32,
+        Target::Cuda => VaePrecision::Fp16,
+    }) {
+        VaePrecision::Fp32 => DType::F32,
+        VaePrecision::Fp16 if matches!(args.target, Target::Cpu) => bail!(
+            "--vae-dtype fp16 is not supported on --target cpu: ONNX Runtime's CPU provider has no fp16 convolutions\n  fix: drop --vae-dtype, or use --target cuda"
+        ),
+        VaePrecision::Fp16 => DType::F16,
+    };
     let (compute, precision_name) = match precision {
         Precision::Fp32 => (DType::F32, "fp32"),
         Precision::Fp16 => (DType::F16, "fp16"),
@@ -147,6 +167,7 @@ fn export(args: Args) -> anyhow::Result<()> {
         &source,
         staging.path(),
         !args.copy_weights && args.checkpoint != "tiny",
+        vae_compute,
     )?;
     let link_weights = !args.copy_weights && args.checkpoint != "tiny";
     let text_export = match text::locate(&source) {
@@ -237,6 +258,7 @@ fn export_vae(
     source: &std::path::Path,
     out: &std::path::Path,
     link_weights: bool,
+    compute: DType,
 ) -> anyhow::Result<Option<VaeExport>> {
     let Some(vae_source) = vae::locate(source) else {
         eprintln!(
@@ -245,7 +267,14 @@ fn export_vae(
         );
         return Ok(None);
     };
-    let export = vae::export(&vae_source, out, &VaeExportOptions { link_weights })
-        .with_context(|| format!("exporting the VAE from {}", vae_source.display()))?;
+    let export = vae::export(
+        &vae_source,
+        out,
+        &VaeExportOptions {
+            compute,
+            link_weights,
+        },
+    )
+    .with_context(|| format!("exporting the VAE from {}", vae_source.display()))?;
     Ok(Some(export))
 }

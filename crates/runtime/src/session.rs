@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use ort::ep::ExecutionProviderDispatch;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{Session, builder::GraphOptimizationLevel};
-use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
+use ort::value::{DynValue, Tensor as OrtTensor, TensorValueType, ValueType};
 use skyreels_contract::GraphEntry;
 
 use crate::error::{Result, RuntimeError, ort_error};
@@ -88,15 +89,29 @@ impl TensorPool {
         self.values.remove(name)
     }
 
-    /// Copies the float32 tensor `name` to the host.
+    /// Copies the float32 tensor `name` to the host (from the GPU when a graph left it there).
     pub fn to_host(&self, name: &str) -> Result<Tensor> {
         let value = self.values.get(name).ok_or_else(|| RuntimeError::Tensor {
             name: name.to_string(),
             message: "not produced by any graph".into(),
         })?;
-        let (shape, data) = value
+        let context = format!("reading tensor `{name}`");
+        let tensor = value
+            .view()
+            .downcast::<TensorValueType<f32>>()
+            .map_err(ort_error(context.clone()))?;
+        if !tensor.memory_info().is_cpu_accessible() {
+            let host = tensor
+                .to(AllocationDevice::CPU, 0)
+                .map_err(ort_error(context.clone()))?;
+            let (shape, data) = host
+                .try_extract_tensor::<f32>()
+                .map_err(ort_error(context))?;
+            return Tensor::new(shape.iter().map(|&d| d as usize).collect(), data.to_vec());
+        }
+        let (shape, data) = tensor
             .try_extract_tensor::<f32>()
-            .map_err(ort_error(format!("reading tensor `{name}`")))?;
+            .map_err(ort_error(context))?;
         Tensor::new(shape.iter().map(|&d| d as usize).collect(), data.to_vec())
     }
 }
@@ -106,6 +121,9 @@ pub struct GraphSession {
     session: Session,
     /// The manifest entry it was loaded from.
     pub entry: GraphEntry,
+    /// The GPU whose memory receives the outputs (CUDA backend), so that values passed from graph
+    /// to graph (DiT tokens, VAE causal caches) never cross to the host.
+    device: Option<i32>,
 }
 
 impl GraphSession {
@@ -151,6 +169,10 @@ impl GraphSession {
         Ok(GraphSession {
             session,
             entry: entry.clone(),
+            device: match backend {
+                Backend::Cpu { .. } => None,
+                Backend::Cuda { device } => Some(*device),
+            },
         })
     }
 
@@ -180,14 +202,50 @@ impl GraphSession {
             }
             inputs.push((spec.name.as_str(), value.view()));
         }
-        let outputs = self
-            .session
-            .run(inputs)
-            .map_err(ort_error(format!("running graph `{}`", self.entry.name)))?;
-        let produced: Vec<(String, DynValue)> = outputs
-            .into_iter()
-            .map(|(name, value)| (name.to_string(), value))
-            .collect();
+        let context = format!("running graph `{}`", self.entry.name);
+        let produced: Vec<(String, DynValue)> = match self.device {
+            None => {
+                let outputs = self.session.run(inputs).map_err(ort_error(context))?;
+                outputs
+                    .into_iter()
+                    .map(|(name, value)| (name.to_string(), value))
+                    .collect()
+            }
+            Some(device) => {
+                // I/O binding: host inputs are uploaded by ONNX Runtime, device inputs are used in
+                // place, and every output stays in GPU memory. A fresh binding per run, so that
+                // no output buffer is shared with an earlier run's values still in the pool.
+                let mut binding = self
+                    .session
+                    .create_binding()
+                    .map_err(ort_error(context.clone()))?;
+                for (name, value) in &inputs {
+                    binding
+                        .bind_input(*name, &**value)
+                        .map_err(ort_error(context.clone()))?;
+                }
+                let memory = MemoryInfo::new(
+                    AllocationDevice::CUDA,
+                    device,
+                    AllocatorType::Device,
+                    MemoryType::Default,
+                )
+                .map_err(ort_error(context.clone()))?;
+                for spec in &self.entry.outputs {
+                    binding
+                        .bind_output_to_device(spec.name.as_str(), &memory)
+                        .map_err(ort_error(context.clone()))?;
+                }
+                let outputs = self
+                    .session
+                    .run_binding(&binding)
+                    .map_err(ort_error(context))?;
+                outputs
+                    .into_iter()
+                    .map(|(name, value)| (name.to_string(), value))
+                    .collect()
+            }
+        };
         pool.values.extend(produced);
         Ok(())
     }

@@ -24,6 +24,9 @@ pub(super) struct ChunkGraph<'w, 'c> {
     pub(super) first: bool,
     /// Spatial size at the current point relative to the latent size (8 at the video, 1 at the latents).
     pub(super) scale: usize,
+    /// Dtype of weights, activations and causal caches (float32, or float16 for GPUs); the graph's
+    /// video and latents stay float32.
+    compute: DType,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
 }
@@ -52,12 +55,14 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
         weights: &'w mut WeightStore<'c>,
         first: bool,
         scale: usize,
+        compute: DType,
     ) -> Self {
         ChunkGraph {
             graph: Graph::new(name),
             weights,
             first,
             scale,
+            compute,
             inputs: Vec::new(),
             outputs: Vec::new(),
         }
@@ -79,26 +84,40 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
         ]
     }
 
-    /// Declares and records a float32 graph input.
+    /// Declares and records a float32 graph input, returned in the compute dtype.
     pub(super) fn input(&mut self, name: &str, shape: Shape) -> Result<Value> {
         self.inputs.push(spec(name, DType::F32, &shape));
-        Ok(self.graph.input(name, DType::F32, shape)?)
+        let value = self.graph.input(name, DType::F32, shape)?;
+        self.to_compute(&value)
     }
 
-    /// Declares and records a float32 graph output.
+    /// Declares and records a float32 graph output (cast from the compute dtype).
     pub(super) fn output(&mut self, name: &str, value: &Value, shape: Shape) -> Result<()> {
+        let value = if self.compute == DType::F32 {
+            value.clone()
+        } else {
+            self.graph.cast(value, DType::F32)?
+        };
         self.outputs.push(spec(name, DType::F32, &shape));
-        Ok(self.graph.output(name, value, DType::F32, shape)?)
+        Ok(self.graph.output(name, &value, DType::F32, shape)?)
+    }
+
+    fn to_compute(&mut self, value: &Value) -> Result<Value> {
+        Ok(if self.compute == DType::F32 {
+            value.clone()
+        } else {
+            self.graph.cast(value, self.compute)?
+        })
     }
 
     fn weight(&mut self, name: &str, stored: &[usize], view: &[i64]) -> Result<Value> {
         self.weights
-            .initializer(&mut self.graph, name, stored, view, DType::F32)
+            .initializer(&mut self.graph, name, stored, view, self.compute)
     }
 
     fn bias(&mut self, name: &str, channels: usize) -> Result<Value> {
         self.weights
-            .tensor(&mut self.graph, name, &[channels], DType::F32)
+            .tensor(&mut self.graph, name, &[channels], self.compute)
     }
 
     /// The history of cache `slot` (`frames` frames of `channels`): a `cache_in` input in chunk
@@ -107,15 +126,18 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
         if self.first {
             return Ok(None);
         }
+        // Caches travel in the compute dtype: they never leave the device between chunks.
         let shape = self.shape5(channels, frames);
-        Ok(Some(
-            self.input(&format!("{}{slot}", io::CACHE_IN_PREFIX), shape)?,
-        ))
+        let name = format!("{}{slot}", io::CACHE_IN_PREFIX);
+        self.inputs.push(spec(&name, self.compute, &shape));
+        Ok(Some(self.graph.input(&name, self.compute, shape)?))
     }
 
     fn pass_on(&mut self, slot: &str, value: &Value, channels: usize, frames: usize) -> Result<()> {
         let shape = self.shape5(channels, frames);
-        self.output(&format!("{}{slot}", io::CACHE_OUT_PREFIX), value, shape)
+        let name = format!("{}{slot}", io::CACHE_OUT_PREFIX);
+        self.outputs.push(spec(&name, self.compute, &shape));
+        Ok(self.graph.output(&name, value, self.compute, shape)?)
     }
 
     fn frames(&self, x: &Value) -> Result<usize> {
@@ -216,12 +238,25 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
     ) -> Result<Value> {
         let channels = stored_shape[0];
         let gamma = self.weight(gamma_name, stored_shape, &[channels as i64, 1, 1, 1])?;
+        let compute = self.compute;
         let g = &mut self.graph;
-        let norm = g.reduce_l2(x, &[1], true)?;
-        let eps = g.scalar(1e-12, DType::F32)?;
-        let norm = g.max(&norm, &eps)?;
-        let normalized = g.div(x, &norm)?;
-        let root = g.scalar((channels as f64).sqrt(), DType::F32)?;
+        let normalized = if compute == DType::F32 {
+            let norm = g.reduce_l2(x, &[1], true)?;
+            let eps = g.scalar(1e-12, DType::F32)?;
+            let norm = g.max(&norm, &eps)?;
+            g.div(x, &norm)?
+        } else {
+            // The sum of squares overflows float16: take the norm in float32, scale in float16.
+            let wide = g.cast(x, DType::F32)?;
+            let norm = g.reduce_l2(&wide, &[1], true)?;
+            let eps = g.scalar(1e-12, DType::F32)?;
+            let norm = g.max(&norm, &eps)?;
+            let one = g.scalar(1.0, DType::F32)?;
+            let inverse = g.div(&one, &norm)?;
+            let inverse = g.cast(&inverse, compute)?;
+            g.mul(x, &inverse)?
+        };
+        let root = g.scalar((channels as f64).sqrt(), compute)?;
         let scale = g.mul(&gamma, &root)?; // [C, 1, 1, 1], folded by ONNX Runtime
         Ok(g.mul(&normalized, &scale)?)
     }
@@ -288,6 +323,7 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
             &[c, c, 1, 1, 1],
         )?;
         let proj_bias = self.bias(&format!("{prefix}.proj.bias"), channels)?;
+        let compute = self.compute;
         let g = &mut self.graph;
         g.scoped(prefix, |g| {
             let qkv = g.conv(
@@ -307,7 +343,7 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
             let k = g.reshape(&k, &[0, 0, c, -1])?; // (b, t, c, hw)
             let v = g.transpose(&parts[2], &[0, 2, 3, 4, 1])?;
             let v = g.reshape(&v, &[0, 0, -1, c])?;
-            let scale = g.scalar(1.0 / (channels as f64).sqrt(), DType::F32)?;
+            let scale = g.scalar(1.0 / (channels as f64).sqrt(), compute)?;
             let scores = g.matmul(&q, &k)?;
             let scores = g.mul(&scores, &scale)?;
             let probs = g.softmax(&scores, -1)?;
@@ -414,8 +450,9 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
             match history {
                 None => {
                     let shape = x.shape.clone();
+                    let compute = self.compute;
                     let g = &mut self.graph;
-                    let zero = g.scalar(0.0, DType::F32)?;
+                    let zero = g.scalar(0.0, compute)?;
                     let lead = g.shape_of(&x, 0, 2)?;
                     let two = g.const_i64(&[2])?;
                     let spatial = g.shape_of(&x, 3, 5)?;
@@ -484,10 +521,11 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
         .map_err(Into::into)
     }
 
-    /// `[1, C, 1, 1, 1]` float32 constant from per-channel values.
+    /// `[1, C, 1, 1, 1]` constant in the compute dtype from per-channel values.
     pub(super) fn channel_constant(&mut self, values: &[f32]) -> Result<Value> {
-        Ok(self
+        let constant = self
             .graph
-            .const_f32(values, &[1, values.len() as i64, 1, 1, 1])?)
+            .const_f32(values, &[1, values.len() as i64, 1, 1, 1])?;
+        self.to_compute(&constant)
     }
 }

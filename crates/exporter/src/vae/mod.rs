@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use skyreels_contract::manifest::GraphEntry;
 use skyreels_contract::vae::{VaeComponent, VaeConfig, graph};
-use skyreels_graph::Model;
+use skyreels_graph::{DType, Model};
 
 use crate::checkpoint::Checkpoint;
 use crate::dit::GraphReport;
@@ -28,6 +28,9 @@ use names::VaeLayout;
 pub struct VaeExportOptions {
     /// Reference float32 weights in place (hard links) instead of copying them.
     pub link_weights: bool,
+    /// Weights, activations and caches: `DType::F32`, or `DType::F16` for GPUs (the norms' sums of
+    /// squares stay float32; video and latents are float32 at the graph boundary either way).
+    pub compute: DType,
 }
 
 /// What an export produced.
@@ -164,7 +167,13 @@ pub fn export(source: &Path, out_dir: &Path, options: &VaeExportOptions) -> Resu
     let mut reports = Vec::new();
     for (name, first, scale, build) in plan {
         let file = format!("vae_{name}.onnx");
-        let mut chunk = ChunkGraph::new(&format!("vae_{name}"), &mut store, first, scale);
+        let mut chunk = ChunkGraph::new(
+            &format!("vae_{name}"),
+            &mut store,
+            first,
+            scale,
+            options.compute,
+        );
         build(&mut chunk, &config)?;
         let (graph, inputs, outputs) = chunk.into_parts();
         let model = Model::from_graph(graph, &metadata);
@@ -207,6 +216,7 @@ mod tests {
             &file,
             out.path(),
             &VaeExportOptions {
+                compute: skyreels_graph::DType::F32,
                 link_weights: false,
             },
         )

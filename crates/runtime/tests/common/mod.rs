@@ -58,6 +58,7 @@ pub(crate) fn export_tiny_engine(out: &Path, model: TinyModel) {
         &vae_source,
         out,
         &VaeExportOptions {
+            compute: skyreels_graph::DType::F32,
             link_weights: false,
         },
     )
