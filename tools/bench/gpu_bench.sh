@@ -17,6 +17,7 @@ if [ ! -f "$work/dit-$size/model.safetensors" ]; then
   [ "$size" = "1.3b" ] && "$bin/write_random_vae" wan21 "$work/dit-$size"
 fi
 "$bin/skyreels-export" "$work/dit-$size" --out "$work/engine-$size" --target cuda --dtype bf16 --no-causal --force
+[ "$size" = "1.3b" ] && "$bin/skyreels-export" "$work/dit-$size" --out "$work/engine-$size-vae32" --target cuda --dtype bf16 --vae-dtype fp32 --no-causal --force
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 echo "== ours: DiT $size forward"
 ( "$bin/dit_bench" "$work/engine-$size" cuda $frames $height $width $iterations & pid=$!
@@ -25,8 +26,10 @@ echo "== ours: DiT $size forward"
 echo "== diffusers: DiT $size forward"
 python3 "$here/torch_bench.py" dit "$size" $frames $height $width $iterations
 if [ "$size" = "1.3b" ]; then
-  echo "== ours: VAE decode"
+  echo "== ours: VAE decode (fp16, the cuda default)"
   "$bin/vae_bench" "$work/engine-$size" cuda $frames $height $width
+  echo "== ours: VAE decode (fp32)"
+  "$bin/vae_bench" "$work/engine-$size-vae32" cuda $frames $height $width
   echo "== diffusers: VAE decode"
   python3 "$here/torch_bench.py" vae $frames $height $width
 fi

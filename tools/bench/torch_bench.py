@@ -3,6 +3,7 @@ bf16, random weights of the real shapes, on the same GPU as the ONNX Runtime sid
 
 Usage: python3 torch_bench.py dit 1.3b|14b FRAMES HEIGHT WIDTH ITERATIONS
        python3 torch_bench.py vae FRAMES HEIGHT WIDTH        (latent sizes)
+       python3 torch_bench.py e2e 1.3b FRAMES HEIGHT WIDTH STEPS   (pixel sizes; DF pipeline, CFG 6)
 Prints one JSON line per run.
 """
 import json
@@ -10,7 +11,7 @@ import sys
 import time
 
 import torch
-from diffusers import AutoencoderKLWan, SkyReelsV2Transformer3DModel
+from diffusers import AutoencoderKLWan, SkyReelsV2DiffusionForcingPipeline, SkyReelsV2Transformer3DModel, UniPCMultistepScheduler
 
 CONFIGS = {
     "1.3b": dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30, inject_sample_info=True),
@@ -57,9 +58,32 @@ def vae(frames, height, width):
                       "decode_s": seconds, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}), flush=True)
 
 
+def e2e(size, frames, height, width, steps):
+    """diffusers' diffusion-forcing pipeline end to end (synchronous, guidance 6, shift 8), bf16
+    transformer and VAE with random weights, prompt embeddings given (no text encoder)."""
+    cfg = dict(in_channels=16, out_channels=16, text_dim=4096, freq_dim=256, **CONFIGS[size])
+    with torch.device("cuda"):
+        transformer = SkyReelsV2Transformer3DModel(**cfg).to(torch.bfloat16).eval()
+        vae = AutoencoderKLWan().to(torch.bfloat16).eval()
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=8.0)
+    pipe = SkyReelsV2DiffusionForcingPipeline(tokenizer=None, text_encoder=None, transformer=transformer, vae=vae, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator("cuda").manual_seed(0)
+    prompt = torch.randn(1, 512, 4096, device="cuda", dtype=torch.bfloat16, generator=generator)
+    negative = torch.randn(1, 512, 4096, device="cuda", dtype=torch.bfloat16, generator=generator)
+    torch.cuda.reset_peak_memory_stats()
+    with torch.no_grad():
+        output, seconds = timed(lambda: pipe(prompt=None, prompt_embeds=prompt, negative_prompt_embeds=negative, num_frames=frames, height=height, width=width,
+                                             num_inference_steps=steps, guidance_scale=6.0, ar_step=0, output_type="np", generator=generator).frames)
+    print(json.dumps({"bench": "e2e_df", "impl": "diffusers-torch-bf16", "size": size, "frames": frames, "height": height, "width": width,
+                      "steps": steps, "generate_s": seconds, "video": list(output.shape), "peak_gib": torch.cuda.max_memory_allocated() / 2**30}), flush=True)
+
+
 if __name__ == "__main__":
     kind = sys.argv[1]
     if kind == "dit":
         dit(sys.argv[2], *map(int, sys.argv[3:7]))
+    elif kind == "e2e":
+        e2e(sys.argv[2], *map(int, sys.argv[3:7]))
     else:
         vae(*map(int, sys.argv[2:5]))
