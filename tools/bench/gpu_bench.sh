@@ -3,11 +3,14 @@
 # the real shapes) and VAE decode at 544x960, 97 frames (25 latent frames of 68x120).
 # Needs: ONNX Runtime GPU (ORT_DYLIB_PATH), release builds of skyreels-export and the runtime
 # examples in BIN (default .carry/bin), diffusers importable by python3.
-# Usage: tools/bench/gpu_bench.sh 1.3b|14b [WORK_DIR]
+# Usage: tools/bench/gpu_bench.sh 1.3b|14b [WORK_DIR]   (SIDES=ours or SIDES=torch runs one side only)
 set -euo pipefail
 size="${1:-1.3b}"
 work="${2:-/tmp/skyreels-bench}"
 bin="${BIN:-.carry/bin}"
+sides="${SIDES:-both}"
+ours() { [ "$sides" != torch ]; }
+torch() { [ "$sides" != ours ]; }
 here="$(cd "$(dirname "$0")" && pwd)"
 mkdir -p "$work"
 frames=25; height=68; width=120; iterations=3
@@ -19,17 +22,20 @@ fi
 "$bin/skyreels-export" "$work/dit-$size" --out "$work/engine-$size" --target cuda --dtype bf16 --no-causal --force
 [ "$size" = "1.3b" ] && "$bin/skyreels-export" "$work/dit-$size" --out "$work/engine-$size-vae32" --target cuda --dtype bf16 --vae-dtype fp32 --no-causal --force
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+if ours; then
 echo "== ours: DiT $size forward"
 ( "$bin/dit_bench" "$work/engine-$size" cuda $frames $height $width $iterations & pid=$!
   peak=0; while kill -0 $pid 2>/dev/null; do m=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -n1); [ "$m" -gt "$peak" ] && peak=$m; sleep 0.5; done
   wait $pid; echo "{\"bench\": \"dit_forward\", \"impl\": \"skyreels-onnxruntime\", \"peak_device_mib\": $peak}" )
-echo "== diffusers: DiT $size forward"
-python3 "$here/torch_bench.py" dit "$size" $frames $height $width $iterations
 if [ "$size" = "1.3b" ]; then
   echo "== ours: VAE decode (fp16, the cuda default)"
   "$bin/vae_bench" "$work/engine-$size" cuda $frames $height $width
   echo "== ours: VAE decode (fp32)"
   "$bin/vae_bench" "$work/engine-$size-vae32" cuda $frames $height $width
-  echo "== diffusers: VAE decode"
-  python3 "$here/torch_bench.py" vae $frames $height $width
+fi
+fi
+if torch; then
+echo "== diffusers: DiT $size forward"
+python3 "$here/torch_bench.py" dit "$size" $frames $height $width $iterations
+[ "$size" = "1.3b" ] && { echo "== diffusers: VAE decode"; python3 "$here/torch_bench.py" vae $frames $height $width; }
 fi
