@@ -217,6 +217,7 @@ fn write_seed_corpus() {
                 outputs: vec![],
             }],
             blocks_causal: None,
+            teacache: Vec::new(),
         }),
         vae: None,
         text_encoder: None,

@@ -4,5 +4,6 @@ mod dit_parity;
 mod engines;
 mod image_encoder;
 mod pipeline_parity;
+mod teacache;
 mod text_encoder;
 mod vae_parity;

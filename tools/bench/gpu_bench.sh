@@ -22,17 +22,28 @@ fi
 "$bin/skyreels-export" "$work/dit-$size" --out "$work/engine-$size" --target cuda --dtype bf16 --no-causal --force
 [ "$size" = "1.3b" ] && "$bin/skyreels-export" "$work/dit-$size" --out "$work/engine-$size-vae32" --target cuda --dtype bf16 --vae-dtype fp32 --no-causal --force
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+# Runs a command while sampling the GPU's used memory; prints its peak as JSON after it.
+with_peak() {
+  "$@" & local pid=$! peak=0 m
+  while kill -0 $pid 2>/dev/null; do
+    m=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -n1)
+    [ "$m" -gt "$peak" ] && peak=$m
+    sleep 0.5
+  done
+  wait $pid
+  echo "{\"peak_device_mib\": $peak, \"command\": \"$(basename "$1") ${*:2}\"}"
+}
 if ours; then
-echo "== ours: DiT $size forward"
-( "$bin/dit_bench" "$work/engine-$size" cuda $frames $height $width $iterations & pid=$!
-  peak=0; while kill -0 $pid 2>/dev/null; do m=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -n1); [ "$m" -gt "$peak" ] && peak=$m; sleep 0.5; done
-  wait $pid; echo "{\"bench\": \"dit_forward\", \"impl\": \"skyreels-onnxruntime\", \"peak_device_mib\": $peak}" )
-if [ "$size" = "1.3b" ]; then
-  echo "== ours: VAE decode (fp16, the cuda default)"
-  "$bin/vae_bench" "$work/engine-$size" cuda $frames $height $width
-  echo "== ours: VAE decode (fp32)"
-  "$bin/vae_bench" "$work/engine-$size-vae32" cuda $frames $height $width
-fi
+  echo "== ours: DiT $size forward"
+  with_peak "$bin/dit_bench" "$work/engine-$size" cuda $frames $height $width $iterations
+  if [ "$size" = "1.3b" ]; then
+    echo "== ours: VAE decode (fp16, the cuda default)"
+    with_peak "$bin/vae_bench" "$work/engine-$size" cuda $frames $height $width
+    echo "== ours: VAE decode (fp16, cuDNN workspace capped: SKYREELS_CUDNN_MAX_WORKSPACE=0)"
+    with_peak env SKYREELS_CUDNN_MAX_WORKSPACE=0 "$bin/vae_bench" "$work/engine-$size" cuda $frames $height $width
+    echo "== ours: VAE decode (fp32)"
+    with_peak "$bin/vae_bench" "$work/engine-$size-vae32" cuda $frames $height $width
+  fi
 fi
 if torch; then
 echo "== diffusers: DiT $size forward"

@@ -18,6 +18,8 @@ pub const CAUSAL_BLOCK_SIZE: &str = "causal_block_size";
 pub const PATCH_TOKENS: &str = "patch_tokens";
 /// Tokens after all transformer blocks `[B, L, D]` (blocks → head).
 pub const BLOCK_TOKENS: &str = "block_tokens";
+/// What the blocks added, `block_tokens − patch_tokens` `[B, L, D]` (TeaCache's cached residual).
+pub const TEACACHE_RESIDUAL: &str = "teacache_residual";
 /// Per-frame time embedding `e` `[B, F, D]` (float32; head modulation, TeaCache probe).
 pub const TIME_EMBEDDING: &str = "time_embedding";
 /// Per-frame block modulation `e0` `[B, F, 6, D]` (float32; fps term included; TeaCache probe with retention).

@@ -49,6 +49,11 @@ pub struct DitComponent {
     pub graphs: Vec<GraphEntry>,
     /// Drop-in replacement for `blocks` with block-causal self-attention (extra input `causal_block_size`).
     pub blocks_causal: Option<GraphEntry>,
+    /// TeaCache's two element-wise graphs, `teacache_residual` (`block_tokens − patch_tokens`) and
+    /// `teacache_reuse` (`patch_tokens + teacache_residual → block_tokens`), so that the cached
+    /// residual stays where the tokens are (on the GPU). Engines without them compute on the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teacache: Vec<GraphEntry>,
 }
 
 /// What `skyreels-build` compiled, recorded so the runtime can refuse a mismatched engine.

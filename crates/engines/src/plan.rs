@@ -123,6 +123,7 @@ pub fn graph_entries(manifest: &Manifest) -> Vec<(&'static str, &GraphEntry)> {
             dit.graphs
                 .iter()
                 .chain(&dit.blocks_causal)
+                .chain(&dit.teacache)
                 .map(|g| ("dit", g)),
         );
     }

@@ -399,6 +399,7 @@ mod tests {
                 config,
                 graphs: vec![blocks],
                 blocks_causal: None,
+                teacache: Vec::new(),
             }),
             vae: None,
             text_encoder: None,

@@ -65,6 +65,7 @@ fn engine_dir() -> tempfile::TempDir {
             config,
             graphs: vec![entry],
             blocks_causal: None,
+            teacache: Vec::new(),
         }),
         vae: None,
         text_encoder: None,

@@ -29,7 +29,9 @@ fn main() -> anyhow::Result<()> {
     let (dir, backend, sizes, threshold) = match args.as_slice() {
         [_, dir, backend, f, h, w, s] => (dir, backend, [f, h, w, s], None),
         [_, dir, backend, f, h, w, s, t] => (dir, backend, [f, h, w, s], Some(t.parse::<f64>()?)),
-        _ => bail!("usage: e2e_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH STEPS [TEACACHE_THRESHOLD]"),
+        _ => bail!(
+            "usage: e2e_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH STEPS [TEACACHE_THRESHOLD]"
+        ),
     };
     let backend = match backend.as_str() {
         "cpu" => Backend::Cpu { threads: 0 },
@@ -40,7 +42,13 @@ fn main() -> anyhow::Result<()> {
     let (frames, height, width, steps) = (frames?, height?, width?, steps?);
     let started = Instant::now();
     let engine = Engine::open(&PathBuf::from(dir))?;
-    let config = engine.manifest.dit.as_ref().context("the engine has no DiT")?.config.clone();
+    let config = engine
+        .manifest
+        .dit
+        .as_ref()
+        .context("the engine has no DiT")?
+        .config
+        .clone();
     let plan = Plan::new(Request {
         num_frames: frames,
         height,
@@ -62,22 +70,51 @@ fn main() -> anyhow::Result<()> {
     let mut noise = NoiseSource::seeded(0);
     let context = noise.draw(&[1, config.text_len, config.text_dim])?;
     let negative_context = noise.draw(&[1, config.text_len, config.text_dim])?;
-    let mut denoiser = DitDenoiser { dit: Dit::load(&engine, &backend, None)?, context, negative_context: Some(negative_context), image_context: None, fps: 1, condition: None };
+    let mut denoiser = DitDenoiser {
+        dit: Dit::load(&engine, &backend, None)?,
+        context,
+        negative_context: Some(negative_context),
+        image_context: None,
+        fps: 1,
+        condition: None,
+    };
     let mut decoder = VaeDecoder::load(&engine, &backend)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let teacache = match threshold {
         Some(threshold) => Some(TeaCacheConfig {
             threshold,
-            coefficients: teacache_coefficients(&config, Resolution::of_size(height, width), Pipeline::DiffusionForcing, true)?,
+            coefficients: teacache_coefficients(
+                &config,
+                Resolution::of_size(height, width),
+                Pipeline::DiffusionForcing,
+                true,
+            )?,
             use_retention: true,
         }),
         None => None,
     };
-    let settings = WindowSettings { guidance: 6.0, addnoise_condition: 0.0, teacache };
+    let settings = WindowSettings {
+        guidance: 6.0,
+        addnoise_condition: 0.0,
+        teacache,
+    };
     let schedule = FlowSchedule::new(Compat::Upstream, steps, 8.0, true)?;
     let generating = Instant::now();
-    let vae = Vae { decoder: &mut decoder, encoder: None };
-    let generation = generate(&plan, &mut denoiser, &schedule, &settings, &mut noise, &Conditioning::default(), Some(vae), None, false)?;
+    let vae = Vae {
+        decoder: &mut decoder,
+        encoder: None,
+    };
+    let generation = generate(
+        &plan,
+        &mut denoiser,
+        &schedule,
+        &settings,
+        &mut noise,
+        &Conditioning::default(),
+        Some(vae),
+        None,
+        false,
+    )?;
     let seconds = generating.elapsed().as_secs_f64();
     let video = generation.video.context("no video decoded")?;
     #[expect(clippy::print_stdout, reason = "the benchmark's result line")]

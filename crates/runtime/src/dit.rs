@@ -7,6 +7,7 @@ use skyreels_contract::manifest::DitComponent;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::session::{Backend, GraphSession, TensorPool};
+use crate::teacache::Residual;
 use crate::tensor::Tensor;
 
 /// Conditioning for one DiT forward pass (batch `B`).
@@ -30,6 +31,8 @@ pub struct Dit {
     embed: GraphSession,
     blocks: GraphSession,
     head: GraphSession,
+    /// `teacache_residual` and `teacache_reuse`, when the engine has them.
+    teacache: Option<(GraphSession, GraphSession)>,
     causal_block_size: Option<i64>,
 }
 
@@ -68,11 +71,23 @@ impl Dit {
             }
             None => GraphSession::load(&engine.dir, graph("blocks")?, backend)?,
         };
+        let teacache_graph = |name: &str| component.teacache.iter().find(|g| g.name == name);
+        let teacache = match (
+            teacache_graph("teacache_residual"),
+            teacache_graph("teacache_reuse"),
+        ) {
+            (Some(residual), Some(reuse)) => Some((
+                GraphSession::load(&engine.dir, residual, backend)?,
+                GraphSession::load(&engine.dir, reuse, backend)?,
+            )),
+            _ => None,
+        };
         Ok(Dit {
             component,
             embed,
             blocks,
             head,
+            teacache,
             causal_block_size: causal_block_size.map(|s| s as i64),
         })
     }
@@ -104,6 +119,66 @@ impl Dit {
     /// Runs the transformer blocks on an embedded pool (adds `block_tokens`).
     pub fn blocks(&mut self, pool: &mut TensorPool) -> Result<()> {
         self.blocks.run(pool)
+    }
+
+    /// After `blocks`: what they added to the tokens, kept where the tokens are.
+    pub fn residual(&mut self, pool: &mut TensorPool) -> Result<Residual> {
+        match &mut self.teacache {
+            Some((residual, _)) => {
+                residual.run(pool)?;
+                let value = pool.remove(io::TEACACHE_RESIDUAL).ok_or_else(|| {
+                    crate::error::RuntimeError::Tensor {
+                        name: io::TEACACHE_RESIDUAL.into(),
+                        message: "not produced by graph `teacache_residual`".into(),
+                    }
+                })?;
+                Ok(Residual::Value(value))
+            }
+            None => {
+                let (before, after) = (
+                    pool.to_host(io::PATCH_TOKENS)?,
+                    pool.to_host(io::BLOCK_TOKENS)?,
+                );
+                let data = after
+                    .data
+                    .iter()
+                    .zip(&before.data)
+                    .map(|(a, b)| a - b)
+                    .collect();
+                Ok(Residual::Host(Tensor::new(after.shape, data)?))
+            }
+        }
+    }
+
+    /// Instead of `blocks`: the embedded tokens plus a cached residual (adds `block_tokens`).
+    /// The residual is handed back for the next reuse.
+    pub fn reuse(&mut self, pool: &mut TensorPool, residual: Residual) -> Result<Residual> {
+        match (residual, &mut self.teacache) {
+            (Residual::Value(value), Some((_, reuse))) => {
+                pool.insert(io::TEACACHE_RESIDUAL, value);
+                reuse.run(pool)?;
+                let value = pool.remove(io::TEACACHE_RESIDUAL).expect("inserted above");
+                Ok(Residual::Value(value))
+            }
+            (Residual::Value(_), None) => Err(crate::error::RuntimeError::Invalid(
+                "a device residual needs the engine's teacache_reuse graph".into(),
+            )),
+            (Residual::Host(host), _) => {
+                self.add_on_host(pool, &host)?;
+                Ok(Residual::Host(host))
+            }
+        }
+    }
+
+    fn add_on_host(&self, pool: &mut TensorPool, residual: &Tensor) -> Result<()> {
+        let tokens = pool.to_host(io::PATCH_TOKENS)?;
+        let data = tokens
+            .data
+            .iter()
+            .zip(&residual.data)
+            .map(|(x, r)| x + r)
+            .collect();
+        pool.insert_f32(io::BLOCK_TOKENS, &Tensor::new(tokens.shape, data)?)
     }
 
     /// Runs the head (adds `velocity`).

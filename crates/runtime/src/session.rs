@@ -35,10 +35,15 @@ impl Backend {
             Backend::Cpu { .. } => vec![],
             // Grow the device arena by what is asked, not by powers of two: at 51,000 tokens the
             // doubling strategy strands tens of GiB.
+            // cuDNN may take as much workspace as its fastest convolution wants (ONNX Runtime's
+            // default); SKYREELS_CUDNN_MAX_WORKSPACE=0 caps it to trade VAE speed for memory.
             Backend::Cuda { device } => vec![
                 ort::ep::CUDA::default()
                     .with_device_id(*device)
                     .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested)
+                    .with_conv_max_workspace(
+                        std::env::var("SKYREELS_CUDNN_MAX_WORKSPACE").map_or(true, |v| v != "0"),
+                    )
                     .build()
                     .error_on_failure(),
             ],

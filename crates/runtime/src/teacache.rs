@@ -14,6 +14,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::tensor::Tensor;
 
+/// A cached residual `blocks(x) − x`: where the tokens live (an ONNX Runtime value, on the GPU
+/// for CUDA engines), or a host tensor for engines without the TeaCache graphs.
+pub enum Residual {
+    /// On the host.
+    Host(Tensor),
+    /// In an ONNX Runtime value (device memory on GPUs).
+    Value(ort::value::DynValue),
+}
+
 /// Which classifier-free-guidance pass a forward belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Branch {
@@ -49,7 +58,7 @@ pub struct TeaCacheConfig {
 struct BranchState {
     accumulated: f64,
     previous_probe: Option<Vec<f32>>,
-    residual: Option<Tensor>,
+    residual: Option<Residual>,
 }
 
 /// Per-branch TeaCache state for one sampling window.
@@ -129,13 +138,14 @@ impl TeaCache {
         decision
     }
 
-    /// The residual stored by `branch`'s last computed pass.
-    pub fn residual(&self, branch: Branch) -> Option<&Tensor> {
-        self.states[slot(branch)].residual.as_ref()
+    /// Takes the residual stored by `branch`'s last computed pass (put it back with
+    /// [`TeaCache::store_residual`] once used).
+    pub fn take_residual(&mut self, branch: Branch) -> Option<Residual> {
+        self.states[slot(branch)].residual.take()
     }
 
     /// Stores `branch`'s residual after a computed pass.
-    pub fn store_residual(&mut self, branch: Branch, residual: Tensor) {
+    pub fn store_residual(&mut self, branch: Branch, residual: Residual) {
         self.states[slot(branch)].residual = Some(residual);
     }
 }
@@ -172,7 +182,7 @@ mod tests {
         let mut cache = TeaCache::new(config(0.25, false), 10);
         let branch = Branch::Conditional;
         assert_eq!(cache.decide(branch, 0, &[1.0, 1.0]), Decision::Compute);
-        cache.store_residual(branch, Tensor::zeros(vec![1]));
+        cache.store_residual(branch, Residual::Host(Tensor::zeros(vec![1])));
         // Each row moves the probe by 10 %: 0.1 and 0.2 accumulate below 0.25, the third reaches it.
         assert_eq!(cache.decide(branch, 1, &[1.1, 1.1]), Decision::Reuse);
         assert_eq!(cache.decide(branch, 2, &[1.21, 1.21]), Decision::Reuse);
@@ -195,7 +205,7 @@ mod tests {
                     Decision::Compute,
                     "row {row}"
                 );
-                cache.store_residual(branch, Tensor::zeros(vec![1]));
+                cache.store_residual(branch, Residual::Host(Tensor::zeros(vec![1])));
             }
         }
         assert_eq!(

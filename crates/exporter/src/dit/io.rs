@@ -179,3 +179,34 @@ pub fn head_outputs(config: &DitConfig) -> Vec<Port> {
         ],
     )]
 }
+
+/// `[B, num_tokens, D]` float32 tokens (the residual stream between the graphs).
+fn tokens(name: &'static str, config: &DitConfig) -> Port {
+    port(
+        name,
+        DType::F32,
+        &[n(axis::BATCH), n(axis::TOKENS), k(config.dim)],
+    )
+}
+
+/// `teacache_residual` inputs and outputs: `block_tokens − patch_tokens`.
+pub fn teacache_residual_ports(config: &DitConfig) -> (Vec<Port>, Vec<Port>) {
+    (
+        vec![
+            tokens(io::BLOCK_TOKENS, config),
+            tokens(io::PATCH_TOKENS, config),
+        ],
+        vec![tokens(io::TEACACHE_RESIDUAL, config)],
+    )
+}
+
+/// `teacache_reuse` inputs and outputs: `patch_tokens + teacache_residual → block_tokens`.
+pub fn teacache_reuse_ports(config: &DitConfig) -> (Vec<Port>, Vec<Port>) {
+    (
+        vec![
+            tokens(io::PATCH_TOKENS, config),
+            tokens(io::TEACACHE_RESIDUAL, config),
+        ],
+        vec![tokens(io::BLOCK_TOKENS, config)],
+    )
+}

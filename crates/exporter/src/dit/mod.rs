@@ -7,6 +7,7 @@ mod embed;
 mod head;
 pub mod io;
 pub mod layers;
+mod teacache;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -161,6 +162,24 @@ pub fn export(source: &Path, out_dir: &Path, options: &DitExportOptions) -> Resu
             graphs.push(graph_entry)
         }
     }
+    let mut teacache_graphs = Vec::new();
+    for (name, kind) in [
+        ("teacache_residual", teacache::TeaCacheGraph::Residual),
+        ("teacache_reuse", teacache::TeaCacheGraph::Reuse),
+    ] {
+        let file = format!("dit_{name}.onnx");
+        let mut graph = skyreels_graph::Graph::new(&format!("dit_{name}"));
+        kind.build(&mut graph, &config)?;
+        let model = Model::from_graph(graph, &metadata);
+        model.save(&out_dir.join(&file))?;
+        reports.push(GraphReport {
+            file: file.clone(),
+            nodes: model.proto.graph.as_ref().map_or(0, |g| g.node.len()),
+            ops: model.op_histogram(),
+        });
+        let (inputs, outputs) = kind.ports(&config);
+        teacache_graphs.push(entry(name, &file, inputs, outputs));
+    }
     let architecture = format!(
         "{:?} dim {} layers {}",
         config.model_type, config.dim, config.num_layers
@@ -171,6 +190,7 @@ pub fn export(source: &Path, out_dir: &Path, options: &DitExportOptions) -> Resu
             config,
             graphs,
             blocks_causal,
+            teacache: teacache_graphs,
         },
         reports,
         weight_bytes: (sink.written_bytes, sink.linked_bytes),

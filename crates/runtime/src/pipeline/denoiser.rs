@@ -78,32 +78,16 @@ impl Denoiser for DitDenoiser {
                 let probe = pool.to_host(probe_name)?;
                 match cache.decide(branch, row, &probe.data) {
                     Decision::Compute => {
-                        let before = pool.to_host(io::PATCH_TOKENS)?;
                         self.dit.blocks(&mut pool)?;
-                        let after = pool.to_host(io::BLOCK_TOKENS)?;
-                        let residual = Tensor::new(
-                            after.shape.clone(),
-                            after
-                                .data
-                                .iter()
-                                .zip(&before.data)
-                                .map(|(a, b)| a - b)
-                                .collect(),
-                        )?;
+                        let residual = self.dit.residual(&mut pool)?;
                         cache.store_residual(branch, residual);
                     }
                     Decision::Reuse => {
-                        let tokens = pool.to_host(io::PATCH_TOKENS)?;
                         let residual = cache
-                            .residual(branch)
+                            .take_residual(branch)
                             .expect("reuse is only decided with a stored residual");
-                        let data = tokens
-                            .data
-                            .iter()
-                            .zip(&residual.data)
-                            .map(|(x, r)| x + r)
-                            .collect();
-                        pool.insert_f32(io::BLOCK_TOKENS, &Tensor::new(tokens.shape, data)?)?;
+                        let residual = self.dit.reuse(&mut pool, residual)?;
+                        cache.store_residual(branch, residual);
                     }
                 }
             }
