@@ -20,7 +20,9 @@ if [ ! -f "$work/dit-$size/model.safetensors" ]; then
   [ "$size" = "1.3b" ] && "$bin/write_random_vae" wan21 "$work/dit-$size"
 fi
 "$bin/skyreels-export" "$work/dit-$size" --out "$work/engine-$size" --target cuda --dtype bf16 --no-causal --force
-[ "$size" = "1.3b" ] && "$bin/skyreels-export" "$work/dit-$size" --out "$work/engine-$size-vae32" --target cuda --dtype bf16 --vae-dtype fp32 --no-causal --force
+if [ "$size" = "1.3b" ]; then
+  "$bin/skyreels-export" "$work/dit-$size" --out "$work/engine-$size-vae32" --target cuda --dtype bf16 --vae-dtype fp32 --no-causal --force
+fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # Runs a command while sampling the GPU's used memory; prints its peak as JSON after it.
 with_peak() {
@@ -48,5 +50,8 @@ fi
 if torch; then
 echo "== diffusers: DiT $size forward"
 python3 "$here/torch_bench.py" dit "$size" $frames $height $width $iterations
-[ "$size" = "1.3b" ] && { echo "== diffusers: VAE decode"; python3 "$here/torch_bench.py" vae $frames $height $width; }
+if [ "$size" = "1.3b" ]; then
+  echo "== diffusers: VAE decode"
+  python3 "$here/torch_bench.py" vae $frames $height $width
+fi
 fi

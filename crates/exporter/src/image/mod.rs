@@ -118,7 +118,17 @@ pub fn inspect(source: &Path) -> Result<(Checkpoint, ImageLayout, ImageEncoderCo
     } else {
         source
     };
+    // Beside an original-layout `.pth` the folder's config.json is the DiT's: use it only when it
+    // describes a CLIP model.
     let json = crate::dit::config::read_config_json(dir)?;
+    let json = if source.is_file()
+        && json.get("vision_config").is_none()
+        && !crate::text::describes(&json, &["clip"])
+    {
+        serde_json::json!({})
+    } else {
+        json
+    };
     let json = json.get("vision_config").cloned().unwrap_or(json);
     let store = WeightStore::with_names(
         &checkpoint,

@@ -57,7 +57,14 @@ pub fn inspect(source: &Path) -> Result<(Checkpoint, TextLayout, TextEncoderConf
     } else {
         source
     };
+    // Beside an original-layout `.pth` the folder's config.json is the DiT's: use it only when it
+    // describes a T5 encoder.
     let json = crate::dit::config::read_config_json(dir)?;
+    let json = if source.is_file() && !describes(&json, &["t5"]) {
+        serde_json::json!({})
+    } else {
+        json
+    };
     let store = WeightStore::with_names(
         &checkpoint,
         |n| layout.canonical(n),
@@ -65,6 +72,16 @@ pub fn inspect(source: &Path) -> Result<(Checkpoint, TextLayout, TextEncoderConf
     );
     let config = config::text_config(&store, &json, &dir.join("config.json"))?;
     Ok((checkpoint, layout, config))
+}
+
+/// True when `json`'s `model_type` names one of `kinds` (e.g. `umt5` for `t5`).
+pub(crate) fn describes(json: &serde_json::Value, kinds: &[&str]) -> bool {
+    let model_type = json
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    kinds.iter().any(|kind| model_type.contains(kind))
 }
 
 /// Copies `tokenizer` (a `tokenizer.json`, or a directory holding one) into `out_dir`.
