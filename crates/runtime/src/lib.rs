@@ -1,6 +1,7 @@
 //! The runtime: loads an engine directory and runs SkyReels-V2 pipelines on ONNX Runtime.
 //! It depends on neither the exporter nor the builder, so the deployed binary stays small.
 
+pub mod cuda_arena;
 pub mod dit;
 pub mod engine;
 pub mod error;

@@ -158,6 +158,10 @@ impl GraphSession {
                 context: context.clone(),
                 message: e.to_string(),
             })?;
+        if let (Backend::Cuda { device }, true) = (backend, crate::cuda_arena::shared_arena_enabled()) {
+            crate::cuda_arena::register(&environment, *device)?;
+            builder = builder.with_env_allocators().map_err(|e| RuntimeError::Ort { context: context.clone(), message: e.to_string() })?;
+        }
         if let Backend::Cpu { threads } = backend {
             if *threads > 0 {
                 builder = builder

@@ -118,13 +118,9 @@ pub fn inspect(source: &Path) -> Result<(Checkpoint, ImageLayout, ImageEncoderCo
     } else {
         source
     };
-    // Beside an original-layout `.pth` the folder's config.json is the DiT's: use it only when it
-    // describes a CLIP model.
+    // Beside an original-layout `.pth` the folder's config.json is the DiT's, not the encoder's.
     let json = crate::dit::config::read_config_json(dir)?;
-    let json = if source.is_file()
-        && json.get("vision_config").is_none()
-        && !crate::text::describes(&json, &["clip"])
-    {
+    let json = if source.is_file() && crate::text::is_dit_config(&json) {
         serde_json::json!({})
     } else {
         json

@@ -57,10 +57,9 @@ pub fn inspect(source: &Path) -> Result<(Checkpoint, TextLayout, TextEncoderConf
     } else {
         source
     };
-    // Beside an original-layout `.pth` the folder's config.json is the DiT's: use it only when it
-    // describes a T5 encoder.
+    // Beside an original-layout `.pth` the folder's config.json is the DiT's, not the encoder's.
     let json = crate::dit::config::read_config_json(dir)?;
-    let json = if source.is_file() && !describes(&json, &["t5"]) {
+    let json = if source.is_file() && is_dit_config(&json) {
         serde_json::json!({})
     } else {
         json
@@ -74,14 +73,11 @@ pub fn inspect(source: &Path) -> Result<(Checkpoint, TextLayout, TextEncoderConf
     Ok((checkpoint, layout, config))
 }
 
-/// True when `json`'s `model_type` names one of `kinds` (e.g. `umt5` for `t5`).
-pub(crate) fn describes(json: &serde_json::Value, kinds: &[&str]) -> bool {
-    let model_type = json
-        .get("model_type")
-        .and_then(|v| v.as_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    kinds.iter().any(|kind| model_type.contains(kind))
+/// True when `json` is an original-layout DiT config (`model_type` t2v/i2v, with `dim` and
+/// `in_dim`), as the `config.json` of a SkyReels/Wan model folder is.
+pub(crate) fn is_dit_config(json: &serde_json::Value) -> bool {
+    let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+    matches!(model_type, "t2v" | "i2v") && json.get("dim").is_some() && json.get("in_dim").is_some()
 }
 
 /// Copies `tokenizer` (a `tokenizer.json`, or a directory holding one) into `out_dir`.
