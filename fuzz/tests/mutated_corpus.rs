@@ -155,6 +155,12 @@ fn the_regression_seeds_are_refused() {
         let error = skyreels_exporter::checkpoint::Checkpoint::open(&path).err().unwrap_or_else(|| panic!("{name} was accepted"));
         assert!(error.to_string().contains(&name), "{name}: {error}");
     }
+    for (name, seed) in seeds("manifest").into_iter().filter(|(name, _)| name.starts_with("regression_")) {
+        let scratch = tempfile::tempdir().unwrap();
+        std::fs::write(scratch.path().join("manifest.yaml"), seed).unwrap();
+        let error = skyreels_contract::Manifest::load(scratch.path()).err().unwrap_or_else(|| panic!("{name} was accepted"));
+        assert!(error.to_string().contains("no control characters"), "{name}: {error}");
+    }
 }
 
 #[test]

@@ -101,6 +101,23 @@ pub struct Manifest {
     pub build: Option<BuildRecord>,
 }
 
+/// The first string (value or key) of `value` with a control character or surrounding spaces, and
+/// where it is. Every string of a manifest is a name, a file, a shape axis or a version, none of
+/// which has them; refusing them also keeps the file stable when it is written back (found by
+/// fuzzing: a `\r` in a shape axis did not survive a YAML round trip).
+fn unclean_string(value: &serde_json::Value, at: String) -> Option<(String, String)> {
+    let unclean = |s: &str| s.chars().any(char::is_control) || s.trim() != s;
+    match value {
+        serde_json::Value::String(s) if unclean(s) => Some((at, s.clone())),
+        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| unclean_string(item, format!("{at}[{i}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let here = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
+            if unclean(key) { Some((here, key.clone())) } else { unclean_string(item, here) }
+        }),
+        _ => None,
+    }
+}
+
 impl Manifest {
     /// Reads `ENGINE_DIR/manifest.yaml`.
     pub fn load(engine_dir: &Path) -> Result<Manifest, YamlError> {
@@ -115,11 +132,41 @@ impl Manifest {
                 ),
             });
         }
+        if let Some((at, value)) = unclean_string(&serde_json::to_value(&manifest).expect("a manifest is JSON-representable"), String::new()) {
+            return Err(YamlError::Parse {
+                path: engine_dir.join(MANIFEST_FILE),
+                what: "engine manifest",
+                message: format!("{at} is {value:?}: names, files and shapes hold no control characters and no leading or trailing spaces"),
+            });
+        }
         Ok(manifest)
     }
 
     /// Writes `ENGINE_DIR/manifest.yaml`.
     pub fn save(&self, engine_dir: &Path) -> Result<(), YamlError> {
         save_yaml(&engine_dir.join(MANIFEST_FILE), self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) {
+        std::fs::write(dir.join(MANIFEST_FILE), text).expect("write");
+    }
+
+    /// The fuzzer's finding: a shape axis `"32> \r"` parsed, but did not survive being written back.
+    #[test]
+    fn strings_with_control_characters_or_surrounding_spaces_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = "format_version: 1\nproducer: test\ntarget: cpu\nprecision: fp32\nattention: matmul\nbuild: null\n";
+        write(dir.path(), base);
+        Manifest::load(dir.path()).expect("a clean manifest loads");
+        for (bad, at) in [("producer: \"test \\r\"", "producer"), ("producer: \" test\"", "producer")] {
+            write(dir.path(), &base.replace("producer: test", bad));
+            let error = Manifest::load(dir.path()).unwrap_err().to_string();
+            assert!(error.contains(&format!("{at} is")) && error.contains("no control characters") && error.contains("fix:"), "{error}");
+        }
     }
 }
