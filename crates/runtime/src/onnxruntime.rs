@@ -1,4 +1,4 @@
-//! Finding and loading the ONNX Runtime shared library (dynamic loading; see DESIGN.md).
+//! Finding and loading the ONNX Runtime shared library (dynamic loading; see docs/DESIGN.md).
 //! Search order: `ORT_DYLIB_PATH`, next to the running binary, the project cache that
 //! `scripts/setup.sh` fills from the official `onnxruntime` wheel on PyPI.
 
