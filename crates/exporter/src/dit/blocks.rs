@@ -121,7 +121,7 @@ fn block(
     let q = layers.rms_norm(&q, &format!("{p}.self_attn.norm_q.weight"), d, config.eps)?;
     let k = layers.linear(&h, &format!("{p}.self_attn.k"), d, d, lead)?;
     let k = layers.rms_norm(&k, &format!("{p}.self_attn.norm_k.weight"), d, config.eps)?;
-    let v = layers.linear(&h, &format!("{p}.self_attn.v"), d, d, lead)?;
+    let v = layers.linear_compute(&h, &format!("{p}.self_attn.v"), d, d, lead)?;
     let g = &mut layers.graph;
     let (q, k) = match &shared.position_ids {
         // The fused op computes the same interleaved rotation in one kernel per tensor.
@@ -141,7 +141,7 @@ fn block(
         ),
     };
     let v = to_tokens(g, &v, d)?;
-    let a = layers.attention(&q, &k, &v, config.num_heads, shared.causal_bias.as_ref())?;
+    let a = layers.attention_compute(&q, &k, &v, config.num_heads, shared.causal_bias.as_ref())?;
     let a = to_frames(&mut layers.graph, &a, shared, d)?;
     let o = layers.linear(&a, &format!("{p}.self_attn.o"), d, d, lead)?;
     let g = &mut layers.graph;
@@ -149,7 +149,7 @@ fn block(
     let x = g.add(&x, &o)?;
 
     let n = layers.layer_norm_affine(&x, &format!("{p}.norm3"), d, config.eps)?;
-    let q = layers.linear(&n, &format!("{p}.cross_attn.q"), d, d, lead)?;
+    let q = layers.linear_compute(&n, &format!("{p}.cross_attn.q"), d, d, lead)?;
     let q = layers.rms_norm(&q, &format!("{p}.cross_attn.norm_q.weight"), d, config.eps)?;
     let q = to_tokens(&mut layers.graph, &q, d)?;
     let (image, text) = match (config.model_type, config.image_len) {
@@ -164,8 +164,8 @@ fn block(
     let text_lead = layers.lead_of(&text)?;
     let k = layers.linear(&text, &format!("{p}.cross_attn.k"), d, d, &text_lead)?;
     let k = layers.rms_norm(&k, &format!("{p}.cross_attn.norm_k.weight"), d, config.eps)?;
-    let v = layers.linear(&text, &format!("{p}.cross_attn.v"), d, d, &text_lead)?;
-    let mut a = layers.attention(&q, &k, &v, config.num_heads, None)?;
+    let v = layers.linear_compute(&text, &format!("{p}.cross_attn.v"), d, d, &text_lead)?;
+    let mut a = layers.attention_compute(&q, &k, &v, config.num_heads, None)?;
     if let Some(image) = image {
         let image_lead = layers.lead_of(&image)?;
         let k = layers.linear(&image, &format!("{p}.cross_attn.k_img"), d, d, &image_lead)?;
@@ -175,8 +175,8 @@ fn block(
             d,
             config.eps,
         )?;
-        let v = layers.linear(&image, &format!("{p}.cross_attn.v_img"), d, d, &image_lead)?;
-        let image_attention = layers.attention(&q, &k, &v, config.num_heads, None)?;
+        let v = layers.linear_compute(&image, &format!("{p}.cross_attn.v_img"), d, d, &image_lead)?;
+        let image_attention = layers.attention_compute(&q, &k, &v, config.num_heads, None)?;
         a = layers.graph.add(&image_attention, &a)?;
     }
     let a = to_frames(&mut layers.graph, &a, shared, d)?;
@@ -185,7 +185,7 @@ fn block(
 
     let h = layers.layer_norm_plain(&x, d, config.eps)?;
     let h = modulate(&mut layers.graph, &h, shift_ff, scale_ff)?;
-    let f = layers.linear(&h, &format!("{p}.ffn.0"), d, config.ffn_dim, lead)?;
+    let f = layers.linear_compute(&h, &format!("{p}.ffn.0"), d, config.ffn_dim, lead)?;
     let f = layers.graph.gelu(&f, GeluApproximation::Tanh)?;
     let f = layers.linear(&f, &format!("{p}.ffn.2"), config.ffn_dim, d, lead)?;
     let g = &mut layers.graph;

@@ -103,6 +103,33 @@ impl<'w, 'c> Layers<'w, 'c> {
         out_features: usize,
         lead: &Lead,
     ) -> Result<Value> {
+        let y = self.gemm_in(dtype, x, prefix, in_features, out_features, lead)?;
+        Ok(self.graph.cast(&y, DType::F32)?)
+    }
+
+    /// [`Layers::linear`] left in the compute dtype, for a consumer that takes it as is (another
+    /// linear layer, attention): the reference rounds there too, and the float32 round trip
+    /// would only move memory.
+    pub fn linear_compute(
+        &mut self,
+        x: &Value,
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+        lead: &Lead,
+    ) -> Result<Value> {
+        self.gemm_in(self.compute, x, prefix, in_features, out_features, lead)
+    }
+
+    fn gemm_in(
+        &mut self,
+        dtype: DType,
+        x: &Value,
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+        lead: &Lead,
+    ) -> Result<Value> {
         let g = &mut self.graph;
         let weight = self.weights.tensor(
             g,
@@ -134,7 +161,7 @@ impl<'w, 'c> Layers<'w, 'c> {
             shape.push(Dim::Known(out_features as i64));
             g.reshape_to(&y, &target, shape)?
         };
-        Ok(g.cast(&y, DType::F32)?)
+        Ok(y)
     }
 
     /// Unit scale and zero bias `[size]` for parameter-free LayerNorms. The explicit zero bias
@@ -173,15 +200,29 @@ impl<'w, 'c> Layers<'w, 'c> {
         Ok(g.layer_norm(x, &scale, Some(&bias), eps as f32)?)
     }
 
-    /// RMSNorm with stored `name` `[size]` (float32).
+    /// RMSNorm with stored `name` `[size]`, in `x`'s dtype (float32, or the compute dtype with
+    /// float32 statistics, as ONNX's `RMSNormalization` keeps them).
     pub fn rms_norm(&mut self, x: &Value, name: &str, size: usize, eps: f64) -> Result<Value> {
         let g = &mut self.graph;
-        let scale = self.weights.tensor(g, name, &[size], DType::F32)?;
+        let scale = self.weights.tensor(g, name, &[size], x.dtype)?;
         Ok(g.rms_norm(x, &scale, eps as f32)?)
     }
 
-    /// Multi-head attention on `[B, S, heads·d]` tensors, float32 in and out.
+    /// Multi-head attention on `[B, S, heads·d]` tensors, float32 out.
     pub fn attention(
+        &mut self,
+        query: &Value,
+        key: &Value,
+        value: &Value,
+        num_heads: usize,
+        bias: Option<&Value>,
+    ) -> Result<Value> {
+        let out = self.attention_compute(query, key, value, num_heads, bias)?;
+        Ok(self.graph.cast(&out, DType::F32)?)
+    }
+
+    /// [`Layers::attention`] with the output left in the compute dtype, for an output projection.
+    pub fn attention_compute(
         &mut self,
         query: &Value,
         key: &Value,
@@ -234,6 +275,6 @@ impl<'w, 'c> Layers<'w, 'c> {
                 g.reshape(&out, &[0, 0, hidden])?
             }
         };
-        Ok(g.cast(&out, DType::F32)?)
+        Ok(out)
     }
 }
