@@ -109,10 +109,21 @@ fn unclean_string(value: &serde_json::Value, at: String) -> Option<(String, Stri
     let unclean = |s: &str| s.chars().any(char::is_control) || s.trim() != s;
     match value {
         serde_json::Value::String(s) if unclean(s) => Some((at, s.clone())),
-        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| unclean_string(item, format!("{at}[{i}]"))),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| unclean_string(item, format!("{at}[{i}]"))),
         serde_json::Value::Object(fields) => fields.iter().find_map(|(key, item)| {
-            let here = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
-            if unclean(key) { Some((here, key.clone())) } else { unclean_string(item, here) }
+            let here = if at.is_empty() {
+                key.clone()
+            } else {
+                format!("{at}.{key}")
+            };
+            if unclean(key) {
+                Some((here, key.clone()))
+            } else {
+                unclean_string(item, here)
+            }
         }),
         _ => None,
     }
@@ -132,11 +143,16 @@ impl Manifest {
                 ),
             });
         }
-        if let Some((at, value)) = unclean_string(&serde_json::to_value(&manifest).expect("a manifest is JSON-representable"), String::new()) {
+        if let Some((at, value)) = unclean_string(
+            &serde_json::to_value(&manifest).expect("a manifest is JSON-representable"),
+            String::new(),
+        ) {
             return Err(YamlError::Parse {
                 path: engine_dir.join(MANIFEST_FILE),
                 what: "engine manifest",
-                message: format!("{at} is {value:?}: names, files and shapes hold no control characters and no leading or trailing spaces"),
+                message: format!(
+                    "{at} is {value:?}: names, files and shapes hold no control characters and no leading or trailing spaces"
+                ),
             });
         }
         Ok(manifest)
@@ -163,10 +179,18 @@ mod tests {
         let base = "format_version: 1\nproducer: test\ntarget: cpu\nprecision: fp32\nattention: matmul\nbuild: null\n";
         write(dir.path(), base);
         Manifest::load(dir.path()).expect("a clean manifest loads");
-        for (bad, at) in [("producer: \"test \\r\"", "producer"), ("producer: \" test\"", "producer")] {
+        for (bad, at) in [
+            ("producer: \"test \\r\"", "producer"),
+            ("producer: \" test\"", "producer"),
+        ] {
             write(dir.path(), &base.replace("producer: test", bad));
             let error = Manifest::load(dir.path()).unwrap_err().to_string();
-            assert!(error.contains(&format!("{at} is")) && error.contains("no control characters") && error.contains("fix:"), "{error}");
+            assert!(
+                error.contains(&format!("{at} is"))
+                    && error.contains("no control characters")
+                    && error.contains("fix:"),
+                "{error}"
+            );
         }
     }
 }

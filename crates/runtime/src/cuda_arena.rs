@@ -2,7 +2,10 @@
 //! instead of one per session. Each session's arena keeps the blocks it ever used, so with
 //! separate arenas the DiT's and the VAE's peaks add up; with one shared arena the VAE reuses the
 //! memory the DiT's activations left free.
-#![expect(unsafe_code, reason = "ort has no wrapper for ONNX Runtime's environment allocators; the C API is called directly")]
+#![expect(
+    unsafe_code,
+    reason = "ort has no wrapper for ONNX Runtime's environment allocators; the C API is called directly"
+)]
 
 use std::collections::HashSet;
 use std::ffi::{CStr, CString, c_char};
@@ -28,10 +31,15 @@ fn check(status: ort::sys::OrtStatusPtr, what: &str) -> Result<()> {
     }
     let api = ort::api();
     // SAFETY: a non-null status from the C API holds a NUL-terminated message until released.
-    let message = unsafe { CStr::from_ptr((api.GetErrorMessage)(status.0)) }.to_string_lossy().into_owned();
+    let message = unsafe { CStr::from_ptr((api.GetErrorMessage)(status.0)) }
+        .to_string_lossy()
+        .into_owned();
     // SAFETY: the status is owned by us and released once.
     unsafe { (api.ReleaseStatus)(status.0) };
-    Err(RuntimeError::Ort { context: what.to_string(), message })
+    Err(RuntimeError::Ort {
+        context: what.to_string(),
+        message,
+    })
 }
 
 /// Registers a shared CUDA arena for `device` in `environment` (once per process and GPU).
@@ -48,9 +56,20 @@ pub fn register(environment: &Environment, device: i32) -> Result<()> {
     let values: [usize; 1] = [1];
     let mut config: *mut ort::sys::OrtArenaCfg = std::ptr::null_mut();
     // SAFETY: keys and values have the length passed; `config` receives an owned pointer.
-    check(unsafe { (api.CreateArenaCfgV2)(keys.as_ptr(), values.as_ptr(), keys.len(), &mut config) }, &what)?;
-    let memory = MemoryInfo::new(AllocationDevice::CUDA, device, AllocatorType::Device, MemoryType::Default)
-        .map_err(|e| RuntimeError::Ort { context: what.clone(), message: e.to_string() })?;
+    check(
+        unsafe { (api.CreateArenaCfgV2)(keys.as_ptr(), values.as_ptr(), keys.len(), &mut config) },
+        &what,
+    )?;
+    let memory = MemoryInfo::new(
+        AllocationDevice::CUDA,
+        device,
+        AllocatorType::Device,
+        MemoryType::Default,
+    )
+    .map_err(|e| RuntimeError::Ort {
+        context: what.clone(),
+        message: e.to_string(),
+    })?;
     let device_id = CString::new(device.to_string()).expect("digits have no NUL");
     let option_keys: [*const c_char; 1] = [c"device_id".as_ptr()];
     let option_values: [*const c_char; 1] = [device_id.as_ptr()];

@@ -41,10 +41,15 @@ impl Backend {
                 let mut cuda = ort::ep::CUDA::default()
                     .with_device_id(*device)
                     .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested)
-                    .with_conv_max_workspace(std::env::var("SKYREELS_CUDNN_MAX_WORKSPACE").map_or(true, |v| v != "0"));
+                    .with_conv_max_workspace(
+                        std::env::var("SKYREELS_CUDNN_MAX_WORKSPACE").map_or(true, |v| v != "0"),
+                    );
                 // SKYREELS_CUDA_SDPA_KERNEL=BITS restricts ONNX Runtime's attention kernels (its
                 // `sdpa_kernel` flags: 1 flash, 2 memory-efficient, 8 cuDNN flash, 16 math), for tuning.
-                if let Some(bits) = std::env::var("SKYREELS_CUDA_SDPA_KERNEL").ok().and_then(|v| v.parse::<u32>().ok()) {
+                if let Some(bits) = std::env::var("SKYREELS_CUDA_SDPA_KERNEL")
+                    .ok()
+                    .and_then(|v| v.parse::<u32>().ok())
+                {
                     cuda = cuda.with_attention_backend(attention_backends(bits));
                 }
                 vec![cuda.build().error_on_failure()]
@@ -56,8 +61,21 @@ impl Backend {
 /// ONNX Runtime's attention-kernel flags from their bit values.
 fn attention_backends(bits: u32) -> ort::ep::cuda::AttentionBackend {
     use ort::ep::cuda::AttentionBackend as A;
-    let all = [A::FLASH_ATTENTION, A::EFFICIENT_ATTENTION, A::TRT_FUSED_ATTENTION, A::CUDNN_FLASH_ATTENTION, A::MATH, A::TRT_FLASH_ATTENTION, A::TRT_CROSS_ATTENTION, A::TRT_CAUSAL_ATTENTION, A::LEAN_ATTENTION];
-    all.into_iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).fold(A::none(), |acc, (_, flag)| acc | flag)
+    let all = [
+        A::FLASH_ATTENTION,
+        A::EFFICIENT_ATTENTION,
+        A::TRT_FUSED_ATTENTION,
+        A::CUDNN_FLASH_ATTENTION,
+        A::MATH,
+        A::TRT_FLASH_ATTENTION,
+        A::TRT_CROSS_ATTENTION,
+        A::TRT_CAUSAL_ATTENTION,
+        A::LEAN_ATTENTION,
+    ];
+    all.into_iter()
+        .enumerate()
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .fold(A::none(), |acc, (_, flag)| acc | flag)
 }
 
 /// Named tensors living in ONNX Runtime values.
@@ -167,14 +185,26 @@ impl GraphSession {
                 context: context.clone(),
                 message: e.to_string(),
             })?;
-        if let (Backend::Cuda { device }, true) = (backend, crate::cuda_arena::shared_arena_enabled()) {
+        if let (Backend::Cuda { device }, true) =
+            (backend, crate::cuda_arena::shared_arena_enabled())
+        {
             crate::cuda_arena::register(&environment, *device)?;
-            builder = builder.with_env_allocators().map_err(|e| RuntimeError::Ort { context: context.clone(), message: e.to_string() })?;
+            builder = builder
+                .with_env_allocators()
+                .map_err(|e| RuntimeError::Ort {
+                    context: context.clone(),
+                    message: e.to_string(),
+                })?;
         }
         // SKYREELS_ORT_PROFILE=PREFIX writes ONNX Runtime's per-node profile of every session to
         // PREFIX-<graph>_<timestamp>.json when the session ends (tools/bench/ort_profile_summary.py).
         if let Ok(prefix) = std::env::var("SKYREELS_ORT_PROFILE") {
-            builder = builder.with_profiling(format!("{prefix}-{}", entry.name)).map_err(|e| RuntimeError::Ort { context: context.clone(), message: e.to_string() })?;
+            builder = builder
+                .with_profiling(format!("{prefix}-{}", entry.name))
+                .map_err(|e| RuntimeError::Ort {
+                    context: context.clone(),
+                    message: e.to_string(),
+                })?;
         }
         if let Backend::Cpu { threads } = backend {
             if *threads > 0 {

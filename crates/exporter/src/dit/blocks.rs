@@ -175,7 +175,8 @@ fn block(
             d,
             config.eps,
         )?;
-        let v = layers.linear_compute(&image, &format!("{p}.cross_attn.v_img"), d, d, &image_lead)?;
+        let v =
+            layers.linear_compute(&image, &format!("{p}.cross_attn.v_img"), d, d, &image_lead)?;
         let image_attention = layers.attention_compute(&q, &k, &v, config.num_heads, None)?;
         a = layers.graph.add(&image_attention, &a)?;
     }

@@ -76,7 +76,10 @@ pub fn inspect(source: &Path) -> Result<(Checkpoint, TextLayout, TextEncoderConf
 /// True when `json` is an original-layout DiT config (`model_type` t2v/i2v, with `dim` and
 /// `in_dim`), as the `config.json` of a SkyReels/Wan model folder is.
 pub(crate) fn is_dit_config(json: &serde_json::Value) -> bool {
-    let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+    let model_type = json
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
     matches!(model_type, "t2v" | "i2v") && json.get("dim").is_some() && json.get("in_dim").is_some()
 }
 
