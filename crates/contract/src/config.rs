@@ -62,13 +62,13 @@ impl DitConfig {
 
     /// Checks internal consistency; returns a message naming the bad field.
     pub fn validate(&self) -> Result<(), String> {
-        if self.num_heads == 0 || self.dim % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.dim.is_multiple_of(self.num_heads) {
             return Err(format!(
                 "dim {} is not divisible by num_heads {}",
                 self.dim, self.num_heads
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(format!(
                 "head dim {} must be even for rotary embeddings",
                 self.head_dim()

@@ -170,14 +170,14 @@ impl Graph {
             return Err(self.error("MatMul: both operands need rank >= 2"));
         }
         let (k1, k2) = (a.dim(-1), b.dim(-2));
-        if let (Some(x), Some(y)) = (k1.known(), k2.known()) {
-            if x != y {
-                return Err(self.error(format!(
-                    "MatMul inner dims {x} vs {y} ({} @ {})",
-                    render(&a.shape),
-                    render(&b.shape)
-                )));
-            }
+        if let (Some(x), Some(y)) = (k1.known(), k2.known())
+            && x != y
+        {
+            return Err(self.error(format!(
+                "MatMul inner dims {x} vs {y} ({} @ {})",
+                render(&a.shape),
+                render(&b.shape)
+            )));
         }
         let batch = broadcast(&a.shape[..a.rank() - 2], &b.shape[..b.rank() - 2])
             .ok_or_else(|| self.error("MatMul: batch dims clash"))?;
@@ -197,10 +197,10 @@ impl Graph {
                 render(&b.shape)
             )));
         }
-        if let (Some(x), Some(y)) = (a.shape[1].known(), b.shape[1].known()) {
-            if x != y {
-                return Err(self.error(format!("Gemm inner dims {x} vs {y}")));
-            }
+        if let (Some(x), Some(y)) = (a.shape[1].known(), b.shape[1].known())
+            && x != y
+        {
+            return Err(self.error(format!("Gemm inner dims {x} vs {y}")));
         }
         let shape = vec![a.shape[0].clone(), b.shape[0].clone()];
         let mut inputs = vec![Some(a), Some(b)];
@@ -279,14 +279,14 @@ impl Graph {
             let out_total = shape
                 .iter()
                 .try_fold(1i64, |acc, d| d.known().map(|v| acc * v));
-            if let Some(out_total) = out_total {
-                if out_total != total {
-                    return Err(self.error(format!(
-                        "Reshape {} to {:?}: element counts differ",
-                        render(&x.shape),
-                        target
-                    )));
-                }
+            if let Some(out_total) = out_total
+                && out_total != total
+            {
+                return Err(self.error(format!(
+                    "Reshape {} to {:?}: element counts differ",
+                    render(&x.shape),
+                    target
+                )));
             }
         }
         let target_value = self.const_i64(target)?;
@@ -298,13 +298,13 @@ impl Graph {
         if target.dtype != DType::I64 || target.rank() != 1 {
             return Err(self.error("Reshape: target must be a 1-D int64 tensor"));
         }
-        if let Some(n) = target.shape[0].known() {
-            if n as usize != result.len() {
-                return Err(self.error(format!(
-                    "Reshape: target has {n} dims but result is declared {}",
-                    render(&result)
-                )));
-            }
+        if let Some(n) = target.shape[0].known()
+            && n as usize != result.len()
+        {
+            return Err(self.error(format!(
+                "Reshape: target has {n} dims but result is declared {}",
+                render(&result)
+            )));
         }
         Ok(self.node1("Reshape", &[x, target], vec![], x.dtype, result))
     }
@@ -337,12 +337,11 @@ impl Graph {
                 return Err(self.error("Concat: ranks differ"));
             }
             for (i, (d, e)) in shape.iter().zip(&p.shape).enumerate() {
-                if i != a {
-                    if let (Some(x), Some(y)) = (d.known(), e.known()) {
-                        if x != y {
-                            return Err(self.error(format!("Concat: dim {i} is {x} vs {y}")));
-                        }
-                    }
+                if i != a
+                    && let (Some(x), Some(y)) = (d.known(), e.known())
+                    && x != y
+                {
+                    return Err(self.error(format!("Concat: dim {i} is {x} vs {y}")));
                 }
             }
             shape[a] = shape[a].add(&p.shape[a]);
@@ -377,10 +376,10 @@ impl Graph {
     /// Splits into equal parts of the given sizes along `axis`.
     pub fn split(&mut self, x: &Value, axis: i64, sizes: &[i64]) -> Result<Vec<Value>> {
         let a = axis_index(x.rank(), axis);
-        if let Some(n) = x.shape[a].known() {
-            if sizes.iter().sum::<i64>() != n {
-                return Err(self.error(format!("Split: sizes {:?} do not add up to {n}", sizes)));
-            }
+        if let Some(n) = x.shape[a].known()
+            && sizes.iter().sum::<i64>() != n
+        {
+            return Err(self.error(format!("Split: sizes {:?} do not add up to {n}", sizes)));
         }
         let split = self.const_i64(sizes)?;
         let outputs = sizes
@@ -419,10 +418,10 @@ impl Graph {
         positions.sort_unstable();
         let mut shape = x.shape.clone();
         for p in positions.into_iter().rev() {
-            if let Some(n) = shape[p].known() {
-                if n != 1 {
-                    return Err(self.error(format!("Squeeze: axis {p} has size {n}")));
-                }
+            if let Some(n) = shape[p].known()
+                && n != 1
+            {
+                return Err(self.error(format!("Squeeze: axis {p} has size {n}")));
             }
             shape.remove(p);
         }
@@ -607,13 +606,13 @@ impl Graph {
                 pads
             )));
         }
-        if let (Some(c), Some(wc)) = (x.shape[1].known(), weight.shape[1].known()) {
-            if c != wc * group {
-                return Err(self.error(format!(
-                    "Conv: input has {c} channels, weight expects {}",
-                    wc * group
-                )));
-            }
+        if let (Some(c), Some(wc)) = (x.shape[1].known(), weight.shape[1].known())
+            && c != wc * group
+        {
+            return Err(self.error(format!(
+                "Conv: input has {c} channels, weight expects {}",
+                wc * group
+            )));
         }
         let mut shape = vec![x.shape[0].clone(), weight.shape[0].clone()];
         for i in 0..spatial {

@@ -53,10 +53,14 @@ pub fn register(environment: &Environment, device: i32) -> Result<()> {
     let what = format!("registering a shared CUDA arena for GPU {device}");
     // Grow by what is asked, as the per-session arenas do (see `session::Backend`), unless
     // SKYREELS_CUDA_ARENA_EXTEND=pow2; SKYREELS_CUDA_ARENA_INITIAL_MB sets the first region.
-    let strategy = usize::from(std::env::var("SKYREELS_CUDA_ARENA_EXTEND").map_or(true, |v| v != "pow2"));
+    let strategy =
+        usize::from(std::env::var("SKYREELS_CUDA_ARENA_EXTEND").map_or(true, |v| v != "pow2"));
     let mut keys: Vec<*const c_char> = vec![c"arena_extend_strategy".as_ptr()];
     let mut values: Vec<usize> = vec![strategy];
-    if let Some(megabytes) = std::env::var("SKYREELS_CUDA_ARENA_INITIAL_MB").ok().and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(megabytes) = std::env::var("SKYREELS_CUDA_ARENA_INITIAL_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         keys.push(c"initial_chunk_size_bytes".as_ptr());
         values.push(megabytes << 20);
     }

@@ -17,7 +17,7 @@ use crate::tensor::Tensor;
 /// Where Gaussian noise comes from, in the order the pipeline draws it.
 pub enum NoiseSource {
     /// Seeded ChaCha8 standard normals.
-    Seeded(ChaCha8Rng),
+    Seeded(Box<ChaCha8Rng>),
     /// Tensors `"0"`, `"1"`, … of a safetensors file, consumed in order.
     File {
         /// The file, for messages.
@@ -32,7 +32,7 @@ pub enum NoiseSource {
 impl NoiseSource {
     /// A seeded generator.
     pub fn seeded(seed: u64) -> NoiseSource {
-        NoiseSource::Seeded(ChaCha8Rng::seed_from_u64(seed))
+        NoiseSource::Seeded(Box::new(ChaCha8Rng::seed_from_u64(seed)))
     }
 
     /// Reads pre-drawn noise tensors named `"0"`, `"1"`, … from `path`.

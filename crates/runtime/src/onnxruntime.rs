@@ -52,13 +52,13 @@ fn candidates() -> Vec<PathBuf> {
 /// The library file that will be loaded.
 pub fn library_path() -> Result<PathBuf> {
     let candidates = candidates();
-    if let Ok(explicit) = std::env::var("ORT_DYLIB_PATH") {
-        if !Path::new(&explicit).is_file() {
-            return Err(RuntimeError::OnnxRuntimeMissing {
-                searched: vec![PathBuf::from(explicit)],
-                hint: "ORT_DYLIB_PATH points to a file that does not exist".into(),
-            });
-        }
+    if let Ok(explicit) = std::env::var("ORT_DYLIB_PATH")
+        && !Path::new(&explicit).is_file()
+    {
+        return Err(RuntimeError::OnnxRuntimeMissing {
+            searched: vec![PathBuf::from(explicit)],
+            hint: "ORT_DYLIB_PATH points to a file that does not exist".into(),
+        });
     }
     candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| RuntimeError::OnnxRuntimeMissing {
         searched: candidates,

@@ -206,15 +206,15 @@ impl GraphSession {
                     message: e.to_string(),
                 })?;
         }
-        if let Backend::Cpu { threads } = backend {
-            if *threads > 0 {
-                builder = builder
-                    .with_intra_threads(*threads)
-                    .map_err(|e| RuntimeError::Ort {
-                        context: context.clone(),
-                        message: e.to_string(),
-                    })?;
-            }
+        if let Backend::Cpu { threads } = backend
+            && *threads > 0
+        {
+            builder = builder
+                .with_intra_threads(*threads)
+                .map_err(|e| RuntimeError::Ort {
+                    context: context.clone(),
+                    message: e.to_string(),
+                })?;
         }
         let session = builder
             .commit_from_file(&path)
@@ -240,18 +240,18 @@ impl GraphSession {
                     name: spec.name.clone(),
                     message: format!("needed by graph `{}` but not provided", self.entry.name),
                 })?;
-            if let ValueType::Tensor { shape, .. } = value.dtype() {
-                if shape.len() != spec.shape.len() {
-                    return Err(RuntimeError::Tensor {
-                        name: spec.name.clone(),
-                        message: format!(
-                            "has {} dims, graph `{}` expects {:?}",
-                            shape.len(),
-                            self.entry.name,
-                            spec.shape
-                        ),
-                    });
-                }
+            if let ValueType::Tensor { shape, .. } = value.dtype()
+                && shape.len() != spec.shape.len()
+            {
+                return Err(RuntimeError::Tensor {
+                    name: spec.name.clone(),
+                    message: format!(
+                        "has {} dims, graph `{}` expects {:?}",
+                        shape.len(),
+                        self.entry.name,
+                        spec.shape
+                    ),
+                });
             }
             inputs.push((spec.name.as_str(), value.view()));
         }

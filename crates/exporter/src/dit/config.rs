@@ -95,24 +95,23 @@ pub fn dit_config(
         (&["text_dim"], text_dim),
     ];
     for (keys, actual) in checks {
-        if let Some(declared) = json_usize(json, keys) {
-            if declared != actual {
-                return Err(bad(format!(
-                    "{} = {declared} but the weights say {actual}",
-                    keys[0]
-                )));
-            }
+        if let Some(declared) = json_usize(json, keys)
+            && declared != actual
+        {
+            return Err(bad(format!(
+                "{} = {declared} but the weights say {actual}",
+                keys[0]
+            )));
         }
     }
     if let (Some(heads), Some(head_dim)) = (
         json_usize(json, &["num_attention_heads"]),
         json_usize(json, &["attention_head_dim"]),
-    ) {
-        if heads * head_dim != dim {
-            return Err(bad(format!(
-                "num_attention_heads {heads} x attention_head_dim {head_dim} != dim {dim}"
-            )));
-        }
+    ) && heads * head_dim != dim
+    {
+        return Err(bad(format!(
+            "num_attention_heads {heads} x attention_head_dim {head_dim} != dim {dim}"
+        )));
     }
     if let Some(declared) = json.get("model_type").and_then(|v| v.as_str()) {
         let expected = match model_type {
@@ -126,17 +125,17 @@ pub fn dit_config(
             )));
         }
     }
-    if let Some(declared) = json.get("inject_sample_info").and_then(|v| v.as_bool()) {
-        if declared != inject_sample_info {
-            return Err(bad(format!(
-                "inject_sample_info = {declared} but fps_embedding.weight is {}",
-                if inject_sample_info {
-                    "present"
-                } else {
-                    "absent"
-                }
-            )));
-        }
+    if let Some(declared) = json.get("inject_sample_info").and_then(|v| v.as_bool())
+        && declared != inject_sample_info
+    {
+        return Err(bad(format!(
+            "inject_sample_info = {declared} but fps_embedding.weight is {}",
+            if inject_sample_info {
+                "present"
+            } else {
+                "absent"
+            }
+        )));
     }
     let config = DitConfig {
         model_type,

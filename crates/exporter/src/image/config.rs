@@ -153,12 +153,12 @@ pub fn image_config(
             "width {dim} is not a multiple of {num_heads} heads"
         )));
     }
-    if let Some(activation) = json.get("hidden_act").and_then(|v| v.as_str()) {
-        if activation != "gelu" {
-            return Err(bad(format!(
-                "hidden_act `{activation}` is not supported; the ViT-H/14 tower uses exact `gelu`"
-            )));
-        }
+    if let Some(activation) = json.get("hidden_act").and_then(|v| v.as_str())
+        && activation != "gelu"
+    {
+        return Err(bad(format!(
+            "hidden_act `{activation}` is not supported; the ViT-H/14 tower uses exact `gelu`"
+        )));
     }
     let checks: [(&str, usize); 4] = [
         ("hidden_size", dim),
@@ -167,12 +167,12 @@ pub fn image_config(
         ("num_hidden_layers", num_layers),
     ];
     for (key, actual) in checks {
-        if let Some(declared) = json.get(key).and_then(|v| v.as_u64()) {
-            if declared as usize != actual {
-                return Err(bad(format!(
-                    "{key} = {declared} but the weights say {actual}"
-                )));
-            }
+        if let Some(declared) = json.get(key).and_then(|v| v.as_u64())
+            && declared as usize != actual
+        {
+            return Err(bad(format!(
+                "{key} = {declared} but the weights say {actual}"
+            )));
         }
     }
     let eps = json

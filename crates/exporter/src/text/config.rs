@@ -123,31 +123,30 @@ pub fn text_config(
         ("relative_attention_num_buckets", num_buckets),
     ];
     for (key, actual) in checks {
-        if let Some(declared) = json_usize(json, key) {
-            if declared != actual {
-                return Err(bad(format!(
-                    "{key} = {declared} but the weights say {actual}"
-                )));
-            }
-        }
-    }
-    if let Some(projection) = json.get("feed_forward_proj").and_then(|v| v.as_str()) {
-        if projection != "gated-gelu" {
+        if let Some(declared) = json_usize(json, key)
+            && declared != actual
+        {
             return Err(bad(format!(
-                "feed_forward_proj `{projection}` is not supported; umT5 uses gated-gelu (tanh GELU)"
+                "{key} = {declared} but the weights say {actual}"
             )));
         }
+    }
+    if let Some(projection) = json.get("feed_forward_proj").and_then(|v| v.as_str())
+        && projection != "gated-gelu"
+    {
+        return Err(bad(format!(
+            "feed_forward_proj `{projection}` is not supported; umT5 uses gated-gelu (tanh GELU)"
+        )));
     }
     if let Some(shared) = json
         .get("relative_attention_shared")
         .or_else(|| json.get("shared_pos"))
         .and_then(|v| v.as_bool())
+        && shared
     {
-        if shared {
-            return Err(bad(
-                "a shared relative-position table is not supported; umT5 has one per layer".into(),
-            ));
-        }
+        return Err(bad(
+            "a shared relative-position table is not supported; umT5 has one per layer".into(),
+        ));
     }
     let max_distance = json_usize(json, "relative_attention_max_distance").unwrap_or(128);
     let eps = json

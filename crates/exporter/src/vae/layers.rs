@@ -88,7 +88,7 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
     pub(super) fn input(&mut self, name: &str, shape: Shape) -> Result<Value> {
         self.inputs.push(spec(name, DType::F32, &shape));
         let value = self.graph.input(name, DType::F32, shape)?;
-        self.to_compute(&value)
+        self.in_compute_dtype(&value)
     }
 
     /// Declares and records a float32 graph output (cast from the compute dtype).
@@ -102,7 +102,7 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
         Ok(self.graph.output(name, &value, DType::F32, shape)?)
     }
 
-    fn to_compute(&mut self, value: &Value) -> Result<Value> {
+    fn in_compute_dtype(&mut self, value: &Value) -> Result<Value> {
         Ok(if self.compute == DType::F32 {
             value.clone()
         } else {
@@ -539,6 +539,6 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
         let constant = self
             .graph
             .const_f32(values, &[1, values.len() as i64, 1, 1, 1])?;
-        self.to_compute(&constant)
+        self.in_compute_dtype(&constant)
     }
 }

@@ -87,7 +87,7 @@ impl Plan {
     /// Checks `request` and derives the windows.
     pub fn new(request: Request) -> Result<Plan> {
         let r = &request;
-        if r.num_frames == 0 || (r.num_frames - 1) % 4 != 0 {
+        if r.num_frames == 0 || !(r.num_frames - 1).is_multiple_of(4) {
             let lower = if r.num_frames > 0 {
                 (r.num_frames - 1) / 4 * 4 + 1
             } else {
@@ -135,17 +135,17 @@ impl Plan {
             )));
         }
         let base = r.base_num_frames.unwrap_or(r.num_frames);
-        if base == 0 || (base - 1) % 4 != 0 {
+        if base == 0 || !(base - 1).is_multiple_of(4) {
             return Err(invalid(format!(
                 "--base-num-frames {base} is not of the form 4k+1"
             )));
         }
-        if let Some(overlap) = r.overlap_history {
-            if overlap == 0 || (overlap - 1) % 4 != 0 {
-                return Err(invalid(format!(
-                    "--overlap-history {overlap} is not of the form 4k+1 (upstream uses 17)"
-                )));
-            }
+        if let Some(overlap) = r.overlap_history
+            && (overlap == 0 || (overlap - 1) % 4 != 0)
+        {
+            return Err(invalid(format!(
+                "--overlap-history {overlap} is not of the form 4k+1 (upstream uses 17)"
+            )));
         }
         let mut segments = match r.start {
             Start::Video { frames } => {

@@ -131,6 +131,10 @@ pub fn replay_window_draws(
 
 /// Samples one window in place. `latents` `[1, 16, F, H, W]` holds the initial noise with any
 /// prefix frames already written; `schedulers` has one state per frame.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the window's state, passed explicitly rather than bundled"
+)]
 pub fn sample_window(
     denoiser: &mut dyn Denoiser,
     latents: &mut Tensor,
@@ -201,6 +205,10 @@ pub fn sample_window(
         } else {
             conditional
         };
+        #[expect(
+            clippy::needless_range_loop,
+            reason = "f indexes the update mask, the schedulers and two tensors"
+        )]
         for f in start..end {
             if rows.update[row][f] {
                 let updated = schedulers[f].step(&frame(&velocity, f - start), &frame(latents, f));
