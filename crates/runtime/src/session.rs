@@ -44,6 +44,20 @@ impl Backend {
                     .with_conv_max_workspace(
                         std::env::var("SKYREELS_CUDNN_MAX_WORKSPACE").map_or(true, |v| v != "0"),
                     );
+                // SKYREELS_CUDNN_ALGO_SEARCH=heuristic|default picks cuDNN's convolution algorithm
+                // without trying each one (ONNX Runtime's default is an exhaustive search).
+                match std::env::var("SKYREELS_CUDNN_ALGO_SEARCH").as_deref() {
+                    Ok("heuristic") => {
+                        cuda = cuda.with_conv_algorithm_search(
+                            ort::ep::cuda::ConvAlgorithmSearch::Heuristic,
+                        )
+                    }
+                    Ok("default") => {
+                        cuda = cuda
+                            .with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Default)
+                    }
+                    _ => {}
+                }
                 // SKYREELS_CUDA_SDPA_KERNEL=BITS restricts ONNX Runtime's attention kernels (its
                 // `sdpa_kernel` flags: 1 flash, 2 memory-efficient, 8 cuDNN flash, 16 math), for tuning.
                 if let Some(bits) = std::env::var("SKYREELS_CUDA_SDPA_KERNEL")
