@@ -2,10 +2,30 @@
 
 use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::error::{Result, RuntimeError};
 use crate::tensor::Tensor;
+
+/// A float tensor's values as float32 (f16 and bf16 upcast); `None` for other dtypes.
+pub(crate) fn float_values(view: &TensorView<'_>) -> Option<Vec<f32>> {
+    let data = view.data();
+    Some(match view.dtype() {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
 
 /// All tensors of `path` as float32 (f16/bf16 are upcast), sorted by name.
 pub fn read_f32_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
@@ -19,26 +39,12 @@ pub fn read_f32_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e:?}")))?;
     let mut out = Vec::new();
     for (name, view) in file.tensors() {
-        let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(bad(format!(
-                    "tensor `{name}` has dtype {other:?}; expected a float type"
-                )));
-            }
-        };
+        let values = float_values(&view).ok_or_else(|| {
+            bad(format!(
+                "tensor `{name}` has dtype {:?}; expected a float type",
+                view.dtype()
+            ))
+        })?;
         out.push((name, Tensor::new(view.shape().to_vec(), values)?));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -108,26 +108,12 @@ pub fn read_tensor(
             expected.join(", ")
         )));
     }
-    let data = view.data();
-    let values: Vec<f32> = match view.dtype() {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        other => {
-            return Err(mismatch(format!(
-                "has dtype {other}, expected F32 (F16 and BF16 are accepted too)\n  fix: convert it before saving, e.g. `tensor.float()` in PyTorch"
-            )));
-        }
-    };
+    let values = crate::tensor_file::float_values(&view).ok_or_else(|| {
+        mismatch(format!(
+            "has dtype {}, expected F32 (F16 and BF16 are accepted too)\n  fix: convert it before saving, e.g. `tensor.float()` in PyTorch",
+            view.dtype()
+        ))
+    })?;
     Tensor::new(shape, values).map_err(|error| mismatch(error.to_string()))
 }
 
