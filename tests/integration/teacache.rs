@@ -9,7 +9,7 @@ use skyreels_runtime::engine::Engine;
 use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::pipeline::denoiser::DitDenoiser;
 use skyreels_runtime::pipeline::generate::{Conditioning, GenerationStats, generate};
-use skyreels_runtime::pipeline::plan::{Compat, Plan, Request, Start};
+use skyreels_runtime::pipeline::plan::{Compat, Plan, Request};
 use skyreels_runtime::pipeline::sampler::WindowSettings;
 use skyreels_runtime::pipeline::schedule::FlowSchedule;
 use skyreels_runtime::session::Backend;
@@ -27,25 +27,7 @@ fn sample(engine: &Engine, teacache: Option<TeaCacheConfig>) -> (Tensor, Generat
             .join("inputs.safetensors"),
     )
     .expect("inputs");
-    let plan = Plan::new(Request {
-        num_frames: 13,
-        height: 32,
-        width: 48,
-        steps: 10,
-        guidance: 6.0,
-        shift: 8.0,
-        fps: 24,
-        ar_step: 0,
-        causal_block_size: 1,
-        causal_attention: false,
-        base_num_frames: None,
-        overlap_history: None,
-        addnoise_condition: 0.0,
-        compat: Compat::Upstream,
-        start: Start::Noise,
-        last_image: false,
-    })
-    .expect("plan");
+    let plan = Plan::new(Request::upstream(13, 32, 48, 10)).expect("plan");
     let mut denoiser = DitDenoiser {
         dit: Dit::load(engine, &Backend::Cpu { threads: 2 }, None).expect("dit"),
         context: float(&inputs, "prompt_embeds").expect("prompt").clone(),

@@ -17,7 +17,7 @@ use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::pipeline::defaults::teacache_coefficients;
 use skyreels_runtime::pipeline::denoiser::DitDenoiser;
 use skyreels_runtime::pipeline::generate::{Conditioning, Vae, generate};
-use skyreels_runtime::pipeline::plan::{Compat, Plan, Request, Start};
+use skyreels_runtime::pipeline::plan::{Compat, Plan, Request};
 use skyreels_runtime::pipeline::sampler::WindowSettings;
 use skyreels_runtime::pipeline::schedule::FlowSchedule;
 use skyreels_runtime::session::Backend;
@@ -49,24 +49,7 @@ fn main() -> anyhow::Result<()> {
         .context("the engine has no DiT")?
         .config
         .clone();
-    let plan = Plan::new(Request {
-        num_frames: frames,
-        height,
-        width,
-        steps,
-        guidance: 6.0,
-        shift: 8.0,
-        fps: 24,
-        ar_step: 0,
-        causal_block_size: 1,
-        causal_attention: false,
-        base_num_frames: None,
-        overlap_history: None,
-        addnoise_condition: 0.0,
-        compat: Compat::Upstream,
-        start: Start::Noise,
-        last_image: false,
-    })?;
+    let plan = Plan::new(Request::upstream(frames, height, width, steps))?;
     let mut noise = NoiseSource::seeded(0);
     let context = noise.draw(&[1, config.text_len, config.text_dim])?;
     let negative_context = noise.draw(&[1, config.text_len, config.text_dim])?;

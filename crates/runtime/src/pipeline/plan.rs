@@ -83,6 +83,31 @@ fn invalid(message: String) -> RuntimeError {
     RuntimeError::Invalid(message)
 }
 
+impl Request {
+    /// A synchronous text-to-video request of `num_frames` at `height`×`width` with `steps`, and
+    /// upstream's CLI defaults for the rest (guidance 6, shift 8, 24 fps, one window, no re-noising).
+    pub fn upstream(num_frames: usize, height: usize, width: usize, steps: usize) -> Request {
+        Request {
+            num_frames,
+            height,
+            width,
+            steps,
+            guidance: 6.0,
+            shift: 8.0,
+            fps: 24,
+            ar_step: 0,
+            causal_block_size: 1,
+            causal_attention: false,
+            base_num_frames: None,
+            overlap_history: None,
+            addnoise_condition: 0.0,
+            compat: Compat::Upstream,
+            start: Start::Noise,
+            last_image: false,
+        }
+    }
+}
+
 impl Plan {
     /// Checks `request` and derives the windows.
     pub fn new(request: Request) -> Result<Plan> {
@@ -209,24 +234,7 @@ mod tests {
     use super::*;
 
     fn request() -> Request {
-        Request {
-            num_frames: 97,
-            height: 544,
-            width: 960,
-            steps: 30,
-            guidance: 6.0,
-            shift: 8.0,
-            fps: 24,
-            ar_step: 0,
-            causal_block_size: 1,
-            causal_attention: false,
-            base_num_frames: None,
-            overlap_history: None,
-            addnoise_condition: 0.0,
-            compat: Compat::Upstream,
-            start: Start::Noise,
-            last_image: false,
-        }
+        Request::upstream(97, 544, 960, 30)
     }
 
     #[test]
