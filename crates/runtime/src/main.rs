@@ -259,7 +259,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             check_output_path(&out)?;
             let engine = Engine::open(&engines)?;
-            let video = read_video(&video)?;
+            let video = read_video(&video, None)?;
             let latents =
                 VaeEncoder::load(&engine, &Backend::Cpu { threads: 0 })?.encode(&video)?;
             output::save_latents(&out, [("latents", &latents)])?;
@@ -762,53 +762,19 @@ fn content_hash(path: &Path) -> anyhow::Result<u64> {
     Ok(hasher.finish())
 }
 
-/// A video from an `.mp4` (frames mapped to [-1, 1] as `x/127.5 − 1`) or from a safetensors tensor
-/// `video` `[B, 3, T, H, W]`.
-fn read_video(path: &Path) -> anyhow::Result<skyreels_runtime::Tensor> {
+/// A video from an `.mp4` (frames mapped to [-1, 1] as `x/127.5 − 1`, and resized bicubically to
+/// `size` = (width, height) when given, as upstream's reader resizes on load) or from a safetensors
+/// tensor `video` `[B, 3, T, H, W]` (which must already have `size`).
+fn read_video(
+    path: &Path,
+    size: Option<(usize, usize)>,
+) -> anyhow::Result<skyreels_runtime::Tensor> {
     if path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("mp4"))
     {
-        let video = output::read_mp4(path)?;
-        let (t, h, w) = (video.num_frames(), video.height(), video.width());
-        let mut data = vec![0.0f32; 3 * t * h * w];
-        for (f, frame) in video.frames().enumerate() {
-            for (i, rgb) in frame.chunks_exact(3).enumerate() {
-                for c in 0..3 {
-                    data[(c * t + f) * h * w + i] = rgb[c] as f32 / 127.5 - 1.0;
-                }
-            }
-        }
-        return Ok(skyreels_runtime::Tensor::new(vec![1, 3, t, h, w], data)?);
-    }
-    Ok(output::read_tensor(path, "video", &[None; 5])?)
-}
-
-/// The normalised latent `[1, 16, 1, h, w]` of an image prepared as upstream's CLI does
-/// (`resizecrop` to the video's aspect, then a bicubic resize).
-fn encode_image_latent(
-    encoder: &mut VaeEncoder,
-    path: &Path,
-    width: usize,
-    height: usize,
-) -> anyhow::Result<skyreels_runtime::Tensor> {
-    let picture = skyreels_runtime::image::RgbImage::open(path)?;
-    let frame = image_frame(&crop_to_aspect(&picture, width, height), width, height);
-    Ok(encoder.encode(&frame)?)
-}
-
-/// A video to extend at the generation's size: an `.mp4`'s frames are resized (bicubic, as
-/// upstream's decord reader resizes on load); a safetensors `video` must already have the size.
-fn read_video_sized(
-    path: &Path,
-    width: usize,
-    height: usize,
-) -> anyhow::Result<skyreels_runtime::Tensor> {
-    let video = if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("mp4"))
-    {
         let clip = output::read_mp4(path)?;
+        let (width, height) = size.unwrap_or((clip.width(), clip.height()));
         let (t, plane) = (clip.num_frames(), width * height);
         let mut data = vec![0.0f32; 3 * t * plane];
         for (f, frame) in clip.frames().enumerate() {
@@ -826,14 +792,38 @@ fn read_video_sized(
                 }
             }
         }
-        skyreels_runtime::Tensor::new(vec![1, 3, t, height, width], data)?
-    } else {
-        output::read_tensor(
-            path,
-            "video",
-            &[Some(1), Some(3), None, Some(height), Some(width)],
-        )?
+        return Ok(skyreels_runtime::Tensor::new(
+            vec![1, 3, t, height, width],
+            data,
+        )?);
+    }
+    let expected = match size {
+        Some((width, height)) => [Some(1), Some(3), None, Some(height), Some(width)],
+        None => [None; 5],
     };
+    Ok(output::read_tensor(path, "video", &expected)?)
+}
+
+/// The normalised latent `[1, 16, 1, h, w]` of an image prepared as upstream's CLI does
+/// (`resizecrop` to the video's aspect, then a bicubic resize).
+fn encode_image_latent(
+    encoder: &mut VaeEncoder,
+    path: &Path,
+    width: usize,
+    height: usize,
+) -> anyhow::Result<skyreels_runtime::Tensor> {
+    let picture = skyreels_runtime::image::RgbImage::open(path)?;
+    let frame = image_frame(&crop_to_aspect(&picture, width, height), width, height);
+    Ok(encoder.encode(&frame)?)
+}
+
+/// The video to extend, at the generation's size (see [`read_video`]), with at least one frame.
+fn read_video_sized(
+    path: &Path,
+    width: usize,
+    height: usize,
+) -> anyhow::Result<skyreels_runtime::Tensor> {
+    let video = read_video(path, Some((width, height)))?;
     if video.shape[2] == 0 {
         bail!(
             "--video {} has no frames\n  fix: give a video with at least --overlap-history frames",
