@@ -45,7 +45,6 @@ fn export_tiny(attention: AttentionKind) -> tempfile::TempDir {
     let dit_options = DitExportOptions {
         compute: DType::F32,
         attention,
-        causal_variant: true,
         link_weights: false,
     };
     let dit = dit::export(source.path(), out.path(), &dit_options).expect("export DiT");

@@ -122,7 +122,6 @@ pub fn graph_entries(manifest: &Manifest) -> Vec<(&'static str, &GraphEntry)> {
         entries.extend(
             dit.graphs
                 .iter()
-                .chain(&dit.blocks_causal)
                 .chain(&dit.teacache)
                 .map(|g| ("dit", g)),
         );
