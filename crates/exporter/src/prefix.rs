@@ -55,11 +55,20 @@ mod tests {
     fn prefixes_walk_the_checkpoint_tree() {
         let attention = Prefix::root().pp("blocks").pp(3).pp("self_attn");
         assert_eq!(&*attention, "blocks.3.self_attn");
-        assert_eq!(&*attention.pp("q").pp("weight"), "blocks.3.self_attn.q.weight");
+        assert_eq!(
+            &*attention.pp("q").pp("weight"),
+            "blocks.3.self_attn.q.weight"
+        );
         let block = Prefix::root().pp("blocks").pp(3);
-        assert_eq!(block.relative("blocks.3.ffn.0.weight"), Some("ffn.0.weight"));
+        assert_eq!(
+            block.relative("blocks.3.ffn.0.weight"),
+            Some("ffn.0.weight")
+        );
         assert_eq!(block.relative("blocks.30.ffn.0.weight"), None);
         assert_eq!(block.relative("blocks.3"), None);
-        assert_eq!(Prefix::root().relative("head.modulation"), Some("head.modulation"));
+        assert_eq!(
+            Prefix::root().relative("head.modulation"),
+            Some("head.modulation")
+        );
     }
 }

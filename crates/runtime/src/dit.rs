@@ -5,6 +5,7 @@
 //! query blocks at load, not another graph.
 
 pub mod attention;
+pub mod forward_file;
 pub mod weights;
 
 use skyreels_contract::io;
@@ -173,10 +174,12 @@ impl Dit {
                     }),
             );
         }
-        let tokens = pool.remove(io::LAYER_TOKENS).ok_or_else(|| RuntimeError::Tensor {
-            name: io::LAYER_OUTPUT.into(),
-            message: "not produced: the DiT has no transformer layers".into(),
-        })?;
+        let tokens = pool
+            .remove(io::LAYER_TOKENS)
+            .ok_or_else(|| RuntimeError::Tensor {
+                name: io::LAYER_OUTPUT.into(),
+                message: "not produced: the DiT has no transformer layers".into(),
+            })?;
         pool.insert(io::BLOCK_TOKENS, tokens);
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use skyreels_runtime::dit::Dit;
+use skyreels_runtime::dit::forward_file::forward_file;
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::image::crop_to_aspect;
 use skyreels_runtime::noise::NoiseSource;
@@ -76,6 +77,28 @@ enum Command {
         /// Frames per second when writing MP4.
         #[arg(long, default_value_t = 24)]
         fps: u32,
+    },
+    /// One DiT forward pass: reads the DiT's inputs by name (`latents`, `timesteps` `[B, F]`,
+    /// `context`, `fps`, `image_context` as the model takes them) and writes tensor `velocity`.
+    DitForward {
+        /// Engine directory.
+        #[arg(long)]
+        engines: PathBuf,
+        /// Input safetensors file.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Block-causal self-attention over blocks of this many latent frames.
+        #[arg(long)]
+        causal_block_size: Option<usize>,
+        /// Where the graphs run.
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: BackendArg,
+        /// GPU index for `--backend cuda`.
+        #[arg(long, default_value_t = 0)]
+        device: i32,
     },
     /// Encode an image with the CLIP vision tower; writes tensor `image_context` `[1, 257, 1280]`.
     ImageEncode {
@@ -312,6 +335,24 @@ fn main() -> anyhow::Result<()> {
                 skyreels_runtime::image::ImageEncoder::load(&engine, &Backend::Cpu { threads: 0 })?
                     .encode(&picture)?;
             output::save_latents(&out, [("image_context", &context)])?;
+            Ok(())
+        }
+        Command::DitForward {
+            engines,
+            inputs,
+            out,
+            causal_block_size,
+            backend,
+            device,
+        } => {
+            check_output_path(&out)?;
+            let backend = match backend {
+                BackendArg::Cpu => Backend::Cpu { threads: 0 },
+                BackendArg::Cuda => Backend::Cuda { device },
+            };
+            let engine = Engine::open(&engines)?;
+            let velocity = forward_file(&engine, &backend, &inputs, causal_block_size)?;
+            output::save_latents(&out, [("velocity", &velocity)])?;
             Ok(())
         }
         Command::Info { engines } => {

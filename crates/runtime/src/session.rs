@@ -138,7 +138,9 @@ impl TensorPool {
     /// The dims of the tensor under `name`.
     pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
         match self.values.get(name).map(DynValue::dtype) {
-            Some(ValueType::Tensor { shape, .. }) => Ok(shape.iter().map(|&d| d as usize).collect()),
+            Some(ValueType::Tensor { shape, .. }) => {
+                Ok(shape.iter().map(|&d| d as usize).collect())
+            }
             Some(_) => Err(RuntimeError::Tensor {
                 name: name.to_string(),
                 message: "is not a tensor".into(),

@@ -128,8 +128,13 @@ fn export_block_graph(
     let mut first: Option<(skyreels_graph::Graph, Vec<TensorSpec>)> = None;
     for (index, weights) in layers.iter_mut().enumerate() {
         let block = Prefix::root().pp("blocks").pp(index);
-        let mut builder = Layers::new(&format!("dit_{name}"), store, options.compute, options.attention)
-            .with_weight_inputs(block.clone());
+        let mut builder = Layers::new(
+            &format!("dit_{name}"),
+            store,
+            options.compute,
+            options.attention,
+        )
+        .with_weight_inputs(block.clone());
         build(&mut builder, config, &block).map_err(|e| in_layer(e, &block))?;
         let WeightBinding::Inputs { bound, .. } = builder.binding else {
             unreachable!("built with weight inputs")
@@ -212,7 +217,12 @@ pub fn export(source: &Path, out_dir: &Path, options: &DitExportOptions) -> Resu
 
     let mut layers = Layers::new("dit_attention", &mut store, compute, options.attention);
     blocks::build_attention(&mut layers, &config)?;
-    reports.push(save(layers.graph, &metadata, out_dir, "dit_attention.onnx")?);
+    reports.push(save(
+        layers.graph,
+        &metadata,
+        out_dir,
+        "dit_attention.onnx",
+    )?);
     graphs.push(entry(
         "attention",
         "dit_attention.onnx",

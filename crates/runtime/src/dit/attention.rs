@@ -138,7 +138,10 @@ mod tests {
         assert_eq!(query_block_ends(60, 5, None).unwrap(), vec![60]);
         assert_eq!(query_block_ends(60, 5, Some(5)).unwrap(), vec![60]);
         assert_eq!(query_block_ends(60, 5, Some(9)).unwrap(), vec![60]);
-        assert_eq!(query_block_ends(60, 5, Some(1)).unwrap(), vec![12, 24, 36, 48, 60]);
+        assert_eq!(
+            query_block_ends(60, 5, Some(1)).unwrap(),
+            vec![12, 24, 36, 48, 60]
+        );
         assert_eq!(query_block_ends(60, 5, Some(2)).unwrap(), vec![24, 48, 60]);
         assert_eq!(
             query_block_ends(25 * 2040, 25, Some(5)).unwrap(),

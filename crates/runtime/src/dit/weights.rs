@@ -62,10 +62,12 @@ impl LayerWeights {
                         .entry(location.file.as_str())
                         .or_insert(fs_err::File::open(engine_dir.join(&location.file))?),
                 };
-                let bytes = read_range(file, location)
-                    .map_err(|message| engine_error(format!("layer {index} `{name}`: {message}")))?;
-                let shape = checked_shape(spec, bytes.len())
-                    .map_err(|message| engine_error(format!("layer {index} `{name}`: {message}")))?;
+                let bytes = read_range(file, location).map_err(|message| {
+                    engine_error(format!("layer {index} `{name}`: {message}"))
+                })?;
+                let shape = checked_shape(spec, bytes.len()).map_err(|message| {
+                    engine_error(format!("layer {index} `{name}`: {message}"))
+                })?;
                 pool.insert(name, tensor(spec, shape, &bytes, device)?);
             }
             layers.push(pool);
@@ -94,7 +96,11 @@ fn read_range(
     location: &ExternalTensor,
 ) -> std::result::Result<Vec<u8>, String> {
     let size = file.metadata().map_err(|e| e.to_string())?.len();
-    if location.offset.checked_add(location.length).is_none_or(|end| end > size) {
+    if location
+        .offset
+        .checked_add(location.length)
+        .is_none_or(|end| end > size)
+    {
         return Err(format!(
             "bytes {}..{} lie outside {} ({size} bytes)",
             location.offset,
@@ -133,16 +139,41 @@ fn checked_shape(spec: &TensorSpec, length: usize) -> std::result::Result<Vec<us
 }
 
 /// The weight as an ONNX Runtime value of `spec`'s dtype, on `device` when given.
-fn tensor(spec: &TensorSpec, shape: Vec<usize>, bytes: &[u8], device: Option<i32>) -> Result<DynValue> {
+fn tensor(
+    spec: &TensorSpec,
+    shape: Vec<usize>,
+    bytes: &[u8],
+    device: Option<i32>,
+) -> Result<DynValue> {
     let context = format!("loading weight `{}`", spec.name);
     match spec.dtype.as_str() {
-        "float16" => upload(shape, bytemuck::pod_collect_to_vec::<u8, half::f16>(bytes), device, &context),
-        "bfloat16" => upload(shape, bytemuck::pod_collect_to_vec::<u8, half::bf16>(bytes), device, &context),
-        _ => upload(shape, bytemuck::pod_collect_to_vec::<u8, f32>(bytes), device, &context),
+        "float16" => upload(
+            shape,
+            bytemuck::pod_collect_to_vec::<u8, half::f16>(bytes),
+            device,
+            &context,
+        ),
+        "bfloat16" => upload(
+            shape,
+            bytemuck::pod_collect_to_vec::<u8, half::bf16>(bytes),
+            device,
+            &context,
+        ),
+        _ => upload(
+            shape,
+            bytemuck::pod_collect_to_vec::<u8, f32>(bytes),
+            device,
+            &context,
+        ),
     }
 }
 
-fn upload<T>(shape: Vec<usize>, data: Vec<T>, device: Option<i32>, context: &str) -> Result<DynValue>
+fn upload<T>(
+    shape: Vec<usize>,
+    data: Vec<T>,
+    device: Option<i32>,
+    context: &str,
+) -> Result<DynValue>
 where
     T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
 {
