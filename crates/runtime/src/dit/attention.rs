@@ -40,7 +40,7 @@ pub fn query_block_ends(
             "causal block size 0\n  fix: pass --causal-block-size 1 or more".into(),
         ));
     }
-    if num_frames == 0 || num_tokens % num_frames != 0 {
+    if num_frames == 0 || !num_tokens.is_multiple_of(num_frames) {
         return Err(RuntimeError::Tensor {
             name: io::PATCH_TOKENS.into(),
             message: format!("{num_tokens} tokens do not split into {num_frames} frames"),
