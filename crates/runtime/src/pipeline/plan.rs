@@ -5,7 +5,8 @@ use super::segments::{Segment, plan_extension_segments, plan_segments};
 use crate::error::{Result, RuntimeError};
 
 /// Which reference's choices to reproduce (SPEC.md §3.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Compat {
     /// SkyReels-V2 upstream: σ from 0.999, long videos re-encode decoded overlap pixels, block-causal
     /// attention only with `--causal-attention`.
