@@ -18,6 +18,7 @@ use tracing_subscriber::filter::LevelFilter;
 
 #[derive(Parser, Debug)]
 #[command(
+    name = "skyreels",
     version = skyreels_runtime::onnxruntime::VERSION_LINE,
     about = "Run SkyReels-V2 engines: text-to-video, diffusion forcing, long videos"
 )]

@@ -392,15 +392,15 @@ fn the_json_summary_holds_what_reproduces_the_run() {
 fn errors_under_json_are_json_on_stdout() {
     let directory = tempfile::tempdir().expect("tempdir");
     let out = directory.path().join("video.mp4");
-    let output = small_generate(&out, &["--json", "--num-frames", "6"]);
+    let output = small_generate(&out, &["--json", "--overlap-history", "6"]);
     assert_eq!(output.status.code(), Some(1));
     let error: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json error");
-    assert_eq!(error["error"]["field"], "num_frames");
+    assert_eq!(error["error"]["field"], "overlap_history");
     assert!(
         error["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("--num-frames 6 is not of the form 4k+1"),
+            .contains("--overlap-history 6 is not of the form 4k+1"),
         "{error}"
     );
     assert!(stderr(&output).contains("fix:"), "people still read stderr");
@@ -510,7 +510,7 @@ fn info_prints_a_short_summary_and_version_names_onnxruntime() {
     assert!(
         text.contains("variant:    unrecognised")
             && text.contains("weights:    fp32 for --target cpu")
-            && text.contains("components: dit (block-causal), vae, text encoder (512 tokens), image encoder")
+            && text.contains("components: dit (block-causal, teacache graphs), vae, text encoder (512 tokens), image encoder")
             && text.contains("build:      none"),
         "{text}"
     );
