@@ -146,7 +146,7 @@ fn run_case(name: &str) -> f32 {
         settings: &settings,
         noise: &mut noise,
         conditioning: &conditioning,
-        vae: vae,
+        vae,
         work_dir: None,
         observer: &mut Unobserved,
     })
