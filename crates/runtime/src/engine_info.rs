@@ -60,10 +60,7 @@ pub fn summary(engine: &Engine) -> String {
         components.push("vae".into());
     }
     if let Some(text_encoder) = &manifest.text_encoder {
-        components.push(format!(
-            "text encoder ({} tokens)",
-            text_encoder.max_length
-        ));
+        components.push(format!("text encoder ({} tokens)", text_encoder.max_length));
     }
     if manifest.image_encoder.is_some() {
         components.push("image encoder".into());

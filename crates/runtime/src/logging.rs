@@ -50,7 +50,9 @@ where
             Level::TRACE => "trace: ",
         };
         write!(writer, "{prefix}")?;
-        context.field_format().format_fields(writer.by_ref(), event)?;
+        context
+            .field_format()
+            .format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
 }
@@ -122,7 +124,9 @@ impl ConsoleProgress {
 
     fn bar(length: Option<u64>, template: &str) -> ProgressBar {
         let bar = match length {
-            Some(length) => ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stderr()),
+            Some(length) => {
+                ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stderr())
+            }
             None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
         };
         bar.set_style(

@@ -372,7 +372,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             if json_errors {
-                print_stdout(&skyreels_runtime::job::summary::error_json(&format!("{error:#}")));
+                print_stdout(&skyreels_runtime::job::summary::error_json(&format!(
+                    "{error:#}"
+                )));
             }
             eprintln!("Error: {error:?}");
             ExitCode::FAILURE
@@ -460,7 +462,12 @@ fn run(command: Command) -> anyhow::Result<()> {
 /// parse → plan → (dry run: print the plan) → load, generate, write → summary.
 fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let mut models = Models::open(&args.engines, args.backend.backend(), Residency::OneJob)?;
-    let plan = JobPlan::new(models.engine(), models.backend(), &args.request(), &args.output())?;
+    let plan = JobPlan::new(
+        models.engine(),
+        models.backend(),
+        &args.request(),
+        &args.output(),
+    )?;
     if let Some(note) = &plan.variant.note {
         tracing::info!("{note}");
     }

@@ -133,13 +133,19 @@ pub fn generate_job(
         if plan.model_type == ModelType::I2v {
             let picture = RgbImage::open(path)?;
             let clip = models.image_encoder(observer)?;
-            image_context = Some(in_stage(observer, Stage::ImageEncoding, "image (clip)", |_| {
-                clip.encode(&picture)
-            })?);
+            image_context = Some(in_stage(
+                observer,
+                Stage::ImageEncoding,
+                "image (clip)",
+                |_| clip.encode(&picture),
+            )?);
             let vae = models.vae_encoder(observer)?;
-            condition = Some(in_stage(observer, Stage::ImageEncoding, "image (vae)", |_| {
-                image_condition(vae, &image_pixels(&picture, width, height), s.num_frames)
-            })?);
+            condition = Some(in_stage(
+                observer,
+                Stage::ImageEncoding,
+                "image (vae)",
+                |_| image_condition(vae, &image_pixels(&picture, width, height), s.num_frames),
+            )?);
         } else {
             let vae = models.vae_encoder(observer)?;
             conditioning.first_image = Some(in_stage(
@@ -170,7 +176,14 @@ pub fn generate_job(
         fps: if s.fps == 16 { 0 } else { 1 },
         condition,
     };
-    let result = sample(plan, models, &mut denoiser, &mut noise, &conditioning, observer);
+    let result = sample(
+        plan,
+        models,
+        &mut denoiser,
+        &mut noise,
+        &conditioning,
+        observer,
+    );
     models.return_dit(denoiser.dit, causal_block_size);
     result
 }

@@ -100,9 +100,11 @@ mod tests {
         assert_eq!(field_of("engine x: has no DiT"), None);
         let error = error_json("--size \"9\" is not WIDTHxHEIGHT\n  fix: …");
         assert_eq!(error["error"]["field"], "size");
-        assert!(error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("--size"));
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("--size")
+        );
     }
 }
