@@ -726,3 +726,65 @@ fn the_library_job_api_reuses_loaded_models_and_cancels_at_the_next_step() {
     run_job(&first, &mut models, &mut recorder).expect("the models survive a cancelled job");
     assert_eq!(loads(&recorder), 0);
 }
+
+#[test]
+fn what_the_engine_cannot_do_is_refused_by_the_plan_before_loading() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let image = directory.path().join("first.png");
+    write_png(&image);
+    let refused = |engine: &Path, extra: &[&str], needles: &[&str]| {
+        let mut command = skyreels(&["generate", "--prompt", "a fox", "--dry-run"]);
+        command
+            .arg("--engines")
+            .arg(engine)
+            .arg("--out")
+            .arg(directory.path().join("video.mp4"))
+            .args(extra);
+        let output = command.output().expect("run");
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{extra:?}: {message}");
+        for needle in needles.iter().chain(&["fix:"]) {
+            assert!(message.contains(needle), "{extra:?}: no `{needle}` in {message}");
+        }
+    };
+    refused(
+        engine(TinyModel::ImageToVideo),
+        &[],
+        &["--image is missing", "image-to-video model"],
+    );
+    refused(
+        engine(TinyModel::DiffusionForcing),
+        &["--pipeline", "synchronous", "--image", image.to_str().unwrap()],
+        &["condition diffusion forcing", "drop --pipeline synchronous"],
+    );
+    refused(
+        engine(TinyModel::DiffusionForcing),
+        &["--size", "960x544", "--width", "960"],
+        &["--size and --width/--height both set the frame size"],
+    );
+    refused(
+        engine(TinyModel::DiffusionForcing),
+        &["--width", "960"],
+        &["--width and --height go together"],
+    );
+    refused(
+        engine(TinyModel::DiffusionForcing),
+        &["--size", "960by544"],
+        &["--size \"960by544\" is not WIDTHxHEIGHT"],
+    );
+    refused(
+        engine(TinyModel::DiffusionForcing),
+        &["--teacache", "0"],
+        &["--teacache 0 must be a positive threshold"],
+    );
+    let without_text = directory.path().join("no-text");
+    fs_err::create_dir(&without_text).expect("dir");
+    for entry in fs_err::read_dir(engine(TinyModel::DiffusionForcing)).expect("engine") {
+        let entry = entry.expect("entry");
+        fs_err::copy(entry.path(), without_text.join(entry.file_name())).expect("copy");
+    }
+    let mut manifest = Manifest::load(&without_text).expect("manifest");
+    manifest.text_encoder = None;
+    manifest.save(&without_text).expect("save");
+    refused(&without_text, &[], &["has no text encoder", "text_encoder/"]);
+}
