@@ -4,7 +4,8 @@
 # query block with an empty first prefix): every case of tests/fixtures/dit/*/cases, including
 # the block-causal one, through `skyreels dit-forward --backend cuda`, on fp32 engines with
 # contrib-MHA attention (the --target cuda default). Prints one line per case with the max-abs
-# error against the recorded velocity; fails above 1e-4 (fp32 kernels; TF32 is off in ONNX Runtime).
+# error against the recorded velocity; fails above 2e-3 (ONNX Runtime's CUDA matmuls use TF32: the
+# whole-stack graphs gave 7.0e-4–9.7e-4 on these fixtures, docs/STATUS.md).
 # Needs: ONNX Runtime GPU (ORT_DYLIB_PATH), skyreels and skyreels-export in BIN (default
 # .carry/bin), python3 with numpy and safetensors.
 # Usage: tools/bench/gpu_dit_forward_check.sh [WORK_DIR]
@@ -28,7 +29,7 @@ expected = load_file(sys.argv[1])["velocity"]
 got = load_file(sys.argv[2])["velocity"]
 error = float(np.abs(expected - got).max())
 print(f"{sys.argv[1]}: max-abs {error:.3e}")
-sys.exit(0 if error <= 1e-4 else 1)
+sys.exit(0 if error <= 2e-3 else 1)
 PY
   done
 done
