@@ -6,6 +6,7 @@ pub mod dit;
 pub mod engine;
 pub mod error;
 pub mod image;
+pub mod loaded_libraries;
 pub mod noise;
 pub mod onnxruntime;
 pub mod output;

@@ -619,6 +619,7 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         "width": frames.width(),
         "height": frames.height(),
         "windows": generation.stats.windows,
+        "window_seconds": generation.stats.window_seconds,
         "rows": generation.stats.rows,
         "dit_forwards": generation.stats.forwards,
         "blocks_computed": generation.stats.blocks_computed,
