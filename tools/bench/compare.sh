@@ -95,8 +95,7 @@ if $smoke; then
   target=cpu dtype=fp32 backend=cpu device=cpu dit_size=tiny vae_size=tiny
   frames=3 height=8 width=12 pixel_frames=9 pixel_height=64 pixel_width=96 steps=2
   long_frames=25 long_base=13 long_overlap=5
-  # The umT5 writer has XXL width only (2 GB even at 2 layers): the smoke user run has no text encoder.
-  text_encoder_args=()
+  text_encoder_args=(--text-encoder)
   ours_env=()
 else
   target=cuda dtype=bf16 backend=cuda device=cuda dit_size=1.3b vae_size=wan21
@@ -163,8 +162,15 @@ if wants dit || wants vae || wants e2e || wants user; then
     prepare "$bin/write_random_dit" "$dit_size" "$source_dir"
     prepare "$bin/write_random_vae" "$vae_size" "$source_dir"
   fi
-  if wants user && ! $smoke && { $dry_run || [ ! -d "$source_dir/text_encoder" ]; }; then
-    prepare "$bin/write_random_umt5" "$umt5_layers" "$source_dir"
+  if wants user && { $dry_run || [ ! -d "$source_dir/text_encoder" ]; }; then
+    if $smoke; then
+      # The umT5 writer has XXL width only (2 GB even at 2 layers): the tiny fixture encoder (width 32).
+      prepare mkdir -p "$source_dir/text_encoder" "$source_dir/tokenizer"
+      prepare cp tests/fixtures/text/hf/config.json tests/fixtures/text/hf/model.safetensors "$source_dir/text_encoder/"
+      prepare cp tests/fixtures/text/tokenizer.json "$source_dir/tokenizer/"
+    else
+      prepare "$bin/write_random_umt5" "$umt5_layers" "$source_dir"
+    fi
   fi
   prepare "$bin/skyreels-export" "$source_dir" --out "$work/engine-$dit_size" --target "$target" --dtype "$dtype" --force
 fi
