@@ -9,6 +9,7 @@ pub mod image;
 pub mod noise;
 pub mod onnxruntime;
 pub mod output;
+pub mod parallel;
 pub mod pipeline;
 pub mod scheduler;
 pub mod session;
