@@ -89,6 +89,10 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Check the multi-rank machinery without a model (transports, rank start-up, Ulysses
+    /// attention and guidance exchange against one rank); rank 0 prints a JSON report.
+    #[command(hide = true)]
+    ParallelCheck(skyreels_runtime::parallel::check::CheckArgs),
     /// Print an engine directory's manifest summary.
     Info {
         /// Engine directory.
@@ -234,12 +238,15 @@ struct GenerateArgs {
     /// GPU index for `--backend cuda`.
     #[arg(long, default_value_t = 0)]
     device: i32,
+    #[command(flatten)]
+    parallel: skyreels_runtime::parallel::ParallelArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Generate(args) => run_generate(&args),
+        Command::ParallelCheck(args) => run_parallel_check(&args),
         Command::TextEncode {
             engines,
             prompt,
@@ -447,6 +454,12 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         }),
         None => None,
     };
+    skyreels_runtime::parallel::config::check_generate(
+        &args.parallel,
+        dit_config.num_heads,
+        args.guidance > 1.0,
+        matches!(backend, Backend::Cuda { .. }),
+    )?;
 
     let mut text_encoder =
         TextEncoder::load(&engine, &backend).context("loading the text encoder")?;
@@ -838,5 +851,22 @@ fn squeeze_batch(video: &skyreels_runtime::Tensor) -> skyreels_runtime::Tensor {
     skyreels_runtime::Tensor {
         shape: video.shape[1..].to_vec(),
         data: video.data.clone(),
+    }
+}
+
+fn run_parallel_check(args: &skyreels_runtime::parallel::check::CheckArgs) -> anyhow::Result<()> {
+    match skyreels_runtime::parallel::check::run(args) {
+        Ok(Some(report)) => {
+            #[expect(clippy::print_stdout, reason = "the report is the command's output")]
+            {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(error) => {
+            eprintln!("Error: {error}");
+            std::process::exit(error.exit_code());
+        }
     }
 }

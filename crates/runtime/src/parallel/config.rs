@@ -164,6 +164,48 @@ impl ParallelConfig {
     }
 }
 
+/// `generate`'s checks of the multi-rank flags before any model loads: the degree divides
+/// `num_heads`, `--cfg-parallel` has an unconditional branch (`guided`), the ranks fit the GPUs
+/// (`cuda`), `--devices` only with CUDA. Multi-rank generation itself is refused until the DiT's
+/// attention seam is wired (docs/DESIGN.md, "Multi-GPU").
+pub fn check_generate(
+    args: &ParallelArgs,
+    num_heads: usize,
+    guided: bool,
+    cuda: bool,
+) -> Result<ParallelConfig> {
+    let config = ParallelConfig::new(args)?;
+    if config.devices.is_some() && !cuda {
+        return Err(config_error(
+            "--devices selects GPUs, but --backend is cpu",
+            "drop --devices, or add --backend cuda",
+        ));
+    }
+    config.check_heads(num_heads)?;
+    config.check_guidance(guided)?;
+    if cuda {
+        config.device_for(0, config.world_size(), None)?;
+        let available = super::nccl::device_count().ok();
+        config.device_for(0, config.world_size(), available)?;
+    }
+    if config.is_parallel() {
+        return Err(config_error(
+            format!(
+                "--ulysses-degree {}{} ({} ranks): multi-rank generation is not wired into the DiT yet (the transports, rank start-up and sharding are: `skyreels parallel-check` with the same flags runs them)",
+                config.ulysses_degree,
+                if config.cfg_parallel {
+                    " --cfg-parallel"
+                } else {
+                    ""
+                },
+                config.world_size()
+            ),
+            "run on one rank: drop --ulysses-degree and --cfg-parallel",
+        ));
+    }
+    Ok(config)
+}
+
 /// How this process takes part in a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Launch {

@@ -59,12 +59,34 @@ pub enum ParallelError {
         /// How to fix it.
         fix: String,
     },
+    /// Another rank stopped while this one exchanged data with it (a consequence, not the cause).
+    #[error(
+        "rank {rank}: rank {peer} stopped during a collective ({source})\n  fix: see rank {peer}'s own error"
+    )]
+    PeerStopped {
+        /// This process's rank.
+        rank: usize,
+        /// The rank that stopped.
+        peer: usize,
+        /// The socket error.
+        source: std::io::Error,
+    },
     /// Ranks disagreed about a collective (a programming error, or ranks of different runs).
     #[error("rank {rank}: {message}\n  fix: run every rank with the same binary and arguments")]
     Mismatch {
         /// This process's rank.
         rank: usize,
         /// What differed.
+        message: String,
+    },
+    /// The self-check's distributed result differs from the single-rank one.
+    #[error(
+        "rank {rank}: {message}\n  fix: this is a bug in the multi-rank path; report it with this output"
+    )]
+    CheckFailed {
+        /// This process's rank.
+        rank: usize,
+        /// What differed, and by how much.
         message: String,
     },
     /// A buffer does not fit the collective it is passed to.
@@ -93,6 +115,20 @@ pub enum ParallelError {
         source: std::io::Error,
     },
 }
+
+impl ParallelError {
+    /// The exit code of a rank that fails with this error: [`PEER_STOPPED_EXIT_CODE`] when it
+    /// only followed another rank's failure (so a supervisor reports the cause), else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ParallelError::PeerStopped { .. } => PEER_STOPPED_EXIT_CODE,
+            _ => 1,
+        }
+    }
+}
+
+/// Exit code of a rank that stopped because another rank did.
+pub const PEER_STOPPED_EXIT_CODE: i32 = 3;
 
 /// Result alias for the parallel module.
 pub type Result<T, E = ParallelError> = std::result::Result<T, E>;

@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod axis;
+pub mod check;
 pub mod communicator;
 pub mod config;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod nccl;
 pub mod nccl_search;
 pub mod rendezvous;
 pub mod shard;
+pub mod supervisor;
 pub mod tcp;
 
 pub use communicator::Communicator;

@@ -97,7 +97,12 @@ fn open(search: &NcclSearch) -> std::result::Result<Functions, String> {
             asked_python = true;
             match search.python_candidate() {
                 Some(candidate) => candidates.push(candidate),
-                None => break,
+                None => {
+                    if let (None, Some(python)) = (&search.explicit, &search.python) {
+                        tried.push(format!("{} has no nvidia.nccl package", python.display()));
+                    }
+                    break;
+                }
             }
         }
         let candidate = candidates[index].clone();
@@ -105,7 +110,11 @@ fn open(search: &NcclSearch) -> std::result::Result<Functions, String> {
         // SAFETY: loading NCCL runs its initialisers, which only set up NCCL's own state.
         match unsafe { libloading::Library::new(&candidate) } {
             Ok(library) => return resolve(library, candidate),
-            Err(e) => tried.push(format!("{} ({e})", candidate.display())),
+            Err(e) => {
+                let reason = std::error::Error::source(&e)
+                    .map_or_else(|| e.to_string(), ToString::to_string);
+                tried.push(format!("{} ({reason})", candidate.display()));
+            }
         }
     }
     Err(tried.join("; "))
@@ -223,12 +232,22 @@ fn check_driver() -> Result<()> {
         // SAFETY: loading the CUDA driver runs its initialisers only; the handle is dropped.
         match unsafe { libloading::Library::new(name) } {
             Ok(_) => return Ok(()),
-            Err(e) => messages.push(e.to_string()),
+            Err(e) => messages.push(
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string),
+            ),
         }
     }
     Err(ParallelError::CudaDriverMissing {
         message: messages.join("; "),
     })
+}
+
+/// GPUs the CUDA driver sees (after checking that the driver library loads).
+pub fn device_count() -> Result<usize> {
+    check_driver()?;
+    CudaContext::device_count()
+        .map(|count| count.max(0) as usize)
+        .map_err(cuda_error("counting GPUs"))
 }
 
 /// A new NCCL unique id (rank 0 creates it; the rendezvous hands it to the others).

@@ -150,6 +150,16 @@ impl TcpCommunicator {
         })
     }
 
+    /// A group of one rank (world size 1: no network).
+    pub fn single() -> TcpCommunicator {
+        TcpCommunicator {
+            world_rank: 0,
+            links: Arc::new(vec![None]),
+            group: vec![0],
+            rank: 0,
+        }
+    }
+
     /// `world_size` ranks as threads of this process (tests): each closure gets its communicator.
     pub fn run_threads<T: Send>(
         world_size: usize,
@@ -224,12 +234,8 @@ impl TcpCommunicator {
     }
 
     fn peer_failed(&self, member: usize) -> impl FnOnce(std::io::Error) -> ParallelError {
-        let peer = self.group[member];
-        network(
-            self.world_rank,
-            format!("exchanging data with rank {peer}"),
-            format!("rank {peer} stopped; see its own error"),
-        )
+        let (rank, peer) = (self.world_rank, self.group[member]);
+        move |source| ParallelError::PeerStopped { rank, peer, source }
     }
 
     /// Sends `outgoing(member)` to every other member and receives each member's message into
