@@ -149,7 +149,7 @@ impl AllToAll {
                 "all-to-all of shape {shape:?}: axes {scatter_axis} → {gather_axis} over {parts} ranks do not exist"
             )));
         }
-        if shape[scatter_axis] % parts != 0 {
+        if !shape[scatter_axis].is_multiple_of(parts) {
             return Err(ParallelError::Buffer(format!(
                 "all-to-all of shape {shape:?}: axis {scatter_axis} ({}) does not split over {parts} ranks",
                 shape[scatter_axis]

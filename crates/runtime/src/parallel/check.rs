@@ -297,8 +297,8 @@ pub fn run_rank<C: Communicator>(
         None
     };
     let mut decision = ulysses.allocate(1)?;
-    let agreed = agree(&mut ulysses, &mut decision, rank % 2 == 0)?;
-    if agreed != (role.ulysses_group.start % 2 == 0) {
+    let agreed = agree(&mut ulysses, &mut decision, rank.is_multiple_of(2))?;
+    if agreed != role.ulysses_group.start.is_multiple_of(2) {
         return Err(ParallelError::CheckFailed {
             rank,
             message: "the Ulysses group did not take its rank 0's TeaCache decision".into(),
@@ -518,7 +518,7 @@ fn run_case<C: Communicator>(
 /// Times the Ulysses all-to-all of q (bf16) and the gather of the token rows on the group.
 fn bench<C: Communicator>(ulysses: &mut C, args: &CheckArgs) -> Result<BenchReport> {
     let ranks = ulysses.size();
-    if args.bench_heads % ranks != 0 {
+    if !args.bench_heads.is_multiple_of(ranks) {
         return Err(config_error(
             format!(
                 "--bench-heads {} does not split over {ranks} ranks",

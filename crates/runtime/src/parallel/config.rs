@@ -84,11 +84,11 @@ impl ParallelConfig {
 
     /// Refuses a degree that does not divide the model's attention heads, naming the degrees that do.
     pub fn check_heads(&self, num_heads: usize) -> Result<()> {
-        if num_heads % self.ulysses_degree == 0 {
+        if num_heads.is_multiple_of(self.ulysses_degree) {
             return Ok(());
         }
         let working: Vec<String> = (1..=num_heads)
-            .filter(|d| num_heads % d == 0)
+            .filter(|d| num_heads.is_multiple_of(*d))
             .map(|d| d.to_string())
             .collect();
         Err(config_error(

@@ -356,6 +356,19 @@ impl NcclCommunicator {
         self.stream.cu_stream() as usize
     }
 
+    /// `provider` set to run on this communicator's stream (`user_compute_stream`), so ONNX
+    /// Runtime's kernels and the collectives run in one order without host waits. The stream is
+    /// kept alive for the rest of the process, as ONNX Runtime requires.
+    pub fn cuda_provider(&self, provider: ort::ep::CUDA) -> ort::ep::CUDA {
+        static KEPT: std::sync::Mutex<Vec<Arc<CudaStream>>> = std::sync::Mutex::new(Vec::new());
+        KEPT.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::clone(&self.stream));
+        // SAFETY: the stream is never destroyed (a clone of its handle is kept above), so it
+        // outlives every session configured with it.
+        unsafe { provider.with_compute_stream(self.stream.cu_stream() as *mut ()) }
+    }
+
     /// Waits for everything queued on the stream.
     pub fn synchronize(&self) -> Result<()> {
         self.stream

@@ -143,7 +143,7 @@ pub struct FrameSlice {
 
 /// The frames of `rank`'s tokens when every frame has `tokens_per_frame` tokens.
 pub fn frame_slice(sharding: &TokenSharding, rank: usize, tokens_per_frame: usize) -> FrameSlice {
-    assert!(tokens_per_frame > 0 && sharding.num_tokens % tokens_per_frame == 0);
+    assert!(tokens_per_frame > 0 && sharding.num_tokens.is_multiple_of(tokens_per_frame));
     let shard = sharding.shard(rank);
     let frames = if shard.real.is_empty() {
         let last = sharding.num_tokens / tokens_per_frame - 1;
