@@ -233,7 +233,7 @@ pub struct RankEnvironment {
     pub local_world_size: usize,
     /// Rank 0's host (`MASTER_ADDR`).
     pub master_addr: String,
-    /// Rank 0's rendezvous port (`MASTER_PORT`).
+    /// Rank 0's rendezvous port (`MASTER_PORT`, or the next one under torchrun's agent store).
     pub master_port: u16,
 }
 
@@ -251,6 +251,8 @@ pub mod variables {
     pub const MASTER_ADDR: &str = "MASTER_ADDR";
     /// Rank 0's rendezvous port.
     pub const MASTER_PORT: &str = "MASTER_PORT";
+    /// `True` when torchrun's agent serves its store at `MASTER_PORT` (rendezvous uses the next port).
+    pub const TORCHELASTIC_USE_AGENT_STORE: &str = "TORCHELASTIC_USE_AGENT_STORE";
 }
 
 impl Launch {
@@ -322,6 +324,12 @@ impl Launch {
             )
         })?;
         let port = number(variables::MASTER_PORT, lookup(variables::MASTER_PORT))?;
+        // torchrun's agent already serves its own store at MASTER_PORT: use the next port.
+        let port = if lookup(variables::TORCHELASTIC_USE_AGENT_STORE).as_deref() == Some("True") {
+            port + 1
+        } else {
+            port
+        };
         let master_port = u16::try_from(port)
             .ok()
             .filter(|p| *p != 0)
@@ -455,6 +463,22 @@ mod tests {
                 master_port: 29500,
             })
         );
+    }
+
+    #[test]
+    fn under_torchruns_agent_store_the_rendezvous_takes_the_next_port() {
+        let agent = environment(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("LOCAL_RANK", "0"),
+            ("MASTER_ADDR", "node0"),
+            ("MASTER_PORT", "29500"),
+            ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+        ]);
+        match Launch::decide(&config(2, false, None), agent).unwrap() {
+            Launch::Rank(environment) => assert_eq!(environment.master_port, 29501),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
