@@ -109,7 +109,10 @@ fn open(search: &NcclSearch) -> std::result::Result<Functions, String> {
         index += 1;
         // SAFETY: loading NCCL runs its initialisers, which only set up NCCL's own state.
         match unsafe { libloading::Library::new(&candidate) } {
-            Ok(library) => return resolve(library, candidate),
+            Ok(library) => match resolve(library, candidate.clone()) {
+                Ok(functions) => return Ok(functions),
+                Err(missing) => tried.push(missing),
+            },
             Err(e) => {
                 let reason = std::error::Error::source(&e)
                     .map_or_else(|| e.to_string(), ToString::to_string);
@@ -394,46 +397,46 @@ impl NcclCommunicator {
         }
         Ok(())
     }
+}
 
-    /// Queues a 2-D device-to-device copy.
-    fn copy_2d(
-        &self,
-        copy: &StridedCopy,
-        source: cuda::CUdeviceptr,
-        destination: cuda::CUdeviceptr,
-    ) -> Result<()> {
-        if copy.rows == 0 || copy.row_bytes == 0 {
-            return Ok(());
-        }
-        let descriptor = cuda::CUDA_MEMCPY2D {
-            srcXInBytes: 0,
-            srcY: 0,
-            srcMemoryType: cuda::CUmemorytype::CU_MEMORYTYPE_DEVICE,
-            srcHost: std::ptr::null(),
-            srcDevice: source + copy.source_offset as u64,
-            srcArray: std::ptr::null_mut(),
-            srcPitch: copy.source_pitch,
-            dstXInBytes: 0,
-            dstY: 0,
-            dstMemoryType: cuda::CUmemorytype::CU_MEMORYTYPE_DEVICE,
-            dstHost: std::ptr::null_mut(),
-            dstDevice: destination + copy.destination_offset as u64,
-            dstArray: std::ptr::null_mut(),
-            dstPitch: copy.destination_pitch,
-            WidthInBytes: copy.row_bytes,
-            Height: copy.rows,
-        };
-        // SAFETY: both pointers are device allocations whose extents the caller checked against
-        // the copy (rows × pitch within the buffers); the stream is this communicator's.
-        let result = unsafe { cuda::cuMemcpy2DAsync_v2(&descriptor, self.stream.cu_stream()) };
-        if result != cuda::CUresult::CUDA_SUCCESS {
-            return Err(ParallelError::Cuda {
-                context: "a strided copy for a collective".into(),
-                message: format!("{result:?}"),
-            });
-        }
-        Ok(())
+/// Queues a 2-D device-to-device copy on `stream`.
+fn copy_2d(
+    stream: cuda::CUstream,
+    copy: &StridedCopy,
+    source: cuda::CUdeviceptr,
+    destination: cuda::CUdeviceptr,
+) -> Result<()> {
+    if copy.rows == 0 || copy.row_bytes == 0 {
+        return Ok(());
     }
+    let descriptor = cuda::CUDA_MEMCPY2D {
+        srcXInBytes: 0,
+        srcY: 0,
+        srcMemoryType: cuda::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+        srcHost: std::ptr::null(),
+        srcDevice: source + copy.source_offset as u64,
+        srcArray: std::ptr::null_mut(),
+        srcPitch: copy.source_pitch,
+        dstXInBytes: 0,
+        dstY: 0,
+        dstMemoryType: cuda::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+        dstHost: std::ptr::null_mut(),
+        dstDevice: destination + copy.destination_offset as u64,
+        dstArray: std::ptr::null_mut(),
+        dstPitch: copy.destination_pitch,
+        WidthInBytes: copy.row_bytes,
+        Height: copy.rows,
+    };
+    // SAFETY: both pointers are device allocations whose extents the caller checked against the
+    // exchange the copy was derived from (rows × pitch stay inside the buffers).
+    let result = unsafe { cuda::cuMemcpy2DAsync_v2(&descriptor, stream) };
+    if result != cuda::CUresult::CUDA_SUCCESS {
+        return Err(ParallelError::Cuda {
+            context: "a strided copy for a collective".into(),
+            message: format!("{result:?}"),
+        });
+    }
+    Ok(())
 }
 
 /// The plain values an NCCL call needs, copied out so device-pointer guards can borrow buffers.
@@ -574,9 +577,14 @@ impl Communicator for NcclCommunicator {
         let calls = self.calls();
         let part = exchange.part_bytes();
         let (input, _input_guard) = send.memory.device_ptr(&stream);
-        let (send_staging, _send_guard) = self.send_staging.device_ptr(&stream);
+        let (send_staging, _send_guard) = self.send_staging.device_ptr_mut(&stream);
         for destination in 0..self.size {
-            self.copy_2d(&exchange.pack_copy(destination), input, send_staging)?;
+            copy_2d(
+                stream.cu_stream(),
+                &exchange.pack_copy(destination),
+                input,
+                send_staging,
+            )?;
         }
         {
             let (receive_staging, _receive_guard) = self.receive_staging.device_ptr_mut(&stream);
@@ -612,7 +620,12 @@ impl Communicator for NcclCommunicator {
         let (receive_staging, _staging_guard) = self.receive_staging.device_ptr(&stream);
         let (output, _output_guard) = receive.memory.device_ptr_mut(&stream);
         for source in 0..self.size {
-            self.copy_2d(&concat.copy(source), receive_staging, output)?;
+            copy_2d(
+                stream.cu_stream(),
+                &concat.copy(source),
+                receive_staging,
+                output,
+            )?;
         }
         Ok(())
     }
@@ -658,7 +671,7 @@ impl Communicator for NcclCommunicator {
         let (staging, _staging_guard) = self.receive_staging.device_ptr(&stream);
         let (output, _output_guard) = receive.memory.device_ptr_mut(&stream);
         for source in 0..self.size {
-            self.copy_2d(&concat.copy(source), staging, output)?;
+            copy_2d(stream.cu_stream(), &concat.copy(source), staging, output)?;
         }
         Ok(())
     }
