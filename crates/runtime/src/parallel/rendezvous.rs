@@ -185,9 +185,15 @@ pub fn serve(
     );
     for (rank, entry) in joined.iter_mut().enumerate().skip(1) {
         let stream = &mut entry.as_mut().expect("all joined").0;
+        // Rank 0 as this rank reached it (the address it connected to is one it can reach).
+        let own = stream
+            .local_addr()
+            .map(|a| SocketAddr::new(a.ip(), own_port))
+            .unwrap_or(listeners[0]);
         (|| -> std::io::Result<()> {
             write_u32(stream, world_size as u32)?;
-            for address in &listeners {
+            write_address(stream, &own)?;
+            for address in &listeners[1..] {
                 write_address(stream, address)?;
             }
             stream.write_all(&shared_id)?;
@@ -213,14 +219,17 @@ pub fn join(
     let fix = "check that rank 0 runs and that MASTER_ADDR:MASTER_PORT reaches it from this host";
     let deadline = Instant::now() + timeout;
     let mut stream = loop {
-        let attempt = master
-            .to_socket_addrs()
-            .and_then(|mut addresses| {
-                addresses
-                    .next()
-                    .ok_or_else(|| std::io::Error::other("no address"))
-            })
-            .and_then(|address| TcpStream::connect_timeout(&address, Duration::from_secs(2)));
+        // Every address of the name (localhost may be ::1 first while rank 0 listens on IPv4).
+        let attempt = master.to_socket_addrs().and_then(|addresses| {
+            let mut last = std::io::Error::other("the name has no address");
+            for address in addresses {
+                match TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
+                    Ok(stream) => return Ok(stream),
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        });
         match attempt {
             Ok(stream) => break stream,
             Err(e) if Instant::now() > deadline => {

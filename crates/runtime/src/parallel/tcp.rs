@@ -24,6 +24,22 @@ enum Operation {
     Split = 5,
 }
 
+fn operation_name(code: u8) -> String {
+    [
+        Operation::AllToAll,
+        Operation::AllGather,
+        Operation::Broadcast,
+        Operation::Barrier,
+        Operation::Split,
+    ]
+    .into_iter()
+    .find(|o| *o as u8 == code)
+    .map_or_else(
+        || format!("unknown collective {code}"),
+        |o| format!("{o:?}"),
+    )
+}
+
 const LINK_MAGIC: &[u8; 8] = b"SKYLNK01";
 
 /// A group of ranks connected over TCP.
@@ -222,9 +238,9 @@ impl TcpCommunicator {
             return Err(ParallelError::Mismatch {
                 rank: self.world_rank,
                 message: format!(
-                    "rank {} sent collective {} with {length} bytes where {:?} with {} bytes was expected",
+                    "rank {} sent {} with {length} bytes where {:?} with {} bytes was expected",
                     self.group[member],
-                    header[0],
+                    operation_name(header[0]),
                     operation,
                     into.len()
                 ),
@@ -440,5 +456,107 @@ impl Communicator for TcpCommunicator {
     fn barrier(&mut self) -> Result<()> {
         let mut incoming = vec![Vec::new(); self.size()];
         self.exchange(Operation::Barrier, &|_| Vec::new(), &mut incoming)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_that_issue_different_collectives_fail_with_a_message() {
+        let master = rendezvous::listen_local().unwrap();
+        let address = master.local_addr().unwrap().to_string();
+        let outcomes = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2)
+                .map(|rank| {
+                    let (master, address) = (&master, &address);
+                    scope.spawn(move || -> Result<()> {
+                        let listener = (rank == 0).then_some(master);
+                        let mut group = TcpCommunicator::connect(
+                            rank,
+                            2,
+                            address,
+                            listener,
+                            rendezvous::DEFAULT_TIMEOUT,
+                        )?;
+                        if rank == 0 {
+                            group.barrier()
+                        } else {
+                            let mut buffer = vec![0u8; 4];
+                            group.broadcast(&mut buffer, 4, 0)
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        let messages: Vec<String> = outcomes
+            .into_iter()
+            .map(|o| o.unwrap_err().to_string())
+            .collect();
+        assert!(
+            messages[1].contains(
+                "rank 0 sent Barrier with 0 bytes where Broadcast with 4 bytes was expected"
+            ),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
+    fn split_groups_ranks_by_color_in_rank_order_and_collectives_stay_inside() {
+        let results = TcpCommunicator::run_threads(5, |mut world| {
+            let rank = world.rank();
+            let mut group = world.split(rank % 2)?;
+            let mut buffer = (group.rank() as f32 + 1.0).to_le_bytes().to_vec();
+            group.all_reduce_sum(&mut buffer, 1)?;
+            let mut root = vec![rank as u8];
+            group.broadcast(&mut root, 1, group.size() - 1)?;
+            world.barrier()?;
+            Ok((
+                group.rank(),
+                group.size(),
+                f32::from_le_bytes(buffer[..4].try_into().unwrap()),
+                root[0],
+            ))
+        })
+        .unwrap();
+        // Even ranks 0, 2, 4 form a group of 3 (sum 1+2+3, last member rank 4); odd 1, 3 a group of 2.
+        assert_eq!(
+            results,
+            vec![
+                (0, 3, 6.0, 4),
+                (0, 2, 3.0, 3),
+                (1, 3, 6.0, 4),
+                (1, 2, 3.0, 3),
+                (2, 3, 6.0, 4)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rank_of_another_world_size_is_refused_at_rendezvous() {
+        let master = rendezvous::listen_local().unwrap();
+        let address = master.local_addr().unwrap().to_string();
+        let joiner = std::thread::spawn(move || {
+            rendezvous::join(&address, 1, 3, 0, std::time::Duration::from_secs(5))
+        });
+        let error = rendezvous::serve(
+            &master,
+            2,
+            0,
+            [0; UNIQUE_ID_BYTES],
+            rendezvous::DEFAULT_TIMEOUT,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("rank 1") && error.contains("WORLD_SIZE=3, rank 0 has 2"),
+            "{error}"
+        );
+        assert!(joiner.join().unwrap().is_err());
     }
 }
