@@ -50,6 +50,9 @@ pub enum RuntimeError {
     /// Invalid user input (frames, sizes, options).
     #[error("{0}")]
     Invalid(String),
+    /// Multi-rank set-up or communication failed.
+    #[error(transparent)]
+    Parallel(#[from] crate::parallel::ParallelError),
 }
 
 /// Result alias for the runtime.

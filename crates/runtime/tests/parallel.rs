@@ -13,7 +13,14 @@ use skyreels_runtime::parallel::check::{self, CheckArgs, CheckBackend};
 use skyreels_runtime::parallel::shard::{
     TokenSharding, attention_blocks, drop_padding, take_shard,
 };
+use skyreels_runtime::noise::NoiseSource;
+use skyreels_runtime::parallel::guidance::GuidancePair;
+use skyreels_runtime::parallel::layout::Branches;
 use skyreels_runtime::parallel::{Communicator, ParallelArgs, ParallelConfig, TcpCommunicator};
+use skyreels_runtime::pipeline::denoiser::Denoiser;
+use skyreels_runtime::pipeline::sampler::{FrameScheduler, Rows, WindowSettings, sample_window};
+use skyreels_runtime::teacache::{Branch, TeaCache};
+use skyreels_runtime::tensor::Tensor;
 
 mod common;
 
@@ -384,4 +391,104 @@ fn generate_refuses_cfg_parallel_without_guidance_and_multi_rank_runs_until_wire
         &stderr,
         &["not wired into the DiT yet", "parallel-check"],
     );
+}
+
+/// A stand-in model: a velocity that depends on the latents, the timesteps and the branch.
+struct FakeModel {
+    calls: Vec<Branch>,
+}
+
+impl Denoiser for FakeModel {
+    fn velocity(
+        &mut self,
+        latents: &Tensor,
+        timesteps: &[f32],
+        branch: Branch,
+        _row: usize,
+        _cache: Option<&mut TeaCache>,
+    ) -> skyreels_runtime::Result<Tensor> {
+        self.calls.push(branch);
+        let offset = match branch {
+            Branch::Conditional => 0.25,
+            Branch::Unconditional => -0.5,
+        };
+        let plane = latents.data.len() / timesteps.len();
+        let data = latents
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (x * 0.9 + offset * (i as f32 * 0.37).sin()) * (1.0 + timesteps[(i / plane) % timesteps.len()] / 1000.0))
+            .collect();
+        Tensor::new(latents.shape.clone(), data)
+    }
+
+    fn has_unconditional(&self) -> bool {
+        true
+    }
+}
+
+struct Euler;
+
+impl FrameScheduler for Euler {
+    fn step(&mut self, velocity: &[f32], sample: &[f32]) -> Vec<f32> {
+        sample.iter().zip(velocity).map(|(x, v)| x - 0.1 * v).collect()
+    }
+}
+
+fn sample(denoiser: &mut dyn Denoiser) -> Tensor {
+    // 2 latent frames of 2x3, 16 channels; three rows, the second frame one row behind.
+    let mut latents = NoiseSource::seeded(7).draw(&[1, 16, 2, 2, 3]).unwrap();
+    let rows = Rows {
+        timesteps: vec![vec![999.0, 999.0], vec![600.0, 999.0], vec![200.0, 600.0]],
+        update: vec![vec![true, false], vec![true, true], vec![true, true]],
+        interval: vec![(0, 2), (0, 2), (0, 2)],
+    };
+    let mut schedulers: Vec<Box<dyn FrameScheduler>> = vec![Box::new(Euler), Box::new(Euler)];
+    let settings = WindowSettings {
+        guidance: 6.0,
+        addnoise_condition: 0.0,
+        teacache: None,
+    };
+    let stats = sample_window(
+        denoiser,
+        &mut latents,
+        0,
+        &rows,
+        &mut schedulers,
+        &settings,
+        &mut NoiseSource::seeded(1),
+        &indicatif::ProgressBar::hidden(),
+    )
+    .unwrap();
+    assert_eq!(stats.forwards, 6);
+    latents
+}
+
+#[test]
+fn cfg_parallel_ranks_sample_the_same_latents_as_one_rank() {
+    let single = sample(&mut FakeModel { calls: Vec::new() });
+    for degree in [1, 2] {
+        let config = ParallelConfig::new(&ParallelArgs {
+            ulysses_degree: degree,
+            cfg_parallel: true,
+            devices: None,
+        })
+        .unwrap();
+        let results = TcpCommunicator::run_threads(config.world_size(), |mut world| {
+            let role = config.role(world.rank());
+            let Branches::Only(branch) = role.branches else {
+                panic!("cfg-parallel gives each rank one branch")
+            };
+            let pair = world.split(role.guidance_color())?;
+            let mut denoiser = GuidancePair::new(FakeModel { calls: Vec::new() }, branch, pair)
+                .map_err(|e| skyreels_runtime::parallel::ParallelError::Buffer(e.to_string()))?;
+            let latents = sample(&mut denoiser);
+            Ok((branch, latents, denoiser.into_inner().calls))
+        })
+        .unwrap();
+        for (rank, (branch, latents, calls)) in results.iter().enumerate() {
+            assert_eq!(latents.data, single.data, "rank {rank} of {}: latents differ", config.world_size());
+            assert_eq!(calls, &vec![*branch; 3], "rank {rank} ran only its own branch, once per row");
+        }
+    }
 }

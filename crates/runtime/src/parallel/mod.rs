@@ -10,6 +10,7 @@ pub mod check;
 pub mod communicator;
 pub mod config;
 pub mod error;
+pub mod guidance;
 pub mod layout;
 pub mod nccl;
 pub mod nccl_search;
