@@ -10,8 +10,9 @@ use skyreels_runtime::engine::Engine;
 use skyreels_runtime::image::crop_to_aspect;
 use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::output::{self, Mp4Options, Video};
+use skyreels_runtime::parallel::start::Joined;
 use skyreels_runtime::pipeline::defaults::DEFAULT_NEGATIVE_PROMPT;
-use skyreels_runtime::pipeline::denoiser::DitDenoiser;
+use skyreels_runtime::pipeline::denoiser::{Denoiser, DitDenoiser};
 use skyreels_runtime::pipeline::generate::{Conditioning, Vae, WorkDir, generate};
 use skyreels_runtime::pipeline::image_condition::{image_condition, image_frame};
 use skyreels_runtime::pipeline::plan::{Compat, Plan, Request, Start};
@@ -454,12 +455,26 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         }),
         None => None,
     };
-    skyreels_runtime::parallel::config::check_generate(
+    let cuda = matches!(backend, Backend::Cuda { .. });
+    let resumable = plan.segments.len() > 1 || args.work_dir.is_some();
+    let parallel = skyreels_runtime::parallel::config::check_generate(
         &args.parallel,
         dit_config.num_heads,
         args.guidance > 1.0,
-        matches!(backend, Backend::Cuda { .. }),
+        cuda,
+        resumable,
     )?;
+    let mut rank = match skyreels_runtime::parallel::start::join(&parallel, cuda)? {
+        Joined::Supervised => return Ok(()),
+        Joined::Single => None,
+        Joined::Rank(rank) => Some(rank),
+    };
+    let backend = match rank.as_ref().and_then(|r| r.device) {
+        Some(device) => Backend::Cuda {
+            device: device as i32,
+        },
+        None => backend,
+    };
 
     let mut text_encoder =
         TextEncoder::load(&engine, &backend).context("loading the text encoder")?;
@@ -550,7 +565,7 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
             args.height,
         )?);
     }
-    let mut denoiser = DitDenoiser {
+    let denoiser = DitDenoiser {
         dit,
         context,
         negative_context,
@@ -588,9 +603,13 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         Some(dir) => Some(WorkDir::open(&dir, &job_fingerprint(args, &engine)?)?),
         None => None,
     };
+    let mut denoiser: Box<dyn Denoiser> = match &mut rank {
+        Some(rank) => rank.denoiser(denoiser)?,
+        None => Box::new(denoiser),
+    };
     let generation = generate(
         &plan,
-        &mut denoiser,
+        denoiser.as_mut(),
         &schedule,
         &settings,
         &mut noise,
@@ -600,6 +619,9 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         !args.json,
     )?;
 
+    if rank.as_ref().is_some_and(|r| !r.writes_output()) {
+        return Ok(());
+    }
     if let Some(path) = &args.save_latents {
         output::save_latents(path, [("latents", &generation.latents)])?;
     }

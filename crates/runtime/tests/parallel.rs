@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::parallel::attention::{UlyssesAttention, UlyssesGeometry, attend};
 use skyreels_runtime::parallel::axis::Concat;
 use skyreels_runtime::parallel::check::{self, CheckArgs, CheckBackend};
+use skyreels_runtime::parallel::guidance::GuidancePair;
+use skyreels_runtime::parallel::layout::Branches;
 use skyreels_runtime::parallel::shard::{
     TokenSharding, attention_blocks, drop_padding, take_shard,
 };
-use skyreels_runtime::noise::NoiseSource;
-use skyreels_runtime::parallel::guidance::GuidancePair;
-use skyreels_runtime::parallel::layout::Branches;
 use skyreels_runtime::parallel::{Communicator, ParallelArgs, ParallelConfig, TcpCommunicator};
 use skyreels_runtime::pipeline::denoiser::Denoiser;
 use skyreels_runtime::pipeline::sampler::{FrameScheduler, Rows, WindowSettings, sample_window};
@@ -378,7 +378,7 @@ fn generate_refuses_more_ranks_than_listed_devices() {
 }
 
 #[test]
-fn generate_refuses_cfg_parallel_without_guidance_and_multi_rank_runs_until_wired() {
+fn generate_refuses_what_multi_rank_runs_cannot_do_yet() {
     let (output, stderr, _dir) = generate(&["--cfg-parallel", "--guidance", "1"]);
     assert_refused(
         &output,
@@ -389,8 +389,102 @@ fn generate_refuses_cfg_parallel_without_guidance_and_multi_rank_runs_until_wire
     assert_refused(
         &output,
         &stderr,
-        &["not wired into the DiT yet", "parallel-check"],
+        &[
+            "sequence parallel is not wired into the DiT yet",
+            "parallel-check",
+        ],
     );
+    let (output, stderr, _dir) =
+        generate(&["--cfg-parallel", "--work-dir", "/tmp/unused-work-dir"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &["--cfg-parallel does not run multi-window (long) videos or --work-dir yet"],
+    );
+}
+
+fn final_latents(path: &Path) -> Vec<f32> {
+    let bytes = fs_err::read(path).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    bytemuck::pod_collect_to_vec(tensors.tensor("latents").unwrap().data())
+}
+
+/// `generate` on one rank and with `--cfg-parallel` (two supervised CPU ranks, one branch each).
+fn cfg_parallel_matches_one_rank(extra: &[&str]) {
+    let directory = tempfile::tempdir().unwrap();
+    let mut latents = Vec::new();
+    for (name, parallel) in [("one", &[][..]), ("pair", &["--cfg-parallel"][..])] {
+        let path = directory.path().join(format!("{name}.safetensors"));
+        let out = directory.path().join(format!("{name}.mp4"));
+        let (output, stderr) = run(Command::new(BINARY)
+            .arg("generate")
+            .arg("--engines")
+            .arg(tiny_engine())
+            .arg("--out")
+            .arg(&out)
+            .arg("--save-latents")
+            .arg(&path)
+            .args([
+                "--prompt",
+                "a fox",
+                "--height",
+                "32",
+                "--width",
+                "32",
+                "--threads",
+                "1",
+                "--json",
+            ])
+            .args(extra)
+            .args(parallel));
+        assert!(output.status.success(), "{name} {extra:?}: {stderr}");
+        let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert!(
+            summary["dit_forwards"].as_u64().unwrap() > 0,
+            "one summary, from rank 0"
+        );
+        assert!(out.exists());
+        latents.push(final_latents(&path));
+    }
+    let difference = max_difference(&latents[0], &latents[1]);
+    assert!(
+        difference <= 1e-5,
+        "{extra:?}: --cfg-parallel differs from one rank by {difference}"
+    );
+}
+
+#[test]
+fn cfg_parallel_generation_matches_one_rank_synchronous() {
+    cfg_parallel_matches_one_rank(&["--num-frames", "5", "--steps", "3"]);
+}
+
+#[test]
+fn cfg_parallel_generation_matches_one_rank_asynchronous_block_causal() {
+    cfg_parallel_matches_one_rank(&[
+        "--num-frames",
+        "13",
+        "--steps",
+        "3",
+        "--ar-step",
+        "2",
+        "--causal-block-size",
+        "2",
+        "--causal-attention",
+    ]);
+}
+
+#[test]
+fn cfg_parallel_generation_matches_one_rank_with_teacache() {
+    cfg_parallel_matches_one_rank(&[
+        "--num-frames",
+        "9",
+        "--steps",
+        "6",
+        "--teacache",
+        "0.3",
+        "--teacache-coefficients",
+        "0,0,0,1,0",
+    ]);
 }
 
 /// A stand-in model: a velocity that depends on the latents, the timesteps and the branch.
@@ -417,7 +511,10 @@ impl Denoiser for FakeModel {
             .data
             .iter()
             .enumerate()
-            .map(|(i, x)| (x * 0.9 + offset * (i as f32 * 0.37).sin()) * (1.0 + timesteps[(i / plane) % timesteps.len()] / 1000.0))
+            .map(|(i, x)| {
+                (x * 0.9 + offset * (i as f32 * 0.37).sin())
+                    * (1.0 + timesteps[(i / plane) % timesteps.len()] / 1000.0)
+            })
             .collect();
         Tensor::new(latents.shape.clone(), data)
     }
@@ -431,7 +528,11 @@ struct Euler;
 
 impl FrameScheduler for Euler {
     fn step(&mut self, velocity: &[f32], sample: &[f32]) -> Vec<f32> {
-        sample.iter().zip(velocity).map(|(x, v)| x - 0.1 * v).collect()
+        sample
+            .iter()
+            .zip(velocity)
+            .map(|(x, v)| x - 0.1 * v)
+            .collect()
     }
 }
 
@@ -487,8 +588,17 @@ fn cfg_parallel_ranks_sample_the_same_latents_as_one_rank() {
         })
         .unwrap();
         for (rank, (branch, latents, calls)) in results.iter().enumerate() {
-            assert_eq!(latents.data, single.data, "rank {rank} of {}: latents differ", config.world_size());
-            assert_eq!(calls, &vec![*branch; 3], "rank {rank} ran only its own branch, once per row");
+            assert_eq!(
+                latents.data,
+                single.data,
+                "rank {rank} of {}: latents differ",
+                config.world_size()
+            );
+            assert_eq!(
+                calls,
+                &vec![*branch; 3],
+                "rank {rank} ran only its own branch, once per row"
+            );
         }
     }
 }

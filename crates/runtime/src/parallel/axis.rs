@@ -93,6 +93,12 @@ impl Concat {
         self.part_bytes() * self.parts
     }
 
+    /// Whether the output is the chunks one after the other (nothing before the axis but ones),
+    /// so a gather can write it directly.
+    pub fn is_contiguous(&self) -> bool {
+        product(&self.part_shape[..self.axis]) == 1
+    }
+
     /// Chunk `part` (at `part · part_bytes` in the staging buffer) into its place in the output.
     pub fn copy(&self, part: usize) -> StridedCopy {
         let rows = product(&self.part_shape[..self.axis]);
@@ -346,6 +352,11 @@ mod tests {
             as_floats(&concat.unpack(&staging)),
             vec![0.0, 1.0, 100.0, 101.0, 10.0, 11.0, 110.0, 111.0]
         );
+        assert!(!concat.is_contiguous());
+        // With one batch row the gather is the chunks in rank order, as they arrive.
+        let single = Concat::new(vec![1, 2, 2], 1, 2, 4).unwrap();
+        assert!(single.is_contiguous());
+        assert_eq!(single.unpack(&staging), staging);
     }
 
     #[test]

@@ -59,7 +59,8 @@ impl<D: Denoiser, C: Communicator> GuidancePair<D, C> {
         self.pair.write(send, bytemuck::cast_slice(&own.data))?;
         self.pair.all_gather(send, receive, &concat)?;
         let mut both = vec![0.0f32; 2 * count];
-        self.pair.read(receive, bytemuck::cast_slice_mut(&mut both))?;
+        self.pair
+            .read(receive, bytemuck::cast_slice_mut(&mut both))?;
         let unconditional = both.split_off(count);
         Ok((
             Tensor::new(own.shape.clone(), both)?,

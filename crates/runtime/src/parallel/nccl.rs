@@ -649,9 +649,25 @@ impl Communicator for NcclCommunicator {
                 self.size
             )));
         }
-        self.check_capacity("all-gather", concat.output_bytes())?;
         let stream = Arc::clone(&self.stream);
         let calls = self.calls();
+        if concat.is_contiguous() {
+            let (input, _input_guard) = send.memory.device_ptr(&stream);
+            let (output, _output_guard) = receive.memory.device_ptr_mut(&stream);
+            // SAFETY: input holds part_bytes, output parts × part_bytes (checked above).
+            let status = unsafe {
+                (calls.functions.all_gather)(
+                    input as *const c_void,
+                    output as *mut c_void,
+                    concat.part_bytes(),
+                    ncclDataType_t::ncclUint8,
+                    calls.comm,
+                    calls.stream,
+                )
+            };
+            return calls.check(status, "ncclAllGather");
+        }
+        self.check_capacity("all-gather", concat.output_bytes())?;
         {
             let (input, _input_guard) = send.memory.device_ptr(&stream);
             let (staging, _staging_guard) = self.receive_staging.device_ptr_mut(&stream);
