@@ -24,7 +24,7 @@ pub enum Joined {
     /// This process started and supervised the workers, which did the work; nothing left to do.
     Supervised,
     /// One rank of the run.
-    Rank(RankContext),
+    Rank(Box<RankContext>),
 }
 
 /// A rank with its world communicator.
@@ -78,11 +78,11 @@ pub fn join(config: &ParallelConfig, cuda: bool) -> Result<Joined> {
             unique_id,
             WORLD_STAGING_BYTES,
         )?;
-        Ok(Joined::Rank(RankContext {
+        Ok(Joined::Rank(Box::new(RankContext {
             role,
             device: Some(device),
             world: World::Nccl(world),
-        }))
+        })))
     } else {
         let world = TcpCommunicator::connect(
             environment.rank,
@@ -91,11 +91,11 @@ pub fn join(config: &ParallelConfig, cuda: bool) -> Result<Joined> {
             None,
             rendezvous::DEFAULT_TIMEOUT,
         )?;
-        Ok(Joined::Rank(RankContext {
+        Ok(Joined::Rank(Box::new(RankContext {
             role,
             device: None,
             world: World::Tcp(world),
-        }))
+        })))
     }
 }
 
