@@ -17,7 +17,7 @@ use super::error::{ParallelError, Result, config_error};
 use super::layout::{Branches, agree, combine_guidance};
 use super::nccl::{self, NcclCommunicator};
 use super::nccl_search::NcclSearch;
-use super::rendezvous;
+use super::rendezvous::{self, UNIQUE_ID_BYTES};
 use super::shard::{TokenSharding, attention_blocks, drop_padding, take_shard};
 use super::supervisor;
 use super::tcp::TcpCommunicator;
@@ -210,7 +210,7 @@ pub fn run(args: &CheckArgs) -> Result<Option<CheckReport>> {
             let library = nccl::load(&NcclSearch::from_environment())?;
             let available = nccl::device_count()?;
             let device = config.device_for(local_rank, local_world_size, Some(available))?;
-            let unique_id = super::start::share_unique_id(rank, world_size, &master)?;
+            let unique_id = share_unique_id(rank, world_size, &master)?;
             let staging = staging_bytes(args, world_size);
             let mut world = NcclCommunicator::new(device, rank, world_size, unique_id, staging)?;
             let loaded = Some((library.path.display().to_string(), library.version));
@@ -218,6 +218,25 @@ pub fn run(args: &CheckArgs) -> Result<Option<CheckReport>> {
         }
     };
     Ok((rank == 0).then_some(report))
+}
+
+/// Rank 0 creates NCCL's unique id and hands it over the TCP rendezvous.
+fn share_unique_id(rank: usize, world_size: usize, master: &str) -> Result<[u8; UNIQUE_ID_BYTES]> {
+    if world_size == 1 {
+        return nccl::unique_id();
+    }
+    if rank == 0 {
+        let port = master
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let listener = rendezvous::listen(port)?;
+        let id = nccl::unique_id()?;
+        Ok(rendezvous::serve(&listener, world_size, 0, id, rendezvous::DEFAULT_TIMEOUT)?.shared_id)
+    } else {
+        Ok(rendezvous::join(master, rank, world_size, 0, rendezvous::DEFAULT_TIMEOUT)?.shared_id)
+    }
 }
 
 /// Staging the NCCL transport needs for the check and the timed exchange.

@@ -16,7 +16,6 @@ pub mod nccl;
 pub mod nccl_search;
 pub mod rendezvous;
 pub mod shard;
-pub mod start;
 pub mod supervisor;
 pub mod tcp;
 
