@@ -5,12 +5,12 @@
 
 use std::path::Path;
 
+use skyreels_contract::Attention;
 use skyreels_contract::Manifest;
 use skyreels_contract::manifest::FORMAT_VERSION;
 use skyreels_engines::operators::{Coverage, TensorRtOperators, coverage_of_file};
 use skyreels_engines::plan::graph_entries;
 use skyreels_engines::{BuildError, BuildOptions, Target};
-use skyreels_exporter::dit::layers::AttentionKind;
 use skyreels_exporter::dit::{self, DitExportOptions};
 use skyreels_exporter::text::{self, TextExportOptions};
 use skyreels_exporter::tiny::{self, StorageDtype};
@@ -28,7 +28,7 @@ use skyreels_tests::require_onnxruntime;
 const TOLERANCE: f32 = 1e-5;
 
 /// Exports the built-in tiny model as `skyreels-export tiny` does (DiT + VAE + text encoder).
-fn export_tiny(attention: AttentionKind) -> tempfile::TempDir {
+fn export_tiny(attention: Attention) -> tempfile::TempDir {
     let source = tempfile::tempdir().expect("tempdir");
     let out = tempfile::tempdir().expect("tempdir");
     tiny::write_random_dit(
@@ -68,14 +68,15 @@ fn export_tiny(attention: AttentionKind) -> tempfile::TempDir {
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         producer: "test".into(),
-        target: "cpu".into(),
-        precision: "fp32".into(),
-        attention: attention.name().into(),
+        target: skyreels_contract::Target::Cpu,
+        precision: skyreels_contract::Precision::Fp32,
+        attention,
         dit: Some(dit.component),
         vae: Some(vae.component),
         text_encoder: Some(text.component),
         image_encoder: None,
         build: None,
+        source: None,
     };
     manifest.save(out.path()).expect("manifest");
     out
@@ -141,7 +142,7 @@ fn outputs(engine_dir: &Path) -> Vec<(&'static str, Tensor)> {
 #[test]
 fn cpu_build_writes_optimised_graphs_that_match_the_exported_ones() {
     require_onnxruntime();
-    let engine_dir = export_tiny(AttentionKind::MatMul);
+    let engine_dir = export_tiny(Attention::MatMul);
     let before = outputs(engine_dir.path());
 
     let report = skyreels_engines::build(engine_dir.path(), &options(Target::Cpu)).expect("build");
@@ -212,7 +213,7 @@ fn cpu_build_writes_optimised_graphs_that_match_the_exported_ones() {
 #[test]
 fn runtime_refuses_an_engine_built_for_another_backend_gpu_or_version() {
     require_onnxruntime();
-    let engine_dir = export_tiny(AttentionKind::MatMul);
+    let engine_dir = export_tiny(Attention::MatMul);
     skyreels_engines::build(engine_dir.path(), &options(Target::Cpu)).expect("build");
     let built = Manifest::load(engine_dir.path()).expect("manifest");
     let backend = Backend::Cpu { threads: 1 };
@@ -275,7 +276,7 @@ fn runtime_refuses_an_engine_built_for_another_backend_gpu_or_version() {
 #[test]
 fn gpu_targets_fail_at_once_naming_what_is_missing() {
     require_onnxruntime();
-    let engine_dir = export_tiny(AttentionKind::MatMul);
+    let engine_dir = export_tiny(Attention::MatMul);
     let files_before = fs_err::read_dir(engine_dir.path()).expect("dir").count();
     let no_tensorrt = skyreels_engines::requirements::find_library("libnvinfer.so.10").is_none();
     let no_gpu = skyreels_runtime::engine::gpu_name(0).is_none();
@@ -373,7 +374,7 @@ fn coverages(engine_dir: &Path, operators: &TensorRtOperators) -> Vec<(String, C
 #[test]
 fn tensorrt_supports_every_operator_of_the_matmul_attention_export() {
     let operators = TensorRtOperators::builtin();
-    let matmul = export_tiny(AttentionKind::MatMul);
+    let matmul = export_tiny(Attention::MatMul);
     let matmul = coverages(matmul.path(), &operators);
     report("matmul attention", &matmul);
     assert_eq!(
@@ -399,7 +400,7 @@ fn tensorrt_supports_every_operator_of_the_matmul_attention_export() {
         );
     }
 
-    let contrib = export_tiny(AttentionKind::ContribMha);
+    let contrib = export_tiny(Attention::ContribMha);
     let contrib = coverages(contrib.path(), &operators);
     report("contrib-mha attention", &contrib);
     let mut needed: std::collections::BTreeMap<String, usize> = Default::default();

@@ -6,6 +6,7 @@ pub mod config;
 pub mod image;
 pub mod io;
 pub mod manifest;
+pub mod target;
 pub mod text;
 pub mod vae;
 pub mod variant;
@@ -13,5 +14,6 @@ mod yaml;
 
 pub use config::{DitConfig, ModelType};
 pub use manifest::{GraphEntry, Manifest, TensorSpec};
+pub use target::{Attention, Precision, Target};
 pub use variant::{ModelVariant, Pipeline, RecognitionError, Resolution, recognise};
 pub use yaml::{YamlError, load_yaml, parse_yaml, save_yaml, to_yaml};

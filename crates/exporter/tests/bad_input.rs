@@ -121,12 +121,14 @@ impl Case {
         self.export_from(&self.checkpoint(), extra)
     }
 
+    /// Runs the exporter on `source` with `--require dit` (the checkpoints here are DiTs alone).
     fn export_from(&self, source: &Path, extra: &[&str]) -> (Output, String) {
         let output = Command::new(BINARY)
             .env("RUST_BACKTRACE", "0")
             .arg(source)
             .arg("--out")
             .arg(self.out())
+            .args(["--require", "dit"])
             .args(extra)
             .output()
             .unwrap();
@@ -449,7 +451,7 @@ fn a_cpu_export_in_half_precision_is_refused() {
     case.assert_refused(
         &case.export(&["--dtype", "bf16"]),
         &[
-            "--dtype Bf16 is not supported on --target cpu",
+            "--dtype bf16 is not supported on --target cpu",
             "--dtype fp32",
         ],
     );
@@ -468,6 +470,7 @@ fn a_write_failure_midway_leaves_no_engine() {
         .arg(case.checkpoint())
         .arg("--out")
         .arg(case.out())
+        .args(["--require", "dit"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -506,6 +509,7 @@ fn a_full_disk_leaves_no_engine() {
         .arg(case.checkpoint())
         .arg("--out")
         .arg(mount_point.join("engine"))
+        .args(["--require", "dit"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

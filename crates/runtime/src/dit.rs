@@ -2,7 +2,7 @@
 //! `blocks` and reuse a cached residual; the block-causal `blocks` variant is chosen at load.
 
 use skyreels_contract::io;
-use skyreels_contract::manifest::DitComponent;
+use skyreels_contract::manifest::{Component, DitComponent};
 
 use crate::engine::Engine;
 use crate::error::Result;
@@ -43,9 +43,11 @@ impl Dit {
         backend: &Backend,
         causal_block_size: Option<usize>,
     ) -> Result<Dit> {
-        let component = engine.manifest.dit.clone().ok_or_else(|| {
-            engine.error("has no DiT\n  fix: export a DiT checkpoint into it with skyreels-export")
-        })?;
+        let component = engine
+            .manifest
+            .dit
+            .clone()
+            .ok_or_else(|| engine.missing(Component::Dit))?;
         let graph = |name: &str| {
             component
                 .graphs

@@ -17,6 +17,9 @@ pub enum RuntimeError {
     /// The library was found but could not be loaded.
     #[error("{0}")]
     OnnxRuntimeLoad(String),
+    /// A backend's libraries or GPU are missing here (every missing piece and the fix).
+    #[error("{0}")]
+    BackendUnavailable(String),
     /// An ONNX Runtime call failed.
     #[error("ONNX Runtime: {context}: {message}")]
     Ort {

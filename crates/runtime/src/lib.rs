@@ -10,6 +10,7 @@ pub mod noise;
 pub mod onnxruntime;
 pub mod output;
 pub mod pipeline;
+pub mod requirements;
 pub mod scheduler;
 pub mod session;
 pub mod teacache;

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use skyreels_contract::{Precision, Target};
 use skyreels_runtime::dit::Dit;
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::image::crop_to_aspect;
@@ -117,6 +118,8 @@ enum ResolutionArg {
 enum BackendArg {
     Cpu,
     Cuda,
+    /// Engines built by `skyreels-build --target tensorrt` (needs TensorRT 10).
+    Tensorrt,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -412,16 +415,14 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         Some(path) => NoiseSource::from_file(path)?,
         None => NoiseSource::seeded(args.seed),
     };
-    let backend = match args.backend {
-        BackendArg::Cpu => Backend::Cpu {
-            threads: args.threads,
-        },
-        BackendArg::Cuda => Backend::Cuda {
-            device: args.device,
-        },
+    let target = match args.backend {
+        BackendArg::Cpu => Target::Cpu,
+        BackendArg::Cuda => Target::Cuda,
+        BackendArg::Tensorrt => Target::TensorRt,
     };
+    let backend = Backend::new(target, args.device, args.threads);
     let engine = Engine::open(&args.engines)?;
-    if engine.manifest.precision != "fp32" && matches!(backend, Backend::Cpu { .. }) {
+    if engine.manifest.precision != Precision::Fp32 && matches!(backend, Backend::Cpu { .. }) {
         bail!(
             "engine {} was exported for --target {} with {} weights, which ONNX Runtime's CPU provider cannot run\n  fix: re-export it with skyreels-export --target cpu (fp32)",
             args.engines.display(),

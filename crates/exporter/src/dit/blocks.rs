@@ -9,8 +9,9 @@ use skyreels_graph::{DType, Dim, GeluApproximation, Graph, Value};
 
 use super::embed::scalar_at;
 use super::io::{blocks_inputs, blocks_outputs};
-use super::layers::{AttentionKind, Layers, Lead};
+use super::layers::{Layers, Lead};
 use crate::error::Result;
+use skyreels_contract::Attention;
 
 struct Shared {
     /// Token positions `[B, L]` for the fused rotary op (contrib-MHA exports).
@@ -240,7 +241,7 @@ pub(super) fn build(layers: &mut Layers<'_, '_>, config: &DitConfig, causal: boo
     let lead_value = g.shape_of(&x, 0, 3)?;
     let shape4 = g.concat(&[&lead_value, &dim], 0)?;
     let position_ids = match layers.attention {
-        AttentionKind::ContribMha => {
+        Attention::ContribMha => {
             let g = &mut layers.graph;
             let length = g.shape_of(&inputs[io::ROPE_COS], 0, 1)?;
             let length = g.squeeze(&length, &[0])?;
@@ -257,7 +258,7 @@ pub(super) fn build(layers: &mut Layers<'_, '_>, config: &DitConfig, causal: boo
                 vec![tokens.shape[0].clone(), Dim::Unknown],
             )?)
         }
-        AttentionKind::MatMul => None,
+        Attention::MatMul | Attention::OnnxAttention => None,
     };
     let rope_table = (inputs[io::ROPE_COS].clone(), inputs[io::ROPE_SIN].clone());
     let shared = Shared {

@@ -20,7 +20,8 @@ use crate::checkpoint::Checkpoint;
 use crate::error::Result;
 use crate::layout::Layout;
 use crate::weights::{WeightSink, WeightStore};
-use layers::{AttentionKind, Layers};
+use layers::Layers;
+use skyreels_contract::Attention;
 
 /// How to export the DiT.
 #[derive(Debug, Clone)]
@@ -28,7 +29,7 @@ pub struct DitExportOptions {
     /// Dtype of matmul weights and attention.
     pub compute: DType,
     /// Attention form.
-    pub attention: AttentionKind,
+    pub attention: Attention,
     /// Also write the block-causal `blocks` variant.
     pub causal_variant: bool,
     /// Reference matching-dtype weights in place (hard links) instead of copying them.

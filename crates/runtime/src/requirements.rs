@@ -5,8 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{BuildError, Result};
-use crate::plan::Target;
+use skyreels_contract::Target;
 
 /// A library a backend needs, and what it is.
 struct Needed {
@@ -120,9 +119,37 @@ pub fn find_library(file: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// What a backend lacks on this machine: every missing library or device, and how to get them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    /// The backend.
+    pub target: Target,
+    /// One line per missing library or device.
+    pub missing: Vec<String>,
+    /// How to get them (one fix per kind of piece, joined).
+    pub fix: String,
+}
+
+impl Unavailable {
+    /// `cannot {doing} {target} here:` followed by one `  - missing` line each and the fix.
+    pub fn describe(&self, doing: &str) -> String {
+        let lines: Vec<String> = self.missing.iter().map(|m| format!("  - {m}")).collect();
+        format!(
+            "cannot {doing} {} here:\n{}\n  fix: {}",
+            self.target,
+            lines.join("\n"),
+            self.fix
+        )
+    }
+}
+
 /// Checks that `target` can run here (ONNX Runtime at `onnxruntime_library`, GPU `device`);
 /// returns the GPU's name for GPU targets. Fails listing every missing piece and its fix.
-pub fn check(target: Target, onnxruntime_library: &Path, device: i32) -> Result<Option<String>> {
+pub fn check(
+    target: Target,
+    onnxruntime_library: &Path,
+    device: i32,
+) -> Result<Option<String>, Unavailable> {
     let (providers, libraries): (Vec<Needed>, &[Needed]) = match target {
         Target::Cpu => return Ok(None),
         Target::Cuda => (vec![PROVIDERS_SHARED, PROVIDERS_CUDA], &CUDA_LIBRARIES),
@@ -162,7 +189,7 @@ pub fn check(target: Target, onnxruntime_library: &Path, device: i32) -> Result<
             fixes.push(fix);
         }
     }
-    let gpu = skyreels_runtime::engine::gpu_name(device);
+    let gpu = crate::engine::gpu_name(device);
     if gpu.is_none() {
         missing.push(format!("no NVIDIA GPU {device} (nvidia-smi reports none)"));
         fixes.push(FIX_GPU);
@@ -170,8 +197,8 @@ pub fn check(target: Target, onnxruntime_library: &Path, device: i32) -> Result<
     if missing.is_empty() {
         return Ok(gpu);
     }
-    Err(BuildError::BackendUnavailable {
-        target: target.name(),
+    Err(Unavailable {
+        target,
         missing,
         fix: fixes.join(";\n       "),
     })
@@ -203,9 +230,10 @@ mod tests {
             0,
         )
         .unwrap_err()
-        .to_string();
+        .describe("run on");
+        assert!(error.starts_with("cannot run on tensorrt here:"), "{error}");
         assert!(
-            error.starts_with("cannot build for tensorrt here:"),
+            error.contains("libnvinfer.so.10 (TensorRT 10) is not on the library path"),
             "{error}"
         );
         assert!(error.contains("libonnxruntime_providers_tensorrt.so (ONNX Runtime's TensorRT execution provider) is not next to /nowhere/libonnxruntime.so.1.31.1"), "{error}");
