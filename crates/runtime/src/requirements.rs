@@ -75,7 +75,7 @@ const TENSORRT_LIBRARIES: [Needed; 5] = [
 const FIX_ORT_GPU: &str = "use ONNX Runtime's GPU build: the PyPI wheel onnxruntime-gpu==1.31.1 holds libonnxruntime.so.1.31.1 and libonnxruntime_providers_{shared,cuda,tensorrt}.so in onnxruntime/capi/; keep them in one folder and set ORT_DYLIB_PATH to its libonnxruntime.so.1.31.1";
 const FIX_CUDA: &str = "install the CUDA 13 runtime, cuBLAS and cuRAND (the CUDA toolkit, or PyPI's nvidia-*-cu13 wheels) and the NVIDIA driver, and add their lib folders to LD_LIBRARY_PATH";
 const FIX_TENSORRT: &str = "install TensorRT 10 for CUDA 13 (NVIDIA's TensorRT 10.x tar or deb packages, or PyPI tensorrt-cu13-libs 10.x; TensorRT 11 ships libnvinfer.so.11, which ONNX Runtime 1.31's provider does not load) and cuDNN 9, and add their lib folders to LD_LIBRARY_PATH";
-const FIX_GPU: &str = "run skyreels-build on the machine, with the GPU model, that will run the engine: optimised CUDA graphs and TensorRT engines are specific to a GPU";
+const FIX_GPU: &str = "use a machine with an NVIDIA GPU, and build and run on the same GPU model: optimised CUDA graphs and TensorRT engines are specific to a GPU";
 
 /// Folders the dynamic linker searches, in its order: `LD_LIBRARY_PATH`, the `ld.so` cache, the
 /// default folders.
