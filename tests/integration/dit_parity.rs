@@ -55,7 +55,11 @@ fn run_cases(model: &str, layout: &str, attention: Attention) -> Vec<(String, f3
 fn assert_parity(model: &str) {
     require_onnxruntime();
     for layout in ["diffusers", "original"] {
-        for attention in [Attention::MatMul, Attention::ContribMha] {
+        for attention in [
+            Attention::MatMul,
+            Attention::ContribMha,
+            Attention::OnnxAttention,
+        ] {
             for (case, error) in run_cases(model, layout, attention) {
                 assert!(
                     error <= TOLERANCE,

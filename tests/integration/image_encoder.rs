@@ -57,7 +57,11 @@ fn clip_encoder_matches_transformers() {
     let (tensors, _) =
         read_safetensors(&fixtures_dir().join("clip/cases.safetensors")).expect("cases");
     for layout in ["hf", "wan", "wan_pth/model.pth"] {
-        for attention in [Attention::MatMul, Attention::ContribMha] {
+        for attention in [
+            Attention::MatMul,
+            Attention::ContribMha,
+            Attention::OnnxAttention,
+        ] {
             let out = tempfile::tempdir().expect("tempdir");
             let options = ImageExportOptions {
                 compute: DType::F32,

@@ -153,7 +153,11 @@ fn text_encoder_matches_transformers() {
     let (tensors, _) =
         read_safetensors(&fixtures_dir().join("text/cases.safetensors")).expect("cases");
     for layout in ["hf", "wan", "wan_pth/model.pth"] {
-        for attention in [Attention::MatMul, Attention::ContribMha] {
+        for attention in [
+            Attention::MatMul,
+            Attention::ContribMha,
+            Attention::OnnxAttention,
+        ] {
             let engine_dir = export_engine(layout, attention);
             let error = batch_error(engine_dir.path());
             eprintln!(
@@ -236,7 +240,11 @@ fn text_encoder_graph_structure() {
     let model = tempfile::tempdir().expect("tempdir");
     let (checkpoint, tokenizer) = text::tiny::write_tiny(model.path(), 0).expect("tiny");
     let out = tempfile::tempdir().expect("tempdir");
-    for attention in [Attention::MatMul, Attention::ContribMha] {
+    for attention in [
+        Attention::MatMul,
+        Attention::ContribMha,
+        Attention::OnnxAttention,
+    ] {
         let options = TextExportOptions {
             compute: DType::F32,
             attention,
