@@ -4,17 +4,14 @@
 
 use indicatif::ProgressBar;
 
+use ndarray::{ArrayView1, ArrayViewMut1};
+
 use super::denoiser::Denoiser;
-use crate::error::Result;
+use crate::error::{Result, RuntimeError};
 use crate::noise::NoiseSource;
+use crate::scheduler::Scheduler;
 use crate::teacache::{Branch, TeaCache, TeaCacheConfig};
 use crate::tensor::Tensor;
-
-/// Advances one latent frame `[16, H, W]` by one scheduler step.
-pub trait FrameScheduler {
-    /// The next sample given the model's velocity at the current step.
-    fn step(&mut self, velocity: &[f32], sample: &[f32]) -> Vec<f32>;
-}
 
 /// The timestep matrix of a window (see `crate::timestep_matrix`).
 pub struct Rows {
@@ -140,7 +137,7 @@ pub fn sample_window(
     latents: &mut Tensor,
     prefix_frames: usize,
     rows: &Rows,
-    schedulers: &mut [Box<dyn FrameScheduler>],
+    schedulers: &mut [impl Scheduler],
     settings: &WindowSettings,
     noise: &mut NoiseSource,
     progress: &ProgressBar,
@@ -211,8 +208,14 @@ pub fn sample_window(
         )]
         for f in start..end {
             if rows.update[row][f] {
-                let updated = schedulers[f].step(&frame(&velocity, f - start), &frame(latents, f));
-                set_frame(latents, f, &updated);
+                let mut sample = frame(latents, f);
+                schedulers[f]
+                    .step(
+                        ArrayView1::from(&frame(&velocity, f - start)),
+                        ArrayViewMut1::from(sample.as_mut_slice()),
+                    )
+                    .map_err(|e| RuntimeError::Invalid(format!("latent frame {f}: {e}")))?;
+                set_frame(latents, f, &sample);
             }
         }
         progress.inc(1);
