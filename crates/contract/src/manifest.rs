@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::DitConfig;
+pub use crate::graph_entry::{GraphEntry, TensorSpec};
 use crate::target::{Attention, Precision, Target};
 use crate::yaml::{YamlError, load_yaml, save_yaml};
 
@@ -13,32 +14,6 @@ use crate::yaml::{YamlError, load_yaml, save_yaml};
 pub const MANIFEST_FILE: &str = "manifest.yaml";
 /// Schema version written by this code.
 pub const FORMAT_VERSION: u32 = 1;
-
-/// One tensor in a graph's signature.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TensorSpec {
-    /// Value name (see [`crate::io`]).
-    pub name: String,
-    /// Element type: `float32`, `float16`, `bfloat16`, `int64`.
-    pub dtype: String,
-    /// Dims: numbers are fixed, strings are symbolic axes.
-    pub shape: Vec<String>,
-}
-
-/// One ONNX graph of a component.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GraphEntry {
-    /// Role of the graph inside its component (`embed`, `blocks`, `head`, ...).
-    pub name: String,
-    /// ONNX file, relative to the engine directory.
-    pub file: String,
-    /// Inputs, in order.
-    pub inputs: Vec<TensorSpec>,
-    /// Outputs, in order.
-    pub outputs: Vec<TensorSpec>,
-}
 
 /// The DiT: graphs in run order, plus the optional block-causal variant of `blocks`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! What an engine is made for: the backend it targets, its numeric precision and its attention
 //! form. Each is spelled in manifests and on the command line as it always was (`tensorrt`,
-//! `bf16`, `contrib-mha`), so older manifests load unchanged.
+//! `bf16`, `contrib-mha`), so older manifests load unchanged; with the `clap` feature they are
+//! the binaries' command-line values too.
 
 use std::fmt;
 
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The backend an engine is exported or built for (ONNX Runtime execution providers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Target {
     /// ONNX Runtime's CPU provider.
     #[serde(rename = "cpu")]
@@ -17,6 +19,7 @@ pub enum Target {
     Cuda,
     /// ONNX Runtime's TensorRT provider (with CUDA for nodes TensorRT does not take).
     #[serde(rename = "tensorrt")]
+    #[cfg_attr(feature = "clap", value(name = "tensorrt"))]
     TensorRt,
 }
 
@@ -33,6 +36,7 @@ impl Target {
 
 /// Numeric precision of weights, matmuls and attention (norms and modulation stay float32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Precision {
     /// float32.
     #[serde(rename = "fp32")]
@@ -58,9 +62,11 @@ impl Precision {
 
 /// How the graphs compute multi-head attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Attention {
     /// MatMul + Softmax + MatMul: runs on every provider (the CPU default).
     #[serde(rename = "matmul")]
+    #[cfg_attr(feature = "clap", value(name = "matmul"))]
     MatMul,
     /// `com.microsoft.MultiHeadAttention` and `com.microsoft.RotaryEmbedding`: ONNX Runtime's
     /// fused CUDA kernels (the CUDA default); TensorRT does not parse them.

@@ -10,6 +10,7 @@ pub mod image;
 pub mod layout;
 pub mod pth;
 pub mod sources;
+pub mod stored_dtype;
 pub mod text;
 pub mod tiny;
 pub mod vae;

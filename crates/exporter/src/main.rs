@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use skyreels_contract::manifest::{ExportSource, FORMAT_VERSION};
 use skyreels_contract::{Attention, Manifest, Precision, Target};
 use skyreels_exporter::dit::{self, DitExportOptions};
@@ -16,47 +16,6 @@ use skyreels_exporter::text::{self, TextExportOptions};
 use skyreels_exporter::tiny::{self, StorageDtype};
 use skyreels_exporter::vae::{self, VaeExportOptions};
 use skyreels_graph::DType;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum TargetArg {
-    /// ONNX Runtime's CPU provider: fp32, MatMul attention.
-    Cpu,
-    /// ONNX Runtime's CUDA provider: bf16, `com.microsoft.MultiHeadAttention`.
-    Cuda,
-    /// TensorRT (through ONNX Runtime): bf16, the opset-23 `Attention` operator.
-    Tensorrt,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum PrecisionArg {
-    Fp32,
-    Fp16,
-    Bf16,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum VaePrecision {
-    Fp32,
-    Fp16,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum RequireArg {
-    /// Everything `skyreels generate` needs (DiT, VAE, text encoder; image encoder for I2V).
-    All,
-    /// The DiT alone; missing components are reported and recorded in the manifest.
-    Dit,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum AttentionArg {
-    /// MatMul + Softmax + MatMul (every provider).
-    Matmul,
-    /// `com.microsoft.MultiHeadAttention` (ONNX Runtime CUDA).
-    ContribMha,
-    /// The opset-23 `Attention` operator (TensorRT 10.15; ONNX Runtime CPU).
-    OnnxAttention,
-}
 
 /// Export a SkyReels-V2 checkpoint (original or diffusers layout) to an engine directory.
 #[derive(Parser, Debug)]
@@ -72,23 +31,23 @@ struct Args {
     /// Components the checkpoint must have: `all` (what `generate` needs) or `dit` (export
     /// what is there; missing components are reported and recorded in the manifest).
     #[arg(long, value_enum, default_value = "all")]
-    require: RequireArg,
+    require: Require,
     /// Engine directory to create.
     #[arg(long)]
     out: PathBuf,
     /// Precision of matmul weights and attention (norms and modulation stay float32).
     #[arg(long, value_enum)]
-    dtype: Option<PrecisionArg>,
+    dtype: Option<Precision>,
     /// Backend the graphs are meant for (picks defaults for --dtype and --attention).
     #[arg(long, value_enum, default_value = "cpu")]
-    target: TargetArg,
+    target: Target,
     /// VAE precision (default: fp32 for cpu, fp16 for cuda and tensorrt; ONNX Runtime's CUDA
     /// convolutions have no bf16 kernels). fp16 keeps the norms' sums of squares in float32.
     #[arg(long, value_enum)]
-    vae_dtype: Option<VaePrecision>,
+    vae_dtype: Option<Precision>,
     /// Attention form (default: matmul for cpu, contrib-mha for cuda, onnx-attention for tensorrt).
     #[arg(long, value_enum)]
-    attention: Option<AttentionArg>,
+    attention: Option<Attention>,
     /// Skip the block-causal variant of the blocks graph.
     #[arg(long)]
     no_causal: bool,
@@ -127,15 +86,9 @@ fn with_write_fix(error: anyhow::Error) -> anyhow::Error {
 }
 
 fn export(args: Args) -> anyhow::Result<()> {
-    let target = match args.target {
-        TargetArg::Cpu => Target::Cpu,
-        TargetArg::Cuda => Target::Cuda,
-        TargetArg::Tensorrt => Target::TensorRt,
-    };
+    let target = args.target;
     let precision = match args.dtype {
-        Some(PrecisionArg::Fp32) => Precision::Fp32,
-        Some(PrecisionArg::Fp16) => Precision::Fp16,
-        Some(PrecisionArg::Bf16) => Precision::Bf16,
+        Some(precision) => precision,
         None if target == Target::Cpu => Precision::Fp32,
         None => Precision::Bf16,
     };
@@ -144,25 +97,26 @@ fn export(args: Args) -> anyhow::Result<()> {
             "--dtype {precision} is not supported on --target cpu: ONNX Runtime's CPU provider has no fp16/bf16 kernels for MatMul/Attention\n  fix: use --dtype fp32 for cpu, or --target cuda"
         );
     }
-    let attention = match (args.attention, target) {
-        (Some(AttentionArg::Matmul), _) | (None, Target::Cpu) => Attention::MatMul,
-        (Some(AttentionArg::ContribMha), _) | (None, Target::Cuda) => Attention::ContribMha,
-        (Some(AttentionArg::OnnxAttention), _) | (None, Target::TensorRt) => {
-            Attention::OnnxAttention
-        }
-    };
+    let attention = args.attention.unwrap_or(match target {
+        Target::Cpu => Attention::MatMul,
+        Target::Cuda => Attention::ContribMha,
+        Target::TensorRt => Attention::OnnxAttention,
+    });
     if target == Target::TensorRt && attention == Attention::ContribMha {
         bail!(
             "--attention contrib-mha is not something TensorRT parses: com.microsoft.MultiHeadAttention and RotaryEmbedding are ONNX Runtime's own operators\n  fix: drop --attention (tensorrt exports onnx-attention), or use --attention matmul"
         );
     }
     let vae_compute = match args.vae_dtype {
-        Some(VaePrecision::Fp32) => DType::F32,
+        Some(Precision::Fp32) => DType::F32,
         None if target == Target::Cpu => DType::F32,
-        Some(VaePrecision::Fp16) if target == Target::Cpu => bail!(
+        Some(Precision::Bf16) => bail!(
+            "--vae-dtype bf16 is not supported: ONNX Runtime's CUDA provider has no bf16 convolutions\n  fix: use --vae-dtype fp16 (its norm statistics stay fp32) or fp32"
+        ),
+        Some(Precision::Fp16) if target == Target::Cpu => bail!(
             "--vae-dtype fp16 is not supported on --target cpu: ONNX Runtime's CPU provider has no fp16 convolutions\n  fix: drop --vae-dtype, or use --target cuda"
         ),
-        Some(VaePrecision::Fp16) | None => DType::F16,
+        Some(Precision::Fp16) | None => DType::F16,
     };
     let compute = match precision {
         Precision::Fp32 => DType::F32,
@@ -171,10 +125,6 @@ fn export(args: Args) -> anyhow::Result<()> {
     };
 
     let started = Instant::now();
-    let require = match args.require {
-        RequireArg::All => Require::All,
-        RequireArg::Dit => Require::Dit,
-    };
     let snapshot = resolve_model_id(&args)?;
     let _tiny_dir;
     let source = if args.checkpoint == "tiny" {
@@ -196,7 +146,7 @@ fn export(args: Args) -> anyhow::Result<()> {
         eprintln!("missing: {}", sources::describe(missing));
     }
     found.check(
-        require,
+        args.require,
         &sources::download_fix(
             &args.checkpoint,
             snapshot

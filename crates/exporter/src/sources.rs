@@ -11,7 +11,7 @@ use crate::image::ImageSource;
 use crate::text::TextSource;
 
 /// Which components an export must find (`skyreels-export --require`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Require {
     /// Everything `skyreels generate` needs: the DiT, the VAE, the text encoder and, for
     /// image-to-video models, the image encoder.

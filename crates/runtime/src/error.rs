@@ -7,8 +7,10 @@ pub enum RuntimeError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
     /// The ONNX Runtime library was not found.
-    #[error("ONNX Runtime {} not found (looked in: {})\n  fix: {hint}", crate::onnxruntime::ONNXRUNTIME_VERSION, .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("ONNX Runtime {version} not found (looked in: {})\n  fix: {hint}", .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     OnnxRuntimeMissing {
+        /// The version looked for.
+        version: &'static str,
         /// Paths tried.
         searched: Vec<PathBuf>,
         /// How to fix it.

@@ -115,14 +115,6 @@ enum ResolutionArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum BackendArg {
-    Cpu,
-    Cuda,
-    /// Engines built by `skyreels-build --target tensorrt` (needs TensorRT 10).
-    Tensorrt,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
 enum CompatArg {
     Upstream,
     Diffusers,
@@ -231,9 +223,10 @@ struct GenerateArgs {
     /// CPU threads for ONNX Runtime (0 = all).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Where the graphs run: `cpu`, or `cuda` (ONNX Runtime GPU libraries and an NVIDIA GPU).
+    /// Where the graphs run: `cpu`, `cuda` (ONNX Runtime GPU libraries and an NVIDIA GPU), or
+    /// `tensorrt` (an engine built by `skyreels-build --target tensorrt`, and TensorRT 10).
     #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendArg,
+    backend: Target,
     /// GPU index for `--backend cuda`.
     #[arg(long, default_value_t = 0)]
     device: i32,
@@ -415,12 +408,7 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         Some(path) => NoiseSource::from_file(path)?,
         None => NoiseSource::seeded(args.seed),
     };
-    let target = match args.backend {
-        BackendArg::Cpu => Target::Cpu,
-        BackendArg::Cuda => Target::Cuda,
-        BackendArg::Tensorrt => Target::TensorRt,
-    };
-    let backend = Backend::new(target, args.device, args.threads);
+    let backend = Backend::new(args.backend, args.device, args.threads);
     let engine = Engine::open(&args.engines)?;
     if engine.manifest.precision != Precision::Fp32 && matches!(backend, Backend::Cpu { .. }) {
         bail!(
