@@ -679,3 +679,12 @@ fn the_tensorrt_target_exports_onnx_attention() {
         "self- and cross-attention in 2 DiT blocks, in blocks and blocks_causal, and 2 umT5 layers"
     );
 }
+
+#[test]
+fn a_bf16_vae_is_refused() {
+    let case = Case::new();
+    case.assert_refused(
+        &case.export(&["--target", "cuda", "--vae-dtype", "bf16"]),
+        &["--vae-dtype bf16 is not supported", "--vae-dtype fp16"],
+    );
+}
