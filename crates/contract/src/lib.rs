@@ -3,15 +3,19 @@
 //! Kept free of heavy dependencies so the deployed runtime stays small.
 
 pub mod config;
+pub mod graph_entry;
 pub mod image;
 pub mod io;
 pub mod manifest;
+pub mod target;
 pub mod text;
 pub mod vae;
 pub mod variant;
 mod yaml;
 
 pub use config::{DitConfig, ModelType};
-pub use manifest::{GraphEntry, Manifest, TensorSpec};
+pub use graph_entry::{GraphEntry, TensorSpec};
+pub use manifest::Manifest;
+pub use target::{Attention, Precision, Target};
 pub use variant::{ModelVariant, Pipeline, RecognitionError, Resolution, recognise};
 pub use yaml::{YamlError, load_yaml, parse_yaml, save_yaml, to_yaml};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use skyreels_contract::{Pipeline, Resolution};
+use skyreels_contract::{Pipeline, Resolution, Target};
 use skyreels_runtime::job::{
     GenerateRequest, JobPlan, JobReport, Models, OutputRequest, Residency, run_job,
 };
@@ -150,19 +150,13 @@ enum Command {
     },
 }
 
-/// Where the graphs run.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum BackendArg {
-    Cpu,
-    Cuda,
-}
-
 #[derive(Args, Debug)]
 struct BackendArgs {
-    /// Where the graphs run: `cpu`, or `cuda` (ONNX Runtime GPU libraries and an NVIDIA GPU).
+    /// Where the graphs run: `cpu`, `cuda` (ONNX Runtime GPU libraries and an NVIDIA GPU), or
+    /// `tensorrt` (an engine built by `skyreels-build --target tensorrt`, and TensorRT 10).
     #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendArg,
-    /// GPU index for `--backend cuda`.
+    backend: Target,
+    /// GPU index for `--backend cuda` or `tensorrt`.
     #[arg(long, default_value_t = 0)]
     device: i32,
     /// CPU threads for ONNX Runtime (0 = all).
@@ -172,14 +166,7 @@ struct BackendArgs {
 
 impl BackendArgs {
     fn backend(&self) -> Backend {
-        match self.backend {
-            BackendArg::Cpu => Backend::Cpu {
-                threads: self.threads,
-            },
-            BackendArg::Cuda => Backend::Cuda {
-                device: self.device,
-            },
-        }
+        Backend::new(self.backend, self.device, self.threads)
     }
 }
 
@@ -511,7 +498,7 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
             &args.parallel,
             dit.config.num_heads,
             plan.uses_negative_prompt(),
-            matches!(models.backend(), Backend::Cuda { .. }),
+            models.backend().device().is_some(),
         )?;
     }
     if let Some(note) = &plan.variant.note {

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
-use skyreels_contract::{DitConfig, ModelType, io};
+use skyreels_contract::manifest::Component;
+use skyreels_contract::{DitConfig, ModelType, Precision, io};
 
 use super::{Dit, DitInputs};
 use crate::engine::Engine;
@@ -236,11 +237,9 @@ pub fn forward_file(
         .manifest
         .dit
         .as_ref()
-        .ok_or_else(|| {
-            engine.error("has no DiT\n  fix: export a DiT checkpoint into it with skyreels-export")
-        })?
+        .ok_or_else(|| engine.missing(Component::Dit))?
         .config;
-    if matches!(backend, Backend::Cpu { .. }) && engine.manifest.precision != "fp32" {
+    if matches!(backend, Backend::Cpu { .. }) && engine.manifest.precision != Precision::Fp32 {
         return Err(engine.error(format!(
             "was exported for --target {} with {} weights, which ONNX Runtime's CPU provider cannot run\n  fix: pass --backend cuda, or re-export it with skyreels-export --target cpu (fp32)",
             engine.manifest.target, engine.manifest.precision
