@@ -685,8 +685,8 @@ fn the_tensorrt_target_exports_onnx_attention() {
     }
     assert_eq!(
         attention_nodes,
-        2 * 2 * 2 + 2,
-        "self- and cross-attention in 2 DiT blocks, in blocks and blocks_causal, and 2 umT5 layers"
+        1 + 1 + 2,
+        "DiT self-attention (the attention graph) and cross-attention (block_out), shared by every layer, and 2 umT5 layers"
     );
 }
 
