@@ -14,7 +14,7 @@ Each result line gains `label`, `side`, `argv` and `measured`:
   the start (the fallback where per-process figures are not reported);
 - `wall_s`, `exit_code`, `samples`;
 - `window_peak_process_mib` / `window_peak_device_mib` when the line has `generate_started_unix`
-  and `window_seconds` (peak within each window's span).
+  and `window_seconds` (peak within each window's span; `window_started_unix` places them).
 A command that fails, times out or prints no JSON still gets a line, with `error` and the first
 and last lines of its stderr (`stderr_head`, `stderr_tail`); its stderr is relayed to this script's as it comes.
 Without nvidia-smi (a CPU smoke test) the peaks are null.
@@ -116,13 +116,21 @@ def peak(values):
     return max(values) if values else None
 
 
-def window_peaks(series, start, seconds, column):
-    peaks, begin = [], start
-    for length in seconds:
-        end = begin + length
-        peaks.append(peak(row[column] for row in series if begin <= row[0] <= end))
-        begin = end
-    return peaks
+def window_spans(record):
+    """(start, end) Unix times of each window: from `window_started_unix` where the line has it,
+    else laid back to back from `generate_started_unix`."""
+    seconds = record.get("window_seconds") or []
+    starts = record.get("window_started_unix")
+    if not starts:
+        starts, begin = [], record["generate_started_unix"]
+        for length in seconds:
+            starts.append(begin)
+            begin += length
+    return [(start, start + length) for start, length in zip(starts, seconds)]
+
+
+def window_peaks(series, spans, column):
+    return [peak(row[column] for row in series if begin <= row[0] <= end) for begin, end in spans]
 
 
 def main():
@@ -210,9 +218,9 @@ def main():
                 entry["stderr_head"] = stderr_head
                 entry["stderr_tail"] = stderr_tail
             if "generate_started_unix" in record and record.get("window_seconds"):
-                start, seconds = record["generate_started_unix"], record["window_seconds"]
-                entry["measured"]["window_peak_process_mib"] = window_peaks(per_process, start, seconds, 1)
-                entry["measured"]["window_peak_device_mib"] = window_peaks(per_device, start, seconds, 1)
+                spans = window_spans(record)
+                entry["measured"]["window_peak_process_mib"] = window_peaks(per_process, spans, 1)
+                entry["measured"]["window_peak_device_mib"] = window_peaks(per_device, spans, 1)
             results.write(json.dumps(entry) + "\n")
             shown = {k: v for k, v in entry.items() if k not in ("process", "argv")}
             print(json.dumps(shown), flush=True)
