@@ -104,11 +104,7 @@ fn assert_only(directory: &Path, expected: &[&str]) {
 fn frames_not_4k_plus_1_are_refused_before_loading() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("video.mp4");
-    let (output, stderr) = run(generate(
-        Path::new("no-engine-needed"),
-        &out,
-        &["--num-frames", "6"],
-    ));
+    let (output, stderr) = run(generate(tiny_engine(), &out, &["--num-frames", "6"]));
     assert_refused(&output, &stderr, &["--num-frames 6", "4k+1", "use 5 or 9"]);
     assert_only(directory.path(), &[]);
 }
@@ -117,11 +113,7 @@ fn frames_not_4k_plus_1_are_refused_before_loading() {
 fn sizes_not_multiple_of_16_are_refused() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("video.mp4");
-    let (output, stderr) = run(generate(
-        Path::new("no-engine-needed"),
-        &out,
-        &["--width", "40"],
-    ));
+    let (output, stderr) = run(generate(tiny_engine(), &out, &["--width", "40"]));
     assert_refused(
         &output,
         &stderr,
@@ -135,7 +127,7 @@ fn a_block_size_that_does_not_divide_the_latent_frames_is_refused() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(
-        Path::new("no-engine-needed"),
+        tiny_engine(),
         &out,
         &["--num-frames", "17", "--causal-block-size", "3"],
     ));
