@@ -550,7 +550,9 @@ fn info_prints_a_short_summary_and_version_names_onnxruntime() {
     assert!(
         text.contains("variant:    unrecognised")
             && text.contains("weights:    fp32 for --target cpu")
-            && text.contains("components: dit (teacache graphs), vae, text encoder (512 tokens), image encoder")
+            && text.contains(
+                "components: dit (teacache graphs), vae, text encoder (512 tokens), image encoder"
+            )
             && text.contains("build:      none"),
         "{text}"
     );
@@ -744,7 +746,10 @@ fn what_the_engine_cannot_do_is_refused_by_the_plan_before_loading() {
         let message = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{extra:?}: {message}");
         for needle in needles.iter().chain(&["fix:"]) {
-            assert!(message.contains(needle), "{extra:?}: no `{needle}` in {message}");
+            assert!(
+                message.contains(needle),
+                "{extra:?}: no `{needle}` in {message}"
+            );
         }
     };
     refused(
@@ -754,7 +759,12 @@ fn what_the_engine_cannot_do_is_refused_by_the_plan_before_loading() {
     );
     refused(
         engine(TinyModel::DiffusionForcing),
-        &["--pipeline", "synchronous", "--image", image.to_str().unwrap()],
+        &[
+            "--pipeline",
+            "synchronous",
+            "--image",
+            image.to_str().unwrap(),
+        ],
         &["condition diffusion forcing", "drop --pipeline synchronous"],
     );
     refused(
@@ -786,5 +796,9 @@ fn what_the_engine_cannot_do_is_refused_by_the_plan_before_loading() {
     let mut manifest = Manifest::load(&without_text).expect("manifest");
     manifest.text_encoder = None;
     manifest.save(&without_text).expect("save");
-    refused(&without_text, &[], &["has no text encoder", "text_encoder/"]);
+    refused(
+        &without_text,
+        &[],
+        &["has no text encoder", "text_encoder/"],
+    );
 }
