@@ -94,12 +94,14 @@ if $smoke; then
   # Tiny shapes on the CPU: the tiny DiT (2 heads x 16, 2 layers) and VAE (base width 8).
   target=cpu dtype=fp32 backend=cpu device=cpu dit_size=tiny vae_size=tiny
   frames=3 height=8 width=12 pixel_frames=9 pixel_height=64 pixel_width=96 steps=2
-  long_frames=25 long_base=13 long_overlap=5 umt5_layers=2
+  long_frames=25 long_base=13 long_overlap=5
+  text_encoder_args=(--text-encoder)
   ours_env=()
 else
   target=cuda dtype=bf16 backend=cuda device=cuda dit_size=1.3b vae_size=wan21
   frames=25 height=68 width=120 pixel_frames=97 pixel_height=544 pixel_width=960 steps=30
   long_frames=257 long_base=97 long_overlap=17 umt5_layers=24
+  text_encoder_args=(--text-encoder)
   # The README's deployment: ONNX Runtime GPU, then CUDA 13 and cuDNN 9 (system CUDA, then the
   # nvidia-*-cu13 wheels PyTorch's venv installed), for our processes only.
   ours_library_path="${OURS_LD_LIBRARY_PATH:-$ort:/usr/local/cuda-13.0/targets/x86_64-linux/lib:/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib:/usr/lib/x86_64-linux-gnu}"
@@ -161,7 +163,14 @@ if wants dit || wants vae || wants e2e || wants user; then
     prepare "$bin/write_random_vae" "$vae_size" "$source_dir"
   fi
   if wants user && { $dry_run || [ ! -d "$source_dir/text_encoder" ]; }; then
-    prepare "$bin/write_random_umt5" "$umt5_layers" "$source_dir"
+    if $smoke; then
+      # The umT5 writer has XXL width only (2 GB even at 2 layers): the tiny fixture encoder (width 32).
+      prepare mkdir -p "$source_dir/text_encoder" "$source_dir/tokenizer"
+      prepare cp tests/fixtures/text/hf/config.json tests/fixtures/text/hf/model.safetensors "$source_dir/text_encoder/"
+      prepare cp tests/fixtures/text/tokenizer.json "$source_dir/tokenizer/"
+    else
+      prepare "$bin/write_random_umt5" "$umt5_layers" "$source_dir"
+    fi
   fi
   prepare "$bin/skyreels-export" "$source_dir" --out "$work/engine-$dit_size" --target "$target" --dtype "$dtype" --force
 fi
@@ -201,7 +210,7 @@ fi
 if wants user; then
   step "A user's run: $long_frames frames in windows of $long_base (overlap $long_overlap), umT5 text encoder, ours"
   ours user "$bin/e2e_bench" "$work/engine-$dit_size" "$backend" "$long_frames" "$pixel_height" "$pixel_width" "$steps" \
-    --text-encoder --base-num-frames "$long_base" --overlap-history "$long_overlap"
+    "${text_encoder_args[@]}" --base-num-frames "$long_base" --overlap-history "$long_overlap"
 fi
 if ! $dry_run; then
   step "summary"

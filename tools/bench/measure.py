@@ -15,12 +15,15 @@ Each result line gains `label`, `side`, `argv` and `measured`:
 - `wall_s`, `exit_code`, `samples`;
 - `window_peak_process_mib` / `window_peak_device_mib` when the line has `generate_started_unix`
   and `window_seconds` (peak within each window's span).
-A command that fails, times out or prints no JSON still gets a line, with `error`.
+A command that fails, times out or prints no JSON still gets a line, with `error` and the first
+and last lines of its stderr (`stderr_head`, `stderr_tail`); its stderr is relayed to this script's as it comes.
 Without nvidia-smi (a CPU smoke test) the peaks are null.
 """
 import argparse
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -146,14 +149,27 @@ def main():
     baseline = peak(v for _, v in device_series(device.samples))
 
     started = time.time()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1)
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True)
+    stderr_head, stderr_tail = [], []
+
+    def relay_stderr():
+        for line in child.stderr:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            if len(stderr_head) < 10:
+                stderr_head.append(line.rstrip("\n"))
+            stderr_tail.append(line.rstrip("\n"))
+            del stderr_tail[:-20]
+
+    relay = threading.Thread(target=relay_stderr, daemon=True)
+    relay.start()
     lines, error = [], None
     timer = None
     if args.timeout:
         def expire():
             nonlocal error
             error = f"timed out after {args.timeout:.0f} s"
-            child.kill()
+            os.killpg(child.pid, signal.SIGKILL)
         timer = threading.Timer(args.timeout, expire)
         timer.start()
     for line in child.stdout:
@@ -166,6 +182,7 @@ def main():
                 pass
         print(line, end="", flush=True)
     code = child.wait()
+    relay.join(timeout=5)
     if timer:
         timer.cancel()
     wall = time.time() - started
@@ -190,6 +207,8 @@ def main():
             entry = {"label": args.label, "side": args.side, "argv": command, **record, "measured": dict(measured)}
             if error:
                 entry["error"] = error
+                entry["stderr_head"] = stderr_head
+                entry["stderr_tail"] = stderr_tail
             if "generate_started_unix" in record and record.get("window_seconds"):
                 start, seconds = record["generate_started_unix"], record["window_seconds"]
                 entry["measured"]["window_peak_process_mib"] = window_peaks(per_process, start, seconds, 1)

@@ -25,8 +25,9 @@ done
 
 programs=(dit_bench vae_bench e2e_bench write_random_dit write_random_vae write_random_umt5)
 if $build; then
-  cargo build --release --locked -p skyreels-runtime -p skyreels-exporter --bin skyreels-export \
-    $(printf -- '--example %s ' "${programs[@]}")
+  examples=()
+  for program in "${programs[@]}"; do examples+=(--example "$program"); done
+  cargo build --release --locked -p skyreels-runtime -p skyreels-exporter --bin skyreels-export "${examples[@]}"
 fi
 mkdir -p .carry/bin
 for program in "${programs[@]}"; do

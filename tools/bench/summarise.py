@@ -11,16 +11,26 @@ import sys
 from collections import OrderedDict
 
 TIME_FIELD = {"dit_forward": "median_s", "vae_decode": "decode_s", "e2e_df": "generate_s"}
-ROWS = [
-    ("dit-1.3b", "DiT 1.3B forward, 544×960×97"),
-    ("dit-1.3b-causal", "DiT 1.3B forward, block-causal (block 5)"),
-    ("dit-14b", "DiT 14B forward, 544×960×97"),
-    ("dit-14b-causal", "DiT 14B forward, block-causal"),
-    ("vae", "VAE decode, 97 frames"),
-    ("e2e", "DF generation, 97 frames, 30 steps, CFG"),
-    ("dit-tiny", "DiT tiny forward (smoke)"),
-    ("dit-tiny-causal", "DiT tiny forward, block-causal (smoke)"),
-]
+ROWS = ["dit-1.3b", "dit-1.3b-causal", "dit-14b", "dit-14b-causal", "vae", "e2e", "dit-tiny", "dit-tiny-causal"]
+
+
+def title(label, runs):
+    """The row's title, from what its successful runs report."""
+    record = next((r for r in runs if not r.get("error") and r.get("bench")), {})
+    causal = next((r.get("causal_block_size") for r in runs if r.get("causal_block_size")), None)
+    if label.startswith("dit-"):
+        size = label.split("-")[1].upper()
+        tokens = f", {record['tokens']:,} tokens" if record.get("tokens") else ""
+        mode = (f", block-causal (block {causal})" if causal else ", block-causal") if label.endswith("-causal") else ""
+        return f"DiT {size} forward{tokens}{mode}"
+    if label == "vae":
+        frames = f", {record['video'][2]} frames" if record.get("video") else ""
+        return f"VAE decode{frames}"
+    if label == "e2e":
+        if not record:
+            return "DF generation"
+        return f"DF generation, {record.get('frames')} frames, {record.get('steps')} steps, CFG"
+    return label
 
 
 def load(paths):
@@ -100,7 +110,7 @@ def main_table(records):
     lines = ["| | ours (before / after diffusers) | diffusers | diffusers + torch.compile (compile) | ours / diffusers | ours / compiled "
              "| ours peak (nvidia-smi) | diffusers peak (nvidia-smi; torch allocated) | compiled peak |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for label, title in ROWS:
+    for label in ROWS:
         runs = by_label.get(label, [])
         compiled = [r for r in by_label.get(label + "-compile", []) if r["side"] == "torch"]
         if not runs and not compiled:
@@ -113,10 +123,10 @@ def main_table(records):
         compile_cell = times_cell(compiled)
         if compiled and compiled[0].get("compile_s") is not None and seconds(compiled[0]) is not None:
             compile_cell += f" ({compiled[0]['compile_s']:.0f} s)"
-        lines.append(f"| {title} | {times_cell(ours)} | {times_cell(theirs)} | {compile_cell if compiled else '—'} "
+        lines.append(f"| {title(label, runs + compiled)} | {times_cell(ours)} | {times_cell(theirs)} | {compile_cell if compiled else '—'} "
                      f"| **{fmt(ratio(ours_mean, theirs_mean))}** | {fmt(ratio(ours_mean, compiled_mean))} "
                      f"| {peaks_cell(ours, False)} | {peaks_cell(theirs, True)} | {peaks_cell(compiled, True) if compiled else '—'} |")
-    return lines
+    return lines if len(lines) > 2 else []
 
 
 def drift_lines(records):
@@ -225,7 +235,10 @@ def main(paths):
     failures = [r for r in records if r.get("error")]
     if failures:
         out.extend(["", "Failures:", ""])
-        out.extend(f"- `{r['label']}` ({r['side']}): {r['error']}" for r in failures)
+        for r in failures:
+            lines = [line.strip() for line in (r.get("stderr_head") or []) + (r.get("stderr_tail") or []) if line.strip()]
+            last = next((line for line in lines if line.startswith(("Error:", "error:"))), lines[-1] if lines else "")
+            out.append(f"- `{r['label']}` ({r['side']}): {r['error']}" + (f": `{last.strip()}`" if last else ""))
     print("\n".join(out))
 
 

@@ -11,6 +11,7 @@ use anyhow::bail;
 use skyreels_runtime::Tensor;
 use skyreels_runtime::dit::{Dit, DitInputs};
 use skyreels_runtime::engine::Engine;
+use skyreels_runtime::loaded_libraries::ProcessReport;
 use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::session::Backend;
 
@@ -78,7 +79,8 @@ fn main() -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({"bench": "dit_forward", "impl": "skyreels-onnxruntime", "dim": config.dim, "layers": config.num_layers,
-                "tokens": tokens, "causal_block_size": causal_block_size, "load_s": load_seconds, "first_s": warm_seconds, "median_s": median, "times_s": times, "finite": finite})
+                "tokens": tokens, "causal_block_size": causal_block_size, "load_s": load_seconds, "first_s": warm_seconds, "median_s": median, "times_s": times, "finite": finite,
+                "process": ProcessReport::collect(&backend)})
         );
     }
     Ok(())

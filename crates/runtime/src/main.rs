@@ -135,6 +135,10 @@ enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// Check the multi-rank machinery without a model (transports, rank start-up, Ulysses
+    /// attention and guidance exchange against one rank); rank 0 prints a JSON report.
+    #[command(hide = true)]
+    ParallelCheck(skyreels_runtime::parallel::check::CheckArgs),
     /// Print a short summary of an engine directory (variant, components, precision, build).
     Info {
         /// Engine directory.
@@ -314,6 +318,8 @@ struct GenerateArgs {
     json: bool,
     #[command(flatten)]
     backend: BackendArgs,
+    #[command(flatten)]
+    parallel: skyreels_runtime::parallel::ParallelArgs,
 }
 
 impl GenerateArgs {
@@ -414,6 +420,7 @@ fn print_stdout(line: &dyn std::fmt::Display) {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Generate(args) => run_generate(&args),
+        Command::ParallelCheck(args) => run_parallel_check(&args),
         Command::TextEncode {
             engines,
             prompt,
@@ -499,6 +506,14 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         &args.request(),
         &args.output(),
     )?;
+    if let Some(dit) = &models.engine().manifest.dit {
+        skyreels_runtime::parallel::config::check_generate(
+            &args.parallel,
+            dit.config.num_heads,
+            plan.uses_negative_prompt(),
+            matches!(models.backend(), Backend::Cuda { .. }),
+        )?;
+    }
     if let Some(note) = &plan.variant.note {
         tracing::info!("{note}");
     }
@@ -532,4 +547,18 @@ fn print_done(plan: &JobPlan, report: &JobReport) {
         report.stats.forwards,
         report.stats.blocks_skipped
     );
+}
+
+fn run_parallel_check(args: &skyreels_runtime::parallel::check::CheckArgs) -> anyhow::Result<()> {
+    match skyreels_runtime::parallel::check::run(args) {
+        Ok(Some(report)) => {
+            print_stdout(&serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(error) => {
+            eprintln!("Error: {error}");
+            std::process::exit(error.exit_code());
+        }
+    }
 }
