@@ -341,6 +341,19 @@ fn without_a_terminal_each_stage_and_step_is_one_log_line() {
         !log.contains("OpenH264"),
         "the OpenH264 banner is silenced:\n{log}"
     );
+    for exact in [
+        "sampling window 1/1: 5 frames, 2 steps",
+        "window 1/1 step 2/2 (100%)",
+    ] {
+        assert!(
+            log.lines().any(|l| l == exact),
+            "no line `{exact}` in:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains('\u{1b}'),
+        "no terminal escapes in a log file:\n{log}"
+    );
 
     let quiet = small_generate(
         &directory.path().join("quiet.mp4"),
@@ -744,7 +757,10 @@ fn what_the_engine_cannot_do_is_refused_by_the_plan_before_loading() {
         let message = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{extra:?}: {message}");
         for needle in needles.iter().chain(&["fix:"]) {
-            assert!(message.contains(needle), "{extra:?}: no `{needle}` in {message}");
+            assert!(
+                message.contains(needle),
+                "{extra:?}: no `{needle}` in {message}"
+            );
         }
     };
     refused(
@@ -754,7 +770,12 @@ fn what_the_engine_cannot_do_is_refused_by_the_plan_before_loading() {
     );
     refused(
         engine(TinyModel::DiffusionForcing),
-        &["--pipeline", "synchronous", "--image", image.to_str().unwrap()],
+        &[
+            "--pipeline",
+            "synchronous",
+            "--image",
+            image.to_str().unwrap(),
+        ],
         &["condition diffusion forcing", "drop --pipeline synchronous"],
     );
     refused(
@@ -786,5 +807,9 @@ fn what_the_engine_cannot_do_is_refused_by_the_plan_before_loading() {
     let mut manifest = Manifest::load(&without_text).expect("manifest");
     manifest.text_encoder = None;
     manifest.save(&without_text).expect("save");
-    refused(&without_text, &[], &["has no text encoder", "text_encoder/"]);
+    refused(
+        &without_text,
+        &[],
+        &["has no text encoder", "text_encoder/"],
+    );
 }
