@@ -44,9 +44,6 @@ pub fn summary(engine: &Engine) -> String {
     let mut components = Vec::new();
     if let Some(dit) = &manifest.dit {
         let mut extras = Vec::new();
-        if dit.blocks_causal.is_some() {
-            extras.push("block-causal");
-        }
         if !dit.teacache.is_empty() {
             extras.push("teacache graphs");
         }

@@ -104,6 +104,24 @@ enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// One DiT forward pass: reads the DiT's inputs by name (`latents`, `timesteps` `[B, F]`,
+    /// `context`, `fps`, `image_context` as the model takes them) and writes tensor `velocity`.
+    DitForward {
+        /// Engine directory.
+        #[arg(long)]
+        engines: PathBuf,
+        /// Input safetensors file.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Block-causal self-attention over blocks of this many latent frames.
+        #[arg(long)]
+        causal_block_size: Option<usize>,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
     /// Encode an image with the CLIP vision tower; writes tensor `image_context` `[1, 257, 1280]`.
     ImageEncode {
         /// Engine directory.
@@ -446,6 +464,19 @@ fn run(command: Command, level: LevelFilter) -> anyhow::Result<()> {
             &engines,
             &backend.backend(),
             &image,
+            &out,
+        )?),
+        Command::DitForward {
+            engines,
+            inputs,
+            out,
+            causal_block_size,
+            backend,
+        } => Ok(skyreels_runtime::components::dit_forward(
+            &engines,
+            &backend.backend(),
+            &inputs,
+            causal_block_size,
             &out,
         )?),
         Command::Info { engines, manifest } => {

@@ -179,7 +179,7 @@ fn a_missing_engine_directory_is_refused() {
 fn a_malformed_manifest_is_refused() {
     let directory = tempfile::tempdir().unwrap();
     let engine = edited_engine(directory.path(), |text| {
-        text.replacen("format_version: 1", "format_version: [1", 1)
+        text.replacen(&current_version(), "format_version: [1", 1)
     });
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(&engine, &out, &[]));
@@ -207,11 +207,40 @@ fn a_manifest_with_an_unknown_field_is_refused() {
     assert_only(directory.path(), &["engine"]);
 }
 
+fn current_version() -> String {
+    format!(
+        "format_version: {}",
+        skyreels_contract::manifest::FORMAT_VERSION
+    )
+}
+
+/// An engine of format 1 (whole-stack `blocks` graphs, a `blocks_causal` field this version does
+/// not know) is refused for its version, not for its first unknown field.
+#[test]
+fn an_engine_of_format_1_is_refused_for_its_version() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = edited_engine(directory.path(), |text| {
+        text.replacen(&current_version(), "format_version: 1", 1)
+            .replacen("  layers:", "  blocks_causal: null\n  layers:", 1)
+    });
+    let out = directory.path().join("video.mp4");
+    let (output, stderr) = run(generate(&engine, &out, &[]));
+    assert_refused(
+        &output,
+        &stderr,
+        &[
+            "format_version 1 but this tool reads",
+            "re-export the engine",
+        ],
+    );
+    assert_only(directory.path(), &["engine"]);
+}
+
 #[test]
 fn a_manifest_from_another_format_version_is_refused() {
     let directory = tempfile::tempdir().unwrap();
     let engine = edited_engine(directory.path(), |text| {
-        text.replacen("format_version: 1", "format_version: 99", 1)
+        text.replacen(&current_version(), "format_version: 99", 1)
     });
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(&engine, &out, &[]));
