@@ -563,7 +563,9 @@ fn info_prints_a_short_summary_and_version_names_onnxruntime() {
     assert!(
         text.contains("variant:    unrecognised")
             && text.contains("weights:    fp32 for --target cpu")
-            && text.contains("components: dit (block-causal, teacache graphs), vae, text encoder (512 tokens), image encoder")
+            && text.contains(
+                "components: dit (teacache graphs), vae, text encoder (512 tokens), image encoder"
+            )
             && text.contains("graph I/O:  dit float32, vae float32, text float32, image float32")
             && text.contains("build:      none"),
         "{text}"
