@@ -31,8 +31,8 @@
 # --once runs our side once (before PyTorch) instead of before and after it.
 # --smoke runs tiny shapes on the CPU (our ORT CPU build, torch CPU fp32) to check the plumbing.
 # --dry-run prints what would run and runs nothing.
-# Our causal forward is `dit_bench ... ITERATIONS $OURS_CAUSAL_ARGS` (default: N, dit_bench's
-# CAUSAL_BLOCK_SIZE argument); a dit_bench without it fails at once, and its line says so.
+# Our causal forward is `dit_bench ... ITERATIONS $OURS_CAUSAL_ARGS` (default
+# `--causal-block-size N`); a dit_bench without that option fails at once, and its line says so.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -82,7 +82,7 @@ for group in ${groups//,/ }; do
 done
 wants() { case ",$groups," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 results="${results:-${OUT:-$work}/results.jsonl}"
-ours_causal_args="${OURS_CAUSAL_ARGS:-$causal_block_size}"
+ours_causal_args="${OURS_CAUSAL_ARGS:---causal-block-size $causal_block_size}"
 
 case ":${LD_LIBRARY_PATH:-}:" in
   *":$ort:"*|*ortgpu*|*onnxruntime*)

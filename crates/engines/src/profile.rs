@@ -473,6 +473,32 @@ mod tests {
         );
     }
 
+    /// The attention graph's prefix is empty at the first query block and at most every token.
+    #[test]
+    fn the_attention_prefix_spans_zero_to_all_tokens() {
+        let manifest = manifest(dit_config(1536, 30, 12, 8960, true));
+        let profile = ProfileConfig::for_model(&manifest, &ModelVariant::builtin());
+        let attention = GraphEntry {
+            name: "attention".into(),
+            file: "dit_attention.onnx".into(),
+            inputs: vec![
+                spec("query", &["batch", "num_tokens", "1536"]),
+                spec("attention_prefix", &["batch", "prefix_tokens", "1536"]),
+                spec("query_end", &["1"]),
+            ],
+            outputs: vec![],
+        };
+        let shapes = profile.shapes(&manifest, &attention).expect("shapes");
+        assert_eq!(
+            ProfileShapes::render(&shapes.min),
+            "query:1x2040x1536,attention_prefix:1x0x1536"
+        );
+        assert_eq!(
+            ProfileShapes::render(&shapes.max),
+            "query:2x51000x1536,attention_prefix:2x51000x1536"
+        );
+    }
+
     #[test]
     fn unknown_architecture_gets_540p_and_720p() {
         let manifest = manifest(dit_config(32, 2, 2, 64, true));

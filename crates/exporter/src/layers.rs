@@ -221,7 +221,13 @@ impl<'w, 'c> Layers<'w, 'c> {
         } else {
             g.reshape(&x, &[-1, in_features as i64])?
         };
-        let y = g.scoped(prefix, |g| g.gemm_transposed(&flat, &weight, bias.as_ref()))?;
+        // A graph shared by every layer names its nodes below the layer (`self_attn.q/Gemm`); the
+        // exporter adds the layer to wiring errors.
+        let scope = match &self.binding {
+            WeightBinding::Inputs { prefix: layer, .. } => layer.relative(prefix).unwrap_or(prefix),
+            WeightBinding::Initializers => prefix,
+        };
+        let y = g.scoped(scope, |g| g.gemm_transposed(&flat, &weight, bias.as_ref()))?;
         let y = if lead.dims.len() == 1 {
             y
         } else {

@@ -9,11 +9,9 @@
 //! as `skyreels generate` does. `--base-num-frames` makes a long video (windows of that many
 //! frames, `--overlap-history` frames shared, upstream's re-encoded prefixes). With a threshold,
 //! TeaCache uses the released fit for the engine's architecture (with retention). The line holds
-//! every model's load time, and each window's start as a Unix time and its seconds (to the next
-//! window's start, the last one to the end of the generation, its decode included), so a memory
-//! trace sampled beside the process can be cut per window.
+//! every model's load time, each window's seconds and the start of the generation as a Unix
+//! time, so a memory trace sampled beside the process can be cut per window.
 
-use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +26,7 @@ use skyreels_runtime::pipeline::defaults::{DEFAULT_NEGATIVE_PROMPT, teacache_coe
 use skyreels_runtime::pipeline::denoiser::DitDenoiser;
 use skyreels_runtime::pipeline::generate::{Conditioning, GenerationInputs, Vae, generate};
 use skyreels_runtime::pipeline::plan::{Compat, Plan, Request};
-use skyreels_runtime::pipeline::progress::{Observer, Progress};
+use skyreels_runtime::pipeline::progress::Unobserved;
 use skyreels_runtime::pipeline::sampler::WindowSettings;
 use skyreels_runtime::pipeline::schedule::FlowSchedule;
 use skyreels_runtime::session::Backend;
@@ -61,27 +59,6 @@ struct Args {
 
 fn seconds_since(started: Instant) -> f64 {
     started.elapsed().as_secs_f64()
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Unix times at which the windows start, as the generation reports them.
-#[derive(Default)]
-struct WindowClock {
-    starts: Vec<f64>,
-}
-
-impl Observer for WindowClock {
-    fn report(&mut self, progress: &Progress) -> ControlFlow<()> {
-        if let Progress::WindowStarted { .. } = progress {
-            self.starts.push(unix_now());
-        }
-        ControlFlow::Continue(())
-    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -164,8 +141,7 @@ fn main() -> anyhow::Result<()> {
         teacache,
     };
     let schedule = FlowSchedule::new(Compat::Upstream, args.steps, 8.0, true)?;
-    let started_unix = unix_now();
-    let mut clock = WindowClock::default();
+    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
     let generating = Instant::now();
     let vae = Vae {
         decoder: &mut decoder,
@@ -180,11 +156,9 @@ fn main() -> anyhow::Result<()> {
         conditioning: &Conditioning::default(),
         vae: Some(vae),
         work_dir: None,
-        observer: &mut clock,
+        observer: &mut Unobserved,
     })?;
     let seconds = seconds_since(generating);
-    let ends = clock.starts.iter().skip(1).copied().chain([started_unix + seconds]);
-    let window_seconds: Vec<f64> = clock.starts.iter().zip(ends).map(|(start, end)| end - start).collect();
     let video = generation.video.context("no video decoded")?;
     #[expect(clippy::print_stdout, reason = "the benchmark's result line")]
     {
@@ -194,8 +168,7 @@ fn main() -> anyhow::Result<()> {
                 "width": args.width, "steps": args.steps, "teacache": args.teacache_threshold, "text_encoder": args.text_encoder,
                 "base_num_frames": args.base_num_frames, "overlap_history": args.overlap_history,
                 "load_s": ready_seconds, "load_seconds": load_seconds, "text_encode_s": text_seconds,
-                "generate_started_unix": started_unix, "generate_s": seconds,
-                "window_started_unix": clock.starts, "window_seconds": window_seconds,
+                "generate_started_unix": started_unix, "generate_s": seconds, "window_seconds": generation.stats.window_seconds,
                 "windows": generation.stats.windows, "dit_forwards": generation.stats.forwards,
                 "blocks_computed": generation.stats.blocks_computed, "blocks_skipped": generation.stats.blocks_skipped,
                 "video": video.shape, "finite": video.data.iter().all(|v| v.is_finite()),

@@ -91,7 +91,8 @@ pub fn dit_forward(
     out: &Path,
 ) -> Result<()> {
     let engine = open(engine_dir, backend, out)?;
-    let velocity = crate::dit::forward_file::forward_file(&engine, backend, inputs, causal_block_size)?;
+    let velocity =
+        crate::dit::forward_file::forward_file(&engine, backend, inputs, causal_block_size)?;
     output::save_latents(out, [("velocity", &velocity)])?;
     Ok(())
 }

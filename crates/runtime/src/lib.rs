@@ -14,6 +14,7 @@ pub mod logging;
 pub mod noise;
 pub mod onnxruntime;
 pub mod output;
+pub mod parallel;
 pub mod pipeline;
 pub mod scheduler;
 pub mod session;

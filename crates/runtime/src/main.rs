@@ -13,6 +13,7 @@ use skyreels_runtime::job::{
 use skyreels_runtime::logging::{ConsoleProgress, LogFormat, ProgressDisplay};
 use skyreels_runtime::output::Mp4Options;
 use skyreels_runtime::pipeline::plan::Compat;
+use skyreels_runtime::pipeline::progress::{Observer, Unobserved};
 use skyreels_runtime::session::Backend;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -135,6 +136,10 @@ enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// Check the multi-rank machinery without a model (transports, rank start-up, Ulysses
+    /// attention and guidance exchange against one rank); rank 0 prints a JSON report.
+    #[command(hide = true)]
+    ParallelCheck(skyreels_runtime::parallel::check::CheckArgs),
     /// Print a short summary of an engine directory (variant, components, precision, build).
     Info {
         /// Engine directory.
@@ -314,6 +319,8 @@ struct GenerateArgs {
     json: bool,
     #[command(flatten)]
     backend: BackendArgs,
+    #[command(flatten)]
+    parallel: skyreels_runtime::parallel::ParallelArgs,
 }
 
 impl GenerateArgs {
@@ -386,7 +393,7 @@ fn main() -> ExitCode {
         },
     );
     let json_errors = matches!(&cli.command, Command::Generate(args) if args.json);
-    match run(cli.command) {
+    match run(cli.command, level) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             if json_errors {
@@ -411,9 +418,10 @@ fn print_stdout(line: &dyn std::fmt::Display) {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn run(command: Command, level: LevelFilter) -> anyhow::Result<()> {
     match command {
-        Command::Generate(args) => run_generate(&args),
+        Command::Generate(args) => run_generate(&args, level),
+        Command::ParallelCheck(args) => run_parallel_check(&args),
         Command::TextEncode {
             engines,
             prompt,
@@ -490,8 +498,9 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// parse → plan → (dry run: print the plan) → load, generate, write → summary.
-fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
+/// parse → plan → (dry run: print the plan) → load, generate, write → summary. Progress shows
+/// at log level `info` and above.
+fn run_generate(args: &GenerateArgs, level: LevelFilter) -> anyhow::Result<()> {
     let mut models = Models::open(&args.engines, args.backend.backend(), Residency::OneJob)?;
     let plan = JobPlan::new(
         models.engine(),
@@ -499,6 +508,14 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         &args.request(),
         &args.output(),
     )?;
+    if let Some(dit) = &models.engine().manifest.dit {
+        skyreels_runtime::parallel::config::check_generate(
+            &args.parallel,
+            dit.config.num_heads,
+            plan.uses_negative_prompt(),
+            matches!(models.backend(), Backend::Cuda { .. }),
+        )?;
+    }
     if let Some(note) = &plan.variant.note {
         tracing::info!("{note}");
     }
@@ -510,8 +527,12 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut progress = ConsoleProgress::new(ProgressDisplay::for_stderr());
-    let report = run_job(&plan, &mut models, &mut progress)?;
+    let mut progress: Box<dyn Observer> = if level >= LevelFilter::INFO {
+        Box::new(ConsoleProgress::new(ProgressDisplay::for_stderr()))
+    } else {
+        Box::new(Unobserved)
+    };
+    let report = run_job(&plan, &mut models, progress.as_mut())?;
     if args.json {
         let summary = skyreels_runtime::job::summary::summary_json(&plan, &report);
         print_stdout(&summary);
@@ -532,4 +553,18 @@ fn print_done(plan: &JobPlan, report: &JobReport) {
         report.stats.forwards,
         report.stats.blocks_skipped
     );
+}
+
+fn run_parallel_check(args: &skyreels_runtime::parallel::check::CheckArgs) -> anyhow::Result<()> {
+    match skyreels_runtime::parallel::check::run(args) {
+        Ok(Some(report)) => {
+            print_stdout(&serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(error) => {
+            eprintln!("Error: {error}");
+            std::process::exit(error.exit_code());
+        }
+    }
 }

@@ -207,6 +207,43 @@ fn a_manifest_with_an_unknown_field_is_refused() {
     assert_only(directory.path(), &["engine"]);
 }
 
+/// A manifest whose layer weights do not fit the block graphs: a byte range of the wrong length, or
+/// a file outside the engine directory.
+#[test]
+fn layer_weights_that_do_not_fit_are_refused() {
+    for (edit, needles) in [
+        (
+            ("        length: 4096\n", "        length: 4092\n"),
+            &[
+                "layer 0 `cross_attn.k.weight`",
+                "4092 bytes",
+                "which needs 4096",
+            ][..],
+        ),
+        (
+            (
+                "        file: dit.weights\n",
+                "        file: ../dit.weights\n",
+            ),
+            &[
+                "layer 0 weight `cross_attn.k.bias`",
+                "not a file of the engine directory",
+            ][..],
+        ),
+    ] {
+        let directory = tempfile::tempdir().unwrap();
+        let engine = edited_engine(directory.path(), |text| {
+            assert!(text.contains(edit.0), "the tiny manifest has `{}`", edit.0);
+            text.replacen(edit.0, edit.1, 1)
+        });
+        let out = directory.path().join("video.mp4");
+        let (output, stderr) = run(generate(&engine, &out, &[]));
+        assert_refused(&output, &stderr, needles);
+        assert!(stderr.contains("re-export the engine"), "{stderr}");
+        assert_only(directory.path(), &["engine"]);
+    }
+}
+
 fn current_version() -> String {
     format!(
         "format_version: {}",

@@ -198,7 +198,21 @@ fn dit_forward_refuses_bad_inputs_naming_the_tensor() {
         assert!(!stderr.contains("panicked"), "{label}: {stderr}");
         assert!(!out.exists(), "{label}: wrote {}", out.display());
     }
+    let manifest = engine.join("manifest.yaml");
+    let text = fs_err::read_to_string(&manifest).unwrap();
+    fs_err::write(
+        &manifest,
+        text.replacen("precision: fp32", "precision: bf16", 1),
+    )
+    .unwrap();
     let out = work.path().join("out.safetensors");
+    let output = dit_forward(&engine, &case, &out, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("bf16 weights") && stderr.contains("fix:"),
+        "{stderr}"
+    );
+    fs_err::write(&manifest, text).unwrap();
     let output = dit_forward(&engine, &case, &out, &["--causal-block-size", "0"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

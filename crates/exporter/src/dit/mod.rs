@@ -153,10 +153,15 @@ fn export_block_graph(
         match &first {
             None => first = Some((builder.graph, specs)),
             Some((_, expected)) if *expected != specs => {
+                let differing = expected
+                    .iter()
+                    .find(|spec| !specs.contains(spec))
+                    .or_else(|| specs.iter().find(|spec| !expected.contains(spec)))
+                    .map_or(String::new(), |spec| {
+                        format!(" (`{}` {} {:?})", spec.name, spec.dtype, spec.shape)
+                    });
                 return Err(ExportError::BadOptions(format!(
-                    "`{block}` binds other weights to `{name}` than `blocks.0` ({} vs {} inputs): the layers differ in architecture",
-                    specs.len(),
-                    expected.len()
+                    "`{block}` and `blocks.0` differ in the weights of their `{name}` graph{differing}: every transformer layer must have the same architecture\n  fix: check that the checkpoint is a complete SkyReels-V2 / Wan2.1 model (no layer-specific weights added or removed)"
                 )));
             }
             Some(_) => {}

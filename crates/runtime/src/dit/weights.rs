@@ -10,10 +10,20 @@ use std::path::Path;
 use ort::memory::AllocationDevice;
 use ort::value::{DynValue, Tensor as OrtTensor};
 use skyreels_contract::manifest::{DitComponent, ExternalTensor};
-use skyreels_contract::{GraphEntry, TensorSpec};
+use skyreels_contract::{GraphEntry, TensorSpec, io};
 
 use crate::error::{Result, RuntimeError, ort_error};
 use crate::session::TensorPool;
+
+/// The block graphs' inputs that are activations from the pool; every other input is a weight.
+const ACTIVATIONS: [&str; 6] = [
+    io::LAYER_TOKENS,
+    io::TIME_MODULATION,
+    io::ROPE_COS,
+    io::ROPE_SIN,
+    io::ATTENTION_OUTPUT,
+    io::CONTEXT_TOKENS,
+];
 
 /// Every layer's weights, by the block-graph input each one binds to.
 pub struct LayerWeights {
@@ -49,6 +59,14 @@ impl LayerWeights {
         let mut files: HashMap<&str, fs_err::File> = HashMap::new();
         let mut layers = Vec::with_capacity(component.layers.len());
         for (index, weights) in component.layers.iter().enumerate() {
+            if let Some(missing) = specs
+                .keys()
+                .find(|name| !ACTIVATIONS.contains(name) && !weights.contains_key(**name))
+            {
+                return Err(engine_error(format!(
+                    "layer {index} has no weight for block-graph input `{missing}`"
+                )));
+            }
             let mut pool = TensorPool::new();
             for (name, location) in weights {
                 let spec = specs.get(name.as_str()).ok_or_else(|| {
@@ -56,12 +74,17 @@ impl LayerWeights {
                         "layer {index} weight `{name}` is no input of the block graphs"
                     ))
                 })?;
-                let file = match files.get_mut(location.file.as_str()) {
-                    Some(file) => file,
-                    None => files
-                        .entry(location.file.as_str())
-                        .or_insert(fs_err::File::open(engine_dir.join(&location.file))?),
-                };
+                if Path::new(&location.file).file_name() != Some(location.file.as_ref()) {
+                    return Err(engine_error(format!(
+                        "layer {index} weight `{name}` is in {:?}, not a file of the engine directory",
+                        location.file
+                    )));
+                }
+                if !files.contains_key(location.file.as_str()) {
+                    let file = fs_err::File::open(engine_dir.join(&location.file))?;
+                    files.insert(location.file.as_str(), file);
+                }
+                let file = files.get_mut(location.file.as_str()).expect("opened above");
                 let bytes = read_range(file, location).map_err(|message| {
                     engine_error(format!("layer {index} `{name}`: {message}"))
                 })?;

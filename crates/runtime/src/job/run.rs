@@ -303,7 +303,7 @@ pub fn run_job(
         timings: StageTimings::default(),
     };
     let generated = generate_job(plan, models, &mut timed)?;
-    let stats = generated.generation.stats;
+    let stats = generated.generation.stats.clone();
     let written = write_job(plan, generated, &mut timed)?;
     Ok(JobReport {
         written,

@@ -51,6 +51,7 @@ pub fn summary_json(plan: &JobPlan, report: &JobReport) -> Value {
         },
         "windows": report.stats.windows,
         "windows_resumed": report.stats.windows_resumed,
+        "window_seconds": report.stats.window_seconds,
         "rows": report.stats.rows,
         "dit_forwards": report.stats.forwards,
         "blocks_computed": report.stats.blocks_computed,
