@@ -7,7 +7,7 @@ use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
 use skyreels_contract::manifest::Component;
-use skyreels_contract::{DitConfig, ModelType, Precision, io};
+use skyreels_contract::{DitConfig, ModelType, io};
 
 use super::{Dit, DitInputs};
 use crate::engine::Engine;
@@ -239,12 +239,6 @@ pub fn forward_file(
         .as_ref()
         .ok_or_else(|| engine.missing(Component::Dit))?
         .config;
-    if matches!(backend, Backend::Cpu { .. }) && engine.manifest.precision != Precision::Fp32 {
-        return Err(engine.error(format!(
-            "was exported for --target {} with {} weights, which ONNX Runtime's CPU provider cannot run\n  fix: pass --backend cuda, or re-export it with skyreels-export --target cpu (fp32)",
-            engine.manifest.target, engine.manifest.precision
-        )));
-    }
     let file = DitInputFile::read(inputs, config)?;
     let mut dit = Dit::load(engine, backend, causal_block_size)?;
     dit.forward(&file.inputs())
