@@ -3,9 +3,11 @@
 //! Kept free of heavy dependencies so the deployed runtime stays small.
 
 pub mod config;
+pub mod files;
 pub mod image;
 pub mod io;
 pub mod manifest;
+pub mod owned_dir;
 pub mod text;
 pub mod vae;
 pub mod variant;
