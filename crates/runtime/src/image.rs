@@ -44,7 +44,11 @@ impl RgbImage {
     /// Reads a PNG or JPEG file and converts it to 8-bit RGB (alpha dropped, as PIL's
     /// `convert("RGB")`; 16-bit channels are rounded to 8 bits).
     pub fn open(path: &Path) -> Result<RgbImage> {
-        let bytes = fs_err::read(path)?;
+        let bytes = skyreels_contract::files::read_bounded(
+            path,
+            "image",
+            skyreels_contract::files::limit::IMAGE,
+        )?;
         let decoded = image::load_from_memory(&bytes)
             .map_err(|e| RuntimeError::Invalid(format!("cannot decode image {}: {e}\n  fix: give a PNG or JPEG file (re-save or re-download it if it is cut short)", path.display())))?;
         let rgb = decoded.to_rgb8();
@@ -342,7 +346,12 @@ impl ImageEncoder {
         let mut pool = TensorPool::new();
         pool.insert_f32(PIXEL_VALUES, pixels)?;
         self.session.run(&mut pool)?;
-        pool.to_host(IMAGE_HIDDEN_STATES)
+        let context = pool.to_host(IMAGE_HIDDEN_STATES)?;
+        context.check_finite(
+            "the image encoder's output for a finite picture",
+            crate::tensor::BROKEN_ENGINE_FIX,
+        )?;
+        Ok(context)
     }
 
     /// Preprocesses and encodes `image`: `[1, 257, 1280]` for ViT-H/14.

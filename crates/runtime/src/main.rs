@@ -344,28 +344,10 @@ fn check_output_path(out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A video `--out` must be an `.mp4` file name or a directory for PNG frames.
-fn check_video_output(out: &Path) -> anyhow::Result<()> {
-    let is_mp4 = out
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("mp4"));
-    if is_mp4 && out.is_dir() {
-        bail!(
-            "cannot write {}: it is a directory\n  fix: choose a file name for the MP4, or a directory name without .mp4 for PNG frames",
-            out.display()
-        );
-    }
-    if !is_mp4 && out.exists() && !out.is_dir() {
-        bail!(
-            "cannot write PNG frames into {}: it is a file\n  fix: end --out with .mp4 for a video, or name a directory for PNG frames",
-            out.display()
-        );
-    }
-    Ok(())
-}
-
 fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    skyreels_runtime::pipeline::limits::check_threads(args.threads)?;
+    skyreels_runtime::pipeline::limits::check_frame_size(args.width, args.height)?;
     let input_video = match &args.video {
         Some(path) => Some(read_video_sized(path, args.width, args.height)?),
         None => None,
@@ -401,8 +383,7 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         start,
         last_image: args.last_image.is_some(),
     })?;
-    check_output_path(&args.out)?;
-    check_video_output(&args.out)?;
+    output::check_generate_destinations(&args.out, args.save_latents.as_deref(), args.width, args.height, args.fps)?;
     if args.prompt.trim().is_empty() {
         bail!(
             "--prompt is empty\n  fix: describe the video, e.g. --prompt \"a red fox running through fresh snow\""
@@ -429,6 +410,16 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
             engine.manifest.precision
         );
     }
+    // Taken before any model loads, so a second run of the job is refused at once.
+    let work_dir = match (&args.work_dir, plan.segments.len() > 1) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, true) => Some(PathBuf::from(format!("{}.work", args.out.display()))),
+        (None, false) => None,
+    };
+    let work_dir = match work_dir {
+        Some(dir) => Some(WorkDir::open(&dir, &job_fingerprint(args, &engine)?)?),
+        None => None,
+    };
     let dit_config = engine
         .manifest
         .dit
@@ -565,15 +556,6 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let vae = Vae {
         decoder: &mut decoder,
         encoder: encoder.as_mut(),
-    };
-    let work_dir = match (&args.work_dir, plan.segments.len() > 1) {
-        (Some(dir), _) => Some(dir.clone()),
-        (None, true) => Some(PathBuf::from(format!("{}.work", args.out.display()))),
-        (None, false) => None,
-    };
-    let work_dir = match work_dir {
-        Some(dir) => Some(WorkDir::open(&dir, &job_fingerprint(args, &engine)?)?),
-        None => None,
     };
     let generation = generate(
         &plan,
@@ -758,7 +740,7 @@ fn job_fingerprint(args: &GenerateArgs, engine: &Engine) -> anyhow::Result<Strin
 fn content_hash(path: &Path) -> anyhow::Result<u64> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    fs_err::read(path)?.hash(&mut hasher);
+    skyreels_contract::files::read_bounded(path, "input file", skyreels_contract::files::physical_memory())?.hash(&mut hasher);
     Ok(hasher.finish())
 }
 
