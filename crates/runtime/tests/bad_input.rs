@@ -733,7 +733,7 @@ fn outputs_that_cannot_be_written_are_refused_before_any_model_loads() {
         &out,
         &["--width", "4096", "--height", "4096"],
     ));
-    assert_refused(&output, &stderr, &["at most 9437184 pixels", "--width 4096 × --height 4096"]);
+    assert_refused(&output, &stderr, &["at most 3840×2160 (or 2160×3840)", "--width 4096 × --height 4096"]);
     let (output, stderr) = run(generate(Path::new("no-engine-needed"), &out, &["--fps", "5000"]));
     assert_refused(&output, &stderr, &["--fps 5000 is outside 1..=1000"]);
     assert_only(directory.path(), &[]);

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use crate::output::OutputError;
 
-/// OpenH264's largest frame, in pixels: 36864 macroblocks of 16×16 (level 5.2, `MAX_MBS_PER_FRAME`).
-pub const MAX_MP4_PIXELS: usize = 36864 * 256;
+/// The encoder's largest frame (the `openh264` crate's limit): 3840×2160, or 2160×3840 upright.
+pub const MAX_MP4_SIZE: (usize, usize) = (3840, 2160);
 /// The highest frame rate an MP4 is written at: frames are stamped in whole milliseconds, so above
 /// this two frames would share a timestamp.
 pub const MAX_MP4_FRAMES_PER_SECOND: u32 = 1000;
@@ -114,12 +114,12 @@ pub fn check_video_destination(
         ));
     }
     check_file_destination(out, "--out")?;
-    if width.saturating_mul(height) > MAX_MP4_PIXELS {
+    let (long, short) = MAX_MP4_SIZE;
+    if !((width <= long && height <= short) || (width <= short && height <= long)) {
         return Err(refused(
             out,
             format!(
-                "H.264 (OpenH264) encodes frames of at most {MAX_MP4_PIXELS} pixels (e.g. 4096×2304), and --width {width} × --height {height} is {}\n  fix: generate at a smaller size, or write PNG frames (an --out without .mp4)",
-                width.saturating_mul(height)
+                "the H.264 encoder (OpenH264) takes frames of at most {long}×{short} (or {short}×{long}), and this is --width {width} × --height {height}\n  fix: generate at a smaller size, or write PNG frames (an --out without .mp4)"
             ),
         ));
     }
@@ -173,9 +173,10 @@ mod tests {
     fn mp4_limits_name_the_flags_and_the_limit() {
         let directory = tempfile::tempdir().unwrap();
         let out = directory.path().join("video.mp4");
-        check_video_destination(&out, 4096, 2304, 24).unwrap();
-        let error = check_video_destination(&out, 4096, 2320, 24).unwrap_err().to_string();
-        assert!(error.contains("at most 9437184 pixels") && error.contains("--width 4096 × --height 2320 is 9502720"), "{error}");
+        check_video_destination(&out, 3840, 2160, 24).unwrap();
+        check_video_destination(&out, 2160, 3840, 24).unwrap();
+        let error = check_video_destination(&out, 3856, 2160, 24).unwrap_err().to_string();
+        assert!(error.contains("at most 3840×2160 (or 2160×3840)") && error.contains("--width 3856 × --height 2160"), "{error}");
         let error = check_video_destination(&out, 32, 32, 1001).unwrap_err().to_string();
         assert!(error.contains("--fps 1001 is outside 1..=1000"), "{error}");
         let error = check_generate_destinations(&out, Some(&directory.path().join("missing/latents.safetensors")), 32, 32, 24)

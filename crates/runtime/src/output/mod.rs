@@ -17,7 +17,7 @@ use std::path::Path;
 
 pub use color::{ColorSpace, YuvMatrix};
 pub use destination::{
-    MAX_MP4_FRAMES_PER_SECOND, MAX_MP4_PIXELS, check_file_destination,
+    MAX_MP4_FRAMES_PER_SECOND, MAX_MP4_SIZE, check_file_destination,
     check_generate_destinations, check_video_destination,
 };
 pub use error::OutputError;

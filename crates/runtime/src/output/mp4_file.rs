@@ -42,7 +42,7 @@ impl Default for Mp4Options {
 
 /// Encodes `video` as H.264 (constrained baseline, 4:2:0, BT.709 limited range, signalled in the
 /// stream's VUI) in an MP4 at `path`; the file appears complete or not at all. Width and height
-/// must be even and at most 3840×2160 (OpenH264's limit).
+/// must be even and at most 3840×2160 or 2160×3840 (the `openh264` crate's limit, [`crate::output::MAX_MP4_SIZE`]).
 pub fn write_mp4(video: &Video, path: &Path, options: &Mp4Options) -> Result<(), OutputError> {
     let (width, height) = (video.width(), video.height());
     if width % 2 != 0 || height % 2 != 0 {
@@ -79,7 +79,9 @@ pub fn write_mp4(video: &Video, path: &Path, options: &Mp4Options) -> Result<(),
     };
 
     let pixels_per_second = (width * height) as f64 * f64::from(frames_per_second);
-    let bits_per_second = (pixels_per_second * 2.0).min(f64::from(i32::MAX)) as u32;
+    // The nominal rate (the quantizer decides the quality) stays within H.264 level 5.2's 288 Mbit/s,
+    // which OpenH264 refuses to exceed: 3840×2160 at 24 fps would ask for 398 Mbit/s.
+    let bits_per_second = (pixels_per_second * 2.0).min(288_000_000.0) as u32;
     let config = EncoderConfig::new()
         .usage_type(UsageType::CameraVideoRealTime)
         .rate_control_mode(RateControlMode::Quality)
@@ -508,6 +510,23 @@ mod tests {
             errors.push(mean_absolute_error(&video, &read_mp4(&path).unwrap()));
         }
         assert!(errors[0] < errors[1] && errors[1] < errors[2], "{errors:?}");
+    }
+
+    /// The limits `check_video_destination` applies before any work are the encoder's own: the
+    /// largest frame encodes and one more macroblock row does not; the highest frame rate writes.
+    #[test]
+    fn the_destination_limits_are_the_encoders() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("limit.mp4");
+        let (long, short) = crate::output::MAX_MP4_SIZE;
+        let largest = Video::new(long, short, vec![128; long * short * 3]).unwrap();
+        write_mp4(&largest, &path, &Mp4Options::default()).unwrap();
+        let beyond = Video::new(long + 16, short, vec![128; (long + 16) * short * 3]).unwrap();
+        let error = write_mp4(&beyond, &path, &Mp4Options::default()).unwrap_err();
+        assert!(matches!(error, OutputError::Encode { .. }), "{error}");
+        let fast = Mp4Options { frames_per_second: crate::output::MAX_MP4_FRAMES_PER_SECOND as f32, ..Mp4Options::default() };
+        write_mp4(&gradient_video(3, 32, 32), &path, &fast).unwrap();
+        assert_eq!(read_mp4(&path).unwrap().num_frames(), 3);
     }
 
     #[test]
