@@ -31,6 +31,19 @@ pub enum FileError {
     /// The file could not be opened or read (`fs-err` puts the path in the message).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Nothing at the path (or it cannot be looked at).
+    #[error(
+        "{what} {}: {source}\n  fix: check the path; it must name an existing file",
+        path.display()
+    )]
+    Missing {
+        /// What the file should be.
+        what: String,
+        /// The path.
+        path: PathBuf,
+        /// The failure of looking it up.
+        source: std::io::Error,
+    },
     /// A directory, FIFO, socket or device where a file was expected.
     #[error(
         "{what} {} is {kind}, not a regular file\n  fix: pass the path of a regular file",
@@ -81,7 +94,11 @@ fn file_kind(file_type: std::fs::FileType) -> &'static str {
 /// Checks, without opening it (opening a FIFO blocks), that `path` is a regular file (after
 /// symbolic links); returns its size.
 pub fn regular_file_size(path: &Path, what: &str) -> Result<u64, FileError> {
-    let metadata = fs_err::metadata(path)?;
+    let metadata = std::fs::metadata(path).map_err(|source| FileError::Missing {
+        what: what.to_string(),
+        path: path.to_path_buf(),
+        source,
+    })?;
     if !metadata.is_file() {
         return Err(FileError::NotRegular {
             what: what.to_string(),

@@ -60,6 +60,25 @@ impl RgbImage {
     }
 }
 
+/// Checks, before any model loads, that each given picture (`--image`, `--last-image`) is a
+/// regular file within the image size limit; it is decoded only later, when its encoder is loaded.
+pub fn check_image_files(paths: &[Option<&Path>]) -> Result<()> {
+    for path in paths.iter().flatten() {
+        let size = skyreels_contract::files::regular_file_size(path, "image")?;
+        let limit = skyreels_contract::files::limit::IMAGE;
+        if size > limit {
+            return Err(skyreels_contract::files::FileError::TooLarge {
+                what: "image".into(),
+                path: path.to_path_buf(),
+                size,
+                limit,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// Upstream's `resizecrop` (`image2video_pipeline.py`): the centred crop of `image` with the
 /// aspect ratio of `width`×`height`, not resized. PIL's `crop` rounds the float box half to even.
 pub fn crop_to_aspect(image: &RgbImage, width: usize, height: usize) -> RgbImage {

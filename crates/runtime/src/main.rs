@@ -384,6 +384,7 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         last_image: args.last_image.is_some(),
     })?;
     output::check_generate_destinations(&args.out, args.save_latents.as_deref(), args.width, args.height, args.fps)?;
+    skyreels_runtime::image::check_image_files(&[args.image.as_deref(), args.last_image.as_deref()])?;
     if args.prompt.trim().is_empty() {
         bail!(
             "--prompt is empty\n  fix: describe the video, e.g. --prompt \"a red fox running through fresh snow\""

@@ -666,6 +666,8 @@ fn special_files_are_refused_as_inputs_without_waiting() {
         ("--noise", fifo.as_path(), "noise.safetensors is a FIFO, not a regular file"),
         ("--noise", directory.path(), "is a directory, not a regular file"),
         ("--video", fifo.as_path(), "noise.safetensors is a FIFO"),
+        ("--image", fifo.as_path(), "image"),
+        ("--image", Path::new("/nonexistent/start.png"), "/nonexistent/start.png"),
     ] {
         let mut extra = vec![flag, path.to_str().unwrap()];
         if flag == "--video" {
