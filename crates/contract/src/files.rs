@@ -33,7 +33,7 @@ pub enum FileError {
     Io(#[from] std::io::Error),
     /// Nothing at the path (or it cannot be looked at).
     #[error(
-        "{what} {}: {source}\n  fix: check the path; it must name an existing file",
+        "{what} {}: {failure}\n  fix: check the path; it must name an existing file",
         path.display()
     )]
     Missing {
@@ -41,8 +41,8 @@ pub enum FileError {
         what: String,
         /// The path.
         path: PathBuf,
-        /// The failure of looking it up.
-        source: std::io::Error,
+        /// The failure of looking it up (kept out of the error chain: the message has it).
+        failure: std::io::Error,
     },
     /// A directory, FIFO, socket or device where a file was expected.
     #[error(
@@ -94,10 +94,10 @@ fn file_kind(file_type: std::fs::FileType) -> &'static str {
 /// Checks, without opening it (opening a FIFO blocks), that `path` is a regular file (after
 /// symbolic links); returns its size.
 pub fn regular_file_size(path: &Path, what: &str) -> Result<u64, FileError> {
-    let metadata = std::fs::metadata(path).map_err(|source| FileError::Missing {
+    let metadata = std::fs::metadata(path).map_err(|failure| FileError::Missing {
         what: what.to_string(),
         path: path.to_path_buf(),
-        source,
+        failure,
     })?;
     if !metadata.is_file() {
         return Err(FileError::NotRegular {

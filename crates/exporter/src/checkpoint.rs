@@ -77,7 +77,12 @@ fn map_file(path: &Path) -> Result<Mmap> {
     // SAFETY: the map is read-only and we do not modify the file while it is mapped; a concurrent
     // truncation by another process is outside what any reader can defend against.
     let map = unsafe { Mmap::map(file.file()) };
-    Ok(map.map_err(|error| std::io::Error::new(error.kind(), format!("cannot map {}: {error}", path.display())))?)
+    Ok(map.map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("cannot map {}: {error}", path.display()),
+        )
+    })?)
 }
 
 /// Refuses a weight with an empty dimension: none of the models has one, and ONNX Runtime would
@@ -86,7 +91,9 @@ fn check_not_empty(name: &str, shape: &[usize], path: &Path) -> Result<()> {
     if shape.contains(&0) {
         return Err(ExportError::CorruptSafetensors {
             path: path.to_path_buf(),
-            reason: format!("tensor `{name}` has shape {shape:?}, with an empty dimension; no weight of these models is empty"),
+            reason: format!(
+                "tensor `{name}` has shape {shape:?}, with an empty dimension; no weight of these models is empty"
+            ),
         });
     }
     Ok(())

@@ -70,7 +70,9 @@ fn check_target(target: &Path, replace: bool) -> Result<()> {
         .next_back()
         .is_some_and(|last| matches!(last, std::path::Component::Normal(_)));
     if !named {
-        return refuse("an export replaces its --out, and this path names no directory of its own".into());
+        return refuse(
+            "an export replaces its --out, and this path names no directory of its own".into(),
+        );
     }
     if !target.exists() {
         return Ok(());
@@ -79,7 +81,10 @@ fn check_target(target: &Path, replace: bool) -> Result<()> {
     if let (Ok(working), Ok(canonical)) = (working, fs_err::canonicalize(target))
         && working.starts_with(&canonical)
     {
-        return refuse("this is the working directory or one of its parents, which an export never replaces".into());
+        return refuse(
+            "this is the working directory or one of its parents, which an export never replaces"
+                .into(),
+        );
     }
     if !replace {
         return Err(ExportError::BadOptions(format!(
@@ -92,7 +97,11 @@ fn check_target(target: &Path, replace: bool) -> Result<()> {
     if !target.is_dir() || !(is_engine || is_empty) {
         return refuse(format!(
             "--force replaces only an engine directory (one with {MANIFEST_FILE}) or an empty directory, and this is {}",
-            if target.is_dir() { "a directory of other files" } else { "not a directory" }
+            if target.is_dir() {
+                "a directory of other files"
+            } else {
+                "not a directory"
+            }
         ));
     }
     Ok(())
@@ -104,7 +113,11 @@ fn remove_abandoned_staging(parent: &Path, name: &str) -> Result<()> {
     let prefix = format!(".{name}.partial-");
     for entry in fs_err::read_dir(parent)? {
         let entry = entry?;
-        if entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix))
+        {
             OwnedDir::remove_if_abandoned(&entry.path(), STAGING)?;
         }
     }
@@ -157,7 +170,10 @@ impl Staging {
 
     /// The directory to write into.
     pub fn path(&self) -> &Path {
-        self.directory.as_ref().expect("staging until committed").path()
+        self.directory
+            .as_ref()
+            .expect("staging until committed")
+            .path()
     }
 
     /// Moves the finished directory to its target (replacing an old engine directory).
@@ -169,7 +185,9 @@ impl Staging {
         }
         let directory = self.directory.take().expect("staging until committed");
         let path = directory.path().to_path_buf();
-        let moved = directory.release().and_then(|_| fs_err::rename(&path, &self.target));
+        let moved = directory
+            .release()
+            .and_then(|_| fs_err::rename(&path, &self.target));
         if moved.is_err() {
             let _ = std::fs::remove_dir_all(&path);
         }

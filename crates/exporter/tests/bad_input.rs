@@ -549,10 +549,17 @@ fn force_never_empties_the_working_directory_a_parent_or_a_folder_of_other_files
     let case = Case::new();
     let root = case.directory.path();
     fs_err::write(root.join("precious.txt"), b"mine").unwrap();
-    for (cwd, out) in [(root.to_path_buf(), "."), (case.checkpoint(), ".."), (root.to_path_buf(), "/")] {
+    for (cwd, out) in [
+        (root.to_path_buf(), "."),
+        (case.checkpoint(), ".."),
+        (root.to_path_buf(), "/"),
+    ] {
         let (output, stderr) = export_in(&cwd, &case.checkpoint(), out, &["--force"]);
         assert_eq!(output.status.code(), Some(1), "--out {out}: {stderr}");
-        assert!(stderr.contains("fix: choose a new directory for the engine"), "{stderr}");
+        assert!(
+            stderr.contains("fix: choose a new directory for the engine"),
+            "{stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
     assert_eq!(names_in(root), ["checkpoint", "precious.txt"]);
@@ -576,18 +583,30 @@ fn force_never_empties_the_working_directory_a_parent_or_a_folder_of_other_files
     }
     let (output, stderr) = export_in(root, &case.checkpoint(), "engine", &["--force"]);
     assert!(output.status.success(), "replacing an engine: {stderr}");
-    assert_eq!(names_in(root), ["checkpoint", "empty", "engine", "photos", "precious.txt"]);
+    assert_eq!(
+        names_in(root),
+        ["checkpoint", "empty", "engine", "photos", "precious.txt"]
+    );
 }
 
 #[test]
 fn a_fifo_or_a_directory_among_the_weights_is_refused_without_waiting() {
     let case = Case::new();
     let fifo = case.checkpoint().join("extra.safetensors");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     let started = std::time::Instant::now();
     case.assert_refused(
         &case.export(&[]),
-        &["checkpoint file", "extra.safetensors is a FIFO, not a regular file"],
+        &[
+            "checkpoint file",
+            "extra.safetensors is a FIFO, not a regular file",
+        ],
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     fs_err::remove_file(&fifo).unwrap();
@@ -604,7 +623,11 @@ fn a_folder_without_config_json_names_the_missing_file() {
     fs_err::remove_file(case.checkpoint().join("config.json")).unwrap();
     case.assert_refused(
         &case.export(&[]),
-        &["config.json is missing", "dim 32 is not a multiple of 128", "put the model's config.json"],
+        &[
+            "config.json is missing",
+            "dim 32 is not a multiple of 128",
+            "put the model's config.json",
+        ],
     );
 }
 
@@ -618,7 +641,10 @@ fn a_zero_sized_tensor_is_refused_before_onnx_runtime() {
     });
     case.assert_refused(
         &case.export(&[]),
-        &["tensor `blocks.0.ffn.2.bias` has shape [0], with an empty dimension", "re-download"],
+        &[
+            "tensor `blocks.0.ffn.2.bias` has shape [0], with an empty dimension",
+            "re-download",
+        ],
     );
 }
 
@@ -676,7 +702,10 @@ fn a_pth_whose_pickle_floods_memory_is_refused() {
     for (program, needle) in [(flood, "opcodes"), (copies, "bytes of text")] {
         let source = case.checkpoint().join("model.pth");
         fs_err::write(&source, stored_zip(&[("archive/data.pkl", &program)])).unwrap();
-        case.assert_refused(&case.export_from(&source, &[]), &["model.pth", needle, "re-download"]);
+        case.assert_refused(
+            &case.export_from(&source, &[]),
+            &["model.pth", needle, "re-download"],
+        );
     }
 }
 
@@ -697,7 +726,9 @@ fn an_interrupted_export_leaves_nothing_behind() {
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
-            let staging = directory.path().join(format!(".engine.partial-{}", child.id()));
+            let staging = directory
+                .path()
+                .join(format!(".engine.partial-{}", child.id()));
             while !staging.exists() && child.try_wait().unwrap().is_none() {
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
@@ -712,13 +743,23 @@ fn an_interrupted_export_leaves_nothing_behind() {
             }
             let stderr = String::from_utf8_lossy(&output.stderr);
             assert_eq!(output.status.code(), Some(128 + number), "{stderr}");
-            assert!(stderr.contains(&format!("interrupted by SIG{signal}")), "{stderr}");
+            assert!(
+                stderr.contains(&format!("interrupted by SIG{signal}")),
+                "{stderr}"
+            );
             assert!(!stderr.contains("panicked"), "{stderr}");
-            assert_eq!(names_in(directory.path()), Vec::<String>::new(), "SIG{signal} left files");
+            assert_eq!(
+                names_in(directory.path()),
+                Vec::<String>::new(),
+                "SIG{signal} left files"
+            );
             interrupted = true;
             break;
         }
-        assert!(interrupted, "no export could be interrupted with SIG{signal}");
+        assert!(
+            interrupted,
+            "no export could be interrupted with SIG{signal}"
+        );
     }
 }
 
@@ -728,22 +769,38 @@ fn stale_staging_of_a_dead_export_is_removed_and_nothing_else() {
     let root = case.directory.path();
     let dead = root.join(".engine.partial-4000000");
     fs_err::create_dir(&dead).unwrap();
-    fs_err::write(dead.join(".skyreels-owner"), "skyreels export staging\npid 4000000\n").unwrap();
+    fs_err::write(
+        dead.join(".skyreels-owner"),
+        "skyreels export staging\npid 4000000\n",
+    )
+    .unwrap();
     fs_err::write(dead.join("dit_blocks.onnx"), b"half-written").unwrap();
     let foreign = root.join(".engine.partial-17");
     fs_err::create_dir(&foreign).unwrap();
     fs_err::write(foreign.join("notes.txt"), b"not an export's").unwrap();
     let alive = root.join(".engine.partial-4000001");
     fs_err::create_dir(&alive).unwrap();
-    fs_err::write(alive.join(".skyreels-owner"), "skyreels export staging\npid 4000001\n").unwrap();
+    fs_err::write(
+        alive.join(".skyreels-owner"),
+        "skyreels export staging\npid 4000001\n",
+    )
+    .unwrap();
     let held = std::fs::File::open(alive.join(".skyreels-owner")).unwrap();
     held.try_lock().unwrap();
     let (output, stderr) = case.export(&[]);
     assert!(output.status.success(), "{stderr}");
     assert_eq!(
         names_in(root),
-        [".engine.partial-17", ".engine.partial-4000001", "checkpoint", "engine"]
+        [
+            ".engine.partial-17",
+            ".engine.partial-4000001",
+            "checkpoint",
+            "engine"
+        ]
     );
-    assert!(!case.out().join(".skyreels-owner").exists(), "the marker does not ship in the engine");
+    assert!(
+        !case.out().join(".skyreels-owner").exists(),
+        "the marker does not ship in the engine"
+    );
     drop(held);
 }

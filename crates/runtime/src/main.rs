@@ -383,8 +383,17 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         start,
         last_image: args.last_image.is_some(),
     })?;
-    output::check_generate_destinations(&args.out, args.save_latents.as_deref(), args.width, args.height, args.fps)?;
-    skyreels_runtime::image::check_image_files(&[args.image.as_deref(), args.last_image.as_deref()])?;
+    output::check_generate_destinations(
+        &args.out,
+        args.save_latents.as_deref(),
+        args.width,
+        args.height,
+        args.fps,
+    )?;
+    skyreels_runtime::image::check_image_files(&[
+        args.image.as_deref(),
+        args.last_image.as_deref(),
+    ])?;
     if args.prompt.trim().is_empty() {
         bail!(
             "--prompt is empty\n  fix: describe the video, e.g. --prompt \"a red fox running through fresh snow\""
@@ -741,7 +750,12 @@ fn job_fingerprint(args: &GenerateArgs, engine: &Engine) -> anyhow::Result<Strin
 fn content_hash(path: &Path) -> anyhow::Result<u64> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    skyreels_contract::files::read_bounded(path, "input file", skyreels_contract::files::physical_memory())?.hash(&mut hasher);
+    skyreels_contract::files::read_bounded(
+        path,
+        "input file",
+        skyreels_contract::files::physical_memory(),
+    )?
+    .hash(&mut hasher);
     Ok(hasher.finish())
 }
 

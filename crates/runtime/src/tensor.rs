@@ -17,7 +17,9 @@ pub struct Tensor {
 impl Tensor {
     /// A tensor from parts; the element count must match the shape.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor> {
-        let count = shape.iter().try_fold(1usize, |count, &d| count.checked_mul(d));
+        let count = shape
+            .iter()
+            .try_fold(1usize, |count, &d| count.checked_mul(d));
         if count != Some(data.len()) {
             return Err(RuntimeError::Tensor {
                 name: "<new>".into(),

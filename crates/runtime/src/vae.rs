@@ -218,7 +218,10 @@ impl VaeDecoder {
     /// final clamp (what the graphs compute).
     pub fn decode_unclamped(&mut self, latents: &Tensor) -> Result<Tensor> {
         check_rank5("latents", latents)?;
-        latents.check_finite("the latents to decode", "decode latents saved from a successful run")?;
+        latents.check_finite(
+            "the latents to decode",
+            "decode latents saved from a successful run",
+        )?;
         let [b, _, f, h, w] = [
             latents.shape[0],
             latents.shape[1],

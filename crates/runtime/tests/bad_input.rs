@@ -571,7 +571,11 @@ fn a_work_dir_holding_other_files_is_refused_and_kept() {
         &out,
         &["--work-dir", work.to_str().unwrap()],
     ));
-    assert_refused(&output, &stderr, &["work directory", "photos", "did not create"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &["work directory", "photos", "did not create"],
+    );
     assert_only(&work, &["holiday.jpg"]);
     assert_only(directory.path(), &["photos"]);
 }
@@ -609,14 +613,38 @@ fn sizes_beyond_their_limits_are_refused_naming_flag_value_and_limit() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("video.mp4");
     for (flag, value, needle) in [
-        ("--num-frames", "4000000001", "--num-frames 4000000001 is above 86401"),
-        ("--height", "1099511627776", "--height 1099511627776 is above 8192"),
-        ("--width", "18446744073709551600", "--width 18446744073709551600 is above 8192"),
-        ("--steps", "100000000000", "--steps 100000000000 is above 1000"),
-        ("--ar-step", "18446744073709551615", "--ar-step 18446744073709551615 is above 1000"),
+        (
+            "--num-frames",
+            "4000000001",
+            "--num-frames 4000000001 is above 86401",
+        ),
+        (
+            "--height",
+            "1099511627776",
+            "--height 1099511627776 is above 8192",
+        ),
+        (
+            "--width",
+            "18446744073709551600",
+            "--width 18446744073709551600 is above 8192",
+        ),
+        (
+            "--steps",
+            "100000000000",
+            "--steps 100000000000 is above 1000",
+        ),
+        (
+            "--ar-step",
+            "18446744073709551615",
+            "--ar-step 18446744073709551615 is above 1000",
+        ),
         ("--threads", "100000", "--threads 100000 is more than the"),
     ] {
-        let (output, stderr) = run(generate(Path::new("no-engine-needed"), &out, &[flag, value]));
+        let (output, stderr) = run(generate(
+            Path::new("no-engine-needed"),
+            &out,
+            &[flag, value],
+        ));
         assert_refused(&output, &stderr, &[needle]);
     }
     assert_only(directory.path(), &[]);
@@ -631,7 +659,11 @@ fn a_manifest_number_no_engine_has_is_refused() {
     });
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(&engine, &out, &[]));
-    assert_refused(&output, &stderr, &["dit.config.text_len is 18446744073709551615, outside 0..=1048576"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &["dit.config.text_len is 18446744073709551615, outside 0..=1048576"],
+    );
     assert!(!out.exists());
 }
 
@@ -643,14 +675,24 @@ fn manifest_files_outside_the_engine_directory_are_refused() {
     });
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(&engine, &out, &[]));
-    assert_refused(&output, &stderr, &["is \"../../outside/", "never absolute or with `..`"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &["is \"../../outside/", "never absolute or with `..`"],
+    );
     let engine = {
         let second = directory.path().join("second");
         fs_err::create_dir(&second).unwrap();
-        edited_engine(&second, |text| text.replace("tokenizer: tokenizer.json", "tokenizer: /etc/passwd"))
+        edited_engine(&second, |text| {
+            text.replace("tokenizer: tokenizer.json", "tokenizer: /etc/passwd")
+        })
     };
     let (output, stderr) = run(generate(&engine, &out, &[]));
-    assert_refused(&output, &stderr, &["text_encoder.tokenizer is \"/etc/passwd\""]);
+    assert_refused(
+        &output,
+        &stderr,
+        &["text_encoder.tokenizer is \"/etc/passwd\""],
+    );
     assert!(!out.exists());
 }
 
@@ -658,16 +700,38 @@ fn manifest_files_outside_the_engine_directory_are_refused() {
 fn special_files_are_refused_as_inputs_without_waiting() {
     let directory = tempfile::tempdir().unwrap();
     let fifo = directory.path().join("noise.safetensors");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     let out = directory.path().join("video.mp4");
     let started = std::time::Instant::now();
     for (flag, path, needle) in [
-        ("--noise", Path::new("/dev/zero"), "/dev/zero is a character device, not a regular file"),
-        ("--noise", fifo.as_path(), "noise.safetensors is a FIFO, not a regular file"),
-        ("--noise", directory.path(), "is a directory, not a regular file"),
+        (
+            "--noise",
+            Path::new("/dev/zero"),
+            "/dev/zero is a character device, not a regular file",
+        ),
+        (
+            "--noise",
+            fifo.as_path(),
+            "noise.safetensors is a FIFO, not a regular file",
+        ),
+        (
+            "--noise",
+            directory.path(),
+            "is a directory, not a regular file",
+        ),
         ("--video", fifo.as_path(), "noise.safetensors is a FIFO"),
         ("--image", fifo.as_path(), "image"),
-        ("--image", Path::new("/nonexistent/start.png"), "/nonexistent/start.png"),
+        (
+            "--image",
+            Path::new("/nonexistent/start.png"),
+            "/nonexistent/start.png",
+        ),
     ] {
         let mut extra = vec![flag, path.to_str().unwrap()];
         if flag == "--video" {
@@ -679,7 +743,12 @@ fn special_files_are_refused_as_inputs_without_waiting() {
     let (output, stderr) = run(component(
         "vae-decode",
         tiny_engine(),
-        &[os(Path::new("--latents")), os(&fifo), os(Path::new("--out")), os(&out)],
+        &[
+            os(Path::new("--latents")),
+            os(&fifo),
+            os(Path::new("--out")),
+            os(&out),
+        ],
     ));
     assert_refused(&output, &stderr, &["is a FIFO"]);
     assert!(started.elapsed() < std::time::Duration::from_secs(120));
@@ -700,7 +769,12 @@ fn a_malformed_mp4_that_made_the_reader_loop_is_refused() {
     let mut child = component(
         "vae-encode",
         tiny_engine(),
-        &[os(Path::new("--video")), os(&video), os(Path::new("--out")), os(&out)],
+        &[
+            os(Path::new("--video")),
+            os(&video),
+            os(Path::new("--out")),
+            os(&out),
+        ],
     )
     .stderr(std::process::Stdio::piped())
     .spawn()
@@ -729,14 +803,29 @@ fn outputs_that_cannot_be_written_are_refused_before_any_model_loads() {
         &out,
         &["--save-latents", missing.to_str().unwrap()],
     ));
-    assert_refused(&output, &stderr, &["missing does not exist", "--save-latents"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &["missing does not exist", "--save-latents"],
+    );
     let (output, stderr) = run(generate(
         Path::new("no-engine-needed"),
         &out,
         &["--width", "4096", "--height", "4096"],
     ));
-    assert_refused(&output, &stderr, &["at most 3840×2160 (or 2160×3840)", "--width 4096 × --height 4096"]);
-    let (output, stderr) = run(generate(Path::new("no-engine-needed"), &out, &["--fps", "5000"]));
+    assert_refused(
+        &output,
+        &stderr,
+        &[
+            "at most 3840×2160 (or 2160×3840)",
+            "--width 4096 × --height 4096",
+        ],
+    );
+    let (output, stderr) = run(generate(
+        Path::new("no-engine-needed"),
+        &out,
+        &["--fps", "5000"],
+    ));
     assert_refused(&output, &stderr, &["--fps 5000 is outside 1..=1000"]);
     assert_only(directory.path(), &[]);
 }
@@ -745,7 +834,12 @@ fn outputs_that_cannot_be_written_are_refused_before_any_model_loads() {
 fn write_tensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
     let tensors: Vec<(&str, skyreels_runtime::Tensor)> = tensors
         .iter()
-        .map(|(name, shape, data)| (*name, skyreels_runtime::Tensor::new(shape.clone(), data.clone()).unwrap()))
+        .map(|(name, shape, data)| {
+            (
+                *name,
+                skyreels_runtime::Tensor::new(shape.clone(), data.clone()).unwrap(),
+            )
+        })
         .collect();
     let mut header = serde_json::Map::new();
     let mut data = Vec::new();
@@ -775,24 +869,56 @@ fn non_finite_inputs_are_refused_naming_their_source() {
     values[3] = f32::NAN;
     write_tensors(&noise, &[("0", vec![1, 16, 2, 2, 2], values.clone())]);
     let out = directory.path().join("video.mp4");
-    let (output, stderr) = run(generate(tiny_engine(), &out, &["--noise", noise.to_str().unwrap()]));
-    assert_refused(&output, &stderr, &["noise.safetensors: tensor `0` holds 1 non-finite values"]);
+    let (output, stderr) = run(generate(
+        tiny_engine(),
+        &out,
+        &["--noise", noise.to_str().unwrap()],
+    ));
+    assert_refused(
+        &output,
+        &stderr,
+        &["noise.safetensors: tensor `0` holds 1 non-finite values"],
+    );
     let latents = directory.path().join("latents.safetensors");
     write_tensors(&latents, &[("latents", vec![1, 16, 2, 2, 2], values)]);
     let (output, stderr) = run(component(
         "vae-decode",
         tiny_engine(),
-        &[os(Path::new("--latents")), os(&latents), os(Path::new("--out")), os(&out)],
+        &[
+            os(Path::new("--latents")),
+            os(&latents),
+            os(Path::new("--out")),
+            os(&out),
+        ],
     ));
-    assert_refused(&output, &stderr, &["latents.safetensors: tensor `latents`", "holds 1 non-finite values"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &[
+            "latents.safetensors: tensor `latents`",
+            "holds 1 non-finite values",
+        ],
+    );
     write_tensors(&latents, &[("latents", vec![1, 16, 0, 2, 2], Vec::new())]);
     let (output, stderr) = run(component(
         "vae-decode",
         tiny_engine(),
-        &[os(Path::new("--latents")), os(&latents), os(Path::new("--out")), os(&out)],
+        &[
+            os(Path::new("--latents")),
+            os(&latents),
+            os(Path::new("--out")),
+            os(&out),
+        ],
     ));
-    assert_refused(&output, &stderr, &["has shape [1, 16, 0, 2, 2], with an empty dimension"]);
-    assert_only(directory.path(), &["latents.safetensors", "noise.safetensors"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &["has shape [1, 16, 0, 2, 2], with an empty dimension"],
+    );
+    assert_only(
+        directory.path(),
+        &["latents.safetensors", "noise.safetensors"],
+    );
 }
 
 /// NaN weights in the DiT: the window's latents are checked, and the run fails naming the DiT
@@ -807,7 +933,12 @@ fn nan_weights_in_the_dit_fail_the_window_naming_the_dit() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name == "dit.weights" {
             let length = fs_err::metadata(&path).unwrap().len() as usize;
-            let nan: Vec<u8> = f32::NAN.to_le_bytes().into_iter().cycle().take(length).collect();
+            let nan: Vec<u8> = f32::NAN
+                .to_le_bytes()
+                .into_iter()
+                .cycle()
+                .take(length)
+                .collect();
             fs_err::write(&path, nan).unwrap();
             poisoned += 1;
         }
@@ -815,6 +946,42 @@ fn nan_weights_in_the_dit_fail_the_window_naming_the_dit() {
     assert!(poisoned > 0, "no DiT weights file in {}", engine.display());
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(&engine, &out, &[]));
-    assert_refused(&output, &stderr, &["window 1 of 1: the latents the DiT sampled hold", "non-finite", "re-export"]);
+    assert_refused(
+        &output,
+        &stderr,
+        &[
+            "window 1 of 1: the latents the DiT sampled hold",
+            "non-finite",
+            "re-export",
+        ],
+    );
     assert!(!out.exists());
+}
+
+/// A long job refused after its work directory was taken (here: TeaCache on an unreleased
+/// architecture) has no window to resume: its record and marker go with the directory.
+#[test]
+fn a_refused_long_job_leaves_no_work_directory() {
+    let directory = tempfile::tempdir().unwrap();
+    let out = directory.path().join("video.mp4");
+    let (output, stderr) = run(generate(
+        tiny_engine(),
+        &out,
+        &[
+            "--num-frames",
+            "57",
+            "--base-num-frames",
+            "25",
+            "--overlap-history",
+            "9",
+            "--teacache",
+            "0.2",
+        ],
+    ));
+    assert_refused(
+        &output,
+        &stderr,
+        &["no released SkyReels-V2 model has this architecture"],
+    );
+    assert_only(directory.path(), &[]);
 }

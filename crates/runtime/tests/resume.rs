@@ -140,21 +140,35 @@ fn a_work_directory_in_use_is_refused_at_once_naming_the_pid() {
     let marker = work_dir(&out).join("job.json");
     let started = Instant::now();
     while !marker.exists() {
-        assert!(first.try_wait().expect("poll").is_none(), "the first job ended before its work directory appeared");
-        assert!(started.elapsed() < Duration::from_secs(300), "timed out waiting for the work directory");
+        assert!(
+            first.try_wait().expect("poll").is_none(),
+            "the first job ended before its work directory appeared"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "timed out waiting for the work directory"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let second_started = Instant::now();
-    let output = generate_command(&engine, &out).output().expect("second run");
+    let output = generate_command(&engine, &out)
+        .output()
+        .expect("second run");
     let stderr = String::from_utf8_lossy(&output.stderr);
     let still_running = first.try_wait().expect("poll").is_none();
     first.kill().expect("SIGKILL");
     first.wait().expect("reap");
-    assert!(still_running, "the first job ended before the second was refused; the check proves nothing");
+    assert!(
+        still_running,
+        "the first job ended before the second was refused; the check proves nothing"
+    );
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("is in use by pid {}", first.id())) && stderr.contains("fix:"),
         "{stderr}"
     );
-    assert!(second_started.elapsed() < Duration::from_secs(60), "the second job was not refused at once");
+    assert!(
+        second_started.elapsed() < Duration::from_secs(60),
+        "the second job was not refused at once"
+    );
 }

@@ -88,7 +88,11 @@ pub fn dit_config(
 
     let declared_heads = json_usize(json, &["num_heads", "num_attention_heads"]);
     if declared_heads.is_none() && (dim == 0 || !dim.is_multiple_of(128)) {
-        let found = if config_path.is_file() { "has no `num_heads`" } else { "is missing" };
+        let found = if config_path.is_file() {
+            "has no `num_heads`"
+        } else {
+            "is missing"
+        };
         return Err(bad(format!(
             "{} {found}, and the head count cannot be told from the weights: dim {dim} is not a multiple of 128, the head width of every released SkyReels-V2 model\n  fix: put the model's config.json (with `num_heads`) beside its weights",
             config_path.display()

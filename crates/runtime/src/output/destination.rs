@@ -163,9 +163,16 @@ mod tests {
         fs_err::write(frames.join("frame_00000.png"), "old frame").unwrap();
         check_video_destination(&frames, 32, 32, 24).unwrap();
         fs_err::write(frames.join("notes.txt"), "mine").unwrap();
-        let error = check_video_destination(&frames, 32, 32, 24).unwrap_err().to_string();
-        assert!(error.contains("already holds other files (e.g. notes.txt)") && error.contains("fix:"), "{error}");
-        let error = check_video_destination(Path::new("/"), 32, 32, 24).unwrap_err().to_string();
+        let error = check_video_destination(&frames, 32, 32, 24)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("already holds other files (e.g. notes.txt)") && error.contains("fix:"),
+            "{error}"
+        );
+        let error = check_video_destination(Path::new("/"), 32, 32, 24)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("already holds other files"), "{error}");
     }
 
@@ -175,14 +182,35 @@ mod tests {
         let out = directory.path().join("video.mp4");
         check_video_destination(&out, 3840, 2160, 24).unwrap();
         check_video_destination(&out, 2160, 3840, 24).unwrap();
-        let error = check_video_destination(&out, 3856, 2160, 24).unwrap_err().to_string();
-        assert!(error.contains("at most 3840×2160 (or 2160×3840)") && error.contains("--width 3856 × --height 2160"), "{error}");
-        let error = check_video_destination(&out, 32, 32, 1001).unwrap_err().to_string();
-        assert!(error.contains("--fps 1001 is outside 1..=1000"), "{error}");
-        let error = check_generate_destinations(&out, Some(&directory.path().join("missing/latents.safetensors")), 32, 32, 24)
+        let error = check_video_destination(&out, 3856, 2160, 24)
             .unwrap_err()
             .to_string();
-        assert!(error.contains("missing does not exist") && error.contains("--save-latents"), "{error}");
-        assert_eq!(fs_err::read_dir(directory.path()).unwrap().count(), 0, "the write check leaves nothing");
+        assert!(
+            error.contains("at most 3840×2160 (or 2160×3840)")
+                && error.contains("--width 3856 × --height 2160"),
+            "{error}"
+        );
+        let error = check_video_destination(&out, 32, 32, 1001)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--fps 1001 is outside 1..=1000"), "{error}");
+        let error = check_generate_destinations(
+            &out,
+            Some(&directory.path().join("missing/latents.safetensors")),
+            32,
+            32,
+            24,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("missing does not exist") && error.contains("--save-latents"),
+            "{error}"
+        );
+        assert_eq!(
+            fs_err::read_dir(directory.path()).unwrap().count(),
+            0,
+            "the write check leaves nothing"
+        );
     }
 }

@@ -124,7 +124,11 @@ pub fn read_tensor(
         ))
     })?;
     let tensor = Tensor::new(shape, values).map_err(|error| mismatch(error.to_string()))?;
-    let non_finite = tensor.data.iter().filter(|value| !value.is_finite()).count();
+    let non_finite = tensor
+        .data
+        .iter()
+        .filter(|value| !value.is_finite())
+        .count();
     if non_finite > 0 {
         return Err(mismatch(format!(
             "holds {non_finite} non-finite values (NaN or ±inf) among its {}\n  fix: use values saved from a successful run (NaN or inf cannot be sampled or decoded)",

@@ -17,8 +17,8 @@ use std::path::Path;
 
 pub use color::{ColorSpace, YuvMatrix};
 pub use destination::{
-    MAX_MP4_FRAMES_PER_SECOND, MAX_MP4_SIZE, check_file_destination,
-    check_generate_destinations, check_video_destination,
+    MAX_MP4_FRAMES_PER_SECOND, MAX_MP4_SIZE, check_file_destination, check_generate_destinations,
+    check_video_destination,
 };
 pub use error::OutputError;
 pub use frames::{Video, to_uint8};

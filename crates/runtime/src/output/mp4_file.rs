@@ -3,8 +3,8 @@
 
 use std::cell::Cell;
 use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::rc::Rc;
 use std::path::Path;
+use std::rc::Rc;
 
 use muxide::api::{MuxerBuilder, VideoCodec};
 use openh264::OpenH264API;
@@ -524,7 +524,10 @@ mod tests {
         let beyond = Video::new(long + 16, short, vec![128; (long + 16) * short * 3]).unwrap();
         let error = write_mp4(&beyond, &path, &Mp4Options::default()).unwrap_err();
         assert!(matches!(error, OutputError::Encode { .. }), "{error}");
-        let fast = Mp4Options { frames_per_second: crate::output::MAX_MP4_FRAMES_PER_SECOND as f32, ..Mp4Options::default() };
+        let fast = Mp4Options {
+            frames_per_second: crate::output::MAX_MP4_FRAMES_PER_SECOND as f32,
+            ..Mp4Options::default()
+        };
         write_mp4(&gradient_video(3, 32, 32), &path, &fast).unwrap();
         assert_eq!(read_mp4(&path).unwrap().num_frames(), 3);
     }

@@ -16,10 +16,10 @@ use super::sampler::{
 };
 use super::segments::{Segment, latent_frames};
 use crate::error::{Result, RuntimeError};
-use skyreels_contract::owned_dir::OwnedDir;
 use crate::noise::NoiseSource;
 use crate::tensor::Tensor;
 use crate::vae::{VaeDecoder, VaeEncoder};
+use skyreels_contract::owned_dir::OwnedDir;
 
 /// The sampler's schedule: the timestep template and fresh per-frame scheduler states.
 pub trait SamplingSchedule {
@@ -115,7 +115,10 @@ impl WorkDir {
         };
         for entry in fs_err::read_dir(&self.dir)? {
             let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             let window = (name.starts_with("window-") && name.ends_with(".safetensors"))
                 || (name.starts_with(".window-") && name.ends_with(".partial"));
             if (name == JOB_FILE || (windows && window)) && path.is_file() {

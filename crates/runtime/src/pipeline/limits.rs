@@ -37,7 +37,12 @@ pub fn check_threads(threads: usize) -> Result<()> {
 pub fn check_frame_size(width: usize, height: usize) -> Result<()> {
     for (flag, value) in [("--height", height), ("--width", width)] {
         if value > MAX_SIDE {
-            return Err(above(flag, value, MAX_SIDE, "twice the side of any released resolution"));
+            return Err(above(
+                flag,
+                value,
+                MAX_SIDE,
+                "twice the side of any released resolution",
+            ));
         }
     }
     Ok(())
@@ -66,10 +71,20 @@ pub fn check_request_sizes(request: &Request) -> Result<()> {
         }
     }
     if r.steps > MAX_STEPS {
-        return Err(above("--steps", r.steps, MAX_STEPS, "the flow schedule has 1000 training timesteps"));
+        return Err(above(
+            "--steps",
+            r.steps,
+            MAX_STEPS,
+            "the flow schedule has 1000 training timesteps",
+        ));
     }
     if r.ar_step > MAX_AR_STEP {
-        return Err(above("--ar-step", r.ar_step, MAX_AR_STEP, "the lag between blocks is counted in steps"));
+        return Err(above(
+            "--ar-step",
+            r.ar_step,
+            MAX_AR_STEP,
+            "the lag between blocks is counted in steps",
+        ));
     }
     if r.causal_block_size > latent_frames(MAX_FRAMES) {
         return Err(above(
@@ -117,18 +132,51 @@ mod tests {
         let base = Request::upstream(97, 544, 960, 30);
         check_request_sizes(&base).unwrap();
         for (request, needle) in [
-            (Request { num_frames: usize::MAX, ..base.clone() }, "--num-frames 18446744073709551615 is above 86401"),
-            (Request { width: 1 << 40, ..base.clone() }, "--width 1099511627776 is above 8192"),
-            (Request { steps: 1 << 33, ..base.clone() }, "--steps 8589934592 is above 1000"),
-            (Request { ar_step: usize::MAX, ..base.clone() }, "--ar-step 18446744073709551615 is above 1000"),
-            (Request { overlap_history: Some(1 << 20), ..base.clone() }, "--overlap-history 1048576 is above 86401"),
+            (
+                Request {
+                    num_frames: usize::MAX,
+                    ..base.clone()
+                },
+                "--num-frames 18446744073709551615 is above 86401",
+            ),
+            (
+                Request {
+                    width: 1 << 40,
+                    ..base.clone()
+                },
+                "--width 1099511627776 is above 8192",
+            ),
+            (
+                Request {
+                    steps: 1 << 33,
+                    ..base.clone()
+                },
+                "--steps 8589934592 is above 1000",
+            ),
+            (
+                Request {
+                    ar_step: usize::MAX,
+                    ..base.clone()
+                },
+                "--ar-step 18446744073709551615 is above 1000",
+            ),
+            (
+                Request {
+                    overlap_history: Some(1 << 20),
+                    ..base.clone()
+                },
+                "--overlap-history 1048576 is above 86401",
+            ),
         ] {
             let error = check_request_sizes(&request).unwrap_err().to_string();
             assert!(error.contains(needle) && error.contains("fix:"), "{error}");
         }
         let huge = Request::upstream(86_401, 8192, 8192, 30);
         let error = check_request_sizes(&huge).unwrap_err().to_string();
-        assert!(error.contains("needs about") && error.contains("of memory"), "{error}");
+        assert!(
+            error.contains("needs about") && error.contains("of memory"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -136,6 +184,9 @@ mod tests {
         check_threads(0).unwrap();
         check_threads(1).unwrap();
         let error = check_threads(100_000).unwrap_err().to_string();
-        assert!(error.contains("--threads 100000 is more than the") && error.contains("fix:"), "{error}");
+        assert!(
+            error.contains("--threads 100000 is more than the") && error.contains("fix:"),
+            "{error}"
+        );
     }
 }
