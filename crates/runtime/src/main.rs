@@ -219,7 +219,7 @@ struct GenerateArgs {
     #[arg(long)]
     out: PathBuf,
     /// Where a long job keeps finished windows so a killed run resumes (default: `<out>.work` for
-    /// multi-window videos; removed when the output is written).
+    /// multi-window videos; must be new or empty; its files are removed when the output is written).
     #[arg(long)]
     work_dir: Option<PathBuf>,
     /// Print a JSON summary on stdout.
