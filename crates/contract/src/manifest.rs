@@ -6,12 +6,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::DitConfig;
-use crate::yaml::{YamlError, load_yaml, save_yaml};
+use crate::yaml::{YamlError, parse_yaml, save_yaml};
 
 /// File name of the manifest inside an engine directory.
 pub const MANIFEST_FILE: &str = "manifest.yaml";
-/// Schema version written by this code.
-pub const FORMAT_VERSION: u32 = 1;
+/// Schema version written by this code (2: the DiT runs as per-layer block graphs).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// One tensor in a graph's signature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,16 +39,31 @@ pub struct GraphEntry {
     pub outputs: Vec<TensorSpec>,
 }
 
-/// The DiT: graphs in run order, plus the optional block-causal variant of `blocks`.
+/// Where one weight's bytes are: a byte range of a file in the engine directory. Its dtype and
+/// shape are those of the graph input it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalTensor {
+    /// File, relative to the engine directory.
+    pub file: String,
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// Byte length.
+    pub length: u64,
+}
+
+/// The DiT: `embed`, then per transformer layer `block_qkv` → `attention` → `block_out` (bound to
+/// that layer's weights), then `head`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DitComponent {
     /// Architecture.
     pub config: DitConfig,
-    /// `embed`, `blocks`, `head`: each graph's outputs feed the next graph's inputs of the same name.
+    /// `embed`, `block_qkv`, `attention`, `block_out`, `head`: outputs feed the inputs of the same
+    /// name (see docs/GRAPHS.md for the layer loop).
     pub graphs: Vec<GraphEntry>,
-    /// Drop-in replacement for `blocks` with block-causal self-attention (extra input `causal_block_size`).
-    pub blocks_causal: Option<GraphEntry>,
+    /// Per transformer layer, in order: its weights by the name of the block-graph input they bind to.
+    pub layers: Vec<BTreeMap<String, ExternalTensor>>,
     /// TeaCache's two element-wise graphs, `teacache_residual` (`block_tokens − patch_tokens`) and
     /// `teacache_reuse` (`patch_tokens + teacache_residual → block_tokens`), so that the cached
     /// residual stays where the tokens are (on the GPU). Engines without them compute on the host.
@@ -129,8 +144,9 @@ fn unclean_string(value: &serde_json::Value, at: String) -> Option<(String, Stri
     }
 }
 
-/// The largest number a manifest holds: widths, lengths, layer and vocabulary counts are all far
-/// below it; larger ones would only overflow or exhaust memory when the runtime allocates by them.
+/// The largest number a manifest holds besides weight byte ranges: widths, lengths, layer and
+/// vocabulary counts are all far below it; larger ones would only overflow or exhaust memory when
+/// the runtime allocates by them.
 pub const LARGEST_NUMBER: u64 = 1 << 20;
 
 /// The first number of `value` above [`LARGEST_NUMBER`] (or negative), and where it is.
@@ -149,8 +165,10 @@ fn oversized_number(value: &serde_json::Value, at: String) -> Option<(String, St
             .iter()
             .enumerate()
             .find_map(|(i, item)| oversized_number(item, format!("{at}[{i}]"))),
+        // Byte ranges of weight files are checked against the files when they are bound.
         serde_json::Value::Object(fields) => fields
             .iter()
+            .filter(|(key, _)| !matches!(key.as_str(), "offset" | "length"))
             .find_map(|(key, item)| oversized_number(item, join(&at, key))),
         _ => None,
     }
@@ -202,20 +220,34 @@ fn escaping_file(value: &serde_json::Value, at: String, is_file: bool) -> Option
     }
 }
 
+/// The one field read before the rest, so that another schema version gets a clear refusal.
+#[derive(Deserialize)]
+struct Version {
+    format_version: u32,
+}
+
 impl Manifest {
     /// Reads `ENGINE_DIR/manifest.yaml`.
     pub fn load(engine_dir: &Path) -> Result<Manifest, YamlError> {
-        let manifest: Manifest = load_yaml(&engine_dir.join(MANIFEST_FILE), "engine manifest")?;
-        if manifest.format_version != FORMAT_VERSION {
+        let path = engine_dir.join(MANIFEST_FILE);
+        let text = crate::files::read_bounded_to_string(
+            &path,
+            "engine manifest",
+            crate::files::limit::YAML,
+        )?;
+        // The version first: an older schema would otherwise fail on its first changed field.
+        let version: Version = parse_yaml(&text, &path, "engine manifest")?;
+        if version.format_version != FORMAT_VERSION {
             return Err(YamlError::Parse {
-                path: engine_dir.join(MANIFEST_FILE),
+                path,
                 what: "engine manifest",
                 message: format!(
                     "format_version {} but this tool reads {FORMAT_VERSION}; re-export the engine with this version",
-                    manifest.format_version
+                    version.format_version
                 ),
             });
         }
+        let manifest: Manifest = parse_yaml(&text, &path, "engine manifest")?;
         if let Some((at, value)) = unclean_string(
             &serde_json::to_value(&manifest).expect("a manifest is JSON-representable"),
             String::new(),
@@ -268,7 +300,7 @@ mod tests {
     #[test]
     fn strings_with_control_characters_or_surrounding_spaces_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let base = "format_version: 1\nproducer: test\ntarget: cpu\nprecision: fp32\nattention: matmul\nbuild: null\n";
+        let base = "format_version: 2\nproducer: test\ntarget: cpu\nprecision: fp32\nattention: matmul\nbuild: null\n";
         write(dir.path(), base);
         Manifest::load(dir.path()).expect("a clean manifest loads");
         for (bad, at) in [
@@ -289,9 +321,9 @@ mod tests {
     #[test]
     fn files_outside_the_engine_directory_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let graph = "dit:\n  config: {model_type: t2v, in_dim: 16, out_dim: 16, dim: 32, ffn_dim: 64, num_heads: 2, num_layers: 2, freq_dim: 256, text_dim: 32, text_len: 8, image_dim: null, image_len: null, eps: 1.0e-6, inject_sample_info: false}\n  graphs:\n  - {name: embed, file: FILE, inputs: [], outputs: []}\n  blocks_causal: null\n";
+        let graph = "dit:\n  config: {model_type: t2v, in_dim: 16, out_dim: 16, dim: 32, ffn_dim: 64, num_heads: 2, num_layers: 2, freq_dim: 256, text_dim: 32, text_len: 8, image_dim: null, image_len: null, eps: 1.0e-6, inject_sample_info: false}\n  graphs:\n  - {name: embed, file: FILE, inputs: [], outputs: []}\n  layers:\n  - block.weight: {file: dit.weights, offset: 17179869184, length: 128}\n";
         let base = format!(
-            "format_version: 1\nproducer: test\ntarget: cpu\nprecision: fp32\nattention: matmul\nbuild: null\n{graph}"
+            "format_version: {FORMAT_VERSION}\nproducer: test\ntarget: cpu\nprecision: fp32\nattention: matmul\nbuild: null\n{graph}"
         );
         write(dir.path(), &base.replace("FILE", "dit/embed.onnx"));
         Manifest::load(dir.path()).expect("a relative file loads");
@@ -317,7 +349,7 @@ mod tests {
     #[test]
     fn numbers_no_engine_has_are_refused_naming_the_field() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let text = "format_version: 1\nproducer: test\ntarget: cpu\nprecision: fp32\nattention: matmul\nbuild: null\ntext_encoder:\n  config: {vocab_size: 64, dim: 32, num_heads: 2, head_dim: 16, ffn_dim: 64, num_layers: 2, num_buckets: 32, max_distance: 128, eps: 1.0e-6}\n  graphs: []\n  tokenizer: tokenizer.json\n  max_length: 18446744073709551615\n";
+        let text = "format_version: 2\nproducer: test\ntarget: cpu\nprecision: fp32\nattention: matmul\nbuild: null\ntext_encoder:\n  config: {vocab_size: 64, dim: 32, num_heads: 2, head_dim: 16, ffn_dim: 64, num_layers: 2, num_buckets: 32, max_distance: 128, eps: 1.0e-6}\n  graphs: []\n  tokenizer: tokenizer.json\n  max_length: 18446744073709551615\n";
         write(dir.path(), text);
         let error = Manifest::load(dir.path()).unwrap_err().to_string();
         assert!(

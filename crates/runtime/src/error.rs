@@ -56,6 +56,12 @@ pub enum RuntimeError {
     /// Invalid user input (frames, sizes, options).
     #[error("{0}")]
     Invalid(String),
+    /// The job's observer asked it to stop (see `pipeline::progress::Observer`).
+    #[error("the job was cancelled")]
+    Cancelled,
+    /// Multi-rank set-up or communication failed.
+    #[error(transparent)]
+    Parallel(#[from] crate::parallel::ParallelError),
 }
 
 /// Result alias for the runtime.

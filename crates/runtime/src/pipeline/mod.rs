@@ -6,6 +6,7 @@ pub mod generate;
 pub mod image_condition;
 pub mod limits;
 pub mod plan;
+pub mod progress;
 pub mod sampler;
 pub mod schedule;
 pub mod segments;
