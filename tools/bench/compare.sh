@@ -102,9 +102,11 @@ else
   frames=25 height=68 width=120 pixel_frames=97 pixel_height=544 pixel_width=960 steps=30
   long_frames=257 long_base=97 long_overlap=17 umt5_layers=24
   text_encoder_args=(--text-encoder)
-  # The README's deployment: ONNX Runtime GPU, then CUDA 13 and cuDNN 9 (system CUDA, then the
-  # nvidia-*-cu13 wheels PyTorch's venv installed), for our processes only.
-  ours_library_path="${OURS_LD_LIBRARY_PATH:-$ort:/usr/local/cuda-13.0/targets/x86_64-linux/lib:/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib:/usr/lib/x86_64-linux-gnu}"
+  # The README's deployment, for our processes only: ONNX Runtime GPU, then CUDA 13 and cuDNN 9
+  # (system CUDA, then the nvidia-*-cu13 wheels of PyTorch's venv: ../shared/tools/gpu-carry.sh's
+  # order), and the wheels' cuDNN folder last, for a machine whose system folders hold none.
+  wheels_nvidia=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
+  ours_library_path="${OURS_LD_LIBRARY_PATH:-$ort:/usr/local/cuda-13.0/targets/x86_64-linux/lib:$wheels_nvidia/cu13/lib:/usr/lib/x86_64-linux-gnu:$wheels_nvidia/cudnn/lib}"
   ours_env=(env "ORT_DYLIB_PATH=$ort/libonnxruntime.so" "LD_LIBRARY_PATH=$ours_library_path")
 fi
 
@@ -178,7 +180,7 @@ if wants dit14b; then
   if $dry_run || [ ! -f "$work/dit-14b/model.safetensors" ]; then
     prepare "$bin/write_random_dit" 14b "$work/dit-14b"
   fi
-  prepare "$bin/skyreels-export" "$work/dit-14b" --out "$work/engine-14b" --target "$target" --dtype "$dtype" --no-causal --force
+  prepare "$bin/skyreels-export" "$work/dit-14b" --out "$work/engine-14b" --target "$target" --dtype "$dtype" --force
 fi
 
 if wants dit; then

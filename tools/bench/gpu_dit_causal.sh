@@ -31,4 +31,4 @@ with_peak() {
 echo "== ours: DiT $size forward, full attention"
 with_peak "$bin/dit_bench" "$work/engine-$size-blocks" cuda $frames $height $width "$iterations"
 echo "== ours: DiT $size forward, block-causal attention (causal block size $block)"
-with_peak "$bin/dit_bench" "$work/engine-$size-blocks" cuda $frames $height $width "$iterations" $block
+with_peak "$bin/dit_bench" "$work/engine-$size-blocks" cuda $frames $height $width "$iterations" --causal-block-size $block

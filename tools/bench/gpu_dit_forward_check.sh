@@ -6,8 +6,10 @@
 # contrib-MHA attention (the --target cuda default). Prints one line per case with the max-abs
 # error against the recorded velocity; fails above 2e-3 (ONNX Runtime's CUDA matmuls use TF32: the
 # whole-stack graphs gave 7.0e-4–9.7e-4 on these fixtures, docs/STATUS.md).
-# Needs: ONNX Runtime GPU (ORT_DYLIB_PATH), skyreels and skyreels-export in BIN (default
-# .carry/bin), python3 with numpy and safetensors.
+# Needs: ONNX Runtime GPU (ORT_DYLIB_PATH, CUDA 13 and cuDNN 9 on LD_LIBRARY_PATH), skyreels and
+# skyreels-export in BIN (default .carry/bin; tools/bench/prepare_carry.sh puts skyreels-export
+# there, add `cargo build --release -p skyreels-runtime --bin skyreels` and
+# `strip -o .carry/bin/skyreels target/release/skyreels`), python3 with numpy and safetensors.
 # Usage: tools/bench/gpu_dit_forward_check.sh [WORK_DIR]
 set -euo pipefail
 work="${1:-/tmp/skyreels-dit-forward}"

@@ -14,7 +14,7 @@ Each result line gains `label`, `side`, `argv` and `measured`:
   the start (the fallback where per-process figures are not reported);
 - `wall_s`, `exit_code`, `samples`;
 - `window_peak_process_mib` / `window_peak_device_mib` when the line has `generate_started_unix`
-  and `window_seconds` (peak within each window's span).
+  and `window_seconds` (peak within each window's span; `window_started_unix` places them).
 A command that fails, times out or prints no JSON still gets a line, with `error` and the first
 and last lines of its stderr (`stderr_head`, `stderr_tail`); its stderr is relayed to this script's as it comes.
 Without nvidia-smi (a CPU smoke test) the peaks are null.
@@ -33,23 +33,19 @@ import time
 class Sampler:
     """One `nvidia-smi -lms` loop; keeps (unix time, fields) for each line. The time is the one
     nvidia-smi stamps on the line (its `timestamp` field), or the arrival time where the driver
-    rejects that field; `stdbuf -oL` keeps lines from being held in a pipe buffer."""
+    refuses that field (asked once first); `stdbuf -oL` keeps lines from being held in a pipe
+    buffer."""
 
-    def __init__(self, flag, fields, interval_ms):
+    def __init__(self, flag, fields, interval_ms, extra=()):
         self.samples = []
         self.process = None
         if shutil.which("nvidia-smi") is None:
             return
+        self.stamped = query_once(f"{flag}=timestamp,{fields}") is not None
+        query = ("timestamp," if self.stamped else "") + fields
         prefix = ["stdbuf", "-oL"] if shutil.which("stdbuf") else []
-        for stamped in (True, False):
-            query = ("timestamp," if stamped else "") + fields
-            command = prefix + ["nvidia-smi", f"{flag}={query}", "--format=csv,noheader,nounits", "-lms", str(interval_ms)]
-            self.stamped = stamped
-            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
-            try:
-                self.process.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                break
+        command = prefix + ["nvidia-smi", f"{flag}={query}", "--format=csv,noheader,nounits", "-lms", str(interval_ms), *extra]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -75,6 +71,17 @@ class Sampler:
             except subprocess.TimeoutExpired:
                 self.process.kill()
             self.thread.join(timeout=5)
+
+
+def query_once(query):
+    """One `nvidia-smi QUERY` answer's lines, or None where nvidia-smi is missing or refuses it."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        result = subprocess.run(["nvidia-smi", query, "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.splitlines() if result.returncode == 0 else None
 
 
 def parse_timestamp(text):
@@ -116,13 +123,21 @@ def peak(values):
     return max(values) if values else None
 
 
-def window_peaks(series, start, seconds, column):
-    peaks, begin = [], start
-    for length in seconds:
-        end = begin + length
-        peaks.append(peak(row[column] for row in series if begin <= row[0] <= end))
-        begin = end
-    return peaks
+def window_spans(record):
+    """(start, end) Unix times of each window: from `window_started_unix` where the line has it,
+    else laid back to back from `generate_started_unix`."""
+    seconds = record.get("window_seconds") or []
+    starts = record.get("window_started_unix")
+    if not starts:
+        starts, begin = [], record["generate_started_unix"]
+        for length in seconds:
+            starts.append(begin)
+            begin += length
+    return [(start, start + length) for start, length in zip(starts, seconds)]
+
+
+def window_peaks(series, spans, column):
+    return [peak(row[column] for row in series if begin <= row[0] <= end) for begin, end in spans]
 
 
 def main():
@@ -138,13 +153,9 @@ def main():
     if not command:
         parser.error("no command given after --")
 
-    apps_before = Sampler("--query-compute-apps", "pid,used_memory", args.sample_ms)
-    apps_before.wait_first(1.0)
-    time.sleep(0.2)
-    apps_before.stop()
-    pids_before = {number(f[0]) for _, f in apps_before.samples if f}
+    pids_before = {number(line) for line in query_once("--query-compute-apps=pid") or []}
     processes = Sampler("--query-compute-apps", "pid,used_memory", args.sample_ms)
-    device = Sampler("--query-gpu", "memory.used", args.sample_ms)
+    device = Sampler("--query-gpu", "memory.used", args.sample_ms, ("-i", "0"))
     device.wait_first(5.0)
     baseline = peak(v for _, v in device_series(device.samples))
 
@@ -210,9 +221,9 @@ def main():
                 entry["stderr_head"] = stderr_head
                 entry["stderr_tail"] = stderr_tail
             if "generate_started_unix" in record and record.get("window_seconds"):
-                start, seconds = record["generate_started_unix"], record["window_seconds"]
-                entry["measured"]["window_peak_process_mib"] = window_peaks(per_process, start, seconds, 1)
-                entry["measured"]["window_peak_device_mib"] = window_peaks(per_device, start, seconds, 1)
+                spans = window_spans(record)
+                entry["measured"]["window_peak_process_mib"] = window_peaks(per_process, spans, 1)
+                entry["measured"]["window_peak_device_mib"] = window_peaks(per_device, spans, 1)
             results.write(json.dumps(entry) + "\n")
             shown = {k: v for k, v in entry.items() if k not in ("process", "argv")}
             print(json.dumps(shown), flush=True)

@@ -1,8 +1,8 @@
-//! Times DiT forward passes (embed → blocks → head) on random inputs and prints one JSON line:
-//! `dit_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH ITERATIONS [CAUSAL_BLOCK_SIZE]` (latent
-//! frames and latent height/width; with a causal block size, block-causal self-attention over
-//! blocks of that many latent frames). The first pass (session warm-up, cuDNN/kernel selection)
-//! is timed separately.
+//! Times DiT forward passes (embed → layers → head) on random inputs and prints one JSON line:
+//! `dit_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH ITERATIONS [--causal-block-size N]` (latent
+//! frames and latent height/width; with `--causal-block-size`, block-causal self-attention over
+//! blocks of N latent frames). The first pass (session warm-up, cuDNN/kernel selection) is timed
+//! separately.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,25 +15,19 @@ use skyreels_runtime::loaded_libraries::ProcessReport;
 use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::session::Backend;
 
+const USAGE: &str =
+    "usage: dit_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH ITERATIONS [--causal-block-size N]";
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let (dir, backend, frames, height, width, iterations, causal_block_size) = match args.as_slice()
-    {
-        [_, dir, backend, frames, height, width, iterations] => {
-            (dir, backend, frames, height, width, iterations, None)
+    let (positional, causal_block_size) = match args.as_slice() {
+        [positional @ .., flag, block] if flag == "--causal-block-size" => {
+            (positional, Some(block.parse::<usize>()?))
         }
-        [_, dir, backend, frames, height, width, iterations, block] => (
-            dir,
-            backend,
-            frames,
-            height,
-            width,
-            iterations,
-            Some(block.parse::<usize>()?),
-        ),
-        _ => bail!(
-            "usage: dit_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH ITERATIONS [CAUSAL_BLOCK_SIZE]"
-        ),
+        all => (all, None),
+    };
+    let [_, dir, backend, frames, height, width, iterations] = positional else {
+        bail!(USAGE);
     };
     let backend = match backend.as_str() {
         "cpu" => Backend::Cpu { threads: 0 },

@@ -14,6 +14,7 @@ use skyreels_runtime::logging::{ConsoleProgress, LogFormat, ProgressDisplay};
 use skyreels_runtime::output::Mp4Options;
 use skyreels_runtime::parallel::start::Joined;
 use skyreels_runtime::pipeline::plan::Compat;
+use skyreels_runtime::pipeline::progress::{Observer, Unobserved};
 use skyreels_runtime::session::Backend;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -393,7 +394,7 @@ fn main() -> ExitCode {
         },
     );
     let json_errors = matches!(&cli.command, Command::Generate(args) if args.json);
-    match run(cli.command) {
+    match run(cli.command, level) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             if json_errors {
@@ -418,9 +419,9 @@ fn print_stdout(line: &dyn std::fmt::Display) {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn run(command: Command, level: LevelFilter) -> anyhow::Result<()> {
     match command {
-        Command::Generate(args) => run_generate(&args),
+        Command::Generate(args) => run_generate(&args, level),
         Command::ParallelCheck(args) => run_parallel_check(&args),
         Command::TextEncode {
             engines,
@@ -498,8 +499,9 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// parse → plan → (dry run: print the plan) → load, generate, write → summary.
-fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
+/// parse → plan → (dry run: print the plan) → load, generate, write → summary. Progress shows
+/// at log level `info` and above.
+fn run_generate(args: &GenerateArgs, level: LevelFilter) -> anyhow::Result<()> {
     let mut models = Models::open(&args.engines, args.backend.backend(), Residency::OneJob)?;
     let plan = JobPlan::new(
         models.engine(),
@@ -547,8 +549,12 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut progress = ConsoleProgress::new(ProgressDisplay::for_stderr());
-    let report = run_job(&plan, &mut models, &mut progress)?;
+    let mut progress: Box<dyn Observer> = if level >= LevelFilter::INFO {
+        Box::new(ConsoleProgress::new(ProgressDisplay::for_stderr()))
+    } else {
+        Box::new(Unobserved)
+    };
+    let report = run_job(&plan, &mut models, progress.as_mut())?;
     if !models.writes_output() {
         return Ok(());
     }

@@ -1,7 +1,11 @@
-//! Block-causal attention when the causal block size does not divide the frame count (diffusers
-//! 0.42.1 cannot build that mask, so there is no reference fixture): the engine's per-block prefix
-//! attention against a dense-mask attention written here, swapped in through the attention seam
-//! (`Dit::set_attention`), over the whole DiT forward of the `df` fixture model.
+//! Block-causal attention when the causal block size does not divide the frame count. Neither
+//! reference runs that case: diffusers 0.42.1 and upstream's `WanModel.forward` both build the mask
+//! from `F // cbs` blocks of `cbs` frames and view it as `F` frames, which fails unless `cbs`
+//! divides `F` (upstream's unused `_prepare_blockwise_causal_attn_mask` would give the last block
+//! the remaining frames, as we do; `generate` refuses such block sizes before running). So there is
+//! no reference fixture: the engine's per-block prefix attention is checked against a dense-mask
+//! attention written here, swapped in through the attention seam (`Dit::set_attention`), over the
+//! whole DiT forward of the `df` fixture model.
 
 use std::path::Path;
 

@@ -240,12 +240,6 @@ pub fn forward_file(
             engine.error("has no DiT\n  fix: export a DiT checkpoint into it with skyreels-export")
         })?
         .config;
-    if matches!(backend, Backend::Cpu { .. }) && engine.manifest.precision != "fp32" {
-        return Err(engine.error(format!(
-            "was exported for --target {} with {} weights, which ONNX Runtime's CPU provider cannot run\n  fix: pass --backend cuda, or re-export it with skyreels-export --target cpu (fp32)",
-            engine.manifest.target, engine.manifest.precision
-        )));
-    }
     let file = DitInputFile::read(inputs, config)?;
     let mut dit = Dit::load(engine, backend, causal_block_size)?;
     dit.forward(&file.inputs())
