@@ -12,6 +12,7 @@ use skyreels_runtime::job::{
 };
 use skyreels_runtime::logging::{ConsoleProgress, LogFormat, ProgressDisplay};
 use skyreels_runtime::output::Mp4Options;
+use skyreels_runtime::parallel::start::Joined;
 use skyreels_runtime::pipeline::plan::Compat;
 use skyreels_runtime::pipeline::progress::{Observer, Unobserved};
 use skyreels_runtime::session::Backend;
@@ -508,13 +509,34 @@ fn run_generate(args: &GenerateArgs, level: LevelFilter) -> anyhow::Result<()> {
         &args.request(),
         &args.output(),
     )?;
-    if let Some(dit) = &models.engine().manifest.dit {
-        skyreels_runtime::parallel::config::check_generate(
-            &args.parallel,
-            dit.config.num_heads,
-            plan.uses_negative_prompt(),
-            matches!(models.backend(), Backend::Cuda { .. }),
-        )?;
+    let num_heads = models
+        .engine()
+        .manifest
+        .dit
+        .as_ref()
+        .map_or(1, |d| d.config.num_heads);
+    let cuda = matches!(models.backend(), Backend::Cuda { .. });
+    let parallel = skyreels_runtime::parallel::config::check_generate(
+        &args.parallel,
+        num_heads,
+        plan.uses_negative_prompt(),
+        cuda,
+        plan.windows.len() > 1 || plan.output.work_dir.is_some(),
+    )?;
+    if !args.dry_run {
+        match skyreels_runtime::parallel::start::join(&parallel, cuda)? {
+            Joined::Supervised => return Ok(()),
+            Joined::Single => {}
+            Joined::Rank(rank) => {
+                if let Some(device) = rank.device {
+                    let backend = Backend::Cuda {
+                        device: device as i32,
+                    };
+                    models = Models::open(&args.engines, backend, Residency::OneJob)?;
+                }
+                models.set_rank(rank);
+            }
+        }
     }
     if let Some(note) = &plan.variant.note {
         tracing::info!("{note}");
@@ -533,6 +555,9 @@ fn run_generate(args: &GenerateArgs, level: LevelFilter) -> anyhow::Result<()> {
         Box::new(Unobserved)
     };
     let report = run_job(&plan, &mut models, progress.as_mut())?;
+    if !models.writes_output() {
+        return Ok(());
+    }
     if args.json {
         let summary = skyreels_runtime::job::summary::summary_json(&plan, &report);
         print_stdout(&summary);

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::image::RgbImage;
 use crate::noise::NoiseSource;
 use crate::output::{self, Mp4Options, Video};
-use crate::pipeline::denoiser::DitDenoiser;
+use crate::pipeline::denoiser::{Denoiser, DitDenoiser};
 use crate::pipeline::generate::{
     Conditioning, Generation, GenerationInputs, GenerationStats, Vae, WorkDir, generate,
 };
@@ -181,15 +181,25 @@ pub fn generate_job(
         fps: if s.fps == 16 { 0 } else { 1 },
         condition,
     };
-    let result = sample(
-        plan,
-        models,
-        &mut denoiser,
-        &mut noise,
-        &conditioning,
-        work_dir,
-        observer,
-    );
+    let rank = models.take_rank();
+    let result = match rank {
+        Some(mut rank) => {
+            let result = rank.run_denoiser(&mut denoiser, |denoiser| {
+                sample(plan, models, denoiser, &mut noise, &conditioning, work_dir, observer)
+            });
+            models.put_rank(Some(rank));
+            result
+        }
+        None => sample(
+            plan,
+            models,
+            &mut denoiser,
+            &mut noise,
+            &conditioning,
+            work_dir,
+            observer,
+        ),
+    };
     models.return_dit(denoiser.dit, causal_block_size);
     result
 }
@@ -198,7 +208,7 @@ pub fn generate_job(
 fn sample(
     plan: &JobPlan,
     models: &mut Models,
-    denoiser: &mut DitDenoiser,
+    denoiser: &mut dyn Denoiser,
     noise: &mut NoiseSource,
     conditioning: &Conditioning,
     work_dir: Option<WorkDir>,
@@ -307,7 +317,16 @@ pub fn run_job(
     };
     let generated = generate_job(plan, models, &mut timed)?;
     let stats = generated.generation.stats.clone();
-    let written = write_job(plan, generated, &mut timed)?;
+    // Ranks other than 0 of a multi-rank run sample alongside rank 0 and write nothing.
+    let written = if models.writes_output() {
+        write_job(plan, generated, &mut timed)?
+    } else {
+        WrittenVideo {
+            frames: 0,
+            width: 0,
+            height: 0,
+        }
+    };
     Ok(JobReport {
         written,
         stats,
