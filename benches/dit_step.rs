@@ -5,7 +5,6 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use indicatif::ProgressBar;
 use skyreels_benches::TinyEngine;
 use skyreels_runtime::dit::{Dit, DitInputs};
 use skyreels_runtime::engine::Engine;
@@ -72,7 +71,6 @@ fn dit_step(c: &mut Criterion) {
         addnoise_condition: 0.0,
         teacache: None,
     };
-    let progress = ProgressBar::hidden();
     c.bench_function("tiny_sample_row_cfg_16x3x8x12", |b| {
         b.iter_batched_ref(
             || {
@@ -90,7 +88,7 @@ fn dit_step(c: &mut Criterion) {
                     schedulers,
                     &settings,
                     &mut noise,
-                    &progress,
+                    &mut |_| Ok(()),
                 )
                 .expect("one row");
                 assert_eq!(stats.forwards, 2, "conditional and unconditional");

@@ -7,7 +7,8 @@ use skyreels_runtime::dit::Dit;
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::pipeline::denoiser::DitDenoiser;
-use skyreels_runtime::pipeline::generate::{Conditioning, Vae, generate};
+use skyreels_runtime::pipeline::generate::{Conditioning, GenerationInputs, Vae, generate};
+use skyreels_runtime::pipeline::progress::Unobserved;
 use skyreels_runtime::pipeline::plan::{Compat, Plan, Request, Start};
 use skyreels_runtime::pipeline::sampler::WindowSettings;
 use skyreels_runtime::pipeline::schedule::FlowSchedule;
@@ -138,17 +139,17 @@ fn run_case(name: &str) -> f32 {
         decoder,
         encoder: Some(encoder),
     });
-    let generation = generate(
-        &plan,
-        &mut denoiser,
-        &schedule,
-        &settings,
-        &mut noise,
-        &conditioning,
-        vae,
-        None,
-        false,
-    )
+    let generation = generate(GenerationInputs {
+        plan: &plan,
+        denoiser: &mut denoiser,
+        schedule: &schedule,
+        settings: &settings,
+        noise: &mut noise,
+        conditioning: &conditioning,
+        vae: vae,
+        work_dir: None,
+        observer: &mut Unobserved,
+    })
     .expect("generate");
     assert_eq!(
         noise.remaining(),

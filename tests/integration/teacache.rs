@@ -8,7 +8,10 @@ use skyreels_runtime::dit::Dit;
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::pipeline::denoiser::DitDenoiser;
-use skyreels_runtime::pipeline::generate::{Conditioning, GenerationStats, generate};
+use skyreels_runtime::pipeline::generate::{
+    Conditioning, GenerationInputs, GenerationStats, generate,
+};
+use skyreels_runtime::pipeline::progress::Unobserved;
 use skyreels_runtime::pipeline::plan::{Compat, Plan, Request};
 use skyreels_runtime::pipeline::sampler::WindowSettings;
 use skyreels_runtime::pipeline::schedule::FlowSchedule;
@@ -42,17 +45,17 @@ fn sample(engine: &Engine, teacache: Option<TeaCacheConfig>) -> (Tensor, Generat
         teacache,
     };
     let schedule = FlowSchedule::new(Compat::Upstream, 10, 8.0, true).expect("schedule");
-    let generation = generate(
-        &plan,
-        &mut denoiser,
-        &schedule,
-        &settings,
-        &mut NoiseSource::seeded(7),
-        &Conditioning::default(),
-        None,
-        None,
-        false,
-    )
+    let generation = generate(GenerationInputs {
+        plan: &plan,
+        denoiser: &mut denoiser,
+        schedule: &schedule,
+        settings: &settings,
+        noise: &mut NoiseSource::seeded(7),
+        conditioning: &Conditioning::default(),
+        vae: None,
+        work_dir: None,
+        observer: &mut Unobserved,
+    })
     .expect("generate");
     (generation.latents, generation.stats)
 }

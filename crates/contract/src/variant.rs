@@ -22,6 +22,7 @@ const WHAT: &str = "model variant config";
 #[serde(rename_all = "snake_case")]
 pub enum Pipeline {
     /// Diffusion forcing (`generate_video_df.py`): per-frame timesteps, asynchronous mode, long videos.
+    #[serde(alias = "diffusion-forcing")]
     DiffusionForcing,
     /// Synchronous text- or image-to-video (`generate_video.py`): one window, one timestep.
     Synchronous,
@@ -31,10 +32,10 @@ pub enum Pipeline {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Resolution {
     /// 544×960.
-    #[serde(rename = "540P")]
+    #[serde(rename = "540P", alias = "540p")]
     P540,
     /// 720×1280.
-    #[serde(rename = "720P")]
+    #[serde(rename = "720P", alias = "720p")]
     P720,
 }
 

@@ -16,7 +16,8 @@ use skyreels_runtime::engine::Engine;
 use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::pipeline::defaults::teacache_coefficients;
 use skyreels_runtime::pipeline::denoiser::DitDenoiser;
-use skyreels_runtime::pipeline::generate::{Conditioning, Vae, generate};
+use skyreels_runtime::pipeline::generate::{Conditioning, GenerationInputs, Vae, generate};
+use skyreels_runtime::pipeline::progress::Unobserved;
 use skyreels_runtime::pipeline::plan::{Compat, Plan, Request};
 use skyreels_runtime::pipeline::sampler::WindowSettings;
 use skyreels_runtime::pipeline::schedule::FlowSchedule;
@@ -87,17 +88,17 @@ fn main() -> anyhow::Result<()> {
         decoder: &mut decoder,
         encoder: None,
     };
-    let generation = generate(
-        &plan,
-        &mut denoiser,
-        &schedule,
-        &settings,
-        &mut noise,
-        &Conditioning::default(),
-        Some(vae),
-        None,
-        false,
-    )?;
+    let generation = generate(GenerationInputs {
+        plan: &plan,
+        denoiser: &mut denoiser,
+        schedule: &schedule,
+        settings: &settings,
+        noise: &mut noise,
+        conditioning: &Conditioning::default(),
+        vae: Some(vae),
+        work_dir: None,
+        observer: &mut Unobserved,
+    })?;
     let seconds = generating.elapsed().as_secs_f64();
     let video = generation.video.context("no video decoded")?;
     #[expect(clippy::print_stdout, reason = "the benchmark's result line")]

@@ -50,6 +50,9 @@ pub enum RuntimeError {
     /// Invalid user input (frames, sizes, options).
     #[error("{0}")]
     Invalid(String),
+    /// The job's observer asked it to stop (see `pipeline::progress::Observer`).
+    #[error("the job was cancelled")]
+    Cancelled,
 }
 
 /// Result alias for the runtime.

@@ -1,11 +1,15 @@
 //! The runtime: loads an engine directory and runs SkyReels-V2 pipelines on ONNX Runtime.
 //! It depends on neither the exporter nor the builder, so the deployed binary stays small.
 
+pub mod components;
 pub mod cuda_arena;
 pub mod dit;
 pub mod engine;
+pub mod engine_info;
 pub mod error;
 pub mod image;
+pub mod job;
+pub mod logging;
 pub mod noise;
 pub mod onnxruntime;
 pub mod output;

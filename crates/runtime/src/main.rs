@@ -1,35 +1,52 @@
-//! `skyreels`: run SkyReels-V2 engine directories.
+//! `skyreels`: run SkyReels-V2 engine directories. A thin front end: flags become a
+//! [`GenerateRequest`], and the runtime library plans, loads, generates and writes.
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::{Context, bail};
-use clap::{Parser, Subcommand, ValueEnum};
-use skyreels_runtime::dit::Dit;
-use skyreels_runtime::engine::Engine;
-use skyreels_runtime::image::crop_to_aspect;
-use skyreels_runtime::noise::NoiseSource;
-use skyreels_runtime::output::{self, Mp4Options, Video};
-use skyreels_runtime::pipeline::defaults::DEFAULT_NEGATIVE_PROMPT;
-use skyreels_runtime::pipeline::denoiser::DitDenoiser;
-use skyreels_runtime::pipeline::generate::{Conditioning, Vae, WorkDir, generate};
-use skyreels_runtime::pipeline::image_condition::{image_condition, image_frame};
-use skyreels_runtime::pipeline::plan::{Compat, Plan, Request, Start};
-use skyreels_runtime::pipeline::sampler::WindowSettings;
-use skyreels_runtime::pipeline::schedule::FlowSchedule;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use skyreels_contract::{Pipeline, Resolution};
+use skyreels_runtime::job::{
+    GenerateRequest, JobPlan, JobReport, Models, OutputRequest, Residency, run_job,
+};
+use skyreels_runtime::logging::{ConsoleProgress, LogFormat, ProgressDisplay};
+use skyreels_runtime::output::Mp4Options;
+use skyreels_runtime::pipeline::plan::Compat;
 use skyreels_runtime::session::Backend;
-use skyreels_runtime::teacache::TeaCacheConfig;
-use skyreels_runtime::text::TextEncoder;
-use skyreels_runtime::vae::{VaeDecoder, VaeEncoder};
+use tracing_subscriber::filter::LevelFilter;
 
 #[derive(Parser, Debug)]
 #[command(
-    version,
+    name = "skyreels",
+    version = skyreels_runtime::onnxruntime::VERSION_LINE,
     about = "Run SkyReels-V2 engines: text-to-video, diffusion forcing, long videos"
 )]
 struct Cli {
+    /// Least important log events shown on stderr.
+    #[arg(long, global = true, value_enum, default_value = "info")]
+    log_level: LogLevelArg,
+    /// Log lines as text for people, or one JSON object per line for log collectors.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormatArg,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogLevelArg {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,6 +64,8 @@ enum Command {
         /// Output safetensors file.
         #[arg(long)]
         out: PathBuf,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Encode a video (`.mp4`, or safetensors tensor `video` `[B, 3, T, H, W]` in [-1, 1]) to
     /// normalised latents; writes tensor `latents` `[B, 16, (T-1)/4+1, H/8, W/8]`.
@@ -60,6 +79,8 @@ enum Command {
         /// Output safetensors file.
         #[arg(long)]
         out: PathBuf,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Decode latents (safetensors tensor `latents` `[B, 16, F, h, w]`) to a video: tensor `video`
     /// `[B, 3, 1+4(F-1), 8h, 8w]` in [-1, 1], or an `.mp4` when `--out` ends so.
@@ -76,6 +97,11 @@ enum Command {
         /// Frames per second when writing MP4.
         #[arg(long, default_value_t = 24)]
         fps: u32,
+        /// H.264 quantizer when writing MP4, 12..=51 (lower: better and larger).
+        #[arg(long, default_value_t = 16)]
+        h264_quantizer: u8,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Encode an image with the CLIP vision tower; writes tensor `image_context` `[1, 257, 1280]`.
     ImageEncode {
@@ -88,13 +114,51 @@ enum Command {
         /// Output safetensors file.
         #[arg(long)]
         out: PathBuf,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
-    /// Print an engine directory's manifest summary.
+    /// Print a short summary of an engine directory (variant, components, precision, build).
     Info {
         /// Engine directory.
         #[arg(long)]
         engines: PathBuf,
+        /// Print the whole manifest (YAML) instead.
+        #[arg(long)]
+        manifest: bool,
     },
+}
+
+/// Where the graphs run.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BackendArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Args, Debug)]
+struct BackendArgs {
+    /// Where the graphs run: `cpu`, or `cuda` (ONNX Runtime GPU libraries and an NVIDIA GPU).
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendArg,
+    /// GPU index for `--backend cuda`.
+    #[arg(long, default_value_t = 0)]
+    device: i32,
+    /// CPU threads for ONNX Runtime (0 = all).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+impl BackendArgs {
+    fn backend(&self) -> Backend {
+        match self.backend {
+            BackendArg::Cpu => Backend::Cpu {
+                threads: self.threads,
+            },
+            BackendArg::Cuda => Backend::Cuda {
+                device: self.device,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -114,17 +178,13 @@ enum ResolutionArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum BackendArg {
-    Cpu,
-    Cuda,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
 enum CompatArg {
     Upstream,
     Diffusers,
 }
 
+/// `generate`'s flags: each request flag maps onto the [`GenerateRequest`] field of the same name;
+/// an absent flag takes the engine's variant default.
 #[derive(Parser, Debug)]
 struct GenerateArgs {
     /// Engine directory written by skyreels-export.
@@ -133,7 +193,7 @@ struct GenerateArgs {
     /// The prompt.
     #[arg(long)]
     prompt: String,
-    /// Negative prompt (default: upstream's).
+    /// Negative prompt (default: the variant's).
     #[arg(long)]
     negative_prompt: Option<String>,
     /// First frame (PNG or JPEG; centre-cropped to the video's aspect, then resized): the image of
@@ -143,41 +203,44 @@ struct GenerateArgs {
     /// Last frame for diffusion forcing (DF models; PNG or JPEG, prepared like --image).
     #[arg(long)]
     last_image: Option<PathBuf>,
-    /// Video to extend (DF models): an `.mp4` (frames resized to --width×--height) or a safetensors
-    /// tensor `video` `[1, 3, T, H, W]` in [-1, 1]. The output is this video followed by the new
-    /// frames; --num-frames counts the --overlap-history frames taken from it.
+    /// Video to extend (DF models): an `.mp4` (frames resized to the video's size) or a
+    /// safetensors tensor `video` `[1, 3, T, H, W]` in [-1, 1]. The output is this video followed
+    /// by the new frames; --num-frames counts the --overlap-history frames taken from it.
     #[arg(long)]
     video: Option<PathBuf>,
-    /// Pixel frames, 4k+1.
-    #[arg(long, default_value_t = 97)]
-    num_frames: usize,
-    /// Pixel height, multiple of 16.
-    #[arg(long, default_value_t = 544)]
-    height: usize,
-    /// Pixel width, multiple of 16.
-    #[arg(long, default_value_t = 960)]
-    width: usize,
-    /// Inference steps.
-    #[arg(long, default_value_t = 30)]
-    steps: usize,
-    /// Classifier-free guidance scale (1 disables the negative pass).
-    #[arg(long, default_value_t = 6.0)]
-    guidance: f32,
-    /// Flow shift.
-    #[arg(long, default_value_t = 8.0)]
-    shift: f64,
-    /// Output frames per second (24 or 16 select the model's fps bucket).
-    #[arg(long, default_value_t = 24)]
-    fps: u32,
-    /// Seed of the noise generator.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Pixel frames, 4k+1 (default: the variant's, 97 at 540P, 121 at 720P).
+    #[arg(long)]
+    num_frames: Option<usize>,
+    /// Frame size WIDTHxHEIGHT, multiples of 16 (default: the variant's, 960x544 or 1280x720).
+    #[arg(long)]
+    size: Option<String>,
+    /// Pixel height, multiple of 16 (with --width; or use --size).
+    #[arg(long)]
+    height: Option<usize>,
+    /// Pixel width, multiple of 16 (with --height; or use --size).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Inference steps (default: the variant's, 30).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Classifier-free guidance scale, 1 disables the negative pass (default: 6 T2V/DF, 5 I2V).
+    #[arg(long)]
+    guidance: Option<f32>,
+    /// Flow shift (default: 8 T2V/DF, 5 I2V).
+    #[arg(long)]
+    shift: Option<f64>,
+    /// Output frames per second; 24 or 16 select the model's fps bucket (default 24).
+    #[arg(long)]
+    fps: Option<u32>,
+    /// Seed of the noise generator (default 0).
+    #[arg(long)]
+    seed: Option<u64>,
     /// Asynchronous offset between frame blocks (0 = synchronous).
-    #[arg(long, default_value_t = 0)]
-    ar_step: usize,
-    /// Latent frames per block.
-    #[arg(long, default_value_t = 1)]
-    causal_block_size: usize,
+    #[arg(long)]
+    ar_step: Option<usize>,
+    /// Latent frames per block (default 1).
+    #[arg(long)]
+    causal_block_size: Option<usize>,
     /// Block-causal attention (upstream's --causal_attention).
     #[arg(long)]
     causal_attention: bool,
@@ -187,9 +250,9 @@ struct GenerateArgs {
     /// Overlap between long-video windows (pixel frames; upstream uses 17).
     #[arg(long)]
     overlap_history: Option<usize>,
-    /// Re-noise level of conditioning prefixes (upstream recommends 20).
-    #[arg(long, default_value_t = 0.0)]
-    addnoise_condition: f32,
+    /// Re-noise level of conditioning prefixes (upstream recommends 20; default 0).
+    #[arg(long)]
+    addnoise_condition: Option<f32>,
     /// TeaCache threshold (e.g. 0.2); off when absent.
     #[arg(long)]
     teacache: Option<f64>,
@@ -199,8 +262,8 @@ struct GenerateArgs {
     /// TeaCache polynomial, 5 numbers highest degree first (default: the released variant's fit).
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     teacache_coefficients: Option<Vec<f64>>,
-    /// Resolution class of the checkpoint (540p or 720p; default: from --height x --width); picks
-    /// the released variant's settings such as the TeaCache fit.
+    /// Resolution class of the checkpoint (540p or 720p): picks the released variant's defaults,
+    /// the frame size included (default: from --size, else 540p).
     #[arg(long, value_enum)]
     resolution: Option<ResolutionArg>,
     /// Pre-drawn noise: a safetensors file with tensors "0", "1", … in draw order.
@@ -212,631 +275,223 @@ struct GenerateArgs {
     /// Sampling loop (default: diffusion-forcing for t2v-type models, synchronous for i2v).
     #[arg(long, value_enum)]
     pipeline: Option<PipelineArg>,
-    /// Which reference's choices to follow.
-    #[arg(long, value_enum, default_value = "upstream")]
-    compat: CompatArg,
-    /// Output: `.mp4`, or a directory for PNG frames.
+    /// Which reference's choices to follow (default upstream).
+    #[arg(long, value_enum)]
+    compat: Option<CompatArg>,
+    /// Output: `.mp4`, or a directory (a name without extension) for PNG frames.
     #[arg(long)]
     out: PathBuf,
+    /// H.264 quantizer of MP4 output, 12..=51: lower is better and larger (default 16).
+    #[arg(long)]
+    h264_quantizer: Option<u8>,
     /// Where a long job keeps finished windows so a killed run resumes (default: `<out>.work` for
     /// multi-window videos; removed when the output is written).
     #[arg(long)]
     work_dir: Option<PathBuf>,
-    /// Print a JSON summary on stdout.
+    /// Print the plan (variant, defaults, windows, outputs) and stop before loading any model.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print a JSON summary (with the plan) on stdout, or a JSON error; logs stay on stderr.
     #[arg(long)]
     json: bool,
-    /// CPU threads for ONNX Runtime (0 = all).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Where the graphs run: `cpu`, or `cuda` (ONNX Runtime GPU libraries and an NVIDIA GPU).
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendArg,
-    /// GPU index for `--backend cuda`.
-    #[arg(long, default_value_t = 0)]
-    device: i32,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
-fn main() -> anyhow::Result<()> {
+impl GenerateArgs {
+    fn request(&self) -> GenerateRequest {
+        GenerateRequest {
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            size: self.size.clone(),
+            width: self.width,
+            height: self.height,
+            resolution: self.resolution.map(|r| match r {
+                ResolutionArg::P540 => Resolution::P540,
+                ResolutionArg::P720 => Resolution::P720,
+            }),
+            num_frames: self.num_frames,
+            seed: self.seed,
+            steps: self.steps,
+            guidance: self.guidance,
+            shift: self.shift,
+            fps: self.fps,
+            ar_step: self.ar_step,
+            causal_block_size: self.causal_block_size,
+            causal_attention: self.causal_attention.then_some(true),
+            base_num_frames: self.base_num_frames,
+            overlap_history: self.overlap_history,
+            addnoise_condition: self.addnoise_condition,
+            teacache: self.teacache,
+            teacache_retention: self.teacache_retention.then_some(true),
+            teacache_coefficients: self.teacache_coefficients.clone(),
+            compat: self.compat.map(|c| match c {
+                CompatArg::Upstream => Compat::Upstream,
+                CompatArg::Diffusers => Compat::Diffusers,
+            }),
+            pipeline: self.pipeline.map(|p| match p {
+                PipelineArg::DiffusionForcing => Pipeline::DiffusionForcing,
+                PipelineArg::Synchronous => Pipeline::Synchronous,
+            }),
+            image: self.image.clone(),
+            last_image: self.last_image.clone(),
+            video: self.video.clone(),
+            noise: self.noise.clone(),
+        }
+    }
+
+    fn output(&self) -> OutputRequest {
+        OutputRequest {
+            out: self.out.clone(),
+            save_latents: self.save_latents.clone(),
+            work_dir: self.work_dir.clone(),
+            h264_quantizer: self.h264_quantizer,
+        }
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let level = match cli.log_level {
+        LogLevelArg::Off => LevelFilter::OFF,
+        LogLevelArg::Error => LevelFilter::ERROR,
+        LogLevelArg::Warn => LevelFilter::WARN,
+        LogLevelArg::Info => LevelFilter::INFO,
+        LogLevelArg::Debug => LevelFilter::DEBUG,
+        LogLevelArg::Trace => LevelFilter::TRACE,
+    };
+    skyreels_runtime::logging::init(
+        level,
+        match cli.log_format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        },
+    );
+    let json_errors = matches!(&cli.command, Command::Generate(args) if args.json);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if json_errors {
+                print_stdout(&skyreels_runtime::job::summary::error_json(&format!("{error:#}")));
+            }
+            eprintln!("Error: {error:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints `line` on stdout: the summary, the plan or the info a command produces.
+fn print_stdout(line: &dyn std::fmt::Display) {
+    #[expect(
+        clippy::print_stdout,
+        reason = "the command's result goes to stdout by design"
+    )]
+    {
+        println!("{line}");
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Generate(args) => run_generate(&args),
         Command::TextEncode {
             engines,
             prompt,
             out,
-        } => {
-            check_output_path(&out)?;
-            let engine = Engine::open(&engines)?;
-            let context =
-                TextEncoder::load(&engine, &Backend::Cpu { threads: 0 })?.encode(&prompt)?;
-            output::save_latents(&out, [("context", &context)])?;
-            Ok(())
-        }
+            backend,
+        } => Ok(skyreels_runtime::components::text_encode(
+            &engines,
+            &backend.backend(),
+            &prompt,
+            &out,
+        )?),
         Command::VaeEncode {
             engines,
             video,
             out,
-        } => {
-            check_output_path(&out)?;
-            let engine = Engine::open(&engines)?;
-            let video = read_video(&video, None)?;
-            let latents =
-                VaeEncoder::load(&engine, &Backend::Cpu { threads: 0 })?.encode(&video)?;
-            output::save_latents(&out, [("latents", &latents)])?;
-            Ok(())
-        }
+            backend,
+        } => Ok(skyreels_runtime::components::vae_encode(
+            &engines,
+            &backend.backend(),
+            &video,
+            &out,
+        )?),
         Command::VaeDecode {
             engines,
             latents,
             out,
             fps,
-        } => {
-            check_output_path(&out)?;
-            let engine = Engine::open(&engines)?;
-            let latents = output::read_tensor(&latents, "latents", &[None; 5])?;
-            let video =
-                VaeDecoder::load(&engine, &Backend::Cpu { threads: 0 })?.decode(&latents)?;
-            if out
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("mp4"))
-            {
-                if video.shape[0] != 1 {
-                    bail!(
-                        "--out .mp4 needs batch 1 latents, got batch {}\n  fix: write a .safetensors instead",
-                        video.shape[0]
-                    );
-                }
-                let frames = Video::from_tensor(&squeeze_batch(&video))?;
-                output::write_mp4(
-                    &frames,
-                    &out,
-                    &Mp4Options {
-                        frames_per_second: fps as f32,
-                        ..Mp4Options::default()
-                    },
-                )?;
-            } else {
-                output::save_latents(&out, [("video", &video)])?;
-            }
-            Ok(())
-        }
+            h264_quantizer,
+            backend,
+        } => Ok(skyreels_runtime::components::vae_decode(
+            &engines,
+            &backend.backend(),
+            &latents,
+            &out,
+            &Mp4Options {
+                frames_per_second: fps as f32,
+                quantizer: h264_quantizer,
+                ..Mp4Options::default()
+            },
+        )?),
         Command::ImageEncode {
             engines,
             image,
             out,
-        } => {
-            check_output_path(&out)?;
-            let engine = Engine::open(&engines)?;
-            let picture = skyreels_runtime::image::RgbImage::open(&image)?;
-            let context =
-                skyreels_runtime::image::ImageEncoder::load(&engine, &Backend::Cpu { threads: 0 })?
-                    .encode(&picture)?;
-            output::save_latents(&out, [("image_context", &context)])?;
+            backend,
+        } => Ok(skyreels_runtime::components::image_encode(
+            &engines,
+            &backend.backend(),
+            &image,
+            &out,
+        )?),
+        Command::Info { engines, manifest } => {
+            let engine = skyreels_runtime::engine::Engine::open(&engines)?;
+            if manifest {
+                print_stdout(&skyreels_contract::to_yaml(&engine.manifest)?.trim_end());
+            } else {
+                print_stdout(&skyreels_runtime::engine_info::summary(&engine).trim_end());
+            }
             Ok(())
         }
-        Command::Info { engines } => {
-            let engine = Engine::open(&engines)?;
-            eprint!("{}", skyreels_contract::to_yaml(&engine.manifest)?);
-            Ok(())
-        }
     }
 }
 
-fn check_output_path(out: &Path) -> anyhow::Result<()> {
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if parent.exists() && !parent.is_dir() {
-        bail!(
-            "cannot write {}: {} is a file, not a directory\n  fix: choose another --out",
-            out.display(),
-            parent.display()
-        );
-    }
-    if !parent.is_dir() {
-        bail!(
-            "cannot write {}: directory {} does not exist\n  fix: create it or choose another --out",
-            out.display(),
-            parent.display()
-        );
-    }
-    Ok(())
-}
-
-/// A video `--out` must be an `.mp4` file name or a directory for PNG frames.
-fn check_video_output(out: &Path) -> anyhow::Result<()> {
-    let is_mp4 = out
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("mp4"));
-    if is_mp4 && out.is_dir() {
-        bail!(
-            "cannot write {}: it is a directory\n  fix: choose a file name for the MP4, or a directory name without .mp4 for PNG frames",
-            out.display()
-        );
-    }
-    if !is_mp4 && out.exists() && !out.is_dir() {
-        bail!(
-            "cannot write PNG frames into {}: it is a file\n  fix: end --out with .mp4 for a video, or name a directory for PNG frames",
-            out.display()
-        );
-    }
-    Ok(())
-}
-
+/// parse → plan → (dry run: print the plan) → load, generate, write → summary.
 fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let input_video = match &args.video {
-        Some(path) => Some(read_video_sized(path, args.width, args.height)?),
-        None => None,
-    };
-    let start = match (&input_video, &args.image) {
-        (Some(_), Some(_)) => bail!(
-            "--video and --image both set the start of the video\n  fix: pass only one of them"
-        ),
-        (Some(video), None) => Start::Video {
-            frames: video.shape[2],
-        },
-        (None, Some(_)) => Start::Image,
-        (None, None) => Start::Noise,
-    };
-    let mut plan = Plan::new(Request {
-        num_frames: args.num_frames,
-        height: args.height,
-        width: args.width,
-        steps: args.steps,
-        guidance: args.guidance,
-        shift: args.shift,
-        fps: args.fps,
-        ar_step: args.ar_step,
-        causal_block_size: args.causal_block_size,
-        causal_attention: args.causal_attention,
-        base_num_frames: args.base_num_frames,
-        overlap_history: args.overlap_history,
-        addnoise_condition: args.addnoise_condition,
-        compat: match args.compat {
-            CompatArg::Upstream => Compat::Upstream,
-            CompatArg::Diffusers => Compat::Diffusers,
-        },
-        start,
-        last_image: args.last_image.is_some(),
-    })?;
-    check_output_path(&args.out)?;
-    check_video_output(&args.out)?;
-    if args.prompt.trim().is_empty() {
-        bail!(
-            "--prompt is empty\n  fix: describe the video, e.g. --prompt \"a red fox running through fresh snow\""
-        );
+    let mut models = Models::open(&args.engines, args.backend.backend(), Residency::OneJob)?;
+    let plan = JobPlan::new(models.engine(), models.backend(), &args.request(), &args.output())?;
+    if let Some(note) = &plan.variant.note {
+        tracing::info!("{note}");
     }
-    let mut noise = match &args.noise {
-        Some(path) => NoiseSource::from_file(path)?,
-        None => NoiseSource::seeded(args.seed),
-    };
-    let backend = match args.backend {
-        BackendArg::Cpu => Backend::Cpu {
-            threads: args.threads,
-        },
-        BackendArg::Cuda => Backend::Cuda {
-            device: args.device,
-        },
-    };
-    let engine = Engine::open(&args.engines)?;
-    if engine.manifest.precision != "fp32" && matches!(backend, Backend::Cpu { .. }) {
-        bail!(
-            "engine {} was exported for --target {} with {} weights, which ONNX Runtime's CPU provider cannot run\n  fix: re-export it with skyreels-export --target cpu (fp32)",
-            args.engines.display(),
-            engine.manifest.target,
-            engine.manifest.precision
-        );
-    }
-    let dit_config = engine
-        .manifest
-        .dit
-        .as_ref()
-        .map(|d| d.config.clone())
-        .context("the engine has no DiT")?;
-    let pipeline = args.pipeline.unwrap_or(match dit_config.model_type {
-        skyreels_contract::ModelType::T2v => PipelineArg::DiffusionForcing,
-        skyreels_contract::ModelType::I2v => PipelineArg::Synchronous,
-    });
-    let teacache = match args.teacache {
-        Some(threshold) => Some(TeaCacheConfig {
-            threshold,
-            coefficients: teacache_coefficients(args, &dit_config, pipeline)?,
-            use_retention: args.teacache_retention,
-        }),
-        None => None,
-    };
-
-    let mut text_encoder =
-        TextEncoder::load(&engine, &backend).context("loading the text encoder")?;
-    let context = encode_prompt(&mut text_encoder, "--prompt", &args.prompt)?;
-    let negative_context = if args.guidance > 1.0 {
-        Some(encode_prompt(
-            &mut text_encoder,
-            "--negative-prompt",
-            args.negative_prompt
-                .as_deref()
-                .unwrap_or(DEFAULT_NEGATIVE_PROMPT),
-        )?)
-    } else {
-        None
-    };
-    drop(text_encoder);
-
-    let causal = plan.block_causal.then_some(plan.request.causal_block_size);
-    let dit = Dit::load(&engine, &backend, causal)?;
-    let i2v_model = dit_config.model_type == skyreels_contract::ModelType::I2v;
-    if i2v_model && (args.last_image.is_some() || args.video.is_some()) {
-        bail!(
-            "--last-image and --video need a diffusion-forcing (DF) engine; this one holds an image-to-video model\n  fix: export a DF checkpoint, or drop them"
-        );
-    }
-    if pipeline == PipelineArg::Synchronous
-        && !i2v_model
-        && (args.image.is_some() || args.last_image.is_some() || args.video.is_some())
-    {
-        bail!(
-            "--image, --last-image and --video condition diffusion forcing\n  fix: drop --pipeline synchronous"
-        );
-    }
-    let needs_encoder = args.image.is_some()
-        || args.last_image.is_some()
-        || args.video.is_some()
-        || (plan.segments.len() > 1 && plan.request.compat == Compat::Upstream);
-    let mut encoder = if needs_encoder {
-        Some(VaeEncoder::load(&engine, &backend).context("loading the VAE encoder")?)
-    } else {
-        None
-    };
-    let mut conditioning = Conditioning {
-        video: input_video,
-        ..Conditioning::default()
-    };
-    let (image_context, condition) = match (&args.image, i2v_model) {
-        (Some(path), true) => {
-            let picture = skyreels_runtime::image::RgbImage::open(path)?;
-            let image_context = skyreels_runtime::image::ImageEncoder::load(&engine, &backend)
-                .context("loading the image encoder")?
-                .encode(&picture)?;
-            let frame = image_frame(
-                &crop_to_aspect(&picture, args.width, args.height),
-                args.width,
-                args.height,
-            );
-            let encoder = encoder.as_mut().expect("loaded for --image");
-            // An I2V model takes the image through its mask + latent channels, not as a prefix.
-            plan = Plan::new(Request {
-                start: Start::Noise,
-                ..plan.request.clone()
-            })?;
-            (
-                Some(image_context),
-                Some(image_condition(encoder, &frame, args.num_frames)?),
-            )
+    if args.dry_run {
+        if args.json {
+            print_stdout(&serde_json::to_string(&plan).context("writing the plan as JSON")?);
+        } else {
+            print_stdout(&plan.to_string().trim_end());
         }
-        (None, true) => {
-            bail!("this engine holds an image-to-video model\n  fix: pass --image FIRST_FRAME.png")
-        }
-        (Some(path), false) => {
-            conditioning.first_image = Some(encode_image_latent(
-                encoder.as_mut().expect("loaded for --image"),
-                path,
-                args.width,
-                args.height,
-            )?);
-            (None, None)
-        }
-        (None, false) => (None, None),
-    };
-    if let Some(path) = &args.last_image {
-        conditioning.last_image = Some(encode_image_latent(
-            encoder.as_mut().expect("loaded for --last-image"),
-            path,
-            args.width,
-            args.height,
-        )?);
+        return Ok(());
     }
-    let mut denoiser = DitDenoiser {
-        dit,
-        context,
-        negative_context,
-        image_context,
-        fps: if args.fps == 16 { 0 } else { 1 },
-        condition,
-    };
-    let settings = WindowSettings {
-        guidance: args.guidance,
-        addnoise_condition: args.addnoise_condition,
-        teacache,
-    };
-    if pipeline == PipelineArg::Synchronous && (args.ar_step > 0 || plan.segments.len() > 1) {
-        bail!(
-            "--pipeline synchronous samples one window with all frames together\n  fix: drop --ar-step / long-video flags, or use --pipeline diffusion-forcing"
-        );
-    }
-    let schedule = FlowSchedule::new(
-        plan.request.compat,
-        args.steps,
-        args.shift,
-        pipeline == PipelineArg::DiffusionForcing,
-    )?;
-    let mut decoder = VaeDecoder::load(&engine, &backend).context("loading the VAE decoder")?;
-    let vae = Vae {
-        decoder: &mut decoder,
-        encoder: encoder.as_mut(),
-    };
-    let work_dir = match (&args.work_dir, plan.segments.len() > 1) {
-        (Some(dir), _) => Some(dir.clone()),
-        (None, true) => Some(PathBuf::from(format!("{}.work", args.out.display()))),
-        (None, false) => None,
-    };
-    let work_dir = match work_dir {
-        Some(dir) => Some(WorkDir::open(&dir, &job_fingerprint(args, &engine)?)?),
-        None => None,
-    };
-    let generation = generate(
-        &plan,
-        &mut denoiser,
-        &schedule,
-        &settings,
-        &mut noise,
-        &conditioning,
-        Some(vae),
-        work_dir.as_ref(),
-        !args.json,
-    )?;
-
-    if let Some(path) = &args.save_latents {
-        output::save_latents(path, [("latents", &generation.latents)])?;
-    }
-    let video = generation.video.context("no video was decoded")?;
-    let frames = Video::from_tensor(&squeeze_batch(&video))?;
-    let is_mp4 = args
-        .out
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("mp4"));
-    if is_mp4 {
-        output::write_mp4(
-            &frames,
-            &args.out,
-            &Mp4Options {
-                frames_per_second: args.fps as f32,
-                ..Mp4Options::default()
-            },
-        )?;
-    } else {
-        output::write_png_frames(&frames, &args.out)?;
-    }
-    if let Some(work_dir) = work_dir {
-        work_dir.finish()?;
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let summary = serde_json::json!({
-        "windows_resumed": generation.stats.windows_resumed,
-        "output": args.out,
-        "frames": frames.num_frames(),
-        "width": frames.width(),
-        "height": frames.height(),
-        "windows": generation.stats.windows,
-        "rows": generation.stats.rows,
-        "dit_forwards": generation.stats.forwards,
-        "blocks_computed": generation.stats.blocks_computed,
-        "blocks_skipped": generation.stats.blocks_skipped,
-        "seconds": seconds,
-    });
+    let mut progress = ConsoleProgress::new(ProgressDisplay::for_stderr());
+    let report = run_job(&plan, &mut models, &mut progress)?;
     if args.json {
-        #[expect(
-            clippy::print_stdout,
-            reason = "--json prints the summary on stdout by design"
-        )]
-        {
-            println!("{summary}");
-        }
+        let summary = skyreels_runtime::job::summary::summary_json(&plan, &report);
+        print_stdout(&summary);
     } else {
-        eprintln!(
-            "wrote {} ({} frames, {}x{}) in {:.1}s; {} DiT passes, {} block passes skipped by TeaCache",
-            args.out.display(),
-            frames.num_frames(),
-            frames.width(),
-            frames.height(),
-            seconds,
-            generation.stats.forwards,
-            generation.stats.blocks_skipped
-        );
+        print_done(&plan, &report);
     }
     Ok(())
 }
 
-/// The TeaCache polynomial: `--teacache-coefficients`, else the fit of the released variant the
-/// engine's DiT is (architecture + resolution class + sampling loop; `configs/models/*.yaml`).
-fn teacache_coefficients(
-    args: &GenerateArgs,
-    dit_config: &skyreels_contract::DitConfig,
-    pipeline: PipelineArg,
-) -> anyhow::Result<[f64; 5]> {
-    use skyreels_contract::{Pipeline, Resolution};
-    if let Some(given) = &args.teacache_coefficients {
-        return <[f64; 5]>::try_from(given.as_slice()).ok().filter(|c| c.iter().all(|x| x.is_finite())).with_context(|| {
-            format!("--teacache-coefficients takes 5 finite numbers (highest degree first), got {}\n  fix: e.g. --teacache-coefficients=-5.21862437e4,9.23041404e3,-5.28275948e2,1.36987616e1,-4.99875664e-2", given.len())
-        });
-    }
-    let resolution = match args.resolution {
-        Some(ResolutionArg::P540) => Resolution::P540,
-        Some(ResolutionArg::P720) => Resolution::P720,
-        None => Resolution::of_size(args.height, args.width),
-    };
-    let pipeline = match pipeline {
-        PipelineArg::DiffusionForcing => Pipeline::DiffusionForcing,
-        PipelineArg::Synchronous => Pipeline::Synchronous,
-    };
-    skyreels_runtime::pipeline::defaults::teacache_coefficients(
-        dit_config,
-        resolution,
-        pipeline,
-        args.teacache_retention,
-    )
-    .context("choosing the TeaCache fit for --teacache")
-}
-
-/// Encodes a prompt, warning on stderr when it is longer than the encoder's token window (upstream
-/// truncates silently).
-fn encode_prompt(
-    encoder: &mut TextEncoder,
-    flag: &str,
-    prompt: &str,
-) -> anyhow::Result<skyreels_runtime::Tensor> {
-    let tokens = encoder.tokenize(prompt)?;
-    if tokens.truncated_tokens > 0 {
-        eprintln!(
-            "warning: {flag} is longer than the text encoder's {} tokens; its last {} tokens are ignored (as upstream does)\n  fix: shorten it to keep every word",
-            encoder.tokenizer().max_length(),
-            tokens.truncated_tokens
-        );
-    }
-    Ok(encoder.encode_tokens(&tokens)?)
-}
-
-/// Everything that decides a generation's result: the arguments that shape sampling and the
-/// engine's manifest. A work directory is only resumed by the job with the same fingerprint.
-fn job_fingerprint(args: &GenerateArgs, engine: &Engine) -> anyhow::Result<String> {
-    let a = args;
-    let prompts = format!(
-        "{:?}",
-        (
-            &a.prompt,
-            &a.negative_prompt,
-            &a.noise,
-            a.seed,
-            a.compat,
-            a.pipeline
-        )
+fn print_done(plan: &JobPlan, report: &JobReport) {
+    tracing::info!(
+        "wrote {} ({} frames, {}x{}) in {:.1}s; {} DiT passes, {} block passes skipped by TeaCache",
+        plan.output.out.display(),
+        report.written.frames,
+        report.written.width,
+        report.written.height,
+        report.seconds,
+        report.stats.forwards,
+        report.stats.blocks_skipped
     );
-    let shape = format!(
-        "{:?}",
-        (
-            a.num_frames,
-            a.height,
-            a.width,
-            a.steps,
-            a.guidance,
-            a.shift,
-            a.fps
-        )
-    );
-    let windows = format!(
-        "{:?}",
-        (
-            a.ar_step,
-            a.causal_block_size,
-            a.causal_attention,
-            a.base_num_frames,
-            a.overlap_history,
-            a.addnoise_condition,
-            a.teacache,
-            a.teacache_retention
-        )
-    );
-    let mut inputs = String::new();
-    for path in [&a.image, &a.last_image, &a.video, &a.noise]
-        .into_iter()
-        .flatten()
-    {
-        inputs += &format!("{} {:016x}\n", path.display(), content_hash(path)?);
-    }
-    let sampling = format!("{prompts}\n{shape}\n{windows}\n{inputs}");
-    Ok(format!(
-        "{}\n{}\n{}",
-        env!("CARGO_PKG_VERSION"),
-        sampling,
-        skyreels_contract::to_yaml(&engine.manifest)?
-    ))
-}
-
-/// A hash of a conditioning file's bytes, so a work directory is not resumed with another image or
-/// video under the same name (stable within one build of the binary, which the fingerprint pins).
-fn content_hash(path: &Path) -> anyhow::Result<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    fs_err::read(path)?.hash(&mut hasher);
-    Ok(hasher.finish())
-}
-
-/// A video from an `.mp4` (frames mapped to [-1, 1] as `x/127.5 − 1`, and resized bicubically to
-/// `size` = (width, height) when given, as upstream's reader resizes on load) or from a safetensors
-/// tensor `video` `[B, 3, T, H, W]` (which must already have `size`).
-fn read_video(
-    path: &Path,
-    size: Option<(usize, usize)>,
-) -> anyhow::Result<skyreels_runtime::Tensor> {
-    if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("mp4"))
-    {
-        let clip = output::read_mp4(path)?;
-        let (width, height) = size.unwrap_or((clip.width(), clip.height()));
-        let (t, plane) = (clip.num_frames(), width * height);
-        let mut data = vec![0.0f32; 3 * t * plane];
-        for (f, frame) in clip.frames().enumerate() {
-            let mut picture = skyreels_runtime::image::RgbImage {
-                width: clip.width(),
-                height: clip.height(),
-                pixels: frame.to_vec(),
-            };
-            if (picture.width, picture.height) != (width, height) {
-                picture = skyreels_runtime::image::resize_bicubic_pil(&picture, width, height);
-            }
-            for (i, rgb) in picture.pixels.chunks_exact(3).enumerate() {
-                for c in 0..3 {
-                    data[(c * t + f) * plane + i] = rgb[c] as f32 / 127.5 - 1.0;
-                }
-            }
-        }
-        return Ok(skyreels_runtime::Tensor::new(
-            vec![1, 3, t, height, width],
-            data,
-        )?);
-    }
-    let expected = match size {
-        Some((width, height)) => [Some(1), Some(3), None, Some(height), Some(width)],
-        None => [None; 5],
-    };
-    Ok(output::read_tensor(path, "video", &expected)?)
-}
-
-/// The normalised latent `[1, 16, 1, h, w]` of an image prepared as upstream's CLI does
-/// (`resizecrop` to the video's aspect, then a bicubic resize).
-fn encode_image_latent(
-    encoder: &mut VaeEncoder,
-    path: &Path,
-    width: usize,
-    height: usize,
-) -> anyhow::Result<skyreels_runtime::Tensor> {
-    let picture = skyreels_runtime::image::RgbImage::open(path)?;
-    let frame = image_frame(&crop_to_aspect(&picture, width, height), width, height);
-    Ok(encoder.encode(&frame)?)
-}
-
-/// The video to extend, at the generation's size (see [`read_video`]), with at least one frame.
-fn read_video_sized(
-    path: &Path,
-    width: usize,
-    height: usize,
-) -> anyhow::Result<skyreels_runtime::Tensor> {
-    let video = read_video(path, Some((width, height)))?;
-    if video.shape[2] == 0 {
-        bail!(
-            "--video {} has no frames\n  fix: give a video with at least --overlap-history frames",
-            path.display()
-        );
-    }
-    Ok(video)
-}
-
-/// `[1, 3, T, H, W]` → `[3, T, H, W]`.
-fn squeeze_batch(video: &skyreels_runtime::Tensor) -> skyreels_runtime::Tensor {
-    skyreels_runtime::Tensor {
-        shape: video.shape[1..].to_vec(),
-        data: video.data.clone(),
-    }
 }

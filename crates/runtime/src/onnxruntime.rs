@@ -10,6 +10,13 @@ use crate::error::{Result, RuntimeError};
 /// ONNX Runtime version the project is built and tested against.
 pub const ONNXRUNTIME_VERSION: &str = "1.31.1";
 
+/// What `skyreels --version` prints after the name: this version and the ONNX Runtime it needs
+/// (kept equal to [`ONNXRUNTIME_VERSION`] by a test).
+pub const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (needs ONNX Runtime 1.31.1: libonnxruntime.so.1.31.1)"
+);
+
 fn library_file_name() -> String {
     format!("libonnxruntime.so.{ONNXRUNTIME_VERSION}")
 }
@@ -81,4 +88,18 @@ pub fn environment() -> Result<ort::environment::Environment> {
             .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
     });
     outcome.clone().map_err(RuntimeError::OnnxRuntimeLoad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_line_names_the_onnxruntime_version_in_use() {
+        assert!(
+            VERSION_LINE.contains(&format!("ONNX Runtime {ONNXRUNTIME_VERSION}"))
+                && VERSION_LINE.contains(&library_file_name()),
+            "{VERSION_LINE}"
+        );
+    }
 }

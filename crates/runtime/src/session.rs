@@ -15,7 +15,8 @@ use crate::error::{Result, RuntimeError, ort_error};
 use crate::tensor::Tensor;
 
 /// Where graphs run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
 pub enum Backend {
     /// ONNX Runtime's CPU provider; `threads = 0` lets ORT choose.
     Cpu {
@@ -29,7 +30,33 @@ pub enum Backend {
     },
 }
 
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Cpu { threads: 0 } => write!(f, "cpu"),
+            Backend::Cpu { threads } => write!(f, "cpu ({threads} threads)"),
+            Backend::Cuda { device } => write!(f, "cuda (GPU {device})"),
+        }
+    }
+}
+
 impl Backend {
+    /// The backend's name as flags and build records spell it (`cpu`, `cuda`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Cpu { .. } => "cpu",
+            Backend::Cuda { .. } => "cuda",
+        }
+    }
+
+    /// The GPU index, for GPU backends.
+    pub fn device(&self) -> Option<i32> {
+        match self {
+            Backend::Cpu { .. } => None,
+            Backend::Cuda { device } => Some(*device),
+        }
+    }
+
     fn providers(&self) -> Vec<ExecutionProviderDispatch> {
         match self {
             Backend::Cpu { .. } => vec![],

@@ -105,7 +105,7 @@ fn frames_not_4k_plus_1_are_refused_before_loading() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(
-        Path::new("no-engine-needed"),
+        tiny_engine(),
         &out,
         &["--num-frames", "6"],
     ));
@@ -118,7 +118,7 @@ fn sizes_not_multiple_of_16_are_refused() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(
-        Path::new("no-engine-needed"),
+        tiny_engine(),
         &out,
         &["--width", "40"],
     ));
@@ -135,7 +135,7 @@ fn a_block_size_that_does_not_divide_the_latent_frames_is_refused() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(
-        Path::new("no-engine-needed"),
+        tiny_engine(),
         &out,
         &["--num-frames", "17", "--causal-block-size", "3"],
     ));

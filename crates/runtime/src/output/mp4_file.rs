@@ -121,12 +121,13 @@ pub fn write_mp4(video: &Video, path: &Path, options: &Mp4Options) -> Result<(),
             let source =
                 YUVSlices::new((&y, &u, &v), (width, height), (width, width / 2, width / 2));
             let seconds = index as f64 / f64::from(frames_per_second);
-            let bitstream = encoder
-                .encode_at(
-                    &source,
-                    openh264::Timestamp::from_millis((seconds * 1000.0) as u64),
-                )
-                .map_err(encode_error)?;
+            let timestamp = openh264::Timestamp::from_millis((seconds * 1000.0) as u64);
+            let bitstream = if index == 0 {
+                without_stderr(|| encoder.encode_at(&source, timestamp))
+            } else {
+                encoder.encode_at(&source, timestamp)
+            }
+            .map_err(encode_error)?;
             let keyframe = bitstream.frame_type() == FrameType::IDR;
             encoded.clear();
             bitstream.write_vec(&mut encoded);
@@ -142,6 +143,25 @@ pub fn write_mp4(video: &Video, path: &Path, options: &Mp4Options) -> Result<(),
         }
         muxer.finish().map_err(mux_error)
     })
+}
+
+/// Runs `work` with the process's stderr pointed at `/dev/null`. OpenH264 validates its parameters
+/// when the first frame initialises the encoder and prints a warning about frame skipping (off by
+/// design here: every frame is kept) before the crate can lower its trace level; without this
+/// every MP4 written would print it. Whatever another thread writes to stderr meanwhile is lost.
+fn without_stderr<T>(work: impl FnOnce() -> T) -> T {
+    let saved = rustix::io::dup(std::io::stderr());
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null");
+    let (Ok(saved), Ok(null)) = (saved, null) else {
+        return work();
+    };
+    if rustix::stdio::dup2_stderr(&null).is_err() {
+        return work();
+    }
+    let value = work();
+    // Restoring can only fail if descriptor 2 was closed meanwhile; nothing better can be done.
+    let _ = rustix::stdio::dup2_stderr(&saved);
+    value
 }
 
 /// Decodes the first H.264 (`avc1`) video track of the MP4 at `path` to RGB frames in output

@@ -7,10 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
-
 use super::denoiser::Denoiser;
 use super::plan::{Compat, Plan, Start};
+use super::progress::{Observer, Progress, Stage, in_stage, report};
 use super::sampler::{
     FrameScheduler, Rows, WindowSettings, WindowStats, frames, replay_window_draws, sample_window,
 };
@@ -154,19 +153,6 @@ fn concat_frames(a: &Tensor, b: &Tensor) -> Tensor {
     Tensor { shape, data }
 }
 
-fn progress_bar(window: usize, windows: usize, rows: usize) -> ProgressBar {
-    let bar = ProgressBar::new(rows as u64);
-    let template = format!(
-        "window {}/{} {{bar:30}} {{pos}}/{{len}} rows {{elapsed_precise}} eta {{eta}}",
-        window + 1,
-        windows
-    );
-    bar.set_style(
-        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
-}
-
 /// Clean inputs that condition a generation besides the prompt (see `Request::start`).
 #[derive(Default)]
 pub struct Conditioning {
@@ -179,22 +165,42 @@ pub struct Conditioning {
     pub video: Option<Tensor>,
 }
 
-/// Runs every window of `plan`; `latent_channels` is 16.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the generation's inputs, passed explicitly rather than bundled"
-)]
-pub fn generate(
-    plan: &Plan,
-    denoiser: &mut dyn Denoiser,
-    schedule: &dyn SamplingSchedule,
-    settings: &WindowSettings,
-    noise: &mut NoiseSource,
-    conditioning: &Conditioning,
-    mut vae: Option<Vae<'_>>,
-    work_dir: Option<&WorkDir>,
-    show_progress: bool,
-) -> Result<Generation> {
+/// Everything one generation needs, by reference: the plan, the model, the schedule, the
+/// conditioning, where noise comes from, the VAE, the work directory and who watches.
+pub struct GenerationInputs<'a> {
+    /// The validated windows and settings.
+    pub plan: &'a Plan,
+    /// The model with its text (and image) conditioning.
+    pub denoiser: &'a mut dyn Denoiser,
+    /// Timesteps and per-frame schedulers.
+    pub schedule: &'a dyn SamplingSchedule,
+    /// Guidance, prefix re-noising and TeaCache.
+    pub settings: &'a WindowSettings,
+    /// The noise stream (seeded, or recorded draws).
+    pub noise: &'a mut NoiseSource,
+    /// First/last image latents and the video being extended.
+    pub conditioning: &'a Conditioning,
+    /// The VAE halves; without them only latents come back.
+    pub vae: Option<Vae<'a>>,
+    /// Where finished windows are kept so a killed job resumes.
+    pub work_dir: Option<&'a WorkDir>,
+    /// Told of every window, step and decode; may cancel the job.
+    pub observer: &'a mut dyn Observer,
+}
+
+/// Runs every window of the plan (latents have 16 channels), reporting progress to the observer.
+pub fn generate(inputs: GenerationInputs<'_>) -> Result<Generation> {
+    let GenerationInputs {
+        plan,
+        denoiser,
+        schedule,
+        settings,
+        noise,
+        conditioning,
+        mut vae,
+        work_dir,
+        observer,
+    } = inputs;
     let request = &plan.request;
     let (height, width) = plan.latent_size;
     let overlap_latents = request.overlap_history.map(latent_frames).unwrap_or(0);
@@ -205,6 +211,18 @@ pub fn generate(
     // Upstream mode: the decoded video so far (an extended video starts as the input).
     let mut video: Option<Tensor> = conditioning.video.clone();
     let windows = plan.segments.len();
+    let mut steps_per_window = Vec::with_capacity(windows);
+    for segment in &plan.segments {
+        let rows = window_rows(
+            schedule,
+            segment,
+            request.ar_step,
+            request.causal_block_size,
+        )?;
+        steps_per_window.push(rows.timesteps.len());
+    }
+    let total_steps: usize = steps_per_window.iter().sum();
+    let mut steps_done = 0;
     for segment in &plan.segments {
         let shape = [1, 16, segment.latent_frames, height, width];
         let mut latents = noise.draw(&shape)?;
@@ -222,17 +240,43 @@ pub fn generate(
             replay_window_draws(&rows, segment.prefix_frames, settings, &shape, noise)?;
             stats.windows_resumed += 1;
             latents = saved;
+            steps_done += steps_per_window[segment.index];
+            report(
+                observer,
+                Progress::WindowResumed {
+                    window: segment.index + 1,
+                    windows,
+                },
+            )?;
         } else {
             let previous = Previous {
                 joined: joined.as_ref(),
                 video: video.as_ref(),
             };
-            let bar = if show_progress {
-                progress_bar(segment.index, windows, segment.latent_frames)
-            } else {
-                ProgressBar::hidden()
-            };
             let prefix = segment_prefix(plan, conditioning, vae.as_mut(), segment, previous)?;
+            let steps = steps_per_window[segment.index];
+            report(
+                observer,
+                Progress::WindowStarted {
+                    window: segment.index + 1,
+                    windows,
+                    frames: 4 * (segment.latent_frames - 1) + 1,
+                    steps,
+                },
+            )?;
+            let done_before = steps_done;
+            let mut after_step = |step: usize| {
+                report(
+                    observer,
+                    Progress::Step {
+                        window: segment.index + 1,
+                        windows,
+                        step,
+                        steps,
+                        percent: 100.0 * (done_before + step) as f64 / total_steps as f64,
+                    },
+                )
+            };
             let (window, rows) = sample_segment(
                 plan,
                 denoiser,
@@ -243,9 +287,9 @@ pub fn generate(
                 &mut latents,
                 prefix.as_ref(),
                 conditioning.last_image.as_ref(),
-                &bar,
+                &mut after_step,
             )?;
-            bar.finish();
+            steps_done += steps;
             stats.add(window, rows);
             if let Some(work_dir) = work_dir {
                 work_dir.save(segment.index, &latents)?;
@@ -261,7 +305,10 @@ pub fn generate(
             Some(previous) => concat_frames(&previous, &new_latents),
         });
         if let (Compat::Upstream, Some(vae)) = (request.compat, vae.as_mut()) {
-            let decoded = vae.decoder.decode(&latents)?;
+            let what = format!("window {}/{windows}", segment.index + 1);
+            let decoded = in_stage(observer, Stage::Decoding, &what, |_| {
+                vae.decoder.decode(&latents)
+            })?;
             video = Some(match video {
                 None => decoded,
                 Some(previous) => concat_frames(
@@ -274,7 +321,9 @@ pub fn generate(
     let latents = joined.expect("a plan has at least one window");
     if let (Compat::Diffusers, Some(vae)) = (request.compat, vae.as_mut()) {
         // diffusers decodes every latent (an extension's first prefix included) after the input video.
-        let decoded = vae.decoder.decode(&latents)?;
+        let decoded = in_stage(observer, Stage::Decoding, "video", |_| {
+            vae.decoder.decode(&latents)
+        })?;
         video = Some(match (&conditioning.video, extension) {
             (Some(input), true) => concat_frames(input, &decoded),
             _ => decoded,
@@ -376,7 +425,7 @@ fn sample_segment(
     latents: &mut Tensor,
     prefix: Option<&Tensor>,
     end: Option<&Tensor>,
-    progress: &ProgressBar,
+    after_step: &mut dyn FnMut(usize) -> Result<()>,
 ) -> Result<(WindowStats, usize)> {
     let request = &plan.request;
     if let Some(prefix) = prefix {
@@ -402,7 +451,6 @@ fn sample_segment(
     let total = segment.latent_frames + segment.end_frames;
     let mut schedulers: Vec<Box<dyn FrameScheduler>> =
         (0..total).map(|_| schedule.frame_scheduler()).collect();
-    progress.set_length(rows.timesteps.len() as u64);
     let stats = sample_window(
         denoiser,
         &mut window,
@@ -411,7 +459,7 @@ fn sample_segment(
         &mut schedulers,
         settings,
         noise,
-        progress,
+        after_step,
     )?;
     *latents = frames(&window, 0, segment.latent_frames);
     Ok((stats, rows.timesteps.len()))

@@ -5,6 +5,7 @@ pub mod denoiser;
 pub mod generate;
 pub mod image_condition;
 pub mod plan;
+pub mod progress;
 pub mod sampler;
 pub mod schedule;
 pub mod segments;

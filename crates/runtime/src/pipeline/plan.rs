@@ -5,7 +5,8 @@ use super::segments::{Segment, plan_extension_segments, plan_segments};
 use crate::error::{Result, RuntimeError};
 
 /// Which reference's choices to reproduce (SPEC.md §3.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Compat {
     /// SkyReels-V2 upstream: σ from 0.999, long videos re-encode decoded overlap pixels, block-causal
     /// attention only with `--causal-attention`.
@@ -136,7 +137,9 @@ impl Plan {
             }
         }
         if r.steps == 0 {
-            return Err(invalid("--steps must be at least 1".into()));
+            return Err(invalid(
+                "--steps must be at least 1\n  fix: use 30 (upstream's default) or the README's 50".into(),
+            ));
         }
         if !r.guidance.is_finite() || r.guidance < 0.0 {
             return Err(invalid(format!(
@@ -151,7 +154,10 @@ impl Plan {
             ));
         }
         if r.causal_block_size == 0 {
-            return Err(invalid("--causal-block-size must be at least 1".into()));
+            return Err(invalid(
+                "--causal-block-size must be at least 1\n  fix: use 1 (synchronous), or 5 with --ar-step 5 (asynchronous)"
+                    .into(),
+            ));
         }
         if !(0.0..=1000.0).contains(&r.addnoise_condition) {
             return Err(invalid(format!(
@@ -162,14 +168,16 @@ impl Plan {
         let base = r.base_num_frames.unwrap_or(r.num_frames);
         if base == 0 || !(base - 1).is_multiple_of(4) {
             return Err(invalid(format!(
-                "--base-num-frames {base} is not of the form 4k+1"
+                "--base-num-frames {base} is not of the form 4k+1\n  fix: use {} or {}",
+                base.saturating_sub(1) / 4 * 4 + 1,
+                base.saturating_sub(1) / 4 * 4 + 5
             )));
         }
         if let Some(overlap) = r.overlap_history
             && (overlap == 0 || (overlap - 1) % 4 != 0)
         {
             return Err(invalid(format!(
-                "--overlap-history {overlap} is not of the form 4k+1 (upstream uses 17)"
+                "--overlap-history {overlap} is not of the form 4k+1\n  fix: use 17 (upstream's), or another 4k+1 below the window length"
             )));
         }
         let mut segments = match r.start {

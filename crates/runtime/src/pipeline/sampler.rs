@@ -2,8 +2,6 @@
 //! re-noising, and an independent scheduler state per latent frame (SPEC.md §3.2). Synchronous
 //! text-to-video is the special case of one window with every frame on the same row.
 
-use indicatif::ProgressBar;
-
 use super::denoiser::Denoiser;
 use crate::error::Result;
 use crate::noise::NoiseSource;
@@ -130,7 +128,8 @@ pub fn replay_window_draws(
 }
 
 /// Samples one window in place. `latents` `[1, 16, F, H, W]` holds the initial noise with any
-/// prefix frames already written; `schedulers` has one state per frame.
+/// prefix frames already written; `schedulers` has one state per frame. `after_step` is told the
+/// number of steps done after each one; its error (a cancellation) stops the window.
 #[expect(
     clippy::too_many_arguments,
     reason = "the window's state, passed explicitly rather than bundled"
@@ -143,7 +142,7 @@ pub fn sample_window(
     schedulers: &mut [Box<dyn FrameScheduler>],
     settings: &WindowSettings,
     noise: &mut NoiseSource,
-    progress: &ProgressBar,
+    after_step: &mut dyn FnMut(usize) -> Result<()>,
 ) -> Result<WindowStats> {
     let guided = settings.guidance > 1.0 && denoiser.has_unconditional();
     let mut cache = settings
@@ -215,7 +214,7 @@ pub fn sample_window(
                 set_frame(latents, f, &updated);
             }
         }
-        progress.inc(1);
+        after_step(row + 1)?;
     }
     if let Some(cache) = cache {
         stats.blocks_computed = cache.computed;

@@ -4,7 +4,7 @@
 use crate::error::{Result, RuntimeError};
 
 /// One sampling window of a (possibly long) video, in latent frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Segment {
     /// Index of the window.
     pub index: usize,

@@ -1,0 +1,81 @@
+//! The component commands (`text-encode`, `vae-encode`, `vae-decode`, `image-encode`): one model
+//! of an engine run on any backend, from files to files, with the checks `generate` makes first.
+
+use std::path::Path;
+
+use crate::engine::Engine;
+use crate::error::{Result, RuntimeError};
+use crate::image::{ImageEncoder, RgbImage};
+use crate::job::inputs::read_video;
+use crate::job::outputs::check_output_path;
+use crate::job::plan::check_runnable;
+use crate::job::run::first_video;
+use crate::output::{self, Mp4Options};
+use crate::session::Backend;
+use crate::text::TextEncoder;
+use crate::vae::{VaeDecoder, VaeEncoder};
+
+/// Opens the engine for one component command writing `out`: the output's directory exists and
+/// the backend can run the engine.
+fn open(engine_dir: &Path, backend: &Backend, out: &Path) -> Result<Engine> {
+    check_output_path("--out", out)?;
+    let engine = Engine::open(engine_dir)?;
+    check_runnable(&engine, backend)?;
+    Ok(engine)
+}
+
+/// Encodes `prompt`; writes tensor `context` `[1, 512, dim]` to `out`.
+pub fn text_encode(engine_dir: &Path, backend: &Backend, prompt: &str, out: &Path) -> Result<()> {
+    let engine = open(engine_dir, backend, out)?;
+    let context = TextEncoder::load(&engine, backend)?.encode(prompt)?;
+    output::save_latents(out, [("context", &context)])?;
+    Ok(())
+}
+
+/// Encodes a video (`.mp4`, or safetensors tensor `video`) to normalised latents; writes tensor
+/// `latents` to `out`.
+pub fn vae_encode(engine_dir: &Path, backend: &Backend, video: &Path, out: &Path) -> Result<()> {
+    let engine = open(engine_dir, backend, out)?;
+    let video = read_video(video, None)?;
+    let latents = VaeEncoder::load(&engine, backend)?.encode(&video)?;
+    output::save_latents(out, [("latents", &latents)])?;
+    Ok(())
+}
+
+/// Decodes latents (safetensors tensor `latents`) to an `.mp4` at `frames_per_second`, or to a
+/// safetensors tensor `video` for any other `out`.
+pub fn vae_decode(
+    engine_dir: &Path,
+    backend: &Backend,
+    latents: &Path,
+    out: &Path,
+    mp4: &Mp4Options,
+) -> Result<()> {
+    let engine = open(engine_dir, backend, out)?;
+    let latents = output::read_tensor(latents, "latents", &[None; 5])?;
+    let video = VaeDecoder::load(&engine, backend)?.decode(&latents)?;
+    if out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("mp4"))
+    {
+        if video.shape[0] != 1 {
+            return Err(RuntimeError::Invalid(format!(
+                "--out .mp4 needs batch 1 latents, got batch {}\n  fix: write a .safetensors instead",
+                video.shape[0]
+            )));
+        }
+        output::write_mp4(&first_video(&video)?, out, mp4)?;
+    } else {
+        output::save_latents(out, [("video", &video)])?;
+    }
+    Ok(())
+}
+
+/// Encodes a PNG or JPEG with the CLIP vision tower; writes tensor `image_context` to `out`.
+pub fn image_encode(engine_dir: &Path, backend: &Backend, image: &Path, out: &Path) -> Result<()> {
+    let engine = open(engine_dir, backend, out)?;
+    let picture = RgbImage::open(image)?;
+    let context = ImageEncoder::load(&engine, backend)?.encode(&picture)?;
+    output::save_latents(out, [("image_context", &context)])?;
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! The models of one engine as ONNX Runtime sessions, loaded when a job first needs them and kept
+//! for the next job (a server loads once) or freed as soon as a one-job process is done with them.
+
+use std::path::Path;
+
+use super::plan::JobPlan;
+use crate::dit::Dit;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::image::ImageEncoder;
+use crate::pipeline::progress::{Observer, Stage, in_stage};
+use crate::session::Backend;
+use crate::text::TextEncoder;
+use crate::vae::{VaeDecoder, VaeEncoder};
+
+/// How long loaded models live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Residency {
+    /// One job per process: each model loads when first needed and the text encoder is freed once
+    /// the prompts are encoded, so it never shares memory with the DiT (the lowest peak).
+    OneJob,
+    /// Many jobs: every model stays loaded for the next job.
+    KeepLoaded,
+}
+
+/// An engine's models, loaded on demand.
+pub struct Models {
+    engine: Engine,
+    backend: Backend,
+    residency: Residency,
+    text_encoder: Option<TextEncoder>,
+    /// The DiT and the causal block size its block-causal graph was loaded with.
+    dit: Option<(Dit, Option<usize>)>,
+    vae_decoder: Option<VaeDecoder>,
+    vae_encoder: Option<VaeEncoder>,
+    image_encoder: Option<ImageEncoder>,
+}
+
+impl Models {
+    /// Opens the engine at `engine_dir` (its manifest only; nothing is loaded yet).
+    pub fn open(engine_dir: &Path, backend: Backend, residency: Residency) -> Result<Models> {
+        Ok(Models::new(Engine::open(engine_dir)?, backend, residency))
+    }
+
+    /// Holds `engine`'s models, none loaded yet.
+    pub fn new(engine: Engine, backend: Backend, residency: Residency) -> Models {
+        Models {
+            engine,
+            backend,
+            residency,
+            text_encoder: None,
+            dit: None,
+            vae_decoder: None,
+            vae_encoder: None,
+            image_encoder: None,
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Where the graphs run.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// How long loaded models live.
+    pub fn residency(&self) -> Residency {
+        self.residency
+    }
+
+    /// Loads every model `plan` needs that is not loaded yet (a server's warm-up, or to measure
+    /// loading apart from the job). With [`Residency::OneJob`] the text encoder is left to load
+    /// when the prompts are encoded, so that it can be freed before the DiT loads.
+    pub fn load_for(&mut self, plan: &JobPlan, observer: &mut dyn Observer) -> Result<()> {
+        if self.residency == Residency::KeepLoaded {
+            self.text_encoder(observer)?;
+        }
+        self.dit(plan.causal_block_size(), observer)?;
+        self.vae_decoder(observer)?;
+        if plan.needs_vae_encoder() {
+            self.vae_encoder(observer)?;
+        }
+        if plan.model_type == skyreels_contract::ModelType::I2v {
+            self.image_encoder(observer)?;
+        }
+        Ok(())
+    }
+
+    /// The text encoder, loaded if needed.
+    pub fn text_encoder(&mut self, observer: &mut dyn Observer) -> Result<&mut TextEncoder> {
+        if self.text_encoder.is_none() {
+            let loaded = in_stage(observer, Stage::Loading, "text encoder", |_| {
+                TextEncoder::load(&self.engine, &self.backend)
+            })?;
+            self.text_encoder = Some(loaded);
+        }
+        Ok(self.text_encoder.as_mut().expect("loaded above"))
+    }
+
+    /// Frees the text encoder unless models are kept loaded.
+    pub fn done_with_text_encoder(&mut self) {
+        if self.residency == Residency::OneJob {
+            self.text_encoder = None;
+        }
+    }
+
+    /// The DiT with the block-causal graph for `causal_block_size` (or the full-attention one),
+    /// loaded (or reloaded with the other graph) if needed.
+    pub fn dit(
+        &mut self,
+        causal_block_size: Option<usize>,
+        observer: &mut dyn Observer,
+    ) -> Result<&mut Dit> {
+        let loaded_with = self.dit.as_ref().map(|(_, causal)| *causal);
+        if loaded_with != Some(causal_block_size) {
+            self.dit = None;
+            let what = if causal_block_size.is_some() {
+                "dit (block-causal)"
+            } else {
+                "dit"
+            };
+            let dit = in_stage(observer, Stage::Loading, what, |_| {
+                Dit::load(&self.engine, &self.backend, causal_block_size)
+            })?;
+            self.dit = Some((dit, causal_block_size));
+        }
+        Ok(&mut self.dit.as_mut().expect("loaded above").0)
+    }
+
+    /// The VAE decoder, loaded if needed.
+    pub fn vae_decoder(&mut self, observer: &mut dyn Observer) -> Result<&mut VaeDecoder> {
+        if self.vae_decoder.is_none() {
+            let loaded = in_stage(observer, Stage::Loading, "vae decoder", |_| {
+                VaeDecoder::load(&self.engine, &self.backend)
+            })?;
+            self.vae_decoder = Some(loaded);
+        }
+        Ok(self.vae_decoder.as_mut().expect("loaded above"))
+    }
+
+    /// The VAE encoder, loaded if needed.
+    pub fn vae_encoder(&mut self, observer: &mut dyn Observer) -> Result<&mut VaeEncoder> {
+        if self.vae_encoder.is_none() {
+            let loaded = in_stage(observer, Stage::Loading, "vae encoder", |_| {
+                VaeEncoder::load(&self.engine, &self.backend)
+            })?;
+            self.vae_encoder = Some(loaded);
+        }
+        Ok(self.vae_encoder.as_mut().expect("loaded above"))
+    }
+
+    /// The image encoder, loaded if needed.
+    pub fn image_encoder(&mut self, observer: &mut dyn Observer) -> Result<&mut ImageEncoder> {
+        if self.image_encoder.is_none() {
+            let loaded = in_stage(observer, Stage::Loading, "image encoder", |_| {
+                ImageEncoder::load(&self.engine, &self.backend)
+            })?;
+            self.image_encoder = Some(loaded);
+        }
+        Ok(self.image_encoder.as_mut().expect("loaded above"))
+    }
+
+    /// Takes the DiT out for a generation, loading it if needed; give it back with
+    /// [`Models::return_dit`].
+    pub(super) fn take_dit(
+        &mut self,
+        causal_block_size: Option<usize>,
+        observer: &mut dyn Observer,
+    ) -> Result<Dit> {
+        self.dit(causal_block_size, observer)?;
+        Ok(self.dit.take().expect("loaded above").0)
+    }
+
+    /// Puts back a DiT taken with [`Models::take_dit`].
+    pub(super) fn return_dit(&mut self, dit: Dit, causal_block_size: Option<usize>) {
+        self.dit = Some((dit, causal_block_size));
+    }
+
+    /// Both VAE halves at once (the encoder only when `with_encoder`), loaded if needed.
+    pub(super) fn vae_halves(
+        &mut self,
+        with_encoder: bool,
+        observer: &mut dyn Observer,
+    ) -> Result<(&mut VaeDecoder, Option<&mut VaeEncoder>)> {
+        self.vae_decoder(observer)?;
+        if with_encoder {
+            self.vae_encoder(observer)?;
+        }
+        let decoder = self.vae_decoder.as_mut().expect("loaded above");
+        let encoder = if with_encoder {
+            self.vae_encoder.as_mut()
+        } else {
+            None
+        };
+        Ok((decoder, encoder))
+    }
+}
