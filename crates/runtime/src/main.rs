@@ -126,6 +126,14 @@ enum Command {
         #[arg(long)]
         manifest: bool,
     },
+    /// Serve video generation over HTTP (OpenAI Videos API shape); runs `skyreels-serve`, installed
+    /// beside this binary (`skyreels serve --help` lists its flags).
+    #[command(disable_help_flag = true)]
+    Serve {
+        /// The flags of skyreels-serve.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Where the graphs run.
@@ -445,6 +453,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             &image,
             &out,
         )?),
+        Command::Serve { args } => Err(exec_serve(&args)),
         Command::Info { engines, manifest } => {
             let engine = skyreels_runtime::engine::Engine::open(&engines)?;
             if manifest {
@@ -494,4 +503,20 @@ fn print_done(plan: &JobPlan, report: &JobReport) {
         report.stats.forwards,
         report.stats.blocks_skipped
     );
+}
+
+/// Replaces this process with `skyreels-serve` (beside this binary, else on `PATH`), so that the
+/// web stack stays out of this binary and signals reach the server directly; returns only on failure.
+fn exec_serve(args: &[std::ffi::OsString]) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("skyreels-serve")))
+        .filter(|path| path.is_file());
+    let program = beside.unwrap_or_else(|| PathBuf::from("skyreels-serve"));
+    let error = std::process::Command::new(&program).args(args).exec();
+    anyhow::anyhow!(
+        "cannot run {}: {error}\n  fix: install skyreels-serve beside skyreels or on PATH (cargo build --release -p skyreels-serve builds both into target/release)",
+        program.display()
+    )
 }

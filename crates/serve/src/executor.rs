@@ -41,10 +41,12 @@ pub struct Prepared<J> {
 pub struct GpuMemory {
     /// The GPU index.
     pub device: i32,
-    /// Bytes in use by the process's allocations.
-    pub in_use_bytes: u64,
-    /// Bytes the allocator holds from the driver (in use or cached).
-    pub reserved_bytes: u64,
+    /// Bytes this process holds on the GPU (ONNX Runtime's arena included), when known.
+    pub process_bytes: Option<u64>,
+    /// Bytes in use on the GPU by all processes.
+    pub used_bytes: u64,
+    /// The GPU's memory.
+    pub total_bytes: u64,
 }
 
 /// Runs jobs: the models are loaded once when the executor is built, then reused by every job.
@@ -80,7 +82,7 @@ pub struct Progress {
     pub percent: f64,
     /// The stage running now.
     pub stage: Option<&'static str>,
-    /// Seconds spent in each finished stage, in the order they ran.
+    /// Seconds spent in each finished stage, in the order they ran (a stage may run repeatedly).
     pub stage_seconds: Vec<(&'static str, f64)>,
     stage_started: Option<Instant>,
 }
@@ -105,14 +107,13 @@ impl JobControl {
         progress.stage_started = Some(Instant::now());
     }
 
-    /// `done` of `total` units of work are done (clamped to 0–100 %).
-    pub fn report(&self, done: usize, total: usize) {
-        let percent = if total == 0 {
+    /// The job is `percent` done (clamped to 0–100).
+    pub fn set_percent(&self, percent: f64) {
+        self.lock().percent = if percent.is_nan() {
             0.0
         } else {
-            (100.0 * done as f64 / total as f64).clamp(0.0, 100.0)
+            percent.clamp(0.0, 100.0)
         };
-        self.lock().percent = percent;
     }
 
     /// Ends the running stage's timing (when the job ends).
@@ -133,6 +134,15 @@ impl JobControl {
 }
 
 impl Progress {
+    /// Seconds per stage, a stage that ran several times added up.
+    pub fn seconds_by_stage(&self) -> std::collections::BTreeMap<&'static str, f64> {
+        let mut totals = std::collections::BTreeMap::new();
+        for &(stage, seconds) in &self.stage_seconds {
+            *totals.entry(stage).or_insert(0.0) += seconds;
+        }
+        totals
+    }
+
     fn close_stage(&mut self) {
         if let (Some(stage), Some(started)) = (self.stage.take(), self.stage_started.take()) {
             self.stage_seconds
@@ -150,9 +160,9 @@ mod tests {
         let control = JobControl::default();
         control.enter_stage("text_encoder");
         control.enter_stage("denoise");
-        control.report(3, 4);
+        control.set_percent(75.0);
         assert_eq!(control.progress().percent, 75.0);
-        control.report(9, 4);
+        control.set_percent(225.0);
         assert_eq!(control.progress().percent, 100.0);
         control.finish();
         let progress = control.progress();

@@ -5,6 +5,8 @@
 //! runtime library stay free of it.
 
 pub mod executor;
+pub mod gpu;
 pub mod http;
 pub mod metrics;
 pub mod queue;
+pub mod runtime_executor;

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use skyreels_runtime::logging::LogFormat;
 use skyreels_runtime::session::Backend;
 use skyreels_serve::http;
 use skyreels_serve::queue::{Queue, QueueConfig, Retention, ShutdownOutcome};
 use skyreels_serve::runtime_executor::RuntimeExecutor;
+use tracing_subscriber::filter::LevelFilter;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum BackendArg {
@@ -59,6 +61,15 @@ struct Args {
     /// Seconds a cancelled job may take to reach its next step before the server exits anyway.
     #[arg(long, default_value_t = 30.0)]
     cancel_wait: f64,
+    /// Log lines as text for people, or one JSON object per line for log collectors.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormatArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
@@ -71,6 +82,13 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    skyreels_runtime::logging::init(
+        LevelFilter::INFO,
+        match args.log_format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        },
+    );
     let retention = Retention {
         max_jobs: args.keep_jobs as usize,
         max_age: seconds("--keep-seconds", args.keep_seconds)?,
@@ -95,7 +113,7 @@ fn main() -> anyhow::Result<()> {
     let loading = Instant::now();
     let executor = RuntimeExecutor::load(&args.engines, &backend)?;
     let load_seconds = loading.elapsed().as_secs_f64();
-    eprintln!(
+    tracing::info!(
         "loaded {} in {load_seconds:.2} s",
         args.engines.display()
     );
@@ -115,9 +133,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let outcome = runtime.block_on(serve(listener, Arc::clone(&queue), grace, cancel_wait))?;
     match outcome {
-        ShutdownOutcome::Drained => eprintln!("stopped"),
+        ShutdownOutcome::Drained => tracing::info!("stopped"),
         ShutdownOutcome::CancelledRunning => {
-            eprintln!("stopped (the running job was cancelled after the grace period)")
+            tracing::info!("stopped (the running job was cancelled after the grace period)")
         }
         ShutdownOutcome::Abandoned => anyhow::bail!(
             "the running job did not stop within --cancel-wait {} s; exiting anyway",
@@ -136,12 +154,12 @@ async fn serve(
     cancel_wait: Duration,
 ) -> anyhow::Result<ShutdownOutcome> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    eprintln!("listening on http://{}", listener.local_addr()?);
+    tracing::info!("listening on http://{}", listener.local_addr()?);
     let (done, outcome) = tokio::sync::oneshot::channel();
     let draining = Arc::clone(&queue);
     let shutdown = async move {
         stop_signal().await;
-        eprintln!(
+        tracing::info!(
             "shutting down: no new jobs; the running job has {} s to finish",
             grace.as_secs_f64()
         );

@@ -114,17 +114,24 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
             &mut out,
             "skyreels_gpu_memory_bytes",
             "gauge",
-            "GPU memory of ONNX Runtime's shared CUDA arena: in use, and reserved from the driver.",
+            "GPU memory: held by this server (process), in use by all processes (used), the GPU's (total).",
+        );
+        let device = gpu.device;
+        if let Some(process) = gpu.process_bytes {
+            let _ = writeln!(
+                out,
+                "skyreels_gpu_memory_bytes{{device=\"{device}\",kind=\"process\"}} {process}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "skyreels_gpu_memory_bytes{{device=\"{device}\",kind=\"used\"}} {}",
+            gpu.used_bytes
         );
         let _ = writeln!(
             out,
-            "skyreels_gpu_memory_bytes{{device=\"{}\",kind=\"in_use\"}} {}",
-            gpu.device, gpu.in_use_bytes
-        );
-        let _ = writeln!(
-            out,
-            "skyreels_gpu_memory_bytes{{device=\"{}\",kind=\"reserved\"}} {}",
-            gpu.device, gpu.reserved_bytes
+            "skyreels_gpu_memory_bytes{{device=\"{device}\",kind=\"total\"}} {}",
+            gpu.total_bytes
         );
     }
     out
@@ -154,8 +161,9 @@ mod tests {
             model_load_seconds: 1.5,
             gpu_memory: Some(GpuMemory {
                 device: 0,
-                in_use_bytes: 1024,
-                reserved_bytes: 4096,
+                process_bytes: Some(1024),
+                used_bytes: 4096,
+                total_bytes: 8192,
             }),
         };
         insta::assert_snapshot!(render(&snapshot), @r#"
@@ -190,10 +198,11 @@ mod tests {
         # HELP skyreels_model_load_seconds Seconds the models took to load at start-up; every job after the first saves them.
         # TYPE skyreels_model_load_seconds gauge
         skyreels_model_load_seconds 1.5
-        # HELP skyreels_gpu_memory_bytes GPU memory of ONNX Runtime's shared CUDA arena: in use, and reserved from the driver.
+        # HELP skyreels_gpu_memory_bytes GPU memory: held by this server (process), in use by all processes (used), the GPU's (total).
         # TYPE skyreels_gpu_memory_bytes gauge
-        skyreels_gpu_memory_bytes{device="0",kind="in_use"} 1024
-        skyreels_gpu_memory_bytes{device="0",kind="reserved"} 4096
+        skyreels_gpu_memory_bytes{device="0",kind="process"} 1024
+        skyreels_gpu_memory_bytes{device="0",kind="used"} 4096
+        skyreels_gpu_memory_bytes{device="0",kind="total"} 8192
         "#);
     }
 }

@@ -279,7 +279,7 @@ impl<J> Record<J> {
             timings: Timings {
                 queued_seconds: queued_until.duration_since(self.created.1).as_secs_f64(),
                 run_seconds,
-                stages: progress.stage_seconds.iter().copied().collect(),
+                stages: progress.seconds_by_stage(),
             },
             error: self.failure.clone(),
             cancel_requested: self.status == Status::InProgress && self.control.is_cancelled(),
@@ -334,7 +334,7 @@ fn remove_videos(files: Vec<PathBuf>) {
         if let Err(error) = fs_err::remove_file(&file)
             && error.kind() != std::io::ErrorKind::NotFound
         {
-            eprintln!("warning: cannot delete an expired video: {error}");
+            tracing::warn!("cannot delete an expired video: {error}");
         }
     }
 }
@@ -688,7 +688,7 @@ fn worker_loop<E: Executor>(shared: &Shared<E>) {
                 }),
             ),
         };
-        eprintln!(
+        tracing::info!(
             "job {id}: {}{}",
             status.name(),
             failure
@@ -697,7 +697,7 @@ fn worker_loop<E: Executor>(shared: &Shared<E>) {
                 .unwrap_or_default()
         );
         let mut state = shared.lock();
-        for (stage, seconds) in control.progress().stage_seconds {
+        for (stage, seconds) in control.progress().seconds_by_stage() {
             let total = state.stages.entry(stage).or_default();
             total.seconds += seconds;
             total.count += 1;

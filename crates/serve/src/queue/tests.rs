@@ -65,7 +65,7 @@ impl Executor for Double {
             if control.is_cancelled() {
                 return Err(JobError::Cancelled);
             }
-            control.report(step, job.steps);
+            control.set_percent(100.0 * step as f64 / job.steps as f64);
             std::thread::sleep(Duration::from_millis(2));
         }
         match job.behaviour {
@@ -77,7 +77,7 @@ impl Executor for Double {
                 if control.is_cancelled() {
                     return Err(JobError::Cancelled);
                 }
-                control.report(1, 2);
+                control.set_percent(50.0);
                 std::thread::sleep(Duration::from_millis(1));
             },
         }
