@@ -16,6 +16,7 @@ pub mod output;
 pub mod pipeline;
 pub mod scheduler;
 pub mod session;
+pub mod snapshot;
 pub mod teacache;
 pub mod tensor;
 pub mod tensor_file;

@@ -106,6 +106,17 @@ pub fn generate_job(
         Some(path) => NoiseSource::from_file(path)?,
         None => NoiseSource::seeded(s.seed),
     };
+    generate_job_with_noise(plan, models, &mut noise, observer)
+}
+
+/// [`generate_job`] drawing its noise from `noise` (snapshots record the draws, then replay them).
+pub fn generate_job_with_noise(
+    plan: &JobPlan,
+    models: &mut Models,
+    noise: &mut NoiseSource,
+    observer: &mut dyn Observer,
+) -> Result<GeneratedVideo> {
+    let s = &plan.settings;
     let encoder = models.text_encoder(observer)?;
     let (context, negative_context) = in_stage(observer, Stage::TextEncoding, "prompt", |_| {
         let context = encode_prompt(encoder, "--prompt", &s.prompt)?;
@@ -170,7 +181,7 @@ pub fn generate_job(
         fps: if s.fps == 16 { 0 } else { 1 },
         condition,
     };
-    let result = sample(plan, models, &mut denoiser, &mut noise, &conditioning, observer);
+    let result = sample(plan, models, &mut denoiser, noise, &conditioning, observer);
     models.return_dit(denoiser.dit, causal_block_size);
     result
 }
