@@ -182,3 +182,34 @@ fn a_snapshot_passes_on_its_engine_and_fails_on_another_naming_the_cases() {
     );
     assert!(loose.status.success(), "{}", text(&loose.stderr));
 }
+
+#[test]
+fn skyreels_serve_runs_the_server_binary_beside_it_with_every_flag() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = tempfile::tempdir().unwrap();
+    let skyreels = scratch.path().join("skyreels");
+    fs_err::copy(env!("CARGO_BIN_EXE_skyreels"), &skyreels).unwrap();
+    let run = || {
+        Command::new(&skyreels)
+            .args(["serve", "--engines", "e", "--listen", "0.0.0.0:80", "--help"])
+            .env("PATH", scratch.path())
+            .output()
+            .unwrap()
+    };
+    let missing = run();
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = text(&missing.stderr);
+    assert!(
+        stderr.contains("cannot run skyreels-serve") && stderr.contains("fix: install skyreels-serve beside skyreels"),
+        "{stderr}"
+    );
+    let server = scratch.path().join("skyreels-serve");
+    fs_err::write(&server, "#!/bin/sh\necho \"server got: $*\"\nexit 3\n").unwrap();
+    fs_err::set_permissions(&server, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ran = run();
+    assert_eq!(ran.status.code(), Some(3));
+    assert_eq!(
+        text(&ran.stdout),
+        "server got: --engines e --listen 0.0.0.0:80 --help\n"
+    );
+}
