@@ -176,6 +176,23 @@ fn a_snapshot_passes_on_its_engine_and_fails_on_another_naming_the_cases() {
     let table = text(&different.stdout);
     assert_eq!(table.matches("FAILED").count(), 2, "{table}");
 
+    let not_a_snapshot = skyreels(
+        &["snapshot", "check"],
+        &[("--engines", &engine), ("--snapshots", &engine)],
+    );
+    let stderr = text(&not_a_snapshot.stderr);
+    assert_eq!(not_a_snapshot.status.code(), Some(1));
+    assert!(stderr.contains("is not a snapshot directory") && stderr.contains("fix:"), "{stderr}");
+    let with_noise = scratch.path().join("noisy.yaml");
+    fs_err::write(&with_noise, "fox:\n  prompt: a fox\n  noise: noise.safetensors\n").unwrap();
+    let refused = skyreels(
+        &["snapshot", "record"],
+        &[("--engines", &engine), ("--cases", &with_noise), ("--out", &scratch.path().join("n"))],
+    );
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains("case `fox` gives `noise`") && stderr.contains("fix:"), "{stderr}");
+    assert!(!scratch.path().join("n").exists());
+
     let loose = skyreels(
         &["snapshot", "check", "--tolerance", "max_abs=1000,relative=1000,psnr=0"],
         &[("--engines", &other), ("--snapshots", &snapshots)],

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use skyreels_contract::ModelType;
 use skyreels_runtime::RuntimeError;
 use skyreels_runtime::engine::Engine;
-use skyreels_runtime::job::summary::field_of;
+use skyreels_runtime::job::json::{parse_request, plan_error, with_field_names};
 use skyreels_runtime::job::{GenerateRequest, JobPlan, Models, OutputRequest, Residency, run_job};
 use skyreels_runtime::pipeline::progress::{Observer, Progress, Unobserved};
 use skyreels_runtime::session::Backend;
@@ -31,49 +31,6 @@ pub struct RuntimeExecutor {
 /// A checked request, planned again with its output path when it runs.
 pub struct RuntimeJob {
     request: GenerateRequest,
-}
-
-/// Rewrites the CLI's `--flag-name` in a plan's message as the request's `flag_name`.
-fn with_field_names(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(start) = rest.find("--") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let name_len = after
-            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-            .unwrap_or(after.len());
-        if name_len == 0 {
-            out.push_str("--");
-        } else {
-            out.push_str(&after[..name_len].replace('-', "_"));
-        }
-        rest = &after[name_len..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The field a body fails to deserialize on: the first whose value alone does not fit.
-fn failing_field(body: &serde_json::Map<String, Value>, message: &str) -> Option<String> {
-    if let Some(name) = message
-        .split_once("unknown field `")
-        .and_then(|(_, rest)| rest.split_once('`'))
-        .map(|(name, _)| name.to_string())
-    {
-        return Some(name);
-    }
-    if message.contains("missing field `prompt`") {
-        return Some("prompt".into());
-    }
-    body.iter()
-        .find(|(key, value)| {
-            let mut alone = serde_json::Map::new();
-            alone.insert("prompt".into(), json!("p"));
-            alone.insert((*key).clone(), (*value).clone());
-            serde_json::from_value::<GenerateRequest>(Value::Object(alone)).is_err()
-        })
-        .map(|(key, _)| key.clone())
 }
 
 impl RuntimeExecutor {
@@ -165,22 +122,11 @@ impl Executor for RuntimeExecutor {
                 ),
             });
         }
-        let request: GenerateRequest = serde_json::from_value(Value::Object(body.clone()))
-            .map_err(|error| {
-                let message = error.to_string();
-                let field = failing_field(&body, &message);
-                let fix = match &field {
-                    Some(field) if message.contains("unknown field") => {
-                        format!("drop `{field}` (the fields are those of skyreels generate, with _ for -)")
-                    }
-                    Some(field) => format!("give `{field}` a value of its type (see README, Serving)"),
-                    None => "send the fields of skyreels generate, with _ for -".into(),
-                };
-                RequestError {
-                    field,
-                    message: format!("{message}\n  fix: {fix}"),
-                }
-            })?;
+        let body = Value::Object(body);
+        let request = parse_request(&body).map_err(|error| RequestError {
+            field: error.field,
+            message: error.message,
+        })?;
         let plan = JobPlan::new(
             &self.planning,
             &self.backend,
@@ -191,14 +137,10 @@ impl Executor for RuntimeExecutor {
             },
         )
         .map_err(|error| {
-            let message = error.to_string();
-            let field = field_of(&message).map(|field| match field.as_str() {
-                "width" | "height" if request.size.is_some() => "size".to_string(),
-                _ => field,
-            });
+            let error = plan_error(&request, &error.to_string());
             RequestError {
-                field,
-                message: with_field_names(&message),
+                field: error.field,
+                message: error.message,
             }
         })?;
         let s = &plan.settings;
@@ -254,34 +196,5 @@ impl Executor for RuntimeExecutor {
 
     fn gpu_memory(&self) -> Option<GpuMemory> {
         crate::gpu::gpu_memory(self.backend.device()?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flags_become_field_names() {
-        assert_eq!(
-            with_field_names("--num-frames 16 is not 4k+1\n  fix: use 13 or 17 -- or --steps"),
-            "num_frames 16 is not 4k+1\n  fix: use 13 or 17 -- or steps"
-        );
-    }
-
-    #[test]
-    fn the_failing_field_is_found_by_its_value() {
-        let body = json!({"prompt": "fox", "steps": 3, "seed": "seven"});
-        let Value::Object(body) = body else {
-            unreachable!()
-        };
-        assert_eq!(
-            failing_field(&body, "invalid type: string \"seven\", expected u64").as_deref(),
-            Some("seed")
-        );
-        assert_eq!(
-            failing_field(&body, "unknown field `colour`, expected one of …").as_deref(),
-            Some("colour")
-        );
     }
 }

@@ -411,3 +411,21 @@ fn sigterm_refuses_new_jobs_cancels_the_running_one_and_exits() {
     );
     assert!(!log.iter().any(|line| line.starts_with(&format!("job {waiting}"))));
 }
+
+#[test]
+fn a_taken_port_is_refused_before_loading_anything() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().unwrap().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_skyreels-serve"))
+        .args(["--engines", "/nonexistent", "--listen", &address])
+        .output()
+        .expect("run skyreels-serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}"))
+            && stderr.contains("fix: choose another --listen"),
+        "{stderr}"
+    );
+}
+
