@@ -647,7 +647,7 @@ fn exec_serve(args: &[std::ffi::OsString]) -> anyhow::Error {
     let program = beside.unwrap_or_else(|| PathBuf::from("skyreels-serve"));
     let error = std::process::Command::new(&program).args(args).exec();
     anyhow::anyhow!(
-        "cannot run {}: {error}\n  fix: install skyreels-serve beside skyreels or on PATH (cargo build --release -p skyreels-serve builds both into target/release)",
+        "cannot run {}: {error}\n  fix: install skyreels-serve beside skyreels or on PATH (cargo build --release --bin skyreels --bin skyreels-serve puts both in target/release)",
         program.display()
     )
 }

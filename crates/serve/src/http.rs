@@ -254,7 +254,14 @@ async fn list<E: Executor>(
             Some(index) => {
                 jobs.drain(..=index);
             }
-            None => return unknown_job(after),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_value",
+                    Some("after"),
+                    &format!("`after` names no kept job (`{after}`)\n  fix: pass the last_id of the previous page"),
+                );
+            }
         }
     }
     let has_more = jobs.len() > limit;
