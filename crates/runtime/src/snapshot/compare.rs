@@ -23,13 +23,18 @@ pub fn compare_latents(replay: &Tensor, recorded: &Tensor) -> Option<(f64, f64)>
     let (mut max_abs, mut error, mut norm) = (0.0f64, 0.0f64, 0.0f64);
     for (&a, &b) in replay.data.iter().zip(&recorded.data) {
         let difference = (a as f64 - b as f64).abs();
-        max_abs = if difference.is_nan() {
-            f64::NAN
-        } else {
-            max_abs.max(difference)
-        };
+        // `f64::max` drops NaN; a NaN anywhere must show.
+        if difference.is_nan() || difference > max_abs {
+            max_abs = difference;
+        }
+        if max_abs.is_nan() {
+            break;
+        }
         error += difference * difference;
         norm += (b as f64) * (b as f64);
+    }
+    if max_abs.is_nan() {
+        return Some((f64::NAN, f64::NAN));
     }
     let relative = if error == 0.0 {
         0.0
