@@ -30,7 +30,6 @@ impl TinyEngine {
         let options = DitExportOptions {
             compute: DType::F32,
             attention: AttentionKind::MatMul,
-            causal_variant: false,
             link_weights: false,
         };
         let dit = dit::export(&source, &engine, &options)?;

@@ -97,8 +97,7 @@ pub fn cpu_manifest(attention: &str) -> skyreels_contract::Manifest {
     }
 }
 
-/// Exports the DiT checkpoint at `checkpoint` (fp32, with the block-causal variant) into a fresh
-/// engine directory.
+/// Exports the DiT checkpoint at `checkpoint` (fp32) into a fresh engine directory.
 pub fn export_dit_engine(
     checkpoint: &Path,
     attention: skyreels_exporter::dit::layers::AttentionKind,
@@ -107,7 +106,6 @@ pub fn export_dit_engine(
     let options = skyreels_exporter::dit::DitExportOptions {
         compute: skyreels_graph::DType::F32,
         attention,
-        causal_variant: true,
         link_weights: true,
     };
     let export = skyreels_exporter::dit::export(checkpoint, out.path(), &options).expect("export");

@@ -222,7 +222,7 @@ fn write_seed_corpus() {
                 inputs: vec![skyreels_contract::TensorSpec { name: "latents".into(), dtype: "float32".into(), shape: vec!["batch".into(), "16".into()] }],
                 outputs: vec![],
             }],
-            blocks_causal: None,
+            layers: Vec::new(),
             teacache: Vec::new(),
         }),
         vae: None,

@@ -81,3 +81,22 @@ fn dit_t2v_bf16_checkpoint_matches_diffusers() {
 fn dit_i2v_model_matches_diffusers() {
     assert_parity("i2v");
 }
+
+/// The block graphs' structure (signature, with the weight inputs, and op counts), for both
+/// attention forms of the self-attention graph.
+#[test]
+fn dit_block_graph_structure() {
+    let root = fixtures_dir().join("dit").join("df").join("diffusers");
+    for attention in [AttentionKind::MatMul, AttentionKind::ContribMha] {
+        let engine = export_dit_engine(&root, attention);
+        for name in ["block_qkv", "attention", "block_out"] {
+            let graph =
+                skyreels_graph::Model::load(&engine.path().join(format!("dit_{name}.onnx")))
+                    .expect("load");
+            insta::assert_snapshot!(
+                format!("dit_df_{}_{name}", attention.name()),
+                skyreels_graph::dump_model(&graph)
+            );
+        }
+    }
+}

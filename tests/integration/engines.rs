@@ -45,7 +45,6 @@ fn export_tiny(attention: AttentionKind) -> tempfile::TempDir {
     let dit_options = DitExportOptions {
         compute: DType::F32,
         attention,
-        causal_variant: true,
         link_weights: false,
     };
     let dit = dit::export(source.path(), out.path(), &dit_options).expect("export DiT");
@@ -378,8 +377,8 @@ fn tensorrt_supports_every_operator_of_the_matmul_attention_export() {
     report("matmul attention", &matmul);
     assert_eq!(
         matmul.len(),
-        11,
-        "DiT embed/blocks/head/blocks_causal/teacache_residual/teacache_reuse, 4 VAE graphs, text encoder"
+        12,
+        "DiT embed/block_qkv/attention/block_out/head/teacache_residual/teacache_reuse, 4 VAE graphs, text encoder"
     );
     for (file, coverage) in &matmul {
         let allowed = |kind: &str| TENSORRT_ALLOWED.contains(&(file.as_str(), kind));

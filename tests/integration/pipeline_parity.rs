@@ -8,8 +8,8 @@ use skyreels_runtime::engine::Engine;
 use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::pipeline::denoiser::DitDenoiser;
 use skyreels_runtime::pipeline::generate::{Conditioning, GenerationInputs, Vae, generate};
-use skyreels_runtime::pipeline::progress::Unobserved;
 use skyreels_runtime::pipeline::plan::{Compat, Plan, Request, Start};
+use skyreels_runtime::pipeline::progress::Unobserved;
 use skyreels_runtime::pipeline::sampler::WindowSettings;
 use skyreels_runtime::pipeline::schedule::FlowSchedule;
 use skyreels_runtime::session::Backend;
@@ -146,7 +146,7 @@ fn run_case(name: &str) -> f32 {
         settings: &settings,
         noise: &mut noise,
         conditioning: &conditioning,
-        vae: vae,
+        vae,
         work_dir: None,
         observer: &mut Unobserved,
     })

@@ -11,8 +11,8 @@ use skyreels_runtime::pipeline::denoiser::DitDenoiser;
 use skyreels_runtime::pipeline::generate::{
     Conditioning, GenerationInputs, GenerationStats, generate,
 };
-use skyreels_runtime::pipeline::progress::Unobserved;
 use skyreels_runtime::pipeline::plan::{Compat, Plan, Request};
+use skyreels_runtime::pipeline::progress::Unobserved;
 use skyreels_runtime::pipeline::sampler::WindowSettings;
 use skyreels_runtime::pipeline::schedule::FlowSchedule;
 use skyreels_runtime::session::Backend;

@@ -11,11 +11,25 @@ pub const CONTEXT: &str = "context";
 pub const FPS: &str = "fps";
 /// CLIP image context `[B, 257, image_dim]` (I2V).
 pub const IMAGE_CONTEXT: &str = "image_context";
-/// Frames per attention block `[1]` (int64), input of the block-causal blocks graph.
-pub const CAUSAL_BLOCK_SIZE: &str = "causal_block_size";
 
 /// Patch-embedded video tokens `[B, L, D]` (embed → blocks).
 pub const PATCH_TOKENS: &str = "patch_tokens";
+/// The residual stream entering one transformer layer `[B, L, D]` (float32; `block_qkv`, `block_out`).
+pub const LAYER_TOKENS: &str = "layer_tokens";
+/// The residual stream leaving one transformer layer `[B, L, D]` (float32; `block_out`).
+pub const LAYER_OUTPUT: &str = "layer_output";
+/// Self-attention queries after RMSNorm and RoPE `[B, L, D]` (compute dtype; `block_qkv` → `attention`).
+pub const QUERY: &str = "query";
+/// Self-attention keys after RMSNorm and RoPE `[B, L, D]` (compute dtype).
+pub const KEY: &str = "key";
+/// Self-attention values `[B, L, D]` (compute dtype).
+pub const VALUE: &str = "value";
+/// Attention output of the query tokens before this call `[B, P, D]` (compute dtype; empty at first).
+pub const ATTENTION_PREFIX: &str = "attention_prefix";
+/// One past the last query token of this attention call `[1]` (int64); keys `0..query_end` are seen.
+pub const QUERY_END: &str = "query_end";
+/// Self-attention output of query tokens `0..query_end` `[B, query_end, D]` (compute dtype).
+pub const ATTENTION_OUTPUT: &str = "attention_output";
 /// Tokens after all transformer blocks `[B, L, D]` (blocks → head).
 pub const BLOCK_TOKENS: &str = "block_tokens";
 /// What the blocks added, `block_tokens − patch_tokens` `[B, L, D]` (TeaCache's cached residual).
@@ -47,4 +61,8 @@ pub mod axis {
     pub const TOKENS: &str = "num_tokens";
     /// Context tokens.
     pub const CONTEXT_LEN: &str = "context_len";
+    /// Query tokens already attended before an attention call (`attention_prefix`).
+    pub const PREFIX_TOKENS: &str = "prefix_tokens";
+    /// Query tokens attended after an attention call (`query_end`).
+    pub const ATTENDED_TOKENS: &str = "attended_tokens";
 }

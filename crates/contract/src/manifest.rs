@@ -6,12 +6,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::DitConfig;
-use crate::yaml::{YamlError, load_yaml, save_yaml};
+use crate::yaml::{YamlError, parse_yaml, save_yaml};
 
 /// File name of the manifest inside an engine directory.
 pub const MANIFEST_FILE: &str = "manifest.yaml";
-/// Schema version written by this code.
-pub const FORMAT_VERSION: u32 = 1;
+/// Schema version written by this code (2: the DiT runs as per-layer block graphs).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// One tensor in a graph's signature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,16 +39,31 @@ pub struct GraphEntry {
     pub outputs: Vec<TensorSpec>,
 }
 
-/// The DiT: graphs in run order, plus the optional block-causal variant of `blocks`.
+/// Where one weight's bytes are: a byte range of a file in the engine directory. Its dtype and
+/// shape are those of the graph input it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalTensor {
+    /// File, relative to the engine directory.
+    pub file: String,
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// Byte length.
+    pub length: u64,
+}
+
+/// The DiT: `embed`, then per transformer layer `block_qkv` → `attention` → `block_out` (bound to
+/// that layer's weights), then `head`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DitComponent {
     /// Architecture.
     pub config: DitConfig,
-    /// `embed`, `blocks`, `head`: each graph's outputs feed the next graph's inputs of the same name.
+    /// `embed`, `block_qkv`, `attention`, `block_out`, `head`: outputs feed the inputs of the same
+    /// name (see docs/GRAPHS.md for the layer loop).
     pub graphs: Vec<GraphEntry>,
-    /// Drop-in replacement for `blocks` with block-causal self-attention (extra input `causal_block_size`).
-    pub blocks_causal: Option<GraphEntry>,
+    /// Per transformer layer, in order: its weights by the name of the block-graph input they bind to.
+    pub layers: Vec<BTreeMap<String, ExternalTensor>>,
     /// TeaCache's two element-wise graphs, `teacache_residual` (`block_tokens − patch_tokens`) and
     /// `teacache_reuse` (`patch_tokens + teacache_residual → block_tokens`), so that the cached
     /// residual stays where the tokens are (on the GPU). Engines without them compute on the host.
@@ -129,20 +144,30 @@ fn unclean_string(value: &serde_json::Value, at: String) -> Option<(String, Stri
     }
 }
 
+/// The one field read before the rest, so that another schema version gets a clear refusal.
+#[derive(Deserialize)]
+struct Version {
+    format_version: u32,
+}
+
 impl Manifest {
     /// Reads `ENGINE_DIR/manifest.yaml`.
     pub fn load(engine_dir: &Path) -> Result<Manifest, YamlError> {
-        let manifest: Manifest = load_yaml(&engine_dir.join(MANIFEST_FILE), "engine manifest")?;
-        if manifest.format_version != FORMAT_VERSION {
+        let path = engine_dir.join(MANIFEST_FILE);
+        let text = fs_err::read_to_string(&path)?;
+        // The version first: an older schema would otherwise fail on its first changed field.
+        let version: Version = parse_yaml(&text, &path, "engine manifest")?;
+        if version.format_version != FORMAT_VERSION {
             return Err(YamlError::Parse {
-                path: engine_dir.join(MANIFEST_FILE),
+                path,
                 what: "engine manifest",
                 message: format!(
                     "format_version {} but this tool reads {FORMAT_VERSION}; re-export the engine with this version",
-                    manifest.format_version
+                    version.format_version
                 ),
             });
         }
+        let manifest: Manifest = parse_yaml(&text, &path, "engine manifest")?;
         if let Some((at, value)) = unclean_string(
             &serde_json::to_value(&manifest).expect("a manifest is JSON-representable"),
             String::new(),
@@ -176,7 +201,7 @@ mod tests {
     #[test]
     fn strings_with_control_characters_or_surrounding_spaces_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let base = "format_version: 1\nproducer: test\ntarget: cpu\nprecision: fp32\nattention: matmul\nbuild: null\n";
+        let base = "format_version: 2\nproducer: test\ntarget: cpu\nprecision: fp32\nattention: matmul\nbuild: null\n";
         write(dir.path(), base);
         Manifest::load(dir.path()).expect("a clean manifest loads");
         for (bad, at) in [

@@ -42,9 +42,6 @@ fn outputs(dir: &Path, backend: &Backend) -> anyhow::Result<Vec<(&'static str, T
             ("dit velocity", None),
             ("dit velocity (block-causal)", Some(1)),
         ] {
-            if causal.is_some() && dit.blocks_causal.is_none() {
-                continue;
-            }
             let mut model = Dit::load(&engine, backend, causal).context("loading the DiT")?;
             results.push((label, model.forward(&inputs)?));
         }

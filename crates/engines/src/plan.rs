@@ -119,13 +119,7 @@ pub struct BuildPlan {
 pub fn graph_entries(manifest: &Manifest) -> Vec<(&'static str, &GraphEntry)> {
     let mut entries = Vec::new();
     if let Some(dit) = &manifest.dit {
-        entries.extend(
-            dit.graphs
-                .iter()
-                .chain(&dit.blocks_causal)
-                .chain(&dit.teacache)
-                .map(|g| ("dit", g)),
-        );
+        entries.extend(dit.graphs.iter().chain(&dit.teacache).map(|g| ("dit", g)));
     }
     if let Some(vae) = &manifest.vae {
         entries.extend(vae.graphs.iter().map(|g| ("vae", g)));

@@ -235,6 +235,15 @@ impl ProfileConfig {
                 },
             ),
         ]);
+        // The attention graph's output so far: empty at the first (or only) query block.
+        axes.insert(
+            axis::PREFIX_TOKENS.to_string(),
+            AxisRange {
+                min: 0,
+                opt: 0,
+                max: tokens(Point::Max),
+            },
+        );
         if let Some(dit) = &manifest.dit {
             axes.insert(
                 axis::CONTEXT_LEN.into(),
@@ -379,15 +388,15 @@ mod tests {
 
     fn manifest(config: DitConfig) -> Manifest {
         let blocks = GraphEntry {
-            name: "blocks".into(),
-            file: "dit_blocks.onnx".into(),
+            name: "block_out".into(),
+            file: "dit_block_out.onnx".into(),
             inputs: vec![
-                spec("patch_tokens", &["batch", "num_tokens", "1536"]),
+                spec("layer_tokens", &["batch", "num_tokens", "1536"]),
                 spec("context_tokens", &["batch", "context_tokens", "1536"]),
                 spec("rope_cos", &["num_tokens", "64"]),
-                spec("causal_block_size", &["1"]),
+                spec("ffn.0.weight", &["8960", "1536"]),
             ],
-            outputs: vec![spec("block_tokens", &["batch", "num_tokens", "1536"])],
+            outputs: vec![spec("layer_output", &["batch", "num_tokens", "1536"])],
         };
         Manifest {
             format_version: FORMAT_VERSION,
@@ -398,7 +407,7 @@ mod tests {
             dit: Some(DitComponent {
                 config,
                 graphs: vec![blocks],
-                blocks_causal: None,
+                layers: Vec::new(),
                 teacache: Vec::new(),
             }),
             vae: None,
@@ -452,15 +461,41 @@ mod tests {
         // 540P latents 68×120 → 34×60 patches; 720P 90×160 → 45×80.
         assert_eq!(
             ProfileShapes::render(&shapes.min),
-            "patch_tokens:1x2040x1536,context_tokens:1x512x1536,rope_cos:2040x64"
+            "layer_tokens:1x2040x1536,context_tokens:1x512x1536,rope_cos:2040x64"
         );
         assert_eq!(
             ProfileShapes::render(&shapes.opt),
-            "patch_tokens:2x51000x1536,context_tokens:2x512x1536,rope_cos:51000x64"
+            "layer_tokens:2x51000x1536,context_tokens:2x512x1536,rope_cos:51000x64"
         );
         assert_eq!(
             ProfileShapes::render(&shapes.max),
-            "patch_tokens:2x111600x1536,context_tokens:2x512x1536,rope_cos:111600x64"
+            "layer_tokens:2x111600x1536,context_tokens:2x512x1536,rope_cos:111600x64"
+        );
+    }
+
+    /// The attention graph's prefix is empty at the first query block and at most every token.
+    #[test]
+    fn the_attention_prefix_spans_zero_to_all_tokens() {
+        let manifest = manifest(dit_config(1536, 30, 12, 8960, true));
+        let profile = ProfileConfig::for_model(&manifest, &ModelVariant::builtin());
+        let attention = GraphEntry {
+            name: "attention".into(),
+            file: "dit_attention.onnx".into(),
+            inputs: vec![
+                spec("query", &["batch", "num_tokens", "1536"]),
+                spec("attention_prefix", &["batch", "prefix_tokens", "1536"]),
+                spec("query_end", &["1"]),
+            ],
+            outputs: vec![],
+        };
+        let shapes = profile.shapes(&manifest, &attention).expect("shapes");
+        assert_eq!(
+            ProfileShapes::render(&shapes.min),
+            "query:1x2040x1536,attention_prefix:1x0x1536"
+        );
+        assert_eq!(
+            ProfileShapes::render(&shapes.max),
+            "query:2x51000x1536,attention_prefix:2x51000x1536"
         );
     }
 

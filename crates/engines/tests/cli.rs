@@ -64,7 +64,7 @@ fn engine_dir() -> tempfile::TempDir {
         dit: Some(DitComponent {
             config,
             graphs: vec![entry],
-            blocks_causal: None,
+            layers: Vec::new(),
             teacache: Vec::new(),
         }),
         vae: None,

@@ -63,8 +63,8 @@ struct Args {
     /// Attention form (default: matmul for cpu, contrib-mha for cuda).
     #[arg(long, value_enum)]
     attention: Option<Attention>,
-    /// Skip the block-causal variant of the blocks graph.
-    #[arg(long)]
+    /// Accepted for older scripts and ignored: the same block graphs run full and block-causal attention.
+    #[arg(long, hide = true)]
     no_causal: bool,
     /// Copy weights even when they could be referenced in place.
     #[arg(long)]
@@ -151,7 +151,6 @@ fn export(args: Args) -> anyhow::Result<()> {
     let options = DitExportOptions {
         compute,
         attention,
-        causal_variant: !args.no_causal,
         link_weights: !args.copy_weights && args.checkpoint != "tiny",
     };
     let export = if vae::is_vae_checkpoint(&source) {

@@ -231,6 +231,19 @@ impl<'a> WeightStore<'a> {
         dims: &[i64],
         dtype: DType,
     ) -> Result<Value> {
+        let data = self.place(name, expected, dims, dtype)?;
+        Ok(graph.external_initializer(name, dtype, dims, data)?)
+    }
+
+    /// Where the bytes of `name` as `dtype` are (checked as [`WeightStore::initializer`] checks
+    /// them): the checkpoint file referenced in place, or the converted copy, written once.
+    pub fn place(
+        &mut self,
+        name: &str,
+        expected: &[usize],
+        dims: &[i64],
+        dtype: DType,
+    ) -> Result<ExternalData> {
         let tensor = self.lookup(name, expected)?;
         if dims.iter().product::<i64>() as usize != expected.iter().product::<usize>() {
             return Err(ExportError::BadOptions(format!(
@@ -239,30 +252,27 @@ impl<'a> WeightStore<'a> {
         }
         self.used.insert(name.to_string());
         let key = (name.to_string(), dtype);
-        let data = match self.placed.get(&key) {
-            Some(data) => data.clone(),
+        if let Some(data) = self.placed.get(&key) {
+            return Ok(data.clone());
+        }
+        let linked = if stored_as(tensor.dtype) == Some(dtype) {
+            self.sink.link(self.checkpoint, tensor)?
+        } else {
+            None
+        };
+        let data = match linked {
+            Some(data) => data,
             None => {
-                let linked = if stored_as(tensor.dtype) == Some(dtype) {
-                    self.sink.link(self.checkpoint, tensor)?
+                let bytes = self.checkpoint.read(tensor)?;
+                if stored_as(tensor.dtype) == Some(dtype) {
+                    self.sink.append(&bytes)?
                 } else {
-                    None
-                };
-                let data = match linked {
-                    Some(data) => data,
-                    None => {
-                        let bytes = self.checkpoint.read(tensor)?;
-                        if stored_as(tensor.dtype) == Some(dtype) {
-                            self.sink.append(&bytes)?
-                        } else {
-                            self.sink.append(&convert(&bytes, tensor.dtype, dtype))?
-                        }
-                    }
-                };
-                self.placed.insert(key, data.clone());
-                data
+                    self.sink.append(&convert(&bytes, tensor.dtype, dtype))?
+                }
             }
         };
-        Ok(graph.external_initializer(name, dtype, dims, data)?)
+        self.placed.insert(key, data.clone());
+        Ok(data)
     }
 
     /// [`WeightStore::initializer`] with the stored shape as the graph shape.

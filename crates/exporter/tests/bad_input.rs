@@ -254,6 +254,16 @@ fn a_missing_tensor_is_named() {
 }
 
 #[test]
+fn a_layer_that_differs_from_the_first_is_named() {
+    let case = Case::new();
+    case.edit_tensors(|t| t.0.retain(|t| t.0 != "blocks.1.self_attn.q.bias"));
+    case.assert_refused(
+        &case.export(&[]),
+        &["`blocks.1` and `blocks.0` differ", "`self_attn.q.bias`"],
+    );
+}
+
+#[test]
 fn an_extra_tensor_is_named() {
     let case = Case::new();
     case.edit_tensors(|t| {

@@ -373,6 +373,26 @@ impl Graph {
         Ok(self.node1("Slice", &[x, &starts, &ends, &axes], vec![], x.dtype, shape))
     }
 
+    /// `x[start:end]` along one axis with run-time int64 `[1]` bounds; `size` is the result's
+    /// extent along that axis.
+    pub fn slice_between(
+        &mut self,
+        x: &Value,
+        axis: i64,
+        start: &Value,
+        end: &Value,
+        size: Dim,
+    ) -> Result<Value> {
+        if start.dtype != DType::I64 || end.dtype != DType::I64 {
+            return Err(self.error("Slice: bounds must be int64"));
+        }
+        let a = axis_index(x.rank(), axis);
+        let mut shape = x.shape.clone();
+        shape[a] = size;
+        let axes = self.const_i64(&[axis])?;
+        Ok(self.node1("Slice", &[x, start, end, &axes], vec![], x.dtype, shape))
+    }
+
     /// Splits into equal parts of the given sizes along `axis`.
     pub fn split(&mut self, x: &Value, axis: i64, sizes: &[i64]) -> Result<Vec<Value>> {
         let a = axis_index(x.rank(), axis);

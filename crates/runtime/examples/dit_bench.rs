@@ -1,6 +1,8 @@
 //! Times DiT forward passes (embed → blocks → head) on random inputs and prints one JSON line:
-//! `dit_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH ITERATIONS` (latent frames and latent
-//! height/width). The first pass (session warm-up, cuDNN/kernel selection) is timed separately.
+//! `dit_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH ITERATIONS [CAUSAL_BLOCK_SIZE]` (latent
+//! frames and latent height/width; with a causal block size, block-causal self-attention over
+//! blocks of that many latent frames). The first pass (session warm-up, cuDNN/kernel selection)
+//! is timed separately.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,13 +11,29 @@ use anyhow::bail;
 use skyreels_runtime::Tensor;
 use skyreels_runtime::dit::{Dit, DitInputs};
 use skyreels_runtime::engine::Engine;
+use skyreels_runtime::loaded_libraries::ProcessReport;
 use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::session::Backend;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, dir, backend, frames, height, width, iterations] = args.as_slice() else {
-        bail!("usage: dit_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH ITERATIONS");
+    let (dir, backend, frames, height, width, iterations, causal_block_size) = match args.as_slice()
+    {
+        [_, dir, backend, frames, height, width, iterations] => {
+            (dir, backend, frames, height, width, iterations, None)
+        }
+        [_, dir, backend, frames, height, width, iterations, block] => (
+            dir,
+            backend,
+            frames,
+            height,
+            width,
+            iterations,
+            Some(block.parse::<usize>()?),
+        ),
+        _ => bail!(
+            "usage: dit_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH ITERATIONS [CAUSAL_BLOCK_SIZE]"
+        ),
     };
     let backend = match backend.as_str() {
         "cpu" => Backend::Cpu { threads: 0 },
@@ -31,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     let engine = Engine::open(&PathBuf::from(dir))?;
     let config = engine.manifest.dit.as_ref().expect("DiT").config.clone();
     let started = Instant::now();
-    let mut dit = Dit::load(&engine, &backend, None)?;
+    let mut dit = Dit::load(&engine, &backend, causal_block_size)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let mut noise = NoiseSource::seeded(0);
     let latents = noise.draw(&[1, config.in_dim, frames, height, width])?;
@@ -67,7 +85,8 @@ fn main() -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({"bench": "dit_forward", "impl": "skyreels-onnxruntime", "dim": config.dim, "layers": config.num_layers,
-                "tokens": tokens, "load_s": load_seconds, "first_s": warm_seconds, "median_s": median, "times_s": times, "finite": finite})
+                "tokens": tokens, "causal_block_size": causal_block_size, "load_s": load_seconds, "first_s": warm_seconds, "median_s": median, "times_s": times, "finite": finite,
+                "process": ProcessReport::collect(&backend)})
         );
     }
     Ok(())

@@ -1,48 +1,75 @@
-//! Times a whole diffusion-forcing generation on random conditioning and prints one JSON line:
-//! `e2e_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH STEPS [TEACACHE_THRESHOLD]` (pixel sizes).
+//! Times a whole diffusion-forcing generation and prints one JSON line:
+//! `e2e_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH STEPS [TEACACHE_THRESHOLD]
+//! [--text-encoder] [--base-num-frames N --overlap-history N]` (pixel sizes).
 //!
 //! The sampling loop is `skyreels generate`'s (synchronous DF, guidance 6 with two forwards per
-//! row, shift 8, upstream σ schedule) followed by the VAE decode; the text encoder is left out
-//! (random `[1, 512, text_dim]` contexts stand in for the prompts), as it runs once per video.
-//! With a threshold, TeaCache uses the released fit for the engine's architecture (with retention).
+//! row, shift 8, upstream σ schedule) followed by the VAE decode. Without `--text-encoder` random
+//! `[1, 512, text_dim]` contexts stand in for the prompts; with it the engine's text encoder is
+//! loaded, encodes a prompt and the default negative prompt, and is dropped before the DiT loads,
+//! as `skyreels generate` does. `--base-num-frames` makes a long video (windows of that many
+//! frames, `--overlap-history` frames shared, upstream's re-encoded prefixes). With a threshold,
+//! TeaCache uses the released fit for the engine's architecture (with retention). The line holds
+//! every model's load time, each window's seconds and the start of the generation as a Unix
+//! time, so a memory trace sampled beside the process can be cut per window.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use clap::Parser;
 use skyreels_contract::{Pipeline, Resolution};
 use skyreels_runtime::dit::Dit;
 use skyreels_runtime::engine::Engine;
+use skyreels_runtime::loaded_libraries::ProcessReport;
 use skyreels_runtime::noise::NoiseSource;
-use skyreels_runtime::pipeline::defaults::teacache_coefficients;
+use skyreels_runtime::pipeline::defaults::{DEFAULT_NEGATIVE_PROMPT, teacache_coefficients};
 use skyreels_runtime::pipeline::denoiser::DitDenoiser;
 use skyreels_runtime::pipeline::generate::{Conditioning, GenerationInputs, Vae, generate};
-use skyreels_runtime::pipeline::progress::Unobserved;
 use skyreels_runtime::pipeline::plan::{Compat, Plan, Request};
+use skyreels_runtime::pipeline::progress::Unobserved;
 use skyreels_runtime::pipeline::sampler::WindowSettings;
 use skyreels_runtime::pipeline::schedule::FlowSchedule;
 use skyreels_runtime::session::Backend;
 use skyreels_runtime::teacache::TeaCacheConfig;
-use skyreels_runtime::vae::VaeDecoder;
+use skyreels_runtime::text::TextEncoder;
+use skyreels_runtime::vae::{VaeDecoder, VaeEncoder};
+
+const PROMPT: &str = "a red fox running through fresh snow";
+
+#[derive(Parser)]
+struct Args {
+    engine: PathBuf,
+    /// `cpu` or `cuda`.
+    backend: String,
+    frames: usize,
+    height: usize,
+    width: usize,
+    steps: usize,
+    teacache_threshold: Option<f64>,
+    /// Encode the prompts with the engine's text encoder instead of random contexts.
+    #[arg(long)]
+    text_encoder: bool,
+    /// Frames per window of a long video.
+    #[arg(long, requires = "overlap_history")]
+    base_num_frames: Option<usize>,
+    /// Frames shared by consecutive windows of a long video.
+    #[arg(long, requires = "base_num_frames")]
+    overlap_history: Option<usize>,
+}
+
+fn seconds_since(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64()
+}
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let (dir, backend, sizes, threshold) = match args.as_slice() {
-        [_, dir, backend, f, h, w, s] => (dir, backend, [f, h, w, s], None),
-        [_, dir, backend, f, h, w, s, t] => (dir, backend, [f, h, w, s], Some(t.parse::<f64>()?)),
-        _ => bail!(
-            "usage: e2e_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH STEPS [TEACACHE_THRESHOLD]"
-        ),
-    };
-    let backend = match backend.as_str() {
+    let args = Args::parse();
+    let backend = match args.backend.as_str() {
         "cpu" => Backend::Cpu { threads: 0 },
         "cuda" => Backend::Cuda { device: 0 },
         other => bail!("unknown backend {other}"),
     };
-    let [frames, height, width, steps] = sizes.map(|v| v.parse::<usize>());
-    let (frames, height, width, steps) = (frames?, height?, width?, steps?);
     let started = Instant::now();
-    let engine = Engine::open(&PathBuf::from(dir))?;
+    let engine = Engine::open(&args.engine)?;
     let config = engine
         .manifest
         .dit
@@ -50,26 +77,57 @@ fn main() -> anyhow::Result<()> {
         .context("the engine has no DiT")?
         .config
         .clone();
-    let plan = Plan::new(Request::upstream(frames, height, width, steps))?;
+    let mut request = Request::upstream(args.frames, args.height, args.width, args.steps);
+    request.base_num_frames = args.base_num_frames;
+    request.overlap_history = args.overlap_history;
+    let plan = Plan::new(request)?;
     let mut noise = NoiseSource::seeded(0);
-    let context = noise.draw(&[1, config.text_len, config.text_dim])?;
-    let negative_context = noise.draw(&[1, config.text_len, config.text_dim])?;
+    let mut load_seconds = serde_json::Map::new();
+    let mut text_seconds = None;
+    let (context, negative_context) = if args.text_encoder {
+        let loading = Instant::now();
+        let mut encoder = TextEncoder::load(&engine, &backend)?;
+        load_seconds.insert("text_encoder".into(), seconds_since(loading).into());
+        let encoding = Instant::now();
+        let context = encoder.encode_tokens(&encoder.tokenize(PROMPT)?)?;
+        let negative = encoder.encode_tokens(&encoder.tokenize(DEFAULT_NEGATIVE_PROMPT)?)?;
+        text_seconds = Some(seconds_since(encoding));
+        (context, negative)
+    } else {
+        (
+            noise.draw(&[1, config.text_len, config.text_dim])?,
+            noise.draw(&[1, config.text_len, config.text_dim])?,
+        )
+    };
+    let loading = Instant::now();
+    let dit = Dit::load(&engine, &backend, None)?;
+    load_seconds.insert("dit".into(), seconds_since(loading).into());
     let mut denoiser = DitDenoiser {
-        dit: Dit::load(&engine, &backend, None)?,
+        dit,
         context,
         negative_context: Some(negative_context),
         image_context: None,
         fps: 1,
         condition: None,
     };
+    let loading = Instant::now();
     let mut decoder = VaeDecoder::load(&engine, &backend)?;
-    let load_seconds = started.elapsed().as_secs_f64();
-    let teacache = match threshold {
+    load_seconds.insert("vae_decoder".into(), seconds_since(loading).into());
+    let mut encoder = if plan.segments.len() > 1 && plan.request.compat == Compat::Upstream {
+        let loading = Instant::now();
+        let encoder = VaeEncoder::load(&engine, &backend)?;
+        load_seconds.insert("vae_encoder".into(), seconds_since(loading).into());
+        Some(encoder)
+    } else {
+        None
+    };
+    let ready_seconds = seconds_since(started);
+    let teacache = match args.teacache_threshold {
         Some(threshold) => Some(TeaCacheConfig {
             threshold,
             coefficients: teacache_coefficients(
                 &config,
-                Resolution::of_size(height, width),
+                Resolution::of_size(args.height, args.width),
                 Pipeline::DiffusionForcing,
                 true,
             )?,
@@ -82,11 +140,12 @@ fn main() -> anyhow::Result<()> {
         addnoise_condition: 0.0,
         teacache,
     };
-    let schedule = FlowSchedule::new(Compat::Upstream, steps, 8.0, true)?;
+    let schedule = FlowSchedule::new(Compat::Upstream, args.steps, 8.0, true)?;
+    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
     let generating = Instant::now();
     let vae = Vae {
         decoder: &mut decoder,
-        encoder: None,
+        encoder: encoder.as_mut(),
     };
     let generation = generate(GenerationInputs {
         plan: &plan,
@@ -99,16 +158,21 @@ fn main() -> anyhow::Result<()> {
         work_dir: None,
         observer: &mut Unobserved,
     })?;
-    let seconds = generating.elapsed().as_secs_f64();
+    let seconds = seconds_since(generating);
     let video = generation.video.context("no video decoded")?;
     #[expect(clippy::print_stdout, reason = "the benchmark's result line")]
     {
         println!(
             "{}",
-            serde_json::json!({"bench": "e2e_df", "impl": "skyreels-onnxruntime", "frames": frames, "height": height, "width": width,
-                "steps": steps, "teacache": threshold, "load_s": load_seconds, "generate_s": seconds, "dit_forwards": generation.stats.forwards,
+            serde_json::json!({"bench": "e2e_df", "impl": "skyreels-onnxruntime", "frames": args.frames, "height": args.height,
+                "width": args.width, "steps": args.steps, "teacache": args.teacache_threshold, "text_encoder": args.text_encoder,
+                "base_num_frames": args.base_num_frames, "overlap_history": args.overlap_history,
+                "load_s": ready_seconds, "load_seconds": load_seconds, "text_encode_s": text_seconds,
+                "generate_started_unix": started_unix, "generate_s": seconds, "window_seconds": generation.stats.window_seconds,
+                "windows": generation.stats.windows, "dit_forwards": generation.stats.forwards,
                 "blocks_computed": generation.stats.blocks_computed, "blocks_skipped": generation.stats.blocks_skipped,
-                "video": video.shape, "finite": video.data.iter().all(|v| v.is_finite())})
+                "video": video.shape, "finite": video.data.iter().all(|v| v.is_finite()),
+                "process": ProcessReport::collect(&backend)})
         );
     }
     Ok(())

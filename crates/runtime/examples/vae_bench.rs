@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::bail;
 use skyreels_runtime::engine::Engine;
+use skyreels_runtime::loaded_libraries::ProcessReport;
 use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::session::Backend;
 use skyreels_runtime::vae::VaeDecoder;
@@ -37,7 +38,8 @@ fn main() -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({"bench": "vae_decode", "impl": "skyreels-onnxruntime", "latent_frames": frames, "video": video.shape,
-                "warmup_s": warm_seconds, "decode_s": seconds, "finite": video.data.iter().all(|v| v.is_finite())})
+                "warmup_s": warm_seconds, "decode_s": seconds, "finite": video.data.iter().all(|v| v.is_finite()),
+                "process": ProcessReport::collect(&backend)})
         );
     }
     Ok(())

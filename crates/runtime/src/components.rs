@@ -1,4 +1,5 @@
-//! The component commands (`text-encode`, `vae-encode`, `vae-decode`, `image-encode`): one model
+//! The component commands (`text-encode`, `vae-encode`, `vae-decode`, `image-encode`,
+//! `dit-forward`): one model
 //! of an engine run on any backend, from files to files, with the checks `generate` makes first.
 
 use std::path::Path;
@@ -77,5 +78,21 @@ pub fn image_encode(engine_dir: &Path, backend: &Backend, image: &Path, out: &Pa
     let picture = RgbImage::open(image)?;
     let context = ImageEncoder::load(&engine, backend)?.encode(&picture)?;
     output::save_latents(out, [("image_context", &context)])?;
+    Ok(())
+}
+
+/// One DiT forward pass over the contract inputs in `inputs` (block-causal with
+/// `causal_block_size`); writes tensor `velocity` to `out`.
+pub fn dit_forward(
+    engine_dir: &Path,
+    backend: &Backend,
+    inputs: &Path,
+    causal_block_size: Option<usize>,
+    out: &Path,
+) -> Result<()> {
+    let engine = open(engine_dir, backend, out)?;
+    let velocity =
+        crate::dit::forward_file::forward_file(&engine, backend, inputs, causal_block_size)?;
+    output::save_latents(out, [("velocity", &velocity)])?;
     Ok(())
 }

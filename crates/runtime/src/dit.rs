@@ -1,14 +1,23 @@
-//! The DiT as three chained graphs (`embed` → `blocks` → `head`). The split lets TeaCache skip
-//! `blocks` and reuse a cached residual; the block-causal `blocks` variant is chosen at load.
+//! The DiT as chained graphs: `embed`, then per transformer layer `block_qkv` → self-attention
+//! ([`attention::SelfAttention`], the seam) → `block_out` with that layer's weights bound
+//! ([`weights::LayerWeights`]), then `head`. Tokens stay where the graphs run from layer to layer.
+//! TeaCache skips the layers and reuses a cached residual; block-causal attention is a choice of
+//! query blocks at load, not another graph.
+
+pub mod attention;
+pub mod forward_file;
+pub mod weights;
 
 use skyreels_contract::io;
 use skyreels_contract::manifest::DitComponent;
 
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Result, RuntimeError};
 use crate::session::{Backend, GraphSession, TensorPool};
 use crate::teacache::Residual;
 use crate::tensor::Tensor;
+use attention::{GraphAttention, SelfAttention, query_block_ends};
+use weights::LayerWeights;
 
 /// Conditioning for one DiT forward pass (batch `B`).
 pub struct DitInputs<'a> {
@@ -29,15 +38,19 @@ pub struct Dit {
     /// Manifest entry.
     pub component: DitComponent,
     embed: GraphSession,
-    blocks: GraphSession,
+    block_qkv: GraphSession,
+    attention: Box<dyn SelfAttention>,
+    block_out: GraphSession,
+    weights: LayerWeights,
     head: GraphSession,
     /// `teacache_residual` and `teacache_reuse`, when the engine has them.
     teacache: Option<(GraphSession, GraphSession)>,
-    causal_block_size: Option<i64>,
+    causal_block_size: Option<usize>,
 }
 
 impl Dit {
-    /// Loads the DiT graphs; `causal_block_size` selects the block-causal `blocks` variant.
+    /// Loads the DiT graphs and every layer's weights; `causal_block_size` makes self-attention
+    /// block-causal over blocks of that many latent frames.
     pub fn load(
         engine: &Engine,
         backend: &Backend,
@@ -46,6 +59,11 @@ impl Dit {
         let component = engine.manifest.dit.clone().ok_or_else(|| {
             engine.error("has no DiT\n  fix: export a DiT checkpoint into it with skyreels-export")
         })?;
+        if causal_block_size == Some(0) {
+            return Err(RuntimeError::Invalid(
+                "causal block size 0\n  fix: pass --causal-block-size 1 or more".into(),
+            ));
+        }
         let graph = |name: &str| {
             component
                 .graphs
@@ -53,24 +71,22 @@ impl Dit {
                 .find(|g| g.name == name)
                 .ok_or_else(|| {
                     engine.error(format!(
-                        "manifest lists no DiT graph `{name}`; re-export the engine"
+                        "manifest lists no DiT graph `{name}`\n  fix: re-export the engine with skyreels-export"
                     ))
                 })
         };
         engine.check_backend(backend)?;
         let embed = GraphSession::load(&engine.dir, graph("embed")?, backend)?;
+        let block_qkv = GraphSession::load(&engine.dir, graph("block_qkv")?, backend)?;
+        let attention = GraphSession::load(&engine.dir, graph("attention")?, backend)?;
+        let block_out = GraphSession::load(&engine.dir, graph("block_out")?, backend)?;
         let head = GraphSession::load(&engine.dir, graph("head")?, backend)?;
-        let blocks = match causal_block_size {
-            Some(_) => {
-                let entry = component.blocks_causal.as_ref().ok_or_else(|| {
-                    engine.error(
-                        "has no block-causal blocks graph\n  fix: re-export without --no-causal",
-                    )
-                })?;
-                GraphSession::load(&engine.dir, entry, backend)?
-            }
-            None => GraphSession::load(&engine.dir, graph("blocks")?, backend)?,
-        };
+        let weights = LayerWeights::load(
+            &engine.dir,
+            &component,
+            &[&block_qkv.entry, &block_out.entry],
+            block_qkv.device(),
+        )?;
         let teacache_graph = |name: &str| component.teacache.iter().find(|g| g.name == name);
         let teacache = match (
             teacache_graph("teacache_residual"),
@@ -85,11 +101,20 @@ impl Dit {
         Ok(Dit {
             component,
             embed,
-            blocks,
+            block_qkv,
+            attention: Box::new(GraphAttention::new(attention)?),
+            block_out,
+            weights,
             head,
             teacache,
-            causal_block_size: causal_block_size.map(|s| s as i64),
+            causal_block_size,
         })
+    }
+
+    /// Replaces the self-attention (the seam between `block_qkv` and `block_out`), e.g. by a
+    /// distributed one; the layers then call `attention` instead of the engine's graph.
+    pub fn set_attention(&mut self, attention: Box<dyn SelfAttention>) {
+        self.attention = attention;
     }
 
     /// Runs `embed`, leaving its outputs (tokens, modulation, context, RoPE) in the returned pool.
@@ -109,16 +134,54 @@ impl Dit {
         if let Some(image) = inputs.image_context {
             pool.insert_f32(io::IMAGE_CONTEXT, image)?;
         }
-        if let Some(size) = self.causal_block_size {
-            pool.insert_i64(io::CAUSAL_BLOCK_SIZE, vec![1], vec![size])?;
-        }
         self.embed.run(&mut pool)?;
         Ok(pool)
     }
 
-    /// Runs the transformer blocks on an embedded pool (adds `block_tokens`).
+    /// Runs the transformer layers on an embedded pool (adds `block_tokens`). Each layer reads the
+    /// previous layer's tokens (the first reads `patch_tokens`, which stays for TeaCache) and its
+    /// own weights; its intermediate values leave the pool before the next layer starts.
     pub fn blocks(&mut self, pool: &mut TensorPool) -> Result<()> {
-        self.blocks.run(pool)
+        let num_tokens = pool.shape(io::PATCH_TOKENS)?[1];
+        let num_frames = pool.shape(io::TIME_MODULATION)?[1];
+        let query_ends = query_block_ends(num_tokens, num_frames, self.causal_block_size)?;
+        for layer in 0..self.weights.len() {
+            let weights = self.weights.layer(layer);
+            let tokens = match layer {
+                0 => io::PATCH_TOKENS,
+                _ => io::LAYER_TOKENS,
+            };
+            let produced = self.block_qkv.run_with(|name| match name {
+                io::LAYER_TOKENS => pool.get(tokens),
+                _ => weights.get(name).or_else(|| pool.get(name)),
+            })?;
+            pool.extend(produced);
+            self.attention.attend(pool, &query_ends)?;
+            for name in [io::QUERY, io::KEY, io::VALUE] {
+                pool.remove(name);
+            }
+            let produced = self.block_out.run_with(|name| match name {
+                io::LAYER_TOKENS => pool.get(tokens),
+                _ => weights.get(name).or_else(|| pool.get(name)),
+            })?;
+            pool.remove(io::ATTENTION_OUTPUT);
+            pool.extend(
+                produced
+                    .into_iter()
+                    .map(|(name, value)| match name.as_str() {
+                        io::LAYER_OUTPUT => (io::LAYER_TOKENS.to_string(), value),
+                        _ => (name, value),
+                    }),
+            );
+        }
+        let tokens = pool
+            .remove(io::LAYER_TOKENS)
+            .ok_or_else(|| RuntimeError::Tensor {
+                name: io::LAYER_OUTPUT.into(),
+                message: "not produced: the DiT has no transformer layers".into(),
+            })?;
+        pool.insert(io::BLOCK_TOKENS, tokens);
+        Ok(())
     }
 
     /// After `blocks`: what they added to the tokens, kept where the tokens are.

@@ -81,12 +81,11 @@ impl Engine {
 
 /// Every graph entry of every component, in manifest order.
 fn graph_entries(manifest: &mut Manifest) -> impl Iterator<Item = &mut GraphEntry> {
-    let dit = manifest.dit.as_mut().into_iter().flat_map(|d| {
-        d.graphs
-            .iter_mut()
-            .chain(d.blocks_causal.as_mut())
-            .chain(d.teacache.iter_mut())
-    });
+    let dit = manifest
+        .dit
+        .as_mut()
+        .into_iter()
+        .flat_map(|d| d.graphs.iter_mut().chain(d.teacache.iter_mut()));
     let vae = manifest
         .vae
         .as_mut()

@@ -44,9 +44,6 @@ pub fn summary(engine: &Engine) -> String {
     let mut components = Vec::new();
     if let Some(dit) = &manifest.dit {
         let mut extras = Vec::new();
-        if dit.blocks_causal.is_some() {
-            extras.push("block-causal");
-        }
         if !dit.teacache.is_empty() {
             extras.push("teacache graphs");
         }
@@ -60,10 +57,7 @@ pub fn summary(engine: &Engine) -> String {
         components.push("vae".into());
     }
     if let Some(text_encoder) = &manifest.text_encoder {
-        components.push(format!(
-            "text encoder ({} tokens)",
-            text_encoder.max_length
-        ));
+        components.push(format!("text encoder ({} tokens)", text_encoder.max_length));
     }
     if manifest.image_encoder.is_some() {
         components.push("image encoder".into());

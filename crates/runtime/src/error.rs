@@ -53,6 +53,9 @@ pub enum RuntimeError {
     /// The job's observer asked it to stop (see `pipeline::progress::Observer`).
     #[error("the job was cancelled")]
     Cancelled,
+    /// Multi-rank set-up or communication failed.
+    #[error(transparent)]
+    Parallel(#[from] crate::parallel::ParallelError),
 }
 
 /// Result alias for the runtime.

@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::Writer;
@@ -50,7 +50,9 @@ where
             Level::TRACE => "trace: ",
         };
         write!(writer, "{prefix}")?;
-        context.field_format().format_fields(writer.by_ref(), event)?;
+        context
+            .field_format()
+            .format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
 }
@@ -103,11 +105,13 @@ impl ProgressDisplay {
     }
 }
 
-/// Shows a job's progress on stderr; never cancels it.
+/// Shows a job's progress on stderr; never cancels it. With bars, a running stage is a spinner
+/// (a sampling window a bar of its steps) and a finished one becomes a plain line above them.
 pub struct ConsoleProgress {
     style: ProgressDisplay,
+    bars: MultiProgress,
     spinners: HashMap<(Stage, String), ProgressBar>,
-    window: Option<ProgressBar>,
+    window: Option<(ProgressBar, String)>,
 }
 
 impl ConsoleProgress {
@@ -115,20 +119,28 @@ impl ConsoleProgress {
     pub fn new(style: ProgressDisplay) -> ConsoleProgress {
         ConsoleProgress {
             style,
+            bars: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             spinners: HashMap::new(),
             window: None,
         }
     }
 
-    fn bar(length: Option<u64>, template: &str) -> ProgressBar {
-        let bar = match length {
-            Some(length) => ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stderr()),
-            None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-        };
+    fn bar(&self, length: Option<u64>, template: &str) -> ProgressBar {
+        let bar = self.bars.add(ProgressBar::new_spinner());
+        if let Some(length) = length {
+            bar.set_length(length);
+        }
         bar.set_style(
             ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar
+    }
+
+    /// A line above the bars (or plainly, when they cannot be drawn).
+    fn line(&self, text: String) {
+        if self.bars.println(&text).is_err() {
+            eprintln!("{text}");
+        }
     }
 }
 
@@ -210,7 +222,7 @@ impl Observer for ConsoleProgress {
             }
             (ProgressDisplay::Bars, Progress::StageStarted { stage, what }) => {
                 if *stage != Stage::Sampling {
-                    let bar = ConsoleProgress::bar(
+                    let bar = self.bar(
                         None,
                         &format!("{{spinner}} {} {what} {{elapsed}}", stage_label(*stage)),
                     );
@@ -227,15 +239,10 @@ impl Observer for ConsoleProgress {
                 },
             ) => {
                 if let Some(bar) = self.spinners.remove(&(*stage, what.clone())) {
-                    bar.set_style(
-                        ProgressStyle::with_template("{msg}")
-                            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                    );
-                    bar.finish_with_message(format!(
-                        "{} {what}: {seconds:.1}s",
-                        stage_label(*stage)
-                    ));
+                    bar.finish_and_clear();
+                    self.bars.remove(&bar);
                 }
+                self.line(format!("{} {what}: {seconds:.1}s", stage_label(*stage)));
             }
             (
                 ProgressDisplay::Bars,
@@ -246,27 +253,33 @@ impl Observer for ConsoleProgress {
                     steps,
                 },
             ) => {
-                if let Some(previous) = self.window.take() {
-                    previous.finish();
+                if let Some((previous, _)) = self.window.take() {
+                    previous.finish_and_clear();
+                    self.bars.remove(&previous);
                 }
-                self.window = Some(ConsoleProgress::bar(
+                let label = format!("sampling window {window}/{windows} ({frames} frames)");
+                let bar = self.bar(
                     Some(*steps as u64),
                     &format!(
-                        "sampling window {window}/{windows} ({frames} frames) {{bar:30}} step {{pos}}/{{len}} {{elapsed_precise}} eta {{eta}}"
+                        "{label} {{bar:30}} step {{pos}}/{{len}} {{elapsed_precise}} eta {{eta}}"
                     ),
-                ));
+                );
+                self.window = Some((bar, label));
             }
             (ProgressDisplay::Bars, Progress::WindowResumed { window, windows }) => {
-                let bar = ConsoleProgress::bar(Some(1), "{msg}");
-                bar.finish_with_message(format!(
+                self.line(format!(
                     "window {window}/{windows}: resumed from the work directory"
                 ));
             }
             (ProgressDisplay::Bars, Progress::Step { step, steps, .. }) => {
-                if let Some(bar) = &self.window {
+                if let Some((bar, label)) = &self.window {
                     bar.set_position(*step as u64);
                     if step == steps {
-                        bar.finish();
+                        let seconds = bar.elapsed().as_secs_f64();
+                        bar.finish_and_clear();
+                        self.bars.remove(bar);
+                        self.line(format!("{label}: {steps} steps in {seconds:.1}s"));
+                        self.window = None;
                     }
                 }
             }

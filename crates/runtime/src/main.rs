@@ -103,6 +103,24 @@ enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// One DiT forward pass: reads the DiT's inputs by name (`latents`, `timesteps` `[B, F]`,
+    /// `context`, `fps`, `image_context` as the model takes them) and writes tensor `velocity`.
+    DitForward {
+        /// Engine directory.
+        #[arg(long)]
+        engines: PathBuf,
+        /// Input safetensors file.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Block-causal self-attention over blocks of this many latent frames.
+        #[arg(long)]
+        causal_block_size: Option<usize>,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
     /// Encode an image with the CLIP vision tower; writes tensor `image_context` `[1, 257, 1280]`.
     ImageEncode {
         /// Engine directory.
@@ -117,6 +135,10 @@ enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// Check the multi-rank machinery without a model (transports, rank start-up, Ulysses
+    /// attention and guidance exchange against one rank); rank 0 prints a JSON report.
+    #[command(hide = true)]
+    ParallelCheck(skyreels_runtime::parallel::check::CheckArgs),
     /// Print a short summary of an engine directory (variant, components, precision, build).
     Info {
         /// Engine directory.
@@ -351,6 +373,8 @@ struct GenerateArgs {
     json: bool,
     #[command(flatten)]
     backend: BackendArgs,
+    #[command(flatten)]
+    parallel: skyreels_runtime::parallel::ParallelArgs,
 }
 
 impl GenerateArgs {
@@ -428,7 +452,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             if json_errors {
-                print_stdout(&skyreels_runtime::job::summary::error_json(&format!("{error:#}")));
+                print_stdout(&skyreels_runtime::job::summary::error_json(&format!(
+                    "{error:#}"
+                )));
             }
             eprintln!("Error: {error:?}");
             ExitCode::FAILURE
@@ -450,6 +476,7 @@ fn print_stdout(line: &dyn std::fmt::Display) {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Generate(args) => run_generate(&args),
+        Command::ParallelCheck(args) => run_parallel_check(&args),
         Command::TextEncode {
             engines,
             prompt,
@@ -503,6 +530,19 @@ fn run(command: Command) -> anyhow::Result<()> {
         )?),
         Command::Serve { args } => Err(exec_serve(&args)),
         Command::Snapshot(command) => run_snapshot(command),
+        Command::DitForward {
+            engines,
+            inputs,
+            out,
+            causal_block_size,
+            backend,
+        } => Ok(skyreels_runtime::components::dit_forward(
+            &engines,
+            &backend.backend(),
+            &inputs,
+            causal_block_size,
+            &out,
+        )?),
         Command::Info { engines, manifest } => {
             let engine = skyreels_runtime::engine::Engine::open(&engines)?;
             if manifest {
@@ -521,7 +561,20 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         return run_batch(args, batch, out_dir);
     }
     let mut models = Models::open(&args.engines, args.backend.backend(), Residency::OneJob)?;
-    let plan = JobPlan::new(models.engine(), models.backend(), &args.request(), &args.output())?;
+    let plan = JobPlan::new(
+        models.engine(),
+        models.backend(),
+        &args.request(),
+        &args.output(),
+    )?;
+    if let Some(dit) = &models.engine().manifest.dit {
+        skyreels_runtime::parallel::config::check_generate(
+            &args.parallel,
+            dit.config.num_heads,
+            plan.uses_negative_prompt(),
+            matches!(models.backend(), Backend::Cuda { .. }),
+        )?;
+    }
     if let Some(note) = &plan.variant.note {
         tracing::info!("{note}");
     }
@@ -650,4 +703,18 @@ fn exec_serve(args: &[std::ffi::OsString]) -> anyhow::Error {
         "cannot run {}: {error}\n  fix: install skyreels-serve beside skyreels or on PATH (cargo build --release --bin skyreels --bin skyreels-serve puts both in target/release)",
         program.display()
     )
+}
+
+fn run_parallel_check(args: &skyreels_runtime::parallel::check::CheckArgs) -> anyhow::Result<()> {
+    match skyreels_runtime::parallel::check::run(args) {
+        Ok(Some(report)) => {
+            print_stdout(&serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(error) => {
+            eprintln!("Error: {error}");
+            std::process::exit(error.exit_code());
+        }
+    }
 }

@@ -152,9 +152,31 @@ impl TensorPool {
         self.values.insert(name.to_string(), value);
     }
 
+    /// Adds named values (a graph's outputs), replacing any of the same name.
+    pub fn extend(&mut self, values: impl IntoIterator<Item = (String, DynValue)>) {
+        self.values.extend(values);
+    }
+
     /// The value under `name`.
     pub fn get(&self, name: &str) -> Option<&DynValue> {
         self.values.get(name)
+    }
+
+    /// The dims of the tensor under `name`.
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        match self.values.get(name).map(DynValue::dtype) {
+            Some(ValueType::Tensor { shape, .. }) => {
+                Ok(shape.iter().map(|&d| d as usize).collect())
+            }
+            Some(_) => Err(RuntimeError::Tensor {
+                name: name.to_string(),
+                message: "is not a tensor".into(),
+            }),
+            None => Err(RuntimeError::Tensor {
+                name: name.to_string(),
+                message: "not produced by any graph".into(),
+            }),
+        }
     }
 
     /// Removes and returns the value under `name`.
@@ -272,15 +294,23 @@ impl GraphSession {
 
     /// Runs the graph: inputs are taken (borrowed) from `pool`, outputs are added to it.
     pub fn run(&mut self, pool: &mut TensorPool) -> Result<()> {
+        let produced = self.run_with(|name| pool.values.get(name))?;
+        pool.values.extend(produced);
+        Ok(())
+    }
+
+    /// Runs the graph with each input looked up by its name in `input` (a pool, a layer's weights,
+    /// or both); returns the outputs by name. On CUDA the outputs stay in device memory.
+    pub fn run_with<'v>(
+        &mut self,
+        input: impl Fn(&str) -> Option<&'v DynValue>,
+    ) -> Result<Vec<(String, DynValue)>> {
         let mut inputs = Vec::with_capacity(self.entry.inputs.len());
         for spec in &self.entry.inputs {
-            let value = pool
-                .values
-                .get(&spec.name)
-                .ok_or_else(|| RuntimeError::Tensor {
-                    name: spec.name.clone(),
-                    message: format!("needed by graph `{}` but not provided", self.entry.name),
-                })?;
+            let value = input(&spec.name).ok_or_else(|| RuntimeError::Tensor {
+                name: spec.name.clone(),
+                message: format!("needed by graph `{}` but not provided", self.entry.name),
+            })?;
             if let ValueType::Tensor { shape, .. } = value.dtype()
                 && shape.len() != spec.shape.len()
             {
@@ -340,7 +370,11 @@ impl GraphSession {
                     .collect()
             }
         };
-        pool.values.extend(produced);
-        Ok(())
+        Ok(produced)
+    }
+
+    /// The GPU this graph runs on (CUDA backend).
+    pub fn device(&self) -> Option<i32> {
+        self.device
     }
 }

@@ -104,11 +104,7 @@ fn assert_only(directory: &Path, expected: &[&str]) {
 fn frames_not_4k_plus_1_are_refused_before_loading() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("video.mp4");
-    let (output, stderr) = run(generate(
-        tiny_engine(),
-        &out,
-        &["--num-frames", "6"],
-    ));
+    let (output, stderr) = run(generate(tiny_engine(), &out, &["--num-frames", "6"]));
     assert_refused(&output, &stderr, &["--num-frames 6", "4k+1", "use 5 or 9"]);
     assert_only(directory.path(), &[]);
 }
@@ -117,11 +113,7 @@ fn frames_not_4k_plus_1_are_refused_before_loading() {
 fn sizes_not_multiple_of_16_are_refused() {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("video.mp4");
-    let (output, stderr) = run(generate(
-        tiny_engine(),
-        &out,
-        &["--width", "40"],
-    ));
+    let (output, stderr) = run(generate(tiny_engine(), &out, &["--width", "40"]));
     assert_refused(
         &output,
         &stderr,
@@ -187,7 +179,7 @@ fn a_missing_engine_directory_is_refused() {
 fn a_malformed_manifest_is_refused() {
     let directory = tempfile::tempdir().unwrap();
     let engine = edited_engine(directory.path(), |text| {
-        text.replacen("format_version: 1", "format_version: [1", 1)
+        text.replacen(&current_version(), "format_version: [1", 1)
     });
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(&engine, &out, &[]));
@@ -215,11 +207,77 @@ fn a_manifest_with_an_unknown_field_is_refused() {
     assert_only(directory.path(), &["engine"]);
 }
 
+/// A manifest whose layer weights do not fit the block graphs: a byte range of the wrong length, or
+/// a file outside the engine directory.
+#[test]
+fn layer_weights_that_do_not_fit_are_refused() {
+    for (edit, needles) in [
+        (
+            ("        length: 4096\n", "        length: 4092\n"),
+            &[
+                "layer 0 `cross_attn.k.weight`",
+                "4092 bytes",
+                "which needs 4096",
+            ][..],
+        ),
+        (
+            (
+                "        file: dit.weights\n",
+                "        file: ../dit.weights\n",
+            ),
+            &[
+                "layer 0 weight `cross_attn.k.bias`",
+                "not a file of the engine directory",
+            ][..],
+        ),
+    ] {
+        let directory = tempfile::tempdir().unwrap();
+        let engine = edited_engine(directory.path(), |text| {
+            assert!(text.contains(edit.0), "the tiny manifest has `{}`", edit.0);
+            text.replacen(edit.0, edit.1, 1)
+        });
+        let out = directory.path().join("video.mp4");
+        let (output, stderr) = run(generate(&engine, &out, &[]));
+        assert_refused(&output, &stderr, needles);
+        assert!(stderr.contains("re-export the engine"), "{stderr}");
+        assert_only(directory.path(), &["engine"]);
+    }
+}
+
+fn current_version() -> String {
+    format!(
+        "format_version: {}",
+        skyreels_contract::manifest::FORMAT_VERSION
+    )
+}
+
+/// An engine of format 1 (whole-stack `blocks` graphs, a `blocks_causal` field this version does
+/// not know) is refused for its version, not for its first unknown field.
+#[test]
+fn an_engine_of_format_1_is_refused_for_its_version() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = edited_engine(directory.path(), |text| {
+        text.replacen(&current_version(), "format_version: 1", 1)
+            .replacen("  layers:", "  blocks_causal: null\n  layers:", 1)
+    });
+    let out = directory.path().join("video.mp4");
+    let (output, stderr) = run(generate(&engine, &out, &[]));
+    assert_refused(
+        &output,
+        &stderr,
+        &[
+            "format_version 1 but this tool reads",
+            "re-export the engine",
+        ],
+    );
+    assert_only(directory.path(), &["engine"]);
+}
+
 #[test]
 fn a_manifest_from_another_format_version_is_refused() {
     let directory = tempfile::tempdir().unwrap();
     let engine = edited_engine(directory.path(), |text| {
-        text.replacen("format_version: 1", "format_version: 99", 1)
+        text.replacen(&current_version(), "format_version: 99", 1)
     });
     let out = directory.path().join("video.mp4");
     let (output, stderr) = run(generate(&engine, &out, &[]));

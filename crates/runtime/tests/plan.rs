@@ -86,7 +86,10 @@ fn write_png(path: &Path) {
 /// (variant, width, height, num_frames, steps, guidance, shift, pipeline) of a plan.
 fn defaults(plan: &serde_json::Value) -> (String, u64, u64, u64, u64, f64, f64, String) {
     (
-        plan["variant"]["name"].as_str().unwrap_or("none").to_string(),
+        plan["variant"]["name"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string(),
         plan["width"].as_u64().expect("width"),
         plan["height"].as_u64().expect("height"),
         plan["num_frames"].as_u64().expect("num_frames"),
@@ -198,7 +201,17 @@ fn a_720p_engine_gets_the_720p_defaults() {
             "diffusion_forcing".into()
         )
     );
-    let teacache = dry_run(&engine, &out, &["--resolution", "720p", "--teacache", "0.3", "--teacache-retention"]);
+    let teacache = dry_run(
+        &engine,
+        &out,
+        &[
+            "--resolution",
+            "720p",
+            "--teacache",
+            "0.3",
+            "--teacache-retention",
+        ],
+    );
     let expected = ModelVariant::builtin()
         .into_iter()
         .find(|v| v.name == "df-14b-720p")
@@ -215,7 +228,11 @@ fn a_720p_engine_gets_the_720p_defaults() {
 #[test]
 fn a_resolution_the_model_was_not_released_at_is_refused_before_loading() {
     let directory = tempfile::tempdir().expect("tempdir");
-    let engine = released_engine(directory.path(), TinyModel::DiffusionForcing, "df-1.3b-540p");
+    let engine = released_engine(
+        directory.path(),
+        TinyModel::DiffusionForcing,
+        "df-1.3b-540p",
+    );
     let mut command = skyreels(&["generate", "--prompt", "a fox", "--resolution", "720p"]);
     command
         .arg("--engines")
@@ -342,9 +359,9 @@ fn without_a_terminal_each_stage_and_step_is_one_log_line() {
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect();
     assert!(
-        events.iter().any(|e| e["fields"]["step"] == 2
-            && e["fields"]["steps"] == 2
-            && e["level"] == "INFO"),
+        events
+            .iter()
+            .any(|e| e["fields"]["step"] == 2 && e["fields"]["steps"] == 2 && e["level"] == "INFO"),
         "{events:?}"
     );
 }
@@ -356,8 +373,8 @@ fn the_json_summary_holds_what_reproduces_the_run() {
     let output = small_generate(&out, &["--json", "--seed", "11"]);
     success(&output);
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("summary");
-    let manifest = fs_err::read(engine(TinyModel::DiffusionForcing).join("manifest.yaml"))
-        .expect("manifest");
+    let manifest =
+        fs_err::read(engine(TinyModel::DiffusionForcing).join("manifest.yaml")).expect("manifest");
     assert_eq!(summary["seed"], 11);
     assert_eq!(summary["prompt"], "a fox");
     assert_eq!(summary["size"], "32x32");
@@ -366,7 +383,11 @@ fn the_json_summary_holds_what_reproduces_the_run() {
         (Some(5), Some(5))
     );
     assert_eq!(
-        (summary["steps"].as_u64(), summary["guidance"].as_f64(), summary["shift"].as_f64()),
+        (
+            summary["steps"].as_u64(),
+            summary["guidance"].as_f64(),
+            summary["shift"].as_f64()
+        ),
         (Some(2), Some(6.0), Some(8.0))
     );
     assert_eq!(summary["variant"], serde_json::Value::Null);
@@ -376,9 +397,20 @@ fn the_json_summary_holds_what_reproduces_the_run() {
         summary["manifest_sha256"],
         skyreels_runtime::job::plan::sha256_hex(&manifest)
     );
-    assert!(summary["negative_prompt"].as_str().unwrap().starts_with("色调艳丽"));
+    assert!(
+        summary["negative_prompt"]
+            .as_str()
+            .unwrap()
+            .starts_with("色调艳丽")
+    );
     assert_eq!(summary["versions"]["onnxruntime"], "1.31.1");
-    for stage in ["loading", "text_encoding", "sampling", "decoding", "writing"] {
+    for stage in [
+        "loading",
+        "text_encoding",
+        "sampling",
+        "decoding",
+        "writing",
+    ] {
         assert!(
             summary["timings"][stage].as_f64().is_some_and(|s| s >= 0.0),
             "{stage}: {summary}"
@@ -458,10 +490,15 @@ fn component_commands_take_a_backend() {
         "--threads",
         "1",
     ]);
-    command.arg("--engines").arg(engine).arg("--out").arg(&context);
+    command
+        .arg("--engines")
+        .arg(engine)
+        .arg("--out")
+        .arg(&context);
     success(&command.output().expect("run"));
-    let tensor = skyreels_runtime::output::read_tensor(&context, "context", &[Some(1), Some(512), None])
-        .expect("context");
+    let tensor =
+        skyreels_runtime::output::read_tensor(&context, "context", &[Some(1), Some(512), None])
+            .expect("context");
     assert_eq!(tensor.shape[1], 512);
 
     let bf16 = directory.path().join("bf16");
@@ -473,8 +510,11 @@ fn component_commands_take_a_backend() {
     let text = fs_err::read_to_string(bf16.join("manifest.yaml")).expect("manifest");
     fs_err::write(
         bf16.join("manifest.yaml"),
-        text.replacen("target: cpu", "target: cuda", 1)
-            .replacen("precision: fp32", "precision: bf16", 1),
+        text.replacen("target: cpu", "target: cuda", 1).replacen(
+            "precision: fp32",
+            "precision: bf16",
+            1,
+        ),
     )
     .expect("write");
     for subcommand in ["text-encode", "vae-decode"] {
@@ -539,5 +579,224 @@ fn info_prints_a_short_summary_and_version_names_onnxruntime() {
             "skyreels {} (needs ONNX Runtime 1.31.1: libonnxruntime.so.1.31.1)",
             env!("CARGO_PKG_VERSION")
         )
+    );
+}
+
+/// Records every event; cancels once `cancel_after_steps` steps were reported.
+struct Recorder {
+    events: Vec<skyreels_runtime::pipeline::progress::Progress>,
+    cancel_after_steps: Option<usize>,
+}
+
+impl skyreels_runtime::pipeline::progress::Observer for Recorder {
+    fn report(
+        &mut self,
+        progress: &skyreels_runtime::pipeline::progress::Progress,
+    ) -> std::ops::ControlFlow<()> {
+        use skyreels_runtime::pipeline::progress::Progress;
+        self.events.push(progress.clone());
+        let steps = self
+            .events
+            .iter()
+            .filter(|e| matches!(e, Progress::Step { .. }))
+            .count();
+        match self.cancel_after_steps {
+            Some(limit) if steps >= limit => std::ops::ControlFlow::Break(()),
+            _ => std::ops::ControlFlow::Continue(()),
+        }
+    }
+}
+
+fn small_request() -> skyreels_runtime::job::GenerateRequest {
+    skyreels_runtime::job::GenerateRequest {
+        prompt: "a fox".into(),
+        num_frames: Some(9),
+        size: Some("32x32".into()),
+        steps: Some(3),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_library_job_api_reuses_loaded_models_and_cancels_at_the_next_step() {
+    use skyreels_runtime::job::{JobPlan, Models, OutputRequest, Residency, run_job};
+    use skyreels_runtime::pipeline::progress::{Progress, Stage};
+    use skyreels_runtime::session::Backend;
+    let directory = tempfile::tempdir().expect("tempdir");
+    let mut models = Models::open(
+        engine(TinyModel::DiffusionForcing),
+        Backend::Cpu { threads: 1 },
+        Residency::KeepLoaded,
+    )
+    .expect("models");
+    let output = |name: &str| OutputRequest {
+        out: directory.path().join(name),
+        ..OutputRequest::default()
+    };
+    let loads = |recorder: &Recorder| {
+        recorder
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Progress::StageStarted {
+                        stage: Stage::Loading,
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+
+    let first = JobPlan::new(
+        models.engine(),
+        models.backend(),
+        &small_request(),
+        &output("first.mp4"),
+    )
+    .expect("plan");
+    let mut recorder = Recorder {
+        events: Vec::new(),
+        cancel_after_steps: None,
+    };
+    let report = run_job(&first, &mut models, &mut recorder).expect("first job");
+    assert_eq!(report.written.frames, 9);
+    assert_eq!(loads(&recorder), 3, "text encoder, DiT, VAE decoder");
+    let percents: Vec<f64> = recorder
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Progress::Step { percent, .. } => Some(*percent),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(percents.len(), 3);
+    assert!((percents[2] - 100.0).abs() < 1e-9, "{percents:?}");
+    assert!(percents.windows(2).all(|w| w[0] < w[1]), "{percents:?}");
+
+    let second = JobPlan::new(
+        models.engine(),
+        models.backend(),
+        &skyreels_runtime::job::GenerateRequest {
+            seed: Some(5),
+            ..small_request()
+        },
+        &output("second.mp4"),
+    )
+    .expect("plan");
+    let mut recorder = Recorder {
+        events: Vec::new(),
+        cancel_after_steps: None,
+    };
+    run_job(&second, &mut models, &mut recorder).expect("second job");
+    assert_eq!(loads(&recorder), 0, "a second job loads nothing");
+
+    let cancelled = JobPlan::new(
+        models.engine(),
+        models.backend(),
+        &small_request(),
+        &output("cancelled.mp4"),
+    )
+    .expect("plan");
+    let mut recorder = Recorder {
+        events: Vec::new(),
+        cancel_after_steps: Some(1),
+    };
+    let error = run_job(&cancelled, &mut models, &mut recorder).unwrap_err();
+    assert!(
+        matches!(error, skyreels_runtime::RuntimeError::Cancelled),
+        "{error}"
+    );
+    let steps = recorder
+        .events
+        .iter()
+        .filter(|e| matches!(e, Progress::Step { .. }))
+        .count();
+    assert_eq!(
+        steps, 1,
+        "the job stopped at the step after the cancellation"
+    );
+    assert!(!directory.path().join("cancelled.mp4").exists());
+
+    let mut recorder = Recorder {
+        events: Vec::new(),
+        cancel_after_steps: None,
+    };
+    run_job(&first, &mut models, &mut recorder).expect("the models survive a cancelled job");
+    assert_eq!(loads(&recorder), 0);
+}
+
+#[test]
+fn what_the_engine_cannot_do_is_refused_by_the_plan_before_loading() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let image = directory.path().join("first.png");
+    write_png(&image);
+    let refused = |engine: &Path, extra: &[&str], needles: &[&str]| {
+        let mut command = skyreels(&["generate", "--prompt", "a fox", "--dry-run"]);
+        command
+            .arg("--engines")
+            .arg(engine)
+            .arg("--out")
+            .arg(directory.path().join("video.mp4"))
+            .args(extra);
+        let output = command.output().expect("run");
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{extra:?}: {message}");
+        for needle in needles.iter().chain(&["fix:"]) {
+            assert!(
+                message.contains(needle),
+                "{extra:?}: no `{needle}` in {message}"
+            );
+        }
+    };
+    refused(
+        engine(TinyModel::ImageToVideo),
+        &[],
+        &["--image is missing", "image-to-video model"],
+    );
+    refused(
+        engine(TinyModel::DiffusionForcing),
+        &[
+            "--pipeline",
+            "synchronous",
+            "--image",
+            image.to_str().unwrap(),
+        ],
+        &["condition diffusion forcing", "drop --pipeline synchronous"],
+    );
+    refused(
+        engine(TinyModel::DiffusionForcing),
+        &["--size", "960x544", "--width", "960"],
+        &["--size and --width/--height both set the frame size"],
+    );
+    refused(
+        engine(TinyModel::DiffusionForcing),
+        &["--width", "960"],
+        &["--width and --height go together"],
+    );
+    refused(
+        engine(TinyModel::DiffusionForcing),
+        &["--size", "960by544"],
+        &["--size \"960by544\" is not WIDTHxHEIGHT"],
+    );
+    refused(
+        engine(TinyModel::DiffusionForcing),
+        &["--teacache", "0"],
+        &["--teacache 0 must be a positive threshold"],
+    );
+    let without_text = directory.path().join("no-text");
+    fs_err::create_dir(&without_text).expect("dir");
+    for entry in fs_err::read_dir(engine(TinyModel::DiffusionForcing)).expect("engine") {
+        let entry = entry.expect("entry");
+        fs_err::copy(entry.path(), without_text.join(entry.file_name())).expect("copy");
+    }
+    let mut manifest = Manifest::load(&without_text).expect("manifest");
+    manifest.text_encoder = None;
+    manifest.save(&without_text).expect("save");
+    refused(
+        &without_text,
+        &[],
+        &["has no text encoder", "text_encoder/"],
     );
 }

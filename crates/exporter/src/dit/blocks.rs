@@ -1,5 +1,15 @@
-//! `blocks` graph: the transformer blocks (`WanAttentionBlock`), optionally with block-causal
-//! self-attention over frame blocks for asynchronous diffusion forcing.
+//! The transformer block (`WanAttentionBlock`,
+//! <https://github.com/SkyworkAI/SkyReels-V2/blob/main/skyreels_v2_infer/modules/transformer.py>)
+//! as three graphs around its self-attention, which the runtime runs:
+//! - `block_qkv`: modulated LayerNorm, q/k/v projections, RMSNorm, RoPE → `query`, `key`, `value`;
+//! - `attention`: one self-attention call over a key prefix (the runtime's attention seam, see
+//!   [`build_attention`]);
+//! - `block_out`: output projection and gated residual, cross-attention, FFN → `layer_output`.
+//!
+//! The block graphs take their layer's weights as inputs ([`WeightBinding::Inputs`]), so one graph
+//! serves every layer; [`qkv`] and [`output`] are the block's description, split at the seam.
+//!
+//! [`WeightBinding::Inputs`]: crate::layers::WeightBinding::Inputs
 
 use std::collections::HashMap;
 
@@ -7,24 +17,116 @@ use skyreels_contract::io;
 use skyreels_contract::{DitConfig, ModelType};
 use skyreels_graph::{DType, Dim, GeluApproximation, Graph, Value};
 
-use super::embed::scalar_at;
-use super::io::{blocks_inputs, blocks_outputs};
-use super::layers::{AttentionKind, Layers, Lead};
+use super::io::{
+    Port, attention_inputs, attention_outputs, block_out_inputs, block_out_outputs,
+    block_qkv_inputs, block_qkv_outputs,
+};
 use crate::error::Result;
+use crate::layers::{AttentionKind, Layers, Lead};
+use crate::prefix::Prefix;
 
-struct Shared {
-    /// Token positions `[B, L]` for the fused rotary op (contrib-MHA exports).
-    position_ids: Option<Value>,
-    /// RoPE tables `[L, head_dim/2]` as given (fused rotary op).
-    rope_table: (Value, Value),
+/// The residual stream viewed per frame, with what the Linear layers need to reshape back.
+struct Frames {
+    /// Tokens `[B, F, HW, D]`.
+    x: Value,
     /// `[B, F, HW]` as a run-time vector, for Linear reshapes.
     lead: Lead,
     /// `[B, F, HW, D]` as a run-time vector.
     shape4: Value,
-    rope_cos: Value,
-    rope_sin: Value,
-    context: Value,
-    causal_bias: Option<Value>,
+}
+
+/// The six per-frame modulation vectors `[B, F, 1, D]` of one block: `modulation` (the block's
+/// learned `[1, 6, D]` table) plus the time modulation.
+struct Modulation {
+    parts: Vec<Value>,
+}
+
+impl Modulation {
+    fn shift_self(&self) -> &Value {
+        &self.parts[0]
+    }
+    fn scale_self(&self) -> &Value {
+        &self.parts[1]
+    }
+    fn gate_self(&self) -> &Value {
+        &self.parts[2]
+    }
+    fn shift_ffn(&self) -> &Value {
+        &self.parts[3]
+    }
+    fn scale_ffn(&self) -> &Value {
+        &self.parts[4]
+    }
+    fn gate_ffn(&self) -> &Value {
+        &self.parts[5]
+    }
+}
+
+fn inputs(layers: &mut Layers<'_, '_>, ports: Vec<Port>) -> Result<HashMap<&'static str, Value>> {
+    let mut values = HashMap::new();
+    for port in ports {
+        let value = layers.graph.input(port.name, port.dtype, port.shape)?;
+        values.insert(port.name, value);
+    }
+    Ok(values)
+}
+
+fn outputs(g: &mut Graph, ports: Vec<Port>, values: &[Value]) -> Result<()> {
+    for (port, value) in ports.into_iter().zip(values) {
+        g.output(port.name, value, port.dtype, port.shape)?;
+    }
+    Ok(())
+}
+
+/// `[B, L, D]` tokens as frames, `F` taken from `time_modulation` `[B, F, 6, D]`.
+fn frames(
+    layers: &mut Layers<'_, '_>,
+    config: &DitConfig,
+    tokens: &Value,
+    time_modulation: &Value,
+) -> Result<Frames> {
+    let d = config.dim as i64;
+    let g = &mut layers.graph;
+    let count = g.shape_of(time_modulation, 1, 2)?;
+    let zero = g.const_i64(&[0])?;
+    let rest = g.const_i64(&[-1, d])?;
+    let target = g.concat(&[&zero, &count, &rest], 0)?;
+    let x = g.reshape_to(
+        tokens,
+        &target,
+        vec![
+            tokens.shape[0].clone(),
+            time_modulation.shape[1].clone(),
+            Dim::Unknown,
+            Dim::Known(d),
+        ],
+    )?;
+    let lead = layers.lead_of(&x)?;
+    let g = &mut layers.graph;
+    let dim = g.const_i64(&[d])?;
+    let lead_value = g.shape_of(&x, 0, 3)?;
+    let shape4 = g.concat(&[&lead_value, &dim], 0)?;
+    Ok(Frames { x, lead, shape4 })
+}
+
+fn modulation(
+    layers: &mut Layers<'_, '_>,
+    config: &DitConfig,
+    p: &Prefix,
+    time_modulation: &Value,
+) -> Result<Modulation> {
+    let d = config.dim;
+    let table = layers.weight(
+        &p.pp("modulation"),
+        &[1, 6, d],
+        &[1, 1, 6, d as i64],
+        DType::F32,
+    )?;
+    let g = &mut layers.graph;
+    let sum = g.add(&table, time_modulation)?;
+    Ok(Modulation {
+        parts: g.split(&sum, 2, &[1; 6])?,
+    })
 }
 
 /// Rotates interleaved pairs `(x[2j], x[2j+1])` of `[B, L, D]` queries/keys per head.
@@ -50,24 +152,44 @@ fn apply_rope(
     Ok(g.reshape(&rotated, &[0, -1, config.dim as i64])?)
 }
 
-/// Additive `[1, 1, L, L]` mask: token q may see token k iff `block(k) <= block(q)`, where
-/// `block = frame / causal_block_size` (diffusers' `num_frame_per_block` mask, built structurally).
-fn causal_bias(g: &mut Graph, tokens: &Value, frames: &Value, block_size: &Value) -> Result<Value> {
-    let length = g.shape_of(tokens, 1, 2)?;
-    let per_frame = g.div(&length, frames)?;
-    let length = g.squeeze(&length, &[0])?;
-    let zero = g.scalar(0.0, DType::I64)?;
-    let one = g.scalar(1.0, DType::I64)?;
-    let positions = g.range(&zero, &length, &one, Dim::Unknown)?;
-    let frame = g.div(&positions, &per_frame)?;
-    let block = g.div(&frame, block_size)?;
-    let query_block = g.unsqueeze(&block, &[1])?;
-    let key_block = g.unsqueeze(&block, &[0])?;
-    let allowed = g.less_or_equal(&key_block, &query_block)?;
-    let open = g.scalar(0.0, DType::F32)?;
-    let closed = g.scalar(f64::NEG_INFINITY, DType::F32)?;
-    let bias = g.where_(&allowed, &open, &closed)?;
-    Ok(g.unsqueeze(&bias, &[0, 1])?)
+/// RoPE on `[B, F, HW, D]` queries or keys, giving `[B, L, D]`: the fused contrib op for
+/// contrib-MHA exports (one kernel per tensor), the explicit rotation otherwise.
+fn rope(
+    layers: &mut Layers<'_, '_>,
+    config: &DitConfig,
+    x: &Value,
+    cos: &Value,
+    sin: &Value,
+) -> Result<Value> {
+    let d = config.dim;
+    let g = &mut layers.graph;
+    match layers.attention {
+        AttentionKind::ContribMha => {
+            let tokens = to_tokens(g, x, d)?;
+            let length = g.shape_of(cos, 0, 1)?;
+            let length = g.squeeze(&length, &[0])?;
+            let zero = g.scalar(0.0, DType::I64)?;
+            let one = g.scalar(1.0, DType::I64)?;
+            let positions = g.range(&zero, &length, &one, Dim::Unknown)?;
+            let positions = g.unsqueeze(&positions, &[0])?;
+            let batch = g.shape_of(&tokens, 0, 1)?;
+            let count = g.shape_of(&positions, 1, 2)?;
+            let target = g.concat(&[&batch, &count], 0)?;
+            let positions = g.expand(
+                &positions,
+                &target,
+                vec![tokens.shape[0].clone(), Dim::Unknown],
+            )?;
+            let heads = config.num_heads as i64;
+            Ok(g.rotary_embedding(&tokens, &positions, cos, sin, heads, true)?)
+        }
+        AttentionKind::MatMul => {
+            let half = (config.head_dim() / 2) as i64;
+            let cos = g.reshape(cos, &[-1, 1, half, 1])?;
+            let sin = g.reshape(sin, &[-1, 1, half, 1])?;
+            apply_rope(g, x, config, &cos, &sin)
+        }
+    }
 }
 
 fn modulate(g: &mut Graph, x: &Value, shift: &Value, scale: &Value) -> Result<Value> {
@@ -81,205 +203,169 @@ fn to_tokens(g: &mut Graph, x: &Value, dim: usize) -> Result<Value> {
     Ok(g.reshape(x, &[0, -1, dim as i64])?)
 }
 
-fn to_frames(g: &mut Graph, x: &Value, shared: &Shared, dim: usize) -> Result<Value> {
+fn to_frames(g: &mut Graph, x: &Value, frames: &Frames, dim: usize) -> Result<Value> {
     let shape = vec![
         x.shape[0].clone(),
         Dim::Unknown,
         Dim::Unknown,
         Dim::Known(dim as i64),
     ];
-    Ok(g.reshape_to(x, &shared.shape4, shape)?)
+    Ok(g.reshape_to(x, &frames.shape4, shape)?)
 }
 
-fn block(
+/// The block up to its self-attention: `(query, key, value)` `[B, L, D]` in the compute dtype,
+/// queries and keys after RMSNorm and RoPE.
+fn qkv(
     layers: &mut Layers<'_, '_>,
     config: &DitConfig,
-    index: usize,
-    x: Value,
-    modulation: &Value,
-    shared: &Shared,
+    p: &Prefix,
+    frames: &Frames,
+    modulation: &Modulation,
+    rope_table: (&Value, &Value),
+) -> Result<[Value; 3]> {
+    let d = config.dim;
+    let lead = &frames.lead;
+    let attention = p.pp("self_attn");
+    let h = layers.layer_norm_plain(&frames.x, d, config.eps)?;
+    let h = modulate(
+        &mut layers.graph,
+        &h,
+        modulation.shift_self(),
+        modulation.scale_self(),
+    )?;
+    let q = layers.linear(&h, &attention.pp("q"), d, d, lead)?;
+    let q = layers.rms_norm(&q, &attention.pp("norm_q").pp("weight"), d, config.eps)?;
+    let k = layers.linear(&h, &attention.pp("k"), d, d, lead)?;
+    let k = layers.rms_norm(&k, &attention.pp("norm_k").pp("weight"), d, config.eps)?;
+    let v = layers.linear_compute(&h, &attention.pp("v"), d, d, lead)?;
+    let (cos, sin) = rope_table;
+    let q = rope(layers, config, &q, cos, sin)?;
+    let k = rope(layers, config, &k, cos, sin)?;
+    let compute = layers.compute;
+    let g = &mut layers.graph;
+    Ok([
+        g.cast(&q, compute)?,
+        g.cast(&k, compute)?,
+        to_tokens(g, &v, d)?,
+    ])
+}
+
+/// The block after its self-attention: output projection with the gated residual,
+/// cross-attention over the context (text, plus image tokens for I2V), gated FFN.
+fn output(
+    layers: &mut Layers<'_, '_>,
+    config: &DitConfig,
+    p: &Prefix,
+    frames: &Frames,
+    modulation: &Modulation,
+    self_attention: &Value,
+    context: &Value,
 ) -> Result<Value> {
     let d = config.dim;
-    let p = format!("blocks.{index}");
-    let table = layers.weights.initializer(
-        &mut layers.graph,
-        &format!("{p}.modulation"),
-        &[1, 6, d],
-        &[1, 1, 6, d as i64],
-        DType::F32,
-    )?;
+    let lead = &frames.lead;
+    let a = to_frames(&mut layers.graph, self_attention, frames, d)?;
+    let o = layers.linear(&a, &p.pp("self_attn").pp("o"), d, d, lead)?;
     let g = &mut layers.graph;
-    let m = g.add(&table, modulation)?;
-    let m = g.split(&m, 2, &[1; 6])?;
-    let (shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff) =
-        (&m[0], &m[1], &m[2], &m[3], &m[4], &m[5]);
-    let lead = &shared.lead;
+    let o = g.mul(&o, modulation.gate_self())?;
+    let x = g.add(&frames.x, &o)?;
 
-    let h = layers.layer_norm_plain(&x, d, config.eps)?;
-    let h = modulate(&mut layers.graph, &h, shift_sa, scale_sa)?;
-    let q = layers.linear(&h, &format!("{p}.self_attn.q"), d, d, lead)?;
-    let q = layers.rms_norm(&q, &format!("{p}.self_attn.norm_q.weight"), d, config.eps)?;
-    let k = layers.linear(&h, &format!("{p}.self_attn.k"), d, d, lead)?;
-    let k = layers.rms_norm(&k, &format!("{p}.self_attn.norm_k.weight"), d, config.eps)?;
-    let v = layers.linear_compute(&h, &format!("{p}.self_attn.v"), d, d, lead)?;
-    let g = &mut layers.graph;
-    let (q, k) = match &shared.position_ids {
-        // The fused op computes the same interleaved rotation in one kernel per tensor.
-        Some(positions) => {
-            let q = to_tokens(g, &q, d)?;
-            let k = to_tokens(g, &k, d)?;
-            let (cos, sin) = &shared.rope_table;
-            let heads = config.num_heads as i64;
-            (
-                g.rotary_embedding(&q, positions, cos, sin, heads, true)?,
-                g.rotary_embedding(&k, positions, cos, sin, heads, true)?,
-            )
-        }
-        None => (
-            apply_rope(g, &q, config, &shared.rope_cos, &shared.rope_sin)?,
-            apply_rope(g, &k, config, &shared.rope_cos, &shared.rope_sin)?,
-        ),
-    };
-    let v = to_tokens(g, &v, d)?;
-    let a = layers.attention_compute(&q, &k, &v, config.num_heads, shared.causal_bias.as_ref())?;
-    let a = to_frames(&mut layers.graph, &a, shared, d)?;
-    let o = layers.linear(&a, &format!("{p}.self_attn.o"), d, d, lead)?;
-    let g = &mut layers.graph;
-    let o = g.mul(&o, gate_sa)?;
-    let x = g.add(&x, &o)?;
-
-    let n = layers.layer_norm_affine(&x, &format!("{p}.norm3"), d, config.eps)?;
-    let q = layers.linear_compute(&n, &format!("{p}.cross_attn.q"), d, d, lead)?;
-    let q = layers.rms_norm(&q, &format!("{p}.cross_attn.norm_q.weight"), d, config.eps)?;
+    let cross = p.pp("cross_attn");
+    let n = layers.layer_norm_affine(&x, &p.pp("norm3"), d, config.eps)?;
+    let q = layers.linear_compute(&n, &cross.pp("q"), d, d, lead)?;
+    let q = layers.rms_norm(&q, &cross.pp("norm_q").pp("weight"), d, config.eps)?;
     let q = to_tokens(&mut layers.graph, &q, d)?;
     let (image, text) = match (config.model_type, config.image_len) {
         (ModelType::I2v, Some(image_len)) => {
             let g = &mut layers.graph;
-            let image = g.slice(&shared.context, 1, 0, image_len as i64)?;
-            let text = g.slice(&shared.context, 1, image_len as i64, i64::MAX)?;
+            let image = g.slice(context, 1, 0, image_len as i64)?;
+            let text = g.slice(context, 1, image_len as i64, i64::MAX)?;
             (Some(image), text)
         }
-        _ => (None, shared.context.clone()),
+        _ => (None, context.clone()),
     };
     let text_lead = layers.lead_of(&text)?;
-    let k = layers.linear(&text, &format!("{p}.cross_attn.k"), d, d, &text_lead)?;
-    let k = layers.rms_norm(&k, &format!("{p}.cross_attn.norm_k.weight"), d, config.eps)?;
-    let v = layers.linear_compute(&text, &format!("{p}.cross_attn.v"), d, d, &text_lead)?;
+    let k = layers.linear(&text, &cross.pp("k"), d, d, &text_lead)?;
+    let k = layers.rms_norm(&k, &cross.pp("norm_k").pp("weight"), d, config.eps)?;
+    let v = layers.linear_compute(&text, &cross.pp("v"), d, d, &text_lead)?;
     let mut a = layers.attention_compute(&q, &k, &v, config.num_heads, None)?;
     if let Some(image) = image {
         let image_lead = layers.lead_of(&image)?;
-        let k = layers.linear(&image, &format!("{p}.cross_attn.k_img"), d, d, &image_lead)?;
-        let k = layers.rms_norm(
-            &k,
-            &format!("{p}.cross_attn.norm_k_img.weight"),
-            d,
-            config.eps,
-        )?;
-        let v =
-            layers.linear_compute(&image, &format!("{p}.cross_attn.v_img"), d, d, &image_lead)?;
+        let k = layers.linear(&image, &cross.pp("k_img"), d, d, &image_lead)?;
+        let k = layers.rms_norm(&k, &cross.pp("norm_k_img").pp("weight"), d, config.eps)?;
+        let v = layers.linear_compute(&image, &cross.pp("v_img"), d, d, &image_lead)?;
         let image_attention = layers.attention_compute(&q, &k, &v, config.num_heads, None)?;
         a = layers.graph.add(&image_attention, &a)?;
     }
-    let a = to_frames(&mut layers.graph, &a, shared, d)?;
-    let o = layers.linear(&a, &format!("{p}.cross_attn.o"), d, d, lead)?;
+    let a = to_frames(&mut layers.graph, &a, frames, d)?;
+    let o = layers.linear(&a, &cross.pp("o"), d, d, lead)?;
     let x = layers.graph.add(&x, &o)?;
 
+    let ffn = p.pp("ffn");
     let h = layers.layer_norm_plain(&x, d, config.eps)?;
-    let h = modulate(&mut layers.graph, &h, shift_ff, scale_ff)?;
-    let f = layers.linear_compute(&h, &format!("{p}.ffn.0"), d, config.ffn_dim, lead)?;
+    let h = modulate(
+        &mut layers.graph,
+        &h,
+        modulation.shift_ffn(),
+        modulation.scale_ffn(),
+    )?;
+    let f = layers.linear_compute(&h, &ffn.pp(0), d, config.ffn_dim, lead)?;
     let f = layers.graph.gelu(&f, GeluApproximation::Tanh)?;
-    let f = layers.linear(&f, &format!("{p}.ffn.2"), config.ffn_dim, d, lead)?;
+    let f = layers.linear(&f, &ffn.pp(2), config.ffn_dim, d, lead)?;
     let g = &mut layers.graph;
-    let f = g.mul(&f, gate_ff)?;
-    Ok(g.add(&x, &f)?)
+    let f = g.mul(&f, modulation.gate_ffn())?;
+    let x = g.add(&x, &f)?;
+    to_tokens(g, &x, d)
 }
 
-/// Builds the `blocks` graph (or its block-causal variant).
-pub(super) fn build(layers: &mut Layers<'_, '_>, config: &DitConfig, causal: bool) -> Result<()> {
-    let d = config.dim;
-    let mut inputs = HashMap::new();
-    for port in blocks_inputs(config, causal) {
-        let value = layers.graph.input(port.name, port.dtype, port.shape)?;
-        inputs.insert(port.name, value);
-    }
-    let g = &mut layers.graph;
-    let tokens = &inputs[io::PATCH_TOKENS];
-    let modulation = &inputs[io::TIME_MODULATION];
-    let frames = g.shape_of(modulation, 1, 2)?;
-    let zero = g.const_i64(&[0])?;
-    let rest = g.const_i64(&[-1, d as i64])?;
-    let target = g.concat(&[&zero, &frames, &rest], 0)?;
-    let x = g.reshape_to(
-        tokens,
-        &target,
-        vec![
-            tokens.shape[0].clone(),
-            modulation.shape[1].clone(),
-            Dim::Unknown,
-            Dim::Known(d as i64),
-        ],
+/// Builds `block_qkv` for the block at `p` (`blocks.3`).
+pub(super) fn build_qkv(layers: &mut Layers<'_, '_>, config: &DitConfig, p: &Prefix) -> Result<()> {
+    let inputs = inputs(layers, block_qkv_inputs(config))?;
+    let time_modulation = &inputs[io::TIME_MODULATION];
+    let frames = frames(layers, config, &inputs[io::LAYER_TOKENS], time_modulation)?;
+    let modulation = modulation(layers, config, p, time_modulation)?;
+    let rope_table = (&inputs[io::ROPE_COS], &inputs[io::ROPE_SIN]);
+    let values = qkv(layers, config, p, &frames, &modulation, rope_table)?;
+    outputs(
+        &mut layers.graph,
+        block_qkv_outputs(config, layers.compute),
+        &values,
+    )
+}
+
+/// Builds `block_out` for the block at `p`.
+pub(super) fn build_out(layers: &mut Layers<'_, '_>, config: &DitConfig, p: &Prefix) -> Result<()> {
+    let inputs = inputs(layers, block_out_inputs(config, layers.compute))?;
+    let time_modulation = &inputs[io::TIME_MODULATION];
+    let frames = frames(layers, config, &inputs[io::LAYER_TOKENS], time_modulation)?;
+    let modulation = modulation(layers, config, p, time_modulation)?;
+    let tokens = output(
+        layers,
+        config,
+        p,
+        &frames,
+        &modulation,
+        &inputs[io::ATTENTION_OUTPUT],
+        &inputs[io::CONTEXT_TOKENS],
     )?;
-    let half = (config.head_dim() / 2) as i64;
-    let rope_cos = g.reshape(&inputs[io::ROPE_COS], &[-1, 1, half, 1])?;
-    let rope_sin = g.reshape(&inputs[io::ROPE_SIN], &[-1, 1, half, 1])?;
-    let causal_bias = match causal {
-        true => {
-            let frames_scalar = scalar_at(g, &frames, 0)?;
-            Some(causal_bias(
-                g,
-                tokens,
-                &frames_scalar,
-                &inputs[io::CAUSAL_BLOCK_SIZE],
-            )?)
-        }
-        false => None,
-    };
-    let lead = layers.lead_of(&x)?;
+    outputs(&mut layers.graph, block_out_outputs(config), &[tokens])
+}
+
+/// Builds `attention`: the queries `prefix_tokens..query_end` attend to the keys and values
+/// `0..query_end`, and the result is appended to `attention_prefix`. One call over everything is
+/// full attention; one call per frame block (`query_end` at each block's end) is block-causal
+/// attention without a mask: tokens are frame-major, so a block's keys are a prefix.
+pub(super) fn build_attention(layers: &mut Layers<'_, '_>, config: &DitConfig) -> Result<()> {
+    let inputs = inputs(layers, attention_inputs(config, layers.compute))?;
+    let prefix = &inputs[io::ATTENTION_PREFIX];
+    let end = &inputs[io::QUERY_END];
     let g = &mut layers.graph;
-    let dim = g.const_i64(&[d as i64])?;
-    let lead_value = g.shape_of(&x, 0, 3)?;
-    let shape4 = g.concat(&[&lead_value, &dim], 0)?;
-    let position_ids = match layers.attention {
-        AttentionKind::ContribMha => {
-            let g = &mut layers.graph;
-            let length = g.shape_of(&inputs[io::ROPE_COS], 0, 1)?;
-            let length = g.squeeze(&length, &[0])?;
-            let zero = g.scalar(0.0, DType::I64)?;
-            let one = g.scalar(1.0, DType::I64)?;
-            let positions = g.range(&zero, &length, &one, Dim::Unknown)?;
-            let positions = g.unsqueeze(&positions, &[0])?;
-            let batch = g.shape_of(tokens, 0, 1)?;
-            let count = g.shape_of(&positions, 1, 2)?;
-            let target = g.concat(&[&batch, &count], 0)?;
-            Some(g.expand(
-                &positions,
-                &target,
-                vec![tokens.shape[0].clone(), Dim::Unknown],
-            )?)
-        }
-        AttentionKind::MatMul => None,
-    };
-    let rope_table = (inputs[io::ROPE_COS].clone(), inputs[io::ROPE_SIN].clone());
-    let shared = Shared {
-        position_ids,
-        rope_table,
-        lead,
-        shape4,
-        rope_cos,
-        rope_sin,
-        context: inputs[io::CONTEXT_TOKENS].clone(),
-        causal_bias,
-    };
-    let mut x = x;
-    for index in 0..config.num_layers {
-        layers.graph.enter(&format!("blocks.{index}"));
-        x = block(layers, config, index, x, modulation, &shared)?;
-        layers.graph.leave();
-    }
+    let start = g.shape_of(prefix, 1, 2)?;
+    let zero = g.const_i64(&[0])?;
+    let query = g.slice_between(&inputs[io::QUERY], 1, &start, end, Dim::Unknown)?;
+    let key = g.slice_between(&inputs[io::KEY], 1, &zero, end, Dim::Unknown)?;
+    let value = g.slice_between(&inputs[io::VALUE], 1, &zero, end, Dim::Unknown)?;
+    let attended = layers.attention_compute(&query, &key, &value, config.num_heads, None)?;
     let g = &mut layers.graph;
-    let out = to_tokens(g, &x, d)?;
-    for port in blocks_outputs(config) {
-        g.output(port.name, &out, port.dtype, port.shape)?;
-    }
-    Ok(())
+    let out = g.concat(&[prefix, &attended], 1)?;
+    outputs(g, attention_outputs(config, layers.compute), &[out])
 }

@@ -116,26 +116,81 @@ pub fn embed_outputs(config: &DitConfig) -> Vec<Port> {
     ]
 }
 
-/// `blocks` inputs (plus `causal_block_size` for the block-causal variant).
-pub fn blocks_inputs(config: &DitConfig, causal: bool) -> Vec<Port> {
-    let outputs = embed_outputs(config);
-    let mut ports: Vec<Port> = outputs
+/// `[B, num_tokens, D]` float32 tokens (the residual stream between the graphs).
+fn tokens(name: &'static str, config: &DitConfig) -> Port {
+    port(
+        name,
+        DType::F32,
+        &[n(axis::BATCH), n(axis::TOKENS), k(config.dim)],
+    )
+}
+
+/// `[B, tokens, D]` in the compute dtype (what attention reads and writes).
+fn attention_values(name: &'static str, tokens: &str, config: &DitConfig, compute: DType) -> Port {
+    port(name, compute, &[n(axis::BATCH), n(tokens), k(config.dim)])
+}
+
+fn embedded(config: &DitConfig, name: &str) -> Port {
+    embed_outputs(config)
         .into_iter()
-        .filter(|p| p.name != io::TIME_EMBEDDING)
-        .collect();
-    if causal {
-        ports.push(port(io::CAUSAL_BLOCK_SIZE, DType::I64, &[k(1)]));
-    }
+        .find(|p| p.name == name)
+        .expect("an embed output")
+}
+
+/// `block_qkv` inputs (before the layer's weights).
+pub fn block_qkv_inputs(config: &DitConfig) -> Vec<Port> {
+    vec![
+        tokens(io::LAYER_TOKENS, config),
+        embedded(config, io::TIME_MODULATION),
+        embedded(config, io::ROPE_COS),
+        embedded(config, io::ROPE_SIN),
+    ]
+}
+
+/// `block_qkv` outputs: self-attention queries and keys (after RMSNorm and RoPE) and values.
+pub fn block_qkv_outputs(config: &DitConfig, compute: DType) -> Vec<Port> {
+    [io::QUERY, io::KEY, io::VALUE]
+        .into_iter()
+        .map(|name| attention_values(name, axis::TOKENS, config, compute))
+        .collect()
+}
+
+/// `attention` inputs: all queries, keys and values, the output so far and where this call ends.
+pub fn attention_inputs(config: &DitConfig, compute: DType) -> Vec<Port> {
+    let mut ports = block_qkv_outputs(config, compute);
+    ports.push(attention_values(
+        io::ATTENTION_PREFIX,
+        axis::PREFIX_TOKENS,
+        config,
+        compute,
+    ));
+    ports.push(port(io::QUERY_END, DType::I64, &[k(1)]));
     ports
 }
 
-/// `blocks` outputs.
-pub fn blocks_outputs(config: &DitConfig) -> Vec<Port> {
-    vec![port(
-        io::BLOCK_TOKENS,
-        DType::F32,
-        &[n(axis::BATCH), n(axis::TOKENS), k(config.dim)],
+/// `attention` outputs: the prefix extended by this call's query tokens.
+pub fn attention_outputs(config: &DitConfig, compute: DType) -> Vec<Port> {
+    vec![attention_values(
+        io::ATTENTION_OUTPUT,
+        axis::ATTENDED_TOKENS,
+        config,
+        compute,
     )]
+}
+
+/// `block_out` inputs (before the layer's weights).
+pub fn block_out_inputs(config: &DitConfig, compute: DType) -> Vec<Port> {
+    vec![
+        attention_values(io::ATTENTION_OUTPUT, axis::TOKENS, config, compute),
+        tokens(io::LAYER_TOKENS, config),
+        embedded(config, io::TIME_MODULATION),
+        embedded(config, io::CONTEXT_TOKENS),
+    ]
+}
+
+/// `block_out` outputs.
+pub fn block_out_outputs(config: &DitConfig) -> Vec<Port> {
+    vec![tokens(io::LAYER_OUTPUT, config)]
 }
 
 /// `head` inputs.
@@ -178,15 +233,6 @@ pub fn head_outputs(config: &DitConfig) -> Vec<Port> {
             n(axis::WIDTH),
         ],
     )]
-}
-
-/// `[B, num_tokens, D]` float32 tokens (the residual stream between the graphs).
-fn tokens(name: &'static str, config: &DitConfig) -> Port {
-    port(
-        name,
-        DType::F32,
-        &[n(axis::BATCH), n(axis::TOKENS), k(config.dim)],
-    )
 }
 
 /// `teacache_residual` inputs and outputs: `block_tokens − patch_tokens`.

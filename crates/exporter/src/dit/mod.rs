@@ -1,26 +1,29 @@
-//! DiT export: one checkpoint → `dit_embed.onnx`, `dit_blocks.onnx`, `dit_head.onnx`
-//! (+ `dit_blocks_causal.onnx`), sharing one set of external weights.
+//! DiT export: one checkpoint → `dit_embed.onnx`, the block graphs `dit_block_qkv.onnx`,
+//! `dit_attention.onnx`, `dit_block_out.onnx` (one graph for every layer; each layer's weights are
+//! recorded in the manifest and bound at run time), `dit_head.onnx`, and TeaCache's two graphs.
 
 mod blocks;
 pub mod config;
 mod embed;
 mod head;
 pub mod io;
-pub mod layers;
+/// The layer helpers, here for the paths that name them under `dit`.
+pub use crate::layers;
 mod teacache;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use skyreels_contract::DitConfig;
-use skyreels_contract::manifest::{DitComponent, GraphEntry};
+use skyreels_contract::manifest::{DitComponent, ExternalTensor, GraphEntry};
+use skyreels_contract::{DitConfig, TensorSpec};
 use skyreels_graph::{DType, Model};
 
 use crate::checkpoint::Checkpoint;
-use crate::error::Result;
+use crate::error::{ExportError, Result};
+use crate::layers::{AttentionKind, Layers, WeightBinding};
 use crate::layout::Layout;
+use crate::prefix::Prefix;
 use crate::weights::{WeightSink, WeightStore};
-use layers::{AttentionKind, Layers};
 
 /// How to export the DiT.
 #[derive(Debug, Clone)]
@@ -29,8 +32,6 @@ pub struct DitExportOptions {
     pub compute: DType,
     /// Attention form.
     pub attention: AttentionKind,
-    /// Also write the block-causal `blocks` variant.
-    pub causal_variant: bool,
     /// Reference matching-dtype weights in place (hard links) instead of copying them.
     pub link_weights: bool,
 }
@@ -56,11 +57,18 @@ pub struct DitExport {
     pub weight_bytes: (u64, u64),
 }
 
-fn entry(name: &str, file: &str, inputs: Vec<io::Port>, outputs: Vec<io::Port>) -> GraphEntry {
+/// A manifest entry: the ports, then the weight inputs (block graphs).
+fn entry(
+    name: &str,
+    file: &str,
+    inputs: Vec<io::Port>,
+    outputs: Vec<io::Port>,
+    weights: Vec<TensorSpec>,
+) -> GraphEntry {
     GraphEntry {
         name: name.to_string(),
         file: file.to_string(),
-        inputs: inputs.iter().map(io::Port::spec).collect(),
+        inputs: inputs.iter().map(io::Port::spec).chain(weights).collect(),
         outputs: outputs.iter().map(io::Port::spec).collect(),
     }
 }
@@ -91,6 +99,87 @@ pub fn inspect(source: &Path) -> Result<(Checkpoint, Layout, DitConfig)> {
     Ok((checkpoint, layout, config))
 }
 
+/// Saves `graph` as `out_dir/file` and reports it.
+fn save(
+    graph: skyreels_graph::Graph,
+    metadata: &BTreeMap<String, String>,
+    out_dir: &Path,
+    file: &str,
+) -> Result<GraphReport> {
+    let model = Model::from_graph(graph, metadata);
+    model.save(&out_dir.join(file))?;
+    Ok(GraphReport {
+        file: file.to_string(),
+        nodes: model.proto.graph.as_ref().map_or(0, |g| g.node.len()),
+        ops: model.op_histogram(),
+    })
+}
+
+/// A block graph built once per layer: the graph of layer 0 is saved, every layer's weight
+/// inputs are recorded, and every layer must bind the same inputs (names, dtypes, shapes).
+fn export_block_graph(
+    name: &str,
+    build: BlockBuilder,
+    store: &mut WeightStore<'_>,
+    config: &DitConfig,
+    options: &DitExportOptions,
+    layers: &mut [BTreeMap<String, ExternalTensor>],
+) -> Result<(skyreels_graph::Graph, Vec<TensorSpec>)> {
+    let mut first: Option<(skyreels_graph::Graph, Vec<TensorSpec>)> = None;
+    for (index, weights) in layers.iter_mut().enumerate() {
+        let block = Prefix::root().pp("blocks").pp(index);
+        let mut builder = Layers::new(
+            &format!("dit_{name}"),
+            store,
+            options.compute,
+            options.attention,
+        )
+        .with_weight_inputs(block.clone());
+        build(&mut builder, config, &block).map_err(|e| in_layer(e, &block))?;
+        let WeightBinding::Inputs { bound, .. } = builder.binding else {
+            unreachable!("built with weight inputs")
+        };
+        let specs: Vec<TensorSpec> = bound.iter().map(|(spec, _)| spec.clone()).collect();
+        for (spec, data) in bound {
+            weights.insert(
+                spec.name,
+                ExternalTensor {
+                    file: data.location,
+                    offset: data.offset,
+                    length: data.length,
+                },
+            );
+        }
+        match &first {
+            None => first = Some((builder.graph, specs)),
+            Some((_, expected)) if *expected != specs => {
+                let differing = expected
+                    .iter()
+                    .find(|spec| !specs.contains(spec))
+                    .or_else(|| specs.iter().find(|spec| !expected.contains(spec)))
+                    .map_or(String::new(), |spec| {
+                        format!(" (`{}` {} {:?})", spec.name, spec.dtype, spec.shape)
+                    });
+                return Err(ExportError::BadOptions(format!(
+                    "`{block}` and `blocks.0` differ in the weights of their `{name}` graph{differing}: every transformer layer must have the same architecture\n  fix: check that the checkpoint is a complete SkyReels-V2 / Wan2.1 model (no layer-specific weights added or removed)"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    first.ok_or_else(|| ExportError::BadOptions("the DiT has no transformer layers".into()))
+}
+
+/// Names the layer in an error raised while building its graphs.
+fn in_layer(error: ExportError, block: &Prefix) -> ExportError {
+    match error {
+        ExportError::Graph(e) => ExportError::BadOptions(format!("while wiring `{block}`: {e}")),
+        other => other,
+    }
+}
+
+type BlockBuilder = fn(&mut Layers<'_, '_>, &DitConfig, &Prefix) -> Result<()>;
+
 /// Exports the DiT at `source` into `out_dir`.
 pub fn export(source: &Path, out_dir: &Path, options: &DitExportOptions) -> Result<DitExport> {
     let (checkpoint, layout, config) = inspect(source)?;
@@ -100,68 +189,81 @@ pub fn export(source: &Path, out_dir: &Path, options: &DitExportOptions) -> Resu
     metadata.insert("skyreels.component".to_string(), "dit".to_string());
     let mut reports = Vec::new();
     let mut graphs = Vec::new();
-    let mut blocks_causal = None;
+    let compute = options.compute;
 
-    type Builder = fn(&mut Layers<'_, '_>, &DitConfig, bool) -> Result<()>;
-    let mut plan: Vec<(&str, &str, Builder, bool)> = vec![
-        (
-            "embed",
-            "dit_embed.onnx",
-            |l, c, _| embed::build(l, c),
-            false,
-        ),
-        ("blocks", "dit_blocks.onnx", blocks::build, false),
-        ("head", "dit_head.onnx", |l, c, _| head::build(l, c), false),
-    ];
-    if options.causal_variant {
-        plan.push((
-            "blocks_causal",
-            "dit_blocks_causal.onnx",
-            blocks::build,
-            true,
-        ));
-    }
-    for (name, file, build, causal) in plan {
-        let mut layers = Layers::new(
-            &format!("dit_{name}"),
-            &mut store,
-            options.compute,
-            options.attention,
-        );
-        build(&mut layers, &config, causal)?;
-        let model = Model::from_graph(layers.graph, &metadata);
-        model.save(&out_dir.join(file))?;
-        reports.push(GraphReport {
-            file: file.to_string(),
-            nodes: model.proto.graph.as_ref().map_or(0, |g| g.node.len()),
-            ops: model.op_histogram(),
-        });
-        let graph_entry = match name {
-            "embed" => entry(
-                name,
-                file,
-                io::embed_inputs(&config),
-                io::embed_outputs(&config),
-            ),
-            "head" => entry(
-                name,
-                file,
-                io::head_inputs(&config),
-                io::head_outputs(&config),
-            ),
-            _ => entry(
-                name,
-                file,
-                io::blocks_inputs(&config, causal),
-                io::blocks_outputs(&config),
-            ),
-        };
-        if causal {
-            blocks_causal = Some(graph_entry)
-        } else {
-            graphs.push(graph_entry)
-        }
-    }
+    let mut layers = Layers::new("dit_embed", &mut store, compute, options.attention);
+    embed::build(&mut layers, &config)?;
+    reports.push(save(layers.graph, &metadata, out_dir, "dit_embed.onnx")?);
+    graphs.push(entry(
+        "embed",
+        "dit_embed.onnx",
+        io::embed_inputs(&config),
+        io::embed_outputs(&config),
+        Vec::new(),
+    ));
+
+    let mut layer_weights = vec![BTreeMap::new(); config.num_layers];
+    let (graph, weights) = export_block_graph(
+        "block_qkv",
+        blocks::build_qkv,
+        &mut store,
+        &config,
+        options,
+        &mut layer_weights,
+    )?;
+    reports.push(save(graph, &metadata, out_dir, "dit_block_qkv.onnx")?);
+    graphs.push(entry(
+        "block_qkv",
+        "dit_block_qkv.onnx",
+        io::block_qkv_inputs(&config),
+        io::block_qkv_outputs(&config, compute),
+        weights,
+    ));
+
+    let mut layers = Layers::new("dit_attention", &mut store, compute, options.attention);
+    blocks::build_attention(&mut layers, &config)?;
+    reports.push(save(
+        layers.graph,
+        &metadata,
+        out_dir,
+        "dit_attention.onnx",
+    )?);
+    graphs.push(entry(
+        "attention",
+        "dit_attention.onnx",
+        io::attention_inputs(&config, compute),
+        io::attention_outputs(&config, compute),
+        Vec::new(),
+    ));
+
+    let (graph, weights) = export_block_graph(
+        "block_out",
+        blocks::build_out,
+        &mut store,
+        &config,
+        options,
+        &mut layer_weights,
+    )?;
+    reports.push(save(graph, &metadata, out_dir, "dit_block_out.onnx")?);
+    graphs.push(entry(
+        "block_out",
+        "dit_block_out.onnx",
+        io::block_out_inputs(&config, compute),
+        io::block_out_outputs(&config),
+        weights,
+    ));
+
+    let mut layers = Layers::new("dit_head", &mut store, compute, options.attention);
+    head::build(&mut layers, &config)?;
+    reports.push(save(layers.graph, &metadata, out_dir, "dit_head.onnx")?);
+    graphs.push(entry(
+        "head",
+        "dit_head.onnx",
+        io::head_inputs(&config),
+        io::head_outputs(&config),
+        Vec::new(),
+    ));
+
     let mut teacache_graphs = Vec::new();
     for (name, kind) in [
         ("teacache_residual", teacache::TeaCacheGraph::Residual),
@@ -170,15 +272,9 @@ pub fn export(source: &Path, out_dir: &Path, options: &DitExportOptions) -> Resu
         let file = format!("dit_{name}.onnx");
         let mut graph = skyreels_graph::Graph::new(&format!("dit_{name}"));
         kind.build(&mut graph, &config)?;
-        let model = Model::from_graph(graph, &metadata);
-        model.save(&out_dir.join(&file))?;
-        reports.push(GraphReport {
-            file: file.clone(),
-            nodes: model.proto.graph.as_ref().map_or(0, |g| g.node.len()),
-            ops: model.op_histogram(),
-        });
+        reports.push(save(graph, &metadata, out_dir, &file)?);
         let (inputs, outputs) = kind.ports(&config);
-        teacache_graphs.push(entry(name, &file, inputs, outputs));
+        teacache_graphs.push(entry(name, &file, inputs, outputs, Vec::new()));
     }
     let architecture = format!(
         "{:?} dim {} layers {}",
@@ -189,7 +285,7 @@ pub fn export(source: &Path, out_dir: &Path, options: &DitExportOptions) -> Resu
         component: DitComponent {
             config,
             graphs,
-            blocks_causal,
+            layers: layer_weights,
             teacache: teacache_graphs,
         },
         reports,

@@ -25,5 +25,8 @@ pub use models::{Models, Residency};
 pub use outputs::{OutputPlan, VideoFormat};
 pub use plan::{JobPlan, JobSettings};
 pub use request::{GenerateRequest, OutputRequest};
-pub use run::{GeneratedVideo, JobReport, StageTimings, WrittenVideo, generate_job, generate_job_with_noise, run_job, write_job};
+pub use run::{
+    GeneratedVideo, JobReport, StageTimings, WrittenVideo, generate_job, generate_job_with_noise,
+    run_job, write_job,
+};
 pub use variant::VariantChoice;

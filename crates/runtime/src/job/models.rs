@@ -198,3 +198,16 @@ impl Models {
         Ok((decoder, encoder))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server moves the loaded models into the thread that runs its jobs.
+    #[test]
+    fn loaded_models_can_move_between_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Models>();
+        assert_send::<JobPlan>();
+    }
+}

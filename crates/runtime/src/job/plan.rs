@@ -269,7 +269,9 @@ impl JobPlan {
             .as_ref()
             .map(|d| d.config.clone())
             .ok_or_else(|| {
-                engine.error("has no DiT\n  fix: export a DiT checkpoint into it with skyreels-export")
+                engine.error(
+                    "has no DiT\n  fix: export a DiT checkpoint into it with skyreels-export",
+                )
             })?;
         let model_type = dit_config.model_type;
         let pipeline = request.pipeline.unwrap_or(match model_type {
@@ -416,9 +418,8 @@ impl JobPlan {
         {
             inputs += &format!("{} {}\n", path.display(), sha256_hex(&fs_err::read(path)?));
         }
-        let settings = serde_json::to_string(&self.settings).map_err(|e| {
-            invalid(format!("the job's settings cannot be written as JSON: {e}"))
-        })?;
+        let settings = serde_json::to_string(&self.settings)
+            .map_err(|e| invalid(format!("the job's settings cannot be written as JSON: {e}")))?;
         Ok(format!(
             "{}\n{settings}\n{inputs}{}",
             env!("CARGO_PKG_VERSION"),
@@ -466,13 +467,22 @@ impl fmt::Display for JobPlan {
                 "async:     ar_step {}, causal block {} ({} attention)",
                 s.ar_step,
                 s.causal_block_size,
-                if self.block_causal { "block-causal" } else { "full" }
+                if self.block_causal {
+                    "block-causal"
+                } else {
+                    "full"
+                }
             )?;
         }
         let windows: Vec<String> = self
             .windows
             .iter()
-            .map(|w| format!("{} latent frames ({} prefix)", w.latent_frames, w.prefix_frames))
+            .map(|w| {
+                format!(
+                    "{} latent frames ({} prefix)",
+                    w.latent_frames, w.prefix_frames
+                )
+            })
             .collect();
         writeln!(f, "windows:   {}", windows.join(", "))?;
         if let Some(teacache) = &s.teacache {

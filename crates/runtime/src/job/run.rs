@@ -144,13 +144,19 @@ pub fn generate_job_with_noise(
         if plan.model_type == ModelType::I2v {
             let picture = RgbImage::open(path)?;
             let clip = models.image_encoder(observer)?;
-            image_context = Some(in_stage(observer, Stage::ImageEncoding, "image (clip)", |_| {
-                clip.encode(&picture)
-            })?);
+            image_context = Some(in_stage(
+                observer,
+                Stage::ImageEncoding,
+                "image (clip)",
+                |_| clip.encode(&picture),
+            )?);
             let vae = models.vae_encoder(observer)?;
-            condition = Some(in_stage(observer, Stage::ImageEncoding, "image (vae)", |_| {
-                image_condition(vae, &image_pixels(&picture, width, height), s.num_frames)
-            })?);
+            condition = Some(in_stage(
+                observer,
+                Stage::ImageEncoding,
+                "image (vae)",
+                |_| image_condition(vae, &image_pixels(&picture, width, height), s.num_frames),
+            )?);
         } else {
             let vae = models.vae_encoder(observer)?;
             conditioning.first_image = Some(in_stage(
@@ -301,7 +307,7 @@ pub fn run_job(
         timings: StageTimings::default(),
     };
     let generated = generate_job(plan, models, &mut timed)?;
-    let stats = generated.generation.stats;
+    let stats = generated.generation.stats.clone();
     let written = write_job(plan, generated, &mut timed)?;
     Ok(JobReport {
         written,

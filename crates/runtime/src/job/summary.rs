@@ -51,6 +51,7 @@ pub fn summary_json(plan: &JobPlan, report: &JobReport) -> Value {
         },
         "windows": report.stats.windows,
         "windows_resumed": report.stats.windows_resumed,
+        "window_seconds": report.stats.window_seconds,
         "rows": report.stats.rows,
         "dit_forwards": report.stats.forwards,
         "blocks_computed": report.stats.blocks_computed,
@@ -100,9 +101,11 @@ mod tests {
         assert_eq!(field_of("engine x: has no DiT"), None);
         let error = error_json("--size \"9\" is not WIDTHxHEIGHT\n  fix: …");
         assert_eq!(error["error"]["field"], "size");
-        assert!(error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("--size"));
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("--size")
+        );
     }
 }

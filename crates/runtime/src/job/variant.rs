@@ -4,7 +4,9 @@
 
 use serde::Serialize;
 use skyreels_contract::variant::{GenerationDefaults, describe_architecture};
-use skyreels_contract::{DitConfig, ModelVariant, Pipeline, RecognitionError, Resolution, recognise};
+use skyreels_contract::{
+    DitConfig, ModelVariant, Pipeline, RecognitionError, Resolution, recognise,
+};
 
 use crate::pipeline::defaults::DEFAULT_NEGATIVE_PROMPT;
 
@@ -168,7 +170,11 @@ mod tests {
         .expect("fallback");
         assert_eq!(choice.name.as_deref(), Some("df-1.3b-540p"));
         assert!(
-            choice.note.as_deref().unwrap_or_default().contains("540P only"),
+            choice
+                .note
+                .as_deref()
+                .unwrap_or_default()
+                .contains("540P only"),
             "{choice:?}"
         );
         let error = choose_variant(
@@ -205,8 +211,13 @@ mod tests {
                 .contains("no released SkyReels-V2 model has this architecture"),
             "{choice:?}"
         );
-        let at_720 = choose_variant(&tiny, Some(Resolution::P720), None, Pipeline::DiffusionForcing)
-            .expect("tiny 720p");
+        let at_720 = choose_variant(
+            &tiny,
+            Some(Resolution::P720),
+            None,
+            Pipeline::DiffusionForcing,
+        )
+        .expect("tiny 720p");
         assert_eq!((at_720.defaults.width, at_720.defaults.height), (1280, 720));
     }
 }

@@ -6,6 +6,7 @@
 //! decodes everything once at the end.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use super::denoiser::Denoiser;
 use super::plan::{Compat, Plan, Start};
@@ -104,7 +105,7 @@ pub struct Vae<'a> {
 }
 
 /// Totals over all windows.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct GenerationStats {
     /// Windows sampled.
     pub windows: usize,
@@ -118,6 +119,9 @@ pub struct GenerationStats {
     pub blocks_skipped: usize,
     /// Windows taken from the work directory instead of being sampled.
     pub windows_resumed: usize,
+    /// Wall-clock seconds of each window in order, back to back: its prefix, its rows and (upstream
+    /// mode) its VAE decode; diffusers mode decodes once after the last window, outside these.
+    pub window_seconds: Vec<f64>,
 }
 
 impl GenerationStats {
@@ -224,6 +228,7 @@ pub fn generate(inputs: GenerationInputs<'_>) -> Result<Generation> {
     let total_steps: usize = steps_per_window.iter().sum();
     let mut steps_done = 0;
     for segment in &plan.segments {
+        let window_started = Instant::now();
         let shape = [1, 16, segment.latent_frames, height, width];
         let mut latents = noise.draw(&shape)?;
         if let Some(saved) = work_dir
@@ -317,6 +322,9 @@ pub fn generate(inputs: GenerationInputs<'_>) -> Result<Generation> {
                 ),
             });
         }
+        stats
+            .window_seconds
+            .push(window_started.elapsed().as_secs_f64());
     }
     let latents = joined.expect("a plan has at least one window");
     if let (Compat::Diffusers, Some(vae)) = (request.compat, vae.as_mut()) {

@@ -138,7 +138,8 @@ impl Plan {
         }
         if r.steps == 0 {
             return Err(invalid(
-                "--steps must be at least 1\n  fix: use 30 (upstream's default) or the README's 50".into(),
+                "--steps must be at least 1\n  fix: use 30 (upstream's default) or the README's 50"
+                    .into(),
             ));
         }
         if !r.guidance.is_finite() || r.guidance < 0.0 {

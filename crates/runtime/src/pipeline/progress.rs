@@ -233,7 +233,9 @@ mod tests {
             r#"{"event":"stage_started","stage":"decoding","what":"video"}"#
         );
         assert!(
-            log.0[1].starts_with(r#"{"event":"stage_finished","stage":"decoding","what":"video","seconds":"#),
+            log.0[1].starts_with(
+                r#"{"event":"stage_finished","stage":"decoding","what":"video","seconds":"#
+            ),
             "{}",
             log.0[1]
         );

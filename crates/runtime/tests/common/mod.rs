@@ -23,7 +23,7 @@ pub(crate) enum TinyModel {
     ImageToVideo,
 }
 
-/// Exports the tiny model into `out` (DiT with the block-causal graph, VAE, umT5 + tokenizer, and
+/// Exports the tiny model into `out` (DiT, VAE, umT5 + tokenizer, and
 /// CLIP for I2V) with an fp32 CPU manifest.
 pub(crate) fn export_tiny_engine(out: &Path, model: TinyModel) {
     export_tiny_engine_seeded(out, model, 0);
@@ -55,7 +55,6 @@ pub(crate) fn export_tiny_engine_seeded(out: &Path, model: TinyModel, dit_seed: 
     let options = DitExportOptions {
         compute: DType::F32,
         attention: AttentionKind::MatMul,
-        causal_variant: true,
         link_weights: false,
     };
     let dit = dit::export(source.path(), out, &options).expect("export dit");

@@ -1,12 +1,30 @@
-//! Layer helpers shared by the DiT graphs: Linear (as Gemm on the stored `[out, in]` weight),
-//! norms, and attention in the forms the backends want.
+//! Layer helpers shared by the graphs of every component: Linear (as Gemm on the stored
+//! `[out, in]` weight), norms, and attention in the forms the backends want. Weights come from a
+//! [`WeightStore`] and are bound as the [`WeightBinding`] says.
 
 use std::collections::HashMap;
 
-use skyreels_graph::{AttentionBias, DType, Dim, Graph, Shape, Value};
+use skyreels_contract::TensorSpec;
+use skyreels_graph::{AttentionBias, DType, Dim, ExternalData, Graph, Shape, Value};
 
-use crate::error::Result;
+use crate::error::{ExportError, Result};
+use crate::prefix::Prefix;
 use crate::weights::WeightStore;
+
+/// How a graph gets its weights.
+#[derive(Debug, Clone)]
+pub enum WeightBinding {
+    /// As external initializers: the graph is tied to one set of weights (`embed`, `head`, encoders).
+    Initializers,
+    /// As graph inputs named by the weight's name below `prefix` (`blocks.3.ffn.0.weight` is input
+    /// `ffn.0.weight`): one graph serves every layer, and the runtime binds each layer's weights.
+    Inputs {
+        /// The layer whose weights this build reads (`blocks.3`).
+        prefix: Prefix,
+        /// Each weight input, with where its bytes are, in order of first use.
+        bound: Vec<(TensorSpec, ExternalData)>,
+    },
+}
 
 /// How self- and cross-attention are expressed in the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +62,8 @@ pub struct Layers<'w, 'c> {
     pub compute: DType,
     /// Attention form.
     pub attention: AttentionKind,
+    /// How weights enter the graph.
+    pub binding: WeightBinding,
     ones: HashMap<usize, (Value, Value)>,
     leads: HashMap<String, Lead>,
 }
@@ -61,9 +81,63 @@ impl<'w, 'c> Layers<'w, 'c> {
             weights,
             compute,
             attention,
+            binding: WeightBinding::Initializers,
             ones: HashMap::new(),
             leads: HashMap::new(),
         }
+    }
+
+    /// Binds the weights below `prefix` as graph inputs instead of initializers.
+    pub fn with_weight_inputs(mut self, prefix: Prefix) -> Self {
+        self.binding = WeightBinding::Inputs {
+            prefix,
+            bound: Vec::new(),
+        };
+        self
+    }
+
+    /// The checkpoint tensor `name` (stored shape `expected`) as `dtype`, viewed as `dims`: an
+    /// initializer, or a graph input under [`WeightBinding::Inputs`].
+    pub fn weight(
+        &mut self,
+        name: &str,
+        expected: &[usize],
+        dims: &[i64],
+        dtype: DType,
+    ) -> Result<Value> {
+        let WeightBinding::Inputs { prefix, bound } = &mut self.binding else {
+            return self
+                .weights
+                .initializer(&mut self.graph, name, expected, dims, dtype);
+        };
+        let input = prefix.relative(name).ok_or_else(|| {
+            ExportError::BadOptions(format!(
+                "internal: weight `{name}` is not below `{prefix}`, the layer this graph binds"
+            ))
+        })?;
+        if let Some((spec, _)) = bound.iter().find(|(spec, _)| spec.name == input) {
+            return Err(ExportError::BadOptions(format!(
+                "internal: weight input `{}` of `{prefix}` is bound twice",
+                spec.name
+            )));
+        }
+        let data = self.weights.place(name, expected, dims, dtype)?;
+        let shape: Shape = dims.iter().map(|&d| Dim::Known(d)).collect();
+        let value = self.graph.input(input, dtype, shape)?;
+        bound.push((
+            TensorSpec {
+                name: input.to_string(),
+                dtype: dtype.name().to_string(),
+                shape: dims.iter().map(|d| d.to_string()).collect(),
+            },
+            data,
+        ));
+        Ok(value)
+    }
+
+    fn stored(&mut self, name: &str, shape: &[usize], dtype: DType) -> Result<Value> {
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        self.weight(name, shape, &dims, dtype)
     }
 
     /// The leading dims (all but the last) of `x`, cached by value name.
@@ -130,28 +204,30 @@ impl<'w, 'c> Layers<'w, 'c> {
         out_features: usize,
         lead: &Lead,
     ) -> Result<Value> {
-        let g = &mut self.graph;
-        let weight = self.weights.tensor(
-            g,
+        let weight = self.stored(
             &format!("{prefix}.weight"),
             &[out_features, in_features],
             dtype,
         )?;
         let bias = if self.weights.contains(&format!("{prefix}.bias")) {
-            Some(
-                self.weights
-                    .tensor(g, &format!("{prefix}.bias"), &[out_features], dtype)?,
-            )
+            Some(self.stored(&format!("{prefix}.bias"), &[out_features], dtype)?)
         } else {
             None
         };
+        let g = &mut self.graph;
         let x = g.cast(x, dtype)?;
         let flat = if x.rank() == 2 {
             x
         } else {
             g.reshape(&x, &[-1, in_features as i64])?
         };
-        let y = g.scoped(prefix, |g| g.gemm_transposed(&flat, &weight, bias.as_ref()))?;
+        // A graph shared by every layer names its nodes below the layer (`self_attn.q/Gemm`); the
+        // exporter adds the layer to wiring errors.
+        let scope = match &self.binding {
+            WeightBinding::Inputs { prefix: layer, .. } => layer.relative(prefix).unwrap_or(prefix),
+            WeightBinding::Initializers => prefix,
+        };
+        let y = g.scoped(scope, |g| g.gemm_transposed(&flat, &weight, bias.as_ref()))?;
         let y = if lead.dims.len() == 1 {
             y
         } else {
@@ -190,22 +266,16 @@ impl<'w, 'c> Layers<'w, 'c> {
         size: usize,
         eps: f64,
     ) -> Result<Value> {
-        let g = &mut self.graph;
-        let scale = self
-            .weights
-            .tensor(g, &format!("{prefix}.weight"), &[size], DType::F32)?;
-        let bias = self
-            .weights
-            .tensor(g, &format!("{prefix}.bias"), &[size], DType::F32)?;
-        Ok(g.layer_norm(x, &scale, Some(&bias), eps as f32)?)
+        let scale = self.stored(&format!("{prefix}.weight"), &[size], DType::F32)?;
+        let bias = self.stored(&format!("{prefix}.bias"), &[size], DType::F32)?;
+        Ok(self.graph.layer_norm(x, &scale, Some(&bias), eps as f32)?)
     }
 
     /// RMSNorm with stored `name` `[size]`, in `x`'s dtype (float32, or the compute dtype with
     /// float32 statistics, as ONNX's `RMSNormalization` keeps them).
     pub fn rms_norm(&mut self, x: &Value, name: &str, size: usize, eps: f64) -> Result<Value> {
-        let g = &mut self.graph;
-        let scale = self.weights.tensor(g, name, &[size], x.dtype)?;
-        Ok(g.rms_norm(x, &scale, eps as f32)?)
+        let scale = self.stored(name, &[size], x.dtype)?;
+        Ok(self.graph.rms_norm(x, &scale, eps as f32)?)
     }
 
     /// Multi-head attention on `[B, S, heads·d]` tensors, float32 out.
