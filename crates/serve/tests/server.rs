@@ -39,7 +39,6 @@ fn tiny_engine() -> &'static Path {
                 &DitExportOptions {
                     compute: DType::F32,
                     attention: AttentionKind::MatMul,
-                    causal_variant: true,
                     link_weights: false,
                 },
             )
