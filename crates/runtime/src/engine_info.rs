@@ -63,6 +63,36 @@ pub fn summary(engine: &Engine) -> String {
         components.push("image encoder".into());
     }
     line("components", components.join(", "));
+    let io_dtypes = |graphs: &mut dyn Iterator<Item = &skyreels_contract::GraphEntry>| {
+        let mut dtypes: Vec<&str> = graphs
+            .flat_map(|g| g.inputs.iter().chain(&g.outputs))
+            .map(|t| t.dtype.as_str())
+            .filter(|d| d.starts_with("float") || d.starts_with("bfloat"))
+            .collect();
+        dtypes.sort_unstable();
+        dtypes.dedup();
+        dtypes.join("+")
+    };
+    let mut interfaces = Vec::new();
+    if let Some(dit) = &manifest.dit {
+        interfaces.push(format!("dit {}", io_dtypes(&mut dit.graphs.iter())));
+    }
+    if let Some(vae) = &manifest.vae {
+        interfaces.push(format!("vae {}", io_dtypes(&mut vae.graphs.iter())));
+    }
+    if let Some(text_encoder) = &manifest.text_encoder {
+        interfaces.push(format!(
+            "text {}",
+            io_dtypes(&mut text_encoder.graphs.iter())
+        ));
+    }
+    if let Some(image_encoder) = &manifest.image_encoder {
+        interfaces.push(format!(
+            "image {}",
+            io_dtypes(&mut image_encoder.graphs.iter())
+        ));
+    }
+    line("graph I/O", interfaces.join(", "));
     line(
         "build",
         match &manifest.build {

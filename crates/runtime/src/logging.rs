@@ -9,6 +9,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::Writer;
@@ -28,8 +29,35 @@ pub enum LogFormat {
     Json,
 }
 
-/// Text lines: the message and its fields, prefixed by the level except for plain information.
+/// Text lines: the message, prefixed by the level except for plain information. The runtime's
+/// own events carry their fields for JSON logs and already say them in the message; other
+/// libraries' events get their fields appended as `key=value`.
 struct TextLines;
+
+/// The message and the other fields of an event.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    others: String,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_string();
+        } else {
+            self.others += &format!(" {}={value:?}", field.name());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        } else {
+            self.others += &format!(" {}={value:?}", field.name());
+        }
+    }
+}
 
 impl<S, N> FormatEvent<S, N> for TextLines
 where
@@ -38,7 +66,7 @@ where
 {
     fn format_event(
         &self,
-        context: &FmtContext<'_, S, N>,
+        _context: &FmtContext<'_, S, N>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
@@ -49,11 +77,11 @@ where
             Level::DEBUG => "debug: ",
             Level::TRACE => "trace: ",
         };
-        write!(writer, "{prefix}")?;
-        context
-            .field_format()
-            .format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let ours = event.metadata().target().starts_with("skyreels");
+        let others = if ours { "" } else { fields.others.as_str() };
+        writeln!(writer, "{prefix}{}{others}", fields.message)
     }
 }
 
@@ -70,6 +98,7 @@ pub fn init(level: LevelFilter, format: LogFormat) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .event_format(TextLines)
+                    .with_ansi(false)
                     .with_writer(std::io::stderr),
             )
             .try_init(),
@@ -77,6 +106,7 @@ pub fn init(level: LevelFilter, format: LogFormat) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
+                    .with_ansi(false)
                     .with_writer(std::io::stderr),
             )
             .try_init(),

@@ -13,6 +13,7 @@ use skyreels_runtime::job::{
 use skyreels_runtime::logging::{ConsoleProgress, LogFormat, ProgressDisplay};
 use skyreels_runtime::output::Mp4Options;
 use skyreels_runtime::pipeline::plan::Compat;
+use skyreels_runtime::pipeline::progress::{Observer, Unobserved};
 use skyreels_runtime::session::Backend;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -448,7 +449,7 @@ fn main() -> ExitCode {
     );
     let json_errors =
         matches!(&cli.command, Command::Generate(args) if args.json && args.batch.is_none());
-    match run(cli.command) {
+    match run(cli.command, level) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             if json_errors {
@@ -473,9 +474,9 @@ fn print_stdout(line: &dyn std::fmt::Display) {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn run(command: Command, level: LevelFilter) -> anyhow::Result<()> {
     match command {
-        Command::Generate(args) => run_generate(&args),
+        Command::Generate(args) => run_generate(&args, level),
         Command::ParallelCheck(args) => run_parallel_check(&args),
         Command::TextEncode {
             engines,
@@ -529,7 +530,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             &out,
         )?),
         Command::Serve { args } => Err(exec_serve(&args)),
-        Command::Snapshot(command) => run_snapshot(command),
+        Command::Snapshot(command) => run_snapshot(command, level),
         Command::DitForward {
             engines,
             inputs,
@@ -555,10 +556,20 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// parse → plan → (dry run: print the plan) → load, generate, write → summary.
-fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
+/// Progress on stderr at log level `info` and above, none below.
+fn console_progress(level: LevelFilter) -> Box<dyn Observer> {
+    if level >= LevelFilter::INFO {
+        Box::new(ConsoleProgress::new(ProgressDisplay::for_stderr()))
+    } else {
+        Box::new(Unobserved)
+    }
+}
+
+/// parse → plan → (dry run: print the plan) → load, generate, write → summary. Progress shows
+/// at log level `info` and above.
+fn run_generate(args: &GenerateArgs, level: LevelFilter) -> anyhow::Result<()> {
     if let (Some(batch), Some(out_dir)) = (&args.batch, &args.out_dir) {
-        return run_batch(args, batch, out_dir);
+        return run_batch(args, batch, out_dir, level);
     }
     let mut models = Models::open(&args.engines, args.backend.backend(), Residency::OneJob)?;
     let plan = JobPlan::new(
@@ -586,8 +597,8 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut progress = ConsoleProgress::new(ProgressDisplay::for_stderr());
-    let report = run_job(&plan, &mut models, &mut progress)?;
+    let mut progress = console_progress(level);
+    let report = run_job(&plan, &mut models, progress.as_mut())?;
     if args.json {
         let summary = skyreels_runtime::job::summary::summary_json(&plan, &report);
         print_stdout(&summary);
@@ -598,7 +609,12 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
 }
 
 /// `generate --batch`: every line of the file, the models loaded once, one result line each.
-fn run_batch(args: &GenerateArgs, batch: &Path, out_dir: &Path) -> anyhow::Result<()> {
+fn run_batch(
+    args: &GenerateArgs,
+    batch: &Path,
+    out_dir: &Path,
+    level: LevelFilter,
+) -> anyhow::Result<()> {
     let flags = serde_json::to_value(args.request()).context("reading the request flags")?;
     if let Some((flag, _)) = flags
         .as_object()
@@ -613,12 +629,12 @@ fn run_batch(args: &GenerateArgs, batch: &Path, out_dir: &Path) -> anyhow::Resul
         );
     }
     let mut models = Models::open(&args.engines, args.backend.backend(), Residency::KeepLoaded)?;
-    let mut progress = ConsoleProgress::new(ProgressDisplay::for_stderr());
+    let mut progress = console_progress(level);
     let outcome = skyreels_runtime::job::batch::run_batch(
         batch,
         out_dir,
         &mut models,
-        &mut progress,
+        progress.as_mut(),
         &mut |result| print_stdout(result),
     )?;
     if !outcome.failed.is_empty() {
@@ -634,8 +650,8 @@ fn run_batch(args: &GenerateArgs, batch: &Path, out_dir: &Path) -> anyhow::Resul
     Ok(())
 }
 
-fn run_snapshot(command: SnapshotCommand) -> anyhow::Result<()> {
-    let mut progress = ConsoleProgress::new(ProgressDisplay::for_stderr());
+fn run_snapshot(command: SnapshotCommand, level: LevelFilter) -> anyhow::Result<()> {
+    let mut progress = console_progress(level);
     match command {
         SnapshotCommand::Record {
             engines,
@@ -644,7 +660,7 @@ fn run_snapshot(command: SnapshotCommand) -> anyhow::Result<()> {
             backend,
         } => {
             let mut models = Models::open(&engines, backend.backend(), Residency::KeepLoaded)?;
-            let names = skyreels_runtime::snapshot::record(&cases, &out, &mut models, &mut progress)?;
+            let names = skyreels_runtime::snapshot::record(&cases, &out, &mut models, progress.as_mut())?;
             tracing::info!("recorded {} cases into {}", names.len(), out.display());
             Ok(())
         }
@@ -659,7 +675,7 @@ fn run_snapshot(command: SnapshotCommand) -> anyhow::Result<()> {
                 &snapshots,
                 tolerance.as_deref(),
                 &mut models,
-                &mut progress,
+                progress.as_mut(),
             )?;
             print_stdout(&skyreels_runtime::snapshot::table(&report).trim_end());
             let failed = report.failed();

@@ -341,6 +341,19 @@ fn without_a_terminal_each_stage_and_step_is_one_log_line() {
         !log.contains("OpenH264"),
         "the OpenH264 banner is silenced:\n{log}"
     );
+    for exact in [
+        "sampling window 1/1: 5 frames, 2 steps",
+        "window 1/1 step 2/2 (100%)",
+    ] {
+        assert!(
+            log.lines().any(|l| l == exact),
+            "no line `{exact}` in:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains('\u{1b}'),
+        "no terminal escapes in a log file:\n{log}"
+    );
 
     let quiet = small_generate(
         &directory.path().join("quiet.mp4"),
@@ -550,11 +563,14 @@ fn info_prints_a_short_summary_and_version_names_onnxruntime() {
     assert!(
         text.contains("variant:    unrecognised")
             && text.contains("weights:    fp32 for --target cpu")
-            && text.contains("components: dit (block-causal, teacache graphs), vae, text encoder (512 tokens), image encoder")
+            && text.contains(
+                "components: dit (teacache graphs), vae, text encoder (512 tokens), image encoder"
+            )
+            && text.contains("graph I/O:  dit float32, vae float32, text float32, image float32")
             && text.contains("build:      none"),
         "{text}"
     );
-    assert!(text.lines().count() <= 8, "{text}");
+    assert!(text.lines().count() <= 9, "{text}");
     assert_eq!(stderr(&output), "");
 
     let directory = tempfile::tempdir().expect("tempdir");

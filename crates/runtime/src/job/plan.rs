@@ -15,6 +15,7 @@ use super::request::{GenerateRequest, OutputRequest, parse_size};
 use super::variant::{VariantChoice, choose_variant};
 use crate::engine::Engine;
 use crate::error::{Result, RuntimeError};
+use crate::image::RgbImage;
 use crate::pipeline::plan::{Compat, Plan, Request, Start};
 use crate::pipeline::schedule::FlowSchedule;
 use crate::pipeline::segments::Segment;
@@ -292,6 +293,12 @@ impl JobPlan {
             (None, None) => (defaults.width, defaults.height),
         };
         let compat = request.compat.unwrap_or(Compat::Upstream);
+        for path in [&request.image, &request.last_image].into_iter().flatten() {
+            RgbImage::open(path)?;
+        }
+        if let Some(noise) = &request.noise {
+            fs_err::File::open(noise)?;
+        }
         let input_video = match &request.video {
             Some(path) => Some(read_video_sized(path, width, height)?),
             None => None,
@@ -456,10 +463,18 @@ impl fmt::Display for JobPlan {
             "video:     {}x{}, {} frames at {} fps, seed {}",
             s.width, s.height, s.num_frames, s.fps, s.seed
         )?;
+        let pipeline = match s.pipeline {
+            Pipeline::DiffusionForcing => "diffusion forcing",
+            Pipeline::Synchronous => "synchronous",
+        };
+        let compat = match s.compat {
+            Compat::Upstream => "upstream",
+            Compat::Diffusers => "diffusers",
+        };
         writeln!(
             f,
-            "sampling:  {:?} ({:?}), {} steps, guidance {}, shift {}",
-            s.pipeline, s.compat, s.steps, s.guidance, s.shift
+            "sampling:  {pipeline} ({compat}), {} steps, guidance {}, shift {}",
+            s.steps, s.guidance, s.shift
         )?;
         if s.ar_step > 0 || s.causal_block_size > 1 {
             writeln!(
@@ -506,12 +521,11 @@ impl fmt::Display for JobPlan {
                 writeln!(f, "{label:<10} {}", path.display())?;
             }
         }
-        writeln!(
-            f,
-            "output:    {} ({:?})",
-            self.output.out.display(),
-            self.output.format
-        )?;
+        let format = match self.output.format {
+            super::outputs::VideoFormat::Mp4 => "H.264 MP4",
+            super::outputs::VideoFormat::PngFrames => "PNG frames",
+        };
+        writeln!(f, "output:    {} ({format})", self.output.out.display())?;
         if let Some(dir) = &self.output.work_dir {
             writeln!(f, "work dir:  {}", dir.display())?;
         }

@@ -28,16 +28,6 @@ pub enum Stage {
 }
 
 impl Stage {
-    /// Every stage, in run order.
-    pub const ALL: [Stage; 6] = [
-        Stage::Loading,
-        Stage::TextEncoding,
-        Stage::ImageEncoding,
-        Stage::Sampling,
-        Stage::Decoding,
-        Stage::Writing,
-    ];
-
     /// The stage's name in logs and JSON (`text_encoding`).
     pub fn name(self) -> &'static str {
         match self {
