@@ -18,6 +18,7 @@ pub mod parallel;
 pub mod pipeline;
 pub mod scheduler;
 pub mod session;
+pub mod snapshot;
 pub mod teacache;
 pub mod tensor;
 pub mod tensor_file;

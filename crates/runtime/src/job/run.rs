@@ -106,6 +106,17 @@ pub fn generate_job(
         Some(path) => NoiseSource::from_file(path)?,
         None => NoiseSource::seeded(s.seed),
     };
+    generate_job_with_noise(plan, models, &mut noise, observer)
+}
+
+/// [`generate_job`] drawing its noise from `noise` (snapshots record the draws, then replay them).
+pub fn generate_job_with_noise(
+    plan: &JobPlan,
+    models: &mut Models,
+    noise: &mut NoiseSource,
+    observer: &mut dyn Observer,
+) -> Result<GeneratedVideo> {
+    let s = &plan.settings;
     // Taken before any model loads, so a second run of the job is refused at once.
     let work_dir = match &plan.output.work_dir {
         Some(dir) => Some(WorkDir::open(dir, &plan.fingerprint()?)?),
@@ -185,7 +196,7 @@ pub fn generate_job(
     let result = match rank {
         Some(mut rank) => {
             let result = rank.run_denoiser(&mut denoiser, |denoiser| {
-                sample(plan, models, denoiser, &mut noise, &conditioning, work_dir, observer)
+                sample(plan, models, denoiser, noise, &conditioning, work_dir, observer)
             });
             models.put_rank(Some(rank));
             result
@@ -194,7 +205,7 @@ pub fn generate_job(
             plan,
             models,
             &mut denoiser,
-            &mut noise,
+            noise,
             &conditioning,
             work_dir,
             observer,
