@@ -97,3 +97,36 @@ pub fn manifest(data: &[u8]) {
     let again: Manifest = parse_yaml(&rendered, &path, "engine manifest").expect("rendered YAML parses");
     assert_eq!(to_yaml(&again).expect("renders"), rendered, "the manifest does not survive a round trip");
 }
+
+/// The runtime's MP4 reader (`--video`, `vae-encode --video`): demux, check the sample tables,
+/// decode every frame with OpenH264; a decoded clip must fill its frames.
+pub fn mp4(data: &[u8]) {
+    let path = scratch_file("clip.mp4", data);
+    if let Ok(video) = skyreels_runtime::output::read_mp4(&path) {
+        assert_eq!(video.pixels().len(), video.num_frames() * video.width() * video.height() * 3, "frames do not fill the clip");
+    }
+}
+
+/// The runtime's safetensors tensor readers: pre-drawn noise (`--noise`, every tensor, then draws
+/// in order), latents (`vae-decode --latents`, work-directory windows) and videos (`--video`).
+pub fn tensor_file(data: &[u8]) {
+    let path = scratch_file("tensors.safetensors", data);
+    if let Ok(mut noise) = skyreels_runtime::noise::NoiseSource::from_file(&path) {
+        let mut shapes = Vec::new();
+        for (name, tensor) in skyreels_runtime::tensor_file::read_f32_tensors(&path).expect("read once, read again") {
+            assert!(tensor.data.iter().all(|value| value.is_finite()), "`{name}`: a non-finite value was accepted");
+            if name.parse::<usize>().is_ok_and(|index| index == shapes.len()) {
+                shapes.push(tensor.shape);
+            }
+        }
+        for shape in &shapes {
+            noise.draw(shape).expect("a draw of the recorded shape");
+        }
+    }
+    for (name, expected) in [("latents", [None; 5]), ("video", [Some(1), Some(3), None, None, None])] {
+        if let Ok(tensor) = skyreels_runtime::output::read_tensor(&path, name, &expected) {
+            assert_eq!(tensor.shape.iter().product::<usize>(), tensor.data.len(), "`{name}`: shape and data disagree");
+            assert!(tensor.data.iter().all(|value| value.is_finite()), "`{name}`: a non-finite value was accepted");
+        }
+    }
+}

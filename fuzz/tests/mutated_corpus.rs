@@ -183,6 +183,64 @@ fn manifests_survive_mutation() {
     run("manifest", skyreels_fuzz::manifest, true);
 }
 
+#[test]
+fn mp4_reader_survives_mutated_videos() {
+    run("mp4", skyreels_fuzz::mp4, false);
+}
+
+#[test]
+fn tensor_file_readers_survive_mutated_safetensors() {
+    run("tensor_file", skyreels_fuzz::tensor_file, false);
+}
+
+#[test]
+fn the_runtime_seeds_are_valid() {
+    for (name, seed) in seeds("mp4").into_iter().filter(|(name, _)| !name.starts_with("regression_")) {
+        let scratch = tempfile::tempdir().unwrap();
+        let path = scratch.path().join(&name);
+        std::fs::write(&path, seed).unwrap();
+        let video = skyreels_runtime::output::read_mp4(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(video.num_frames() >= 1, "{name}");
+    }
+    for (name, seed) in seeds("tensor_file").into_iter().filter(|(name, _)| !name.starts_with("regression_")) {
+        let scratch = tempfile::tempdir().unwrap();
+        let path = scratch.path().join(&name);
+        std::fs::write(&path, seed).unwrap();
+        let tensors = skyreels_runtime::tensor_file::read_f32_tensors(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!tensors.is_empty(), "{name}");
+    }
+}
+
+/// Regenerates the MP4 and tensor-file seeds (`cargo test -- --ignored`).
+#[test]
+#[ignore = "rewrites fuzz/seeds"]
+fn write_runtime_seed_corpus() {
+    use skyreels_runtime::Tensor;
+    use skyreels_runtime::output::{Mp4Options, Video, save_latents, write_mp4};
+    let corpus = fuzz_directory().join("seeds");
+    std::fs::create_dir_all(corpus.join("mp4")).unwrap();
+    std::fs::create_dir_all(corpus.join("tensor_file")).unwrap();
+    let (width, height, frames) = (16, 16, 3);
+    let mut pixels = Vec::new();
+    for t in 0..frames {
+        for y in 0..height {
+            for x in 0..width {
+                pixels.extend([(x * 16) as u8, (y * 16) as u8, (t * 80) as u8]);
+            }
+        }
+    }
+    let video = Video::new(width, height, pixels).unwrap();
+    let options = Mp4Options { keyframe_interval: 2, ..Mp4Options::default() };
+    write_mp4(&video, &corpus.join("mp4").join("gradient_16x16_3_frames.mp4"), &options).unwrap();
+    let ramp = |count: usize| (0..count).map(|i| i as f32 / 8.0 - 1.0).collect::<Vec<f32>>();
+    let noise = [Tensor::new(vec![1, 16, 1, 2, 2], ramp(64)).unwrap(), Tensor::new(vec![2, 3], ramp(6)).unwrap()];
+    save_latents(&corpus.join("tensor_file").join("noise_two_draws.safetensors"), [("0", &noise[0]), ("1", &noise[1])]).unwrap();
+    let latents = Tensor::new(vec![1, 16, 2, 2, 2], ramp(128)).unwrap();
+    save_latents(&corpus.join("tensor_file").join("latents.safetensors"), [("latents", &latents)]).unwrap();
+    let clip = Tensor::new(vec![1, 3, 1, 2, 2], ramp(12)).unwrap();
+    save_latents(&corpus.join("tensor_file").join("video.safetensors"), [("video", &clip)]).unwrap();
+}
+
 /// Regenerates the safetensors, variant and manifest seeds (`cargo test -- --ignored`); the `.pth`
 /// seeds come from `make_seeds.py`.
 #[test]

@@ -3,10 +3,12 @@
 //! Kept free of heavy dependencies so the deployed runtime stays small.
 
 pub mod config;
+pub mod files;
 pub mod graph_entry;
 pub mod image;
 pub mod io;
 pub mod manifest;
+pub mod owned_dir;
 pub mod target;
 pub mod text;
 pub mod vae;

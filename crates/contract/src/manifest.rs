@@ -211,6 +211,82 @@ fn unclean_string(value: &serde_json::Value, at: String) -> Option<(String, Stri
     }
 }
 
+/// The largest number a manifest holds besides weight byte ranges: widths, lengths, layer and
+/// vocabulary counts are all far below it; larger ones would only overflow or exhaust memory when
+/// the runtime allocates by them.
+pub const LARGEST_NUMBER: u64 = 1 << 20;
+
+/// The first number of `value` above [`LARGEST_NUMBER`] (or negative), and where it is.
+fn oversized_number(value: &serde_json::Value, at: String) -> Option<(String, String)> {
+    match value {
+        serde_json::Value::Number(number) => {
+            let fits = match (number.as_u64(), number.as_i64(), number.as_f64()) {
+                (Some(n), _, _) => n <= LARGEST_NUMBER,
+                (None, Some(_), _) => false,
+                (None, None, Some(_)) => true,
+                _ => false,
+            };
+            (!fits).then(|| (at, number.to_string()))
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| oversized_number(item, format!("{at}[{i}]"))),
+        // Byte ranges of weight files are checked against the files when they are bound.
+        serde_json::Value::Object(fields) => fields
+            .iter()
+            .filter(|(key, _)| !matches!(key.as_str(), "offset" | "length"))
+            .find_map(|(key, item)| oversized_number(item, join(&at, key))),
+        _ => None,
+    }
+}
+
+fn join(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.to_string()
+    } else {
+        format!("{at}.{key}")
+    }
+}
+
+/// Whether `file` names a path inside the engine directory: relative, without `..`.
+fn stays_inside(file: &str) -> bool {
+    use std::path::Component;
+    !file.is_empty()
+        && Path::new(file)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+/// The first file the manifest names (a graph's `file`, the `tokenizer`, the build's files) that is
+/// absolute or climbs out of the engine directory, and where it is.
+fn escaping_file(value: &serde_json::Value, at: String, is_file: bool) -> Option<(String, String)> {
+    match value {
+        serde_json::Value::String(s) if is_file && !stays_inside(s) => Some((at, s.clone())),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| escaping_file(item, format!("{at}[{i}]"), is_file)),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let here = join(&at, key);
+            let build_files = here == "build.files";
+            if build_files
+                && let Some(bad) = item
+                    .as_object()
+                    .and_then(|files| files.keys().find(|name| !stays_inside(name)))
+            {
+                return Some((here, bad.clone()));
+            }
+            escaping_file(
+                item,
+                here,
+                is_file || build_files || key == "file" || key == "tokenizer",
+            )
+        }),
+        _ => None,
+    }
+}
+
 /// The one field read before the rest, so that another schema version gets a clear refusal.
 #[derive(Deserialize)]
 struct Version {
@@ -221,7 +297,11 @@ impl Manifest {
     /// Reads `ENGINE_DIR/manifest.yaml`.
     pub fn load(engine_dir: &Path) -> Result<Manifest, YamlError> {
         let path = engine_dir.join(MANIFEST_FILE);
-        let text = fs_err::read_to_string(&path)?;
+        let text = crate::files::read_bounded_to_string(
+            &path,
+            "engine manifest",
+            crate::files::limit::YAML,
+        )?;
         // The version first: an older schema would otherwise fail on its first changed field.
         let version: Version = parse_yaml(&text, &path, "engine manifest")?;
         if version.format_version != FORMAT_VERSION {
@@ -244,6 +324,25 @@ impl Manifest {
                 what: "engine manifest",
                 message: format!(
                     "{at} is {value:?}: names, files and shapes hold no control characters and no leading or trailing spaces"
+                ),
+            });
+        }
+        let value = serde_json::to_value(&manifest).expect("a manifest is JSON-representable");
+        if let Some((at, number)) = oversized_number(&value, String::new()) {
+            return Err(YamlError::Parse {
+                path: engine_dir.join(MANIFEST_FILE),
+                what: "engine manifest",
+                message: format!(
+                    "{at} is {number}, outside 0..={LARGEST_NUMBER} (no SkyReels-V2 engine has a size that large)"
+                ),
+            });
+        }
+        if let Some((at, file)) = escaping_file(&value, String::new(), false) {
+            return Err(YamlError::Parse {
+                path: engine_dir.join(MANIFEST_FILE),
+                what: "engine manifest",
+                message: format!(
+                    "{at} is {file:?}: files are named relative to the engine directory, never absolute or with `..` (as ONNX Runtime refuses such external-data paths)"
                 ),
             });
         }
@@ -284,5 +383,48 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn files_outside_the_engine_directory_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let graph = "dit:\n  config: {model_type: t2v, in_dim: 16, out_dim: 16, dim: 32, ffn_dim: 64, num_heads: 2, num_layers: 2, freq_dim: 256, text_dim: 32, text_len: 8, image_dim: null, image_len: null, eps: 1.0e-6, inject_sample_info: false}\n  graphs:\n  - {name: embed, file: FILE, inputs: [], outputs: []}\n  layers:\n  - block.weight: {file: dit.weights, offset: 17179869184, length: 128}\n";
+        let base = format!(
+            "format_version: {FORMAT_VERSION}\nproducer: test\ntarget: cpu\nprecision: fp32\nattention: matmul\nbuild: null\n{graph}"
+        );
+        write(dir.path(), &base.replace("FILE", "dit/embed.onnx"));
+        Manifest::load(dir.path()).expect("a relative file loads");
+        for bad in ["/etc/passwd", "../outside.onnx", "dit/../../outside.onnx"] {
+            write(dir.path(), &base.replace("FILE", bad));
+            let error = Manifest::load(dir.path()).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("dit.graphs[0].file is \"{bad}\""))
+                    && error.contains("never absolute or with `..`")
+                    && error.contains("fix:"),
+                "{error}"
+            );
+        }
+        let built = base.replace("FILE", "embed.onnx").replace("build: null", "build: {backend: cpu, precision: fp32, onnxruntime_version: 1.31.1, gpu: null, files: {embed.onnx: ../../x.onnx}}");
+        write(dir.path(), &built);
+        let error = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("build.files.embed.onnx is \"../../x.onnx\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn numbers_no_engine_has_are_refused_naming_the_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = "format_version: 2\nproducer: test\ntarget: cpu\nprecision: fp32\nattention: matmul\nbuild: null\ntext_encoder:\n  config: {vocab_size: 64, dim: 32, num_heads: 2, head_dim: 16, ffn_dim: 64, num_layers: 2, num_buckets: 32, max_distance: 128, eps: 1.0e-6}\n  graphs: []\n  tokenizer: tokenizer.json\n  max_length: 18446744073709551615\n";
+        write(dir.path(), text);
+        let error = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("text_encoder.max_length is 18446744073709551615, outside 0..=1048576")
+                && error.contains("fix:"),
+            "{error}"
+        );
+        write(dir.path(), &text.replace("18446744073709551615", "512"));
+        Manifest::load(dir.path()).expect("a real length loads");
     }
 }

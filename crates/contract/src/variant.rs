@@ -50,7 +50,7 @@ impl Resolution {
 
     /// The class of a requested frame size: 720P from 720×1280 pixels up (either orientation), else 540P.
     pub fn of_size(height: usize, width: usize) -> Resolution {
-        if height * width >= 720 * 1280 {
+        if height.saturating_mul(width) >= 720 * 1280 {
             Resolution::P720
         } else {
             Resolution::P540

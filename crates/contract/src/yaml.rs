@@ -9,6 +9,9 @@ pub enum YamlError {
     /// The file could not be read or written.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The file is not a regular file, or too large for a YAML config.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     /// The file is not valid YAML for the expected schema.
     #[error(
         "{path} is not a valid {what}: {message}\n  fix: correct the file, or regenerate it with the tool that wrote it"
@@ -28,7 +31,7 @@ pub enum YamlError {
 
 /// Reads and parses a YAML file; the single entry point for every YAML the project reads.
 pub fn load_yaml<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result<T, YamlError> {
-    let text = fs_err::read_to_string(path)?;
+    let text = crate::files::read_bounded_to_string(path, what, crate::files::limit::YAML)?;
     parse_yaml(&text, path, what)
 }
 

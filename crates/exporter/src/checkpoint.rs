@@ -50,10 +50,30 @@ const COMPANION_PREFIXES: &[&str] = &["Wan2.1_VAE", "models_t5_", "models_clip_"
     reason = "memory-mapping is the only way to read 28 GB checkpoints without copying them"
 )]
 fn map_file(path: &Path) -> Result<Mmap> {
-    let file = fs_err::File::open(path)?;
+    let (file, _) = skyreels_contract::files::open_regular(path, "checkpoint file", u64::MAX)?;
     // SAFETY: the map is read-only and we do not modify the file while it is mapped; a concurrent
     // truncation by another process is outside what any reader can defend against.
-    Ok(unsafe { Mmap::map(file.file())? })
+    let map = unsafe { Mmap::map(file.file()) };
+    Ok(map.map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("cannot map {}: {error}", path.display()),
+        )
+    })?)
+}
+
+/// Refuses a weight with an empty dimension: none of the models has one, and ONNX Runtime would
+/// only report it later as a node error.
+fn check_not_empty(name: &str, shape: &[usize], path: &Path) -> Result<()> {
+    if shape.contains(&0) {
+        return Err(ExportError::CorruptSafetensors {
+            path: path.to_path_buf(),
+            reason: format!(
+                "tensor `{name}` has shape {shape:?}, with an empty dimension; no weight of these models is empty"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The parser's message, plus the expected and actual sizes when the file is cut short or too long.
@@ -161,7 +181,11 @@ impl Checkpoint {
     }
 
     fn files_from_index(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
-        let text = fs_err::read_to_string(index)?;
+        let text = skyreels_contract::files::read_bounded_to_string(
+            index,
+            "shard index",
+            skyreels_contract::files::limit::SHARD_INDEX,
+        )?;
         let bad = |reason: String| ExportError::BadConfig {
             path: index.to_path_buf(),
             reason,
@@ -227,6 +251,7 @@ impl Checkpoint {
                 }
             };
             let (start, end) = info.data_offsets;
+            check_not_empty(&name, &info.shape, path)?;
             let tensor = StoredTensor {
                 file: index,
                 dtype,
@@ -250,6 +275,7 @@ impl Checkpoint {
     fn add_pth(&mut self, path: &Path, map: Mmap) -> Result<()> {
         let index = self.files.len();
         for t in crate::pth::read_index(&map, path)? {
+            check_not_empty(&t.name, &t.shape, path)?;
             let tensor = StoredTensor {
                 file: index,
                 dtype: t.dtype,

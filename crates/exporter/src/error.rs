@@ -6,6 +6,12 @@ pub enum ExportError {
     /// An I/O failure (the path is in the message, via `fs-err`).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A file that is not a regular file, or too large for its kind.
+    #[error(transparent)]
+    File(#[from] skyreels_contract::files::FileError),
+    /// A directory that is another process's, or not this tool's.
+    #[error(transparent)]
+    OwnedDir(#[from] skyreels_contract::owned_dir::OwnedDirError),
     /// A safetensors file is truncated, corrupt or lies about its offsets.
     #[error(
         "{path} is not a valid safetensors file: {reason}\n  fix: re-download the file (it may be truncated or corrupt)"

@@ -126,10 +126,12 @@ fn export(args: Args) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let snapshot = resolve_model_id(&args)?;
+    skyreels_exporter::engine_dir::clean_up_on_signals()?;
     let _tiny_dir;
     let source = if args.checkpoint == "tiny" {
         let dir =
             tempfile::tempdir().context("creating a temporary directory for the tiny model")?;
+        skyreels_exporter::engine_dir::remove_on_signal(dir.path());
         tiny::write_random_dit(dir.path(), &tiny::tiny_dit_config(), StorageDtype::F32, 0)?;
         vae::random::write_random_vae(&dir.path().join("vae"), &vae::random::tiny_vae_config(), 0)?;
         text::tiny::write_tiny(dir.path(), 0)?;

@@ -240,6 +240,26 @@ const MAX_DEPTH: usize = 32;
 /// dict copies a few small objects per tensor; a "memo bomb" doubles a list per 7 bytes).
 const COPY_BUDGET_BASE: usize = 1 << 18;
 const COPY_BUDGET_PER_BYTE: usize = 16;
+/// Opcodes the interpreter runs, each creating at most one object: a state dict takes a few dozen
+/// per tensor, so this bounds the objects alive at once (and their memory) far above any real one.
+const MAX_OPCODES: usize = 1 << 20;
+/// Bytes of text (strings, names) the interpreter may hold, memo copies included.
+const MAX_TEXT_BYTES: usize = 1 << 28;
+
+/// Bytes of text in `object` (strings and names; containers counted through).
+fn text_bytes(object: &Object) -> usize {
+    match object {
+        Object::Text(text) => text.len(),
+        Object::Global(module, name) => module.len() + name.len(),
+        Object::Storage { key, .. } | Object::Tensor { key, .. } => key.len(),
+        Object::Tuple(items) | Object::List(items) => items.iter().map(text_bytes).sum(),
+        Object::Dict(pairs) => pairs
+            .iter()
+            .map(|(key, value)| text_bytes(key) + text_bytes(value))
+            .sum(),
+        _ => 0,
+    }
+}
 
 /// Nodes in `object`, counting no further than `limit` (+1).
 fn count_nodes(object: &Object, limit: usize) -> usize {
@@ -317,14 +337,29 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
     };
     let mut copy_budget =
         COPY_BUDGET_BASE.saturating_add(COPY_BUDGET_PER_BYTE.saturating_mul(data.len()));
+    let text_budget = std::cell::Cell::new(MAX_TEXT_BYTES);
+    let spend_text = |bytes: usize| -> std::result::Result<(), String> {
+        text_budget.set(text_budget.get().checked_sub(bytes).ok_or(format!(
+            "the pickle holds more than {MAX_TEXT_BYTES} bytes of text; a state dict holds names only"
+        ))?);
+        Ok(())
+    };
     let mut copy = |object: &Object| -> std::result::Result<Object, String> {
         let nodes = count_nodes(object, copy_budget);
         copy_budget = copy_budget
             .checked_sub(nodes)
             .ok_or("the pickle copies more objects than a state dict holds (memo bomb?)")?;
+        spend_text(text_bytes(object))?;
         Ok(object.clone())
     };
+    let mut opcodes = 0usize;
     loop {
+        opcodes += 1;
+        if opcodes > MAX_OPCODES {
+            return Err(format!(
+                "the pickle runs more than {MAX_OPCODES} opcodes; a state dict needs a few dozen per tensor"
+            ));
+        }
         let opcode = *take(&mut at, 1)?.first().expect("one byte");
         match opcode {
             0x80 => {
@@ -378,6 +413,7 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
                     }
                 };
                 let b = take(&mut at, n)?;
+                spend_text(b.len())?;
                 stack.push(Object::Text(String::from_utf8_lossy(b).to_string()));
             }
             b'c' => {
@@ -393,6 +429,7 @@ fn unpickle(data: &[u8]) -> std::result::Result<Object, String> {
                     .ok_or("GLOBAL without newline")?;
                 let name = String::from_utf8_lossy(&data[at..at + end]).to_string();
                 at += end + 1;
+                spend_text(module.len() + name.len())?;
                 stack.push(Object::Global(module, name));
             }
             0x93 => {
@@ -620,4 +657,31 @@ pub fn read_index(bytes: &[u8], path: &Path) -> Result<Vec<PthTensor>> {
         });
     }
     Ok(tensors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pickle_that_pushes_millions_of_items_is_refused() {
+        let mut program = b"\x80\x02".to_vec();
+        program.extend(std::iter::repeat_n(b'N', MAX_OPCODES + 1));
+        program.push(b'.');
+        let error = unpickle(&program).unwrap_err();
+        assert!(error.contains("more than 1048576 opcodes"), "{error}");
+    }
+
+    #[test]
+    fn a_pickle_that_copies_a_long_text_is_refused() {
+        let text = vec![b'x'; 1 << 16];
+        let mut program = b"\x80\x02X".to_vec();
+        program.extend((text.len() as u32).to_le_bytes());
+        program.extend(&text);
+        program.extend(b"q\x00");
+        program.extend(b"h\x00".repeat(5000));
+        program.push(b'.');
+        let error = unpickle(&program).unwrap_err();
+        assert!(error.contains("bytes of text"), "{error}");
+    }
 }

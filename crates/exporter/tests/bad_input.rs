@@ -550,6 +550,20 @@ fn export_model_id(case: &Case, hub: &Path, extra: &[&str]) -> (Output, String) 
     (output, stderr)
 }
 
+/// `skyreels-export CHECKPOINT --out OUT EXTRA` run in `directory`.
+fn export_in(directory: &Path, checkpoint: &Path, out: &str, extra: &[&str]) -> (Output, String) {
+    let output = Command::new(BINARY)
+        .env("RUST_BACKTRACE", "0")
+        .current_dir(directory)
+        .arg(checkpoint)
+        .args(["--out", out])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stderr)
+}
+
 #[test]
 fn a_model_id_that_is_not_in_the_cache_is_refused_and_nothing_is_downloaded() {
     let case = Case::new();
@@ -690,6 +704,60 @@ fn the_tensorrt_target_exports_onnx_attention() {
     );
 }
 
+fn names_in(directory: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs_err::read_dir(directory)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn force_never_empties_the_working_directory_a_parent_or_a_folder_of_other_files() {
+    let case = Case::new();
+    let root = case.directory.path();
+    fs_err::write(root.join("precious.txt"), b"mine").unwrap();
+    for (cwd, out) in [
+        (root.to_path_buf(), "."),
+        (case.checkpoint(), ".."),
+        (root.to_path_buf(), "/"),
+    ] {
+        let (output, stderr) = export_in(&cwd, &case.checkpoint(), out, &["--force"]);
+        assert_eq!(output.status.code(), Some(1), "--out {out}: {stderr}");
+        assert!(
+            stderr.contains("fix: choose a new directory for the engine"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert_eq!(names_in(root), ["checkpoint", "precious.txt"]);
+    let folder = root.join("photos");
+    fs_err::create_dir(&folder).unwrap();
+    fs_err::write(folder.join("holiday.jpg"), b"jpeg").unwrap();
+    let (output, stderr) = export_in(root, &case.checkpoint(), "photos", &["--force"]);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--force replaces only an engine directory (one with manifest.yaml) or an empty directory"),
+        "{stderr}"
+    );
+    assert_eq!(names_in(&folder), ["holiday.jpg"]);
+    assert_eq!(names_in(root), ["checkpoint", "photos", "precious.txt"]);
+    // An engine directory and an empty one are replaced.
+    for out in ["engine", "empty"] {
+        fs_err::create_dir_all(root.join(out)).unwrap();
+        let (output, stderr) = export_in(root, &case.checkpoint(), out, &["--force"]);
+        assert!(output.status.success(), "{stderr}");
+        assert!(root.join(out).join("manifest.yaml").is_file());
+    }
+    let (output, stderr) = export_in(root, &case.checkpoint(), "engine", &["--force"]);
+    assert!(output.status.success(), "replacing an engine: {stderr}");
+    assert_eq!(
+        names_in(root),
+        ["checkpoint", "empty", "engine", "photos", "precious.txt"]
+    );
+}
+
 #[test]
 fn a_bf16_vae_is_refused() {
     let case = Case::new();
@@ -697,4 +765,220 @@ fn a_bf16_vae_is_refused() {
         &case.export(&["--target", "cuda", "--vae-dtype", "bf16"]),
         &["--vae-dtype bf16 is not supported", "--vae-dtype fp16"],
     );
+}
+
+#[test]
+fn a_fifo_or_a_directory_among_the_weights_is_refused_without_waiting() {
+    let case = Case::new();
+    let fifo = case.checkpoint().join("extra.safetensors");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = std::time::Instant::now();
+    case.assert_refused(
+        &case.export(&[]),
+        &[
+            "checkpoint file",
+            "extra.safetensors is a FIFO, not a regular file",
+        ],
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    fs_err::remove_file(&fifo).unwrap();
+    fs_err::create_dir(&fifo).unwrap();
+    case.assert_refused(
+        &case.export(&[]),
+        &["extra.safetensors is a directory, not a regular file"],
+    );
+}
+
+#[test]
+fn a_folder_without_config_json_names_the_missing_file() {
+    let case = Case::new();
+    fs_err::remove_file(case.checkpoint().join("config.json")).unwrap();
+    case.assert_refused(
+        &case.export(&[]),
+        &[
+            "config.json is missing",
+            "dim 32 is not a multiple of 128",
+            "put the model's config.json",
+        ],
+    );
+}
+
+#[test]
+fn a_zero_sized_tensor_is_refused_before_onnx_runtime() {
+    let case = Case::new();
+    case.edit_tensors(|t| {
+        let tensor = t.get("blocks.0.ffn.2.bias");
+        tensor.2 = vec![0];
+        tensor.3.clear();
+    });
+    case.assert_refused(
+        &case.export(&[]),
+        &[
+            "tensor `blocks.0.ffn.2.bias` has shape [0], with an empty dimension",
+            "re-download",
+        ],
+    );
+}
+
+/// A zip of `entries` stored uncompressed, as `torch.save` writes one (CRCs left at 0: the reader
+/// does not check them).
+fn stored_zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut zip = Vec::new();
+    let mut directory = Vec::new();
+    for (name, data) in entries {
+        let offset = zip.len() as u32;
+        let size = data.len() as u32;
+        zip.extend(0x0403_4b50u32.to_le_bytes());
+        zip.extend([20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        zip.extend(size.to_le_bytes());
+        zip.extend(size.to_le_bytes());
+        zip.extend((name.len() as u16).to_le_bytes());
+        zip.extend([0, 0]);
+        zip.extend(name.as_bytes());
+        zip.extend(*data);
+        directory.extend(0x0201_4b50u32.to_le_bytes());
+        directory.extend([20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        directory.extend(size.to_le_bytes());
+        directory.extend(size.to_le_bytes());
+        directory.extend((name.len() as u16).to_le_bytes());
+        directory.extend([0; 12]);
+        directory.extend(offset.to_le_bytes());
+        directory.extend(name.as_bytes());
+    }
+    let directory_offset = zip.len() as u32;
+    zip.extend(&directory);
+    zip.extend(0x0605_4b50u32.to_le_bytes());
+    zip.extend([0, 0, 0, 0]);
+    zip.extend((entries.len() as u16).to_le_bytes());
+    zip.extend((entries.len() as u16).to_le_bytes());
+    zip.extend((directory.len() as u32).to_le_bytes());
+    zip.extend(directory_offset.to_le_bytes());
+    zip.extend([0, 0]);
+    zip
+}
+
+/// A pickle that pushes three million `None`s (3 MB) used to grow the interpreter's stack to
+/// gigabytes; a long text copied through the memo grew its strings the same way.
+#[test]
+fn a_pth_whose_pickle_floods_memory_is_refused() {
+    let case = Case::new();
+    let mut flood = b"\x80\x02".to_vec();
+    flood.extend(std::iter::repeat_n(b'N', 3_000_000));
+    flood.push(b'.');
+    let mut copies = b"\x80\x02X".to_vec();
+    copies.extend(65_536u32.to_le_bytes());
+    copies.extend(vec![b'x'; 65_536]);
+    copies.extend(b"q\x00");
+    copies.extend(b"h\x00".repeat(5000));
+    copies.push(b'.');
+    for (program, needle) in [(flood, "opcodes"), (copies, "bytes of text")] {
+        let source = case.checkpoint().join("model.pth");
+        fs_err::write(&source, stored_zip(&[("archive/data.pkl", &program)])).unwrap();
+        case.assert_refused(
+            &case.export_from(&source, &[]),
+            &["model.pth", needle, "re-download"],
+        );
+    }
+}
+
+/// SIGINT and SIGTERM during an export: the handler removes the staging directory and the process
+/// exits with 128 + the signal; nothing is left beside --out. (A run that finishes before the
+/// signal lands is repeated.)
+#[test]
+fn an_interrupted_export_leaves_nothing_behind() {
+    for (signal, number) in [("INT", 2), ("TERM", 15)] {
+        let mut interrupted = false;
+        for _attempt in 0..10 {
+            let directory = tempfile::tempdir().unwrap();
+            let out = directory.path().join("engine");
+            let mut child = Command::new(BINARY)
+                .arg("tiny")
+                .arg("--out")
+                .arg(&out)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let staging = directory
+                .path()
+                .join(format!(".engine.partial-{}", child.id()));
+            while !staging.exists() && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            let sent = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status()
+                .unwrap();
+            let output = child.wait_with_output().unwrap();
+            if !sent.success() || output.status.success() {
+                continue;
+            }
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(128 + number), "{stderr}");
+            assert!(
+                stderr.contains(&format!("interrupted by SIG{signal}")),
+                "{stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{stderr}");
+            assert_eq!(
+                names_in(directory.path()),
+                Vec::<String>::new(),
+                "SIG{signal} left files"
+            );
+            interrupted = true;
+            break;
+        }
+        assert!(
+            interrupted,
+            "no export could be interrupted with SIG{signal}"
+        );
+    }
+}
+
+#[test]
+fn stale_staging_of_a_dead_export_is_removed_and_nothing_else() {
+    let case = Case::new();
+    let root = case.directory.path();
+    let dead = root.join(".engine.partial-4000000");
+    fs_err::create_dir(&dead).unwrap();
+    fs_err::write(
+        dead.join(".skyreels-owner"),
+        "skyreels export staging\npid 4000000\n",
+    )
+    .unwrap();
+    fs_err::write(dead.join("dit_blocks.onnx"), b"half-written").unwrap();
+    let foreign = root.join(".engine.partial-17");
+    fs_err::create_dir(&foreign).unwrap();
+    fs_err::write(foreign.join("notes.txt"), b"not an export's").unwrap();
+    let alive = root.join(".engine.partial-4000001");
+    fs_err::create_dir(&alive).unwrap();
+    fs_err::write(
+        alive.join(".skyreels-owner"),
+        "skyreels export staging\npid 4000001\n",
+    )
+    .unwrap();
+    let held = std::fs::File::open(alive.join(".skyreels-owner")).unwrap();
+    held.try_lock().unwrap();
+    let (output, stderr) = case.export(&[]);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        names_in(root),
+        [
+            ".engine.partial-17",
+            ".engine.partial-4000001",
+            "checkpoint",
+            "engine"
+        ]
+    );
+    assert!(
+        !case.out().join(".skyreels-owner").exists(),
+        "the marker does not ship in the engine"
+    );
+    drop(held);
 }

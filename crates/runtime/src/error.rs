@@ -6,6 +6,12 @@ pub enum RuntimeError {
     /// An I/O failure (`fs-err` puts the path in the message).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// An input that is not a regular file, or too large for its kind.
+    #[error(transparent)]
+    File(#[from] skyreels_contract::files::FileError),
+    /// A directory held by another process, or not this tool's.
+    #[error(transparent)]
+    OwnedDir(#[from] skyreels_contract::owned_dir::OwnedDirError),
     /// The ONNX Runtime library was not found.
     #[error("ONNX Runtime {version} not found (looked in: {})\n  fix: {hint}", .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     OnnxRuntimeMissing {

@@ -45,7 +45,11 @@ impl RgbImage {
     /// Reads a PNG or JPEG file and converts it to 8-bit RGB (alpha dropped, as PIL's
     /// `convert("RGB")`; 16-bit channels are rounded to 8 bits).
     pub fn open(path: &Path) -> Result<RgbImage> {
-        let bytes = fs_err::read(path)?;
+        let bytes = skyreels_contract::files::read_bounded(
+            path,
+            "image",
+            skyreels_contract::files::limit::IMAGE,
+        )?;
         let decoded = image::load_from_memory(&bytes)
             .map_err(|e| RuntimeError::Invalid(format!("cannot decode image {}: {e}\n  fix: give a PNG or JPEG file (re-save or re-download it if it is cut short)", path.display())))?;
         let rgb = decoded.to_rgb8();
@@ -55,6 +59,25 @@ impl RgbImage {
             pixels: rgb.into_raw(),
         })
     }
+}
+
+/// Checks, before any model loads, that each given picture (`--image`, `--last-image`) is a
+/// regular file within the image size limit; it is decoded only later, when its encoder is loaded.
+pub fn check_image_files(paths: &[Option<&Path>]) -> Result<()> {
+    for path in paths.iter().flatten() {
+        let size = skyreels_contract::files::regular_file_size(path, "image")?;
+        let limit = skyreels_contract::files::limit::IMAGE;
+        if size > limit {
+            return Err(skyreels_contract::files::FileError::TooLarge {
+                what: "image".into(),
+                path: path.to_path_buf(),
+                size,
+                limit,
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Upstream's `resizecrop` (`image2video_pipeline.py`): the centred crop of `image` with the
@@ -343,7 +366,12 @@ impl ImageEncoder {
         let mut pool = TensorPool::new();
         pool.insert_f32(PIXEL_VALUES, pixels)?;
         self.session.run(&mut pool)?;
-        pool.to_host(IMAGE_HIDDEN_STATES)
+        let context = pool.to_host(IMAGE_HIDDEN_STATES)?;
+        context.check_finite(
+            "the image encoder's output for a finite picture",
+            crate::tensor::BROKEN_ENGINE_FIX,
+        )?;
+        Ok(context)
     }
 
     /// Preprocesses and encodes `image`: `[1, 257, 1280]` for ViT-H/14.

@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod requirements;
 pub mod scheduler;
 pub mod session;
+pub mod snapshot;
 pub mod teacache;
 pub mod tensor;
 pub mod tensor_file;

@@ -1,7 +1,7 @@
 //! `skyreels`: run SkyReels-V2 engine directories. A thin front end: flags become a
 //! [`GenerateRequest`], and the runtime library plans, loads, generates and writes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -12,6 +12,7 @@ use skyreels_runtime::job::{
 };
 use skyreels_runtime::logging::{ConsoleProgress, LogFormat, ProgressDisplay};
 use skyreels_runtime::output::Mp4Options;
+use skyreels_runtime::parallel::start::Joined;
 use skyreels_runtime::pipeline::plan::Compat;
 use skyreels_runtime::pipeline::progress::{Observer, Unobserved};
 use skyreels_runtime::session::Backend;
@@ -149,6 +150,53 @@ enum Command {
         #[arg(long)]
         manifest: bool,
     },
+    /// Snapshot regression testing: record cases, then check a rebuilt engine, another ONNX
+    /// Runtime or another GPU against them.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Serve video generation over HTTP (OpenAI Videos API shape); runs `skyreels-serve`, installed
+    /// beside this binary (`skyreels serve --help` lists its flags).
+    #[command(disable_help_flag = true)]
+    Serve {
+        /// The flags of skyreels-serve.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotCommand {
+    /// Run every case of a cases YAML (case name → request, the server's fields) and store its
+    /// noise, final latents, decoded frames and where it ran.
+    Record {
+        /// Engine directory.
+        #[arg(long)]
+        engines: PathBuf,
+        /// Cases file: a YAML map from case name to request.
+        #[arg(long)]
+        cases: PathBuf,
+        /// New snapshot directory.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Replay every case with its recorded noise and compare latents (max-abs, relative) and
+    /// frames (PSNR); prints a table and fails naming the cases outside the tolerance.
+    Check {
+        /// Engine directory.
+        #[arg(long)]
+        engines: PathBuf,
+        /// Snapshot directory written by `snapshot record`.
+        #[arg(long)]
+        snapshots: PathBuf,
+        /// `exact`, or `max_abs=X,relative=X,psnr=DB` (keys left out keep the default for the
+        /// recorded and replaying backend and precision; see docs/SNAPSHOTS.md).
+        #[arg(long)]
+        tolerance: Option<String>,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -201,8 +249,8 @@ struct GenerateArgs {
     #[arg(long)]
     engines: PathBuf,
     /// The prompt.
-    #[arg(long)]
-    prompt: String,
+    #[arg(long, required_unless_present = "batch")]
+    prompt: Option<String>,
     /// Negative prompt (default: the variant's).
     #[arg(long)]
     negative_prompt: Option<String>,
@@ -289,13 +337,21 @@ struct GenerateArgs {
     #[arg(long, value_enum)]
     compat: Option<CompatArg>,
     /// Output: `.mp4`, or a directory (a name without extension) for PNG frames.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "batch")]
+    out: Option<PathBuf>,
+    /// Run every request of a JSON-lines file (one object per line, the server's fields) with the
+    /// models loaded once: writes OUT_DIR/NNNN.mp4 (NNNN = line number) and one JSON result line
+    /// per request on stdout; a failing line is reported and skipped.
+    #[arg(long, requires = "out_dir", conflicts_with_all = ["prompt", "out", "dry_run", "save_latents", "work_dir", "h264_quantizer"])]
+    batch: Option<PathBuf>,
+    /// Output directory of --batch (created if missing).
+    #[arg(long, requires = "batch")]
+    out_dir: Option<PathBuf>,
     /// H.264 quantizer of MP4 output, 12..=51: lower is better and larger (default 16).
     #[arg(long)]
     h264_quantizer: Option<u8>,
     /// Where a long job keeps finished windows so a killed run resumes (default: `<out>.work` for
-    /// multi-window videos; removed when the output is written).
+    /// multi-window videos; must be new or empty; its files are removed when the output is written).
     #[arg(long)]
     work_dir: Option<PathBuf>,
     /// Print the plan (variant, defaults, windows, outputs) and stop before loading any model.
@@ -313,7 +369,7 @@ struct GenerateArgs {
 impl GenerateArgs {
     fn request(&self) -> GenerateRequest {
         GenerateRequest {
-            prompt: self.prompt.clone(),
+            prompt: self.prompt.clone().unwrap_or_default(),
             negative_prompt: self.negative_prompt.clone(),
             size: self.size.clone(),
             width: self.width,
@@ -354,7 +410,7 @@ impl GenerateArgs {
 
     fn output(&self) -> OutputRequest {
         OutputRequest {
-            out: self.out.clone(),
+            out: self.out.clone().unwrap_or_default(),
             save_latents: self.save_latents.clone(),
             work_dir: self.work_dir.clone(),
             h264_quantizer: self.h264_quantizer,
@@ -379,7 +435,8 @@ fn main() -> ExitCode {
             LogFormatArg::Json => LogFormat::Json,
         },
     );
-    let json_errors = matches!(&cli.command, Command::Generate(args) if args.json);
+    let json_errors =
+        matches!(&cli.command, Command::Generate(args) if args.json && args.batch.is_none());
     match run(cli.command, level) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -460,6 +517,8 @@ fn run(command: Command, level: LevelFilter) -> anyhow::Result<()> {
             &image,
             &out,
         )?),
+        Command::Serve { args } => Err(exec_serve(&args)),
+        Command::Snapshot(command) => run_snapshot(command, level),
         Command::DitForward {
             engines,
             inputs,
@@ -485,9 +544,21 @@ fn run(command: Command, level: LevelFilter) -> anyhow::Result<()> {
     }
 }
 
+/// Progress on stderr at log level `info` and above, none below.
+fn console_progress(level: LevelFilter) -> Box<dyn Observer> {
+    if level >= LevelFilter::INFO {
+        Box::new(ConsoleProgress::new(ProgressDisplay::for_stderr()))
+    } else {
+        Box::new(Unobserved)
+    }
+}
+
 /// parse → plan → (dry run: print the plan) → load, generate, write → summary. Progress shows
 /// at log level `info` and above.
 fn run_generate(args: &GenerateArgs, level: LevelFilter) -> anyhow::Result<()> {
+    if let (Some(batch), Some(out_dir)) = (&args.batch, &args.out_dir) {
+        return run_batch(args, batch, out_dir, level);
+    }
     let mut models = Models::open(&args.engines, args.backend.backend(), Residency::OneJob)?;
     let plan = JobPlan::new(
         models.engine(),
@@ -495,13 +566,32 @@ fn run_generate(args: &GenerateArgs, level: LevelFilter) -> anyhow::Result<()> {
         &args.request(),
         &args.output(),
     )?;
-    if let Some(dit) = &models.engine().manifest.dit {
-        skyreels_runtime::parallel::config::check_generate(
-            &args.parallel,
-            dit.config.num_heads,
-            plan.uses_negative_prompt(),
-            models.backend().device().is_some(),
-        )?;
+    let num_heads = models
+        .engine()
+        .manifest
+        .dit
+        .as_ref()
+        .map_or(1, |d| d.config.num_heads);
+    let gpu = models.backend().device().is_some();
+    let parallel = skyreels_runtime::parallel::config::check_generate(
+        &args.parallel,
+        num_heads,
+        plan.uses_negative_prompt(),
+        gpu,
+        plan.windows.len() > 1 || plan.output.work_dir.is_some(),
+    )?;
+    if !args.dry_run {
+        match skyreels_runtime::parallel::start::join(&parallel, gpu)? {
+            Joined::Supervised => return Ok(()),
+            Joined::Single => {}
+            Joined::Rank(rank) => {
+                if let Some(device) = rank.device {
+                    let backend = Backend::new(models.backend().target(), device as i32, 0);
+                    models = Models::open(&args.engines, backend, Residency::OneJob)?;
+                }
+                models.set_rank(rank);
+            }
+        }
     }
     if let Some(note) = &plan.variant.note {
         tracing::info!("{note}");
@@ -514,12 +604,11 @@ fn run_generate(args: &GenerateArgs, level: LevelFilter) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut progress: Box<dyn Observer> = if level >= LevelFilter::INFO {
-        Box::new(ConsoleProgress::new(ProgressDisplay::for_stderr()))
-    } else {
-        Box::new(Unobserved)
-    };
+    let mut progress = console_progress(level);
     let report = run_job(&plan, &mut models, progress.as_mut())?;
+    if !models.writes_output() {
+        return Ok(());
+    }
     if args.json {
         let summary = skyreels_runtime::job::summary::summary_json(&plan, &report);
         print_stdout(&summary);
@@ -527,6 +616,90 @@ fn run_generate(args: &GenerateArgs, level: LevelFilter) -> anyhow::Result<()> {
         print_done(&plan, &report);
     }
     Ok(())
+}
+
+/// `generate --batch`: every line of the file, the models loaded once, one result line each.
+fn run_batch(
+    args: &GenerateArgs,
+    batch: &Path,
+    out_dir: &Path,
+    level: LevelFilter,
+) -> anyhow::Result<()> {
+    let flags = serde_json::to_value(args.request()).context("reading the request flags")?;
+    if let Some((flag, _)) = flags
+        .as_object()
+        .into_iter()
+        .flatten()
+        .find(|(name, value)| *name != "prompt" && !value.is_null())
+    {
+        anyhow::bail!(
+            "--{} is a request flag, and with --batch every line gives its own request\n  fix: put \"{flag}\" in the lines of {}",
+            flag.replace('_', "-"),
+            batch.display()
+        );
+    }
+    let mut models = Models::open(&args.engines, args.backend.backend(), Residency::KeepLoaded)?;
+    let mut progress = console_progress(level);
+    let outcome = skyreels_runtime::job::batch::run_batch(
+        batch,
+        out_dir,
+        &mut models,
+        progress.as_mut(),
+        &mut |result| print_stdout(result),
+    )?;
+    if !outcome.failed.is_empty() {
+        let lines: Vec<String> = outcome.failed.iter().map(usize::to_string).collect();
+        anyhow::bail!(
+            "{} of {} requests failed (lines {}); the others were written to {}\n  fix: see the failed lines' result on stdout, fix them and run those again",
+            outcome.failed.len(),
+            outcome.failed.len() + outcome.completed,
+            lines.join(", "),
+            out_dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn run_snapshot(command: SnapshotCommand, level: LevelFilter) -> anyhow::Result<()> {
+    let mut progress = console_progress(level);
+    match command {
+        SnapshotCommand::Record {
+            engines,
+            cases,
+            out,
+            backend,
+        } => {
+            let mut models = Models::open(&engines, backend.backend(), Residency::KeepLoaded)?;
+            let names = skyreels_runtime::snapshot::record(&cases, &out, &mut models, progress.as_mut())?;
+            tracing::info!("recorded {} cases into {}", names.len(), out.display());
+            Ok(())
+        }
+        SnapshotCommand::Check {
+            engines,
+            snapshots,
+            tolerance,
+            backend,
+        } => {
+            let mut models = Models::open(&engines, backend.backend(), Residency::KeepLoaded)?;
+            let report = skyreels_runtime::snapshot::check(
+                &snapshots,
+                tolerance.as_deref(),
+                &mut models,
+                progress.as_mut(),
+            )?;
+            print_stdout(&skyreels_runtime::snapshot::table(&report).trim_end());
+            let failed = report.failed();
+            if !failed.is_empty() {
+                anyhow::bail!(
+                    "{} of {} snapshot cases are outside the tolerance: {}\n  fix: if the change is intended, record the snapshot again; else compare the engine, ONNX Runtime and device lines above with the recording",
+                    failed.len(),
+                    report.cases.len(),
+                    failed.join(", ")
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 fn print_done(plan: &JobPlan, report: &JobReport) {
@@ -540,6 +713,22 @@ fn print_done(plan: &JobPlan, report: &JobReport) {
         report.stats.forwards,
         report.stats.blocks_skipped
     );
+}
+
+/// Replaces this process with `skyreels-serve` (beside this binary, else on `PATH`), so that the
+/// web stack stays out of this binary and signals reach the server directly; returns only on failure.
+fn exec_serve(args: &[std::ffi::OsString]) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("skyreels-serve")))
+        .filter(|path| path.is_file());
+    let program = beside.unwrap_or_else(|| PathBuf::from("skyreels-serve"));
+    let error = std::process::Command::new(&program).args(args).exec();
+    anyhow::anyhow!(
+        "cannot run {}: {error}\n  fix: install skyreels-serve beside skyreels or on PATH (cargo build --release --bin skyreels --bin skyreels-serve puts both in target/release)",
+        program.display()
+    )
 }
 
 fn run_parallel_check(args: &skyreels_runtime::parallel::check::CheckArgs) -> anyhow::Result<()> {

@@ -27,6 +27,14 @@ pub enum NoiseSource {
         /// Next index to hand out.
         next: usize,
     },
+    /// Another source whose draws are kept, in order, to be saved with [`NoiseSource::save_draws`]
+    /// (snapshots record the noise so that any backend replays exactly the same draws).
+    Recording {
+        /// Where the draws come from.
+        source: Box<NoiseSource>,
+        /// Every draw so far.
+        draws: Vec<Tensor>,
+    },
 }
 
 impl NoiseSource {
@@ -55,12 +63,34 @@ impl NoiseSource {
         })
     }
 
+    /// Keeps every draw of `source`.
+    pub fn recording(source: NoiseSource) -> NoiseSource {
+        NoiseSource::Recording {
+            source: Box::new(source),
+            draws: Vec::new(),
+        }
+    }
+
     /// Pre-drawn tensors not consumed yet (0 for the seeded generator).
     pub fn remaining(&self) -> usize {
         match self {
             NoiseSource::Seeded(_) => 0,
             NoiseSource::File { tensors, .. } => tensors.len(),
+            NoiseSource::Recording { source, .. } => source.remaining(),
         }
+    }
+
+    /// Writes the recorded draws as tensors `"0"`, `"1"`, … to `path`, the format
+    /// [`NoiseSource::from_file`] reads; an error unless this source is recording.
+    pub fn save_draws(&self, path: &Path) -> Result<()> {
+        let NoiseSource::Recording { draws, .. } = self else {
+            return Err(RuntimeError::Invalid(
+                "only a recording noise source has draws to save".into(),
+            ));
+        };
+        let names: Vec<String> = (0..draws.len()).map(|index| index.to_string()).collect();
+        crate::output::save_latents(path, names.iter().map(String::as_str).zip(draws))?;
+        Ok(())
     }
 
     /// Draws a standard-normal tensor of `shape` (or takes the next one from the file).
@@ -93,6 +123,11 @@ impl NoiseSource {
                 *next += 1;
                 Ok(tensor)
             }
+            NoiseSource::Recording { source, draws } => {
+                let tensor = source.draw(shape)?;
+                draws.push(tensor.clone());
+                Ok(tensor)
+            }
         }
     }
 }
@@ -111,5 +146,20 @@ mod tests {
         assert!(mean.abs() < 0.05, "mean {mean}");
         assert!((variance - 1.0).abs() < 0.05, "variance {variance}");
         assert_ne!(a, NoiseSource::seeded(8).draw(&[4, 1000]).unwrap());
+    }
+
+    #[test]
+    fn recorded_draws_replay_from_their_file() {
+        let mut recording = NoiseSource::recording(NoiseSource::seeded(3));
+        let first = recording.draw(&[2, 3]).unwrap();
+        let second = recording.draw(&[5]).unwrap();
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("noise.safetensors");
+        recording.save_draws(&path).unwrap();
+        let mut replay = NoiseSource::from_file(&path).unwrap();
+        assert_eq!(replay.draw(&[2, 3]).unwrap(), first);
+        assert_eq!(replay.draw(&[5]).unwrap(), second);
+        assert_eq!(replay.remaining(), 0);
+        assert!(NoiseSource::seeded(3).save_draws(&path).is_err());
     }
 }

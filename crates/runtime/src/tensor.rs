@@ -2,6 +2,9 @@
 
 use crate::error::{Result, RuntimeError};
 
+/// The fix when a graph of the engine turned finite inputs into NaN or infinite values.
+pub const BROKEN_ENGINE_FIX: &str = "the engine's weights hold NaN or overflow at their precision; re-export it from a checkpoint with finite weights (or with --dtype fp32)";
+
 /// A dense row-major float32 tensor on the host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
@@ -14,7 +17,10 @@ pub struct Tensor {
 impl Tensor {
     /// A tensor from parts; the element count must match the shape.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor> {
-        if shape.iter().product::<usize>() != data.len() {
+        let count = shape
+            .iter()
+            .try_fold(1usize, |count, &d| count.checked_mul(d));
+        if count != Some(data.len()) {
             return Err(RuntimeError::Tensor {
                 name: "<new>".into(),
                 message: format!("{} elements do not fill shape {shape:?}", data.len()),
@@ -30,6 +36,20 @@ impl Tensor {
             shape,
             data: vec![0.0; count],
         }
+    }
+
+    /// Fails when the tensor holds NaN or infinite values, naming `source` (where the values came
+    /// from) and `fix`; a generation never continues on such values (it would end in a black or
+    /// noise-grey "video" and exit 0).
+    pub fn check_finite(&self, source: &str, fix: &str) -> Result<()> {
+        let count = self.data.iter().filter(|value| !value.is_finite()).count();
+        if count == 0 {
+            return Ok(());
+        }
+        Err(RuntimeError::Invalid(format!(
+            "{source} holds {count} non-finite values (NaN or ±inf) among its {}\n  fix: {fix}",
+            self.data.len()
+        )))
     }
 
     /// Number of elements.

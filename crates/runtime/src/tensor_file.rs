@@ -29,14 +29,18 @@ pub(crate) fn float_values(view: &TensorView<'_>) -> Option<Vec<f32>> {
 
 /// All tensors of `path` as float32 (f16/bf16 are upcast), sorted by name.
 pub fn read_f32_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let bytes = fs_err::read(path)?;
+    let bytes = skyreels_contract::files::read_bounded(
+        path,
+        "tensor file",
+        skyreels_contract::files::physical_memory(),
+    )?;
     let bad = |message: String| {
         RuntimeError::Invalid(format!(
-            "{} is not a valid safetensors file: {message}",
+            "{} is not a valid safetensors file: {message}\n  fix: give a safetensors file of float tensors (saved with safetensors.torch.save_file)",
             path.display()
         ))
     };
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e:?}")))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     let mut out = Vec::new();
     for (name, view) in file.tensors() {
         let values = float_values(&view).ok_or_else(|| {
@@ -45,7 +49,12 @@ pub fn read_f32_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
                 view.dtype()
             ))
         })?;
-        out.push((name, Tensor::new(view.shape().to_vec(), values)?));
+        let tensor = Tensor::new(view.shape().to_vec(), values)?;
+        tensor.check_finite(
+            &format!("{}: tensor `{name}`", path.display()),
+            "record the values again; NaN or inf cannot be sampled from",
+        )?;
+        out.push((name, tensor));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)

@@ -443,7 +443,12 @@ impl PromptTokenizer {
             path: path.to_path_buf(),
             message,
         };
-        let mut tokenizer = tokenizers::Tokenizer::from_file(path)
+        let bytes = skyreels_contract::files::read_bounded(
+            path,
+            "tokenizer",
+            skyreels_contract::files::limit::TOKENIZER,
+        )?;
+        let mut tokenizer = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| bad(format!("cannot read the tokenizer: {e}")))?;
         let pad_id = tokenizer.token_to_id("<pad>").ok_or_else(|| {
             bad("the tokenizer has no `<pad>` token; it is not a umT5 tokenizer".into())
@@ -568,7 +573,12 @@ impl TextEncoder {
         pool.insert_i64(INPUT_IDS, vec![1, length], tokens.ids.clone())?;
         pool.insert_i64(ATTENTION_MASK, vec![1, length], tokens.mask.clone())?;
         self.session.run(&mut pool)?;
-        pool.to_host(TEXT_HIDDEN_STATES)
+        let context = pool.to_host(TEXT_HIDDEN_STATES)?;
+        context.check_finite(
+            "the text encoder's output for a finite prompt",
+            crate::tensor::BROKEN_ENGINE_FIX,
+        )?;
+        Ok(context)
     }
 
     /// Cleans, tokenizes and encodes `prompt`: `[1, 512, dim]`, rows past the prompt zeroed.

@@ -219,6 +219,10 @@ impl VaeDecoder {
     /// final clamp (what the graphs compute).
     pub fn decode_unclamped(&mut self, latents: &Tensor) -> Result<Tensor> {
         check_rank5("latents", latents)?;
+        latents.check_finite(
+            "the latents to decode",
+            "decode latents saved from a successful run",
+        )?;
         let [b, _, f, h, w] = [
             latents.shape[0],
             latents.shape[1],
@@ -244,6 +248,10 @@ impl VaeDecoder {
             put_frames(&mut video, written, &chunk)?;
             written += chunk.shape[2];
         }
+        video.check_finite(
+            "the VAE decoder's output for finite latents",
+            crate::tensor::BROKEN_ENGINE_FIX,
+        )?;
         Ok(video)
     }
 
@@ -319,6 +327,7 @@ impl VaeEncoder {
     /// `[B, z_dim, 1 + k, H/8, W/8]`.
     pub fn encode(&mut self, video: &Tensor) -> Result<Tensor> {
         check_rank5("video", video)?;
+        video.check_finite("the video to encode", "give a video with values in [-1, 1]")?;
         let [b, _, t, h, w] = [
             video.shape[0],
             video.shape[1],
@@ -352,6 +361,10 @@ impl VaeEncoder {
             let latent = self.encode_chunk(&mut state, &frames(video, start, count))?;
             put_frames(&mut latents, index, &latent)?;
         }
+        latents.check_finite(
+            "the VAE encoder's output for a finite video",
+            crate::tensor::BROKEN_ENGINE_FIX,
+        )?;
         Ok(latents)
     }
 }

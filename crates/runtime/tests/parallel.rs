@@ -395,14 +395,108 @@ fn generate_refuses_what_multi_rank_runs_cannot_do_yet() {
             "parallel-check",
         ],
     );
-    let (output, stderr, _dir) = generate(&["--cfg-parallel"]);
+    let (output, stderr, _dir) =
+        generate(&["--cfg-parallel", "--work-dir", "/tmp/unused-work-dir"]);
     assert_refused(
         &output,
         &stderr,
-        &[
-            "--cfg-parallel is not wired into the job runner yet",
-            "parallel-check --cfg-parallel",
-        ],
+        &["--cfg-parallel does not run multi-window (long) videos or --work-dir yet"],
+    );
+}
+
+fn final_latents(path: &Path) -> Vec<f32> {
+    let bytes = fs_err::read(path).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    bytemuck::pod_collect_to_vec(tensors.tensor("latents").unwrap().data())
+}
+
+/// `generate` on one rank and with `--cfg-parallel` (two supervised CPU ranks, one branch each).
+fn cfg_parallel_matches_one_rank(extra: &[&str]) -> serde_json::Value {
+    cfg_parallel_matches_one_rank_on(tiny_engine(), extra)
+}
+
+/// Returns the one-rank run's `--json` summary.
+fn cfg_parallel_matches_one_rank_on(engine: &Path, extra: &[&str]) -> serde_json::Value {
+    let directory = tempfile::tempdir().unwrap();
+    let mut latents = Vec::new();
+    let mut summaries = Vec::new();
+    for (name, parallel) in [("one", &[][..]), ("pair", &["--cfg-parallel"][..])] {
+        let path = directory.path().join(format!("{name}.safetensors"));
+        let out = directory.path().join(format!("{name}.mp4"));
+        let (output, stderr) = run(Command::new(BINARY)
+            .arg("generate")
+            .arg("--engines")
+            .arg(engine)
+            .arg("--out")
+            .arg(&out)
+            .arg("--save-latents")
+            .arg(&path)
+            .args([
+                "--prompt",
+                "a fox",
+                "--height",
+                "32",
+                "--width",
+                "32",
+                "--threads",
+                "1",
+                "--json",
+            ])
+            .args(extra)
+            .args(parallel));
+        assert!(output.status.success(), "{name} {extra:?}: {stderr}");
+        let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert!(
+            summary["dit_forwards"].as_u64().unwrap() > 0,
+            "one summary, from rank 0"
+        );
+        assert!(out.exists());
+        latents.push(final_latents(&path));
+        summaries.push(summary);
+    }
+    let difference = max_difference(&latents[0], &latents[1]);
+    assert!(
+        difference <= 1e-5,
+        "{extra:?}: --cfg-parallel differs from one rank by {difference}"
+    );
+    summaries.swap_remove(0)
+}
+
+#[test]
+fn cfg_parallel_generation_matches_one_rank_synchronous() {
+    cfg_parallel_matches_one_rank(&["--num-frames", "5", "--steps", "3"]);
+}
+
+#[test]
+fn cfg_parallel_generation_matches_one_rank_asynchronous_block_causal() {
+    cfg_parallel_matches_one_rank(&[
+        "--num-frames",
+        "13",
+        "--steps",
+        "3",
+        "--ar-step",
+        "2",
+        "--causal-block-size",
+        "2",
+        "--causal-attention",
+    ]);
+}
+
+#[test]
+fn cfg_parallel_generation_matches_one_rank_with_teacache() {
+    let summary = cfg_parallel_matches_one_rank(&[
+        "--num-frames",
+        "9",
+        "--steps",
+        "6",
+        "--teacache",
+        "1",
+        "--teacache-coefficients",
+        "0,0,0,1,0",
+    ]);
+    assert!(
+        summary["blocks_skipped"].as_u64().unwrap() > 0,
+        "TeaCache skipped nothing: {summary}"
     );
 }
 
@@ -509,4 +603,29 @@ fn cfg_parallel_ranks_sample_the_same_latents_as_one_rank() {
             );
         }
     }
+}
+
+#[test]
+fn cfg_parallel_generation_matches_one_rank_image_to_video() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = directory.path().join("engine");
+    fs_err::create_dir(&engine).unwrap();
+    common::export_tiny_engine(&engine, common::TinyModel::ImageToVideo);
+    let picture = directory.path().join("first.png");
+    image::RgbImage::from_fn(48, 32, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 7) as u8, ((x + y) * 3) as u8])
+    })
+    .save(&picture)
+    .unwrap();
+    cfg_parallel_matches_one_rank_on(
+        &engine,
+        &[
+            "--num-frames",
+            "5",
+            "--steps",
+            "3",
+            "--image",
+            picture.to_str().unwrap(),
+        ],
+    );
 }

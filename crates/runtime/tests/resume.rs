@@ -112,6 +112,11 @@ fn a_work_directory_of_another_job_is_refused() {
     let out = root.path().join("video.mp4");
     fs_err::create_dir(work_dir(&out)).expect("work dir");
     fs_err::write(work_dir(&out).join("job.json"), "another job").expect("job");
+    fs_err::write(
+        work_dir(&out).join(".skyreels-owner"),
+        "skyreels work directory\npid 4000000\n",
+    )
+    .expect("marker of a job that has ended");
     let output = generate_command(&engine, &out).output().expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -120,4 +125,50 @@ fn a_work_directory_of_another_job_is_refused() {
         "{stderr}"
     );
     assert!(!out.exists());
+}
+
+/// Two runs of one job at once: the second is refused at once naming the first's pid, instead of
+/// sampling every window again and failing at the end.
+#[test]
+fn a_work_directory_in_use_is_refused_at_once_naming_the_pid() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let engine = root.path().join("engine");
+    fs_err::create_dir(&engine).expect("engine dir");
+    tiny_engine(&engine);
+    let out = root.path().join("video.mp4");
+    let mut first = generate_command(&engine, &out).spawn().expect("spawn");
+    let marker = work_dir(&out).join("job.json");
+    let started = Instant::now();
+    while !marker.exists() {
+        assert!(
+            first.try_wait().expect("poll").is_none(),
+            "the first job ended before its work directory appeared"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "timed out waiting for the work directory"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second_started = Instant::now();
+    let output = generate_command(&engine, &out)
+        .output()
+        .expect("second run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let still_running = first.try_wait().expect("poll").is_none();
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reap");
+    assert!(
+        still_running,
+        "the first job ended before the second was refused; the check proves nothing"
+    );
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("is in use by pid {}", first.id())) && stderr.contains("fix:"),
+        "{stderr}"
+    );
+    assert!(
+        second_started.elapsed() < Duration::from_secs(60),
+        "the second job was not refused at once"
+    );
 }

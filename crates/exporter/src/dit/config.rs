@@ -19,7 +19,11 @@ pub fn read_config_json(dir: &Path) -> Result<serde_json::Value> {
     if !path.is_file() {
         return Ok(serde_json::Value::Object(Default::default()));
     }
-    let text = fs_err::read_to_string(&path)?;
+    let text = skyreels_contract::files::read_bounded_to_string(
+        &path,
+        "model config",
+        skyreels_contract::files::limit::JSON_CONFIG,
+    )?;
     serde_json::from_str(&text).map_err(|e| ExportError::BadConfig {
         path,
         reason: format!("not valid JSON: {e}"),
@@ -82,7 +86,19 @@ pub fn dit_config(
     };
     let inject_sample_info = weights.contains("fps_embedding.weight");
 
-    let num_heads = json_usize(json, &["num_heads", "num_attention_heads"]).unwrap_or(dim / 128);
+    let declared_heads = json_usize(json, &["num_heads", "num_attention_heads"]);
+    if declared_heads.is_none() && (dim == 0 || !dim.is_multiple_of(128)) {
+        let found = if config_path.is_file() {
+            "has no `num_heads`"
+        } else {
+            "is missing"
+        };
+        return Err(bad(format!(
+            "{} {found}, and the head count cannot be told from the weights: dim {dim} is not a multiple of 128, the head width of every released SkyReels-V2 model\n  fix: put the model's config.json (with `num_heads`) beside its weights",
+            config_path.display()
+        )));
+    }
+    let num_heads = declared_heads.unwrap_or(dim / 128);
     let eps = json.get("eps").and_then(|v| v.as_f64()).unwrap_or(1e-6);
     let text_len = json_usize(json, &["text_len"]).unwrap_or(512);
 

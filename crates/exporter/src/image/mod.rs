@@ -71,8 +71,13 @@ pub fn preprocess_from(config: Option<&Path>) -> Result<ImagePreprocess> {
         path: path.to_path_buf(),
         reason,
     };
-    let json: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(path)?)
-        .map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let text = skyreels_contract::files::read_bounded_to_string(
+        path,
+        "image preprocessor config",
+        skyreels_contract::files::limit::JSON_CONFIG,
+    )?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     let triple = |key: &str| -> Result<Option<[f32; 3]>> {
         match json.get(key).and_then(|v| v.as_array()) {
             None => Ok(None),

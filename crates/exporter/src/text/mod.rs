@@ -97,7 +97,12 @@ pub fn copy_tokenizer(tokenizer: &Path, out_dir: &Path) -> Result<String> {
             reason: "no tokenizer.json (a sentencepiece `spiece.model` alone cannot be read)\n  fix: add google/umt5-xxl's tokenizer.json".into(),
         });
     }
-    fs_err::copy(&file, out_dir.join(TOKENIZER_FILE))?;
+    let bytes = skyreels_contract::files::read_bounded(
+        &file,
+        "tokenizer",
+        skyreels_contract::files::limit::TOKENIZER,
+    )?;
+    fs_err::write(out_dir.join(TOKENIZER_FILE), bytes)?;
     Ok(TOKENIZER_FILE.to_string())
 }
 

@@ -90,7 +90,11 @@ pub fn is_vae_checkpoint(path: &Path) -> bool {
 
 /// True when `dir` is a diffusers VAE folder (its `config.json` names `AutoencoderKLWan`).
 pub fn is_vae_folder(dir: &Path) -> bool {
-    let Ok(text) = fs_err::read_to_string(dir.join("config.json")) else {
+    let Ok(text) = skyreels_contract::files::read_bounded_to_string(
+        &dir.join("config.json"),
+        "model config",
+        skyreels_contract::files::limit::JSON_CONFIG,
+    ) else {
         return false;
     };
     serde_json::from_str::<serde_json::Value>(&text)
@@ -118,7 +122,11 @@ fn read_json(dir: &Path) -> Result<serde_json::Value> {
     if !path.is_file() {
         return Ok(serde_json::Value::Object(Default::default()));
     }
-    let text = fs_err::read_to_string(&path)?;
+    let text = skyreels_contract::files::read_bounded_to_string(
+        &path,
+        "model config",
+        skyreels_contract::files::limit::JSON_CONFIG,
+    )?;
     serde_json::from_str(&text).map_err(|e| ExportError::BadConfig {
         path,
         reason: format!("not valid JSON: {e}"),

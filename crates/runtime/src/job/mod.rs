@@ -10,7 +10,9 @@
 //! The plan owns every decision before any model loads; [`Models`] keeps loaded sessions between
 //! jobs; the [`crate::pipeline::progress::Observer`] sees every stage and step and may cancel.
 
+pub mod batch;
 pub mod inputs;
+pub mod json;
 pub mod models;
 pub mod outputs;
 pub mod plan;
@@ -24,6 +26,7 @@ pub use outputs::{OutputPlan, VideoFormat};
 pub use plan::{JobPlan, JobSettings};
 pub use request::{GenerateRequest, OutputRequest};
 pub use run::{
-    GeneratedVideo, JobReport, StageTimings, WrittenVideo, generate_job, run_job, write_job,
+    GeneratedVideo, JobReport, StageTimings, WrittenVideo, generate_job, generate_job_with_noise,
+    run_job, write_job,
 };
 pub use variant::VariantChoice;

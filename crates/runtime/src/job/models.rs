@@ -34,6 +34,8 @@ pub struct Models {
     vae_decoder: Option<VaeDecoder>,
     vae_encoder: Option<VaeEncoder>,
     image_encoder: Option<ImageEncoder>,
+    /// This process's rank of a multi-rank run (`--cfg-parallel`).
+    rank: Option<Box<crate::parallel::start::RankContext>>,
 }
 
 impl Models {
@@ -53,7 +55,26 @@ impl Models {
             vae_decoder: None,
             vae_encoder: None,
             image_encoder: None,
+            rank: None,
         }
+    }
+
+    /// Makes the jobs run as `rank` of a multi-rank run.
+    pub fn set_rank(&mut self, rank: Box<crate::parallel::start::RankContext>) {
+        self.rank = Some(rank);
+    }
+
+    /// Whether this process writes the outputs (always, unless it is a rank other than 0).
+    pub fn writes_output(&self) -> bool {
+        self.rank.as_ref().is_none_or(|r| r.writes_output())
+    }
+
+    pub(crate) fn take_rank(&mut self) -> Option<Box<crate::parallel::start::RankContext>> {
+        self.rank.take()
+    }
+
+    pub(crate) fn put_rank(&mut self, rank: Option<Box<crate::parallel::start::RankContext>>) {
+        self.rank = rank;
     }
 
     /// The engine.

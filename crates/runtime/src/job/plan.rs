@@ -254,6 +254,9 @@ impl JobPlan {
         request: &GenerateRequest,
         output: &OutputRequest,
     ) -> Result<JobPlan> {
+        if let Backend::Cpu { threads } = backend {
+            crate::pipeline::limits::check_threads(*threads)?;
+        }
         if request.prompt.trim().is_empty() {
             return Err(invalid(
                 "--prompt is empty\n  fix: describe the video, e.g. --prompt \"a red fox running through fresh snow\"",
@@ -272,6 +275,9 @@ impl JobPlan {
         });
         check_conditioning(request, model_type, pipeline)?;
         let size = requested_size(request)?;
+        if let Some((width, height)) = size {
+            crate::pipeline::limits::check_frame_size(width, height)?;
+        }
         let variant = choose_variant(&dit_config, request.resolution, size, pipeline)
             .map_err(|e| invalid(e.to_string()))?;
         let defaults = &variant.defaults;
@@ -284,11 +290,13 @@ impl JobPlan {
             (None, None) => (defaults.width, defaults.height),
         };
         let compat = request.compat.unwrap_or(Compat::Upstream);
+        crate::pipeline::limits::check_frame_size(width, height)?;
         for path in [&request.image, &request.last_image].into_iter().flatten() {
             RgbImage::open(path)?;
         }
         if let Some(noise) = &request.noise {
-            fs_err::File::open(noise)?;
+            // Checked without opening it: opening a FIFO blocks.
+            skyreels_contract::files::regular_file_size(noise, "tensor file")?;
         }
         let input_video = match &request.video {
             Some(path) => Some(read_video_sized(path, width, height)?),
@@ -335,6 +343,17 @@ impl JobPlan {
         .map_err(|e| invalid(format!("--shift {}: {e}", r.shift)))?;
         let teacache = teacache(request, &variant, pipeline)?;
         let output = plan_outputs(output, sampling.segments.len())?;
+        crate::output::check_generate_destinations(
+            &output.out,
+            output.save_latents.as_deref(),
+            r.width,
+            r.height,
+            r.fps,
+        )?;
+        crate::image::check_image_files(&[
+            request.image.as_deref(),
+            request.last_image.as_deref(),
+        ])?;
         check_engine(engine, backend, model_type)?;
         let manifest_text =
             fs_err::read(engine.dir.join(skyreels_contract::manifest::MANIFEST_FILE))?;
@@ -414,7 +433,12 @@ impl JobPlan {
             .into_iter()
             .flatten()
         {
-            inputs += &format!("{} {}\n", path.display(), sha256_hex(&fs_err::read(path)?));
+            let bytes = skyreels_contract::files::read_bounded(
+                path,
+                "input file",
+                skyreels_contract::files::physical_memory(),
+            )?;
+            inputs += &format!("{} {}\n", path.display(), sha256_hex(&bytes));
         }
         let settings = serde_json::to_string(&self.settings)
             .map_err(|e| invalid(format!("the job's settings cannot be written as JSON: {e}")))?;

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::image::RgbImage;
 use crate::noise::NoiseSource;
 use crate::output::{self, Mp4Options, Video};
-use crate::pipeline::denoiser::DitDenoiser;
+use crate::pipeline::denoiser::{Denoiser, DitDenoiser};
 use crate::pipeline::generate::{
     Conditioning, Generation, GenerationInputs, GenerationStats, Vae, WorkDir, generate,
 };
@@ -106,6 +106,22 @@ pub fn generate_job(
         Some(path) => NoiseSource::from_file(path)?,
         None => NoiseSource::seeded(s.seed),
     };
+    generate_job_with_noise(plan, models, &mut noise, observer)
+}
+
+/// [`generate_job`] drawing its noise from `noise` (snapshots record the draws, then replay them).
+pub fn generate_job_with_noise(
+    plan: &JobPlan,
+    models: &mut Models,
+    noise: &mut NoiseSource,
+    observer: &mut dyn Observer,
+) -> Result<GeneratedVideo> {
+    let s = &plan.settings;
+    // Taken before any model loads, so a second run of the job is refused at once.
+    let work_dir = match &plan.output.work_dir {
+        Some(dir) => Some(WorkDir::open(dir, &plan.fingerprint()?)?),
+        None => None,
+    };
     let encoder = models.text_encoder(observer)?;
     let (context, negative_context) = in_stage(observer, Stage::TextEncoding, "prompt", |_| {
         let context = encode_prompt(encoder, "--prompt", &s.prompt)?;
@@ -176,14 +192,25 @@ pub fn generate_job(
         fps: if s.fps == 16 { 0 } else { 1 },
         condition,
     };
-    let result = sample(
-        plan,
-        models,
-        &mut denoiser,
-        &mut noise,
-        &conditioning,
-        observer,
-    );
+    let rank = models.take_rank();
+    let result = match rank {
+        Some(mut rank) => {
+            let result = rank.run_denoiser(&mut denoiser, |denoiser| {
+                sample(plan, models, denoiser, noise, &conditioning, work_dir, observer)
+            });
+            models.put_rank(Some(rank));
+            result
+        }
+        None => sample(
+            plan,
+            models,
+            &mut denoiser,
+            noise,
+            &conditioning,
+            work_dir,
+            observer,
+        ),
+    };
     models.return_dit(denoiser.dit, causal_block_size);
     result
 }
@@ -192,9 +219,10 @@ pub fn generate_job(
 fn sample(
     plan: &JobPlan,
     models: &mut Models,
-    denoiser: &mut DitDenoiser,
+    denoiser: &mut dyn Denoiser,
     noise: &mut NoiseSource,
     conditioning: &Conditioning,
+    work_dir: Option<WorkDir>,
     observer: &mut dyn Observer,
 ) -> Result<GeneratedVideo> {
     let s = &plan.settings;
@@ -209,10 +237,6 @@ fn sample(
         s.shift,
         s.pipeline == skyreels_contract::Pipeline::DiffusionForcing,
     )?;
-    let work_dir = match &plan.output.work_dir {
-        Some(dir) => Some(WorkDir::open(dir, &plan.fingerprint()?)?),
-        None => None,
-    };
     let (decoder, encoder) = models.vae_halves(plan.needs_vae_encoder(), observer)?;
     let vae = Vae { decoder, encoder };
     let windows = plan.windows.len();
@@ -304,7 +328,16 @@ pub fn run_job(
     };
     let generated = generate_job(plan, models, &mut timed)?;
     let stats = generated.generation.stats.clone();
-    let written = write_job(plan, generated, &mut timed)?;
+    // Ranks other than 0 of a multi-rank run sample alongside rank 0 and write nothing.
+    let written = if models.writes_output() {
+        write_job(plan, generated, &mut timed)?
+    } else {
+        WrittenVideo {
+            frames: 0,
+            width: 0,
+            height: 0,
+        }
+    };
     Ok(JobReport {
         written,
         stats,

@@ -6,6 +6,9 @@ pub enum OutputError {
     /// An I/O failure on an input file (`fs-err` puts the path in the message).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// An input that is not a regular file, or too large for its kind.
+    #[error(transparent)]
+    File(#[from] skyreels_contract::files::FileError),
     /// The destination could not be created or written; nothing was left under its name.
     #[error(
         "cannot write {}: {source}\n  fix: make sure the directory is writable and has free space, or choose another output path",
@@ -16,6 +19,14 @@ pub enum OutputError {
         path: PathBuf,
         /// The underlying failure.
         source: std::io::Error,
+    },
+    /// An output that cannot be written where it was asked for (checked before any work).
+    #[error("cannot write {}: {problem}", path.display())]
+    Destination {
+        /// The destination.
+        path: PathBuf,
+        /// What is wrong, and the fix.
+        problem: String,
     },
     /// The frames or tensor handed to a writer do not form a valid video.
     #[error("invalid video: {0}")]
@@ -53,7 +64,7 @@ pub enum OutputError {
         source: png::EncodingError,
     },
     /// A safetensors file could not be written or parsed.
-    #[error("{}: not a valid safetensors file: {message}", path.display())]
+    #[error("{}: not a valid safetensors file: {message}\n  fix: give a safetensors file as skyreels or `safetensors.torch.save_file` writes it (re-download or re-create it if it is cut short)", path.display())]
     Safetensors {
         /// The file.
         path: PathBuf,

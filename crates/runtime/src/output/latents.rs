@@ -73,7 +73,11 @@ pub fn read_tensor(
     name: &str,
     expected_shape: &[Option<usize>],
 ) -> Result<Tensor, OutputError> {
-    let bytes = fs_err::read(path)?;
+    let bytes = skyreels_contract::files::read_bounded(
+        path,
+        "tensor file",
+        skyreels_contract::files::physical_memory(),
+    )?;
     let file = SafeTensors::deserialize(&bytes).map_err(|error| OutputError::Safetensors {
         path: path.to_path_buf(),
         message: error.to_string(),
@@ -93,6 +97,11 @@ pub fn read_tensor(
         message,
     };
     let shape = view.shape().to_vec();
+    if shape.contains(&0) {
+        return Err(mismatch(format!(
+            "has shape {shape:?}, with an empty dimension\n  fix: save a tensor with at least one element along every dimension"
+        )));
+    }
     let fits = shape.len() == expected_shape.len()
         && shape
             .iter()
@@ -114,7 +123,19 @@ pub fn read_tensor(
             view.dtype()
         ))
     })?;
-    Tensor::new(shape, values).map_err(|error| mismatch(error.to_string()))
+    let tensor = Tensor::new(shape, values).map_err(|error| mismatch(error.to_string()))?;
+    let non_finite = tensor
+        .data
+        .iter()
+        .filter(|value| !value.is_finite())
+        .count();
+    if non_finite > 0 {
+        return Err(mismatch(format!(
+            "holds {non_finite} non-finite values (NaN or ±inf) among its {}\n  fix: use values saved from a successful run (NaN or inf cannot be sampled or decoded)",
+            tensor.len()
+        )));
+    }
+    Ok(tensor)
 }
 
 #[cfg(test)]

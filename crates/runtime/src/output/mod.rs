@@ -5,6 +5,7 @@
 //! so a failed or killed write never leaves a partial file under the final name.
 
 mod color;
+mod destination;
 mod error;
 mod frames;
 mod latents;
@@ -15,6 +16,10 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 pub use color::{ColorSpace, YuvMatrix};
+pub use destination::{
+    MAX_MP4_FRAMES_PER_SECOND, MAX_MP4_SIZE, check_file_destination, check_generate_destinations,
+    check_video_destination,
+};
 pub use error::OutputError;
 pub use frames::{Video, to_uint8};
 pub use latents::{read_tensor, save_latents};

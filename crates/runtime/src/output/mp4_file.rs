@@ -1,8 +1,10 @@
 //! MP4 (H.264) writing with OpenH264 (built from its bundled source) and `muxide`, and reading
 //! with the `mp4` demuxer and OpenH264's decoder; no external program is involved.
 
-use std::io::BufReader;
+use std::cell::Cell;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::rc::Rc;
 
 use muxide::api::{MuxerBuilder, VideoCodec};
 use openh264::OpenH264API;
@@ -40,7 +42,7 @@ impl Default for Mp4Options {
 
 /// Encodes `video` as H.264 (constrained baseline, 4:2:0, BT.709 limited range, signalled in the
 /// stream's VUI) in an MP4 at `path`; the file appears complete or not at all. Width and height
-/// must be even and at most 3840×2160 (OpenH264's limit).
+/// must be even and at most 3840×2160 or 2160×3840 (the `openh264` crate's limit, [`crate::output::MAX_MP4_SIZE`]).
 pub fn write_mp4(video: &Video, path: &Path, options: &Mp4Options) -> Result<(), OutputError> {
     let (width, height) = (video.width(), video.height());
     if width % 2 != 0 || height % 2 != 0 {
@@ -77,7 +79,9 @@ pub fn write_mp4(video: &Video, path: &Path, options: &Mp4Options) -> Result<(),
     };
 
     let pixels_per_second = (width * height) as f64 * f64::from(frames_per_second);
-    let bits_per_second = (pixels_per_second * 2.0).min(f64::from(i32::MAX)) as u32;
+    // The nominal rate (the quantizer decides the quality) stays within H.264 level 5.2's 288 Mbit/s,
+    // which OpenH264 refuses to exceed: 3840×2160 at 24 fps would ask for 398 Mbit/s.
+    let bits_per_second = (pixels_per_second * 2.0).min(288_000_000.0) as u32;
     let config = EncoderConfig::new()
         .usage_type(UsageType::CameraVideoRealTime)
         .rate_control_mode(RateControlMode::Quality)
@@ -173,13 +177,21 @@ pub fn read_mp4(path: &Path) -> Result<Video, OutputError> {
         message,
     };
     let reencode_fix = "\n  fix: re-encode it, e.g. `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p -movflags +faststart OUT.mp4`";
-    let file = fs_err::File::open(path)?;
-    let size = file.metadata()?.len();
-    let mut reader = ::mp4::Mp4Reader::read_header(BufReader::new(file), size).map_err(|e| {
+    let memory = skyreels_contract::files::physical_memory();
+    let (file, size) = skyreels_contract::files::open_regular(path, "video", memory)?;
+    let backwards_allowed = Rc::new(Cell::new(false));
+    let file = ForwardOnly {
+        inner: BufReader::new(file),
+        position: 0,
+        backwards_allowed: Rc::clone(&backwards_allowed),
+    };
+    let mut reader = ::mp4::Mp4Reader::read_header(file, size).map_err(|e| {
         unreadable(format!(
             "{e}{reencode_fix} (or re-download it if it is cut short)"
         ))
     })?;
+    // Samples are read by offset, in any order; each read is one bounded step.
+    backwards_allowed.set(true);
     if reader.is_fragmented() {
         return Err(unreadable(format!(
             "fragmented MP4 is not supported{reencode_fix}"
@@ -201,6 +213,8 @@ pub fn read_mp4(path: &Path) -> Result<Video, OutputError> {
         .as_ref()
         .ok_or_else(|| unreadable(format!("the video track is not H.264 (avc1){reencode_fix}")))?;
     let (track_id, sample_count) = (track.track_id(), track.sample_count());
+    check_sample_tables(track, sample_count, size)
+        .map_err(|problem| unreadable(format!("{problem}{reencode_fix}")))?;
     let length_size = usize::from(avc.avcc.length_size_minus_one & 3) + 1;
     let mut parameter_sets = Vec::new();
     for nal_unit in avc
@@ -228,6 +242,7 @@ pub fn read_mp4(path: &Path) -> Result<Video, OutputError> {
         pixels: Vec::new(),
         size: None,
         color_space,
+        limit: memory / 2,
     };
     let mut annex_b = parameter_sets;
     for sample_id in 1..=sample_count {
@@ -270,11 +285,109 @@ pub fn read_mp4(path: &Path) -> Result<Video, OutputError> {
     Video::new(width, height, frames.pixels)
 }
 
+/// Checks the sample tables of a track against each other and the file's `size` before any sample
+/// is read, so that the demuxer's arithmetic on them (sums of sizes and durations, chunk numbers,
+/// a division by samples per chunk) cannot overflow, divide by zero or look past a table.
+fn check_sample_tables(
+    track: &::mp4::Mp4Track,
+    sample_count: u32,
+    size: u64,
+) -> Result<(), String> {
+    let tables = &track.trak.mdia.minf.stbl;
+    let sizes = &tables.stsz;
+    let total_size = if sizes.sample_size > 0 {
+        u64::from(sizes.sample_size).checked_mul(u64::from(sample_count))
+    } else if sizes.sample_sizes.len() < sample_count as usize {
+        return Err(format!(
+            "its sample size table lists {} of its {sample_count} samples",
+            sizes.sample_sizes.len()
+        ));
+    } else {
+        Some(sizes.sample_sizes.iter().map(|&s| u64::from(s)).sum())
+    };
+    if total_size.is_none_or(|total| total > size) {
+        return Err(format!(
+            "its samples add up to more than the file's {size} bytes"
+        ));
+    }
+    let (mut covered, mut duration) = (0u64, Some(0u64));
+    for entry in &tables.stts.entries {
+        covered += u64::from(entry.sample_count);
+        duration = duration.and_then(|total| {
+            total.checked_add(u64::from(entry.sample_count) * u64::from(entry.sample_delta))
+        });
+    }
+    if covered < u64::from(sample_count) || covered >= u64::from(u32::MAX) || duration.is_none() {
+        return Err("its time-to-sample table does not cover its samples".to_string());
+    }
+    let chunks = &tables.stsc.entries;
+    if sample_count > 0 && chunks.is_empty() {
+        return Err("its sample-to-chunk table is empty".to_string());
+    }
+    if chunks
+        .iter()
+        .any(|entry| entry.first_chunk == 0 || entry.samples_per_chunk == 0)
+    {
+        return Err("its sample-to-chunk table has an empty chunk or chunk number 0".to_string());
+    }
+    let offsets: Vec<u64> = match (&tables.stco, &tables.co64) {
+        (Some(stco), _) => stco.entries.iter().map(|&o| u64::from(o)).collect(),
+        (None, Some(co64)) => co64.entries.clone(),
+        (None, None) => Vec::new(),
+    };
+    if offsets.iter().any(|&offset| offset > size) {
+        return Err(format!(
+            "a chunk starts past the end of the file ({size} bytes)"
+        ));
+    }
+    Ok(())
+}
+
+/// A reader that fails on a backward seek while `backwards_allowed` is false: the MP4 box parser
+/// seeks back by a box's size minus its header, so a box of size 0..8 would make it read the same
+/// header forever. Forward-only, every box read makes progress and the parse ends with the file.
+struct ForwardOnly<R> {
+    inner: R,
+    position: u64,
+    backwards_allowed: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for ForwardOnly<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let count = self.inner.read(buffer)?;
+        self.position += count as u64;
+        Ok(count)
+    }
+}
+
+impl<R: Seek> Seek for ForwardOnly<R> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let backwards = match to {
+            SeekFrom::Current(offset) => offset < 0,
+            SeekFrom::Start(offset) => offset < self.position,
+            SeekFrom::End(_) => false,
+        };
+        if backwards && !self.backwards_allowed.get() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a box at byte {} has a size that points backwards (smaller than its header)",
+                    self.position
+                ),
+            ));
+        }
+        self.position = self.inner.seek(to)?;
+        Ok(self.position)
+    }
+}
+
 /// Decoded pictures converted to packed RGB as they leave the decoder.
 struct DecodedFrames {
     pixels: Vec<u8>,
     size: Option<(usize, usize)>,
     color_space: ColorSpace,
+    /// Bytes of decoded pixels allowed (half the machine's memory).
+    limit: u64,
 }
 
 impl DecodedFrames {
@@ -294,7 +407,14 @@ impl DecodedFrames {
             Some(_) => {}
         }
         let start = self.pixels.len();
-        self.pixels.resize(start + width * height * 3, 0);
+        let end = start + width * height * 3;
+        if end as u64 > self.limit {
+            return Err(format!(
+                "its decoded frames need more than {} bytes, half of this machine's memory; give a shorter or smaller video",
+                self.limit
+            ));
+        }
+        self.pixels.resize(end, 0);
         color::i420_to_rgb(
             (picture.y(), picture.u(), picture.v()),
             picture.strides(),
@@ -410,6 +530,26 @@ mod tests {
             errors.push(mean_absolute_error(&video, &read_mp4(&path).unwrap()));
         }
         assert!(errors[0] < errors[1] && errors[1] < errors[2], "{errors:?}");
+    }
+
+    /// The limits `check_video_destination` applies before any work are the encoder's own: the
+    /// largest frame encodes and one more macroblock row does not; the highest frame rate writes.
+    #[test]
+    fn the_destination_limits_are_the_encoders() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("limit.mp4");
+        let (long, short) = crate::output::MAX_MP4_SIZE;
+        let largest = Video::new(long, short, vec![128; long * short * 3]).unwrap();
+        write_mp4(&largest, &path, &Mp4Options::default()).unwrap();
+        let beyond = Video::new(long + 16, short, vec![128; (long + 16) * short * 3]).unwrap();
+        let error = write_mp4(&beyond, &path, &Mp4Options::default()).unwrap_err();
+        assert!(matches!(error, OutputError::Encode { .. }), "{error}");
+        let fast = Mp4Options {
+            frames_per_second: crate::output::MAX_MP4_FRAMES_PER_SECOND as f32,
+            ..Mp4Options::default()
+        };
+        write_mp4(&gradient_video(3, 32, 32), &path, &fast).unwrap();
+        assert_eq!(read_mp4(&path).unwrap().num_frames(), 3);
     }
 
     #[test]

@@ -166,13 +166,15 @@ impl ParallelConfig {
 
 /// `generate`'s checks of the multi-rank flags before any model loads: the degree divides
 /// `num_heads`, `--cfg-parallel` has an unconditional branch (`guided`), the ranks fit the GPUs
-/// (`cuda`), `--devices` only with CUDA. Then more than one rank is refused: the job runner does
-/// not start ranks yet (docs/DESIGN.md, "Multi-GPU", says what is missing).
+/// (`cuda`), `--devices` only with CUDA. `--cfg-parallel` runs (Ulysses degree 1, and not for a
+/// `resumable` job: several windows or a work directory); sequence parallel is refused until the
+/// DiT's attention seam is wired (docs/DESIGN.md, "Multi-GPU").
 pub fn check_generate(
     args: &ParallelArgs,
     num_heads: usize,
     guided: bool,
     cuda: bool,
+    resumable: bool,
 ) -> Result<ParallelConfig> {
     let config = ParallelConfig::new(args)?;
     if config.devices.is_some() && !cuda {
@@ -194,13 +196,13 @@ pub fn check_generate(
                 "--ulysses-degree {}: sequence parallel is not wired into the DiT yet (the transports, rank start-up and sharding are: `skyreels parallel-check` with the same flags runs them)",
                 config.ulysses_degree
             ),
-            "drop --ulysses-degree and --cfg-parallel",
+            "drop --ulysses-degree (--cfg-parallel alone runs on two ranks)",
         ));
     }
-    if config.cfg_parallel {
+    if config.cfg_parallel && resumable {
         return Err(config_error(
-            "--cfg-parallel is not wired into the job runner yet (the guidance exchange and rank start-up are: `skyreels parallel-check --cfg-parallel` runs them)",
-            "drop --cfg-parallel",
+            "--cfg-parallel does not run multi-window (long) videos or --work-dir yet: resuming would need every rank to skip the same windows",
+            "drop --cfg-parallel for this job, or make it one window",
         ));
     }
     Ok(config)

@@ -16,6 +16,7 @@ pub mod nccl;
 pub mod nccl_search;
 pub mod rendezvous;
 pub mod shard;
+pub mod start;
 pub mod supervisor;
 pub mod tcp;
 

@@ -294,6 +294,11 @@ pub struct NcclCommunicator {
     barrier_buffer: CudaSlice<u8>,
 }
 
+// SAFETY: an NCCL communicator may be used from any thread as long as calls on it do not
+// overlap; every call here takes `&mut self` (or `&self` only to read plain fields), and the CUDA
+// stream and memory handles belong to the primary context, which is valid on every thread.
+unsafe impl Send for NcclCommunicator {}
+
 impl NcclCommunicator {
     /// Joins the communicator `unique_id` as `rank` of `world_size` on GPU `device`, with staging
     /// buffers of `staging_bytes` (the largest all-to-all or all-gather output it will run).
@@ -574,6 +579,10 @@ impl Communicator for NcclCommunicator {
         }
         self.check_capacity("all-to-all", exchange.bytes())?;
         let stream = Arc::clone(&self.stream);
+        stream
+            .context()
+            .bind_to_thread()
+            .map_err(cuda_error("making the communicator's GPU current"))?;
         let calls = self.calls();
         let part = exchange.part_bytes();
         let (input, _input_guard) = send.memory.device_ptr(&stream);
@@ -650,6 +659,10 @@ impl Communicator for NcclCommunicator {
             )));
         }
         let stream = Arc::clone(&self.stream);
+        stream
+            .context()
+            .bind_to_thread()
+            .map_err(cuda_error("making the communicator's GPU current"))?;
         let calls = self.calls();
         if concat.is_contiguous() {
             let (input, _input_guard) = send.memory.device_ptr(&stream);
@@ -700,6 +713,10 @@ impl Communicator for NcclCommunicator {
             )));
         }
         let stream = Arc::clone(&self.stream);
+        stream
+            .context()
+            .bind_to_thread()
+            .map_err(cuda_error("making the communicator's GPU current"))?;
         let calls = self.calls();
         let (data, _guard) = buffer.memory.device_ptr_mut(&stream);
         // SAFETY: in-place reduction over `count` floats inside the buffer (checked above).
@@ -726,6 +743,10 @@ impl Communicator for NcclCommunicator {
             )));
         }
         let stream = Arc::clone(&self.stream);
+        stream
+            .context()
+            .bind_to_thread()
+            .map_err(cuda_error("making the communicator's GPU current"))?;
         let calls = self.calls();
         let (data, _guard) = buffer.memory.device_ptr_mut(&stream);
         // SAFETY: in-place broadcast of `bytes` bytes inside the buffer (checked above).
@@ -745,6 +766,10 @@ impl Communicator for NcclCommunicator {
 
     fn barrier(&mut self) -> Result<()> {
         let stream = Arc::clone(&self.stream);
+        stream
+            .context()
+            .bind_to_thread()
+            .map_err(cuda_error("making the communicator's GPU current"))?;
         let calls = self.calls();
         {
             let (data, _guard) = self.barrier_buffer.device_ptr_mut(&stream);

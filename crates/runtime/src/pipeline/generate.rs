@@ -20,24 +20,35 @@ use crate::error::{Result, RuntimeError};
 use crate::noise::NoiseSource;
 use crate::tensor::Tensor;
 use crate::vae::{VaeDecoder, VaeEncoder};
+use skyreels_contract::owned_dir::OwnedDir;
 
 /// Where a long job keeps each finished window's latents, so a killed job resumes where it was.
 /// Window files are written to a temporary name and renamed, so a kill at any point leaves either
-/// a complete window or none.
+/// a complete window or none. The directory is an owned directory (`skyreels_contract::owned_dir`):
+/// a folder with other files is refused, a second job on it gets "in use by pid N", and only the
+/// files the job wrote are deleted at the end.
 pub struct WorkDir {
     dir: PathBuf,
+    owned: Option<OwnedDir>,
 }
 
 const JOB_FILE: &str = "job.json";
+/// The purpose recorded in a work directory's marker.
+const WORK_DIRECTORY: &str = "work directory";
 
 impl WorkDir {
     /// Opens (or creates) `dir` for the job identified by `fingerprint` (every argument and the
-    /// engine that decide the result); refuses a directory that belongs to another job.
+    /// engine that decide the result); refuses a directory that belongs to another job, one that
+    /// another process is using, and one holding files this tool did not write.
     pub fn open(dir: &Path, fingerprint: &str) -> Result<WorkDir> {
-        fs_err::create_dir_all(dir)?;
+        let owned = OwnedDir::open_or_create(dir, WORK_DIRECTORY)?;
         let job = dir.join(JOB_FILE);
         if job.is_file() {
-            let recorded = fs_err::read_to_string(&job)?;
+            let recorded = skyreels_contract::files::read_bounded_to_string(
+                &job,
+                "work directory job record",
+                skyreels_contract::files::limit::JOB_RECORD,
+            )?;
             if recorded != fingerprint {
                 return Err(RuntimeError::Invalid(format!(
                     "work directory {} belongs to another job (different arguments or engine)\n  fix: delete it, or pass another --work-dir",
@@ -51,6 +62,7 @@ impl WorkDir {
         }
         Ok(WorkDir {
             dir: dir.to_path_buf(),
+            owned: Some(owned),
         })
     }
 
@@ -74,10 +86,54 @@ impl WorkDir {
         Ok(())
     }
 
-    /// Removes the directory once the job's output is written.
-    pub fn finish(self) -> Result<()> {
-        fs_err::remove_dir_all(&self.dir)?;
+    /// Once the job's output is written, removes the files the job wrote (its record and window
+    /// latents), then the directory if nothing else is in it (the output may be).
+    pub fn finish(mut self) -> Result<()> {
+        self.remove_own_files(true)
+    }
+
+    /// Removes the job record, and the window files when `windows` is set, then the directory if
+    /// nothing else is in it.
+    fn remove_own_files(&mut self, windows: bool) -> Result<()> {
+        let Some(owned) = self.owned.take() else {
+            return Ok(());
+        };
+        for entry in fs_err::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let window = (name.starts_with("window-") && name.ends_with(".safetensors"))
+                || (name.starts_with(".window-") && name.ends_with(".partial"));
+            if (name == JOB_FILE || (windows && window)) && path.is_file() {
+                fs_err::remove_file(&path)?;
+            }
+        }
+        owned.remove_if_empty()?;
         Ok(())
+    }
+
+    fn has_windows(&self) -> bool {
+        fs_err::read_dir(&self.dir).is_ok_and(|mut entries| {
+            entries.any(|entry| {
+                entry.is_ok_and(|entry| {
+                    entry.file_name().to_str().is_some_and(|name| {
+                        name.starts_with("window-") && name.ends_with(".safetensors")
+                    })
+                })
+            })
+        })
+    }
+}
+
+impl Drop for WorkDir {
+    /// A job that ends in an error before saving any window leaves nothing to resume: its record
+    /// and marker go (and the directory, when empty). Saved windows stay for the next run.
+    fn drop(&mut self) {
+        if self.owned.is_some() && !self.has_windows() {
+            let _ = self.remove_own_files(false);
+        }
     }
 }
 
@@ -278,6 +334,16 @@ pub fn generate(inputs: GenerationInputs<'_>) -> Result<Generation> {
                 prefix.as_ref(),
                 conditioning.last_image.as_ref(),
                 &mut after_step,
+            )?;
+            latents.check_finite(
+                &format!(
+                    "window {} of {windows}: the latents the DiT sampled",
+                    segment.index + 1
+                ),
+                &format!(
+                    "the noise, prompt embeddings and conditioning were finite, so the DiT engine produced them: {}",
+                    crate::tensor::BROKEN_ENGINE_FIX
+                ),
             )?;
             steps_done += steps;
             stats.add(window, rows);

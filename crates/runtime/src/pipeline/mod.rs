@@ -4,6 +4,7 @@ pub mod defaults;
 pub mod denoiser;
 pub mod generate;
 pub mod image_condition;
+pub mod limits;
 pub mod plan;
 pub mod progress;
 pub mod sampler;

@@ -112,6 +112,7 @@ impl Request {
 impl Plan {
     /// Checks `request` and derives the windows.
     pub fn new(request: Request) -> Result<Plan> {
+        super::limits::check_request_sizes(&request)?;
         let r = &request;
         if r.num_frames == 0 || !(r.num_frames - 1).is_multiple_of(4) {
             let lower = if r.num_frames > 0 {

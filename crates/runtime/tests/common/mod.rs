@@ -25,6 +25,12 @@ pub(crate) enum TinyModel {
 /// Exports the tiny model into `out` (DiT, VAE, umT5 + tokenizer, and
 /// CLIP for I2V) with an fp32 CPU manifest.
 pub(crate) fn export_tiny_engine(out: &Path, model: TinyModel) {
+    export_tiny_engine_seeded(out, model, 0);
+}
+
+/// [`export_tiny_engine`] with the DiT's random weights drawn from `dit_seed` (0 is the tiny
+/// model's): another seed is another engine of the same architecture.
+pub(crate) fn export_tiny_engine_seeded(out: &Path, model: TinyModel, dit_seed: u64) {
     let source = tempfile::tempdir().expect("tempdir");
     let mut config = tiny::tiny_dit_config();
     if model == TinyModel::ImageToVideo {
@@ -37,7 +43,7 @@ pub(crate) fn export_tiny_engine(out: &Path, model: TinyModel) {
             ..config
         };
     }
-    tiny::write_random_dit(source.path(), &config, StorageDtype::F32, 0).expect("dit");
+    tiny::write_random_dit(source.path(), &config, StorageDtype::F32, dit_seed).expect("dit");
     vae::random::write_random_vae(
         &source.path().join("vae"),
         &vae::random::tiny_vae_config(),

@@ -1,0 +1,334 @@
+//! The HTTP routes, shaped like the OpenAI Videos API (`/v1/videos`), over a [`Queue`]. Errors are
+//! OpenAI-style JSON: `{"error": {"message", "type", "param", "code"}}`, `param` naming the field.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::executor::{Executor, RequestError};
+use crate::metrics;
+use crate::queue::{CancelOutcome, ContentError, Queue, Status, SubmitError};
+
+/// The frame rate `seconds` is converted at when a request gives no `fps` (the plan's default).
+const DEFAULT_FPS: f64 = 24.0;
+
+/// The service's routes over `queue`.
+pub fn router<E: Executor>(queue: Arc<Queue<E>>) -> Router {
+    Router::new()
+        .route("/v1/videos", get(list::<E>).post(create::<E>))
+        .route("/v1/videos/{id}", get(retrieve::<E>).delete(cancel::<E>))
+        .route("/v1/videos/{id}/content", get(content::<E>))
+        .route("/health", get(health::<E>))
+        .route("/metrics", get(prometheus::<E>))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                None,
+                "no such route; the API is /v1/videos, /v1/videos/{id}, /v1/videos/{id}/content, /health, /metrics",
+            )
+        })
+        .with_state(queue)
+}
+
+fn error(status: StatusCode, code: &str, param: Option<&str>, message: &str) -> Response {
+    let kind = match status.as_u16() {
+        400 | 404 | 409 => "invalid_request_error",
+        429 => "rate_limit_error",
+        _ => "server_error",
+    };
+    let body = json!({
+        "error": {"message": message, "type": kind, "param": param, "code": code}
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+fn invalid(request_error: &RequestError) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_value",
+        request_error.field.as_deref(),
+        &request_error.message,
+    )
+}
+
+fn unknown_job(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        Some("id"),
+        &format!(
+            "no video job with id `{id}`\n  fix: use an id returned by POST /v1/videos that was not deleted or expired"
+        ),
+    )
+}
+
+/// OpenAI clients send `model` (any value is accepted: the server runs its one engine) and may
+/// give the length as `seconds`, turned into `num_frames` = 4k+1 at the request's `fps`.
+fn openai_fields(body: &mut serde_json::Map<String, Value>) -> Result<(), RequestError> {
+    body.remove("model");
+    let Some(seconds) = body.remove("seconds") else {
+        return Ok(());
+    };
+    let field_error = |message: String| RequestError {
+        field: Some("seconds".into()),
+        message,
+    };
+    if body.contains_key("num_frames") {
+        return Err(field_error(
+            "`seconds` and `num_frames` both set the length\n  fix: give only one of them".into(),
+        ));
+    }
+    let value = match &seconds {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .filter(|s| s.is_finite() && *s > 0.0 && *s <= 600.0)
+    .ok_or_else(|| {
+        field_error(format!(
+            "`seconds` must be a positive number of seconds up to 600, got {seconds}\n  fix: e.g. \"seconds\": \"4\""
+        ))
+    })?;
+    let fps = body.get("fps").and_then(Value::as_f64).unwrap_or(DEFAULT_FPS);
+    let blocks = (value * fps / 4.0).round().max(1.0) as u64;
+    body.insert("num_frames".into(), json!(4 * blocks + 1));
+    Ok(())
+}
+
+async fn create<E: Executor>(State(queue): State<Arc<Queue<E>>>, body: Bytes) -> Response {
+    let mut body = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                None,
+                "the body must be a JSON object\n  fix: send e.g. {\"prompt\": \"a red fox running through fresh snow\"}",
+            );
+        }
+        Err(parse) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                None,
+                &format!(
+                    "the body is not valid JSON: {parse}\n  fix: send a JSON object with Content-Type: application/json"
+                ),
+            );
+        }
+    };
+    if let Err(request_error) = openai_fields(&mut body) {
+        return invalid(&request_error);
+    }
+    let submitted =
+        tokio::task::spawn_blocking(move || queue.submit(Value::Object(body))).await;
+    match submitted {
+        Ok(Ok(view)) => (StatusCode::CREATED, axum::Json(view)).into_response(),
+        Ok(Err(SubmitError::Invalid(request_error))) => invalid(&request_error),
+        Ok(Err(full @ SubmitError::Full { .. })) => {
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "queue_full",
+                None,
+                &full.to_string(),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+            response
+        }
+        Ok(Err(shutting_down @ SubmitError::ShuttingDown)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            None,
+            &shutting_down.to_string(),
+        ),
+        Err(join) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            None,
+            &format!("checking the request failed: {join}"),
+        ),
+    }
+}
+
+async fn retrieve<E: Executor>(
+    State(queue): State<Arc<Queue<E>>>,
+    Path(id): Path<String>,
+) -> Response {
+    match queue.get(&id) {
+        Some(view) => axum::Json(view).into_response(),
+        None => unknown_job(&id),
+    }
+}
+
+async fn content<E: Executor>(
+    State(queue): State<Arc<Queue<E>>>,
+    Path(id): Path<String>,
+) -> Response {
+    let path = match queue.video(&id) {
+        Ok(path) => path,
+        Err(ContentError::Unknown(_)) => return unknown_job(&id),
+        Err(not_ready @ ContentError::NotReady { status, .. }) => {
+            let fix = match status {
+                Status::Queued | Status::InProgress => {
+                    "poll GET /v1/videos/{id} until its status is completed"
+                }
+                _ => "submit the request again",
+            };
+            return error(
+                StatusCode::CONFLICT,
+                "not_ready",
+                Some("id"),
+                &format!("{not_ready}\n  fix: {fix}"),
+            );
+        }
+    };
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "video/mp4")], bytes).into_response(),
+        Err(read) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            Some("id"),
+            &format!("the video of `{id}` cannot be read: {read}"),
+        ),
+    }
+}
+
+async fn cancel<E: Executor>(
+    State(queue): State<Arc<Queue<E>>>,
+    Path(id): Path<String>,
+) -> Response {
+    match queue.cancel(&id) {
+        Some(CancelOutcome::Cancelled(view)) => axum::Json(view).into_response(),
+        Some(CancelOutcome::Requested(view)) => {
+            (StatusCode::ACCEPTED, axum::Json(view)).into_response()
+        }
+        Some(CancelOutcome::Deleted) => {
+            axum::Json(json!({"id": id, "object": "video.deleted", "deleted": true}))
+                .into_response()
+        }
+        None => unknown_job(&id),
+    }
+}
+
+async fn list<E: Executor>(
+    State(queue): State<Arc<Queue<E>>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => 20,
+        Some(Ok(limit)) if (1..=100).contains(&limit) => limit,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_value",
+                Some("limit"),
+                "`limit` must be a whole number from 1 to 100\n  fix: e.g. ?limit=20",
+            );
+        }
+    };
+    let mut jobs = queue.list();
+    match query.get("order").map(String::as_str) {
+        None | Some("desc") => jobs.reverse(),
+        Some("asc") => {}
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_value",
+                Some("order"),
+                &format!("`order` must be asc or desc, got `{other}`\n  fix: e.g. ?order=asc"),
+            );
+        }
+    }
+    if let Some(after) = query.get("after") {
+        match jobs.iter().position(|job| &job.id == after) {
+            Some(index) => {
+                jobs.drain(..=index);
+            }
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_value",
+                    Some("after"),
+                    &format!("`after` names no kept job (`{after}`)\n  fix: pass the last_id of the previous page"),
+                );
+            }
+        }
+    }
+    let has_more = jobs.len() > limit;
+    jobs.truncate(limit);
+    axum::Json(json!({
+        "object": "list",
+        "first_id": jobs.first().map(|job| job.id.clone()),
+        "last_id": jobs.last().map(|job| job.id.clone()),
+        "has_more": has_more,
+        "data": jobs,
+    }))
+    .into_response()
+}
+
+async fn health<E: Executor>(State(queue): State<Arc<Queue<E>>>) -> Response {
+    let snapshot = queue.metrics();
+    let running = snapshot
+        .jobs_by_status
+        .get(&Status::InProgress)
+        .copied()
+        .unwrap_or(0);
+    let body = json!({
+        "status": if queue.is_accepting() { "ok" } else { "shutting_down" },
+        "model": queue.model(),
+        "queue_depth": snapshot.queue_depth,
+        "running": running,
+    });
+    let status = if queue.is_accepting() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn prometheus<E: Executor>(State(queue): State<Arc<Queue<E>>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(&queue.metrics()),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn converted(body: Value) -> Result<Value, RequestError> {
+        let Value::Object(mut map) = body else {
+            unreachable!()
+        };
+        openai_fields(&mut map).map(|()| Value::Object(map))
+    }
+
+    #[test]
+    fn seconds_become_4k_plus_1_frames_and_model_is_dropped() {
+        assert_eq!(
+            converted(json!({"model": "sora-2", "seconds": "4"})).unwrap(),
+            json!({"num_frames": 97})
+        );
+        assert_eq!(
+            converted(json!({"seconds": 2, "fps": 16})).unwrap(),
+            json!({"num_frames": 33, "fps": 16})
+        );
+        let both = converted(json!({"seconds": "4", "num_frames": 97})).unwrap_err();
+        assert_eq!(both.field.as_deref(), Some("seconds"));
+        let negative = converted(json!({"seconds": "-1"})).unwrap_err();
+        assert!(negative.message.contains("positive"), "{negative}");
+    }
+}

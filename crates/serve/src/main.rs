@@ -1,0 +1,193 @@
+//! `skyreels-serve` (also reached as `skyreels serve`): loads an engine directory once and serves
+//! video generation over HTTP, shaped like the OpenAI Videos API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use skyreels_runtime::logging::LogFormat;
+use skyreels_runtime::session::Backend;
+use skyreels_serve::http;
+use skyreels_serve::queue::{Queue, QueueConfig, Retention, ShutdownOutcome};
+use skyreels_serve::runtime_executor::RuntimeExecutor;
+use tracing_subscriber::filter::LevelFilter;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BackendArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "skyreels serve",
+    version,
+    about = "Serve video generation over HTTP (OpenAI Videos API shape: POST /v1/videos, GET /v1/videos/{id}, /content, DELETE; /health, /metrics)"
+)]
+struct Args {
+    /// Engine directory written by skyreels-export (its models are loaded once, at start-up).
+    #[arg(long)]
+    engines: PathBuf,
+    /// Address to listen on; port 0 picks a free port (the address is printed on stderr).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Where the graphs run: `cpu`, or `cuda` (one GPU; run one server per GPU).
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendArg,
+    /// GPU index for `--backend cuda`.
+    #[arg(long, default_value_t = 0)]
+    device: i32,
+    /// CPU threads for ONNX Runtime (0 = all).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Jobs that may wait besides the running one; more are refused with 429.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    max_queue: u64,
+    /// Directory for finished videos (created if missing).
+    #[arg(long, default_value = "skyreels-videos")]
+    videos: PathBuf,
+    /// Finished jobs kept with their videos; the oldest beyond this are deleted.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    keep_jobs: u64,
+    /// Seconds a finished job and its video are kept.
+    #[arg(long, default_value_t = 86_400.0)]
+    keep_seconds: f64,
+    /// On SIGTERM or SIGINT, seconds the running job may take to finish before it is cancelled.
+    #[arg(long, default_value_t = 20.0)]
+    shutdown_grace: f64,
+    /// Seconds a cancelled job may take to reach its next step before the server exits anyway.
+    #[arg(long, default_value_t = 30.0)]
+    cancel_wait: f64,
+    /// Log lines as text for people, or one JSON object per line for log collectors.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormatArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        anyhow::anyhow!(
+            "{flag} {value} is not a number of seconds ≥ 0\n  fix: e.g. {flag} 30"
+        )
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    skyreels_runtime::logging::init(
+        LevelFilter::INFO,
+        match args.log_format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        },
+    );
+    let retention = Retention {
+        max_jobs: args.keep_jobs as usize,
+        max_age: seconds("--keep-seconds", args.keep_seconds)?,
+    };
+    let grace = seconds("--shutdown-grace", args.shutdown_grace)?;
+    let cancel_wait = seconds("--cancel-wait", args.cancel_wait)?;
+    let listener = std::net::TcpListener::bind(args.listen).with_context(|| {
+        format!(
+            "cannot listen on {}\n  fix: choose another --listen address or port",
+            args.listen
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    let backend = match args.backend {
+        BackendArg::Cpu => Backend::Cpu {
+            threads: args.threads,
+        },
+        BackendArg::Cuda => Backend::Cuda {
+            device: args.device,
+        },
+    };
+    let loading = Instant::now();
+    let executor = RuntimeExecutor::load(&args.engines, &backend)?;
+    let load_seconds = loading.elapsed().as_secs_f64();
+    tracing::info!(
+        "loaded {} in {load_seconds:.2} s",
+        args.engines.display()
+    );
+    let config = QueueConfig {
+        model: executor.model_name().to_string(),
+        max_queue: args.max_queue as usize,
+        videos: args.videos.clone(),
+        retention,
+    };
+    let queue = Arc::new(
+        Queue::start(executor, config, load_seconds)
+            .with_context(|| format!("cannot use --videos {}", args.videos.display()))?,
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(serve(listener, Arc::clone(&queue), grace, cancel_wait))?;
+    match outcome {
+        ShutdownOutcome::Drained => tracing::info!("stopped"),
+        ShutdownOutcome::CancelledRunning => {
+            tracing::info!("stopped (the running job was cancelled after the grace period)")
+        }
+        ShutdownOutcome::Abandoned => anyhow::bail!(
+            "the running job did not stop within --cancel-wait {} s; exiting anyway",
+            args.cancel_wait
+        ),
+    }
+    Ok(())
+}
+
+/// Serves until SIGTERM or SIGINT, then stops taking jobs, drains the queue (the API keeps
+/// answering meanwhile, so clients can fetch what finishes) and closes the listener.
+async fn serve(
+    listener: std::net::TcpListener,
+    queue: Arc<Queue<RuntimeExecutor>>,
+    grace: Duration,
+    cancel_wait: Duration,
+) -> anyhow::Result<ShutdownOutcome> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    let draining = Arc::clone(&queue);
+    let shutdown = async move {
+        stop_signal().await;
+        tracing::info!(
+            "shutting down: no new jobs; the running job has {} s to finish",
+            grace.as_secs_f64()
+        );
+        let drained =
+            tokio::task::spawn_blocking(move || draining.shutdown(grace, cancel_wait)).await;
+        let _ = done.send(drained.unwrap_or(ShutdownOutcome::Abandoned));
+    };
+    axum::serve(listener, http::router(queue))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("the HTTP server failed")?;
+    Ok(outcome.await.unwrap_or(ShutdownOutcome::Abandoned))
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut terminate), Ok(mut interrupt)) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

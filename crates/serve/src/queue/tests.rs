@@ -1,0 +1,313 @@
+//! The job life cycle against a test double executor.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::executor::Prepared;
+
+/// What the double does when run.
+#[derive(Clone, Copy, PartialEq)]
+enum Behaviour {
+    Complete,
+    Fail,
+    Panic,
+    BlockUntilCancelled,
+    WriteNothing,
+}
+
+struct DoubleJob {
+    steps: usize,
+    behaviour: Behaviour,
+}
+
+/// Runs `steps` steps of 2 ms each, then does what `behaviour` says; writes 3 bytes as its video.
+struct Double;
+
+impl Executor for Double {
+    type Job = DoubleJob;
+
+    fn prepare(&self, body: Value) -> Result<Prepared<DoubleJob>, RequestError> {
+        let steps = match body.get("steps") {
+            None => 3,
+            Some(value) => value
+                .as_u64()
+                .filter(|&steps| steps > 0)
+                .ok_or_else(|| RequestError {
+                    field: Some("steps".into()),
+                    message: format!("steps must be a positive integer, got {value}"),
+                })? as usize,
+        };
+        let behaviour = match body.get("behaviour").and_then(Value::as_str) {
+            None => Behaviour::Complete,
+            Some("fail") => Behaviour::Fail,
+            Some("panic") => Behaviour::Panic,
+            Some("block") => Behaviour::BlockUntilCancelled,
+            Some("write_nothing") => Behaviour::WriteNothing,
+            Some(other) => {
+                return Err(RequestError {
+                    field: Some("behaviour".into()),
+                    message: format!("unknown behaviour {other}"),
+                });
+            }
+        };
+        Ok(Prepared {
+            job: DoubleJob { steps, behaviour },
+            request: json!({"steps": steps}),
+        })
+    }
+
+    fn run(&self, job: &DoubleJob, output: &Path, control: &JobControl) -> Result<(), JobError> {
+        control.enter_stage("denoise");
+        for step in 0..job.steps {
+            if control.is_cancelled() {
+                return Err(JobError::Cancelled);
+            }
+            control.set_percent(100.0 * step as f64 / job.steps as f64);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        match job.behaviour {
+            Behaviour::Complete => {}
+            Behaviour::Fail => return Err(JobError::Failed("the double failed".into())),
+            Behaviour::Panic => panic!("the double panicked"),
+            Behaviour::WriteNothing => return Ok(()),
+            Behaviour::BlockUntilCancelled => loop {
+                if control.is_cancelled() {
+                    return Err(JobError::Cancelled);
+                }
+                control.set_percent(50.0);
+                std::thread::sleep(Duration::from_millis(1));
+            },
+        }
+        control.enter_stage("write");
+        fs_err::write(output, b"mp4").map_err(|e| JobError::Failed(e.to_string()))
+    }
+}
+
+fn start(max_queue: usize, retention: Retention) -> (tempfile::TempDir, Queue<Double>) {
+    let directory = tempfile::tempdir().unwrap();
+    let queue = Queue::start(
+        Double,
+        QueueConfig {
+            model: "double".into(),
+            max_queue,
+            videos: directory.path().join("videos"),
+            retention,
+        },
+        0.5,
+    )
+    .unwrap();
+    (directory, queue)
+}
+
+fn keep_all() -> Retention {
+    Retention {
+        max_jobs: 100,
+        max_age: Duration::from_secs(3600),
+    }
+}
+
+fn wait_for(queue: &Queue<Double>, id: &str, status: Status) -> JobView {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = queue.get(id).expect("job kept");
+        if view.status == status {
+            return view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} stayed {:?}, expected {status:?}",
+            view.status
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_job_runs_to_completion_with_timings_and_a_video() {
+    let (_directory, queue) = start(4, keep_all());
+    let submitted = queue.submit(json!({"steps": 5})).unwrap();
+    assert_eq!(submitted.status, Status::Queued);
+    assert_eq!(submitted.progress, 0);
+    assert!(submitted.id.starts_with("video_") && submitted.id.len() == 30);
+    assert_eq!(submitted.request["steps"], 5);
+    let done = wait_for(&queue, &submitted.id, Status::Completed);
+    assert_eq!(done.progress, 100);
+    assert!(done.error.is_none());
+    assert_eq!(
+        done.timings.stages.keys().copied().collect::<Vec<_>>(),
+        ["denoise", "write"]
+    );
+    assert!(done.timings.stages["denoise"] >= 0.010, "{:?}", done.timings);
+    assert!(done.completed_at.is_some() && done.expires_at == Some(done.completed_at.unwrap() + 3600));
+    let video = queue.video(&submitted.id).unwrap();
+    assert_eq!(fs_err::read(&video).unwrap(), b"mp4");
+    let metrics = queue.metrics();
+    assert_eq!(metrics.finished_total[&Status::Completed], 1);
+    assert_eq!(metrics.stages["denoise"].count, 1);
+    assert_eq!(metrics.model_load_seconds, 0.5);
+}
+
+#[test]
+fn an_invalid_request_is_refused_naming_the_field() {
+    let (_directory, queue) = start(4, keep_all());
+    let refused = queue.submit(json!({"steps": 0})).unwrap_err();
+    match refused {
+        SubmitError::Invalid(error) => assert_eq!(error.field.as_deref(), Some("steps")),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(queue.list().is_empty());
+    assert_eq!(queue.metrics().rejected_invalid, 1);
+}
+
+#[test]
+fn a_full_queue_refuses_and_cancels_free_a_place() {
+    let (_directory, queue) = start(1, keep_all());
+    let running = queue.submit(json!({"behaviour": "block"})).unwrap();
+    wait_for(&queue, &running.id, Status::InProgress);
+    let waiting = queue.submit(json!({})).unwrap();
+    assert_eq!(
+        queue.submit(json!({})).unwrap_err(),
+        SubmitError::Full { max_queue: 1 }
+    );
+    assert_eq!(queue.metrics().rejected_full, 1);
+    assert_eq!(queue.metrics().queue_depth, 1);
+
+    match queue.cancel(&waiting.id) {
+        Some(CancelOutcome::Cancelled(view)) => {
+            assert_eq!(view.status, Status::Cancelled);
+            assert_eq!(view.error.unwrap().code, "cancelled");
+        }
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    assert_eq!(queue.metrics().queue_depth, 0);
+    let next = queue.submit(json!({})).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue.get(&running.id).unwrap().progress != 50 {
+        assert!(Instant::now() < deadline, "the running job never blocked");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    match queue.cancel(&running.id) {
+        Some(CancelOutcome::Requested(view)) => {
+            assert_eq!(view.status, Status::InProgress);
+            assert!(view.cancel_requested);
+        }
+        other => panic!("expected Requested, got {other:?}"),
+    }
+    let cancelled = wait_for(&queue, &running.id, Status::Cancelled);
+    assert_eq!(cancelled.progress, 50);
+    assert!(!queue.videos_dir_has(&running.id));
+    wait_for(&queue, &next.id, Status::Completed);
+    assert_eq!(
+        queue.video(&running.id).unwrap_err(),
+        ContentError::NotReady {
+            id: running.id.clone(),
+            status: Status::Cancelled
+        }
+    );
+    assert_eq!(queue.cancel("video_unknown"), None);
+}
+
+#[test]
+fn failing_and_panicking_jobs_are_recorded_and_the_worker_goes_on() {
+    let (_directory, queue) = start(8, keep_all());
+    let failing = queue.submit(json!({"behaviour": "fail"})).unwrap();
+    let panicking = queue.submit(json!({"behaviour": "panic"})).unwrap();
+    let silent = queue.submit(json!({"behaviour": "write_nothing"})).unwrap();
+    let fine = queue.submit(json!({})).unwrap();
+    wait_for(&queue, &fine.id, Status::Completed);
+    let failure = |id: &str| queue.get(id).unwrap().error.unwrap();
+    assert_eq!(failure(&failing.id).code, "job_failed");
+    assert_eq!(failure(&failing.id).message, "the double failed");
+    assert_eq!(failure(&panicking.id).code, "job_panicked");
+    assert_eq!(
+        failure(&panicking.id).message,
+        "the job panicked: the double panicked"
+    );
+    assert_eq!(failure(&silent.id).message, "the job wrote no video");
+    assert_eq!(queue.metrics().finished_total[&Status::Failed], 3);
+}
+
+#[test]
+fn retention_deletes_the_oldest_finished_jobs_and_their_videos() {
+    let (_directory, queue) = start(
+        8,
+        Retention {
+            max_jobs: 2,
+            max_age: Duration::from_secs(3600),
+        },
+    );
+    let ids: Vec<String> = (0..3)
+        .map(|_| queue.submit(json!({"steps": 1})).unwrap().id)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue.get(&ids[2]).map(|v| v.status) != Some(Status::Completed) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(queue.get(&ids[0]), None);
+    assert!(!queue.videos_dir_has(&ids[0]));
+    assert!(queue.videos_dir_has(&ids[1]) && queue.videos_dir_has(&ids[2]));
+
+    match queue.cancel(&ids[1]) {
+        Some(CancelOutcome::Deleted) => {}
+        other => panic!("expected Deleted, got {other:?}"),
+    }
+    assert!(!queue.videos_dir_has(&ids[1]));
+    assert_eq!(queue.list().len(), 1);
+}
+
+#[test]
+fn finished_jobs_expire_after_the_retention_age() {
+    let (_directory, queue) = start(
+        8,
+        Retention {
+            max_jobs: 100,
+            max_age: Duration::from_millis(200),
+        },
+    );
+    let id = queue.submit(json!({"steps": 1})).unwrap().id;
+    wait_for(&queue, &id, Status::Completed);
+    assert!(queue.videos_dir_has(&id));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue.get(&id).is_some() {
+        assert!(Instant::now() < deadline, "the job never expired");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!queue.videos_dir_has(&id));
+}
+
+#[test]
+fn shutdown_cancels_waiting_jobs_then_the_running_one_after_the_grace() {
+    let (_directory, queue) = start(8, keep_all());
+    let running = queue.submit(json!({"behaviour": "block"})).unwrap();
+    wait_for(&queue, &running.id, Status::InProgress);
+    let waiting = queue.submit(json!({})).unwrap();
+    let outcome = queue.shutdown(Duration::from_millis(50), Duration::from_secs(10));
+    assert_eq!(outcome, ShutdownOutcome::CancelledRunning);
+    assert_eq!(queue.get(&running.id).unwrap().status, Status::Cancelled);
+    let waited = queue.get(&waiting.id).unwrap();
+    assert_eq!(waited.status, Status::Cancelled);
+    assert_eq!(waited.error.unwrap().code, "shutdown");
+    assert_eq!(queue.submit(json!({})).unwrap_err(), SubmitError::ShuttingDown);
+    assert!(!queue.is_accepting());
+}
+
+#[test]
+fn shutdown_lets_a_short_running_job_finish() {
+    let (_directory, queue) = start(8, keep_all());
+    let running = queue.submit(json!({"steps": 20})).unwrap();
+    wait_for(&queue, &running.id, Status::InProgress);
+    let outcome = queue.shutdown(Duration::from_secs(10), Duration::from_secs(10));
+    assert_eq!(outcome, ShutdownOutcome::Drained);
+    assert_eq!(queue.get(&running.id).unwrap().status, Status::Completed);
+}
+
+impl Queue<Double> {
+    fn videos_dir_has(&self, id: &str) -> bool {
+        self.shared.video_path(id).exists()
+    }
+}

@@ -1,0 +1,200 @@
+//! The real executor: the runtime library's job API (`GenerateRequest` → `JobPlan` → `run_job`),
+//! with the engine's models loaded once at start-up and kept for every job.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use serde_json::{Value, json};
+use skyreels_contract::ModelType;
+use skyreels_runtime::RuntimeError;
+use skyreels_runtime::engine::Engine;
+use skyreels_runtime::job::json::{parse_request, plan_error, with_field_names};
+use skyreels_runtime::job::{GenerateRequest, JobPlan, Models, OutputRequest, Residency, run_job};
+use skyreels_runtime::pipeline::progress::{Observer, Progress, Unobserved};
+use skyreels_runtime::session::Backend;
+
+use crate::executor::{Executor, GpuMemory, JobControl, JobError, Prepared, RequestError};
+
+/// Request fields that name files: a client must not make the server read its files.
+const FILE_FIELDS: [&str; 4] = ["image", "last_image", "video", "noise"];
+
+/// Runs jobs on one engine and backend with models kept loaded.
+pub struct RuntimeExecutor {
+    models: Mutex<Models>,
+    /// A second handle on the engine (its manifest), to plan requests while a job runs.
+    planning: Engine,
+    backend: Backend,
+    model_name: String,
+}
+
+/// A checked request, planned again with its output path when it runs.
+pub struct RuntimeJob {
+    request: GenerateRequest,
+}
+
+impl RuntimeExecutor {
+    /// Opens the engine and loads every model a default request needs (text encoder, DiT, VAE
+    /// decoder), so that no job pays for loading.
+    pub fn load(engine_dir: &Path, backend: &Backend) -> Result<RuntimeExecutor, RuntimeError> {
+        let planning = Engine::open(engine_dir)?;
+        if planning
+            .manifest
+            .dit
+            .as_ref()
+            .is_some_and(|dit| dit.config.model_type == ModelType::I2v)
+        {
+            return Err(planning.error(
+                "holds an image-to-video model, which needs an input image; the server takes no files from clients\n  fix: serve a text-to-video (DF or T2V) engine, or run image-to-video jobs with skyreels generate --image",
+            ));
+        }
+        let warm_up = GenerateRequest {
+            prompt: "warm-up".into(),
+            ..GenerateRequest::default()
+        };
+        let plan = JobPlan::new(
+            &planning,
+            backend,
+            &warm_up,
+            &OutputRequest {
+                out: "warm-up.mp4".into(),
+                ..OutputRequest::default()
+            },
+        )?;
+        let mut models = Models::open(engine_dir, backend.clone(), Residency::KeepLoaded)?;
+        models.load_for(&plan, &mut Unobserved)?;
+        let model_name = plan.variant.name.clone().unwrap_or_else(|| {
+            engine_dir
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "skyreels".into())
+        });
+        Ok(RuntimeExecutor {
+            models: Mutex::new(models),
+            planning,
+            backend: backend.clone(),
+            model_name,
+        })
+    }
+
+    /// The served model's name: the released variant (`df-1.3b-540p`), else the engine directory's.
+    pub fn model_name(&self) -> &str {
+        &self.model_name
+    }
+}
+
+/// Passes stages and steps to the queue's [`JobControl`] and stops the job once it is cancelled.
+struct ControlObserver<'a> {
+    control: &'a JobControl,
+}
+
+impl Observer for ControlObserver<'_> {
+    fn report(&mut self, progress: &Progress) -> ControlFlow<()> {
+        match progress {
+            Progress::StageStarted { stage, .. } => self.control.enter_stage(stage.name()),
+            Progress::StageFinished { .. } => self.control.finish(),
+            Progress::Step { percent, .. } => self.control.set_percent(*percent),
+            _ => {}
+        }
+        if self.control.is_cancelled() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+}
+
+impl Executor for RuntimeExecutor {
+    type Job = RuntimeJob;
+
+    fn prepare(&self, body: Value) -> Result<Prepared<RuntimeJob>, RequestError> {
+        let Value::Object(body) = body else {
+            return Err(RequestError {
+                field: None,
+                message: "the request must be a JSON object".into(),
+            });
+        };
+        if let Some(field) = FILE_FIELDS.iter().find(|f| body.contains_key(**f)) {
+            return Err(RequestError {
+                field: Some(field.to_string()),
+                message: format!(
+                    "`{field}` names a file, and the server reads no files named by clients\n  fix: drop `{field}`; run conditioned jobs with skyreels generate or a batch file"
+                ),
+            });
+        }
+        let body = Value::Object(body);
+        let request = parse_request(&body).map_err(|error| RequestError {
+            field: error.field,
+            message: error.message,
+        })?;
+        let plan = JobPlan::new(
+            &self.planning,
+            &self.backend,
+            &request,
+            &OutputRequest {
+                out: "video.mp4".into(),
+                ..OutputRequest::default()
+            },
+        )
+        .map_err(|error| {
+            let error = plan_error(&request, &error.to_string());
+            RequestError {
+                field: error.field,
+                message: error.message,
+            }
+        })?;
+        let s = &plan.settings;
+        let echo = json!({
+            "prompt": s.prompt,
+            "size": format!("{}x{}", s.width, s.height),
+            "seconds": format!("{:.2}", s.num_frames as f64 / s.fps as f64),
+            "num_frames": s.num_frames,
+            "fps": s.fps,
+            "seed": s.seed,
+            "steps": s.steps,
+            "guidance": s.guidance,
+            "shift": s.shift,
+            "pipeline": s.pipeline,
+            "compat": s.compat,
+            "ar_step": s.ar_step,
+            "causal_block_size": s.causal_block_size,
+            "windows": plan.windows.len(),
+            "teacache": s.teacache.as_ref().map(|t| t.threshold),
+            "variant": plan.variant.name,
+        });
+        Ok(Prepared {
+            job: RuntimeJob { request },
+            request: echo,
+        })
+    }
+
+    fn run(&self, job: &RuntimeJob, output: &Path, control: &JobControl) -> Result<(), JobError> {
+        let plan = JobPlan::new(
+            &self.planning,
+            &self.backend,
+            &job.request,
+            &OutputRequest {
+                out: output.to_path_buf(),
+                ..OutputRequest::default()
+            },
+        )
+        .map_err(|error| JobError::Failed(with_field_names(&error.to_string())))?;
+        let mut models = self.models.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = run_job(&plan, &mut models, &mut ControlObserver { control });
+        if result.is_err()
+            && let Some(work_dir) = &plan.output.work_dir
+            && work_dir.is_dir()
+        {
+            let _ = fs_err::remove_dir_all(work_dir);
+        }
+        match result {
+            Ok(_) => Ok(()),
+            Err(RuntimeError::Cancelled) => Err(JobError::Cancelled),
+            Err(error) => Err(JobError::Failed(with_field_names(&error.to_string()))),
+        }
+    }
+
+    fn gpu_memory(&self) -> Option<GpuMemory> {
+        crate::gpu::gpu_memory(self.backend.device()?)
+    }
+}

@@ -1,0 +1,430 @@
+//! `skyreels-serve` through its binary with a real HTTP client, on the built-in tiny engine: the
+//! whole job life cycle, bad input, a full queue, cancellation, and shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use skyreels_contract::{Attention, Manifest, Precision, Target};
+use skyreels_contract::manifest::FORMAT_VERSION;
+use skyreels_exporter::dit::{self, DitExportOptions};
+use skyreels_exporter::text::{self, TextExportOptions};
+use skyreels_exporter::tiny::{self, StorageDtype};
+use skyreels_exporter::vae::{self, VaeExportOptions};
+use skyreels_graph::DType;
+
+/// The tiny engine of `skyreels-export tiny`, exported once for all tests of this binary.
+fn tiny_engine() -> &'static Path {
+    static ENGINE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let out = tempfile::tempdir().expect("tempdir");
+            let source = tempfile::tempdir().expect("tempdir");
+            tiny::write_random_dit(source.path(), &tiny::tiny_dit_config(), StorageDtype::F32, 0)
+                .expect("dit");
+            vae::random::write_random_vae(
+                &source.path().join("vae"),
+                &vae::random::tiny_vae_config(),
+                0,
+            )
+            .expect("vae");
+            text::tiny::write_tiny(source.path(), 0).expect("text");
+            let dit = dit::export(
+                source.path(),
+                out.path(),
+                &DitExportOptions {
+                    compute: DType::F32,
+                    attention: Attention::MatMul,
+                    link_weights: false,
+                },
+            )
+            .expect("export dit");
+            let vae_source = vae::locate(source.path()).expect("vae source");
+            let vae = vae::export(
+                &vae_source,
+                out.path(),
+                &VaeExportOptions {
+                    compute: DType::F32,
+                    link_weights: false,
+                },
+            )
+            .expect("export vae");
+            let found = text::locate(source.path()).expect("text source");
+            let text = text::export(
+                &found.checkpoint,
+                &found.tokenizer,
+                out.path(),
+                &TextExportOptions {
+                    compute: DType::F32,
+                    attention: Attention::MatMul,
+                    link_weights: false,
+                },
+            )
+            .expect("export text");
+            Manifest {
+                format_version: FORMAT_VERSION,
+                producer: "serve test".into(),
+                target: Target::Cpu,
+                precision: Precision::Fp32,
+                attention: Attention::MatMul,
+                dit: Some(dit.component),
+                vae: Some(vae.component),
+                text_encoder: Some(text.component),
+                image_encoder: None,
+                build: None,
+                source: None,
+            }
+            .save(out.path())
+            .expect("manifest");
+            out
+        })
+        .path()
+}
+
+/// A running server; killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    log: mpsc::Receiver<String>,
+    videos: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+/// Tests start servers one at a time: the machine running them is small.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let videos = scratch.path().join("videos");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skyreels-serve"))
+            .arg("--engines")
+            .arg(tiny_engine())
+            .args(["--listen", "127.0.0.1:0", "--threads", "1", "--videos"])
+            .arg(&videos)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start skyreels-serve");
+        let (sender, log) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let base = loop {
+            let line = log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the server printed its address");
+            if let Some(address) = line.strip_prefix("listening on ") {
+                break address.to_string();
+            }
+        };
+        Server {
+            child,
+            base,
+            log,
+            videos,
+            _scratch: scratch,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into()
+    }
+
+    /// (status, JSON body) of a request.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let agent = Server::agent();
+        let url = self.url(path);
+        let response = match (method, body) {
+            ("GET", _) => agent.get(&url).call(),
+            ("DELETE", _) => agent.delete(&url).call(),
+            ("POST", Some(body)) => agent.post(&url).send_json(&body),
+            ("POST", None) => agent.post(&url).send("{not json"),
+            _ => unreachable!("{method}"),
+        }
+        .expect("HTTP request");
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .read_json::<Value>()
+            .unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    fn text(&self, path: &str) -> String {
+        Server::agent()
+            .get(&self.url(path))
+            .call()
+            .expect("GET")
+            .into_body()
+            .read_to_string()
+            .expect("text body")
+    }
+
+    fn wait_for(&self, id: &str, statuses: &[&str]) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (code, job) = self.call("GET", &format!("/v1/videos/{id}"), None);
+            assert_eq!(code, 200, "{job}");
+            if statuses.contains(&job["status"].as_str().unwrap_or("")) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} is still {}",
+                job["status"]
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its exit code and the rest of its log.
+    fn wait_exit(mut self, within: Duration) -> (Option<i32>, Vec<String>) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                std::thread::sleep(Duration::from_millis(100));
+                let log = self.log.try_iter().collect();
+                return (status.code(), log);
+            }
+            assert!(Instant::now() < deadline, "the server did not exit in time");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn small_request(steps: usize) -> Value {
+    json!({
+        "prompt": "a red fox running through fresh snow",
+        "size": "96x64",
+        "num_frames": 17,
+        "steps": steps,
+        "seed": 7
+    })
+}
+
+#[test]
+fn a_job_goes_from_queued_to_a_playable_mp4() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start(&[]);
+    let (code, health) = server.call("GET", "/health", None);
+    assert_eq!((code, health["status"].as_str()), (200, Some("ok")));
+
+    let (code, created) = server.call("POST", "/v1/videos", Some(small_request(3)));
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["object"], "video");
+    assert_eq!(created["status"], "queued");
+    assert_eq!(created["size"], "96x64");
+    assert_eq!(created["num_frames"], 17);
+    let id = created["id"].as_str().expect("id").to_string();
+
+    let done = server.wait_for(&id, &["completed", "failed"]);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["progress"], 100);
+    assert!(done["error"].is_null());
+    let stages = done["timings"]["stages"].as_object().expect("stages");
+    assert!(stages.contains_key("sampling"), "{done}");
+    assert!(stages.contains_key("decoding"), "{done}");
+
+    let response = Server::agent()
+        .get(&server.url(&format!("/v1/videos/{id}/content")))
+        .call()
+        .expect("content");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.headers().get("content-type").unwrap(),
+        "video/mp4"
+    );
+    let bytes = response
+        .into_body()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .expect("bytes");
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("fetched.mp4");
+    fs_err::write(&file, &bytes).unwrap();
+    let video = skyreels_runtime::output::read_mp4(&file).expect("a readable MP4");
+    assert_eq!(
+        (video.num_frames(), video.width(), video.height()),
+        (17, 96, 64)
+    );
+
+    let (code, list) = server.call("GET", "/v1/videos", None);
+    assert_eq!(code, 200);
+    assert_eq!(list["object"], "list");
+    assert_eq!(list["data"][0]["id"], id.as_str());
+
+    let metrics = server.text("/metrics");
+    assert!(
+        metrics.contains("skyreels_jobs_finished_total{status=\"completed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("skyreels_stage_seconds_count{stage=\"sampling\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("skyreels_model_load_seconds "), "{metrics}");
+
+    let (code, deleted) = server.call("DELETE", &format!("/v1/videos/{id}"), None);
+    assert_eq!((code, &deleted["deleted"]), (200, &json!(true)));
+    assert!(!server.videos.join(format!("{id}.mp4")).exists());
+    let (code, _) = server.call("GET", &format!("/v1/videos/{id}"), None);
+    assert_eq!(code, 404);
+}
+
+#[test]
+fn bad_requests_get_400_naming_the_field() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start(&[]);
+    let cases = [
+        (json!({"prompt": "fox", "size": "95x64"}), "size"),
+        (json!({"prompt": "fox", "size": "big"}), "size"),
+        (json!({"prompt": "fox", "num_frames": 16}), "num_frames"),
+        (json!({"prompt": "fox", "steps": 0}), "steps"),
+        (json!({"prompt": ""}), "prompt"),
+        (json!({"prompt": "fox", "colour": "red"}), "colour"),
+        (json!({"prompt": "fox", "seed": "seven"}), "seed"),
+    ];
+    for (body, field) in cases {
+        let (code, error) = server.call("POST", "/v1/videos", Some(body.clone()));
+        assert_eq!(code, 400, "{body} -> {error}");
+        assert_eq!(error["error"]["param"], field, "{body} -> {error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("fix:"), "{body} -> {message}");
+    }
+    let (code, error) = server.call("POST", "/v1/videos", None);
+    assert_eq!(code, 400);
+    assert_eq!(error["error"]["code"], "invalid_json");
+    let (code, error) = server.call("GET", "/v1/videos/video_nope", None);
+    assert_eq!((code, error["error"]["param"].as_str()), (404, Some("id")));
+    let (_, list) = server.call("GET", "/v1/videos", None);
+    assert_eq!(list["data"], json!([]));
+    let metrics = server.text("/metrics");
+    assert!(
+        metrics.contains("skyreels_requests_rejected_total{reason=\"invalid\"} 7"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_full_queue_answers_429_and_delete_cancels_waiting_and_running_jobs() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start(&["--max-queue", "1"]);
+    let (_, running) = server.call("POST", "/v1/videos", Some(small_request(10_000)));
+    let running = running["id"].as_str().expect("id").to_string();
+    server.wait_for(&running, &["in_progress"]);
+    let (code, waiting) = server.call("POST", "/v1/videos", Some(small_request(2)));
+    assert_eq!(code, 201);
+    let waiting = waiting["id"].as_str().expect("id").to_string();
+    let (code, full) = server.call("POST", "/v1/videos", Some(small_request(2)));
+    assert_eq!(code, 429, "{full}");
+    assert_eq!(full["error"]["code"], "queue_full");
+
+    let (code, cancelled) = server.call("DELETE", &format!("/v1/videos/{waiting}"), None);
+    assert_eq!((code, cancelled["status"].as_str()), (200, Some("cancelled")));
+    let (code, content) = server.call("GET", &format!("/v1/videos/{waiting}/content"), None);
+    assert_eq!((code, content["error"]["code"].as_str()), (409, Some("not_ready")));
+
+    let in_progress = server.wait_for(&running, &["in_progress"]);
+    assert!(in_progress["stage"].is_string(), "{in_progress}");
+    let (code, asked) = server.call("DELETE", &format!("/v1/videos/{running}"), None);
+    assert_eq!(code, 202, "{asked}");
+    assert_eq!(asked["cancel_requested"], true);
+    let stopped = server.wait_for(&running, &["cancelled", "completed", "failed"]);
+    assert_eq!(stopped["status"], "cancelled", "{stopped}");
+    assert!(stopped["progress"].as_u64().unwrap() < 100);
+    let leftovers: Vec<_> = fs_err::read_dir(&server.videos)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn sigterm_refuses_new_jobs_cancels_the_running_one_and_exits() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start(&["--shutdown-grace", "3", "--cancel-wait", "60"]);
+    let (_, running) = server.call("POST", "/v1/videos", Some(small_request(10_000)));
+    let running = running["id"].as_str().expect("id").to_string();
+    server.wait_for(&running, &["in_progress"]);
+    let (_, waiting) = server.call("POST", "/v1/videos", Some(small_request(2)));
+    let waiting = waiting["id"].as_str().expect("id").to_string();
+    server.terminate();
+    let started = Instant::now();
+    loop {
+        let (code, health) = server.call("GET", "/health", None);
+        if code == 503 {
+            assert_eq!(health["status"], "shutting_down");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "{health}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, refused) = server.call("POST", "/v1/videos", Some(small_request(2)));
+    assert_eq!((code, refused["error"]["code"].as_str()), (503, Some("shutting_down")));
+    let (_, waited) = server.call("GET", &format!("/v1/videos/{waiting}"), None);
+    assert_eq!(waited["status"], "cancelled");
+    assert_eq!(waited["error"]["code"], "shutdown");
+    let (code, log) = server.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{log:#?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        log.iter()
+            .any(|line| line == &format!("job {running}: cancelled (cancelled while running)")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter().any(|line| line.contains("running job was cancelled")),
+        "{log:#?}"
+    );
+    assert!(!log.iter().any(|line| line.starts_with(&format!("job {waiting}"))));
+}
+
+#[test]
+fn a_taken_port_is_refused_before_loading_anything() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().unwrap().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_skyreels-serve"))
+        .args(["--engines", "/nonexistent", "--listen", &address])
+        .output()
+        .expect("run skyreels-serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}"))
+            && stderr.contains("fix: choose another --listen"),
+        "{stderr}"
+    );
+}
+
