@@ -550,13 +550,14 @@ fn export_model_id(case: &Case, hub: &Path, extra: &[&str]) -> (Output, String) 
     (output, stderr)
 }
 
-/// `skyreels-export CHECKPOINT --out OUT EXTRA` run in `directory`.
+/// `skyreels-export CHECKPOINT --out OUT --require dit EXTRA` run in `directory` (the case's
+/// checkpoint is a DiT alone).
 fn export_in(directory: &Path, checkpoint: &Path, out: &str, extra: &[&str]) -> (Output, String) {
     let output = Command::new(BINARY)
         .env("RUST_BACKTRACE", "0")
         .current_dir(directory)
         .arg(checkpoint)
-        .args(["--out", out])
+        .args(["--out", out, "--require", "dit"])
         .args(extra)
         .output()
         .unwrap();
