@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use skyreels_contract::{Attention, Manifest};
 use skyreels_contract::manifest::FORMAT_VERSION;
+use skyreels_contract::{Attention, Manifest};
 use skyreels_exporter::dit::{self, DitExportOptions};
 use skyreels_exporter::tiny::{self, StorageDtype};
 use skyreels_exporter::vae::{self, VaeExportOptions};

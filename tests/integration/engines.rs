@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use skyreels_contract::{Attention, Manifest};
 use skyreels_contract::manifest::FORMAT_VERSION;
+use skyreels_contract::{Attention, Manifest};
 use skyreels_engines::operators::{Coverage, TensorRtOperators, coverage_of_file};
 use skyreels_engines::plan::graph_entries;
 use skyreels_engines::{BuildError, BuildOptions, Target};

@@ -670,7 +670,8 @@ fn run_snapshot(command: SnapshotCommand, level: LevelFilter) -> anyhow::Result<
             backend,
         } => {
             let mut models = Models::open(&engines, backend.backend(), Residency::KeepLoaded)?;
-            let names = skyreels_runtime::snapshot::record(&cases, &out, &mut models, progress.as_mut())?;
+            let names =
+                skyreels_runtime::snapshot::record(&cases, &out, &mut models, progress.as_mut())?;
             tracing::info!("recorded {} cases into {}", names.len(), out.display());
             Ok(())
         }
