@@ -10,9 +10,8 @@ use skyreels_runtime::dit::{Dit, DitInputs};
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::pipeline::denoiser::DitDenoiser;
-use skyreels_runtime::pipeline::generate::SamplingSchedule;
 use skyreels_runtime::pipeline::plan::Compat;
-use skyreels_runtime::pipeline::sampler::{FrameScheduler, Rows, WindowSettings, sample_window};
+use skyreels_runtime::pipeline::sampler::{Rows, WindowSettings, sample_window};
 use skyreels_runtime::pipeline::schedule::FlowSchedule;
 use skyreels_runtime::session::Backend;
 use skyreels_runtime::tensor::Tensor;
@@ -74,7 +73,7 @@ fn dit_step(c: &mut Criterion) {
     c.bench_function("tiny_sample_row_cfg_16x3x8x12", |b| {
         b.iter_batched_ref(
             || {
-                let schedulers: Vec<Box<dyn FrameScheduler>> = (0..NUM_FRAMES)
+                let schedulers: Vec<_> = (0..NUM_FRAMES)
                     .map(|_| schedule.frame_scheduler())
                     .collect();
                 (latents.clone(), schedulers)

@@ -4,9 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use skyreels_contract::Manifest;
+use skyreels_contract::{Attention, Manifest};
 use skyreels_contract::manifest::FORMAT_VERSION;
-use skyreels_exporter::dit::layers::AttentionKind;
 use skyreels_exporter::dit::{self, DitExportOptions};
 use skyreels_exporter::tiny::{self, StorageDtype};
 use skyreels_exporter::vae::{self, VaeExportOptions};
@@ -29,7 +28,7 @@ impl TinyEngine {
         fs_err::create_dir(&engine)?;
         let options = DitExportOptions {
             compute: DType::F32,
-            attention: AttentionKind::MatMul,
+            attention: Attention::MatMul,
             link_weights: false,
         };
         let dit = dit::export(&source, &engine, &options)?;
@@ -45,14 +44,15 @@ impl TinyEngine {
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             producer: "skyreels-benches".into(),
-            target: "cpu".into(),
-            precision: "fp32".into(),
-            attention: AttentionKind::MatMul.name().into(),
+            target: skyreels_contract::Target::Cpu,
+            precision: skyreels_contract::Precision::Fp32,
+            attention: Attention::MatMul,
             dit: Some(dit.component),
             vae: Some(vae.component),
             text_encoder: None,
             image_encoder: None,
             build: None,
+            source: None,
         };
         manifest.save(&engine)?;
         Ok(TinyEngine { directory })

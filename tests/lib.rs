@@ -82,25 +82,26 @@ pub fn int<'a>(tensors: &'a HashMap<String, FixtureTensor>, name: &str) -> Optio
 }
 
 /// A CPU fp32 manifest with no components, for tests to fill with struct-update syntax.
-pub fn cpu_manifest(attention: &str) -> skyreels_contract::Manifest {
+pub fn cpu_manifest(attention: skyreels_contract::Attention) -> skyreels_contract::Manifest {
     skyreels_contract::Manifest {
         format_version: skyreels_contract::manifest::FORMAT_VERSION,
         producer: "test".into(),
-        target: "cpu".into(),
-        precision: "fp32".into(),
-        attention: attention.into(),
+        target: skyreels_contract::Target::Cpu,
+        precision: skyreels_contract::Precision::Fp32,
+        attention,
         dit: None,
         vae: None,
         text_encoder: None,
         image_encoder: None,
         build: None,
+        source: None,
     }
 }
 
 /// Exports the DiT checkpoint at `checkpoint` (fp32) into a fresh engine directory.
 pub fn export_dit_engine(
     checkpoint: &Path,
-    attention: skyreels_exporter::dit::layers::AttentionKind,
+    attention: skyreels_contract::Attention,
 ) -> tempfile::TempDir {
     let out = tempfile::tempdir().expect("tempdir");
     let options = skyreels_exporter::dit::DitExportOptions {
@@ -111,7 +112,7 @@ pub fn export_dit_engine(
     let export = skyreels_exporter::dit::export(checkpoint, out.path(), &options).expect("export");
     let manifest = skyreels_contract::Manifest {
         dit: Some(export.component),
-        ..cpu_manifest(attention.name())
+        ..cpu_manifest(attention)
     };
     manifest.save(out.path()).expect("manifest");
     out

@@ -269,9 +269,9 @@ fn write_seed_corpus() {
     let manifest = skyreels_contract::Manifest {
         format_version: skyreels_contract::manifest::FORMAT_VERSION,
         producer: "seed".into(),
-        target: "cpu".into(),
-        precision: "fp32".into(),
-        attention: "matmul".into(),
+        target: skyreels_contract::Target::Cpu,
+        precision: skyreels_contract::Precision::Fp32,
+        attention: skyreels_contract::Attention::MatMul,
         dit: Some(skyreels_contract::manifest::DitComponent {
             config: dit,
             graphs: vec![skyreels_contract::GraphEntry {
@@ -287,6 +287,7 @@ fn write_seed_corpus() {
         text_encoder: None,
         image_encoder: None,
         build: None,
+        source: None,
     };
     std::fs::write(corpus.join("manifest").join("small_dit.yaml"), skyreels_contract::to_yaml(&manifest).unwrap()).unwrap();
 }

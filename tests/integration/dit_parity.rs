@@ -1,7 +1,7 @@
 //! DiT parity: tiny seeded diffusers models (both checkpoint layouts) exported with
 //! `skyreels-export`'s library and run on ONNX Runtime CPU against diffusers 0.42.1 outputs.
 
-use skyreels_exporter::dit::layers::AttentionKind;
+use skyreels_contract::Attention;
 use skyreels_runtime::dit::{Dit, DitInputs};
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::session::Backend;
@@ -12,7 +12,7 @@ use skyreels_tests::{
 const TOLERANCE: f32 = 1e-4;
 
 /// Runs every case of `model` for one layout and attention form; returns (case, max-abs error).
-fn run_cases(model: &str, layout: &str, attention: AttentionKind) -> Vec<(String, f32)> {
+fn run_cases(model: &str, layout: &str, attention: Attention) -> Vec<(String, f32)> {
     let root = fixtures_dir().join("dit").join(model);
     let engine_dir = export_dit_engine(&root.join(layout), attention);
     let engine = Engine::open(engine_dir.path()).expect("engine");
@@ -55,7 +55,11 @@ fn run_cases(model: &str, layout: &str, attention: AttentionKind) -> Vec<(String
 fn assert_parity(model: &str) {
     require_onnxruntime();
     for layout in ["diffusers", "original"] {
-        for attention in [AttentionKind::MatMul, AttentionKind::ContribMha] {
+        for attention in [
+            Attention::MatMul,
+            Attention::ContribMha,
+            Attention::OnnxAttention,
+        ] {
             for (case, error) in run_cases(model, layout, attention) {
                 assert!(
                     error <= TOLERANCE,
@@ -87,7 +91,7 @@ fn dit_i2v_model_matches_diffusers() {
 #[test]
 fn dit_block_graph_structure() {
     let root = fixtures_dir().join("dit").join("df").join("diffusers");
-    for attention in [AttentionKind::MatMul, AttentionKind::ContribMha] {
+    for attention in [Attention::MatMul, Attention::ContribMha] {
         let engine = export_dit_engine(&root, attention);
         for name in ["block_qkv", "attention", "block_out"] {
             let graph =

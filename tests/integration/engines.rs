@@ -5,12 +5,11 @@
 
 use std::path::Path;
 
-use skyreels_contract::Manifest;
+use skyreels_contract::{Attention, Manifest};
 use skyreels_contract::manifest::FORMAT_VERSION;
 use skyreels_engines::operators::{Coverage, TensorRtOperators, coverage_of_file};
 use skyreels_engines::plan::graph_entries;
 use skyreels_engines::{BuildError, BuildOptions, Target};
-use skyreels_exporter::dit::layers::AttentionKind;
 use skyreels_exporter::dit::{self, DitExportOptions};
 use skyreels_exporter::text::{self, TextExportOptions};
 use skyreels_exporter::tiny::{self, StorageDtype};
@@ -28,7 +27,7 @@ use skyreels_tests::require_onnxruntime;
 const TOLERANCE: f32 = 1e-5;
 
 /// Exports the built-in tiny model as `skyreels-export tiny` does (DiT + VAE + text encoder).
-fn export_tiny(attention: AttentionKind) -> tempfile::TempDir {
+fn export_tiny(attention: Attention) -> tempfile::TempDir {
     let source = tempfile::tempdir().expect("tempdir");
     let out = tempfile::tempdir().expect("tempdir");
     tiny::write_random_dit(
@@ -67,14 +66,15 @@ fn export_tiny(attention: AttentionKind) -> tempfile::TempDir {
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         producer: "test".into(),
-        target: "cpu".into(),
-        precision: "fp32".into(),
-        attention: attention.name().into(),
+        target: skyreels_contract::Target::Cpu,
+        precision: skyreels_contract::Precision::Fp32,
+        attention,
         dit: Some(dit.component),
         vae: Some(vae.component),
         text_encoder: Some(text.component),
         image_encoder: None,
         build: None,
+        source: None,
     };
     manifest.save(out.path()).expect("manifest");
     out
@@ -140,7 +140,7 @@ fn outputs(engine_dir: &Path) -> Vec<(&'static str, Tensor)> {
 #[test]
 fn cpu_build_writes_optimised_graphs_that_match_the_exported_ones() {
     require_onnxruntime();
-    let engine_dir = export_tiny(AttentionKind::MatMul);
+    let engine_dir = export_tiny(Attention::MatMul);
     let before = outputs(engine_dir.path());
 
     let report = skyreels_engines::build(engine_dir.path(), &options(Target::Cpu)).expect("build");
@@ -148,12 +148,8 @@ fn cpu_build_writes_optimised_graphs_that_match_the_exported_ones() {
     let record = manifest.build.as_ref().expect("build record");
     assert_eq!(record, &report.record);
     assert_eq!(
-        (
-            record.backend.as_str(),
-            record.precision.as_str(),
-            record.gpu.as_deref()
-        ),
-        ("cpu", "fp32", None)
+        (record.backend, record.precision, record.gpu.as_deref()),
+        (Target::Cpu, skyreels_contract::Precision::Fp32, None)
     );
     assert_eq!(
         record.onnxruntime_version,
@@ -211,7 +207,7 @@ fn cpu_build_writes_optimised_graphs_that_match_the_exported_ones() {
 #[test]
 fn runtime_refuses_an_engine_built_for_another_backend_gpu_or_version() {
     require_onnxruntime();
-    let engine_dir = export_tiny(AttentionKind::MatMul);
+    let engine_dir = export_tiny(Attention::MatMul);
     skyreels_engines::build(engine_dir.path(), &options(Target::Cpu)).expect("build");
     let built = Manifest::load(engine_dir.path()).expect("manifest");
     let backend = Backend::Cpu { threads: 1 };
@@ -233,7 +229,7 @@ fn runtime_refuses_an_engine_built_for_another_backend_gpu_or_version() {
 
     let error = load_error(&|m| {
         let record = m.build.as_mut().expect("record");
-        record.backend = "cuda".into();
+        record.backend = Target::Cuda;
         record.gpu = Some("NVIDIA H100 80GB HBM3".into());
     });
     eprintln!("{error}");
@@ -274,7 +270,7 @@ fn runtime_refuses_an_engine_built_for_another_backend_gpu_or_version() {
 #[test]
 fn gpu_targets_fail_at_once_naming_what_is_missing() {
     require_onnxruntime();
-    let engine_dir = export_tiny(AttentionKind::MatMul);
+    let engine_dir = export_tiny(Attention::MatMul);
     let files_before = fs_err::read_dir(engine_dir.path()).expect("dir").count();
     let no_tensorrt = skyreels_engines::requirements::find_library("libnvinfer.so.10").is_none();
     let no_gpu = skyreels_runtime::engine::gpu_name(0).is_none();
@@ -288,10 +284,8 @@ fn gpu_targets_fail_at_once_naming_what_is_missing() {
     assert!(
         matches!(
             error,
-            BuildError::BackendUnavailable {
-                target: "tensorrt",
-                ..
-            }
+            BuildError::BackendUnavailable(ref message)
+                if message.starts_with("cannot build for tensorrt here:")
         ),
         "{error:?}"
     );
@@ -369,21 +363,41 @@ fn coverages(engine_dir: &Path, operators: &TensorRtOperators) -> Vec<(String, C
         .collect()
 }
 
+/// Every graph of the TensorRT form (`skyreels-export --target tensorrt`: opset-23 `Attention`)
+/// and of the MatMul form is in TensorRT 10.15's operator table; the TensorRT form really holds
+/// the fused `Attention` nodes (self- and cross-attention of each DiT block, umT5 self-attention).
 #[test]
-fn tensorrt_supports_every_operator_of_the_matmul_attention_export() {
+fn tensorrt_supports_every_operator_of_the_tensorrt_and_matmul_exports() {
     let operators = TensorRtOperators::builtin();
-    let matmul = export_tiny(AttentionKind::MatMul);
-    let matmul = coverages(matmul.path(), &operators);
-    report("matmul attention", &matmul);
+    for attention in [Attention::OnnxAttention, Attention::MatMul] {
+        let engine = export_tiny(attention);
+        let covered = coverages(engine.path(), &operators);
+        report(attention.name(), &covered);
+        assert_full_coverage(&covered);
+        let attention_nodes: usize = covered
+            .iter()
+            .map(|(_, c)| c.operators.get("Attention").copied().unwrap_or(0))
+            .sum();
+        let expected = match attention {
+            // DiT self-attention (`attention`) and cross-attention (`block_out`), one graph for
+            // every layer, and umT5's 2 layers.
+            Attention::OnnxAttention => 1 + 1 + 2,
+            _ => 0,
+        };
+        assert_eq!(attention_nodes, expected, "{attention}");
+    }
+}
+
+fn assert_full_coverage(covered: &[(String, Coverage)]) {
     assert_eq!(
-        matmul.len(),
+        covered.len(),
         12,
         "DiT embed/block_qkv/attention/block_out/head/teacache_residual/teacache_reuse, 4 VAE graphs, text encoder"
     );
-    for (file, coverage) in &matmul {
+    for (file, coverage) in covered {
         let allowed = |kind: &str| TENSORRT_ALLOWED.contains(&(file.as_str(), kind));
         assert!(
-            coverage.unsupported.is_empty(),
+            coverage.unsupported.is_empty() && coverage.unsupported_nodes.is_empty(),
             "{file}: TensorRT does not parse {:?}",
             coverage.unsupported
         );
@@ -397,8 +411,14 @@ fn tensorrt_supports_every_operator_of_the_matmul_attention_export() {
             "{file}: allow-listed float64 is gone; drop it from TENSORRT_ALLOWED"
         );
     }
+}
 
-    let contrib = export_tiny(AttentionKind::ContribMha);
+/// `com.microsoft` attention is the only thing TensorRT lacks in the CUDA form; `skyreels-build
+/// --target tensorrt` names those nodes as running on ONNX Runtime's CUDA provider.
+#[test]
+fn tensorrt_lacks_only_the_contrib_operators_of_the_cuda_export() {
+    let operators = TensorRtOperators::builtin();
+    let contrib = export_tiny(Attention::ContribMha);
     let contrib = coverages(contrib.path(), &operators);
     report("contrib-mha attention", &contrib);
     let mut needed: std::collections::BTreeMap<String, usize> = Default::default();
@@ -408,6 +428,12 @@ fn tensorrt_supports_every_operator_of_the_matmul_attention_export() {
         }
     }
     eprintln!("the contrib-mha export would need TensorRT to take: {needed:?}");
+    let nodes: usize = contrib.iter().map(|(_, c)| c.unsupported_nodes.len()).sum();
+    assert_eq!(
+        nodes,
+        needed.values().sum::<usize>(),
+        "one named node per operator use"
+    );
     assert!(
         needed.keys().all(|op| op.starts_with("com.microsoft.")),
         "only ONNX Runtime contrib operators are missing: {needed:?}"

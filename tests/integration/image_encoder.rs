@@ -3,8 +3,8 @@
 //! `CLIPVisionModelWithProjection` (HF and Wan layouts, Wan also as a torch.save `.pth`; both
 //! attention forms) on ONNX Runtime CPU.
 
+use skyreels_contract::Attention;
 use skyreels_contract::image::{ImagePreprocess, ImageResizeMode};
-use skyreels_exporter::dit::layers::AttentionKind;
 use skyreels_exporter::image::{self, CLIP_MEAN, CLIP_STD, ImageExportOptions};
 use skyreels_graph::DType;
 use skyreels_runtime::engine::Engine;
@@ -57,7 +57,11 @@ fn clip_encoder_matches_transformers() {
     let (tensors, _) =
         read_safetensors(&fixtures_dir().join("clip/cases.safetensors")).expect("cases");
     for layout in ["hf", "wan", "wan_pth/model.pth"] {
-        for attention in [AttentionKind::MatMul, AttentionKind::ContribMha] {
+        for attention in [
+            Attention::MatMul,
+            Attention::ContribMha,
+            Attention::OnnxAttention,
+        ] {
             let out = tempfile::tempdir().expect("tempdir");
             let options = ImageExportOptions {
                 compute: DType::F32,
@@ -74,7 +78,7 @@ fn clip_encoder_matches_transformers() {
             assert_eq!(export.component.config.num_tokens(), 257);
             let manifest = skyreels_contract::Manifest {
                 image_encoder: Some(export.component),
-                ..skyreels_tests::cpu_manifest(attention.name())
+                ..skyreels_tests::cpu_manifest(attention)
             };
             manifest.save(out.path()).expect("manifest");
             let engine = Engine::open(out.path()).expect("engine");
@@ -107,7 +111,7 @@ fn clip_encoder_graph_structure() {
         let out = tempfile::tempdir().expect("tempdir");
         let options = ImageExportOptions {
             compute: DType::F32,
-            attention: AttentionKind::MatMul,
+            attention: Attention::MatMul,
             link_weights: false,
             preprocess: preprocess(ImageResizeMode::ShortestSideCenterCrop),
         };

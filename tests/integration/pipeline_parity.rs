@@ -2,7 +2,7 @@
 //! `--compat diffusers`, fed the reference's recorded noise, against diffusers 0.42.1's final
 //! latents (fixtures from `tools/reference/make_pipeline_fixtures.py`).
 
-use skyreels_exporter::dit::layers::AttentionKind;
+use skyreels_contract::Attention;
 use skyreels_runtime::dit::Dit;
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::noise::NoiseSource;
@@ -34,7 +34,7 @@ fn run_case(name: &str) -> f32 {
     let model = case["model"].as_str().expect("model");
     let engine_dir = export_dit_engine(
         &fixtures_dir().join("dit").join(model).join("diffusers"),
-        AttentionKind::MatMul,
+        Attention::MatMul,
     );
     let (inputs, _) = read_safetensors(&dir.join("inputs.safetensors")).expect("inputs");
     let (expected, _) = read_safetensors(&dir.join("expected.safetensors")).expect("expected");
@@ -256,7 +256,7 @@ fn pipeline_i2v_condition_matches_diffusers() {
     .expect("export");
     skyreels_contract::Manifest {
         vae: Some(export.component),
-        ..skyreels_tests::cpu_manifest("matmul")
+        ..skyreels_tests::cpu_manifest(skyreels_contract::Attention::MatMul)
     }
     .save(out.path())
     .expect("manifest");

@@ -2,7 +2,7 @@
 //! one, through the engine's `teacache_residual` / `teacache_reuse` graphs (the GPU path) or on
 //! the host (engines without them) with identical results; a zero threshold skips nothing.
 
-use skyreels_exporter::dit::layers::AttentionKind;
+use skyreels_contract::Attention;
 use skyreels_runtime::Tensor;
 use skyreels_runtime::dit::Dit;
 use skyreels_runtime::engine::Engine;
@@ -74,7 +74,7 @@ fn teacache_reuses_residuals_through_the_engine_graphs_or_the_host_alike() {
     require_onnxruntime();
     let dir = export_dit_engine(
         &fixtures_dir().join("dit").join("df").join("diffusers"),
-        AttentionKind::MatMul,
+        Attention::MatMul,
     );
     let with_graphs = Engine::open(dir.path()).expect("engine");
     assert_eq!(

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use skyreels_exporter::dit::layers::AttentionKind;
+use skyreels_contract::Attention;
 use skyreels_exporter::text::{self, TextExportOptions};
 use skyreels_graph::DType;
 use skyreels_runtime::Tensor;
@@ -20,7 +20,7 @@ fn cases() -> serde_json::Value {
     serde_json::from_str(&text).expect("json")
 }
 
-fn export_engine(layout: &str, attention: AttentionKind) -> tempfile::TempDir {
+fn export_engine(layout: &str, attention: Attention) -> tempfile::TempDir {
     let root = fixtures_dir().join("text");
     let out = tempfile::tempdir().expect("tempdir");
     let options = TextExportOptions {
@@ -37,7 +37,7 @@ fn export_engine(layout: &str, attention: AttentionKind) -> tempfile::TempDir {
     .expect("export");
     let manifest = skyreels_contract::Manifest {
         text_encoder: Some(export.component),
-        ..skyreels_tests::cpu_manifest(attention.name())
+        ..skyreels_tests::cpu_manifest(attention)
     };
     manifest.save(out.path()).expect("manifest");
     out
@@ -153,7 +153,11 @@ fn text_encoder_matches_transformers() {
     let (tensors, _) =
         read_safetensors(&fixtures_dir().join("text/cases.safetensors")).expect("cases");
     for layout in ["hf", "wan", "wan_pth/model.pth"] {
-        for attention in [AttentionKind::MatMul, AttentionKind::ContribMha] {
+        for attention in [
+            Attention::MatMul,
+            Attention::ContribMha,
+            Attention::OnnxAttention,
+        ] {
             let engine_dir = export_engine(layout, attention);
             let error = batch_error(engine_dir.path());
             eprintln!(
@@ -202,14 +206,14 @@ fn text_tiny_model_encodes_a_prompt() {
     let out = tempfile::tempdir().expect("tempdir");
     let options = TextExportOptions {
         compute: DType::F32,
-        attention: AttentionKind::MatMul,
+        attention: Attention::MatMul,
         link_weights: false,
     };
     let export =
         text::export(&found.checkpoint, &found.tokenizer, out.path(), &options).expect("export");
     let manifest = skyreels_contract::Manifest {
         text_encoder: Some(export.component),
-        ..skyreels_tests::cpu_manifest("matmul")
+        ..skyreels_tests::cpu_manifest(skyreels_contract::Attention::MatMul)
     };
     manifest.save(out.path()).expect("manifest");
     let engine = Engine::open(out.path()).expect("engine");
@@ -236,7 +240,11 @@ fn text_encoder_graph_structure() {
     let model = tempfile::tempdir().expect("tempdir");
     let (checkpoint, tokenizer) = text::tiny::write_tiny(model.path(), 0).expect("tiny");
     let out = tempfile::tempdir().expect("tempdir");
-    for attention in [AttentionKind::MatMul, AttentionKind::ContribMha] {
+    for attention in [
+        Attention::MatMul,
+        Attention::ContribMha,
+        Attention::OnnxAttention,
+    ] {
         let options = TextExportOptions {
             compute: DType::F32,
             attention,

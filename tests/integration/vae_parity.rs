@@ -29,7 +29,7 @@ fn export_engine_as(checkpoint: &Path, compute: skyreels_graph::DType) -> tempfi
     .expect("export");
     let manifest = skyreels_contract::Manifest {
         vae: Some(export.component),
-        ..skyreels_tests::cpu_manifest("matmul")
+        ..skyreels_tests::cpu_manifest(skyreels_contract::Attention::MatMul)
     };
     manifest.save(out.path()).expect("manifest");
     out

@@ -7,7 +7,7 @@ bin="${BIN:-.carry/bin}"
 for model in df t2v i2v; do
   for dtype in fp32 fp16 bf16; do
     engine="$work/$model-$dtype"
-    "$bin/skyreels-export" "tests/fixtures/dit/$model/diffusers" --out "$engine" --target cuda --dtype "$dtype" --no-causal --force >/dev/null 2>&1
+    "$bin/skyreels-export" "tests/fixtures/dit/$model/diffusers" --out "$engine" --target cuda --dtype "$dtype" --no-causal --require dit --force >/dev/null 2>&1
     for case in tests/fixtures/dit/$model/cases/*.safetensors; do
       case "$case" in *batch2*|*causal*|*fps0*) continue ;; esac
       "$bin/dit_case" "$engine" cuda "$case"

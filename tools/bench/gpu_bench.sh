@@ -19,9 +19,9 @@ if [ ! -f "$work/dit-$size/model.safetensors" ]; then
   # The VAE sits next to the DiT, as in an original-layout model folder, and is exported with it.
   [ "$size" = "1.3b" ] && "$bin/write_random_vae" wan21 "$work/dit-$size"
 fi
-"$bin/skyreels-export" "$work/dit-$size" --out "$work/engine-$size" --target cuda --dtype bf16 --no-causal --force
+"$bin/skyreels-export" "$work/dit-$size" --out "$work/engine-$size" --target cuda --dtype bf16 --no-causal --require dit --force
 if [ "$size" = "1.3b" ]; then
-  "$bin/skyreels-export" "$work/dit-$size" --out "$work/engine-$size-vae32" --target cuda --dtype bf16 --vae-dtype fp32 --no-causal --force
+  "$bin/skyreels-export" "$work/dit-$size" --out "$work/engine-$size-vae32" --target cuda --dtype bf16 --vae-dtype fp32 --no-causal --require dit --force
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # Runs a command while sampling the GPU's used memory; prints its peak as JSON after it.

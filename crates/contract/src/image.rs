@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::GraphEntry;
+use crate::graph_entry::GraphEntry;
 
 /// Normalised pixels `[B, 3, image_size, image_size]` (float32), the preprocessing's output.
 pub const PIXEL_VALUES: &str = "pixel_values";

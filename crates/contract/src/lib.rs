@@ -4,16 +4,20 @@
 
 pub mod config;
 pub mod files;
+pub mod graph_entry;
 pub mod image;
 pub mod io;
 pub mod manifest;
 pub mod owned_dir;
+pub mod target;
 pub mod text;
 pub mod vae;
 pub mod variant;
 mod yaml;
 
 pub use config::{DitConfig, ModelType};
-pub use manifest::{GraphEntry, Manifest, TensorSpec};
+pub use graph_entry::{GraphEntry, TensorSpec};
+pub use manifest::Manifest;
+pub use target::{Attention, Precision, Target};
 pub use variant::{ModelVariant, Pipeline, RecognitionError, Resolution, recognise};
 pub use yaml::{YamlError, load_yaml, parse_yaml, save_yaml, to_yaml};

@@ -6,38 +6,14 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::DitConfig;
+pub use crate::graph_entry::{GraphEntry, TensorSpec};
+use crate::target::{Attention, Precision, Target};
 use crate::yaml::{YamlError, parse_yaml, save_yaml};
 
 /// File name of the manifest inside an engine directory.
 pub const MANIFEST_FILE: &str = "manifest.yaml";
 /// Schema version written by this code (2: the DiT runs as per-layer block graphs).
 pub const FORMAT_VERSION: u32 = 2;
-
-/// One tensor in a graph's signature.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TensorSpec {
-    /// Value name (see [`crate::io`]).
-    pub name: String,
-    /// Element type: `float32`, `float16`, `bfloat16`, `int64`.
-    pub dtype: String,
-    /// Dims: numbers are fixed, strings are symbolic axes.
-    pub shape: Vec<String>,
-}
-
-/// One ONNX graph of a component.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GraphEntry {
-    /// Role of the graph inside its component (`embed`, `blocks`, `head`, ...).
-    pub name: String,
-    /// ONNX file, relative to the engine directory.
-    pub file: String,
-    /// Inputs, in order.
-    pub inputs: Vec<TensorSpec>,
-    /// Outputs, in order.
-    pub outputs: Vec<TensorSpec>,
-}
 
 /// Where one weight's bytes are: a byte range of a file in the engine directory. Its dtype and
 /// shape are those of the graph input it is bound to.
@@ -76,15 +52,103 @@ pub struct DitComponent {
 #[serde(deny_unknown_fields)]
 pub struct BuildRecord {
     /// `cpu`, `cuda` or `tensorrt`.
-    pub backend: String,
+    pub backend: Target,
     /// `fp32`, `fp16` or `bf16`.
-    pub precision: String,
+    pub precision: Precision,
     /// ONNX Runtime version the engine was built with.
     pub onnxruntime_version: String,
     /// GPU name, for GPU backends.
     pub gpu: Option<String>,
     /// Optimized graph files by original file name.
     pub files: BTreeMap<String, String>,
+}
+
+/// The components of an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Component {
+    /// The diffusion transformer.
+    Dit,
+    /// The Wan causal 3D VAE.
+    Vae,
+    /// The umT5-XXL text encoder and its tokenizer.
+    TextEncoder,
+    /// The CLIP image encoder of image-to-video models.
+    ImageEncoder,
+}
+
+impl Component {
+    /// Manifest spelling (`text_encoder`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Dit => "dit",
+            Component::Vae => "vae",
+            Component::TextEncoder => "text_encoder",
+            Component::ImageEncoder => "image_encoder",
+        }
+    }
+
+    /// Words for messages (`text encoder`).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Component::Dit => "DiT",
+            Component::Vae => "VAE",
+            Component::TextEncoder => "text encoder",
+            Component::ImageEncoder => "image encoder",
+        }
+    }
+}
+
+impl std::fmt::Display for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// A component the exporter looked for next to the checkpoint and did not find.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MissingComponent {
+    /// Which one.
+    pub component: Component,
+    /// The files it would have been exported from, e.g. `text_encoder/ with tokenizer/tokenizer.json`.
+    pub looked_for: String,
+    /// The folder they were looked for in.
+    pub looked_in: String,
+}
+
+/// What `skyreels-export` read: the checkpoint as given, and what it did not find there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSource {
+    /// The checkpoint argument: a path, `tiny`, or a Hugging Face model id.
+    pub checkpoint: String,
+    /// For a model id: the revision asked for (`main` unless `--revision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// For a model id: the commit of the cached snapshot that was exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Components of the model that were not found (exported with `--require dit`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<MissingComponent>,
+}
+
+impl ExportSource {
+    /// The `skyreels-export` arguments that read the same checkpoint again.
+    pub fn export_arguments(&self) -> String {
+        match &self.revision {
+            Some(revision) if revision != "main" => {
+                format!("{} --revision {revision}", self.checkpoint)
+            }
+            _ => self.checkpoint.clone(),
+        }
+    }
+
+    /// What was recorded as missing about `component`, if anything.
+    pub fn missing(&self, component: Component) -> Option<&MissingComponent> {
+        self.missing.iter().find(|m| m.component == component)
+    }
 }
 
 /// The engine directory's table of contents.
@@ -95,12 +159,12 @@ pub struct Manifest {
     pub format_version: u32,
     /// Tool and version that wrote it.
     pub producer: String,
-    /// Export target: `cpu` or `cuda`.
-    pub target: String,
+    /// Export target: `cpu`, `cuda` or `tensorrt`.
+    pub target: Target,
     /// Weight and matmul precision: `fp32`, `fp16` or `bf16`.
-    pub precision: String,
-    /// Self-attention implementation: `matmul` or `contrib-mha`.
-    pub attention: String,
+    pub precision: Precision,
+    /// Attention form: `matmul`, `contrib-mha` or `onnx-attention`.
+    pub attention: Attention,
     /// The diffusion transformer.
     pub dit: Option<DitComponent>,
     /// The Wan causal 3D VAE.
@@ -114,6 +178,9 @@ pub struct Manifest {
     pub image_encoder: Option<crate::image::ImageEncoderComponent>,
     /// Backend build record, added by `skyreels-build`.
     pub build: Option<BuildRecord>,
+    /// What the export read, and which components it did not find (absent in older manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<ExportSource>,
 }
 
 /// The first string (value or key) of `value` with a control character or surrounding spaces, and

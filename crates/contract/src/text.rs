@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::GraphEntry;
+use crate::graph_entry::GraphEntry;
 
 /// Token ids `[B, L]` (int64): the tokenizer's output, `</s>` (1) after the prompt, then pad (0).
 pub const INPUT_IDS: &str = "input_ids";

@@ -23,7 +23,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::GraphEntry;
+use crate::graph_entry::GraphEntry;
 
 /// Graph roles inside [`VaeComponent::graphs`].
 pub mod graph {

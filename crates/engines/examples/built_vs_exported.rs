@@ -104,6 +104,7 @@ fn main() -> anyhow::Result<()> {
     fs_err::remove_file(exported.path().join("manifest.yaml"))?;
     Manifest {
         build: None,
+        source: None,
         ..manifest
     }
     .save(exported.path())?;

@@ -6,9 +6,10 @@
 //!   1 KiB and more: the graph itself stays far below protobuf's 2 GB). The CPU build leaves out
 //!   `NchwcTransformer`, whose blocked layouts depend on the CPU's vector width; the runtime applies
 //!   it again when it loads the graph.
-//! - `tensorrt`: a session with the TensorRT provider alone (no CPU fallback), explicit
-//!   optimisation profiles, engine and timing caches, and EPContext output (`ep.context_enable`,
-//!   engine in a file beside `<stem>.tensorrt.onnx`).
+//! - `tensorrt`: a session with the TensorRT provider and the CUDA provider for the nodes TensorRT
+//!   does not parse (the plan names them; no CPU fallback), explicit optimisation profiles, engine
+//!   and timing caches, and EPContext output (`ep.context_enable`, engine in a file beside
+//!   `<stem>.tensorrt.onnx`).
 
 use std::path::Path;
 use std::time::Instant;
@@ -26,8 +27,7 @@ use crate::profile::ProfileShapes;
 
 /// Initializers this large or larger go to the external weights file of an optimised graph.
 const EXTERNAL_MIN_BYTES: usize = 1024;
-/// Folder (in the engine directory) of TensorRT's timing cache.
-pub const TENSORRT_CACHE_DIR: &str = "tensorrt_cache";
+pub use skyreels_runtime::session::TENSORRT_CACHE_DIR;
 
 /// One built graph.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +66,8 @@ pub fn build(engine_dir: &Path, options: &BuildOptions) -> Result<BuildReport> {
     let mut manifest = Manifest::load(engine_dir)?;
     let plan = BuildPlan::new(engine_dir, &manifest, options)?;
     let onnxruntime_library = skyreels_runtime::onnxruntime::library_path()?;
-    let gpu = crate::requirements::check(plan.target, &onnxruntime_library, plan.device)?;
+    let gpu = skyreels_runtime::requirements::check(plan.target, &onnxruntime_library, plan.device)
+        .map_err(|unavailable| BuildError::BackendUnavailable(unavailable.describe("build for")))?;
     let onnxruntime_version = skyreels_runtime::engine::onnxruntime_version()?;
 
     // No record while files change: a build that stops half-way leaves the exported graphs in use.
@@ -79,8 +80,8 @@ pub fn build(engine_dir: &Path, options: &BuildOptions) -> Result<BuildReport> {
         graphs.push(build_graph(&plan, job)?);
     }
     let record = BuildRecord {
-        backend: plan.target.name().to_string(),
-        precision: plan.precision.name().to_string(),
+        backend: plan.target,
+        precision: plan.precision,
         onnxruntime_version,
         gpu,
         files: plan
@@ -176,7 +177,13 @@ fn providers(plan: &BuildPlan) -> Vec<ExecutionProviderDispatch> {
                 .build()
                 .error_on_failure(),
         ],
-        Target::TensorRt => vec![], // built in `tensorrt`, with its options
+        // TensorRT is built in `tensorrt`, with its options; CUDA takes the nodes it does not.
+        Target::TensorRt => vec![
+            ort::ep::CUDA::default()
+                .with_device_id(plan.device)
+                .build()
+                .error_on_failure(),
+        ],
     }
 }
 
@@ -251,7 +258,11 @@ fn tensorrt(
         .map_err(ort_error(context))?
         .with_config_entry("session.disable_cpu_ep_fallback", "1")
         .map_err(ort_error(context))?
-        .with_execution_providers([provider.build().error_on_failure()])
+        .with_execution_providers(
+            std::iter::once(provider.build().error_on_failure())
+                .chain(providers(plan))
+                .collect::<Vec<_>>(),
+        )
         .map_err(ort_error(context))
 }
 

@@ -12,16 +12,9 @@ pub enum BuildError {
     /// ONNX Runtime could not be found or loaded.
     #[error(transparent)]
     Runtime(#[from] skyreels_runtime::RuntimeError),
-    /// The backend's libraries or device are missing on this machine.
-    #[error("cannot build for {target} here:\n{}\n  fix: {fix}", .missing.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"))]
-    BackendUnavailable {
-        /// `cuda` or `tensorrt`.
-        target: &'static str,
-        /// One line per missing library or device.
-        missing: Vec<String>,
-        /// How to get them.
-        fix: String,
-    },
+    /// The backend's libraries or device are missing on this machine (one line each, and the fix).
+    #[error("{0}")]
+    BackendUnavailable(String),
     /// The options do not fit the engine directory.
     #[error("{message}\n  fix: {fix}")]
     Invalid {

@@ -8,8 +8,8 @@ pub mod error;
 pub mod operators;
 pub mod plan;
 pub mod profile;
-pub mod requirements;
 
 pub use build::{BuildReport, BuiltGraph, build};
 pub use error::{BuildError, Result};
 pub use plan::{BuildOptions, BuildPlan, Precision, Target};
+pub use skyreels_runtime::requirements;

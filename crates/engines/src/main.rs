@@ -4,24 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use skyreels_engines::{BuildOptions, Precision, Target};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum TargetArg {
-    /// ONNX Runtime CPU: offline-optimised graphs.
-    Cpu,
-    /// ONNX Runtime CUDA: offline-optimised graphs (needs onnxruntime-gpu, CUDA 13 and a GPU).
-    Cuda,
-    /// ONNX Runtime TensorRT: EPContext graphs wrapping TensorRT engines (needs TensorRT 10).
-    Tensorrt,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum DtypeArg {
-    Fp16,
-    Bf16,
-}
 
 /// Build an engine directory's graphs ahead of time for one backend.
 #[derive(Parser, Debug)]
@@ -31,10 +15,10 @@ struct Args {
     engine_dir: PathBuf,
     /// Backend to build for.
     #[arg(long, value_enum)]
-    target: TargetArg,
+    target: Target,
     /// Reduced precision: TensorRT may use it; cpu/cuda only accept the precision the graphs were exported in.
     #[arg(long, value_enum)]
-    dtype: Option<DtypeArg>,
+    dtype: Option<Precision>,
     /// TensorRT optimisation profile YAML (default: derived from the model; see docs/ENGINES.md).
     #[arg(long)]
     profile: Option<PathBuf>,
@@ -45,15 +29,8 @@ struct Args {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let options = BuildOptions {
-        target: match args.target {
-            TargetArg::Cpu => Target::Cpu,
-            TargetArg::Cuda => Target::Cuda,
-            TargetArg::Tensorrt => Target::TensorRt,
-        },
-        precision: args.dtype.map(|d| match d {
-            DtypeArg::Fp16 => Precision::Fp16,
-            DtypeArg::Bf16 => Precision::Bf16,
-        }),
+        target: args.target,
+        precision: args.dtype,
         profile: args.profile,
         device: args.device,
     };

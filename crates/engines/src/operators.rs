@@ -92,6 +92,8 @@ pub struct Coverage {
     pub operators: BTreeMap<String, usize>,
     /// Operators TensorRT does not parse, with their node count.
     pub unsupported: BTreeMap<String, usize>,
+    /// The nodes of those operators, as `(node name, operator)` in graph order.
+    pub unsupported_nodes: Vec<(String, String)>,
     /// Where the graph holds float64 values (TensorRT computes them in float32).
     pub float64: Vec<String>,
 }
@@ -121,12 +123,23 @@ pub fn coverage(model: &Model, operators: &TensorRtOperators) -> Coverage {
         .map(|(op, n)| (op.clone(), *n))
         .collect();
     let mut float64 = Vec::new();
+    let mut unsupported_nodes = Vec::new();
     if let Some(graph) = &model.proto.graph {
         float64_values(graph, &mut float64);
+        for node in &graph.node {
+            let op = match node.domain.as_deref() {
+                None | Some("") | Some("ai.onnx") => node.op_type.clone().unwrap_or_default(),
+                Some(domain) => format!("{domain}.{}", node.op_type.clone().unwrap_or_default()),
+            };
+            if !operators.supports(&op) {
+                unsupported_nodes.push((node.name.clone().unwrap_or_default(), op));
+            }
+        }
     }
     Coverage {
         operators: histogram,
         unsupported,
+        unsupported_nodes,
         float64,
     }
 }

@@ -1,74 +1,14 @@
 //! `skyreels-build`'s options turned into a validated plan before any heavy work: which graphs,
 //! which output files, which precision, and (TensorRT) which optimisation profiles.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use skyreels_contract::{GraphEntry, Manifest, ModelVariant};
+pub use skyreels_contract::{Precision, Target};
 
 use crate::error::{BuildError, Result};
 use crate::operators::{TensorRtOperators, coverage_of_file};
 use crate::profile::{ProfileConfig, ProfileShapes};
-
-/// The backend an engine is built for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// ONNX Runtime's CPU provider: an offline-optimised model.
-    Cpu,
-    /// ONNX Runtime's CUDA provider: an offline-optimised model.
-    Cuda,
-    /// ONNX Runtime's TensorRT provider: an EPContext model wrapping a TensorRT engine.
-    TensorRt,
-}
-
-impl Target {
-    /// Spelling in the manifest, in file names and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::Cpu => "cpu",
-            Target::Cuda => "cuda",
-            Target::TensorRt => "tensorrt",
-        }
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Numeric precision of an engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    /// float32.
-    Fp32,
-    /// float16.
-    Fp16,
-    /// bfloat16.
-    Bf16,
-}
-
-impl Precision {
-    /// Manifest spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::Fp32 => "fp32",
-            Precision::Fp16 => "fp16",
-            Precision::Bf16 => "bf16",
-        }
-    }
-
-    /// Parses the manifest spelling.
-    pub fn parse(name: &str) -> Option<Precision> {
-        match name {
-            "fp32" => Some(Precision::Fp32),
-            "fp16" => Some(Precision::Fp16),
-            "bf16" => Some(Precision::Bf16),
-            _ => None,
-        }
-    }
-}
 
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,15 +142,7 @@ impl BuildPlan {
         manifest: &Manifest,
         options: &BuildOptions,
     ) -> Result<BuildPlan> {
-        let exported = Precision::parse(&manifest.precision).ok_or_else(|| {
-            invalid(
-                format!(
-                    "manifest precision `{}` is not fp32, fp16 or bf16",
-                    manifest.precision
-                ),
-                "re-export the engine with skyreels-export",
-            )
-        })?;
+        let exported = manifest.precision;
         let precision = precision_for(options.target, exported, options.precision)?;
         if options.profile.is_some() && options.target != Target::TensorRt {
             return Err(invalid(
@@ -246,20 +178,18 @@ impl BuildPlan {
             let profile = match &profile {
                 Some(config) => {
                     let coverage = coverage_of_file(&engine_dir.join(&entry.file), &operators)?;
-                    if !coverage.unsupported.is_empty() {
-                        let ops: Vec<String> = coverage
-                            .unsupported
+                    if !coverage.unsupported_nodes.is_empty() {
+                        let nodes: Vec<String> = coverage
+                            .unsupported_nodes
                             .iter()
-                            .map(|(op, n)| format!("{op} ×{n}"))
+                            .map(|(node, op)| format!("{node} ({op})"))
                             .collect();
-                        return Err(invalid(
-                            format!(
-                                "{} has operators TensorRT {} does not parse: {}",
-                                entry.file,
-                                operators.version,
-                                ops.join(", ")
-                            ),
-                            "re-export with skyreels-export --attention matmul (com.microsoft operators are ONNX Runtime's, not TensorRT's)",
+                        warnings.push(format!(
+                            "{}: {} node(s) that TensorRT {} does not parse run on ONNX Runtime's CUDA provider: {}; re-export with skyreels-export --target tensorrt to keep every node in TensorRT",
+                            entry.file,
+                            nodes.len(),
+                            operators.version,
+                            nodes.join(", ")
                         ));
                     }
                     if !coverage.float64.is_empty() {

@@ -401,9 +401,9 @@ mod tests {
         Manifest {
             format_version: FORMAT_VERSION,
             producer: "test".into(),
-            target: "cuda".into(),
-            precision: "bf16".into(),
-            attention: "matmul".into(),
+            target: skyreels_contract::Target::Cuda,
+            precision: skyreels_contract::Precision::Bf16,
+            attention: skyreels_contract::Attention::MatMul,
             dit: Some(DitComponent {
                 config,
                 graphs: vec![blocks],
@@ -414,6 +414,7 @@ mod tests {
             text_encoder: None,
             image_encoder: None,
             build: None,
+            source: None,
         }
     }
 

@@ -58,9 +58,9 @@ fn engine_dir() -> tempfile::TempDir {
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         producer: "test".into(),
-        target: "cpu".into(),
-        precision: "fp32".into(),
-        attention: "matmul".into(),
+        target: skyreels_contract::Target::Cpu,
+        precision: skyreels_contract::Precision::Fp32,
+        attention: skyreels_contract::Attention::MatMul,
         dit: Some(DitComponent {
             config,
             graphs: vec![entry],
@@ -71,6 +71,7 @@ fn engine_dir() -> tempfile::TempDir {
         text_encoder: None,
         image_encoder: None,
         build: None,
+        source: None,
     };
     manifest.save(dir.path()).expect("manifest");
     dir

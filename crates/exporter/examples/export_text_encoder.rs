@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::bail;
-use skyreels_exporter::dit::layers::AttentionKind;
+use skyreels_contract::Attention;
 use skyreels_exporter::text::{self, TextExportOptions};
 use skyreels_graph::DType;
 
@@ -15,8 +15,8 @@ fn main() -> anyhow::Result<()> {
         bail!("usage: export_text_encoder CHECKPOINT TOKENIZER OUT fp32|bf16");
     };
     let (compute, attention) = match dtype.as_str() {
-        "fp32" => (DType::F32, AttentionKind::MatMul),
-        "bf16" => (DType::BF16, AttentionKind::ContribMha),
+        "fp32" => (DType::F32, Attention::MatMul),
+        "bf16" => (DType::BF16, Attention::ContribMha),
         other => bail!("unknown dtype `{other}`"),
     };
     let out = PathBuf::from(out);

@@ -102,6 +102,24 @@ pub enum ExportError {
         /// What is wrong and how to fix it.
         reason: String,
     },
+    /// A model id is not in the local Hugging Face cache (nothing is downloaded).
+    #[error("{model_id}: {reason}\n  fix: {fix}")]
+    NotCached {
+        /// `Org/Name`.
+        model_id: String,
+        /// What is missing where.
+        reason: String,
+        /// How to get it.
+        fix: String,
+    },
+    /// Components the engine needs were not found next to the checkpoint (`--require`).
+    #[error("{}\n  fix: {fix}", missing.join("\n"))]
+    MissingComponents {
+        /// One line per missing component: what was looked for, where.
+        missing: Vec<String>,
+        /// How to get them, or how to export without them.
+        fix: String,
+    },
     /// Requested options do not fit together.
     #[error("{0}")]
     BadOptions(String),

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use skyreels_contract::TensorSpec;
+use skyreels_contract::{Attention, TensorSpec};
 use skyreels_graph::{AttentionBias, DType, Dim, ExternalData, Graph, Shape, Value};
 
 use crate::error::{ExportError, Result};
@@ -26,25 +26,6 @@ pub enum WeightBinding {
     },
 }
 
-/// How self- and cross-attention are expressed in the graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttentionKind {
-    /// MatMul + Softmax + MatMul: runs everywhere, used for CPU.
-    MatMul,
-    /// `com.microsoft.MultiHeadAttention`: fused flash-style kernels on ONNX Runtime CUDA.
-    ContribMha,
-}
-
-impl AttentionKind {
-    /// Manifest spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            AttentionKind::MatMul => "matmul",
-            AttentionKind::ContribMha => "contrib-mha",
-        }
-    }
-}
-
 /// The leading dims of a tensor as a run-time shape vector, for reshaping Gemm results back.
 #[derive(Clone)]
 pub struct Lead {
@@ -61,7 +42,7 @@ pub struct Layers<'w, 'c> {
     /// Dtype of matmul weights and attention (norms and modulation stay float32).
     pub compute: DType,
     /// Attention form.
-    pub attention: AttentionKind,
+    pub attention: Attention,
     /// How weights enter the graph.
     pub binding: WeightBinding,
     ones: HashMap<usize, (Value, Value)>,
@@ -74,7 +55,7 @@ impl<'w, 'c> Layers<'w, 'c> {
         name: &str,
         weights: &'w mut WeightStore<'c>,
         compute: DType,
-        attention: AttentionKind,
+        attention: Attention,
     ) -> Self {
         Layers {
             graph: Graph::new(name),
@@ -312,39 +293,79 @@ impl<'w, 'c> Layers<'w, 'c> {
             None => None,
         };
         let out = match self.attention {
-            AttentionKind::ContribMha => {
+            Attention::ContribMha => {
                 let bias = bias
                     .as_ref()
                     .map_or(AttentionBias::None, AttentionBias::Additive);
                 g.multi_head_attention(&q, &k, &v, bias, num_heads as i64)?
             }
-            AttentionKind::MatMul => {
+            Attention::MatMul | Attention::OnnxAttention => {
                 let hidden = match q.dim(-1).known() {
                     Some(h) => h,
                     None => return Err(g.error("attention needs a known hidden size").into()),
                 };
                 let head_dim = hidden / num_heads as i64;
-                let split =
-                    |g: &mut Graph, x: &Value| g.reshape(x, &[0, 0, num_heads as i64, head_dim]);
-                let q = split(g, &q)?;
-                let k = split(g, &k)?;
-                let v = split(g, &v)?;
-                let q = g.transpose(&q, &[0, 2, 1, 3])?;
-                let k = g.transpose(&k, &[0, 2, 3, 1])?;
-                let v = g.transpose(&v, &[0, 2, 1, 3])?;
-                let scale = g.scalar(1.0 / (head_dim as f64).sqrt(), compute)?;
-                let q = g.mul(&q, &scale)?;
-                let scores = g.matmul(&q, &k)?;
-                let scores = match &bias {
-                    Some(b) => g.add(&scores, b)?,
-                    None => scores,
-                };
-                let probs = g.softmax(&scores, -1)?;
-                let out = g.matmul(&probs, &v)?;
-                let out = g.transpose(&out, &[0, 2, 1, 3])?;
-                g.reshape(&out, &[0, 0, hidden])?
+                let scale = 1.0 / (head_dim as f64).sqrt();
+                heads_attention(
+                    g,
+                    self.attention,
+                    [&q, &k, &v],
+                    bias.as_ref(),
+                    num_heads,
+                    scale,
+                )?
             }
         };
         Ok(out)
     }
+}
+
+/// Attention on `[B, S, heads·d]` query/key/value, computed per head as `[B, heads, S, d]`:
+/// `softmax(scale·q·kᵀ + bias)·v` as one opset-23 `Attention` node ([`Attention::OnnxAttention`])
+/// or as MatMul + Softmax + MatMul (any other form). The output is `[B, S, heads·d]` in the
+/// inputs' dtype.
+pub fn heads_attention(
+    g: &mut Graph,
+    form: Attention,
+    [q, k, v]: [&Value; 3],
+    bias: Option<&Value>,
+    num_heads: usize,
+    scale: f64,
+) -> Result<Value> {
+    let hidden = match q.dim(-1).known() {
+        Some(h) => h,
+        None => return Err(g.error("attention needs a known hidden size").into()),
+    };
+    let head_dim = hidden / num_heads as i64;
+    let q = g.reshape(q, &[0, 0, num_heads as i64, head_dim])?;
+    let k = g.reshape(k, &[0, 0, num_heads as i64, head_dim])?;
+    let v = g.reshape(v, &[0, 0, num_heads as i64, head_dim])?;
+    let q = g.transpose(&q, &[0, 2, 1, 3])?; // (b, heads, s, d)
+    let out = match form {
+        Attention::OnnxAttention => {
+            let k = g.transpose(&k, &[0, 2, 1, 3])?;
+            let v = g.transpose(&v, &[0, 2, 1, 3])?;
+            g.attention(&q, &k, &v, bias, scale as f32)?
+        }
+        Attention::MatMul | Attention::ContribMha => {
+            let k = g.transpose(&k, &[0, 2, 3, 1])?; // (b, heads, d, s)
+            let v = g.transpose(&v, &[0, 2, 1, 3])?;
+            let q = match scale {
+                1.0 => q,
+                _ => {
+                    let factor = g.scalar(scale, q.dtype)?;
+                    g.mul(&q, &factor)?
+                }
+            };
+            let scores = g.matmul(&q, &k)?;
+            let scores = match bias {
+                Some(b) => g.add(&scores, b)?,
+                None => scores,
+            };
+            let probabilities = g.softmax(&scores, -1)?;
+            g.matmul(&probabilities, &v)?
+        }
+    };
+    let out = g.transpose(&out, &[0, 2, 1, 3])?;
+    Ok(g.reshape(&out, &[0, 0, hidden])?)
 }

@@ -4,49 +4,34 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
-use skyreels_contract::Manifest;
-use skyreels_contract::manifest::FORMAT_VERSION;
-use skyreels_exporter::dit::layers::AttentionKind;
+use clap::Parser;
+use skyreels_contract::manifest::{ExportSource, FORMAT_VERSION};
+use skyreels_contract::{Attention, Manifest, Precision, Target};
 use skyreels_exporter::dit::{self, DitExportOptions};
 use skyreels_exporter::engine_dir::Staging;
+use skyreels_exporter::hub_cache::{self, DEFAULT_REVISION};
 use skyreels_exporter::image::{self, ImageExportOptions};
+use skyreels_exporter::sources::{self, Require};
 use skyreels_exporter::text::{self, TextExportOptions};
 use skyreels_exporter::tiny::{self, StorageDtype};
-use skyreels_exporter::vae::{self, VaeExport, VaeExportOptions};
+use skyreels_exporter::vae::{self, VaeExportOptions};
 use skyreels_graph::DType;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Target {
-    Cpu,
-    Cuda,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Precision {
-    Fp32,
-    Fp16,
-    Bf16,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum VaePrecision {
-    Fp32,
-    Fp16,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Attention {
-    Matmul,
-    ContribMha,
-}
 
 /// Export a SkyReels-V2 checkpoint (original or diffusers layout) to an engine directory.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Checkpoint directory or .safetensors file; `tiny` exports the built-in tiny model.
+    /// Checkpoint directory or .safetensors file, a Hugging Face model id already in the local
+    /// cache (`Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers`; HF_HUB_CACHE / HF_HOME, nothing is
+    /// downloaded), or `tiny` for the built-in tiny model.
     checkpoint: String,
+    /// Revision of a model id: a branch or tag of the cache's refs/, or a commit.
+    #[arg(long)]
+    revision: Option<String>,
+    /// Components the checkpoint must have: `all` (what `generate` needs) or `dit` (export
+    /// what is there; missing components are reported and recorded in the manifest).
+    #[arg(long, value_enum, default_value = "all")]
+    require: Require,
     /// Engine directory to create.
     #[arg(long)]
     out: PathBuf,
@@ -56,11 +41,11 @@ struct Args {
     /// Backend the graphs are meant for (picks defaults for --dtype and --attention).
     #[arg(long, value_enum, default_value = "cpu")]
     target: Target,
-    /// VAE precision (default: fp32 for cpu, fp16 for cuda; ONNX Runtime's CUDA convolutions have
-    /// no bf16 kernels). fp16 keeps the norms' sums of squares in float32.
+    /// VAE precision (default: fp32 for cpu, fp16 for cuda and tensorrt; ONNX Runtime's CUDA
+    /// convolutions have no bf16 kernels). fp16 keeps the norms' sums of squares in float32.
     #[arg(long, value_enum)]
-    vae_dtype: Option<VaePrecision>,
-    /// Attention form (default: matmul for cpu, contrib-mha for cuda).
+    vae_dtype: Option<Precision>,
+    /// Attention form (default: matmul for cpu, contrib-mha for cuda, onnx-attention for tensorrt).
     #[arg(long, value_enum)]
     attention: Option<Attention>,
     /// Accepted for older scripts and ignored: the same block graphs run full and block-causal attention.
@@ -101,41 +86,47 @@ fn with_write_fix(error: anyhow::Error) -> anyhow::Error {
 }
 
 fn export(args: Args) -> anyhow::Result<()> {
-    let precision = args.dtype.unwrap_or(match args.target {
-        Target::Cpu => Precision::Fp32,
-        Target::Cuda => Precision::Bf16,
-    });
-    if matches!(args.target, Target::Cpu) && !matches!(precision, Precision::Fp32) {
+    let target = args.target;
+    let precision = match args.dtype {
+        Some(precision) => precision,
+        None if target == Target::Cpu => Precision::Fp32,
+        None => Precision::Bf16,
+    };
+    if target == Target::Cpu && precision != Precision::Fp32 {
         bail!(
-            "--dtype {precision:?} is not supported on --target cpu: ONNX Runtime's CPU provider has no fp16/bf16 kernels for MatMul/Attention\n  fix: use --dtype fp32 for cpu, or --target cuda"
+            "--dtype {precision} is not supported on --target cpu: ONNX Runtime's CPU provider has no fp16/bf16 kernels for MatMul/Attention\n  fix: use --dtype fp32 for cpu, or --target cuda"
         );
     }
-    let attention = match args.attention.unwrap_or(match args.target {
-        Target::Cpu => Attention::Matmul,
+    let attention = args.attention.unwrap_or(match target {
+        Target::Cpu => Attention::MatMul,
         Target::Cuda => Attention::ContribMha,
-    }) {
-        Attention::Matmul => AttentionKind::MatMul,
-        Attention::ContribMha => AttentionKind::ContribMha,
-    };
-    let vae_compute = match args.vae_dtype.unwrap_or(match args.target {
-        Target::Cpu => VaePrecision::Fp32,
-        Target::Cuda => VaePrecision::Fp16,
-    }) {
-        VaePrecision::Fp32 => DType::F32,
-        VaePrecision::Fp16 if matches!(args.target, Target::Cpu) => bail!(
+        Target::TensorRt => Attention::OnnxAttention,
+    });
+    if target == Target::TensorRt && attention == Attention::ContribMha {
+        bail!(
+            "--attention contrib-mha is not something TensorRT parses: com.microsoft.MultiHeadAttention and RotaryEmbedding are ONNX Runtime's own operators\n  fix: drop --attention (tensorrt exports onnx-attention), or use --attention matmul"
+        );
+    }
+    let vae_compute = match args.vae_dtype {
+        Some(Precision::Fp32) => DType::F32,
+        None if target == Target::Cpu => DType::F32,
+        Some(Precision::Bf16) => bail!(
+            "--vae-dtype bf16 is not supported: ONNX Runtime's CUDA provider has no bf16 convolutions\n  fix: use --vae-dtype fp16 (its norm statistics stay fp32) or fp32"
+        ),
+        Some(Precision::Fp16) if target == Target::Cpu => bail!(
             "--vae-dtype fp16 is not supported on --target cpu: ONNX Runtime's CPU provider has no fp16 convolutions\n  fix: drop --vae-dtype, or use --target cuda"
         ),
-        VaePrecision::Fp16 => DType::F16,
+        Some(Precision::Fp16) | None => DType::F16,
     };
-    let (compute, precision_name) = match precision {
-        Precision::Fp32 => (DType::F32, "fp32"),
-        Precision::Fp16 => (DType::F16, "fp16"),
-        Precision::Bf16 => (DType::BF16, "bf16"),
+    let compute = match precision {
+        Precision::Fp32 => DType::F32,
+        Precision::Fp16 => DType::F16,
+        Precision::Bf16 => DType::BF16,
     };
 
     let started = Instant::now();
+    let snapshot = resolve_model_id(&args)?;
     skyreels_exporter::engine_dir::clean_up_on_signals()?;
-    let staging = Staging::new(&args.out, args.force)?;
     let _tiny_dir;
     let source = if args.checkpoint == "tiny" {
         let dir =
@@ -147,31 +138,53 @@ fn export(args: Args) -> anyhow::Result<()> {
         let path = dir.path().to_path_buf();
         _tiny_dir = dir;
         path
+    } else if let Some(snapshot) = &snapshot {
+        snapshot.path.clone()
     } else {
         PathBuf::from(&args.checkpoint)
     };
+    let found = sources::find(&source)?;
+    for missing in &found.missing {
+        eprintln!("missing: {}", sources::describe(missing));
+    }
+    found.check(
+        args.require,
+        &sources::download_fix(
+            &args.checkpoint,
+            snapshot
+                .as_ref()
+                .map(|s| (s.model_id.as_str(), s.revision.as_str())),
+        ),
+    )?;
+    let staging = Staging::new(&args.out, args.force)?;
     let options = DitExportOptions {
         compute,
         attention,
         link_weights: !args.copy_weights && args.checkpoint != "tiny",
     };
-    let export = if vae::is_vae_checkpoint(&source) {
-        None
-    } else {
-        let dit_source = dit::locate(&source);
-        Some(
-            dit::export(&dit_source, staging.path(), &options)
+    let export = match &found.dit {
+        None => None,
+        Some(dit_source) => Some(
+            dit::export(dit_source, staging.path(), &options)
                 .with_context(|| format!("exporting the DiT from {}", dit_source.display()))?,
-        )
+        ),
     };
-    let vae_export = export_vae(
-        &source,
-        staging.path(),
-        !args.copy_weights && args.checkpoint != "tiny",
-        vae_compute,
-    )?;
     let link_weights = !args.copy_weights && args.checkpoint != "tiny";
-    let text_export = match text::locate(&source) {
+    let vae_export = match &found.vae {
+        None => None,
+        Some(vae_source) => Some(
+            vae::export(
+                vae_source,
+                staging.path(),
+                &VaeExportOptions {
+                    compute: vae_compute,
+                    link_weights,
+                },
+            )
+            .with_context(|| format!("exporting the VAE from {}", vae_source.display()))?,
+        ),
+    };
+    let text_export = match &found.text_encoder {
         Some(found) => Some(
             text::export(
                 &found.checkpoint,
@@ -192,7 +205,7 @@ fn export(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let image_export = match image::locate(&source) {
+    let image_export = match &found.image_encoder {
         Some(found) => {
             let preprocess = image::preprocess_from(found.preprocessor_config.as_deref())?;
             let options = ImageExportOptions {
@@ -215,14 +228,20 @@ fn export(args: Args) -> anyhow::Result<()> {
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         producer: format!("skyreels-export {}", env!("CARGO_PKG_VERSION")),
-        target: format!("{:?}", args.target).to_lowercase(),
-        precision: precision_name.to_string(),
-        attention: attention.name().to_string(),
+        target,
+        precision,
+        attention,
         dit: export.as_ref().map(|e| e.component.clone()),
         vae: vae_export.as_ref().map(|e| e.component.clone()),
         text_encoder: text_export.as_ref().map(|e| e.component.clone()),
         image_encoder: image_export.as_ref().map(|e| e.component.clone()),
         build: None,
+        source: Some(ExportSource {
+            checkpoint: args.checkpoint.clone(),
+            revision: snapshot.as_ref().map(|s| s.revision.clone()),
+            commit: snapshot.as_ref().map(|s| s.commit.clone()),
+            missing: found.missing.clone(),
+        }),
     };
     manifest.save(staging.path())?;
     let out = staging.commit()?;
@@ -254,28 +273,25 @@ fn export(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Exports the VAE that belongs to `source` (see `vae::locate`), if there is one.
-fn export_vae(
-    source: &std::path::Path,
-    out: &std::path::Path,
-    link_weights: bool,
-    compute: DType,
-) -> anyhow::Result<Option<VaeExport>> {
-    let Some(vae_source) = vae::locate(source) else {
-        eprintln!(
-            "no VAE found at {} (looked for a vae/ folder, Wan2.1_VAE.pth or Wan2.1_VAE.safetensors); the engine has none",
-            source.display()
-        );
+/// The cached snapshot when the checkpoint argument is a Hugging Face model id (spelled `Org/Name`,
+/// and no file or folder of that name exists); `--revision` without a model id is refused.
+fn resolve_model_id(args: &Args) -> anyhow::Result<Option<hub_cache::Snapshot>> {
+    let is_path = std::path::Path::new(&args.checkpoint).exists() || args.checkpoint == "tiny";
+    if is_path || !hub_cache::is_model_id(&args.checkpoint) {
+        if let Some(revision) = &args.revision {
+            bail!(
+                "--revision {revision} applies to a Hugging Face model id, and {} is a path\n  fix: drop --revision, or pass the model id (Org/Name) instead of a folder",
+                args.checkpoint
+            );
+        }
         return Ok(None);
-    };
-    let export = vae::export(
-        &vae_source,
-        out,
-        &VaeExportOptions {
-            compute,
-            link_weights,
-        },
-    )
-    .with_context(|| format!("exporting the VAE from {}", vae_source.display()))?;
-    Ok(Some(export))
+    }
+    let revision = args.revision.as_deref().unwrap_or(DEFAULT_REVISION);
+    let snapshot = hub_cache::resolve(&args.checkpoint, revision)?;
+    eprintln!(
+        "{} ({revision}) is the cached snapshot {}",
+        snapshot.model_id,
+        snapshot.path.display()
+    );
+    Ok(Some(snapshot))
 }

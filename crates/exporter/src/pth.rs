@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::checkpoint::StoredDtype;
 use crate::error::{ExportError, Result};
+use crate::stored_dtype::StoredDtype;
 
 /// One tensor found in a `.pth` file: where its bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]

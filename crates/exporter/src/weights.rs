@@ -1,6 +1,6 @@
 //! Weights as ONNX external data. A tensor whose stored dtype already matches the graph's is
-//! referenced in place (the checkpoint file is hard-linked into the engine directory, so nothing
-//! is copied); anything else is converted and appended to the component's weight file.
+//! referenced in place (the checkpoint file, symlinks resolved, is hard-linked into the engine
+//! directory, so nothing is copied); anything else is converted and appended to the component's weight file.
 //! Every checkpoint tensor must be used exactly by the end of an export ([`WeightStore::finish`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -81,7 +81,10 @@ impl WeightSink {
                 self.file_name.trim_end_matches(".weights"),
                 tensor.file
             );
-            let linked = fs_err::hard_link(source, self.dir.join(&name))
+            // A link to the file itself, never to a symlink: a Hugging Face snapshot's files are
+            // relative links into `../../blobs/`, which point nowhere from the engine directory.
+            let target = fs_err::canonicalize(source)?;
+            let linked = fs_err::hard_link(&target, self.dir.join(&name))
                 .ok()
                 .map(|_| name);
             self.linked.insert(tensor.file, linked);

@@ -121,12 +121,14 @@ impl Case {
         self.export_from(&self.checkpoint(), extra)
     }
 
+    /// Runs the exporter on `source` with `--require dit` (the checkpoints here are DiTs alone).
     fn export_from(&self, source: &Path, extra: &[&str]) -> (Output, String) {
         let output = Command::new(BINARY)
             .env("RUST_BACKTRACE", "0")
             .arg(source)
             .arg("--out")
             .arg(self.out())
+            .args(["--require", "dit"])
             .args(extra)
             .output()
             .unwrap();
@@ -459,7 +461,7 @@ fn a_cpu_export_in_half_precision_is_refused() {
     case.assert_refused(
         &case.export(&["--dtype", "bf16"]),
         &[
-            "--dtype Bf16 is not supported on --target cpu",
+            "--dtype bf16 is not supported on --target cpu",
             "--dtype fp32",
         ],
     );
@@ -478,6 +480,7 @@ fn a_write_failure_midway_leaves_no_engine() {
         .arg(case.checkpoint())
         .arg("--out")
         .arg(case.out())
+        .args(["--require", "dit"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -516,6 +519,7 @@ fn a_full_disk_leaves_no_engine() {
         .arg(case.checkpoint())
         .arg("--out")
         .arg(mount_point.join("engine"))
+        .args(["--require", "dit"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -531,6 +535,21 @@ fn a_full_disk_leaves_no_engine() {
     );
 }
 
+/// `skyreels-export ID` with the Hugging Face cache at `hub` (`HF_HUB_CACHE`).
+fn export_model_id(case: &Case, hub: &Path, extra: &[&str]) -> (Output, String) {
+    let output = Command::new(BINARY)
+        .env("RUST_BACKTRACE", "0")
+        .env("HF_HUB_CACHE", hub)
+        .env_remove("HF_HUB_OFFLINE")
+        .args(extra)
+        .arg("--out")
+        .arg(case.out())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stderr)
+}
+
 /// `skyreels-export CHECKPOINT --out OUT EXTRA` run in `directory`.
 fn export_in(directory: &Path, checkpoint: &Path, out: &str, extra: &[&str]) -> (Output, String) {
     let output = Command::new(BINARY)
@@ -543,6 +562,146 @@ fn export_in(directory: &Path, checkpoint: &Path, out: &str, extra: &[&str]) -> 
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (output, stderr)
+}
+
+#[test]
+fn a_model_id_that_is_not_in_the_cache_is_refused_and_nothing_is_downloaded() {
+    let case = Case::new();
+    let hub = case.directory.path().join("checkpoint");
+    case.assert_refused(
+        &export_model_id(&case, &hub, &["Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers"]),
+        &[
+            "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers: it is not in the Hugging Face cache",
+            "(chosen by HF_HUB_CACHE; no models--Skywork--SkyReels-V2-DF-1.3B-540P-Diffusers)",
+            "fix: download it first: `hf download Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers --revision main`",
+        ],
+    );
+}
+
+#[test]
+fn a_revision_that_is_not_in_the_cache_is_refused_naming_the_cached_ones() {
+    let case = Case::new();
+    let hub = case.directory.path().join("checkpoint");
+    let repository = hub.join("models--Org--Tiny");
+    let commit = "f".repeat(40);
+    fs_err::create_dir_all(repository.join("refs")).unwrap();
+    fs_err::write(repository.join("refs/main"), &commit).unwrap();
+    case.assert_refused(
+        &export_model_id(&case, &hub, &["Org/Tiny"]),
+        &[
+            &format!("revision `main` points at commit `{commit}`"),
+            "is missing (an interrupted download?)",
+        ],
+    );
+    fs_err::create_dir_all(repository.join("snapshots").join(&commit)).unwrap();
+    case.assert_refused(
+        &export_model_id(&case, &hub, &["Org/Tiny", "--revision", "v2"]),
+        &[
+            "revision `v2` is not in the cache",
+            &format!("cached: {commit}, main"),
+            "fix: pass one of the cached revisions with --revision",
+        ],
+    );
+    fs_err::remove_dir_all(&repository).unwrap();
+}
+
+#[test]
+fn a_revision_with_a_folder_is_refused() {
+    let case = Case::new();
+    case.assert_refused(
+        &case.export(&["--revision", "main"]),
+        &[
+            "--revision main applies to a Hugging Face model id",
+            "drop --revision",
+        ],
+    );
+}
+
+#[test]
+fn a_dit_without_its_vae_and_text_encoder_is_refused_unless_require_dit() {
+    let case = Case::new();
+    let output = Command::new(BINARY)
+        .env("RUST_BACKTRACE", "0")
+        .arg(case.checkpoint())
+        .arg("--out")
+        .arg(case.out())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    case.assert_refused(
+        &(output, stderr),
+        &[
+            "no VAE in",
+            "no text encoder in",
+            "`skyreels generate` needs it",
+            "or pass --require dit",
+        ],
+    );
+    let (output, stderr) = case.export(&[]);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("missing: no VAE in") && stderr.contains("missing: no text encoder in"),
+        "{stderr}"
+    );
+    let manifest = fs_err::read_to_string(case.out().join("manifest.yaml")).unwrap();
+    assert!(
+        manifest.contains("component: vae") && manifest.contains("component: text_encoder"),
+        "{manifest}"
+    );
+}
+
+#[test]
+fn contrib_attention_for_tensorrt_is_refused() {
+    let case = Case::new();
+    case.assert_refused(
+        &case.export(&["--target", "tensorrt", "--attention", "contrib-mha"]),
+        &["--attention contrib-mha is not something TensorRT parses"],
+    );
+}
+
+/// `--target tensorrt` picks the form TensorRT parses: opset-23 `Attention`, bf16, no
+/// `com.microsoft` operator anywhere (the operator table check is `tests/integration/engines.rs`).
+#[test]
+fn the_tensorrt_target_exports_onnx_attention() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = directory.path().join("engine");
+    let output = Command::new(BINARY)
+        .args(["tiny", "--target", "tensorrt", "--out"])
+        .arg(&engine)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let manifest = skyreels_contract::Manifest::load(&engine).unwrap();
+    assert_eq!(
+        (manifest.target, manifest.precision, manifest.attention),
+        (
+            skyreels_contract::Target::TensorRt,
+            skyreels_contract::Precision::Bf16,
+            skyreels_contract::Attention::OnnxAttention
+        )
+    );
+    let mut attention_nodes = 0;
+    for entry in fs_err::read_dir(&engine).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "onnx") {
+            let histogram = skyreels_graph::Model::load(&path).unwrap().op_histogram();
+            assert!(
+                histogram.keys().all(|op| !op.starts_with("com.microsoft")),
+                "{}: {histogram:?}",
+                path.display()
+            );
+            attention_nodes += histogram.get("Attention").copied().unwrap_or(0);
+        }
+    }
+    assert_eq!(
+        attention_nodes,
+        1 + 1 + 2,
+        "DiT self-attention (the attention graph) and cross-attention (block_out), shared by every layer, and 2 umT5 layers"
+    );
 }
 
 fn names_in(directory: &Path) -> Vec<String> {
@@ -596,6 +755,15 @@ fn force_never_empties_the_working_directory_a_parent_or_a_folder_of_other_files
     assert_eq!(
         names_in(root),
         ["checkpoint", "empty", "engine", "photos", "precious.txt"]
+    );
+}
+
+#[test]
+fn a_bf16_vae_is_refused() {
+    let case = Case::new();
+    case.assert_refused(
+        &case.export(&["--target", "cuda", "--vae-dtype", "bf16"]),
+        &["--vae-dtype bf16 is not supported", "--vae-dtype fp16"],
     );
 }
 

@@ -742,6 +742,40 @@ impl Graph {
             .remove(0))
     }
 
+    /// The opset-23 `Attention` operator on per-head `[B, heads, S, d]` query and `[B, heads, L, d]`
+    /// key/value: `softmax(scale·q·kᵀ + bias)·v`, with `bias` (when given) added to the logits
+    /// (broadcast to `[B, heads, S, L]`); the output is `[B, heads, S, d]`.
+    pub fn attention(
+        &mut self,
+        query: &Value,
+        key: &Value,
+        value: &Value,
+        bias: Option<&Value>,
+        scale: f32,
+    ) -> Result<Value> {
+        self.same_dtype("Attention", query, key)?;
+        self.same_dtype("Attention", query, value)?;
+        if query.rank() != 4 || key.rank() != 4 || value.rank() != 4 {
+            return Err(self.error("Attention: query, key and value must be [B, heads, S, d]"));
+        }
+        let mut inputs = vec![Some(query), Some(key), Some(value)];
+        if let Some(b) = bias {
+            self.same_dtype("Attention bias", query, b)?;
+            inputs.push(Some(b));
+        }
+        let mut shape = query.shape.clone();
+        shape[3] = value.shape[3].clone();
+        Ok(self
+            .node(
+                "Attention",
+                None,
+                &inputs,
+                vec![attr::float("scale", scale)],
+                vec![(query.dtype, shape)],
+            )
+            .remove(0))
+    }
+
     /// `com.microsoft.MultiHeadAttention` on `[B, S, heads·d]` query/key/value.
     pub fn multi_head_attention(
         &mut self,

@@ -9,7 +9,7 @@ pub mod forward_file;
 pub mod weights;
 
 use skyreels_contract::io;
-use skyreels_contract::manifest::DitComponent;
+use skyreels_contract::manifest::{Component, DitComponent};
 
 use crate::engine::Engine;
 use crate::error::{Result, RuntimeError};
@@ -56,9 +56,11 @@ impl Dit {
         backend: &Backend,
         causal_block_size: Option<usize>,
     ) -> Result<Dit> {
-        let component = engine.manifest.dit.clone().ok_or_else(|| {
-            engine.error("has no DiT\n  fix: export a DiT checkpoint into it with skyreels-export")
-        })?;
+        let component = engine
+            .manifest
+            .dit
+            .clone()
+            .ok_or_else(|| engine.missing(Component::Dit))?;
         if causal_block_size == Some(0) {
             return Err(RuntimeError::Invalid(
                 "causal block size 0\n  fix: pass --causal-block-size 1 or more".into(),

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use skyreels_contract::manifest::BuildRecord;
-use skyreels_contract::{GraphEntry, Manifest};
+use skyreels_contract::manifest::{BuildRecord, Component};
+use skyreels_contract::{GraphEntry, Manifest, Target};
 
 use crate::error::{Result, RuntimeError};
 use crate::session::Backend;
@@ -55,9 +55,22 @@ impl Engine {
         })
     }
 
-    /// Refuses to run on `backend` an engine built for another backend, GPU or ONNX Runtime version.
+    /// Refuses to run on `backend` an engine built for another backend, GPU or ONNX Runtime
+    /// version. TensorRT runs only engines built for it, and first needs its libraries and a GPU.
     pub fn check_backend(&self, backend: &Backend) -> Result<()> {
+        if let Backend::TensorRt { device } = backend {
+            let library = crate::onnxruntime::library_path()?;
+            crate::requirements::check(Target::TensorRt, &library, *device).map_err(
+                |unavailable| RuntimeError::BackendUnavailable(unavailable.describe("run on")),
+            )?;
+        }
         let Some(record) = &self.manifest.build else {
+            if backend.target() == Target::TensorRt {
+                return Err(self.error(format!(
+                    "is not built for tensorrt: TensorRT runs the engines skyreels-build writes\n  fix: skyreels-build {} --target tensorrt",
+                    self.dir.display()
+                )));
+            }
             return Ok(());
         };
         let run = RunTarget::of(backend)?;
@@ -68,6 +81,46 @@ impl Engine {
                 run.backend
             ))
         })
+    }
+
+    /// The error for a component this engine lacks: where the export looked for it and for what
+    /// (when the manifest records it), and how to get an engine that has it.
+    pub fn missing(&self, component: Component) -> RuntimeError {
+        let files = match component {
+            Component::Dit => {
+                "a DiT checkpoint (a diffusers snapshot's transformer/, or the original *.safetensors with config.json)"
+            }
+            Component::Vae => "a VAE (a diffusers snapshot's vae/, or Wan2.1_VAE.pth)",
+            Component::TextEncoder => {
+                "a text encoder (a diffusers snapshot's text_encoder/ and tokenizer/, or models_t5_umt5-xxl-enc-bf16.pth with google/umt5-xxl/)"
+            }
+            Component::ImageEncoder => {
+                "an image encoder (an I2V diffusers snapshot's image_encoder/, or models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth)"
+            }
+        };
+        let out = self.dir.display();
+        let source = self.manifest.source.as_ref();
+        let message = match source.and_then(|s| Some((s, s.missing(component)?))) {
+            Some((source, missing)) => {
+                let get = match (&source.revision, &source.commit) {
+                    (Some(revision), Some(_)) => format!(
+                        "complete the cached snapshot (`hf download {} --revision {revision}`)",
+                        source.checkpoint
+                    ),
+                    _ => format!("add {} to {}", missing.looked_for, missing.looked_in),
+                };
+                format!(
+                    "has no {component}: skyreels-export found none in {} (looked for {}) and exported without it (--require dit)\n  fix: {get}, then export again: skyreels-export {} --out {out} --force",
+                    missing.looked_in,
+                    missing.looked_for,
+                    source.export_arguments()
+                )
+            }
+            None => format!(
+                "has no {component}\n  fix: export a checkpoint with {files}: skyreels-export CHECKPOINT --out {out} --force"
+            ),
+        };
+        self.error(message)
     }
 
     /// An error about this engine.
@@ -107,8 +160,8 @@ fn graph_entries(manifest: &mut Manifest) -> impl Iterator<Item = &mut GraphEntr
 /// What this run executes on, in the terms of a [`BuildRecord`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunTarget {
-    /// `cpu` or `cuda`.
-    pub backend: String,
+    /// The backend.
+    pub backend: Target,
     /// The GPU's name (`nvidia-smi`), for GPU backends.
     pub gpu: Option<String>,
     /// ONNX Runtime version of the loaded library.
@@ -119,17 +172,10 @@ impl RunTarget {
     /// The target of `backend` in this process (loads ONNX Runtime to read its version).
     pub fn of(backend: &Backend) -> Result<RunTarget> {
         let onnxruntime_version = onnxruntime_version()?;
-        Ok(match backend {
-            Backend::Cpu { .. } => RunTarget {
-                backend: "cpu".into(),
-                gpu: None,
-                onnxruntime_version,
-            },
-            Backend::Cuda { device } => RunTarget {
-                backend: "cuda".into(),
-                gpu: gpu_name(*device),
-                onnxruntime_version,
-            },
+        Ok(RunTarget {
+            backend: backend.target(),
+            gpu: backend.device().and_then(gpu_name),
+            onnxruntime_version,
         })
     }
 }
@@ -172,7 +218,7 @@ pub fn gpu_name(device: i32) -> Option<String> {
     (output.status.success() && !name.is_empty()).then_some(name)
 }
 
-fn describe(backend: &str, gpu: Option<&str>, onnxruntime_version: &str) -> String {
+fn describe(backend: Target, gpu: Option<&str>, onnxruntime_version: &str) -> String {
     match gpu {
         Some(gpu) => format!("{backend} on {gpu} with ONNX Runtime {onnxruntime_version}"),
         None => format!("{backend} with ONNX Runtime {onnxruntime_version}"),
@@ -192,11 +238,11 @@ pub fn check_build(record: &BuildRecord, run: &RunTarget) -> std::result::Result
     Err(format!(
         "built for {}; this run uses {}",
         describe(
-            &record.backend,
+            record.backend,
             record.gpu.as_deref(),
             &record.onnxruntime_version
         ),
-        describe(&run.backend, run.gpu.as_deref(), &run.onnxruntime_version)
+        describe(run.backend, run.gpu.as_deref(), &run.onnxruntime_version)
     ))
 }
 
@@ -204,19 +250,19 @@ pub fn check_build(record: &BuildRecord, run: &RunTarget) -> std::result::Result
 mod tests {
     use super::*;
 
-    fn record(backend: &str, gpu: Option<&str>, version: &str) -> BuildRecord {
+    fn record(backend: Target, gpu: Option<&str>, version: &str) -> BuildRecord {
         BuildRecord {
-            backend: backend.into(),
-            precision: "fp32".into(),
+            backend,
+            precision: skyreels_contract::Precision::Fp32,
             onnxruntime_version: version.into(),
             gpu: gpu.map(String::from),
             files: Default::default(),
         }
     }
 
-    fn run(backend: &str, gpu: Option<&str>, version: &str) -> RunTarget {
+    fn run(backend: Target, gpu: Option<&str>, version: &str) -> RunTarget {
         RunTarget {
-            backend: backend.into(),
+            backend,
             gpu: gpu.map(String::from),
             onnxruntime_version: version.into(),
         }
@@ -225,14 +271,17 @@ mod tests {
     #[test]
     fn same_backend_gpu_and_version_pass() {
         assert_eq!(
-            check_build(&record("cpu", None, "1.31.1"), &run("cpu", None, "1.31.1")),
+            check_build(
+                &record(Target::Cpu, None, "1.31.1"),
+                &run(Target::Cpu, None, "1.31.1")
+            ),
             Ok(())
         );
         let h100 = Some("NVIDIA H100 80GB HBM3");
         assert_eq!(
             check_build(
-                &record("cuda", h100, "1.31.1"),
-                &run("cuda", h100, "1.31.1")
+                &record(Target::Cuda, h100, "1.31.1"),
+                &run(Target::Cuda, h100, "1.31.1")
             ),
             Ok(())
         );
@@ -241,8 +290,8 @@ mod tests {
     #[test]
     fn another_backend_is_refused_with_both_sides_named() {
         let error = check_build(
-            &record("cuda", Some("NVIDIA H100"), "1.31.1"),
-            &run("cpu", None, "1.31.1"),
+            &record(Target::Cuda, Some("NVIDIA H100"), "1.31.1"),
+            &run(Target::Cpu, None, "1.31.1"),
         )
         .unwrap_err();
         assert_eq!(
@@ -253,18 +302,21 @@ mod tests {
 
     #[test]
     fn another_gpu_or_version_is_refused() {
-        let built = record("cuda", Some("NVIDIA H100 80GB HBM3"), "1.31.1");
+        let built = record(Target::Cuda, Some("NVIDIA H100 80GB HBM3"), "1.31.1");
         let error = check_build(
             &built,
-            &run("cuda", Some("NVIDIA A100-SXM4-80GB"), "1.31.1"),
+            &run(Target::Cuda, Some("NVIDIA A100-SXM4-80GB"), "1.31.1"),
         )
         .unwrap_err();
         assert!(
             error.contains("this run uses cuda on NVIDIA A100-SXM4-80GB"),
             "{error}"
         );
-        let error =
-            check_build(&record("cpu", None, "1.31.1"), &run("cpu", None, "1.32.0")).unwrap_err();
+        let error = check_build(
+            &record(Target::Cpu, None, "1.31.1"),
+            &run(Target::Cpu, None, "1.32.0"),
+        )
+        .unwrap_err();
         assert!(
             error.contains(
                 "built for cpu with ONNX Runtime 1.31.1; this run uses cpu with ONNX Runtime 1.32.0"

@@ -13,8 +13,10 @@ pub enum RuntimeError {
     #[error(transparent)]
     OwnedDir(#[from] skyreels_contract::owned_dir::OwnedDirError),
     /// The ONNX Runtime library was not found.
-    #[error("ONNX Runtime {} not found (looked in: {})\n  fix: {hint}", crate::onnxruntime::ONNXRUNTIME_VERSION, .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("ONNX Runtime {version} not found (looked in: {})\n  fix: {hint}", .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     OnnxRuntimeMissing {
+        /// The version looked for.
+        version: &'static str,
         /// Paths tried.
         searched: Vec<PathBuf>,
         /// How to fix it.
@@ -23,6 +25,9 @@ pub enum RuntimeError {
     /// The library was found but could not be loaded.
     #[error("{0}")]
     OnnxRuntimeLoad(String),
+    /// A backend's libraries or GPU are missing here (every missing piece and the fix).
+    #[error("{0}")]
+    BackendUnavailable(String),
     /// An ONNX Runtime call failed.
     #[error("ONNX Runtime: {context}: {message}")]
     Ort {

@@ -23,6 +23,7 @@ use std::path::Path;
 use skyreels_contract::image::{
     IMAGE_HIDDEN_STATES, ImageEncoderComponent, ImagePreprocess, ImageResizeMode, PIXEL_VALUES,
 };
+use skyreels_contract::manifest::Component;
 
 use crate::engine::Engine;
 use crate::error::{Result, RuntimeError};
@@ -337,7 +338,7 @@ impl ImageEncoder {
             .manifest
             .image_encoder
             .clone()
-            .ok_or_else(|| engine.error("has no image encoder\n  fix: export an I2V diffusers snapshot (with image_encoder/) into it"))?;
+            .ok_or_else(|| engine.missing(Component::ImageEncoder))?;
         let entry = component
             .graphs
             .iter()

@@ -16,6 +16,7 @@ pub mod onnxruntime;
 pub mod output;
 pub mod parallel;
 pub mod pipeline;
+pub mod requirements;
 pub mod scheduler;
 pub mod session;
 pub mod snapshot;

@@ -112,10 +112,7 @@ pub struct ProcessReport {
 impl ProcessReport {
     /// Collects the report of a run on `backend`.
     pub fn collect(backend: &Backend) -> ProcessReport {
-        let device = match backend {
-            Backend::Cpu { .. } => None,
-            Backend::Cuda { device } => Some(*device),
-        };
+        let device = backend.device();
         let (libraries, error) = match current() {
             Ok(libraries) => (libraries, None),
             Err(error) => (Vec::new(), Some(error.to_string())),

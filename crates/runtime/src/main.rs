@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use skyreels_contract::{Pipeline, Resolution};
+use skyreels_contract::{Pipeline, Resolution, Target};
 use skyreels_runtime::job::{
     GenerateRequest, JobPlan, JobReport, Models, OutputRequest, Residency, run_job,
 };
@@ -199,19 +199,13 @@ enum SnapshotCommand {
     },
 }
 
-/// Where the graphs run.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum BackendArg {
-    Cpu,
-    Cuda,
-}
-
 #[derive(Args, Debug)]
 struct BackendArgs {
-    /// Where the graphs run: `cpu`, or `cuda` (ONNX Runtime GPU libraries and an NVIDIA GPU).
+    /// Where the graphs run: `cpu`, `cuda` (ONNX Runtime GPU libraries and an NVIDIA GPU), or
+    /// `tensorrt` (an engine built by `skyreels-build --target tensorrt`, and TensorRT 10).
     #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendArg,
-    /// GPU index for `--backend cuda`.
+    backend: Target,
+    /// GPU index for `--backend cuda` or `tensorrt`.
     #[arg(long, default_value_t = 0)]
     device: i32,
     /// CPU threads for ONNX Runtime (0 = all).
@@ -221,14 +215,7 @@ struct BackendArgs {
 
 impl BackendArgs {
     fn backend(&self) -> Backend {
-        match self.backend {
-            BackendArg::Cpu => Backend::Cpu {
-                threads: self.threads,
-            },
-            BackendArg::Cuda => Backend::Cuda {
-                device: self.device,
-            },
-        }
+        Backend::new(self.backend, self.device, self.threads)
     }
 }
 
@@ -585,23 +572,21 @@ fn run_generate(args: &GenerateArgs, level: LevelFilter) -> anyhow::Result<()> {
         .dit
         .as_ref()
         .map_or(1, |d| d.config.num_heads);
-    let cuda = matches!(models.backend(), Backend::Cuda { .. });
+    let gpu = models.backend().device().is_some();
     let parallel = skyreels_runtime::parallel::config::check_generate(
         &args.parallel,
         num_heads,
         plan.uses_negative_prompt(),
-        cuda,
+        gpu,
         plan.windows.len() > 1 || plan.output.work_dir.is_some(),
     )?;
     if !args.dry_run {
-        match skyreels_runtime::parallel::start::join(&parallel, cuda)? {
+        match skyreels_runtime::parallel::start::join(&parallel, gpu)? {
             Joined::Supervised => return Ok(()),
             Joined::Single => {}
             Joined::Rank(rank) => {
                 if let Some(device) = rank.device {
-                    let backend = Backend::Cuda {
-                        device: device as i32,
-                    };
+                    let backend = Backend::new(models.backend().target(), device as i32, 0);
                     models = Models::open(&args.engines, backend, Residency::OneJob)?;
                 }
                 models.set_rank(rank);

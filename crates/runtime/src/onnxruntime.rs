@@ -63,11 +63,13 @@ pub fn library_path() -> Result<PathBuf> {
         && !Path::new(&explicit).is_file()
     {
         return Err(RuntimeError::OnnxRuntimeMissing {
+            version: ONNXRUNTIME_VERSION,
             searched: vec![PathBuf::from(explicit)],
             hint: "ORT_DYLIB_PATH points to a file that does not exist".into(),
         });
     }
     candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| RuntimeError::OnnxRuntimeMissing {
+            version: ONNXRUNTIME_VERSION,
         searched: candidates,
         hint: "run scripts/setup.sh (it fetches the official onnxruntime wheel from PyPI), or set ORT_DYLIB_PATH".into(),
     })

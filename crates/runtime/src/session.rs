@@ -9,10 +9,13 @@ use ort::ep::ExecutionProviderDispatch;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{Session, builder::GraphOptimizationLevel};
 use ort::value::{DynValue, Tensor as OrtTensor, TensorValueType, ValueType};
-use skyreels_contract::GraphEntry;
+use skyreels_contract::{GraphEntry, Target};
 
 use crate::error::{Result, RuntimeError, ort_error};
 use crate::tensor::Tensor;
+
+/// Folder (in the engine directory) of TensorRT's timing cache, written by `skyreels-build`.
+pub const TENSORRT_CACHE_DIR: &str = "tensorrt_cache";
 
 /// Where graphs run.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -28,6 +31,14 @@ pub enum Backend {
         /// GPU index.
         device: i32,
     },
+    /// ONNX Runtime's TensorRT provider on one GPU, running the TensorRT engines that
+    /// `skyreels-build --target tensorrt` wrote (EPContext graphs), with the CUDA provider for
+    /// the nodes TensorRT does not take.
+    #[serde(rename = "tensorrt")]
+    TensorRt {
+        /// GPU index.
+        device: i32,
+    },
 }
 
 impl std::fmt::Display for Backend {
@@ -36,67 +47,97 @@ impl std::fmt::Display for Backend {
             Backend::Cpu { threads: 0 } => write!(f, "cpu"),
             Backend::Cpu { threads } => write!(f, "cpu ({threads} threads)"),
             Backend::Cuda { device } => write!(f, "cuda (GPU {device})"),
+            Backend::TensorRt { device } => write!(f, "tensorrt (GPU {device})"),
         }
     }
 }
 
 impl Backend {
-    /// The backend's name as flags and build records spell it (`cpu`, `cuda`).
+    /// The backend's name as flags and build records spell it (`cpu`, `cuda`, `tensorrt`).
     pub fn name(&self) -> &'static str {
+        self.target().name()
+    }
+
+    /// The target an engine must be exported or built for to run here.
+    pub fn target(&self) -> Target {
         match self {
-            Backend::Cpu { .. } => "cpu",
-            Backend::Cuda { .. } => "cuda",
+            Backend::Cpu { .. } => Target::Cpu,
+            Backend::Cuda { .. } => Target::Cuda,
+            Backend::TensorRt { .. } => Target::TensorRt,
         }
     }
 
-    /// The GPU index, for GPU backends.
+    /// The GPU index of a GPU backend.
     pub fn device(&self) -> Option<i32> {
         match self {
             Backend::Cpu { .. } => None,
-            Backend::Cuda { device } => Some(*device),
+            Backend::Cuda { device } | Backend::TensorRt { device } => Some(*device),
         }
     }
 
-    fn providers(&self) -> Vec<ExecutionProviderDispatch> {
-        match self {
-            Backend::Cpu { .. } => vec![],
-            // Grow the device arena by what is asked, not by powers of two: at 51,000 tokens the
-            // doubling strategy strands tens of GiB.
-            // cuDNN may take as much workspace as its fastest convolution wants (ONNX Runtime's
-            // default); SKYREELS_CUDNN_MAX_WORKSPACE=0 caps it to trade VAE speed for memory.
-            Backend::Cuda { device } => {
-                let mut cuda = ort::ep::CUDA::default()
-                    .with_device_id(*device)
-                    .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested)
-                    .with_conv_max_workspace(
-                        std::env::var("SKYREELS_CUDNN_MAX_WORKSPACE").map_or(true, |v| v != "0"),
-                    );
-                // SKYREELS_CUDNN_ALGO_SEARCH=heuristic|default picks cuDNN's convolution algorithm
-                // without trying each one (ONNX Runtime's default is an exhaustive search).
-                match std::env::var("SKYREELS_CUDNN_ALGO_SEARCH").as_deref() {
-                    Ok("heuristic") => {
-                        cuda = cuda.with_conv_algorithm_search(
-                            ort::ep::cuda::ConvAlgorithmSearch::Heuristic,
-                        )
-                    }
-                    Ok("default") => {
-                        cuda = cuda
-                            .with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Default)
-                    }
-                    _ => {}
-                }
-                // SKYREELS_CUDA_SDPA_KERNEL=BITS restricts ONNX Runtime's attention kernels (its
-                // `sdpa_kernel` flags: 1 flash, 2 memory-efficient, 8 cuDNN flash, 16 math), for tuning.
-                if let Some(bits) = std::env::var("SKYREELS_CUDA_SDPA_KERNEL")
-                    .ok()
-                    .and_then(|v| v.parse::<u32>().ok())
-                {
-                    cuda = cuda.with_attention_backend(attention_backends(bits));
-                }
-                vec![cuda.build().error_on_failure()]
-            }
+    /// The backend of `target` on GPU `device` (`threads` intra-op threads for the CPU).
+    pub fn new(target: Target, device: i32, threads: usize) -> Backend {
+        match target {
+            Target::Cpu => Backend::Cpu { threads },
+            Target::Cuda => Backend::Cuda { device },
+            Target::TensorRt => Backend::TensorRt { device },
         }
     }
+
+    /// Execution providers in priority order; `engine_dir` holds TensorRT's timing cache.
+    fn providers(&self, engine_dir: &Path) -> Vec<ExecutionProviderDispatch> {
+        match self {
+            Backend::Cpu { .. } => vec![],
+            // The engines are the EPContext nodes of the built graphs (`ep_cache_context` names
+            // the engine file beside the graph); the timing cache is the one the build filled.
+            Backend::TensorRt { device } => vec![
+                ort::ep::TensorRT::default()
+                    .with_device_id(*device)
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(
+                        engine_dir.join(TENSORRT_CACHE_DIR).display().to_string(),
+                    )
+                    .build()
+                    .error_on_failure(),
+                cuda_provider(*device),
+            ],
+            Backend::Cuda { device } => vec![cuda_provider(*device)],
+        }
+    }
+}
+
+/// ONNX Runtime's CUDA provider on GPU `device`, as every CUDA session here configures it.
+fn cuda_provider(device: i32) -> ExecutionProviderDispatch {
+    // Grow the device arena by what is asked, not by powers of two: at 51,000 tokens the
+    // doubling strategy strands tens of GiB.
+    // cuDNN may take as much workspace as its fastest convolution wants (ONNX Runtime's
+    // default); SKYREELS_CUDNN_MAX_WORKSPACE=0 caps it to trade VAE speed for memory.
+    let mut cuda = ort::ep::CUDA::default()
+        .with_device_id(device)
+        .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested)
+        .with_conv_max_workspace(
+            std::env::var("SKYREELS_CUDNN_MAX_WORKSPACE").map_or(true, |v| v != "0"),
+        );
+    // SKYREELS_CUDNN_ALGO_SEARCH=heuristic|default picks cuDNN's convolution algorithm
+    // without trying each one (ONNX Runtime's default is an exhaustive search).
+    match std::env::var("SKYREELS_CUDNN_ALGO_SEARCH").as_deref() {
+        Ok("heuristic") => {
+            cuda = cuda.with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Heuristic)
+        }
+        Ok("default") => {
+            cuda = cuda.with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Default)
+        }
+        _ => {}
+    }
+    // SKYREELS_CUDA_SDPA_KERNEL=BITS restricts ONNX Runtime's attention kernels (its
+    // `sdpa_kernel` flags: 1 flash, 2 memory-efficient, 8 cuDNN flash, 16 math), for tuning.
+    if let Some(bits) = std::env::var("SKYREELS_CUDA_SDPA_KERNEL")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        cuda = cuda.with_attention_backend(attention_backends(bits));
+    }
+    cuda.build().error_on_failure()
 }
 
 /// ONNX Runtime's attention-kernel flags from their bit values.
@@ -243,7 +284,7 @@ impl GraphSession {
                 context: context.clone(),
                 message: e.to_string(),
             })?
-            .with_execution_providers(backend.providers())
+            .with_execution_providers(backend.providers(engine_dir))
             .map_err(|e| RuntimeError::Ort {
                 context: context.clone(),
                 message: e.to_string(),
@@ -285,10 +326,7 @@ impl GraphSession {
         Ok(GraphSession {
             session,
             entry: entry.clone(),
-            device: match backend {
-                Backend::Cpu { .. } => None,
-                Backend::Cuda { device } => Some(*device),
-            },
+            device: backend.device(),
         })
     }
 

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use skyreels_contract::manifest::Component;
 use skyreels_contract::text::{
     ATTENTION_MASK, INPUT_IDS, TEXT_HIDDEN_STATES, TextEncoderComponent,
 };
@@ -526,7 +527,7 @@ impl TextEncoder {
             .manifest
             .text_encoder
             .clone()
-            .ok_or_else(|| engine.error("has no text encoder\n  fix: export a diffusers snapshot (with text_encoder/ and tokenizer/) into it"))?;
+            .ok_or_else(|| engine.missing(Component::TextEncoder))?;
         let entry = component
             .graphs
             .iter()

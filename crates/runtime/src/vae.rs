@@ -5,6 +5,7 @@
 //! and one chunk are alive at once and a video of any length decodes in bounded memory.
 
 use ort::value::DynValue;
+use skyreels_contract::manifest::Component;
 use skyreels_contract::vae::{VaeComponent, VaeConfig, graph, io};
 
 use crate::engine::Engine;
@@ -146,7 +147,7 @@ fn component(engine: &Engine) -> Result<VaeComponent> {
         .manifest
         .vae
         .clone()
-        .ok_or_else(|| engine.error("has no VAE\n  fix: export a checkpoint with a VAE (a diffusers snapshot's vae/, or Wan2.1_VAE.safetensors) into it"))
+        .ok_or_else(|| engine.missing(Component::Vae))
 }
 
 fn session(

@@ -316,6 +316,29 @@ fn an_engine_exported_for_cuda_is_refused_on_the_cpu() {
     assert_only(directory.path(), &["engine"]);
 }
 
+/// TensorRT cannot be installed on this project's machines: `--backend tensorrt` must say what is
+/// missing (TensorRT's `libnvinfer`, ONNX Runtime's TensorRT provider, the GPU) and how to get it.
+#[test]
+fn the_tensorrt_backend_without_tensorrt_names_libnvinfer() {
+    if skyreels_runtime::requirements::find_library("libnvinfer.so.10").is_some() {
+        eprintln!("skipped: TensorRT is installed here");
+        return;
+    }
+    let directory = tempfile::tempdir().unwrap();
+    let out = directory.path().join("video.mp4");
+    let (output, stderr) = run(generate(tiny_engine(), &out, &["--backend", "tensorrt"]));
+    assert_refused(
+        &output,
+        &stderr,
+        &[
+            "cannot run on tensorrt here:",
+            "libnvinfer.so.10 (TensorRT 10) is not on the library path",
+            "install TensorRT 10 for CUDA 13",
+        ],
+    );
+    assert_only(directory.path(), &[]);
+}
+
 #[test]
 fn a_missing_onnxruntime_library_is_refused() {
     let directory = tempfile::tempdir().unwrap();

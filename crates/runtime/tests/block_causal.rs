@@ -10,8 +10,8 @@
 use std::path::Path;
 
 use safetensors::SafeTensors;
-use skyreels_contract::io;
-use skyreels_exporter::dit::{self, DitExportOptions, layers::AttentionKind};
+use skyreels_contract::{Attention, io};
+use skyreels_exporter::dit::{self, DitExportOptions};
 use skyreels_runtime::Tensor;
 use skyreels_runtime::dit::attention::SelfAttention;
 use skyreels_runtime::dit::{Dit, DitInputs};
@@ -81,7 +81,7 @@ fn float(file: &SafeTensors<'_>, name: &str) -> Tensor {
     Tensor::new(view.shape().to_vec(), data).unwrap()
 }
 
-fn export(attention: AttentionKind, out: &Path) -> Engine {
+fn export(attention: Attention, out: &Path) -> Engine {
     let options = DitExportOptions {
         compute: skyreels_graph::DType::F32,
         attention,
@@ -93,14 +93,15 @@ fn export(attention: AttentionKind, out: &Path) -> Engine {
     let manifest = skyreels_contract::Manifest {
         format_version: skyreels_contract::manifest::FORMAT_VERSION,
         producer: "test".into(),
-        target: "cpu".into(),
-        precision: "fp32".into(),
-        attention: attention.name().into(),
+        target: skyreels_contract::Target::Cpu,
+        precision: skyreels_contract::Precision::Fp32,
+        attention,
         dit: Some(export.component),
         vae: None,
         text_encoder: None,
         image_encoder: None,
         build: None,
+        source: None,
     };
     manifest.save(out).unwrap();
     Engine::open(out).unwrap()
@@ -129,7 +130,11 @@ fn a_ragged_last_frame_block_matches_a_dense_mask() {
         image_context: None,
     };
     let backend = Backend::Cpu { threads: 2 };
-    for attention in [AttentionKind::MatMul, AttentionKind::ContribMha] {
+    for attention in [
+        Attention::MatMul,
+        Attention::ContribMha,
+        Attention::OnnxAttention,
+    ] {
         let directory = tempfile::tempdir().unwrap();
         let engine = export(attention, directory.path());
         let num_heads = engine.manifest.dit.as_ref().unwrap().config.num_heads;

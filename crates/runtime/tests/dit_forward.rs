@@ -8,7 +8,8 @@ use std::process::{Command, Output};
 
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use skyreels_exporter::dit::{self, DitExportOptions, layers::AttentionKind};
+use skyreels_contract::Attention;
+use skyreels_exporter::dit::{self, DitExportOptions};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_skyreels");
 const TOLERANCE: f32 = 1e-4;
@@ -21,21 +22,22 @@ fn fixtures() -> PathBuf {
 fn export(model: &str, out: &Path) {
     let options = DitExportOptions {
         compute: skyreels_graph::DType::F32,
-        attention: AttentionKind::MatMul,
+        attention: Attention::MatMul,
         link_weights: true,
     };
     let export = dit::export(&fixtures().join(model).join("diffusers"), out, &options).unwrap();
     let manifest = skyreels_contract::Manifest {
         format_version: skyreels_contract::manifest::FORMAT_VERSION,
         producer: "test".into(),
-        target: "cpu".into(),
-        precision: "fp32".into(),
-        attention: "matmul".into(),
+        target: skyreels_contract::Target::Cpu,
+        precision: skyreels_contract::Precision::Fp32,
+        attention: Attention::MatMul,
         dit: Some(export.component),
         vae: None,
         text_encoder: None,
         image_encoder: None,
         build: None,
+        source: None,
     };
     manifest.save(out).unwrap();
 }

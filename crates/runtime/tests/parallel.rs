@@ -18,7 +18,8 @@ use skyreels_runtime::parallel::shard::{
 };
 use skyreels_runtime::parallel::{Communicator, ParallelArgs, ParallelConfig, TcpCommunicator};
 use skyreels_runtime::pipeline::denoiser::Denoiser;
-use skyreels_runtime::pipeline::sampler::{FrameScheduler, Rows, WindowSettings, sample_window};
+use skyreels_runtime::pipeline::sampler::{Rows, WindowSettings, sample_window};
+use skyreels_runtime::scheduler::{FlowEuler, Schedule, SigmaSchedule};
 use skyreels_runtime::teacache::{Branch, TeaCache};
 use skyreels_runtime::tensor::Tensor;
 
@@ -536,18 +537,6 @@ impl Denoiser for FakeModel {
     }
 }
 
-struct Euler;
-
-impl FrameScheduler for Euler {
-    fn step(&mut self, velocity: &[f32], sample: &[f32]) -> Vec<f32> {
-        sample
-            .iter()
-            .zip(velocity)
-            .map(|(x, v)| x - 0.1 * v)
-            .collect()
-    }
-}
-
 fn sample(denoiser: &mut dyn Denoiser) -> Tensor {
     // 2 latent frames of 2x3, 16 channels; three rows, the second frame one row behind.
     let mut latents = NoiseSource::seeded(7).draw(&[1, 16, 2, 2, 3]).unwrap();
@@ -556,7 +545,8 @@ fn sample(denoiser: &mut dyn Denoiser) -> Tensor {
         update: vec![vec![true, false], vec![true, true], vec![true, true]],
         interval: vec![(0, 2), (0, 2), (0, 2)],
     };
-    let mut schedulers: Vec<Box<dyn FrameScheduler>> = vec![Box::new(Euler), Box::new(Euler)];
+    let schedule = Schedule::new(SigmaSchedule::Upstream, 3, 1.0).unwrap();
+    let mut schedulers = vec![FlowEuler::new(&schedule), FlowEuler::new(&schedule)];
     let settings = WindowSettings {
         guidance: 6.0,
         addnoise_condition: 0.0,

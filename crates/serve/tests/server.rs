@@ -8,9 +8,8 @@ use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use skyreels_contract::Manifest;
+use skyreels_contract::{Attention, Manifest, Precision, Target};
 use skyreels_contract::manifest::FORMAT_VERSION;
-use skyreels_exporter::dit::layers::AttentionKind;
 use skyreels_exporter::dit::{self, DitExportOptions};
 use skyreels_exporter::text::{self, TextExportOptions};
 use skyreels_exporter::tiny::{self, StorageDtype};
@@ -38,7 +37,7 @@ fn tiny_engine() -> &'static Path {
                 out.path(),
                 &DitExportOptions {
                     compute: DType::F32,
-                    attention: AttentionKind::MatMul,
+                    attention: Attention::MatMul,
                     link_weights: false,
                 },
             )
@@ -60,7 +59,7 @@ fn tiny_engine() -> &'static Path {
                 out.path(),
                 &TextExportOptions {
                     compute: DType::F32,
-                    attention: AttentionKind::MatMul,
+                    attention: Attention::MatMul,
                     link_weights: false,
                 },
             )
@@ -68,14 +67,15 @@ fn tiny_engine() -> &'static Path {
             Manifest {
                 format_version: FORMAT_VERSION,
                 producer: "serve test".into(),
-                target: "cpu".into(),
-                precision: "fp32".into(),
-                attention: AttentionKind::MatMul.name().into(),
+                target: Target::Cpu,
+                precision: Precision::Fp32,
+                attention: Attention::MatMul,
                 dit: Some(dit.component),
                 vae: Some(vae.component),
                 text_encoder: Some(text.component),
                 image_encoder: None,
                 build: None,
+                source: None,
             }
             .save(out.path())
             .expect("manifest");

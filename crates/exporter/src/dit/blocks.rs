@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use skyreels_contract::io;
-use skyreels_contract::{DitConfig, ModelType};
+use skyreels_contract::{Attention, DitConfig, ModelType};
 use skyreels_graph::{DType, Dim, GeluApproximation, Graph, Value};
 
 use super::io::{
@@ -22,7 +22,7 @@ use super::io::{
     block_qkv_inputs, block_qkv_outputs,
 };
 use crate::error::Result;
-use crate::layers::{AttentionKind, Layers, Lead};
+use crate::layers::{Layers, Lead};
 use crate::prefix::Prefix;
 
 /// The residual stream viewed per frame, with what the Linear layers need to reshape back.
@@ -164,7 +164,7 @@ fn rope(
     let d = config.dim;
     let g = &mut layers.graph;
     match layers.attention {
-        AttentionKind::ContribMha => {
+        Attention::ContribMha => {
             let tokens = to_tokens(g, x, d)?;
             let length = g.shape_of(cos, 0, 1)?;
             let length = g.squeeze(&length, &[0])?;
@@ -183,7 +183,7 @@ fn rope(
             let heads = config.num_heads as i64;
             Ok(g.rotary_embedding(&tokens, &positions, cos, sin, heads, true)?)
         }
-        AttentionKind::MatMul => {
+        Attention::MatMul | Attention::OnnxAttention => {
             let half = (config.head_dim() / 2) as i64;
             let cos = g.reshape(cos, &[-1, 1, half, 1])?;
             let sin = g.reshape(sin, &[-1, 1, half, 1])?;

@@ -15,12 +15,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use skyreels_contract::manifest::{DitComponent, ExternalTensor, GraphEntry};
-use skyreels_contract::{DitConfig, TensorSpec};
+use skyreels_contract::{Attention, DitConfig, TensorSpec};
 use skyreels_graph::{DType, Model};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{ExportError, Result};
-use crate::layers::{AttentionKind, Layers, WeightBinding};
+use crate::layers::{Layers, WeightBinding};
 use crate::layout::Layout;
 use crate::prefix::Prefix;
 use crate::weights::{WeightSink, WeightStore};
@@ -31,7 +31,7 @@ pub struct DitExportOptions {
     /// Dtype of matmul weights and attention.
     pub compute: DType,
     /// Attention form.
-    pub attention: AttentionKind,
+    pub attention: Attention,
     /// Reference matching-dtype weights in place (hard links) instead of copying them.
     pub link_weights: bool,
 }

@@ -16,10 +16,11 @@ use skyreels_graph::{DType, Model};
 
 use crate::checkpoint::Checkpoint;
 use crate::dit::GraphReport;
-use crate::dit::layers::{AttentionKind, Layers};
+use crate::dit::layers::Layers;
 use crate::error::{ExportError, Result};
 use crate::weights::{WeightSink, WeightStore};
 use config::{ImageLayout, UNUSED};
+use skyreels_contract::Attention;
 
 /// Graph file written into the engine directory.
 pub const GRAPH_FILE: &str = "image_encoder.onnx";
@@ -38,7 +39,7 @@ pub struct ImageExportOptions {
     /// Dtype of the patch kernel and matmul weights (norms and embeddings stay float32).
     pub compute: DType,
     /// Attention form.
-    pub attention: AttentionKind,
+    pub attention: Attention,
     /// Reference matching-dtype weights in place (hard links) instead of copying them.
     pub link_weights: bool,
     /// Preprocessing recorded in the manifest for the runtime.

@@ -15,8 +15,9 @@ use skyreels_graph::{AttentionBias, DType, Dim, GeluApproximation, Graph, Value}
 
 use super::config::relative_position_bucket;
 use crate::dit::io::Port;
-use crate::dit::layers::{AttentionKind, Layers, Lead};
+use crate::dit::layers::{Layers, Lead, heads_attention};
 use crate::error::Result;
+use skyreels_contract::Attention;
 
 /// The graph's inputs: `input_ids`, `attention_mask` (int64 `[batch, text_tokens]`).
 pub fn inputs() -> Vec<Port> {
@@ -87,26 +88,20 @@ fn attention(
     bias: &Value,
     config: &TextEncoderConfig,
 ) -> Result<Value> {
-    let (heads, head_dim) = (config.num_heads as i64, config.head_dim as i64);
+    let heads = config.num_heads as i64;
     let g = &mut layers.graph;
     match layers.attention {
-        AttentionKind::ContribMha => {
+        Attention::ContribMha => {
             Ok(g.multi_head_attention_scaled(q, k, v, AttentionBias::Additive(bias), heads, 1.0)?)
         }
-        AttentionKind::MatMul => {
-            let q = g.reshape(q, &[0, 0, heads, head_dim])?;
-            let k = g.reshape(k, &[0, 0, heads, head_dim])?;
-            let v = g.reshape(v, &[0, 0, heads, head_dim])?;
-            let q = g.transpose(&q, &[0, 2, 1, 3])?;
-            let k = g.transpose(&k, &[0, 2, 3, 1])?;
-            let v = g.transpose(&v, &[0, 2, 1, 3])?;
-            let scores = g.matmul(&q, &k)?;
-            let scores = g.add(&scores, bias)?;
-            let probabilities = g.softmax(&scores, -1)?;
-            let out = g.matmul(&probabilities, &v)?;
-            let out = g.transpose(&out, &[0, 2, 1, 3])?;
-            Ok(g.reshape(&out, &[0, 0, heads * head_dim])?)
-        }
+        Attention::MatMul | Attention::OnnxAttention => Ok(heads_attention(
+            g,
+            layers.attention,
+            [q, k, v],
+            Some(bias),
+            heads as usize,
+            1.0,
+        )?),
     }
 }
 

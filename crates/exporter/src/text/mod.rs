@@ -14,10 +14,11 @@ use skyreels_graph::{DType, Model};
 
 use crate::checkpoint::Checkpoint;
 use crate::dit::GraphReport;
-use crate::dit::layers::{AttentionKind, Layers};
+use crate::dit::layers::Layers;
 use crate::error::{ExportError, Result};
 use crate::weights::{WeightSink, WeightStore};
 use config::TextLayout;
+use skyreels_contract::Attention;
 
 /// Graph file written into the engine directory.
 pub const GRAPH_FILE: &str = "text_encoder.onnx";
@@ -32,7 +33,7 @@ pub struct TextExportOptions {
     /// Dtype of the token embedding and matmul weights (norms, bias tables and attention stay float32).
     pub compute: DType,
     /// Attention form (`MatMul` everywhere, `ContribMha` for ONNX Runtime CUDA).
-    pub attention: AttentionKind,
+    pub attention: Attention,
     /// Reference matching-dtype weights in place (hard links) instead of copying them.
     pub link_weights: bool,
 }

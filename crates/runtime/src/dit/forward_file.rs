@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
+use skyreels_contract::manifest::Component;
 use skyreels_contract::{DitConfig, ModelType, io};
 
 use super::{Dit, DitInputs};
@@ -236,9 +237,7 @@ pub fn forward_file(
         .manifest
         .dit
         .as_ref()
-        .ok_or_else(|| {
-            engine.error("has no DiT\n  fix: export a DiT checkpoint into it with skyreels-export")
-        })?
+        .ok_or_else(|| engine.missing(Component::Dit))?
         .config;
     let file = DitInputFile::read(inputs, config)?;
     let mut dit = Dit::load(engine, backend, causal_block_size)?;

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use skyreels_contract::{DitConfig, ModelType, Pipeline};
+use skyreels_contract::manifest::Component;
+use skyreels_contract::{DitConfig, ModelType, Pipeline, Precision, Target};
 
 use super::inputs::read_video_sized;
 use super::outputs::{OutputPlan, plan_outputs};
@@ -30,10 +31,10 @@ pub struct EngineIdentity {
     pub dir: PathBuf,
     /// SHA-256 of its `manifest.yaml`, hex.
     pub manifest_sha256: String,
-    /// Export target (`cpu`, `cuda`).
-    pub target: String,
+    /// Export target (`cpu`, `cuda`, `tensorrt`).
+    pub target: Target,
     /// Weight precision (`fp32`, `fp16`, `bf16`).
-    pub precision: String,
+    pub precision: Precision,
 }
 
 /// Everything that decides a job's result, resolved: the request over the variant's defaults.
@@ -220,7 +221,7 @@ fn check_conditioning(
 /// a build for another backend, GPU or ONNX Runtime version.
 pub fn check_runnable(engine: &Engine, backend: &Backend) -> Result<()> {
     let manifest = &engine.manifest;
-    if manifest.precision != "fp32" && matches!(backend, Backend::Cpu { .. }) {
+    if manifest.precision != Precision::Fp32 && matches!(backend, Backend::Cpu { .. }) {
         return Err(engine.error(format!(
             "exported for --target {} with {} weights, which ONNX Runtime's CPU provider cannot run\n  fix: re-export it with skyreels-export --target cpu (fp32), or run it with --backend cuda",
             manifest.target, manifest.precision
@@ -233,19 +234,13 @@ pub fn check_runnable(engine: &Engine, backend: &Backend) -> Result<()> {
 fn check_engine(engine: &Engine, backend: &Backend, model_type: ModelType) -> Result<()> {
     let manifest = &engine.manifest;
     if manifest.text_encoder.is_none() {
-        return Err(engine.error(
-            "has no text encoder, which generate needs for the prompt\n  fix: export a diffusers snapshot with text_encoder/ and tokenizer/ into it",
-        ));
+        return Err(engine.missing(Component::TextEncoder));
     }
     if manifest.vae.is_none() {
-        return Err(engine.error(
-            "has no VAE, which generate needs to decode the video\n  fix: export a checkpoint with its VAE into it",
-        ));
+        return Err(engine.missing(Component::Vae));
     }
     if model_type == ModelType::I2v && manifest.image_encoder.is_none() {
-        return Err(engine.error(
-            "holds an image-to-video DiT but no image encoder\n  fix: export an I2V diffusers snapshot (with image_encoder/) into it",
-        ));
+        return Err(engine.missing(Component::ImageEncoder));
     }
     check_runnable(engine, backend)
 }
@@ -272,11 +267,7 @@ impl JobPlan {
             .dit
             .as_ref()
             .map(|d| d.config.clone())
-            .ok_or_else(|| {
-                engine.error(
-                    "has no DiT\n  fix: export a DiT checkpoint into it with skyreels-export",
-                )
-            })?;
+            .ok_or_else(|| engine.missing(Component::Dit))?;
         let model_type = dit_config.model_type;
         let pipeline = request.pipeline.unwrap_or(match model_type {
             ModelType::T2v => Pipeline::DiffusionForcing,
@@ -398,8 +389,8 @@ impl JobPlan {
             engine: EngineIdentity {
                 dir: engine.dir.clone(),
                 manifest_sha256: sha256_hex(&manifest_text),
-                target: engine.manifest.target.clone(),
-                precision: engine.manifest.precision.clone(),
+                target: engine.manifest.target,
+                precision: engine.manifest.precision,
             },
             variant,
             model_type,

@@ -12,30 +12,15 @@ use super::denoiser::Denoiser;
 use super::plan::{Compat, Plan, Start};
 use super::progress::{Observer, Progress, Stage, in_stage, report};
 use super::sampler::{
-    FrameScheduler, Rows, WindowSettings, WindowStats, frames, replay_window_draws, sample_window,
+    Rows, WindowSettings, WindowStats, frames, replay_window_draws, sample_window,
 };
+use super::schedule::FlowSchedule;
 use super::segments::{Segment, latent_frames};
 use crate::error::{Result, RuntimeError};
 use crate::noise::NoiseSource;
 use crate::tensor::Tensor;
 use crate::vae::{VaeDecoder, VaeEncoder};
 use skyreels_contract::owned_dir::OwnedDir;
-
-/// The sampler's schedule: the timestep template and fresh per-frame scheduler states.
-pub trait SamplingSchedule {
-    /// The N model timesteps, descending.
-    fn template(&self) -> Vec<f32>;
-    /// A scheduler state for one latent frame, at step 0.
-    fn frame_scheduler(&self) -> Box<dyn FrameScheduler>;
-    /// The timestep matrix of a window of `frames` latent frames with `prefix` ready frames.
-    fn rows(
-        &self,
-        frames: usize,
-        prefix: usize,
-        ar_step: usize,
-        causal_block_size: usize,
-    ) -> Result<Rows>;
-}
 
 /// Where a long job keeps each finished window's latents, so a killed job resumes where it was.
 /// Window files are written to a temporary name and renamed, so a kill at any point leaves either
@@ -233,7 +218,7 @@ pub struct GenerationInputs<'a> {
     /// The model with its text (and image) conditioning.
     pub denoiser: &'a mut dyn Denoiser,
     /// Timesteps and per-frame schedulers.
-    pub schedule: &'a dyn SamplingSchedule,
+    pub schedule: &'a FlowSchedule,
     /// Guidance, prefix re-noising and TeaCache.
     pub settings: &'a WindowSettings,
     /// The noise stream (seeded, or recorded draws).
@@ -418,7 +403,7 @@ struct Previous<'a> {
 
 /// The timestep matrix of `segment`, an appended end frame held at t = 0 and never stepped.
 fn window_rows(
-    schedule: &dyn SamplingSchedule,
+    schedule: &FlowSchedule,
     segment: &Segment,
     ar_step: usize,
     causal_block_size: usize,
@@ -492,7 +477,7 @@ fn segment_prefix(
 fn sample_segment(
     plan: &Plan,
     denoiser: &mut dyn Denoiser,
-    schedule: &dyn SamplingSchedule,
+    schedule: &FlowSchedule,
     settings: &WindowSettings,
     noise: &mut NoiseSource,
     segment: &Segment,
@@ -523,8 +508,7 @@ fn sample_segment(
         request.causal_block_size,
     )?;
     let total = segment.latent_frames + segment.end_frames;
-    let mut schedulers: Vec<Box<dyn FrameScheduler>> =
-        (0..total).map(|_| schedule.frame_scheduler()).collect();
+    let mut schedulers: Vec<_> = (0..total).map(|_| schedule.frame_scheduler()).collect();
     let stats = sample_window(
         denoiser,
         &mut window,

@@ -2,17 +2,14 @@
 //! re-noising, and an independent scheduler state per latent frame (SPEC.md §3.2). Synchronous
 //! text-to-video is the special case of one window with every frame on the same row.
 
+use ndarray::{ArrayView1, ArrayViewMut1};
+
 use super::denoiser::Denoiser;
-use crate::error::Result;
+use crate::error::{Result, RuntimeError};
 use crate::noise::NoiseSource;
+use crate::scheduler::Scheduler;
 use crate::teacache::{Branch, TeaCache, TeaCacheConfig};
 use crate::tensor::Tensor;
-
-/// Advances one latent frame `[16, H, W]` by one scheduler step.
-pub trait FrameScheduler {
-    /// The next sample given the model's velocity at the current step.
-    fn step(&mut self, velocity: &[f32], sample: &[f32]) -> Vec<f32>;
-}
 
 /// The timestep matrix of a window (see `crate::timestep_matrix`).
 pub struct Rows {
@@ -139,7 +136,7 @@ pub fn sample_window(
     latents: &mut Tensor,
     prefix_frames: usize,
     rows: &Rows,
-    schedulers: &mut [Box<dyn FrameScheduler>],
+    schedulers: &mut [impl Scheduler],
     settings: &WindowSettings,
     noise: &mut NoiseSource,
     after_step: &mut dyn FnMut(usize) -> Result<()>,
@@ -210,8 +207,14 @@ pub fn sample_window(
         )]
         for f in start..end {
             if rows.update[row][f] {
-                let updated = schedulers[f].step(&frame(&velocity, f - start), &frame(latents, f));
-                set_frame(latents, f, &updated);
+                let mut sample = frame(latents, f);
+                schedulers[f]
+                    .step(
+                        ArrayView1::from(&frame(&velocity, f - start)),
+                        ArrayViewMut1::from(sample.as_mut_slice()),
+                    )
+                    .map_err(|e| RuntimeError::Invalid(format!("latent frame {f}: {e}")))?;
+                set_frame(latents, f, &sample);
             }
         }
         after_step(row + 1)?;

@@ -1,27 +1,11 @@
 //! The sampling schedule handed to the window sampler: the σ schedule of the chosen reference,
 //! per-frame flow-UniPC states and timestep matrices (`crate::scheduler`, `crate::timestep_matrix`).
 
-use ndarray::{ArrayView1, ArrayViewMut1};
-
-use super::generate::SamplingSchedule;
 use super::plan::Compat;
-use super::sampler::{FrameScheduler, Rows};
+use super::sampler::Rows;
 use crate::error::{Result, RuntimeError};
-use crate::scheduler::{FirstStepSample, FlowUniPc, Schedule, Scheduler, SigmaSchedule};
+use crate::scheduler::{FirstStepSample, FlowUniPc, Schedule, SigmaSchedule};
 use crate::timestep_matrix::timestep_matrix;
-
-impl FrameScheduler for FlowUniPc {
-    fn step(&mut self, velocity: &[f32], sample: &[f32]) -> Vec<f32> {
-        let mut next = sample.to_vec();
-        Scheduler::step(
-            self,
-            ArrayView1::from(velocity),
-            ArrayViewMut1::from(next.as_mut_slice()),
-        )
-        .expect("velocity and sample are frames of the same window");
-        next
-    }
-}
 
 /// Flow-matching UniPC over the chosen reference's σ schedule.
 pub struct FlowSchedule {
@@ -53,8 +37,9 @@ impl FlowSchedule {
     }
 }
 
-impl SamplingSchedule for FlowSchedule {
-    fn template(&self) -> Vec<f32> {
+impl FlowSchedule {
+    /// The N model timesteps, descending.
+    pub fn template(&self) -> Vec<f32> {
         self.schedule
             .timesteps()
             .iter()
@@ -62,16 +47,18 @@ impl SamplingSchedule for FlowSchedule {
             .collect()
     }
 
-    fn frame_scheduler(&self) -> Box<dyn FrameScheduler> {
+    /// A scheduler state for one latent frame, at step 0.
+    pub fn frame_scheduler(&self) -> FlowUniPc {
         let first = if self.diffusion_forcing {
             FirstStepSample::Output
         } else {
             FirstStepSample::Input
         };
-        Box::new(FlowUniPc::with_first_step_sample(&self.schedule, first))
+        FlowUniPc::with_first_step_sample(&self.schedule, first)
     }
 
-    fn rows(
+    /// The timestep matrix of a window of `frames` latent frames with `prefix` ready frames.
+    pub fn rows(
         &self,
         frames: usize,
         prefix: usize,

@@ -104,7 +104,7 @@ pub fn run_metadata(models: &Models) -> Result<RunMetadata> {
     Ok(RunMetadata {
         platform: Platform {
             backend: backend.name().to_string(),
-            precision: engine.manifest.precision.clone(),
+            precision: engine.manifest.precision.name().to_string(),
         },
         manifest_sha256: crate::job::plan::sha256_hex(&manifest),
         device,

@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use skyreels_contract::manifest::FORMAT_VERSION;
-use skyreels_contract::{Manifest, ModelType};
-use skyreels_exporter::dit::layers::AttentionKind;
+use skyreels_contract::{Attention, Manifest, ModelType};
 use skyreels_exporter::dit::{self, DitExportOptions};
 use skyreels_exporter::image::{self, ImageExportOptions};
 use skyreels_exporter::text::{self, TextExportOptions};
@@ -54,7 +53,7 @@ pub(crate) fn export_tiny_engine_seeded(out: &Path, model: TinyModel, dit_seed: 
     text::tiny::write_tiny(source.path(), 0).expect("text");
     let options = DitExportOptions {
         compute: DType::F32,
-        attention: AttentionKind::MatMul,
+        attention: Attention::MatMul,
         link_weights: false,
     };
     let dit = dit::export(source.path(), out, &options).expect("export dit");
@@ -71,7 +70,7 @@ pub(crate) fn export_tiny_engine_seeded(out: &Path, model: TinyModel, dit_seed: 
     let found = text::locate(source.path()).expect("text source");
     let text_options = TextExportOptions {
         compute: DType::F32,
-        attention: AttentionKind::MatMul,
+        attention: Attention::MatMul,
         link_weights: false,
     };
     let text =
@@ -80,7 +79,7 @@ pub(crate) fn export_tiny_engine_seeded(out: &Path, model: TinyModel, dit_seed: 
         let clip = fixtures_dir().join("clip").join("hf");
         let options = ImageExportOptions {
             compute: DType::F32,
-            attention: AttentionKind::MatMul,
+            attention: Attention::MatMul,
             link_weights: false,
             preprocess: image::preprocess_from(None).expect("preprocess"),
         };
@@ -91,14 +90,15 @@ pub(crate) fn export_tiny_engine_seeded(out: &Path, model: TinyModel, dit_seed: 
     Manifest {
         format_version: FORMAT_VERSION,
         producer: "runtime CLI test".into(),
-        target: "cpu".into(),
-        precision: "fp32".into(),
-        attention: AttentionKind::MatMul.name().into(),
+        target: skyreels_contract::Target::Cpu,
+        precision: skyreels_contract::Precision::Fp32,
+        attention: Attention::MatMul,
         dit: Some(dit.component),
         vae: Some(vae.component),
         text_encoder: Some(text.component),
         image_encoder,
         build: None,
+        source: None,
     }
     .save(out)
     .expect("manifest");

@@ -5,8 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{BuildError, Result};
-use crate::plan::Target;
+use skyreels_contract::Target;
 
 /// A library a backend needs, and what it is.
 struct Needed {
@@ -76,7 +75,7 @@ const TENSORRT_LIBRARIES: [Needed; 5] = [
 const FIX_ORT_GPU: &str = "use ONNX Runtime's GPU build: the PyPI wheel onnxruntime-gpu==1.31.1 holds libonnxruntime.so.1.31.1 and libonnxruntime_providers_{shared,cuda,tensorrt}.so in onnxruntime/capi/; keep them in one folder and set ORT_DYLIB_PATH to its libonnxruntime.so.1.31.1";
 const FIX_CUDA: &str = "install the CUDA 13 runtime, cuBLAS and cuRAND (the CUDA toolkit, or PyPI's nvidia-*-cu13 wheels) and the NVIDIA driver, and add their lib folders to LD_LIBRARY_PATH";
 const FIX_TENSORRT: &str = "install TensorRT 10 for CUDA 13 (NVIDIA's TensorRT 10.x tar or deb packages, or PyPI tensorrt-cu13-libs 10.x; TensorRT 11 ships libnvinfer.so.11, which ONNX Runtime 1.31's provider does not load) and cuDNN 9, and add their lib folders to LD_LIBRARY_PATH";
-const FIX_GPU: &str = "run skyreels-build on the machine, with the GPU model, that will run the engine: optimised CUDA graphs and TensorRT engines are specific to a GPU";
+const FIX_GPU: &str = "use a machine with an NVIDIA GPU, and build and run on the same GPU model: optimised CUDA graphs and TensorRT engines are specific to a GPU";
 
 /// Folders the dynamic linker searches, in its order: `LD_LIBRARY_PATH`, the `ld.so` cache, the
 /// default folders.
@@ -120,9 +119,37 @@ pub fn find_library(file: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// What a backend lacks on this machine: every missing library or device, and how to get them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    /// The backend.
+    pub target: Target,
+    /// One line per missing library or device.
+    pub missing: Vec<String>,
+    /// How to get them (one fix per kind of piece, joined).
+    pub fix: String,
+}
+
+impl Unavailable {
+    /// `cannot {doing} {target} here:` followed by one `  - missing` line each and the fix.
+    pub fn describe(&self, doing: &str) -> String {
+        let lines: Vec<String> = self.missing.iter().map(|m| format!("  - {m}")).collect();
+        format!(
+            "cannot {doing} {} here:\n{}\n  fix: {}",
+            self.target,
+            lines.join("\n"),
+            self.fix
+        )
+    }
+}
+
 /// Checks that `target` can run here (ONNX Runtime at `onnxruntime_library`, GPU `device`);
 /// returns the GPU's name for GPU targets. Fails listing every missing piece and its fix.
-pub fn check(target: Target, onnxruntime_library: &Path, device: i32) -> Result<Option<String>> {
+pub fn check(
+    target: Target,
+    onnxruntime_library: &Path,
+    device: i32,
+) -> Result<Option<String>, Unavailable> {
     let (providers, libraries): (Vec<Needed>, &[Needed]) = match target {
         Target::Cpu => return Ok(None),
         Target::Cuda => (vec![PROVIDERS_SHARED, PROVIDERS_CUDA], &CUDA_LIBRARIES),
@@ -162,7 +189,7 @@ pub fn check(target: Target, onnxruntime_library: &Path, device: i32) -> Result<
             fixes.push(fix);
         }
     }
-    let gpu = skyreels_runtime::engine::gpu_name(device);
+    let gpu = crate::engine::gpu_name(device);
     if gpu.is_none() {
         missing.push(format!("no NVIDIA GPU {device} (nvidia-smi reports none)"));
         fixes.push(FIX_GPU);
@@ -170,8 +197,8 @@ pub fn check(target: Target, onnxruntime_library: &Path, device: i32) -> Result<
     if missing.is_empty() {
         return Ok(gpu);
     }
-    Err(BuildError::BackendUnavailable {
-        target: target.name(),
+    Err(Unavailable {
+        target,
         missing,
         fix: fixes.join(";\n       "),
     })
@@ -203,9 +230,10 @@ mod tests {
             0,
         )
         .unwrap_err()
-        .to_string();
+        .describe("run on");
+        assert!(error.starts_with("cannot run on tensorrt here:"), "{error}");
         assert!(
-            error.starts_with("cannot build for tensorrt here:"),
+            error.contains("libnvinfer.so.10 (TensorRT 10) is not on the library path"),
             "{error}"
         );
         assert!(error.contains("libonnxruntime_providers_tensorrt.so (ONNX Runtime's TensorRT execution provider) is not next to /nowhere/libonnxruntime.so.1.31.1"), "{error}");
