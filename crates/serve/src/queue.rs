@@ -578,6 +578,8 @@ impl<E: Executor> Queue<E> {
             .wait_timeout_while(state, grace, |s| s.running.is_some())
             .unwrap_or_else(PoisonError::into_inner);
         let outcome = if !wait.timed_out() {
+            // The worker takes the lock to see that it may stop: release it before joining.
+            drop(state);
             ShutdownOutcome::Drained
         } else {
             let running = state.running.clone();
@@ -603,6 +605,23 @@ impl<E: Executor> Queue<E> {
             let _ = worker.join();
         }
         outcome
+    }
+}
+
+impl<E: Executor> Drop for Queue<E> {
+    /// Lets the worker thread end: no more jobs start, and a running one is asked to stop.
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.stopping = true;
+        state.accepting = false;
+        state.waiting.clear();
+        if let Some(id) = state.running.clone()
+            && let Some(record) = state.record_mut(&id)
+        {
+            record.control.cancel();
+        }
+        drop(state);
+        self.shared.wake_worker.notify_all();
     }
 }
 

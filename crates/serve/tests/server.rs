@@ -223,6 +223,9 @@ impl Drop for Server {
     }
 }
 
+/// The plan's largest step count: a job that is still running when the test cancels it.
+const LONG_JOB_STEPS: usize = 1000;
+
 fn small_request(steps: usize) -> Value {
     json!({
         "prompt": "a red fox running through fresh snow",
@@ -341,8 +344,8 @@ fn bad_requests_get_400_naming_the_field() {
 fn a_full_queue_answers_429_and_delete_cancels_waiting_and_running_jobs() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = Server::start(&["--max-queue", "1"]);
-    let (_, running) = server.call("POST", "/v1/videos", Some(small_request(1000)));
-    let running = running["id"].as_str().unwrap_or_else(|| panic!("{running}")).to_string();
+    let (_, running) = server.call("POST", "/v1/videos", Some(small_request(LONG_JOB_STEPS)));
+    let running = running["id"].as_str().expect("id").to_string();
     server.wait_for(&running, &["in_progress"]);
     let (code, waiting) = server.call("POST", "/v1/videos", Some(small_request(2)));
     assert_eq!(code, 201);
@@ -375,7 +378,7 @@ fn a_full_queue_answers_429_and_delete_cancels_waiting_and_running_jobs() {
 fn sigterm_refuses_new_jobs_cancels_the_running_one_and_exits() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = Server::start(&["--shutdown-grace", "3", "--cancel-wait", "60"]);
-    let (_, running) = server.call("POST", "/v1/videos", Some(small_request(1000)));
+    let (_, running) = server.call("POST", "/v1/videos", Some(small_request(LONG_JOB_STEPS)));
     let running = running["id"].as_str().expect("id").to_string();
     server.wait_for(&running, &["in_progress"]);
     let (_, waiting) = server.call("POST", "/v1/videos", Some(small_request(2)));
