@@ -13,7 +13,10 @@ fn skyreels(args: &[&str], paths: &[(&str, &Path)]) -> Output {
     for (flag, path) in paths {
         command.arg(flag).arg(path);
     }
-    command.args(["--threads", "1"]).output().expect("run skyreels")
+    command
+        .args(["--threads", "1"])
+        .output()
+        .expect("run skyreels")
 }
 
 /// The tiny engine (DiT weights from `dit_seed`; 0 is `skyreels-export tiny`'s), exported into `dir`.
@@ -72,7 +75,12 @@ fn a_batch_writes_one_video_and_one_result_per_line_and_skips_a_failing_line() {
         .collect();
     assert_eq!(
         lines,
-        [(1, "completed"), (2, "failed"), (4, "completed"), (5, "failed")]
+        [
+            (1, "completed"),
+            (2, "failed"),
+            (4, "completed"),
+            (5, "failed")
+        ]
     );
     assert_eq!(results[1]["error"]["field"], "size");
     assert!(
@@ -84,7 +92,10 @@ fn a_batch_writes_one_video_and_one_result_per_line_and_skips_a_failing_line() {
     assert_eq!(results[0]["frames"], 17);
     assert_eq!(results[2]["width"], 64);
     let first = skyreels_runtime::output::read_mp4(&out_dir.join("0001.mp4")).unwrap();
-    assert_eq!((first.num_frames(), first.width(), first.height()), (17, 96, 64));
+    assert_eq!(
+        (first.num_frames(), first.width(), first.height()),
+        (17, 96, 64)
+    );
     let fourth = skyreels_runtime::output::read_mp4(&out_dir.join("0004.mp4")).unwrap();
     assert_eq!((fourth.num_frames(), fourth.width()), (9, 64));
     let mut written: Vec<String> = fs_err::read_dir(&out_dir)
@@ -126,11 +137,20 @@ fn a_snapshot_passes_on_its_engine_and_fails_on_another_naming_the_cases() {
     let snapshots = scratch.path().join("snapshots");
     let recorded = skyreels(
         &["snapshot", "record"],
-        &[("--engines", &engine), ("--cases", &cases), ("--out", &snapshots)],
+        &[
+            ("--engines", &engine),
+            ("--cases", &cases),
+            ("--out", &snapshots),
+        ],
     );
     assert!(recorded.status.success(), "{}", text(&recorded.stderr));
     for case in ["fox", "two-windows"] {
-        for file in ["case.json", "noise.safetensors", "latents.safetensors", "frames/frame_00000.png"] {
+        for file in [
+            "case.json",
+            "noise.safetensors",
+            "latents.safetensors",
+            "frames/frame_00000.png",
+        ] {
             assert!(snapshots.join(case).join(file).is_file(), "{case}/{file}");
         }
     }
@@ -139,14 +159,21 @@ fn a_snapshot_passes_on_its_engine_and_fails_on_another_naming_the_cases() {
     assert_eq!(metadata["recorded"]["backend"], "cpu");
     assert_eq!(metadata["recorded"]["precision"], "fp32");
     assert_eq!(
-        metadata["recorded"]["manifest_sha256"].as_str().unwrap().len(),
+        metadata["recorded"]["manifest_sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
         64
     );
     assert_eq!(metadata["cases"], serde_json::json!(["fox", "two-windows"]));
 
     let again = skyreels(
         &["snapshot", "record"],
-        &[("--engines", &engine), ("--cases", &cases), ("--out", &snapshots)],
+        &[
+            ("--engines", &engine),
+            ("--cases", &cases),
+            ("--out", &snapshots),
+        ],
     );
     assert!(text(&again.stderr).contains("exists and is not empty"));
 
@@ -161,7 +188,10 @@ fn a_snapshot_passes_on_its_engine_and_fails_on_another_naming_the_cases() {
         let columns: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(&columns[1..], ["0", "0", "inf", "ok"], "{row}");
     }
-    assert!(table.contains("tolerance: max-abs ≤ 0, relative ≤ 0, identical frames"), "{table}");
+    assert!(
+        table.contains("tolerance: max-abs ≤ 0, relative ≤ 0, identical frames"),
+        "{table}"
+    );
 
     let different = skyreels(
         &["snapshot", "check"],
@@ -182,19 +212,38 @@ fn a_snapshot_passes_on_its_engine_and_fails_on_another_naming_the_cases() {
     );
     let stderr = text(&not_a_snapshot.stderr);
     assert_eq!(not_a_snapshot.status.code(), Some(1));
-    assert!(stderr.contains("is not a snapshot directory") && stderr.contains("fix:"), "{stderr}");
+    assert!(
+        stderr.contains("is not a snapshot directory") && stderr.contains("fix:"),
+        "{stderr}"
+    );
     let with_noise = scratch.path().join("noisy.yaml");
-    fs_err::write(&with_noise, "fox:\n  prompt: a fox\n  noise: noise.safetensors\n").unwrap();
+    fs_err::write(
+        &with_noise,
+        "fox:\n  prompt: a fox\n  noise: noise.safetensors\n",
+    )
+    .unwrap();
     let refused = skyreels(
         &["snapshot", "record"],
-        &[("--engines", &engine), ("--cases", &with_noise), ("--out", &scratch.path().join("n"))],
+        &[
+            ("--engines", &engine),
+            ("--cases", &with_noise),
+            ("--out", &scratch.path().join("n")),
+        ],
     );
     let stderr = text(&refused.stderr);
-    assert!(stderr.contains("case `fox` gives `noise`") && stderr.contains("fix:"), "{stderr}");
+    assert!(
+        stderr.contains("case `fox` gives `noise`") && stderr.contains("fix:"),
+        "{stderr}"
+    );
     assert!(!scratch.path().join("n").exists());
 
     let loose = skyreels(
-        &["snapshot", "check", "--tolerance", "max_abs=1000,relative=1000,psnr=0"],
+        &[
+            "snapshot",
+            "check",
+            "--tolerance",
+            "max_abs=1000,relative=1000,psnr=0",
+        ],
         &[("--engines", &other), ("--snapshots", &snapshots)],
     );
     assert!(loose.status.success(), "{}", text(&loose.stderr));
@@ -208,7 +257,14 @@ fn skyreels_serve_runs_the_server_binary_beside_it_with_every_flag() {
     fs_err::copy(env!("CARGO_BIN_EXE_skyreels"), &skyreels).unwrap();
     let run = || {
         Command::new(&skyreels)
-            .args(["serve", "--engines", "e", "--listen", "0.0.0.0:80", "--help"])
+            .args([
+                "serve",
+                "--engines",
+                "e",
+                "--listen",
+                "0.0.0.0:80",
+                "--help",
+            ])
             .env("PATH", scratch.path())
             .output()
             .unwrap()
@@ -217,7 +273,8 @@ fn skyreels_serve_runs_the_server_binary_beside_it_with_every_flag() {
     assert_eq!(missing.status.code(), Some(1));
     let stderr = text(&missing.stderr);
     assert!(
-        stderr.contains("cannot run skyreels-serve") && stderr.contains("fix: install skyreels-serve beside skyreels"),
+        stderr.contains("cannot run skyreels-serve")
+            && stderr.contains("fix: install skyreels-serve beside skyreels"),
         "{stderr}"
     );
     let server = scratch.path().join("skyreels-serve");

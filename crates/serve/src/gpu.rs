@@ -9,7 +9,12 @@ const MEBIBYTE: u64 = 1 << 20;
 
 fn nvidia_smi(query: &str, device: i32) -> Option<String> {
     let output = Command::new("nvidia-smi")
-        .args([query, "--format=csv,noheader,nounits", "-i", &device.to_string()])
+        .args([
+            query,
+            "--format=csv,noheader,nounits",
+            "-i",
+            &device.to_string(),
+        ])
         .output()
         .ok()?;
     output
@@ -20,7 +25,11 @@ fn nvidia_smi(query: &str, device: i32) -> Option<String> {
 
 /// `used, total` in MiB (the first line of `--query-gpu=memory.used,memory.total`), in bytes.
 fn parse_device(text: &str) -> Option<(u64, u64)> {
-    let mut fields = text.lines().next()?.split(',').map(|f| f.trim().parse::<u64>());
+    let mut fields = text
+        .lines()
+        .next()?
+        .split(',')
+        .map(|f| f.trim().parse::<u64>());
     let used = fields.next()?.ok()?;
     let total = fields.next()?.ok()?;
     Some((used * MEBIBYTE, total * MEBIBYTE))

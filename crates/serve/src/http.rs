@@ -97,7 +97,10 @@ fn openai_fields(body: &mut serde_json::Map<String, Value>) -> Result<(), Reques
             "`seconds` must be a positive number of seconds up to 600, got {seconds}\n  fix: e.g. \"seconds\": \"4\""
         ))
     })?;
-    let fps = body.get("fps").and_then(Value::as_f64).unwrap_or(DEFAULT_FPS);
+    let fps = body
+        .get("fps")
+        .and_then(Value::as_f64)
+        .unwrap_or(DEFAULT_FPS);
     let blocks = (value * fps / 4.0).round().max(1.0) as u64;
     body.insert("num_frames".into(), json!(4 * blocks + 1));
     Ok(())
@@ -128,8 +131,7 @@ async fn create<E: Executor>(State(queue): State<Arc<Queue<E>>>, body: Bytes) ->
     if let Err(request_error) = openai_fields(&mut body) {
         return invalid(&request_error);
     }
-    let submitted =
-        tokio::task::spawn_blocking(move || queue.submit(Value::Object(body))).await;
+    let submitted = tokio::task::spawn_blocking(move || queue.submit(Value::Object(body))).await;
     match submitted {
         Ok(Ok(view)) => (StatusCode::CREATED, axum::Json(view)).into_response(),
         Ok(Err(SubmitError::Invalid(request_error))) => invalid(&request_error),
@@ -259,7 +261,9 @@ async fn list<E: Executor>(
                     StatusCode::BAD_REQUEST,
                     "invalid_value",
                     Some("after"),
-                    &format!("`after` names no kept job (`{after}`)\n  fix: pass the last_id of the previous page"),
+                    &format!(
+                        "`after` names no kept job (`{after}`)\n  fix: pass the last_id of the previous page"
+                    ),
                 );
             }
         }

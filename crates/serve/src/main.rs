@@ -74,9 +74,7 @@ enum LogFormatArg {
 
 fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value).map_err(|_| {
-        anyhow::anyhow!(
-            "{flag} {value} is not a number of seconds ≥ 0\n  fix: e.g. {flag} 30"
-        )
+        anyhow::anyhow!("{flag} {value} is not a number of seconds ≥ 0\n  fix: e.g. {flag} 30")
     })
 }
 
@@ -113,10 +111,7 @@ fn main() -> anyhow::Result<()> {
     let loading = Instant::now();
     let executor = RuntimeExecutor::load(&args.engines, &backend)?;
     let load_seconds = loading.elapsed().as_secs_f64();
-    tracing::info!(
-        "loaded {} in {load_seconds:.2} s",
-        args.engines.display()
-    );
+    tracing::info!("loaded {} in {load_seconds:.2} s", args.engines.display());
     let config = QueueConfig {
         model: executor.model_name().to_string(),
         max_queue: args.max_queue as usize,

@@ -47,11 +47,26 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders `snapshot` as Prometheus text.
 pub fn render(snapshot: &MetricsSnapshot) -> String {
     let mut out = String::new();
-    header(&mut out, "skyreels_queue_depth", "gauge", "Jobs waiting to run.");
+    header(
+        &mut out,
+        "skyreels_queue_depth",
+        "gauge",
+        "Jobs waiting to run.",
+    );
     let _ = writeln!(out, "skyreels_queue_depth {}", snapshot.queue_depth);
-    header(&mut out, "skyreels_queue_capacity", "gauge", "Jobs that may wait (--max-queue).");
+    header(
+        &mut out,
+        "skyreels_queue_capacity",
+        "gauge",
+        "Jobs that may wait (--max-queue).",
+    );
     let _ = writeln!(out, "skyreels_queue_capacity {}", snapshot.max_queue);
-    header(&mut out, "skyreels_jobs", "gauge", "Jobs kept by the server, by status.");
+    header(
+        &mut out,
+        "skyreels_jobs",
+        "gauge",
+        "Jobs kept by the server, by status.",
+    );
     for (status, count) in &snapshot.jobs_by_status {
         let _ = writeln!(out, "skyreels_jobs{{status=\"{}\"}} {count}", status.name());
     }
@@ -108,7 +123,11 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
         "gauge",
         "Seconds the models took to load at start-up; every job after the first saves them.",
     );
-    let _ = writeln!(out, "skyreels_model_load_seconds {}", snapshot.model_load_seconds);
+    let _ = writeln!(
+        out,
+        "skyreels_model_load_seconds {}",
+        snapshot.model_load_seconds
+    );
     if let Some(gpu) = snapshot.gpu_memory {
         header(
             &mut out,
@@ -147,14 +166,30 @@ mod tests {
             queue_depth: 2,
             max_queue: 8,
             jobs_by_status: Status::ALL.into_iter().zip([2, 1, 3, 0, 1]).collect(),
-            finished_total: [(Status::Completed, 3), (Status::Failed, 0), (Status::Cancelled, 1)]
-                .into_iter()
-                .collect(),
+            finished_total: [
+                (Status::Completed, 3),
+                (Status::Failed, 0),
+                (Status::Cancelled, 1),
+            ]
+            .into_iter()
+            .collect(),
             rejected_invalid: 4,
             rejected_full: 1,
             stages: [
-                ("denoise", StageTotal { seconds: 7.5, count: 3 }),
-                ("vae_decode", StageTotal { seconds: 0.25, count: 3 }),
+                (
+                    "denoise",
+                    StageTotal {
+                        seconds: 7.5,
+                        count: 3,
+                    },
+                ),
+                (
+                    "vae_decode",
+                    StageTotal {
+                        seconds: 0.25,
+                        count: 3,
+                    },
+                ),
             ]
             .into_iter()
             .collect(),

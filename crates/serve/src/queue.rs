@@ -54,10 +54,7 @@ impl Status {
     }
 
     fn is_finished(self) -> bool {
-        matches!(
-            self,
-            Status::Completed | Status::Failed | Status::Cancelled
-        )
+        matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
     }
 }
 
@@ -583,8 +580,7 @@ impl<E: Executor> Queue<E> {
             ShutdownOutcome::Drained
         } else {
             let running = state.running.clone();
-            if let Some(record) = running.and_then(|id| state.records.iter().find(|r| r.id == id))
-            {
+            if let Some(record) = running.and_then(|id| state.records.iter().find(|r| r.id == id)) {
                 record.control.cancel();
             }
             let (_state, wait) = shared
@@ -657,10 +653,8 @@ fn next_job<E: Executor>(shared: &Shared<E>) -> Option<(String, Arc<E::Job>, Arc
             state = shared.lock();
             continue;
         }
-        let period = (shared.config.retention.max_age / 4).clamp(
-            Duration::from_millis(100),
-            Duration::from_secs(60),
-        );
+        let period = (shared.config.retention.max_age / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
         state = shared
             .wake_worker
             .wait_timeout(state, period)

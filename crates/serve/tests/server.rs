@@ -8,8 +8,8 @@ use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use skyreels_contract::{Attention, Manifest, Precision, Target};
 use skyreels_contract::manifest::FORMAT_VERSION;
+use skyreels_contract::{Attention, Manifest, Precision, Target};
 use skyreels_exporter::dit::{self, DitExportOptions};
 use skyreels_exporter::text::{self, TextExportOptions};
 use skyreels_exporter::tiny::{self, StorageDtype};
@@ -23,8 +23,13 @@ fn tiny_engine() -> &'static Path {
         .get_or_init(|| {
             let out = tempfile::tempdir().expect("tempdir");
             let source = tempfile::tempdir().expect("tempdir");
-            tiny::write_random_dit(source.path(), &tiny::tiny_dit_config(), StorageDtype::F32, 0)
-                .expect("dit");
+            tiny::write_random_dit(
+                source.path(),
+                &tiny::tiny_dit_config(),
+                StorageDtype::F32,
+                0,
+            )
+            .expect("dit");
             vae::random::write_random_vae(
                 &source.path().join("vae"),
                 &vae::random::tiny_vae_config(),
@@ -264,10 +269,7 @@ fn a_job_goes_from_queued_to_a_playable_mp4() {
         .call()
         .expect("content");
     assert_eq!(response.status().as_u16(), 200);
-    assert_eq!(
-        response.headers().get("content-type").unwrap(),
-        "video/mp4"
-    );
+    assert_eq!(response.headers().get("content-type").unwrap(), "video/mp4");
     let bytes = response
         .into_body()
         .with_config()
@@ -297,7 +299,10 @@ fn a_job_goes_from_queued_to_a_playable_mp4() {
         metrics.contains("skyreels_stage_seconds_count{stage=\"sampling\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("skyreels_model_load_seconds "), "{metrics}");
+    assert!(
+        metrics.contains("skyreels_model_load_seconds "),
+        "{metrics}"
+    );
 
     let (code, deleted) = server.call("DELETE", &format!("/v1/videos/{id}"), None);
     assert_eq!((code, &deleted["deleted"]), (200, &json!(true)));
@@ -355,9 +360,15 @@ fn a_full_queue_answers_429_and_delete_cancels_waiting_and_running_jobs() {
     assert_eq!(full["error"]["code"], "queue_full");
 
     let (code, cancelled) = server.call("DELETE", &format!("/v1/videos/{waiting}"), None);
-    assert_eq!((code, cancelled["status"].as_str()), (200, Some("cancelled")));
+    assert_eq!(
+        (code, cancelled["status"].as_str()),
+        (200, Some("cancelled"))
+    );
     let (code, content) = server.call("GET", &format!("/v1/videos/{waiting}/content"), None);
-    assert_eq!((code, content["error"]["code"].as_str()), (409, Some("not_ready")));
+    assert_eq!(
+        (code, content["error"]["code"].as_str()),
+        (409, Some("not_ready"))
+    );
 
     let in_progress = server.wait_for(&running, &["in_progress"]);
     assert!(in_progress["stage"].is_string(), "{in_progress}");
@@ -395,7 +406,10 @@ fn sigterm_refuses_new_jobs_cancels_the_running_one_and_exits() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let (code, refused) = server.call("POST", "/v1/videos", Some(small_request(2)));
-    assert_eq!((code, refused["error"]["code"].as_str()), (503, Some("shutting_down")));
+    assert_eq!(
+        (code, refused["error"]["code"].as_str()),
+        (503, Some("shutting_down"))
+    );
     let (_, waited) = server.call("GET", &format!("/v1/videos/{waiting}"), None);
     assert_eq!(waited["status"], "cancelled");
     assert_eq!(waited["error"]["code"], "shutdown");
@@ -408,10 +422,14 @@ fn sigterm_refuses_new_jobs_cancels_the_running_one_and_exits() {
         "{log:#?}"
     );
     assert!(
-        log.iter().any(|line| line.contains("running job was cancelled")),
+        log.iter()
+            .any(|line| line.contains("running job was cancelled")),
         "{log:#?}"
     );
-    assert!(!log.iter().any(|line| line.starts_with(&format!("job {waiting}"))));
+    assert!(
+        !log.iter()
+            .any(|line| line.starts_with(&format!("job {waiting}")))
+    );
 }
 
 #[test]
@@ -430,4 +448,3 @@ fn a_taken_port_is_refused_before_loading_anything() {
         "{stderr}"
     );
 }
-

@@ -106,11 +106,19 @@ mod tests {
     #[test]
     fn the_field_at_fault_is_named() {
         let field = |body: Value| parse_request(&body).unwrap_err().field;
-        assert_eq!(field(json!({"prompt": "fox", "seed": "seven"})).as_deref(), Some("seed"));
-        assert_eq!(field(json!({"prompt": "fox", "colour": 1})).as_deref(), Some("colour"));
+        assert_eq!(
+            field(json!({"prompt": "fox", "seed": "seven"})).as_deref(),
+            Some("seed")
+        );
+        assert_eq!(
+            field(json!({"prompt": "fox", "colour": 1})).as_deref(),
+            Some("colour")
+        );
         assert_eq!(field(json!({"steps": 3})).as_deref(), Some("prompt"));
         assert_eq!(field(json!(["fox"])), None);
-        let message = parse_request(&json!({"prompt": "fox", "steps": -1})).unwrap_err().message;
+        let message = parse_request(&json!({"prompt": "fox", "steps": -1}))
+            .unwrap_err()
+            .message;
         assert!(message.contains("fix: give `steps`"), "{message}");
         let parsed = parse_request(&json!({"prompt": "fox", "size": "96x64"})).unwrap();
         assert_eq!(parsed.size.as_deref(), Some("96x64"));

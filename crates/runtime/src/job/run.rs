@@ -196,7 +196,15 @@ pub fn generate_job_with_noise(
     let result = match rank {
         Some(mut rank) => {
             let result = rank.run_denoiser(&mut denoiser, |denoiser| {
-                sample(plan, models, denoiser, noise, &conditioning, work_dir, observer)
+                sample(
+                    plan,
+                    models,
+                    denoiser,
+                    noise,
+                    &conditioning,
+                    work_dir,
+                    observer,
+                )
             });
             models.put_rank(Some(rank));
             result

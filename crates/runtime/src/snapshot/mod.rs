@@ -98,7 +98,9 @@ pub fn run_metadata(models: &Models) -> Result<RunMetadata> {
     let manifest = fs_err::read(engine.dir.join(skyreels_contract::manifest::MANIFEST_FILE))?;
     let backend = models.backend();
     let device = match backend.device() {
-        Some(index) => crate::engine::gpu_name(index).unwrap_or_else(|| format!("CUDA device {index}")),
+        Some(index) => {
+            crate::engine::gpu_name(index).unwrap_or_else(|| format!("CUDA device {index}"))
+        }
         None => cpu_name(),
     };
     Ok(RunMetadata {
@@ -152,7 +154,12 @@ fn case_request(name: &str, body: &Value) -> Result<GenerateRequest> {
     parse_request(body).map_err(|error| invalid(format!("case `{name}`: {}", error.message)))
 }
 
-fn plan_case(models: &Models, name: &str, request: &GenerateRequest, dir: &Path) -> Result<JobPlan> {
+fn plan_case(
+    models: &Models,
+    name: &str,
+    request: &GenerateRequest,
+    dir: &Path,
+) -> Result<JobPlan> {
     let output = OutputRequest {
         out: dir.join("video.mp4"),
         ..OutputRequest::default()
@@ -228,8 +235,11 @@ pub fn record(
         noise.save_draws(&dir.join(NOISE_FILE))?;
         output::save_latents(&dir.join(LATENTS_FILE), [("latents", &latents)])?;
         output::write_png_frames(&frames, &dir.join(FRAMES_DIR))?;
-        let plan_json = serde_json::to_value(plan)
-            .map_err(|e| invalid(format!("case `{name}`: the plan cannot be written as JSON: {e}")))?;
+        let plan_json = serde_json::to_value(plan).map_err(|e| {
+            invalid(format!(
+                "case `{name}`: the plan cannot be written as JSON: {e}"
+            ))
+        })?;
         write_json(
             &dir.join(CASE_FILE),
             &CaseFile {
@@ -471,7 +481,10 @@ pub fn table(report: &CheckReport) -> String {
         number(t.latents_max_abs),
         number(t.latents_relative)
     );
-    for (label, run) in [("recorded", &report.recorded), ("replayed", &report.replayed)] {
+    for (label, run) in [
+        ("recorded", &report.recorded),
+        ("replayed", &report.replayed),
+    ] {
         let _ = writeln!(
             out,
             "{label}: {} {} on {}, ONNX Runtime {}, manifest {}",

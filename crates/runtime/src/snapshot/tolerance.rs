@@ -75,16 +75,15 @@ impl Tolerance {
     /// Parses `--tolerance`: `exact`, or comma-separated `max_abs=X`, `relative=X`, `psnr=DB`; a
     /// key left out keeps its value from `base`.
     pub fn parse(text: &str, base: Tolerance) -> Result<Tolerance> {
-        let usage = "  fix: e.g. --tolerance exact, or --tolerance max_abs=0.01,relative=0.001,psnr=40";
+        let usage =
+            "  fix: e.g. --tolerance exact, or --tolerance max_abs=0.01,relative=0.001,psnr=40";
         if text.trim() == "exact" {
             return Ok(Tolerance::EXACT);
         }
         let mut tolerance = base;
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = part.split_once('=').ok_or_else(|| {
-                RuntimeError::Invalid(format!(
-                    "--tolerance: `{part}` is not KEY=VALUE\n{usage}"
-                ))
+                RuntimeError::Invalid(format!("--tolerance: `{part}` is not KEY=VALUE\n{usage}"))
             })?;
             let number = value
                 .trim()
@@ -165,8 +164,13 @@ mod tests {
             Tolerance::EXACT
         );
         for bad in ["psnr", "speed=3", "relative=-1", "max_abs=x"] {
-            let message = Tolerance::parse(bad, Tolerance::EXACT).unwrap_err().to_string();
-            assert!(message.contains("fix: e.g. --tolerance"), "{bad}: {message}");
+            let message = Tolerance::parse(bad, Tolerance::EXACT)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.contains("fix: e.g. --tolerance"),
+                "{bad}: {message}"
+            );
         }
     }
 

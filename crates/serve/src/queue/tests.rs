@@ -32,13 +32,15 @@ impl Executor for Double {
     fn prepare(&self, body: Value) -> Result<Prepared<DoubleJob>, RequestError> {
         let steps = match body.get("steps") {
             None => 3,
-            Some(value) => value
-                .as_u64()
-                .filter(|&steps| steps > 0)
-                .ok_or_else(|| RequestError {
-                    field: Some("steps".into()),
-                    message: format!("steps must be a positive integer, got {value}"),
-                })? as usize,
+            Some(value) => {
+                value
+                    .as_u64()
+                    .filter(|&steps| steps > 0)
+                    .ok_or_else(|| RequestError {
+                        field: Some("steps".into()),
+                        message: format!("steps must be a positive integer, got {value}"),
+                    })? as usize
+            }
         };
         let behaviour = match body.get("behaviour").and_then(Value::as_str) {
             None => Behaviour::Complete,
@@ -140,8 +142,14 @@ fn a_job_runs_to_completion_with_timings_and_a_video() {
         done.timings.stages.keys().copied().collect::<Vec<_>>(),
         ["denoise", "write"]
     );
-    assert!(done.timings.stages["denoise"] >= 0.010, "{:?}", done.timings);
-    assert!(done.completed_at.is_some() && done.expires_at == Some(done.completed_at.unwrap() + 3600));
+    assert!(
+        done.timings.stages["denoise"] >= 0.010,
+        "{:?}",
+        done.timings
+    );
+    assert!(
+        done.completed_at.is_some() && done.expires_at == Some(done.completed_at.unwrap() + 3600)
+    );
     let video = queue.video(&submitted.id).unwrap();
     assert_eq!(fs_err::read(&video).unwrap(), b"mp4");
     let metrics = queue.metrics();
@@ -292,7 +300,10 @@ fn shutdown_cancels_waiting_jobs_then_the_running_one_after_the_grace() {
     let waited = queue.get(&waiting.id).unwrap();
     assert_eq!(waited.status, Status::Cancelled);
     assert_eq!(waited.error.unwrap().code, "shutdown");
-    assert_eq!(queue.submit(json!({})).unwrap_err(), SubmitError::ShuttingDown);
+    assert_eq!(
+        queue.submit(json!({})).unwrap_err(),
+        SubmitError::ShuttingDown
+    );
     assert!(!queue.is_accepting());
 }
 
