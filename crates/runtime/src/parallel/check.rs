@@ -17,8 +17,9 @@ use super::error::{ParallelError, Result, config_error};
 use super::layout::{Branches, agree, combine_guidance};
 use super::nccl::{self, NcclCommunicator};
 use super::nccl_search::NcclSearch;
-use super::rendezvous::{self, UNIQUE_ID_BYTES};
+use super::rendezvous;
 use super::shard::{TokenSharding, attention_blocks, drop_padding, take_shard};
+use super::start::share_unique_id;
 use super::supervisor;
 use super::tcp::TcpCommunicator;
 use crate::teacache::Branch;
@@ -218,25 +219,6 @@ pub fn run(args: &CheckArgs) -> Result<Option<CheckReport>> {
         }
     };
     Ok((rank == 0).then_some(report))
-}
-
-/// Rank 0 creates NCCL's unique id and hands it over the TCP rendezvous.
-fn share_unique_id(rank: usize, world_size: usize, master: &str) -> Result<[u8; UNIQUE_ID_BYTES]> {
-    if world_size == 1 {
-        return nccl::unique_id();
-    }
-    if rank == 0 {
-        let port = master
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        let listener = rendezvous::listen(port)?;
-        let id = nccl::unique_id()?;
-        Ok(rendezvous::serve(&listener, world_size, 0, id, rendezvous::DEFAULT_TIMEOUT)?.shared_id)
-    } else {
-        Ok(rendezvous::join(master, rank, world_size, 0, rendezvous::DEFAULT_TIMEOUT)?.shared_id)
-    }
 }
 
 /// Staging the NCCL transport needs for the check and the timed exchange.
