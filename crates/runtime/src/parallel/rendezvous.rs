@@ -26,7 +26,8 @@ pub struct Rendezvous {
     pub shared_id: [u8; UNIQUE_ID_BYTES],
 }
 
-fn network(
+/// Maps an I/O error of `rank` to a network error with its context and fix.
+pub(super) fn network(
     rank: usize,
     context: impl Into<String>,
     fix: impl Into<String>,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::axis::{AllToAll, Concat};
 use super::communicator::Communicator;
 use super::error::{ParallelError, Result};
-use super::rendezvous::{self, Rendezvous, UNIQUE_ID_BYTES};
+use super::rendezvous::{self, Rendezvous, UNIQUE_ID_BYTES, network};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -292,21 +292,6 @@ impl TcpCommunicator {
             )));
         }
         Ok(())
-    }
-}
-
-fn network(
-    rank: usize,
-    context: impl Into<String>,
-    fix: impl Into<String>,
-) -> impl FnOnce(std::io::Error) -> ParallelError {
-    let context = context.into();
-    let fix = fix.into();
-    move |source| ParallelError::Network {
-        rank,
-        context,
-        source,
-        fix,
     }
 }
 
