@@ -174,13 +174,16 @@ if wants dit || wants vae || wants e2e || wants user; then
       prepare "$bin/write_random_umt5" "$umt5_layers" "$source_dir"
     fi
   fi
-  prepare "$bin/skyreels-export" "$source_dir" --out "$work/engine-$dit_size" --target "$target" --dtype "$dtype" --force
+  # Only `user` writes a text encoder; the other groups export the DiT and the VAE alone.
+  require=dit
+  if wants user; then require=all; fi
+  prepare "$bin/skyreels-export" "$source_dir" --out "$work/engine-$dit_size" --target "$target" --dtype "$dtype" --require "$require" --force
 fi
 if wants dit14b; then
   if $dry_run || [ ! -f "$work/dit-14b/model.safetensors" ]; then
     prepare "$bin/write_random_dit" 14b "$work/dit-14b"
   fi
-  prepare "$bin/skyreels-export" "$work/dit-14b" --out "$work/engine-14b" --target "$target" --dtype "$dtype" --force
+  prepare "$bin/skyreels-export" "$work/dit-14b" --out "$work/engine-14b" --target "$target" --dtype "$dtype" --require dit --force
 fi
 
 if wants dit; then

@@ -87,7 +87,7 @@ impl Dit {
             &engine.dir,
             &component,
             &[&block_qkv.entry, &block_out.entry],
-            block_qkv.device(),
+            block_qkv.device_upload()?.as_ref(),
         )?;
         let teacache_graph = |name: &str| component.teacache.iter().find(|g| g.name == name);
         let teacache = match (

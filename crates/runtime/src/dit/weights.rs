@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use ort::memory::AllocationDevice;
-use ort::value::{DynValue, Tensor as OrtTensor};
+use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType};
 use skyreels_contract::manifest::{DitComponent, ExternalTensor};
 use skyreels_contract::{GraphEntry, TensorSpec, io};
 
+use crate::device_upload::DeviceUpload;
 use crate::error::{Result, RuntimeError, ort_error};
 use crate::session::TensorPool;
 
@@ -38,7 +38,7 @@ impl LayerWeights {
         engine_dir: &Path,
         component: &DitComponent,
         graphs: &[&GraphEntry],
-        device: Option<i32>,
+        device: Option<&DeviceUpload>,
     ) -> Result<LayerWeights> {
         let engine_error = |message: String| RuntimeError::Engine {
             path: engine_dir.to_path_buf(),
@@ -161,51 +161,46 @@ fn checked_shape(spec: &TensorSpec, length: usize) -> std::result::Result<Vec<us
     Ok(shape)
 }
 
-/// The weight as an ONNX Runtime value of `spec`'s dtype, on `device` when given.
+/// The weight as an ONNX Runtime value of `spec`'s dtype, on the GPU of `device` when given.
 fn tensor(
     spec: &TensorSpec,
     shape: Vec<usize>,
     bytes: &[u8],
-    device: Option<i32>,
+    device: Option<&DeviceUpload>,
 ) -> Result<DynValue> {
     let context = format!("loading weight `{}`", spec.name);
+    if let Some(device) = device {
+        let element_type = match spec.dtype.as_str() {
+            "float16" => TensorElementType::Float16,
+            "bfloat16" => TensorElementType::Bfloat16,
+            _ => TensorElementType::Float32,
+        };
+        return device.upload(element_type, &shape, bytes, &context);
+    }
     match spec.dtype.as_str() {
-        "float16" => upload(
+        "float16" => host_tensor(
             shape,
             bytemuck::pod_collect_to_vec::<u8, half::f16>(bytes),
-            device,
             &context,
         ),
-        "bfloat16" => upload(
+        "bfloat16" => host_tensor(
             shape,
             bytemuck::pod_collect_to_vec::<u8, half::bf16>(bytes),
-            device,
             &context,
         ),
-        _ => upload(
+        _ => host_tensor(
             shape,
             bytemuck::pod_collect_to_vec::<u8, f32>(bytes),
-            device,
             &context,
         ),
     }
 }
 
-fn upload<T>(
-    shape: Vec<usize>,
-    data: Vec<T>,
-    device: Option<i32>,
-    context: &str,
-) -> Result<DynValue>
+fn host_tensor<T>(shape: Vec<usize>, data: Vec<T>, context: &str) -> Result<DynValue>
 where
     T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
 {
-    let host = OrtTensor::from_array((shape, data)).map_err(ort_error(context))?;
-    Ok(match device {
-        None => host.into_dyn(),
-        Some(device) => host
-            .to(AllocationDevice::CUDA, device)
-            .map_err(ort_error(context))?
-            .into_dyn(),
-    })
+    Ok(OrtTensor::from_array((shape, data))
+        .map_err(ort_error(context))?
+        .into_dyn())
 }
