@@ -72,7 +72,12 @@ impl Dit {
         backend: &Backend,
         causal_block_size: Option<usize>,
     ) -> Result<Dit> {
-        Dit::load_with(engine, backend, causal_block_size, WeightPlacement::Resident)
+        Dit::load_with(
+            engine,
+            backend,
+            causal_block_size,
+            WeightPlacement::Resident,
+        )
     }
 
     /// [`Dit::load`] with the layers' weights held as `placement` says: resident, or streamed
@@ -123,14 +128,9 @@ impl Dit {
                 &component,
                 &block_graphs,
             )?)),
-            (WeightPlacement::Streamed, Some(device)) => {
-                Weights::Streamed(Box::new(cuda_copier::CudaCopier::load(
-                    &engine.dir,
-                    &component,
-                    &block_graphs,
-                    device,
-                )?))
-            }
+            (WeightPlacement::Streamed, Some(device)) => Weights::Streamed(Box::new(
+                cuda_copier::CudaCopier::load(&engine.dir, &component, &block_graphs, device)?,
+            )),
         };
         let teacache_graph = |name: &str| component.teacache.iter().find(|g| g.name == name);
         let teacache = match (

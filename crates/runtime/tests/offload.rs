@@ -76,7 +76,11 @@ fn generate_on(
         .arg(&latents)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{name} {extra:?}: {}", stderr(&output));
+    assert!(
+        output.status.success(),
+        "{name} {extra:?}: {}",
+        stderr(&output)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let bytes = fs_err::read(&latents).unwrap();
     let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -94,7 +98,10 @@ fn offload_matches_resident(extra: &[&str]) -> serde_json::Value {
     let (resident, resident_summary) = generate(directory.path(), "resident", extra);
     let offloaded_extra: Vec<&str> = extra.iter().copied().chain(["--offload"]).collect();
     let (offloaded, summary) = generate(directory.path(), "offloaded", &offloaded_extra);
-    assert_eq!(resident_summary["plan"]["dit_memory"]["placement"], "resident");
+    assert_eq!(
+        resident_summary["plan"]["dit_memory"]["placement"],
+        "resident"
+    );
     assert_eq!(summary["plan"]["dit_memory"]["placement"], "streamed");
     assert_eq!(summary["plan"]["dit_memory"]["reason"], "requested");
     assert_eq!(resident.len(), offloaded.len());
@@ -118,7 +125,10 @@ fn offload_matches_resident(extra: &[&str]) -> serde_json::Value {
 #[test]
 fn offload_samples_the_resident_latents_synchronous_with_guidance() {
     let summary = offload_matches_resident(&["--num-frames", "5", "--steps", "3"]);
-    assert_eq!(summary["dit_forwards"], 6, "both guidance branches ran: {summary}");
+    assert_eq!(
+        summary["dit_forwards"], 6,
+        "both guidance branches ran: {summary}"
+    );
 }
 
 #[test]

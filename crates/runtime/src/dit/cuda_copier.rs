@@ -54,7 +54,10 @@ pub struct CudaCopier {
     views: [HashMap<String, DynValueRefMut<'static>>; SLOTS],
     copied: [CudaEvent; SLOTS],
     /// The device memory the views point into.
-    #[expect(dead_code, reason = "owned only to keep the slots' memory alive for the views")]
+    #[expect(
+        dead_code,
+        reason = "owned only to keep the slots' memory alive for the views"
+    )]
     slots: [CudaSlice<u8>; SLOTS],
     slot_pointers: [cuda::CUdeviceptr; SLOTS],
     layers: Vec<PinnedHostSlice<u8>>,
@@ -198,9 +201,9 @@ impl LayerCopier for CudaCopier {
                 self.copy_stream.cu_stream(),
             )
         };
-        status
-            .result()
-            .map_err(cuda_error(format!("copying layer {layer}'s weights to the GPU")))?;
+        status.result().map_err(cuda_error(format!(
+            "copying layer {layer}'s weights to the GPU"
+        )))?;
         self.copied[slot]
             .record(&self.copy_stream)
             .map_err(cuda_error("recording a copy event"))

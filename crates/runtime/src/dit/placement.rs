@@ -268,7 +268,10 @@ mod tests {
     fn streams_when_asked_or_when_the_resident_weights_exceed_the_budget() {
         let plan = |offload, budget| DitMemoryPlan::new(bytes(), offload, budget).unwrap();
         assert_eq!(plan(false, None).placement, WeightPlacement::Resident);
-        assert_eq!(plan(false, Some(40 * GIB)).placement, WeightPlacement::Resident);
+        assert_eq!(
+            plan(false, Some(40 * GIB)).placement,
+            WeightPlacement::Resident
+        );
         let over = plan(false, Some(24 * GIB));
         assert_eq!(
             (over.placement, over.reason),
@@ -283,7 +286,10 @@ mod tests {
             (asked.placement, asked.reason),
             (WeightPlacement::Streamed, PlacementReason::Requested)
         );
-        assert_eq!(plan(true, Some(40 * GIB)).placement, WeightPlacement::Streamed);
+        assert_eq!(
+            plan(true, Some(40 * GIB)).placement,
+            WeightPlacement::Streamed
+        );
         assert_eq!(bytes().streamed(), 2200 * MIB);
     }
 

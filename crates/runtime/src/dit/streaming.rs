@@ -105,7 +105,11 @@ pub(crate) fn read_layers<B: AsMut<[u8]>>(
         let mut buffer = allocate(layout.bytes)?;
         let bytes = buffer.as_mut();
         for (source, entry) in sources.iter().zip(&layout.entries) {
-            files.read_into(index, source, &mut bytes[entry.offset..entry.offset + entry.length])?;
+            files.read_into(
+                index,
+                source,
+                &mut bytes[entry.offset..entry.offset + entry.length],
+            )?;
         }
         buffers.push(buffer);
     }
@@ -182,7 +186,10 @@ impl HostCopier {
                 .map(|entry| {
                     let value =
                         DynTensor::new(&Allocator::default(), entry.dtype, entry.shape.clone())
-                            .map_err(ort_error(format!("allocating weight slot `{}`", entry.name)))?;
+                            .map_err(ort_error(format!(
+                                "allocating weight slot `{}`",
+                                entry.name
+                            )))?;
                     Ok((entry.name.clone(), value.into_dyn()))
                 })
                 .collect()
@@ -355,7 +362,10 @@ mod tests {
                     .iter()
                     .rposition(|e| *e == Event::WaitCopied { slot })
                     .expect("a wait before every compute");
-                assert!(copy < wait, "{layers} layers: layer {layer} waited before its copy");
+                assert!(
+                    copy < wait,
+                    "{layers} layers: layer {layer} waited before its copy"
+                );
                 // Nothing was copied into the slot between its copy and its compute.
                 assert!(
                     !events[copy + 1..compute]
@@ -372,7 +382,10 @@ mod tests {
                             slot: (layer + 1) % SLOTS,
                         },
                     );
-                    assert!(next < compute, "{layers} layers: no overlap at layer {layer}");
+                    assert!(
+                        next < compute,
+                        "{layers} layers: no overlap at layer {layer}"
+                    );
                 }
                 // A later copy into the slot comes after this compute is marked finished.
                 if layer + SLOTS < layers {
@@ -385,7 +398,10 @@ mod tests {
                     );
                     let finished = compute + 1;
                     assert_eq!(events[finished], Event::Computed { slot });
-                    assert!(finished < refill, "{layers} layers: slot {slot} refilled early");
+                    assert!(
+                        finished < refill,
+                        "{layers} layers: slot {slot} refilled early"
+                    );
                 }
             }
         }
