@@ -27,13 +27,14 @@ programs=(dit_bench vae_bench e2e_bench write_random_dit write_random_vae write_
 if $build; then
   examples=()
   for program in "${programs[@]}"; do examples+=(--example "$program"); done
-  cargo build --release --locked -p skyreels-runtime -p skyreels-exporter --bin skyreels-export "${examples[@]}"
+  cargo build --release --locked -p skyreels-runtime -p skyreels-exporter --bin skyreels --bin skyreels-export "${examples[@]}"
 fi
 mkdir -p .carry/bin
 for program in "${programs[@]}"; do
   strip -o ".carry/bin/$program" "target/release/examples/$program"
 done
 strip -o .carry/bin/skyreels-export target/release/skyreels-export
+strip -o .carry/bin/skyreels target/release/skyreels
 
 pip_download() {
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -90,6 +91,10 @@ cat <<EOF
        set -o pipefail; tools/bench/compare.sh --only dit14b,e2e --once 2>&1 | tee \$OUT/compare.log
   $((n + 2)). run carry=[".carry/bin", ".whl"] timeout_s=600 command:
        set -o pipefail; tools/bench/compare.sh --only user 2>&1 | tee \$OUT/compare.log
+  $((n + 3)). weight streaming, three calls (carry=[".carry/bin", ".whl"] timeout_s=600 each):
+       set -o pipefail; tools/bench/gpu_offload.sh check 2>&1 | tee \$OUT/offload-check.log
+       set -o pipefail; tools/bench/gpu_offload.sh 1.3b 2>&1 | tee \$OUT/compare.log
+       set -o pipefail; tools/bench/gpu_offload.sh 14b 2>&1 | tee \$OUT/compare.log
 Fetch \$OUT/results.jsonl and compare.log after each call (the next call empties \$OUT), keep them
 in docs/bench/, and run python3 tools/bench/summarise.py on them.
 Never export LD_LIBRARY_PATH in these commands: compare.sh gives it to our binaries alone.
