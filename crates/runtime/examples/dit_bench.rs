@@ -29,11 +29,15 @@ fn main() -> anyhow::Result<()> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--causal-block-size" => {
-                let Some(value) = args.next() else { bail!(USAGE) };
+                let Some(value) = args.next() else {
+                    bail!(USAGE)
+                };
                 causal_block_size = Some(value.parse::<usize>()?);
             }
             "--max-gpu-memory" => {
-                let Some(value) = args.next() else { bail!(USAGE) };
+                let Some(value) = args.next() else {
+                    bail!(USAGE)
+                };
                 max_gpu_memory = Some(value);
             }
             "--offload" => offload = true,
@@ -78,7 +82,11 @@ fn main() -> anyhow::Result<()> {
         image_context: None,
     };
     let branches = [inputs(&context), inputs(&negative_context)];
-    let branches = if guided { &branches[..] } else { &branches[..1] };
+    let branches = if guided {
+        &branches[..]
+    } else {
+        &branches[..1]
+    };
     let mut run = || -> anyhow::Result<Tensor> {
         if memory.placement == WeightPlacement::Resident {
             let mut velocities = Vec::new();

@@ -201,6 +201,30 @@ fn weight_bytes() -> serde_json::Value {
 }
 
 #[test]
+fn the_plan_sizes_the_weights_from_the_manifest_and_the_weight_file() {
+    let bytes = weight_bytes();
+    let manifest = skyreels_contract::Manifest::load(tiny_engine()).unwrap();
+    let dit = manifest.dit.unwrap();
+    assert_eq!(dit.layers.len(), 5);
+    let layers: u64 = dit
+        .layers
+        .iter()
+        .flat_map(|layer| layer.values())
+        .map(|location| location.length)
+        .sum();
+    let slot = dit.layers[0].values().fold(0, |offset, location| {
+        (offset + location.length).next_multiple_of(256)
+    });
+    let file = fs_err::metadata(tiny_engine().join("dit.weights"))
+        .unwrap()
+        .len();
+    assert_eq!(bytes["layers"], layers);
+    assert_eq!(bytes["slot"], slot);
+    assert_eq!(bytes["outside_layers"], file - layers);
+    assert!(slot >= layers / 5, "alignment only adds");
+}
+
+#[test]
 fn a_budget_below_the_resident_weights_streams_them() {
     let bytes = weight_bytes();
     let [layers, slot, outside] =

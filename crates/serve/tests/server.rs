@@ -340,8 +340,14 @@ fn bad_requests_get_400_naming_the_field() {
         (json!({"prompt": ""}), "prompt"),
         (json!({"prompt": "fox", "colour": "red"}), "colour"),
         (json!({"prompt": "fox", "seed": "seven"}), "seed"),
-        (json!({"prompt": "fox", "max_gpu_memory": "lots"}), "max_gpu_memory"),
-        (json!({"prompt": "fox", "max_gpu_memory": "1K"}), "max_gpu_memory"),
+        (
+            json!({"prompt": "fox", "max_gpu_memory": "lots"}),
+            "max_gpu_memory",
+        ),
+        (
+            json!({"prompt": "fox", "max_gpu_memory": "1K"}),
+            "max_gpu_memory",
+        ),
     ];
     for (body, field) in cases {
         let (code, error) = server.call("POST", "/v1/videos", Some(body.clone()));
