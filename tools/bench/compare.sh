@@ -30,7 +30,8 @@
 #            memory per window
 #   offload  ours only, weight streaming (issue 10): the DiT 1.3B forward resident and with
 #            --offload under --max-gpu-memory 8GiB (OFFLOAD_SMALL_BUDGET), each also as one guided
-#            row (both CFG branches through each layer)
+#            row (both CFG branches through each layer); then the 97-frame generation (e2e's)
+#            resident and with --offload
 #   offload14b  ours only: the DiT 14B forward resident and streamed because its weights do not
 #            fit --max-gpu-memory 24GiB (OFFLOAD_LARGE_BUDGET); tools/bench/gpu_offload.sh runs
 #            these two groups and checks streaming against the resident forward first
@@ -232,6 +233,9 @@ if wants offload; then
   offload_bench "dit-$dit_size-offload" "$dit_size" --offload --max-gpu-memory "$offload_small_budget"
   offload_bench "dit-$dit_size-resident-guided" "$dit_size" --guided
   offload_bench "dit-$dit_size-offload-guided" "$dit_size" --guided --offload --max-gpu-memory "$offload_small_budget"
+  ours e2e-resident "$bin/e2e_bench" "$work/engine-$dit_size" "$backend" "$pixel_frames" "$pixel_height" "$pixel_width" "$steps"
+  ours e2e-offload "$bin/e2e_bench" "$work/engine-$dit_size" "$backend" "$pixel_frames" "$pixel_height" "$pixel_width" "$steps" \
+    --offload --max-gpu-memory "$offload_small_budget"
 fi
 if wants offload14b; then
   # The 14B DiT's 28 GB of weights do not fit the budget: the plan streams them by itself.

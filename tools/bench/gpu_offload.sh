@@ -8,7 +8,8 @@
 #          difference and fails above 1e-6 (and, for the fixtures, above 2e-3 against the
 #          recorded velocity, gpu_dit_forward_check.sh's bound).
 #   1.3b   compare.sh --only offload: the 1.3B forward at 544x960x97 resident and under
-#          --max-gpu-memory 8GiB (--offload), one forward and one guided row each.
+#          --max-gpu-memory 8GiB (--offload), one forward and one guided row each, then the
+#          97-frame generation (30 steps, CFG 6) resident and with --offload.
 #   14b    compare.sh --only offload14b: the 14B forward resident and streamed under 24GiB.
 # The last two append to compare.sh's results file, whose summary (tools/bench/summarise.py) has a
 # "Weight streaming" table: times, ratio to resident, whole-process peaks (nvidia-smi), budget and

@@ -240,15 +240,19 @@ def offload_table(records):
         peaks = [process_peak(r)[0] for r in runs]
         peak = max((p for p in peaks if p is not None), default=None)
         placement = next((r.get("placement") for r in runs if r.get("placement")), "?")
-        size = label.split("-")[1].upper()
-        guided = ", one guided row (2 branches)" if label.endswith("-guided") else ""
+        if label.startswith("e2e"):
+            record = next((r for r in runs if r.get("frames")), {})
+            what = f"DF generation, {record.get('frames')} frames, {record.get('steps')} steps, CFG"
+        else:
+            guided = ", one guided row (2 branches)" if label.endswith("-guided") else ""
+            what = f"DiT {label.split('-')[1].upper()} forward{guided}"
         time_ratio = ratio(streamed_time, resident_time)
         goals = []
         if peak is not None and budget is not None:
             goals.append(f"peak {'met' if peak <= budget else 'missed'}")
         if time_ratio is not None:
             goals.append(f"time {'met' if time_ratio <= 1.25 else 'missed'}")
-        lines.append(f"| DiT {size} forward{guided} ({placement}) | {times_cell(resident)} | {times_cell(runs)} | **{fmt(time_ratio)}** "
+        lines.append(f"| {what} ({placement}) | {times_cell(resident)} | {times_cell(runs)} | **{fmt(time_ratio)}** "
                      f"| {fmt(budget, ' GiB', 0)} | {peaks_cell(resident, False)} | {peaks_cell(runs, False)} | {', '.join(goals) or '—'} |")
     return lines if len(lines) > 2 else []
 
