@@ -2,7 +2,8 @@
 //! the same double-buffered schedule moves the weights between host buffers: the final latents
 //! are bitwise those of the resident run (synchronous, asynchronous block-causal, with guidance
 //! and TeaCache), a budget the resident weights exceed streams them, and a budget too small for
-//! even two layers is refused before any model loads (docs/BAD_INPUT.md).
+//! even two layers is refused before any model loads (docs/BAD_INPUT.md). Through the library:
+//! branches passing each layer together get what each gets alone (block-causal attention).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -187,6 +188,65 @@ fn offload_of_two_layers_refills_no_slot_within_a_forward_and_matches_too() {
     );
     assert_eq!(summary["plan"]["dit_memory"]["placement"], "streamed");
     assert_eq!(offloaded, resident);
+}
+
+/// The block tokens of `inputs` passed through the layers by `Dit::blocks_of` all together, and
+/// by `Dit::blocks` one at a time.
+fn block_tokens(
+    placement: skyreels_runtime::dit::placement::WeightPlacement,
+    inputs: &[skyreels_runtime::dit::DitInputs<'_>],
+) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    use skyreels_contract::io;
+    use skyreels_runtime::dit::Dit;
+    let engine = skyreels_runtime::engine::Engine::open(tiny_engine()).unwrap();
+    let backend = skyreels_runtime::session::Backend::Cpu { threads: 1 };
+    let mut dit = Dit::load_with(&engine, &backend, Some(1), placement).unwrap();
+    let bits = |pool: &skyreels_runtime::session::TensorPool| -> Vec<u32> {
+        let tokens = pool.to_host(io::BLOCK_TOKENS).unwrap();
+        tokens.data.iter().map(|v| v.to_bits()).collect()
+    };
+    let mut pools: Vec<_> = inputs.iter().map(|i| dit.embed(i).unwrap()).collect();
+    dit.blocks_of(&mut pools.iter_mut().collect::<Vec<_>>())
+        .unwrap();
+    let together = pools.iter().map(bits).collect();
+    let alone = inputs
+        .iter()
+        .map(|input| {
+            let mut pool = dit.embed(input).unwrap();
+            dit.blocks(&mut pool).unwrap();
+            bits(&pool)
+        })
+        .collect();
+    (together, alone)
+}
+
+#[test]
+fn branches_passing_the_layers_together_get_what_each_gets_alone() {
+    use skyreels_runtime::dit::placement::WeightPlacement;
+    let mut noise = skyreels_runtime::noise::NoiseSource::seeded(3);
+    let latents = noise.draw(&[1, 16, 3, 4, 6]).unwrap();
+    let timesteps = skyreels_runtime::Tensor::new(vec![1, 3], vec![900.0, 700.0, 500.0]).unwrap();
+    let contexts = [
+        noise.draw(&[1, 512, 32]).unwrap(),
+        noise.draw(&[1, 512, 32]).unwrap(),
+    ];
+    let fps = [1i64];
+    let inputs: Vec<_> = contexts
+        .iter()
+        .map(|context| skyreels_runtime::dit::DitInputs {
+            latents: &latents,
+            timesteps: &timesteps,
+            context,
+            fps: Some(&fps),
+            image_context: None,
+        })
+        .collect();
+    let (resident_together, resident_alone) = block_tokens(WeightPlacement::Resident, &inputs);
+    let (streamed_together, streamed_alone) = block_tokens(WeightPlacement::Streamed, &inputs);
+    assert_ne!(resident_alone[0], resident_alone[1], "the branches differ");
+    assert_eq!(resident_together, resident_alone);
+    assert_eq!(streamed_together, streamed_alone);
+    assert_eq!(streamed_alone, resident_alone);
 }
 
 /// The DiT's weight sizes as the `--dry-run` plan reports them.
