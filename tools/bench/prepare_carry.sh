@@ -94,6 +94,10 @@ cat <<EOF
        set -o pipefail; tools/bench/compare.sh --only dit14b,e2e --once 2>&1 | tee \$OUT/compare.log
   $((n + 2)). run carry=[".carry/bin", ".whl"] timeout_s=600 command:
        set -o pipefail; tools/bench/compare.sh --only user 2>&1 | tee \$OUT/compare.log
+  $((n + 3)). weight streaming, three calls (carry=[".carry/bin", ".whl"] timeout_s=600 each):
+       set -o pipefail; tools/bench/gpu_offload.sh check 2>&1 | tee \$OUT/offload-check.log
+       set -o pipefail; tools/bench/gpu_offload.sh 1.3b 2>&1 | tee \$OUT/compare.log
+       set -o pipefail; tools/bench/gpu_offload.sh 14b 2>&1 | tee \$OUT/compare.log
 Fetch \$OUT/results.jsonl and compare.log after each call (the next call empties \$OUT), keep them
 in docs/bench/, and run python3 tools/bench/summarise.py on them.
 Never export LD_LIBRARY_PATH in these commands: compare.sh gives it to our binaries alone.

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::{TinyModel, export_tiny_engine, export_tiny_engine_seeded};
+use common::{TinyModel, export_tiny_engine, export_tiny_engine_with};
 
 fn skyreels(args: &[&str], paths: &[(&str, &Path)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_skyreels"));
@@ -24,7 +24,7 @@ fn export_engine(dir: &Path, dit_seed: u64) {
     fs_err::create_dir_all(dir).unwrap();
     match dit_seed {
         0 => export_tiny_engine(dir, TinyModel::DiffusionForcing),
-        seed => export_tiny_engine_seeded(dir, TinyModel::DiffusionForcing, seed),
+        seed => export_tiny_engine_with(dir, TinyModel::DiffusionForcing, seed, None),
     }
 }
 
