@@ -255,19 +255,29 @@ fn skyreels_serve_runs_the_server_binary_beside_it_with_every_flag() {
     let scratch = tempfile::tempdir().unwrap();
     let skyreels = scratch.path().join("skyreels");
     fs_err::copy(env!("CARGO_BIN_EXE_skyreels"), &skyreels).unwrap();
+    // A file written just now may still be open in a process another test thread is forking
+    // (until its exec closes it): executing it then fails with ETXTBSY, so that is retried.
     let run = || {
-        Command::new(&skyreels)
-            .args([
-                "serve",
-                "--engines",
-                "e",
-                "--listen",
-                "0.0.0.0:80",
-                "--help",
-            ])
-            .env("PATH", scratch.path())
-            .output()
-            .unwrap()
+        for _attempt in 0..100 {
+            let output = Command::new(&skyreels)
+                .args([
+                    "serve",
+                    "--engines",
+                    "e",
+                    "--listen",
+                    "0.0.0.0:80",
+                    "--help",
+                ])
+                .env("PATH", scratch.path())
+                .output();
+            match output {
+                Err(error) if error.kind() == std::io::ErrorKind::ExecutableFileBusy => {}
+                Ok(output) if text(&output.stderr).contains("Text file busy") => {}
+                other => return other.unwrap(),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("skyreels stayed busy")
     };
     let missing = run();
     assert_eq!(missing.status.code(), Some(1));
