@@ -4,6 +4,7 @@
 //! (with [`clean_up_on_signals`]), and by a later export once the process that made it has died.
 //! `--force` replaces only an engine directory (one with a manifest) or an empty one.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -48,7 +49,11 @@ pub fn clean_up_on_signals() -> Result<()> {
                 SIGTERM => "SIGTERM",
                 _ => "SIGHUP",
             };
-            eprintln!("interrupted by {name}: the unfinished engine directory was removed");
+            // Not `eprintln!`, which panics when stderr is gone and would leave the lock held.
+            let _ = writeln!(
+                std::io::stderr(),
+                "interrupted by {name}: the unfinished engine directory was removed"
+            );
             std::process::exit(128 + signal);
         }
     });

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod engine_info;
 pub mod error;
 pub mod image;
+pub mod interrupt;
 pub mod job;
 pub mod loaded_libraries;
 pub mod logging;

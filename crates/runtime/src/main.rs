@@ -481,6 +481,8 @@ fn print_stdout(line: &dyn std::fmt::Display) {
 }
 
 fn run(command: Command, level: LevelFilter) -> anyhow::Result<()> {
+    skyreels_runtime::interrupt::install()
+        .context("installing the SIGINT/SIGTERM handler that removes unfinished outputs")?;
     match command {
         Command::Generate(args) => run_generate(&args, level),
         Command::ParallelCheck(args) => run_parallel_check(&args),

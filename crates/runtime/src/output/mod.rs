@@ -52,6 +52,7 @@ fn write_atomically(
         .suffix(".partial")
         .tempfile_in(directory)
         .map_err(cannot_write)?;
+    let unfinished = crate::interrupt::remove_on_signal(temporary.path());
     let mut writer = BufWriter::new(temporary.as_file());
     write(&mut writer)?;
     writer.flush().map_err(cannot_write)?;
@@ -62,8 +63,8 @@ fn write_atomically(
         .as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(cannot_write)?;
-    temporary
-        .persist(path)
+    unfinished
+        .finish(|| temporary.persist(path))
         .map_err(|error| cannot_write(error.error))?;
     Ok(())
 }

@@ -66,6 +66,7 @@ pub fn supervise(world_size: usize, program: &Path, args: &[OsString]) -> Result
                 });
             }
         };
+        crate::interrupt::forward_to_worker(child.id());
         let stderr = child.stderr.take().expect("piped");
         relays.push(std::thread::spawn(move || {
             for line in BufReader::new(stderr)
@@ -96,6 +97,7 @@ fn wait_all(children: &mut [Option<Child>], world_size: usize) -> Result<()> {
             match child.try_wait() {
                 Ok(None) => running += 1,
                 Ok(Some(status)) => {
+                    crate::interrupt::forget_worker(child.id());
                     children[rank] = None;
                     if status.success() {
                         continue;
@@ -139,6 +141,7 @@ fn stop(children: &mut [Option<Child>]) {
     for slot in children.iter_mut() {
         if let Some(mut child) = slot.take() {
             let _ = child.wait();
+            crate::interrupt::forget_worker(child.id());
         }
     }
 }

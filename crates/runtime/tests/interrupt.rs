@@ -1,0 +1,225 @@
+//! SIGINT and SIGTERM during `skyreels generate`: the process exits with 128 + the signal and says
+//! so, leaves no output and no partial file, keeps the windows its work directory saved (the same
+//! command resumes from them to the uninterrupted output), and a supervisor of CFG-parallel ranks
+//! passes the signal on, so no rank outlives it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{TinyModel, export_tiny_engine};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_skyreels");
+
+/// A three-window long video (57 frames in windows of 25 overlapping by 9), with a work directory.
+fn long_video(engine: &Path, out: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command.args(["generate", "--engines"]).arg(engine).args([
+        "--prompt",
+        "a fox in the snow",
+        "--num-frames",
+        "57",
+        "--base-num-frames",
+        "25",
+        "--overlap-history",
+        "9",
+        "--addnoise-condition",
+        "20",
+        "--height",
+        "32",
+        "--width",
+        "48",
+        "--steps",
+        "4",
+        "--seed",
+        "5",
+        "--json",
+        "--threads",
+        "1",
+        "--out",
+    ]);
+    command.arg(out).arg("--work-dir").arg(work_dir(out));
+    command.env("RUST_BACKTRACE", "0");
+    command
+}
+
+fn work_dir(out: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.work", out.display()))
+}
+
+fn names_in(directory: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs_err::read_dir(directory)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits until `path` exists while `child` runs.
+fn wait_for(child: &mut Child, path: &Path) {
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before {} appeared",
+            path.display()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "timed out waiting for {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn send(signal: &str, pid: u32) {
+    let sent = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn an_interrupted_long_video_keeps_its_windows_and_resumes_to_the_same_output() {
+    let root = tempfile::tempdir().unwrap();
+    let engine = root.path().join("engine");
+    fs_err::create_dir(&engine).unwrap();
+    export_tiny_engine(&engine, TinyModel::DiffusionForcing);
+    let reference = root.path().join("reference.mp4");
+    let output = long_video(&engine, &reference).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    for (signal, number) in [("INT", 2), ("TERM", 15)] {
+        let directory = root.path().join(signal);
+        fs_err::create_dir(&directory).unwrap();
+        let out = directory.join("fox.mp4");
+        let mut child = long_video(&engine, &out)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for(&mut child, &work_dir(&out).join("window-0000.safetensors"));
+        send(signal, child.id());
+        let output = child.wait_with_output().unwrap();
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(128 + number), "{message}");
+        assert!(
+            message.contains(&format!("interrupted by SIG{signal}"))
+                && message.contains("resumes from its saved windows"),
+            "{message}"
+        );
+        assert!(!message.contains("panicked"), "{message}");
+        assert_eq!(
+            names_in(&directory),
+            ["fox.mp4.work"],
+            "SIG{signal}: only the work directory stays beside --out"
+        );
+        assert!(
+            names_in(&work_dir(&out))
+                .iter()
+                .all(|name| !name.ends_with(".partial")),
+            "SIG{signal} left a partial file in the work directory"
+        );
+
+        let output = long_video(&engine, &out).output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert!(
+            summary["windows_resumed"].as_u64().unwrap() >= 1,
+            "{summary}"
+        );
+        assert_eq!(
+            fs_err::read(&out).unwrap(),
+            fs_err::read(&reference).unwrap()
+        );
+    }
+}
+
+/// The processes whose command line mentions `marker`.
+fn processes_mentioning(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in fs_err::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(command_line) = std::fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&command_line).contains(marker)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_signal_to_the_supervisor_reaches_every_rank() {
+    let root = tempfile::tempdir().unwrap();
+    let engine = root.path().join("engine");
+    fs_err::create_dir(&engine).unwrap();
+    export_tiny_engine(&engine, TinyModel::DiffusionForcing);
+    let out = root.path().join("supervised.mp4");
+    let marker = out.to_string_lossy().into_owned();
+    let mut child = Command::new(BINARY)
+        .args(["generate", "--engines"])
+        .arg(&engine)
+        .args([
+            "--prompt",
+            "a fox in the snow",
+            "--num-frames",
+            "17",
+            "--height",
+            "32",
+            "--width",
+            "48",
+            "--steps",
+            "1000",
+            "--threads",
+            "1",
+            "--cfg-parallel",
+            "--out",
+        ])
+        .arg(&out)
+        .env("RUST_BACKTRACE", "0")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    // The supervisor and its two ranks all carry --out on their command lines.
+    while processes_mentioning(&marker).len() < 3 {
+        assert!(child.try_wait().unwrap().is_none(), "the job ended early");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no ranks started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    send("TERM", child.id());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(128 + 15), "{}", stderr(&output));
+    let started = Instant::now();
+    while !processes_mentioning(&marker).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "ranks outlived their supervisor: {:?}",
+            processes_mentioning(&marker)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!out.exists());
+    assert_eq!(names_in(root.path()), ["engine"]);
+}
