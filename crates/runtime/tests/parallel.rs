@@ -386,22 +386,24 @@ fn generate_refuses_what_multi_rank_runs_cannot_do_yet() {
         &stderr,
         &["no unconditional branch", "drop --cfg-parallel"],
     );
-    let (output, stderr, _dir) = generate(&["--ulysses-degree", "2"]);
-    assert_refused(
-        &output,
-        &stderr,
-        &[
-            "sequence parallel is not wired into the DiT yet",
-            "parallel-check",
-        ],
-    );
-    let (output, stderr, _dir) =
-        generate(&["--cfg-parallel", "--work-dir", "/tmp/unused-work-dir"]);
-    assert_refused(
-        &output,
-        &stderr,
-        &["--cfg-parallel does not run multi-window (long) videos or --work-dir yet"],
-    );
+    for layout in [&["--cfg-parallel"][..], ULYSSES] {
+        let work_dir = tempfile::tempdir().unwrap();
+        let work_dir = work_dir.path().join("work");
+        let (output, stderr, _dir) =
+            generate(&[layout, &["--work-dir", work_dir.to_str().unwrap()]].concat());
+        assert_refused(
+            &output,
+            &stderr,
+            &[
+                "--work-dir with several ranks",
+                "drop --work-dir, or run this job on one rank",
+            ],
+        );
+        assert!(
+            !work_dir.exists(),
+            "a refused run creates no work directory"
+        );
+    }
 }
 
 fn final_latents(path: &Path) -> Vec<f32> {
@@ -417,10 +419,22 @@ fn cfg_parallel_matches_one_rank(extra: &[&str]) -> serde_json::Value {
 
 /// Returns the one-rank run's `--json` summary.
 fn cfg_parallel_matches_one_rank_on(engine: &Path, extra: &[&str]) -> serde_json::Value {
+    ranks_match_one_rank(engine, extra, &[&["--cfg-parallel"]])
+}
+
+const ULYSSES: &[&str] = &["--ulysses-degree", "2"];
+const ULYSSES_CFG: &[&str] = &["--ulysses-degree", "2", "--cfg-parallel"];
+
+/// `generate` on one rank and with each of `layouts` (supervised CPU ranks); every layout's final
+/// latents must be within 1e-5 of the one-rank run's. Prints the differences; returns the
+/// one-rank run's `--json` summary.
+fn ranks_match_one_rank(engine: &Path, extra: &[&str], layouts: &[&[&str]]) -> serde_json::Value {
     let directory = tempfile::tempdir().unwrap();
     let mut latents = Vec::new();
     let mut summaries = Vec::new();
-    for (name, parallel) in [("one", &[][..]), ("pair", &["--cfg-parallel"][..])] {
+    let runs = std::iter::once(&[][..]).chain(layouts.iter().copied());
+    for (index, parallel) in runs.enumerate() {
+        let name = format!("run{index}");
         let path = directory.path().join(format!("{name}.safetensors"));
         let out = directory.path().join(format!("{name}.mp4"));
         let (output, stderr) = run(Command::new(BINARY)
@@ -431,20 +445,14 @@ fn cfg_parallel_matches_one_rank_on(engine: &Path, extra: &[&str]) -> serde_json
             .arg(&out)
             .arg("--save-latents")
             .arg(&path)
-            .args([
-                "--prompt",
-                "a fox",
-                "--height",
-                "32",
-                "--width",
-                "32",
-                "--threads",
-                "1",
-                "--json",
-            ])
+            .args(["--prompt", "a fox", "--threads", "1", "--json"])
+            .args(match extra.contains(&"--height") {
+                true => &[][..],
+                false => &["--height", "32", "--width", "32"][..],
+            })
             .args(extra)
             .args(parallel));
-        assert!(output.status.success(), "{name} {extra:?}: {stderr}");
+        assert!(output.status.success(), "{parallel:?} {extra:?}: {stderr}");
         let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert!(
             summary["dit_forwards"].as_u64().unwrap() > 0,
@@ -454,11 +462,20 @@ fn cfg_parallel_matches_one_rank_on(engine: &Path, extra: &[&str]) -> serde_json
         latents.push(final_latents(&path));
         summaries.push(summary);
     }
-    let difference = max_difference(&latents[0], &latents[1]);
-    assert!(
-        difference <= 1e-5,
-        "{extra:?}: --cfg-parallel differs from one rank by {difference}"
-    );
+    for (layout, other) in layouts.iter().zip(&latents[1..]) {
+        let difference = max_difference(&latents[0], other);
+        eprintln!("parity {layout:?} {extra:?}: max-abs {difference:e} vs one rank");
+        assert!(
+            difference <= 1e-5,
+            "{extra:?}: {layout:?} differs from one rank by {difference}"
+        );
+    }
+    for (layout, summary) in layouts.iter().zip(&summaries[1..]) {
+        assert_eq!(
+            summary["blocks_skipped"], summaries[0]["blocks_skipped"],
+            "{layout:?}: TeaCache skipped other forwards than one rank"
+        );
+    }
     summaries.swap_remove(0)
 }
 
@@ -628,4 +645,103 @@ fn cfg_parallel_generation_matches_one_rank_image_to_video() {
             picture.to_str().unwrap(),
         ],
     );
+}
+
+/// 3 latent frames of 3×3 tokens (48×48 pixels): 27 tokens, so two ranks hold 14 rows each and
+/// the last one a padding row; the slices cut the middle frame.
+const PADDED: &[&str] = &["--num-frames", "9", "--height", "48", "--width", "48"];
+
+#[test]
+fn ulysses_generation_matches_one_rank_synchronous_with_padding() {
+    let extra = [PADDED, &["--steps", "3"]].concat();
+    ranks_match_one_rank(tiny_engine(), &extra, &[ULYSSES, ULYSSES_CFG]);
+}
+
+#[test]
+fn ulysses_generation_matches_one_rank_asynchronous_block_causal() {
+    // 5 latent frames of 9 tokens (45 tokens: slices of 23 rows, groups of one token), blocks of
+    // 2 frames: 2 + 2 + 1, the last block shorter.
+    ranks_match_one_rank(
+        tiny_engine(),
+        &[
+            "--num-frames",
+            "17",
+            "--height",
+            "48",
+            "--width",
+            "48",
+            "--steps",
+            "3",
+            "--ar-step",
+            "2",
+            "--causal-block-size",
+            "2",
+            "--causal-attention",
+        ],
+        &[ULYSSES, ULYSSES_CFG],
+    );
+}
+
+#[test]
+fn ulysses_generation_matches_one_rank_with_teacache() {
+    let extra = [
+        PADDED,
+        &[
+            "--steps",
+            "6",
+            "--teacache",
+            "1",
+            "--teacache-coefficients",
+            "0,0,0,1,0",
+        ],
+    ]
+    .concat();
+    let summary = ranks_match_one_rank(tiny_engine(), &extra, &[ULYSSES, ULYSSES_CFG]);
+    assert!(
+        summary["blocks_skipped"].as_u64().unwrap() > 0,
+        "TeaCache skipped nothing: {summary}"
+    );
+}
+
+#[test]
+fn ranks_match_one_rank_on_a_long_video() {
+    let summary = ranks_match_one_rank(
+        tiny_engine(),
+        &[
+            "--num-frames",
+            "21",
+            "--base-num-frames",
+            "13",
+            "--overlap-history",
+            "5",
+            "--steps",
+            "2",
+            "--height",
+            "48",
+            "--width",
+            "48",
+        ],
+        &[&["--cfg-parallel"], ULYSSES, ULYSSES_CFG],
+    );
+    assert_eq!(summary["windows"].as_u64(), Some(2), "{summary}");
+}
+
+#[test]
+fn ulysses_generation_matches_one_rank_image_to_video() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = directory.path().join("engine");
+    fs_err::create_dir(&engine).unwrap();
+    common::export_tiny_engine(&engine, common::TinyModel::ImageToVideo);
+    let picture = directory.path().join("first.png");
+    image::RgbImage::from_fn(48, 48, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 7) as u8, ((x + y) * 3) as u8])
+    })
+    .save(&picture)
+    .unwrap();
+    let extra = [
+        PADDED,
+        &["--steps", "3", "--image", picture.to_str().unwrap()],
+    ]
+    .concat();
+    ranks_match_one_rank(&engine, &extra, &[ULYSSES, ULYSSES_CFG]);
 }

@@ -166,15 +166,14 @@ impl ParallelConfig {
 
 /// `generate`'s checks of the multi-rank flags before any model loads: the degree divides
 /// `num_heads`, `--cfg-parallel` has an unconditional branch (`guided`), the ranks fit the GPUs
-/// (`cuda`), `--devices` only with CUDA. `--cfg-parallel` runs (Ulysses degree 1, and not for a
-/// `resumable` job: several windows or a work directory); sequence parallel is refused until the
-/// DiT's attention seam is wired (docs/DESIGN.md, "Multi-GPU").
+/// (`cuda`), `--devices` only with CUDA, and no `work_dir` (resuming) on several ranks
+/// (docs/DESIGN.md, "Multi-GPU").
 pub fn check_generate(
     args: &ParallelArgs,
     num_heads: usize,
     guided: bool,
     cuda: bool,
-    resumable: bool,
+    work_dir: bool,
 ) -> Result<ParallelConfig> {
     let config = ParallelConfig::new(args)?;
     if config.devices.is_some() && !cuda {
@@ -190,19 +189,10 @@ pub fn check_generate(
         let available = super::nccl::device_count().ok();
         config.device_for(0, config.world_size(), available)?;
     }
-    if config.ulysses_degree > 1 {
+    if config.world_size() > 1 && work_dir {
         return Err(config_error(
-            format!(
-                "--ulysses-degree {}: sequence parallel is not wired into the DiT yet (the transports, rank start-up and sharding are: `skyreels parallel-check` with the same flags runs them)",
-                config.ulysses_degree
-            ),
-            "drop --ulysses-degree (--cfg-parallel alone runs on two ranks)",
-        ));
-    }
-    if config.cfg_parallel && resumable {
-        return Err(config_error(
-            "--cfg-parallel does not run multi-window (long) videos or --work-dir yet: resuming would need every rank to skip the same windows",
-            "drop --cfg-parallel for this job, or make it one window",
+            "--work-dir with several ranks (--cfg-parallel or --ulysses-degree) is not supported yet: resuming would need every rank to skip the same finished windows",
+            "drop --work-dir, or run this job on one rank",
         ));
     }
     Ok(config)

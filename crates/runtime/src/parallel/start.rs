@@ -2,17 +2,18 @@
 //! worker per rank on this host, or as one rank (a supervised worker or a torchrun process) with
 //! its world communicator (TCP for `--backend cpu`, NCCL on its GPU for `--backend cuda`).
 
-use super::communicator::Communicator;
 use super::config::{Launch, ParallelConfig};
-use super::error::{ParallelError, Result, config_error};
+use super::error::{ParallelError, Result};
 use super::guidance::GuidancePair;
 use super::layout::{Branches, RankRole};
 use super::nccl::{self, NcclCommunicator};
 use super::nccl_search::NcclSearch;
 use super::rendezvous::{self, UNIQUE_ID_BYTES};
+use super::sequence::UlyssesDit;
 use super::supervisor;
 use super::tcp::TcpCommunicator;
-use crate::pipeline::denoiser::Denoiser;
+use super::values::ValueTransfer;
+use crate::pipeline::denoiser::{Denoiser, DitDenoiser};
 
 /// Staging the NCCL world communicator gets (its contiguous gathers need none).
 const WORLD_STAGING_BYTES: usize = 1 << 20;
@@ -128,35 +129,53 @@ impl RankContext {
         self.role.writes_output()
     }
 
-    /// Runs `run` with this rank's view of `inner`: with `--cfg-parallel` and Ulysses degree 1, a
-    /// [`GuidancePair`] that computes only this rank's branch and exchanges velocities with the
-    /// pair. Sequence parallel is refused until the DiT's attention seam is wired.
+    /// Runs `run` with this rank's view of `inner`: with Ulysses degree > 1 the DiT runs on this
+    /// rank's token slice with its group ([`UlyssesDit`]); with `--cfg-parallel` a
+    /// [`GuidancePair`] computes only this rank's branch and exchanges velocities with the pair.
+    /// Collective: every rank splits the world the same way, in the same order.
     pub fn run_denoiser<R>(
         &mut self,
-        inner: &mut dyn Denoiser,
+        inner: &mut DitDenoiser,
         run: impl FnOnce(&mut dyn Denoiser) -> crate::error::Result<R>,
     ) -> crate::error::Result<R> {
-        let branch = match self.role.branches {
-            Branches::Only(branch) if self.role.ulysses_group.len() == 1 => branch,
-            _ => {
-                return Err(config_error(
-                    "Ulysses sequence parallel is not wired into the DiT yet",
-                    "use --cfg-parallel alone (Ulysses degree 1)",
-                )
-                .into());
-            }
-        };
-        let color = self.role.guidance_color();
         match &mut self.world {
-            World::Tcp(world) => {
-                let mut pair = GuidancePair::new(Borrowed(inner), branch, world.split(color)?)?;
-                run(&mut pair)
-            }
-            World::Nccl(world) => {
-                let mut pair = GuidancePair::new(Borrowed(inner), branch, world.split(color)?)?;
-                run(&mut pair)
-            }
+            World::Tcp(world) => run_rank(&self.role, world, inner, run),
+            World::Nccl(world) => run_rank(&self.role, world, inner, run),
         }
+    }
+}
+
+fn run_rank<C, R>(
+    role: &RankRole,
+    world: &mut C,
+    inner: &mut DitDenoiser,
+    run: impl FnOnce(&mut dyn Denoiser) -> crate::error::Result<R>,
+) -> crate::error::Result<R>
+where
+    C: ValueTransfer + Send + 'static,
+    C::Buffer: Send,
+{
+    if role.ulysses_group.len() > 1 {
+        let group = world.split(role.ulysses_color())?;
+        let config = &inner.dit.component.config;
+        let (num_heads, head_dim, out_dim) = (config.num_heads, config.head_dim(), config.out_dim);
+        let attention = inner.dit.load_sharded_attention(num_heads / group.size())?;
+        tracing::info!(
+            "sequence parallel: rank {} of a Ulysses group of {}, attention over {} of {num_heads} heads",
+            group.rank(),
+            group.size(),
+            num_heads / group.size()
+        );
+        let sequence = UlyssesDit::new(group, attention, num_heads, head_dim, out_dim)?;
+        inner.dit.set_sequence_parallel(Box::new(sequence));
+    }
+    match role.branches {
+        Branches::Only(branch) => {
+            let pair = world.split(role.guidance_color())?;
+            let mut pair = GuidancePair::new(Borrowed(inner), branch, pair)?;
+            run(&mut pair)
+        }
+        Branches::Both => run(inner),
     }
 }
 

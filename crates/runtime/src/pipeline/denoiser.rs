@@ -76,7 +76,7 @@ impl Denoiser for DitDenoiser {
                     io::TIME_EMBEDDING
                 };
                 let probe = pool.to_host(probe_name)?;
-                match cache.decide(branch, row, &probe.data) {
+                match self.dit.agree(cache.decide(branch, row, &probe.data))? {
                     Decision::Compute => {
                         self.dit.blocks(&mut pool)?;
                         let residual = self.dit.residual(&mut pool)?;
