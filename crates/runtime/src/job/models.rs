@@ -69,6 +69,11 @@ impl Models {
         self.rank.as_ref().is_none_or(|r| r.writes_output())
     }
 
+    /// Whether this process is one rank of a multi-rank run.
+    pub fn is_multi_rank(&self) -> bool {
+        self.rank.is_some()
+    }
+
     pub(crate) fn take_rank(&mut self) -> Option<Box<crate::parallel::start::RankContext>> {
         self.rank.take()
     }

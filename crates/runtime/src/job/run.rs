@@ -117,9 +117,22 @@ pub fn generate_job_with_noise(
     observer: &mut dyn Observer,
 ) -> Result<GeneratedVideo> {
     let s = &plan.settings;
-    // Taken before any model loads, so a second run of the job is refused at once.
+    // Taken before any model loads, so a second run of the job is refused at once. Of several
+    // ranks only rank 0 keeps one (it saves the windows; the others sample the same ones), and
+    // it does not resume: the other ranks would have to skip the same windows.
     let work_dir = match &plan.output.work_dir {
-        Some(dir) => Some(WorkDir::open(dir, &plan.fingerprint()?)?),
+        Some(_) if !models.writes_output() => None,
+        Some(dir) => {
+            let work_dir = WorkDir::open(dir, &plan.fingerprint()?)?;
+            if models.is_multi_rank() && work_dir.has_saved_windows()? {
+                return Err(crate::error::RuntimeError::Invalid(format!(
+                    "work directory {} holds finished windows of this job, and a run on several ranks does not resume them yet\n  fix: resume on one rank (drop --cfg-parallel and --ulysses-degree), or delete {} to start over",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+            Some(work_dir)
+        }
         None => None,
     };
     let encoder = models.text_encoder(observer)?;

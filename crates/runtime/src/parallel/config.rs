@@ -166,14 +166,12 @@ impl ParallelConfig {
 
 /// `generate`'s checks of the multi-rank flags before any model loads: the degree divides
 /// `num_heads`, `--cfg-parallel` has an unconditional branch (`guided`), the ranks fit the GPUs
-/// (`cuda`), `--devices` only with CUDA, and no `work_dir` (resuming) on several ranks
-/// (docs/DESIGN.md, "Multi-GPU").
+/// (`cuda`), `--devices` only with CUDA (docs/DESIGN.md, "Multi-GPU").
 pub fn check_generate(
     args: &ParallelArgs,
     num_heads: usize,
     guided: bool,
     cuda: bool,
-    work_dir: bool,
 ) -> Result<ParallelConfig> {
     let config = ParallelConfig::new(args)?;
     if config.devices.is_some() && !cuda {
@@ -188,12 +186,6 @@ pub fn check_generate(
         config.device_for(0, config.world_size(), None)?;
         let available = super::nccl::device_count().ok();
         config.device_for(0, config.world_size(), available)?;
-    }
-    if config.world_size() > 1 && work_dir {
-        return Err(config_error(
-            "--work-dir with several ranks (--cfg-parallel or --ulysses-degree) is not supported yet: resuming would need every rank to skip the same finished windows",
-            "drop --work-dir, or run this job on one rank",
-        ));
     }
     Ok(config)
 }
