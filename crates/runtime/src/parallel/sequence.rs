@@ -12,7 +12,9 @@
 //! of `1×g` patches; its 64 values per token are all-gathered, the padding dropped, and the
 //! velocity unpatchified on the host.
 
-use ort::memory::Allocator;
+use std::time::Instant;
+
+use ort::memory::{AllocationDevice, Allocator};
 use skyreels_contract::io;
 
 use super::axis::{AllToAll, Concat};
@@ -23,7 +25,7 @@ use super::shard::{
 use super::values::{ValueTransfer, element_bytes, tensor_type};
 use crate::dit::attention::{GraphAttention, SelfAttention};
 use crate::dit::sequence::SequenceParallel;
-use crate::error::{Result, RuntimeError};
+use crate::error::{Result, RuntimeError, ort_error};
 use crate::session::{GraphSession, TensorPool};
 use crate::teacache::Decision;
 use crate::tensor::Tensor;
@@ -69,6 +71,21 @@ pub struct UlyssesDit<C: ValueTransfer> {
     buffers: Option<Buffers<C::Buffer>>,
     gather: Option<(usize, C::Buffer, C::Buffer)>,
     decision: C::Buffer,
+    /// The GPU the graphs run on (CUDA): sliced inputs are put there once per forward.
+    device: Option<i32>,
+    timings: Timings,
+}
+
+/// Where a rank's sequence-parallel time goes, logged when it is dropped.
+#[derive(Debug, Default)]
+struct Timings {
+    forwards: usize,
+    /// Slicing the embed outputs (host round trip).
+    slicing: f64,
+    /// The four all-to-alls per layer, with the copies in and out of their buffers.
+    all_to_all: f64,
+    /// The head's gather and the unpatchify.
+    gather: f64,
 }
 
 impl<C: ValueTransfer> UlyssesDit<C> {
@@ -89,6 +106,7 @@ impl<C: ValueTransfer> UlyssesDit<C> {
             )));
         }
         let allocator = attention.session().device_allocator()?;
+        let device = attention.session().device();
         let decision = group.allocate(1)?;
         Ok(UlyssesDit {
             group,
@@ -101,7 +119,23 @@ impl<C: ValueTransfer> UlyssesDit<C> {
             buffers: None,
             gather: None,
             decision,
+            device,
+            timings: Timings::default(),
         })
+    }
+
+    /// Puts a host tensor into `pool` where the graphs run.
+    fn insert(&self, pool: &mut TensorPool, name: &str, tensor: &Tensor) -> Result<()> {
+        let Some(device) = self.device else {
+            return pool.insert_f32(name, tensor);
+        };
+        let context = format!("putting `{name}` on GPU {device}");
+        let value = ort::value::Tensor::from_array((tensor.shape.clone(), tensor.data.clone()))
+            .map_err(ort_error(context.clone()))?
+            .to(AllocationDevice::CUDA, device)
+            .map_err(ort_error(context))?;
+        pool.insert(name, value.into_dyn());
+        Ok(())
     }
 
     fn slice(&self) -> Result<&Slice> {
@@ -205,6 +239,7 @@ where
             )));
         }
         self.buffers(shard_len, element_bytes(dtype)?)?;
+        let started = Instant::now();
         let buffers = self.buffers.as_mut().expect("allocated above");
         let heads_dim = dim / self.group.size();
         let padded = slice.sharding.padded_len();
@@ -224,7 +259,9 @@ where
             )?;
             local.insert(name, exchanged);
         }
+        let exchanged = started.elapsed();
         self.attention.attend(&mut local, query_ends)?;
+        let started = Instant::now();
         let output = local
             .remove(io::ATTENTION_OUTPUT)
             .ok_or_else(|| tensor_error(io::ATTENTION_OUTPUT, "not produced".into()))?;
@@ -242,6 +279,7 @@ where
             self.allocator.as_ref(),
         )?;
         pool.insert(io::ATTENTION_OUTPUT, back);
+        self.timings.all_to_all += (exchanged + started.elapsed()).as_secs_f64();
         Ok(())
     }
 }
@@ -252,6 +290,7 @@ where
     C::Buffer: Send,
 {
     fn shard(&mut self, pool: &mut TensorPool) -> Result<()> {
+        let started = Instant::now();
         let rank = self.group.rank();
         let tokens = pool.to_host(io::PATCH_TOKENS)?;
         let (num_tokens, dim) = match tokens.shape.as_slice() {
@@ -284,30 +323,43 @@ where
         let groups = group_frames.len();
 
         let shard = take_shard(&tokens.data, 1, dim, &sharding, rank, 0.0);
-        pool.insert_f32(
+        self.insert(
+            pool,
             io::PATCH_TOKENS,
             &Tensor::new(vec![1, shard_len, dim], shard)?,
         )?;
         let (cos, sin) = (pool.to_host(io::ROPE_COS)?, pool.to_host(io::ROPE_SIN)?);
         let columns = cos.shape[1];
         let (cos, sin) = slice_rope(&cos.data, &sin.data, columns, &sharding, rank);
-        pool.insert_f32(io::ROPE_COS, &Tensor::new(vec![shard_len, columns], cos)?)?;
-        pool.insert_f32(io::ROPE_SIN, &Tensor::new(vec![shard_len, columns], sin)?)?;
+        self.insert(
+            pool,
+            io::ROPE_COS,
+            &Tensor::new(vec![shard_len, columns], cos)?,
+        )?;
+        self.insert(
+            pool,
+            io::ROPE_SIN,
+            &Tensor::new(vec![shard_len, columns], sin)?,
+        )?;
         let row = 6 * dim;
         let modulation = per_group(&modulation, row, &frames.frames, &group_frames);
-        pool.insert_f32(
+        self.insert(
+            pool,
             io::TIME_MODULATION,
             &Tensor::new(vec![1, groups, 6, dim], modulation)?,
         )?;
         let embedding = per_group(&embedding, dim, &frames.frames, &group_frames);
-        pool.insert_f32(
+        self.insert(
+            pool,
             io::TIME_EMBEDDING,
             &Tensor::new(vec![1, groups, dim], embedding)?,
         )?;
         // The head reads the latents' shape only: groups of 1×g patches.
         let shape = vec![1, latents[1], groups, 2, 2 * group_len];
         let zeros = vec![0.0; shape.iter().product()];
-        pool.insert_f32(io::LATENTS, &Tensor::new(shape, zeros)?)?;
+        self.insert(pool, io::LATENTS, &Tensor::new(shape, zeros)?)?;
+        self.timings.slicing += started.elapsed().as_secs_f64();
+        self.timings.forwards += 1;
         self.slice = Some(Slice {
             sharding,
             group_len,
@@ -323,6 +375,7 @@ where
             )
         })?;
         head.run(pool)?;
+        let started = Instant::now();
         let velocity = pool.to_host(io::VELOCITY)?;
         let (out, groups, group_len) = (self.out_dim, slice.groups(), slice.group_len);
         if velocity.shape != [1, out, groups, 2, 2 * group_len] {
@@ -385,10 +438,11 @@ where
                 }
             }
         }
-        pool.insert_f32(
-            io::VELOCITY,
-            &Tensor::new(vec![1, out, frames, height, width], full)?,
-        )
+        let velocity = Tensor::new(vec![1, out, frames, height, width], full)?;
+        // The sampler reads the velocity on the host: it stays there.
+        pool.insert_f32(io::VELOCITY, &velocity)?;
+        self.timings.gather += started.elapsed().as_secs_f64();
+        Ok(())
     }
 
     fn agree(&mut self, decision: Decision) -> Result<Decision> {
@@ -402,5 +456,22 @@ where
         } else {
             Decision::Compute
         })
+    }
+}
+
+impl<C: ValueTransfer> Drop for UlyssesDit<C> {
+    fn drop(&mut self) {
+        let t = &self.timings;
+        if t.forwards > 0 {
+            tracing::info!(
+                "sequence parallel: {} forwards on rank {} of {}: all-to-all {:.3} s, head gather {:.3} s, slicing {:.3} s",
+                t.forwards,
+                self.group.rank(),
+                self.group.size(),
+                t.all_to_all,
+                t.gather,
+                t.slicing
+            );
+        }
     }
 }
