@@ -27,13 +27,14 @@ programs=(dit_bench vae_bench e2e_bench write_random_dit write_random_vae write_
 if $build; then
   examples=()
   for program in "${programs[@]}"; do examples+=(--example "$program"); done
-  cargo build --release --locked -p skyreels-runtime -p skyreels-exporter --bin skyreels-export "${examples[@]}"
+  cargo build --release --locked -p skyreels-runtime -p skyreels-exporter --bin skyreels-export --bin skyreels "${examples[@]}"
 fi
 mkdir -p .carry/bin
 for program in "${programs[@]}"; do
   strip -o ".carry/bin/$program" "target/release/examples/$program"
 done
 strip -o .carry/bin/skyreels-export target/release/skyreels-export
+strip -o .carry/bin/skyreels target/release/skyreels
 
 pip_download() {
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
