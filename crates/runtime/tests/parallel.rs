@@ -735,3 +735,37 @@ fn ulysses_generation_matches_one_rank_image_to_video() {
     .concat();
     ranks_match_one_rank(&engine, &extra, &[ULYSSES, ULYSSES_CFG]);
 }
+
+#[test]
+fn only_rank_0_loads_the_text_encoder_and_the_vae_of_a_one_window_job() {
+    let directory = tempfile::tempdir().unwrap();
+    let out = directory.path().join("out.mp4");
+    let (output, stderr) = run(Command::new(BINARY)
+        .arg("generate")
+        .arg("--engines")
+        .arg(tiny_engine())
+        .arg("--out")
+        .arg(&out)
+        .args(["--prompt", "a fox", "--threads", "1", "--steps", "2"])
+        .args(PADDED)
+        .args(ULYSSES_CFG));
+    assert!(output.status.success() && out.exists(), "{stderr}");
+    for rank in 0..4 {
+        for stage in [
+            "loading text encoder",
+            "loading vae decoder",
+            "decoding window",
+        ] {
+            let line = format!("[rank {rank}] {stage}");
+            assert_eq!(
+                stderr.contains(&line),
+                rank == 0,
+                "{line:?} in the log: {stderr}"
+            );
+        }
+        assert!(
+            stderr.contains(&format!("[rank {rank}] loading dit")),
+            "{stderr}"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! worker per rank on this host, or as one rank (a supervised worker or a torchrun process) with
 //! its world communicator (TCP for `--backend cpu`, NCCL on its GPU for `--backend cuda`).
 
+use super::communicator::Communicator;
 use super::config::{Launch, ParallelConfig};
 use super::error::{ParallelError, Result};
 use super::guidance::GuidancePair;
@@ -14,6 +15,7 @@ use super::supervisor;
 use super::tcp::TcpCommunicator;
 use super::values::ValueTransfer;
 use crate::pipeline::denoiser::{Denoiser, DitDenoiser};
+use crate::tensor::Tensor;
 
 /// Staging the NCCL world communicator gets (its contiguous gathers need none).
 const WORLD_STAGING_BYTES: usize = 1 << 20;
@@ -124,6 +126,18 @@ pub(crate) fn share_unique_id(
 }
 
 impl RankContext {
+    /// Collective over all ranks: rank 0's `tensors` on every rank (the other ranks pass
+    /// `None`), e.g. the prompt contexts only rank 0 encodes.
+    pub fn broadcast_tensors(
+        &mut self,
+        tensors: Option<&[Tensor]>,
+    ) -> crate::error::Result<Vec<Tensor>> {
+        match &mut self.world {
+            World::Tcp(world) => broadcast_tensors(world, tensors),
+            World::Nccl(world) => broadcast_tensors(world, tensors),
+        }
+    }
+
     /// Whether this rank writes the outputs (rank 0).
     pub fn writes_output(&self) -> bool {
         self.role.writes_output()
@@ -142,6 +156,76 @@ impl RankContext {
             World::Tcp(world) => run_rank(&self.role, world, inner, run),
             World::Nccl(world) => run_rank(&self.role, world, inner, run),
         }
+    }
+}
+
+/// Collective over all ranks: rank 0's `tensors` (a count, then per tensor its rank, dims and
+/// float32 values, little-endian) broadcast in two steps, the length first.
+fn broadcast_tensors<C: Communicator>(
+    world: &mut C,
+    tensors: Option<&[Tensor]>,
+) -> crate::error::Result<Vec<Tensor>> {
+    let mut payload = Vec::new();
+    if let Some(tensors) = tensors {
+        payload.extend((tensors.len() as u64).to_le_bytes());
+        for tensor in tensors {
+            payload.extend((tensor.shape.len() as u64).to_le_bytes());
+            for &dim in &tensor.shape {
+                payload.extend((dim as u64).to_le_bytes());
+            }
+            payload.extend_from_slice(bytemuck::cast_slice(&tensor.data));
+        }
+    }
+    let mut length = world.allocate(8)?;
+    world.write(&mut length, &(payload.len() as u64).to_le_bytes())?;
+    world.broadcast(&mut length, 8, 0)?;
+    let mut bytes = [0u8; 8];
+    world.read(&length, &mut bytes)?;
+    let length = u64::from_le_bytes(bytes) as usize;
+    let mut buffer = world.allocate(length)?;
+    if world.rank() == 0 {
+        world.write(&mut buffer, &payload)?;
+    }
+    world.broadcast(&mut buffer, length, 0)?;
+    let mut payload = vec![0u8; length];
+    world.read(&buffer, &mut payload)?;
+    let mut cursor = Cursor {
+        bytes: &payload,
+        offset: 0,
+    };
+    let count = cursor.word()?;
+    let mut out = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        let rank = cursor.word()?;
+        let shape = (0..rank)
+            .map(|_| cursor.word())
+            .collect::<Result<Vec<usize>>>()?;
+        let data = cursor.take(shape.iter().product::<usize>() * 4)?;
+        out.push(Tensor::new(shape, bytemuck::pod_collect_to_vec(data))?);
+    }
+    Ok(out)
+}
+
+/// Reads a broadcast payload front to back.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, length: usize) -> Result<&'a [u8]> {
+        let taken = self
+            .offset
+            .checked_add(length)
+            .and_then(|end| self.bytes.get(self.offset..end))
+            .ok_or_else(|| ParallelError::Buffer("rank 0 broadcast malformed tensors".into()))?;
+        self.offset += length;
+        Ok(taken)
+    }
+
+    fn word(&mut self) -> Result<usize> {
+        let bytes = self.take(8)?;
+        Ok(u64::from_le_bytes(bytes.try_into().expect("8 bytes")) as usize)
     }
 }
 
