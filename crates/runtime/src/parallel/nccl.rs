@@ -817,7 +817,7 @@ fn copy_device(
     if bytes == 0 {
         return Ok(());
     }
-    // SAFETY: both pointers are device allocations of at least `bytes` bytes (the callers check
+    // SAFETY: both pointers lie in device allocations with `bytes` bytes after them (the callers check
     // the buffer's length and size the tensor from its own shape and dtype).
     let result = unsafe { cuda::cuMemcpyDtoDAsync_v2(destination, source, bytes, stream) };
     if result != cuda::CUresult::CUDA_SUCCESS {
@@ -835,9 +835,28 @@ impl super::values::ValueTransfer for NcclCommunicator {
         buffer: &mut DeviceBuffer,
         value: &ort::value::DynValue,
     ) -> crate::error::Result<()> {
-        use super::values::{element_bytes, host_bytes, tensor_type};
+        use super::values::{element_bytes, tensor_type};
         let (dtype, shape) = tensor_type(value)?;
         let bytes = shape.iter().product::<usize>() * element_bytes(dtype)?;
+        self.write_value_range(buffer, value, 0..bytes)
+    }
+
+    fn write_value_range(
+        &mut self,
+        buffer: &mut DeviceBuffer,
+        value: &ort::value::DynValue,
+        range: std::ops::Range<usize>,
+    ) -> crate::error::Result<()> {
+        use super::values::{element_bytes, host_bytes, tensor_type};
+        let (dtype, shape) = tensor_type(value)?;
+        let total = shape.iter().product::<usize>() * element_bytes(dtype)?;
+        let bytes = range.len();
+        if range.end > total {
+            return Err(ParallelError::Buffer(format!(
+                "bytes {range:?} of a tensor of {total} bytes"
+            ))
+            .into());
+        }
         if bytes > buffer.len() {
             return Err(ParallelError::Buffer(format!(
                 "a tensor of {bytes} bytes into a buffer of {}",
@@ -850,11 +869,11 @@ impl super::values::ValueTransfer for NcclCommunicator {
             .downcast::<ort::value::DynTensorValueType>()
             .map_err(crate::error::ort_error("reading a tensor for a collective"))?;
         if tensor.memory_info().is_cpu_accessible() {
-            return Ok(self.write(buffer, &host_bytes(value)?)?);
+            return Ok(self.write(buffer, &host_bytes(value)?[range])?);
         }
         // ONNX Runtime returns from a run once its outputs are written (it synchronises its
         // stream after each run), so `value` is complete before this copy is queued.
-        let source = tensor.data_ptr() as cuda::CUdeviceptr;
+        let source = tensor.data_ptr() as cuda::CUdeviceptr + range.start as cuda::CUdeviceptr;
         let stream = Arc::clone(&self.stream);
         let (destination, _guard) = buffer.memory.device_ptr_mut(&stream);
         Ok(copy_device(stream.cu_stream(), source, destination, bytes)?)

@@ -15,13 +15,12 @@
 use std::time::Instant;
 
 use ort::memory::{AllocationDevice, Allocator};
+use ort::value::TensorElementType;
 use skyreels_contract::io;
 
 use super::axis::{AllToAll, Concat};
 use super::layout::agree;
-use super::shard::{
-    TokenSharding, drop_padding, frame_slice, slice_frames, slice_rope, take_shard,
-};
+use super::shard::{TokenSharding, drop_padding, frame_slice, slice_frames, slice_rope};
 use super::values::{ValueTransfer, element_bytes, tensor_type};
 use crate::dit::attention::{GraphAttention, SelfAttention};
 use crate::dit::sequence::SequenceParallel;
@@ -70,6 +69,8 @@ pub struct UlyssesDit<C: ValueTransfer> {
     slice: Option<Slice>,
     buffers: Option<Buffers<C::Buffer>>,
     gather: Option<(usize, C::Buffer, C::Buffer)>,
+    /// The rank's rows of `patch_tokens`, keyed by (bytes, real rows).
+    slice_buffer: Option<((usize, usize), C::Buffer)>,
     decision: C::Buffer,
     /// The GPU the graphs run on (CUDA): sliced inputs are put there once per forward.
     device: Option<i32>,
@@ -118,6 +119,7 @@ impl<C: ValueTransfer> UlyssesDit<C> {
             slice: None,
             buffers: None,
             gather: None,
+            slice_buffer: None,
             decision,
             device,
             timings: Timings::default(),
@@ -292,13 +294,18 @@ where
     fn shard(&mut self, pool: &mut TensorPool) -> Result<()> {
         let started = Instant::now();
         let rank = self.group.rank();
-        let tokens = pool.to_host(io::PATCH_TOKENS)?;
-        let (num_tokens, dim) = match tokens.shape.as_slice() {
-            [1, tokens, dim] => (*tokens, *dim),
-            other => {
+        let tokens = pool.get(io::PATCH_TOKENS).ok_or_else(|| {
+            tensor_error(io::PATCH_TOKENS, "not produced by graph `embed`".into())
+        })?;
+        let (dtype, shape) = tensor_type(tokens)?;
+        let (num_tokens, dim) = match (dtype, shape.as_slice()) {
+            (TensorElementType::Float32, [1, tokens, dim]) => (*tokens, *dim),
+            _ => {
                 return Err(tensor_error(
                     io::PATCH_TOKENS,
-                    format!("is {other:?}; sequence parallel runs one batch row [1, tokens, dim]"),
+                    format!(
+                        "is {dtype:?} {shape:?}; sequence parallel runs one float32 batch row [1, tokens, dim]"
+                    ),
                 ));
             }
         };
@@ -322,12 +329,25 @@ where
             .collect();
         let groups = group_frames.len();
 
-        let shard = take_shard(&tokens.data, 1, dim, &sharding, rank, 0.0);
-        self.insert(
-            pool,
-            io::PATCH_TOKENS,
-            &Tensor::new(vec![1, shard_len, dim], shard)?,
+        // The rank's rows stay where the graphs run; the padding rows are the slice buffer's
+        // zeros (it is kept only while the number of real rows stays the same).
+        let real = sharding.shard(rank).real;
+        let key = (shard_len * dim * 4, real.len());
+        if self.slice_buffer.as_ref().map(|(k, _)| *k) != Some(key) {
+            self.slice_buffer = None;
+            let buffer = self.group.allocate(key.0)?;
+            self.slice_buffer = Some((key, buffer));
+        }
+        let (_, buffer) = self.slice_buffer.as_mut().expect("allocated above");
+        self.group
+            .write_value_range(buffer, tokens, real.start * dim * 4..real.end * dim * 4)?;
+        let sliced = self.group.read_value(
+            buffer,
+            TensorElementType::Float32,
+            &[1, shard_len, dim],
+            self.allocator.as_ref(),
         )?;
+        pool.insert(io::PATCH_TOKENS, sliced);
         let (cos, sin) = (pool.to_host(io::ROPE_COS)?, pool.to_host(io::ROPE_SIN)?);
         let columns = cos.shape[1];
         let (cos, sin) = slice_rope(&cos.data, &sin.data, columns, &sharding, rank);

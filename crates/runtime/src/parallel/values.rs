@@ -2,6 +2,8 @@
 //! and the collectives. Host values (the CPU backend) are copied as bytes; the NCCL transport
 //! copies device values in place (`nccl.rs`), pointers taken from ORT's I/O-bound outputs.
 
+use std::ops::Range;
+
 use ort::memory::Allocator;
 use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
 
@@ -12,6 +14,15 @@ use crate::error::{Result, RuntimeError, ort_error};
 pub trait ValueTransfer: Communicator {
     /// Copies the elements of the tensor `value` into the start of `buffer`.
     fn write_value(&mut self, buffer: &mut Self::Buffer, value: &DynValue) -> Result<()>;
+
+    /// Copies bytes `bytes` of the tensor `value`'s elements into the start of `buffer` (a
+    /// rank's rows of a `[1, L, D]` tensor, without a round trip through the host).
+    fn write_value_range(
+        &mut self,
+        buffer: &mut Self::Buffer,
+        value: &DynValue,
+        bytes: Range<usize>,
+    ) -> Result<()>;
 
     /// A new tensor of `dtype` and `shape` holding the start of `buffer`: in host memory, or in
     /// the memory of `allocator` (a GPU's) when given.
@@ -113,6 +124,22 @@ impl ValueTransfer for super::tcp::TcpCommunicator {
     fn write_value(&mut self, buffer: &mut Vec<u8>, value: &DynValue) -> Result<()> {
         let bytes = host_bytes(value)?;
         Ok(self.write(buffer, &bytes)?)
+    }
+
+    fn write_value_range(
+        &mut self,
+        buffer: &mut Vec<u8>,
+        value: &DynValue,
+        bytes: Range<usize>,
+    ) -> Result<()> {
+        let all = host_bytes(value)?;
+        let part = all.get(bytes.clone()).ok_or_else(|| {
+            RuntimeError::Invalid(format!(
+                "bytes {bytes:?} of a tensor of {} bytes",
+                all.len()
+            ))
+        })?;
+        Ok(self.write(buffer, part)?)
     }
 
     fn read_value(
