@@ -769,3 +769,36 @@ fn only_rank_0_loads_the_text_encoder_and_the_vae_of_a_one_window_job() {
         );
     }
 }
+
+#[test]
+fn an_engine_without_the_sharded_attention_graph_is_refused_with_the_fix() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = directory.path().join("engine");
+    fs_err::create_dir(&engine).unwrap();
+    common::export_tiny_engine(&engine, common::TinyModel::DiffusionForcing);
+    // An engine exported before sequence parallel: no `attention_heads_1`.
+    let mut manifest = skyreels_contract::Manifest::load(&engine).unwrap();
+    let dit = manifest.dit.as_mut().unwrap();
+    let before = dit.graphs.len();
+    dit.graphs.retain(|graph| graph.name != "attention_heads_1");
+    assert_eq!(dit.graphs.len(), before - 1);
+    manifest.save(&engine).unwrap();
+    let out = directory.path().join("out.mp4");
+    let (output, stderr) = run(Command::new(BINARY)
+        .arg("generate")
+        .arg("--engines")
+        .arg(&engine)
+        .arg("--out")
+        .arg(&out)
+        .args(["--prompt", "a fox", "--threads", "1", "--steps", "2"])
+        .args(PADDED)
+        .args(ULYSSES));
+    assert!(!output.status.success() && !out.exists(), "{stderr}");
+    for needle in [
+        "manifest lists no DiT graph `attention_heads_1` (attention over 1 of 2 heads, for sequence parallel)",
+        "fix: re-export the engine with this skyreels-export",
+        "rank 0",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in {stderr}");
+    }
+}

@@ -4,11 +4,11 @@
 //! this rank's contiguous token slice (`shard.rs`). The block graphs view tokens per frame (they
 //! reshape `[B, L, D]` by the modulation's frame count), and a slice may cut frames, so the slice
 //! is cut into groups of `g = gcd(tokens_per_frame, shard_len)` tokens that never straddle a frame
-//! and the per-frame modulation is gathered per group (`FrameSlice`): `[B, L/g, 6, D]`, not per
-//! token. Per layer: q, k, v `[B, S, D]` go through an all-to-all to `[B, S·W, D/W]` (all tokens,
+//! and the per-frame modulation is gathered per group (`FrameSlice`): `[B, S/g, 6, D]`, not per
+//! token (`S` the slice's rows). Per layer: q, k, v `[B, S, D]` go through an all-to-all to `[B, S·W, D/W]` (all tokens,
 //! `N/W` heads), the engine's attention over those heads (`attention_heads_{N/W}`) runs per query
 //! block on key prefixes up to the real tokens (padding is never a key; padding queries get
-//! zeros), and an all-to-all brings `[B, S, D]` back. The head runs on the slice as `L/g` groups
+//! zeros), and an all-to-all brings `[B, S, D]` back. The head runs on the slice as `S/g` groups
 //! of `1×g` patches; its 64 values per token are all-gathered, the padding dropped, and the
 //! velocity unpatchified on the host.
 
@@ -81,7 +81,7 @@ pub struct UlyssesDit<C: ValueTransfer> {
 #[derive(Debug, Default)]
 struct Timings {
     forwards: usize,
-    /// Slicing the embed outputs (host round trip).
+    /// Slicing the embed outputs (the token rows where the graphs run, the rest on the host).
     slicing: f64,
     /// The four all-to-alls per layer, with the copies in and out of their buffers.
     all_to_all: f64,

@@ -162,6 +162,7 @@ mod tests {
 
     #[test]
     fn host_values_round_trip_through_bytes_in_every_float_dtype() {
+        crate::onnxruntime::environment().expect("ONNX Runtime (scripts/setup.sh)");
         let data = [1.5f32, -2.25, 0.0, 3.0e-3];
         for dtype in [
             TensorElementType::Float32,
