@@ -129,9 +129,10 @@ impl Dit {
     }
 
     /// Makes the forward sequence parallel: `sequence` slices the embedded pool, replaces the
-    /// self-attention and gathers the head's output (`crate::parallel::sequence`).
-    pub fn set_sequence_parallel(&mut self, sequence: Box<dyn SequenceParallel>) {
-        self.sequence = Some(sequence);
+    /// self-attention and gathers the head's output (`crate::parallel::sequence`); `None` makes
+    /// it whole again.
+    pub fn set_sequence_parallel(&mut self, sequence: Option<Box<dyn SequenceParallel>>) {
+        self.sequence = sequence;
     }
 
     /// The engine's attention graph over `heads` of the heads (`attention_heads_{heads}`), for a

@@ -251,16 +251,20 @@ where
             num_heads / group.size()
         );
         let sequence = UlyssesDit::new(group, attention, num_heads, head_dim, out_dim)?;
-        inner.dit.set_sequence_parallel(Box::new(sequence));
+        inner.dit.set_sequence_parallel(Some(Box::new(sequence)));
     }
-    match role.branches {
-        Branches::Only(branch) => {
-            let pair = world.split(role.guidance_color())?;
-            let mut pair = GuidancePair::new(Borrowed(inner), branch, pair)?;
-            run(&mut pair)
-        }
+    let result = match role.branches {
+        Branches::Only(branch) => world
+            .split(role.guidance_color())
+            .map_err(crate::error::RuntimeError::from)
+            .and_then(|pair| {
+                let mut pair = GuidancePair::new(Borrowed(&mut *inner), branch, pair)?;
+                run(&mut pair)
+            }),
         Branches::Both => run(inner),
-    }
+    };
+    inner.dit.set_sequence_parallel(None);
+    result
 }
 
 /// A borrowed denoiser as an owned one.
