@@ -875,6 +875,10 @@ impl super::values::ValueTransfer for NcclCommunicator {
         // stream after each run), so `value` is complete before this copy is queued.
         let source = tensor.data_ptr() as cuda::CUdeviceptr + range.start as cuda::CUdeviceptr;
         let stream = Arc::clone(&self.stream);
+        stream
+            .context()
+            .bind_to_thread()
+            .map_err(cuda_error("making the communicator's GPU current"))?;
         let (destination, _guard) = buffer.memory.device_ptr_mut(&stream);
         Ok(copy_device(stream.cu_stream(), source, destination, bytes)?)
     }
@@ -905,6 +909,10 @@ impl super::values::ValueTransfer for NcclCommunicator {
         )?;
         let destination = value.data_ptr_mut() as cuda::CUdeviceptr;
         let stream = Arc::clone(&self.stream);
+        stream
+            .context()
+            .bind_to_thread()
+            .map_err(cuda_error("making the communicator's GPU current"))?;
         {
             let (source, _guard) = buffer.memory.device_ptr(&stream);
             copy_device(stream.cu_stream(), source, destination, bytes)?;
