@@ -802,3 +802,36 @@ fn an_engine_without_the_sharded_attention_graph_is_refused_with_the_fix() {
         assert!(stderr.contains(needle), "missing {needle:?} in {stderr}");
     }
 }
+
+#[test]
+fn ulysses_over_two_and_four_ranks_matches_one_rank_with_four_heads() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = directory.path().join("engine");
+    fs_err::create_dir(&engine).unwrap();
+    common::export_tiny_engine(&engine, common::TinyModel::FourHeads);
+    let degree_4: &[&str] = &["--ulysses-degree", "4"];
+    // 27 tokens over 4 ranks: slices of 7 rows, the last with one padding row; two heads per rank
+    // at degree 2 (their order through the all-to-all matters), one at degree 4.
+    let extra = [PADDED, &["--steps", "3"]].concat();
+    ranks_match_one_rank(&engine, &extra, &[ULYSSES, degree_4, ULYSSES_CFG]);
+    // 81 tokens over 4 ranks (slices of 21 rows, groups of 3 tokens), blocks of 3 frames.
+    ranks_match_one_rank(
+        &engine,
+        &[
+            "--num-frames",
+            "33",
+            "--height",
+            "48",
+            "--width",
+            "48",
+            "--steps",
+            "3",
+            "--ar-step",
+            "2",
+            "--causal-block-size",
+            "3",
+            "--causal-attention",
+        ],
+        &[degree_4],
+    );
+}
