@@ -28,6 +28,13 @@
 #   user     ours only: a 257-frame long video (3 windows of 97, overlap 17) with the real-size
 #            umT5-XXL text encoder (random weights), every model's load time, seconds and peak
 #            memory per window
+#   offload  ours only, weight streaming (issue 10): the DiT 1.3B forward resident and with
+#            --offload under --max-gpu-memory 8GiB (OFFLOAD_SMALL_BUDGET), each also as one guided
+#            row (both CFG branches through each layer); then the 97-frame generation (e2e's)
+#            resident and with --offload
+#   offload14b  ours only: the DiT 14B forward resident and streamed because its weights do not
+#            fit --max-gpu-memory 24GiB (OFFLOAD_LARGE_BUDGET); tools/bench/gpu_offload.sh runs
+#            these two groups and checks streaming against the resident forward first
 # --once runs our side once (before PyTorch) instead of before and after it.
 # --smoke runs tiny shapes on the CPU (our ORT CPU build, torch CPU fp32) to check the plumbing.
 # --dry-run prints what would run and runs nothing.
@@ -77,12 +84,14 @@ while [ $# -gt 0 ]; do
   esac
 done
 for group in ${groups//,/ }; do
-  case "$group" in dit|vae|dit14b|e2e|user) ;; *) fail "unknown group $group
-  fix: --only takes a comma-separated list of dit, vae, dit14b, e2e, user" ;; esac
+  case "$group" in dit|vae|dit14b|e2e|user|offload|offload14b) ;; *) fail "unknown group $group
+  fix: --only takes a comma-separated list of dit, vae, dit14b, e2e, user, offload, offload14b" ;; esac
 done
 wants() { case ",$groups," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 results="${results:-${OUT:-$work}/results.jsonl}"
 ours_causal_args="${OURS_CAUSAL_ARGS:---causal-block-size $causal_block_size}"
+offload_small_budget="${OFFLOAD_SMALL_BUDGET:-8GiB}"
+offload_large_budget="${OFFLOAD_LARGE_BUDGET:-24GiB}"
 
 case ":${LD_LIBRARY_PATH:-}:" in
   *":$ort:"*|*ortgpu*|*onnxruntime*)
@@ -159,7 +168,7 @@ echo "results: $results"
 
 # Models with random weights of the real shapes, then their engines (the umT5 only for `user`).
 source_dir="$work/dit-$dit_size"
-if wants dit || wants vae || wants e2e || wants user; then
+if wants dit || wants vae || wants e2e || wants user || wants offload; then
   if $dry_run || [ ! -f "$source_dir/model.safetensors" ]; then
     prepare "$bin/write_random_dit" "$dit_size" "$source_dir"
     prepare "$bin/write_random_vae" "$vae_size" "$source_dir"
@@ -174,13 +183,16 @@ if wants dit || wants vae || wants e2e || wants user; then
       prepare "$bin/write_random_umt5" "$umt5_layers" "$source_dir"
     fi
   fi
-  prepare "$bin/skyreels-export" "$source_dir" --out "$work/engine-$dit_size" --target "$target" --dtype "$dtype" --force
+  # Only `user` writes a text encoder; the other groups export the DiT and the VAE alone.
+  require=dit
+  if wants user; then require=all; fi
+  prepare "$bin/skyreels-export" "$source_dir" --out "$work/engine-$dit_size" --target "$target" --dtype "$dtype" --require "$require" --force
 fi
-if wants dit14b; then
+if wants dit14b || wants offload14b; then
   if $dry_run || [ ! -f "$work/dit-14b/model.safetensors" ]; then
     prepare "$bin/write_random_dit" 14b "$work/dit-14b"
   fi
-  prepare "$bin/skyreels-export" "$work/dit-14b" --out "$work/engine-14b" --target "$target" --dtype "$dtype" --force
+  prepare "$bin/skyreels-export" "$work/dit-14b" --out "$work/engine-14b" --target "$target" --dtype "$dtype" --require dit --force
 fi
 
 if wants dit; then
@@ -213,6 +225,26 @@ if wants user; then
   step "A user's run: $long_frames frames in windows of $long_base (overlap $long_overlap), umT5 text encoder, ours"
   ours user "$bin/e2e_bench" "$work/engine-$dit_size" "$backend" "$long_frames" "$pixel_height" "$pixel_width" "$steps" \
     "${text_encoder_args[@]}" --base-num-frames "$long_base" --overlap-history "$long_overlap"
+fi
+offload_bench() {
+  local label="$1" size="$2"; shift 2
+  ours "$label" "$bin/dit_bench" "$work/engine-$size" "$backend" "$frames" "$height" "$width" "$iterations" "$@"
+}
+if wants offload; then
+  step "DiT $dit_size weight streaming: resident, then --offload under --max-gpu-memory $offload_small_budget; one forward, then one guided row (ours)"
+  offload_bench "dit-$dit_size-resident" "$dit_size"
+  offload_bench "dit-$dit_size-offload" "$dit_size" --offload --max-gpu-memory "$offload_small_budget"
+  offload_bench "dit-$dit_size-resident-guided" "$dit_size" --guided
+  offload_bench "dit-$dit_size-offload-guided" "$dit_size" --guided --offload --max-gpu-memory "$offload_small_budget"
+  ours e2e-resident "$bin/e2e_bench" "$work/engine-$dit_size" "$backend" "$pixel_frames" "$pixel_height" "$pixel_width" "$steps"
+  ours e2e-offload "$bin/e2e_bench" "$work/engine-$dit_size" "$backend" "$pixel_frames" "$pixel_height" "$pixel_width" "$steps" \
+    --offload --max-gpu-memory "$offload_small_budget"
+fi
+if wants offload14b; then
+  # The 14B DiT's 28 GB of weights do not fit the budget: the plan streams them by itself.
+  step "DiT 14B weight streaming: resident, then under --max-gpu-memory $offload_large_budget (ours)"
+  offload_bench dit-14b-resident 14b
+  offload_bench dit-14b-offload 14b --max-gpu-memory "$offload_large_budget"
 fi
 if ! $dry_run; then
   step "summary"

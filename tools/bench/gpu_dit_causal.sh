@@ -16,7 +16,7 @@ frames=25; height=68; width=120; block=5
 if [ ! -f "$work/dit-$size/model.safetensors" ]; then
   "$bin/write_random_dit" "$size" "$work/dit-$size"
 fi
-"$bin/skyreels-export" "$work/dit-$size" --out "$work/engine-$size-blocks" --target cuda --dtype bf16 --force
+"$bin/skyreels-export" "$work/dit-$size" --out "$work/engine-$size-blocks" --target cuda --dtype bf16 --require dit --force
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 with_peak() {
   "$@" & local pid=$! peak=0 m

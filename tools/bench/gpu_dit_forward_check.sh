@@ -18,7 +18,7 @@ mkdir -p "$work"
 status=0
 for model in df t2v i2v; do
   engine="$work/$model-fp32"
-  "$bin/skyreels-export" "tests/fixtures/dit/$model/diffusers" --out "$engine" --target cuda --dtype fp32 --force >/dev/null 2>&1
+  "$bin/skyreels-export" "tests/fixtures/dit/$model/diffusers" --out "$engine" --target cuda --dtype fp32 --require dit --force >/dev/null
   for case in tests/fixtures/dit/$model/cases/*.safetensors; do
     block=$(python3 -c "from safetensors.numpy import load_file; t = load_file('$case'); print(int(t['causal_block_size'][0]) if 'causal_block_size' in t else '')")
     out="$work/velocity.safetensors"

@@ -2,7 +2,8 @@
 # Prepares, in ignored folders of this checkout, what tools/bench/compare.sh needs on the device
 # machine (which has CUDA 13, cuDNN 9, PyTorch and transformers, but no ONNX Runtime GPU, no
 # diffusers, no Rust, and cannot download), then prints the device calls to make:
-#   .carry/bin/     stripped release builds of the benchmark binaries
+#   .carry/bin/     stripped release builds of the benchmark binaries, skyreels, skyreels-export
+#                   and skyreels-serve
 #   .whl/           diffusers 0.42.1 (the reference's version, tools/reference/requirements.txt)
 #                   and what the machine lacks for it (KINDS.md lists its packages): importlib_metadata
 #                   and lazy-importer
@@ -27,14 +28,16 @@ programs=(dit_bench vae_bench e2e_bench write_random_dit write_random_vae write_
 if $build; then
   examples=()
   for program in "${programs[@]}"; do examples+=(--example "$program"); done
-  cargo build --release --locked -p skyreels-runtime -p skyreels-exporter --bin skyreels-export --bin skyreels "${examples[@]}"
+  cargo build --release --locked -p skyreels-runtime -p skyreels-exporter -p skyreels-serve \
+    --bin skyreels --bin skyreels-export --bin skyreels-serve "${examples[@]}"
 fi
 mkdir -p .carry/bin
 for program in "${programs[@]}"; do
   strip -o ".carry/bin/$program" "target/release/examples/$program"
 done
-strip -o .carry/bin/skyreels-export target/release/skyreels-export
-strip -o .carry/bin/skyreels target/release/skyreels
+for binary in skyreels skyreels-export skyreels-serve; do
+  strip -o ".carry/bin/$binary" "target/release/$binary"
+done
 
 pip_download() {
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -91,6 +94,10 @@ cat <<EOF
        set -o pipefail; tools/bench/compare.sh --only dit14b,e2e --once 2>&1 | tee \$OUT/compare.log
   $((n + 2)). run carry=[".carry/bin", ".whl"] timeout_s=600 command:
        set -o pipefail; tools/bench/compare.sh --only user 2>&1 | tee \$OUT/compare.log
+  $((n + 3)). weight streaming, three calls (carry=[".carry/bin", ".whl"] timeout_s=600 each):
+       set -o pipefail; tools/bench/gpu_offload.sh check 2>&1 | tee \$OUT/offload-check.log
+       set -o pipefail; tools/bench/gpu_offload.sh 1.3b 2>&1 | tee \$OUT/compare.log
+       set -o pipefail; tools/bench/gpu_offload.sh 14b 2>&1 | tee \$OUT/compare.log
 Fetch \$OUT/results.jsonl and compare.log after each call (the next call empties \$OUT), keep them
 in docs/bench/, and run python3 tools/bench/summarise.py on them.
 Never export LD_LIBRARY_PATH in these commands: compare.sh gives it to our binaries alone.

@@ -220,11 +220,49 @@ def user_lines(records):
     return lines
 
 
+def offload_table(records):
+    """Weight streaming (compare.sh's offload group): each streamed run against the resident run
+    of the same shape, with the budget it ran under and whether the goals were met (whole-process
+    peak within the budget, time within 1.25x the resident)."""
+    by_label = OrderedDict()
+    for record in records:
+        if record["side"] == "ours":
+            by_label.setdefault(record["label"], []).append(record)
+    lines = ["| | resident | streamed | streamed / resident | budget | resident peak | streamed peak | goals (peak within budget; time within 1.25x) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, runs in by_label.items():
+        if "-offload" not in label:
+            continue
+        resident = by_label.get(label.replace("-offload", "-resident"), [])
+        streamed_time, resident_time = mean(seconds(r) for r in runs), mean(seconds(r) for r in resident)
+        budget_bytes = next((r.get("max_gpu_memory") for r in runs if r.get("max_gpu_memory")), None)
+        budget = None if budget_bytes is None else budget_bytes / (1 << 30)
+        peaks = [process_peak(r)[0] for r in runs]
+        peak = max((p for p in peaks if p is not None), default=None)
+        placement = next((r.get("placement") for r in runs if r.get("placement")), "?")
+        if label.startswith("e2e"):
+            record = next((r for r in runs if r.get("frames")), {})
+            what = f"DF generation, {record.get('frames')} frames, {record.get('steps')} steps, CFG"
+        else:
+            guided = ", one guided row (2 branches)" if label.endswith("-guided") else ""
+            what = f"DiT {label.split('-')[1].upper()} forward{guided}"
+        time_ratio = ratio(streamed_time, resident_time)
+        goals = []
+        if peak is not None and budget is not None:
+            goals.append(f"peak {'met' if peak <= budget else 'missed'}")
+        if time_ratio is not None:
+            goals.append(f"time {'met' if time_ratio <= 1.25 else 'missed'}")
+        lines.append(f"| {what} ({placement}) | {times_cell(resident)} | {times_cell(runs)} | **{fmt(time_ratio)}** "
+                     f"| {fmt(budget, ' GiB', 0)} | {peaks_cell(resident, False)} | {peaks_cell(runs, False)} | {', '.join(goals) or '—'} |")
+    return lines if len(lines) > 2 else []
+
+
 def main(paths):
     records = load(paths)
-    sections = [main_table(records), drift_lines(records), environment_lines(records), libraries_table(records), user_lines(records)]
-    titles = [None, "Drift between our two runs:", "Environments (read by each process):", "Loaded libraries (from /proc/self/maps, first process of each side):",
-              "A user's run (ours):"]
+    sections = [main_table(records), offload_table(records), drift_lines(records), environment_lines(records), libraries_table(records),
+                user_lines(records)]
+    titles = [None, "Weight streaming (ours, whole-process peaks from nvidia-smi):", "Drift between our two runs:", "Environments (read by each process):",
+              "Loaded libraries (from /proc/self/maps, first process of each side):", "A user's run (ours):"]
     out = []
     for title, lines in zip(titles, sections):
         if not lines:

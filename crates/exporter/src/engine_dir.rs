@@ -41,7 +41,7 @@ pub fn clean_up_on_signals() -> Result<()> {
             // Held until exit, so a commit in progress finishes first and none starts after.
             let unfinished = unfinished();
             for path in unfinished.iter() {
-                let _ = std::fs::remove_dir_all(path);
+                remove_while_written(path);
             }
             let name = match signal {
                 SIGINT => "SIGINT",
@@ -53,6 +53,19 @@ pub fn clean_up_on_signals() -> Result<()> {
         }
     });
     Ok(())
+}
+
+/// Removes `path` although the export's own thread may still be writing into it: a file created
+/// between `remove_dir_all`'s listing and its final `rmdir` makes that attempt fail (not empty),
+/// so it is repeated; once the directory is gone, the writer's next file cannot be created.
+fn remove_while_written(path: &Path) {
+    for _attempt in 0..1000 {
+        let _ = std::fs::remove_dir_all(path);
+        if std::fs::symlink_metadata(path).is_err() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// Refuses an `--out` whose replacement could lose data: the working directory or one of its

@@ -1,6 +1,7 @@
 //! Times a whole diffusion-forcing generation and prints one JSON line:
 //! `e2e_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH STEPS [TEACACHE_THRESHOLD]
-//! [--text-encoder] [--base-num-frames N --overlap-history N]` (pixel sizes).
+//! [--text-encoder] [--base-num-frames N --overlap-history N] [--offload] [--max-gpu-memory SIZE]`
+//! (pixel sizes; the last two place the DiT's layer weights as `skyreels generate` does).
 //!
 //! The sampling loop is `skyreels generate`'s (synchronous DF, guidance 6 with two forwards per
 //! row, shift 8, upstream σ schedule) followed by the VAE decode. Without `--text-encoder` random
@@ -19,6 +20,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use skyreels_contract::{Pipeline, Resolution};
 use skyreels_runtime::dit::Dit;
+use skyreels_runtime::dit::placement::DitMemoryPlan;
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::loaded_libraries::ProcessReport;
 use skyreels_runtime::noise::NoiseSource;
@@ -55,6 +57,12 @@ struct Args {
     /// Frames shared by consecutive windows of a long video.
     #[arg(long, requires = "base_num_frames")]
     overlap_history: Option<usize>,
+    /// Stream the DiT's layer weights from host memory.
+    #[arg(long)]
+    offload: bool,
+    /// Device memory the DiT's weights may take; streamed when they do not fit.
+    #[arg(long)]
+    max_gpu_memory: Option<String>,
 }
 
 fn seconds_since(started: Instant) -> f64 {
@@ -99,8 +107,9 @@ fn main() -> anyhow::Result<()> {
             noise.draw(&[1, config.text_len, config.text_dim])?,
         )
     };
+    let memory = DitMemoryPlan::for_engine(&engine, args.offload, args.max_gpu_memory.as_deref())?;
     let loading = Instant::now();
-    let dit = Dit::load(&engine, &backend, None)?;
+    let dit = Dit::load_with(&engine, &backend, None, memory.placement)?;
     load_seconds.insert("dit".into(), seconds_since(loading).into());
     let mut denoiser = DitDenoiser {
         dit,
@@ -167,7 +176,7 @@ fn main() -> anyhow::Result<()> {
             serde_json::json!({"bench": "e2e_df", "impl": "skyreels-onnxruntime", "frames": args.frames, "height": args.height,
                 "width": args.width, "steps": args.steps, "teacache": args.teacache_threshold, "text_encoder": args.text_encoder,
                 "base_num_frames": args.base_num_frames, "overlap_history": args.overlap_history,
-                "load_s": ready_seconds, "load_seconds": load_seconds, "text_encode_s": text_seconds,
+                "load_s": ready_seconds, "load_seconds": load_seconds, "placement": memory.placement, "max_gpu_memory": memory.max_gpu_memory, "text_encode_s": text_seconds,
                 "generate_started_unix": started_unix, "generate_s": seconds, "window_seconds": generation.stats.window_seconds,
                 "windows": generation.stats.windows, "dit_forwards": generation.stats.forwards,
                 "blocks_computed": generation.stats.blocks_computed, "blocks_skipped": generation.stats.blocks_skipped,

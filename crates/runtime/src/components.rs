@@ -82,17 +82,27 @@ pub fn image_encode(engine_dir: &Path, backend: &Backend, image: &Path, out: &Pa
 }
 
 /// One DiT forward pass over the contract inputs in `inputs` (block-causal with
-/// `causal_block_size`); writes tensor `velocity` to `out`.
+/// `causal_block_size`; layer weights streamed for `offload` or when they do not fit
+/// `max_gpu_memory`); writes tensor `velocity` to `out`.
 pub fn dit_forward(
     engine_dir: &Path,
     backend: &Backend,
     inputs: &Path,
     causal_block_size: Option<usize>,
+    offload: bool,
+    max_gpu_memory: Option<&str>,
     out: &Path,
 ) -> Result<()> {
     let engine = open(engine_dir, backend, out)?;
-    let velocity =
-        crate::dit::forward_file::forward_file(&engine, backend, inputs, causal_block_size)?;
+    let memory =
+        crate::dit::placement::DitMemoryPlan::for_engine(&engine, offload, max_gpu_memory)?;
+    let velocity = crate::dit::forward_file::forward_file(
+        &engine,
+        backend,
+        inputs,
+        causal_block_size,
+        memory.placement,
+    )?;
     output::save_latents(out, [("velocity", &velocity)])?;
     Ok(())
 }

@@ -2,11 +2,16 @@
 //! ([`attention::SelfAttention`], the seam) → `block_out` with that layer's weights bound
 //! ([`weights::LayerWeights`]), then `head`. Tokens stay where the graphs run from layer to layer.
 //! TeaCache skips the layers and reuses a cached residual; block-causal attention is a choice of
-//! query blocks at load, not another graph.
+//! query blocks at load, not another graph. With streamed weights ([`placement`], [`streaming`])
+//! the layers bind their weights from two slots refilled one layer ahead, and several branches
+//! pass a layer before its weights leave ([`Dit::blocks_of`]).
 
 pub mod attention;
+pub mod cuda_copier;
 pub mod forward_file;
+pub mod placement;
 pub mod sequence;
+pub mod streaming;
 pub mod weights;
 
 use skyreels_contract::io;
@@ -18,7 +23,10 @@ use crate::session::{Backend, GraphSession, TensorPool};
 use crate::teacache::{Decision, Residual};
 use crate::tensor::Tensor;
 use attention::{GraphAttention, SelfAttention, query_block_ends};
+use ort::value::DynValue;
+use placement::WeightPlacement;
 use sequence::SequenceParallel;
+use streaming::{HostCopier, LayerCopier, stream_layers};
 use weights::LayerWeights;
 
 /// Conditioning for one DiT forward pass (batch `B`).
@@ -35,6 +43,14 @@ pub struct DitInputs<'a> {
     pub image_context: Option<&'a Tensor>,
 }
 
+/// Where the layers' weights are bound from.
+enum Weights {
+    /// Every layer's, loaded once.
+    Resident(LayerWeights),
+    /// Two slots refilled layer by layer from host memory.
+    Streamed(Box<dyn LayerCopier>),
+}
+
 /// A loaded DiT.
 pub struct Dit {
     /// Manifest entry.
@@ -43,7 +59,7 @@ pub struct Dit {
     block_qkv: GraphSession,
     attention: Box<dyn SelfAttention>,
     block_out: GraphSession,
-    weights: LayerWeights,
+    weights: Weights,
     head: GraphSession,
     /// `teacache_residual` and `teacache_reuse`, when the engine has them.
     teacache: Option<(GraphSession, GraphSession)>,
@@ -61,6 +77,22 @@ impl Dit {
         engine: &Engine,
         backend: &Backend,
         causal_block_size: Option<usize>,
+    ) -> Result<Dit> {
+        Dit::load_with(
+            engine,
+            backend,
+            causal_block_size,
+            WeightPlacement::Resident,
+        )
+    }
+
+    /// [`Dit::load`] with the layers' weights held as `placement` says: resident, or streamed
+    /// from host memory (pinned on GPUs) through two slots.
+    pub fn load_with(
+        engine: &Engine,
+        backend: &Backend,
+        causal_block_size: Option<usize>,
+        placement: WeightPlacement,
     ) -> Result<Dit> {
         let component = engine
             .manifest
@@ -89,12 +121,23 @@ impl Dit {
         let attention = GraphSession::load(&engine.dir, graph("attention")?, backend)?;
         let block_out = GraphSession::load(&engine.dir, graph("block_out")?, backend)?;
         let head = GraphSession::load(&engine.dir, graph("head")?, backend)?;
-        let weights = LayerWeights::load(
-            &engine.dir,
-            &component,
-            &[&block_qkv.entry, &block_out.entry],
-            block_qkv.device(),
-        )?;
+        let block_graphs = [&block_qkv.entry, &block_out.entry];
+        let weights = match (placement, block_qkv.device()) {
+            (WeightPlacement::Resident, _) => Weights::Resident(LayerWeights::load(
+                &engine.dir,
+                &component,
+                &block_graphs,
+                block_qkv.device_upload()?.as_ref(),
+            )?),
+            (WeightPlacement::Streamed, None) => Weights::Streamed(Box::new(HostCopier::load(
+                &engine.dir,
+                &component,
+                &block_graphs,
+            )?)),
+            (WeightPlacement::Streamed, Some(device)) => Weights::Streamed(Box::new(
+                cuda_copier::CudaCopier::load(&engine.dir, &component, &block_graphs, device)?,
+            )),
+        };
         let teacache_graph = |name: &str| component.teacache.iter().find(|g| g.name == name);
         let teacache = match (
             teacache_graph("teacache_residual"),
@@ -183,55 +226,84 @@ impl Dit {
         Ok(pool)
     }
 
+    /// How the layers' weights are held.
+    pub fn placement(&self) -> WeightPlacement {
+        match self.weights {
+            Weights::Resident(_) => WeightPlacement::Resident,
+            Weights::Streamed(_) => WeightPlacement::Streamed,
+        }
+    }
+
     /// Runs the transformer layers on an embedded pool (adds `block_tokens`). Each layer reads the
     /// previous layer's tokens (the first reads `patch_tokens`, which stays for TeaCache) and its
     /// own weights; its intermediate values leave the pool before the next layer starts.
     pub fn blocks(&mut self, pool: &mut TensorPool) -> Result<()> {
-        let num_tokens = pool.shape(io::PATCH_TOKENS)?[1];
-        let num_frames = pool.shape(io::TIME_MODULATION)?[1];
-        let query_ends = query_block_ends(num_tokens, num_frames, self.causal_block_size)?;
+        self.blocks_of(&mut [pool])
+    }
+
+    /// [`Dit::blocks`] on several embedded pools (the guidance branches) layer by layer: every
+    /// pool passes layer `i` before layer `i + 1` starts, so streamed weights are copied once for
+    /// all of them. Each pool's result is the one [`Dit::blocks`] gives it alone.
+    pub fn blocks_of(&mut self, pools: &mut [&mut TensorPool]) -> Result<()> {
+        let mut query_ends = Vec::with_capacity(pools.len());
+        for pool in pools.iter() {
+            let num_tokens = pool.shape(io::PATCH_TOKENS)?[1];
+            let num_frames = pool.shape(io::TIME_MODULATION)?[1];
+            query_ends.push(query_block_ends(
+                num_tokens,
+                num_frames,
+                self.causal_block_size,
+            )?);
+        }
         if let Some(sequence) = &mut self.sequence {
-            sequence.shard(pool)?;
-        }
-        for layer in 0..self.weights.len() {
-            let weights = self.weights.layer(layer);
-            let tokens = match layer {
-                0 => io::PATCH_TOKENS,
-                _ => io::LAYER_TOKENS,
-            };
-            let produced = self.block_qkv.run_with(|name| match name {
-                io::LAYER_TOKENS => pool.get(tokens),
-                _ => weights.get(name).or_else(|| pool.get(name)),
-            })?;
-            pool.extend(produced);
-            match &mut self.sequence {
-                Some(sequence) => sequence.attend(pool, &query_ends)?,
-                None => self.attention.attend(pool, &query_ends)?,
+            for pool in pools.iter_mut() {
+                sequence.shard(pool)?;
             }
-            for name in [io::QUERY, io::KEY, io::VALUE] {
-                pool.remove(name);
-            }
-            let produced = self.block_out.run_with(|name| match name {
-                io::LAYER_TOKENS => pool.get(tokens),
-                _ => weights.get(name).or_else(|| pool.get(name)),
-            })?;
-            pool.remove(io::ATTENTION_OUTPUT);
-            pool.extend(
-                produced
-                    .into_iter()
-                    .map(|(name, value)| match name.as_str() {
-                        io::LAYER_OUTPUT => (io::LAYER_TOKENS.to_string(), value),
-                        _ => (name, value),
-                    }),
-            );
         }
-        let tokens = pool
-            .remove(io::LAYER_TOKENS)
-            .ok_or_else(|| RuntimeError::Tensor {
-                name: io::LAYER_OUTPUT.into(),
-                message: "not produced: the DiT has no transformer layers".into(),
-            })?;
-        pool.insert(io::BLOCK_TOKENS, tokens);
+        let Dit {
+            block_qkv,
+            attention,
+            block_out,
+            weights,
+            sequence,
+            ..
+        } = self;
+        let attention: &mut dyn SelfAttention = match sequence {
+            Some(sequence) => sequence.as_mut(),
+            None => attention.as_mut(),
+        };
+        let mut graphs = LayerGraphs {
+            block_qkv,
+            attention,
+            block_out,
+        };
+        match weights {
+            Weights::Resident(resident) => {
+                for layer in 0..resident.len() {
+                    let weights = resident.layer(layer);
+                    for (pool, ends) in pools.iter_mut().zip(&query_ends) {
+                        graphs.run(pool, layer, &|name| weights.get(name), ends)?;
+                    }
+                }
+            }
+            Weights::Streamed(copier) => {
+                stream_layers(copier.as_mut(), |copier, layer, slot| {
+                    for (pool, ends) in pools.iter_mut().zip(&query_ends) {
+                        graphs.run(pool, layer, &|name| copier.weight(slot, name), ends)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        for pool in pools.iter_mut() {
+            let tokens = pool
+                .remove(io::LAYER_TOKENS)
+                .ok_or_else(|| RuntimeError::Tensor {
+                    name: io::LAYER_OUTPUT.into(),
+                    message: "not produced: the DiT has no transformer layers".into(),
+                })?;
+            pool.insert(io::BLOCK_TOKENS, tokens);
+        }
         Ok(())
     }
 
@@ -312,5 +384,52 @@ impl Dit {
         self.blocks(&mut pool)?;
         self.head(&mut pool)?;
         pool.to_host(io::VELOCITY)
+    }
+}
+
+/// The graphs of one transformer layer, borrowed from the [`Dit`] for a pass over the layers.
+struct LayerGraphs<'a> {
+    block_qkv: &'a mut GraphSession,
+    attention: &'a mut dyn SelfAttention,
+    block_out: &'a mut GraphSession,
+}
+
+impl LayerGraphs<'_> {
+    /// Runs layer `layer` on `pool` with its weights looked up in `weights`; the layer's output
+    /// replaces `layer_tokens` (the first layer reads `patch_tokens`).
+    fn run<'w>(
+        &mut self,
+        pool: &mut TensorPool,
+        layer: usize,
+        weights: &dyn Fn(&str) -> Option<&'w DynValue>,
+        query_ends: &[usize],
+    ) -> Result<()> {
+        let tokens = match layer {
+            0 => io::PATCH_TOKENS,
+            _ => io::LAYER_TOKENS,
+        };
+        let produced = self.block_qkv.run_with(|name| match name {
+            io::LAYER_TOKENS => pool.get(tokens),
+            _ => weights(name).or_else(|| pool.get(name)),
+        })?;
+        pool.extend(produced);
+        self.attention.attend(pool, query_ends)?;
+        for name in [io::QUERY, io::KEY, io::VALUE] {
+            pool.remove(name);
+        }
+        let produced = self.block_out.run_with(|name| match name {
+            io::LAYER_TOKENS => pool.get(tokens),
+            _ => weights(name).or_else(|| pool.get(name)),
+        })?;
+        pool.remove(io::ATTENTION_OUTPUT);
+        pool.extend(
+            produced
+                .into_iter()
+                .map(|(name, value)| match name.as_str() {
+                    io::LAYER_OUTPUT => (io::LAYER_TOKENS.to_string(), value),
+                    _ => (name, value),
+                }),
+        );
+        Ok(())
     }
 }

@@ -64,6 +64,14 @@ pub enum RuntimeError {
     /// The job's observer asked it to stop (see `pipeline::progress::Observer`).
     #[error("the job was cancelled")]
     Cancelled,
+    /// A CUDA driver call of the runtime's own (weight streaming) failed.
+    #[error("CUDA: {context}: {message}")]
+    Cuda {
+        /// What we were doing.
+        context: String,
+        /// The driver's message.
+        message: String,
+    },
     /// Multi-rank set-up or communication failed.
     #[error(transparent)]
     Parallel(#[from] crate::parallel::ParallelError),

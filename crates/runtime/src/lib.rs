@@ -3,6 +3,7 @@
 
 pub mod components;
 pub mod cuda_arena;
+pub mod device_upload;
 pub mod dit;
 pub mod engine;
 pub mod engine_info;

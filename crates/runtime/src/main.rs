@@ -121,6 +121,8 @@ enum Command {
         #[arg(long)]
         causal_block_size: Option<usize>,
         #[command(flatten)]
+        memory: MemoryArgs,
+        #[command(flatten)]
         backend: BackendArgs,
     },
     /// Encode an image with the CLIP vision tower; writes tensor `image_context` `[1, 257, 1280]`.
@@ -217,6 +219,18 @@ impl BackendArgs {
     fn backend(&self) -> Backend {
         Backend::new(self.backend, self.device, self.threads)
     }
+}
+
+#[derive(Args, Debug)]
+struct MemoryArgs {
+    /// Keep the DiT's layer weights in (pinned) host memory and stream them to the GPU two layers
+    /// at a time, overlapping copies with compute (upstream's --offload).
+    #[arg(long)]
+    offload: bool,
+    /// Device memory the DiT's weights may take, e.g. 24GiB or 8G; when they do not fit they are
+    /// streamed as with --offload (activations come on top).
+    #[arg(long, value_name = "SIZE")]
+    max_gpu_memory: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -361,6 +375,8 @@ struct GenerateArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    memory: MemoryArgs,
+    #[command(flatten)]
     backend: BackendArgs,
     #[command(flatten)]
     parallel: skyreels_runtime::parallel::ParallelArgs,
@@ -405,6 +421,8 @@ impl GenerateArgs {
             last_image: self.last_image.clone(),
             video: self.video.clone(),
             noise: self.noise.clone(),
+            offload: self.memory.offload.then_some(true),
+            max_gpu_memory: self.memory.max_gpu_memory.clone(),
         }
     }
 
@@ -524,12 +542,15 @@ fn run(command: Command, level: LevelFilter) -> anyhow::Result<()> {
             inputs,
             out,
             causal_block_size,
+            memory,
             backend,
         } => Ok(skyreels_runtime::components::dit_forward(
             &engines,
             &backend.backend(),
             &inputs,
             causal_block_size,
+            memory.offload,
+            memory.max_gpu_memory.as_deref(),
             &out,
         )?),
         Command::Info { engines, manifest } => {

@@ -434,4 +434,23 @@ impl GraphSession {
             ort::memory::Allocator::new(&self.session, memory).map_err(ort_error(context))?,
         ))
     }
+
+    /// Uploads into values on this session's GPU (allocated by its CUDA allocator); `None` on the
+    /// CPU.
+    pub fn device_upload(&self) -> Result<Option<crate::device_upload::DeviceUpload>> {
+        let Some(device) = self.device else {
+            return Ok(None);
+        };
+        let context = || format!("a CUDA allocator for {}", self.entry.name);
+        let memory = ort::memory::MemoryInfo::new(
+            ort::memory::AllocationDevice::CUDA,
+            device,
+            ort::memory::AllocatorType::Device,
+            ort::memory::MemoryType::Default,
+        )
+        .map_err(ort_error(context()))?;
+        let allocator =
+            ort::memory::Allocator::new(&self.session, memory).map_err(ort_error(context()))?;
+        crate::device_upload::DeviceUpload::new(device, allocator).map(Some)
+    }
 }

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::{TinyModel, export_tiny_engine, export_tiny_engine_seeded};
+use common::{TinyModel, export_tiny_engine, export_tiny_engine_with};
 
 fn skyreels(args: &[&str], paths: &[(&str, &Path)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_skyreels"));
@@ -24,7 +24,7 @@ fn export_engine(dir: &Path, dit_seed: u64) {
     fs_err::create_dir_all(dir).unwrap();
     match dit_seed {
         0 => export_tiny_engine(dir, TinyModel::DiffusionForcing),
-        seed => export_tiny_engine_seeded(dir, TinyModel::DiffusionForcing, seed),
+        seed => export_tiny_engine_with(dir, TinyModel::DiffusionForcing, seed, None),
     }
 }
 
@@ -255,19 +255,29 @@ fn skyreels_serve_runs_the_server_binary_beside_it_with_every_flag() {
     let scratch = tempfile::tempdir().unwrap();
     let skyreels = scratch.path().join("skyreels");
     fs_err::copy(env!("CARGO_BIN_EXE_skyreels"), &skyreels).unwrap();
+    // A file written just now may still be open in a process another test thread is forking
+    // (until its exec closes it): executing it then fails with ETXTBSY, so that is retried.
     let run = || {
-        Command::new(&skyreels)
-            .args([
-                "serve",
-                "--engines",
-                "e",
-                "--listen",
-                "0.0.0.0:80",
-                "--help",
-            ])
-            .env("PATH", scratch.path())
-            .output()
-            .unwrap()
+        for _attempt in 0..100 {
+            let output = Command::new(&skyreels)
+                .args([
+                    "serve",
+                    "--engines",
+                    "e",
+                    "--listen",
+                    "0.0.0.0:80",
+                    "--help",
+                ])
+                .env("PATH", scratch.path())
+                .output();
+            match output {
+                Err(error) if error.kind() == std::io::ErrorKind::ExecutableFileBusy => {}
+                Ok(output) if text(&output.stderr).contains("Text file busy") => {}
+                other => return other.unwrap(),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("skyreels stayed busy")
     };
     let missing = run();
     assert_eq!(missing.status.code(), Some(1));

@@ -138,6 +138,73 @@ fn dit_forward_matches_the_dit_fixtures() {
 }
 
 #[test]
+fn dit_forward_offloaded_is_bitwise_the_resident_forward() {
+    let work = tempfile::tempdir().unwrap();
+    for model in ["df", "i2v"] {
+        let engine = work.path().join(model);
+        fs_err::create_dir(&engine).unwrap();
+        export(model, &engine);
+        let mut cases: Vec<PathBuf> = fs_err::read_dir(fixtures().join(model).join("cases"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        cases.sort();
+        for case in cases {
+            let bytes = fs_err::read(&case).unwrap();
+            let fixture = SafeTensors::deserialize(&bytes).unwrap();
+            let causal: Vec<String> = match fixture.tensor("causal_block_size") {
+                Ok(view) => {
+                    let size = i64::from_le_bytes(view.data()[..8].try_into().unwrap());
+                    vec!["--causal-block-size".into(), size.to_string()]
+                }
+                Err(_) => Vec::new(),
+            };
+            let mut velocities = Vec::new();
+            for offload in [&[][..], &["--offload"][..]] {
+                let extra: Vec<&str> = causal
+                    .iter()
+                    .map(String::as_str)
+                    .chain(offload.iter().copied())
+                    .collect();
+                let out = work.path().join("velocity.safetensors");
+                let output = dit_forward(&engine, &case, &out, &extra);
+                assert!(
+                    output.status.success(),
+                    "{} {extra:?}: {}",
+                    case.display(),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                let written = fs_err::read(&out).unwrap();
+                let written = SafeTensors::deserialize(&written).unwrap();
+                velocities.push(written.tensor("velocity").unwrap().data().to_vec());
+            }
+            assert!(
+                velocities[0] == velocities[1],
+                "{}: --offload changed the velocity",
+                case.display()
+            );
+        }
+    }
+    let engine = work.path().join("df");
+    let case = fixtures().join("df/cases/df_fps0.safetensors");
+    let out = work.path().join("refused.safetensors");
+    let output = dit_forward(
+        &engine,
+        &case,
+        &out,
+        &["--offload", "--max-gpu-memory", "1K"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && stderr.contains("--max-gpu-memory 1.0 KiB is too small")
+            && stderr.contains("fix: pass --max-gpu-memory"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
 fn dit_forward_refuses_bad_inputs_naming_the_tensor() {
     let work = tempfile::tempdir().unwrap();
     let engine = work.path().join("engine");

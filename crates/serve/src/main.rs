@@ -12,7 +12,7 @@ use skyreels_runtime::logging::LogFormat;
 use skyreels_runtime::session::Backend;
 use skyreels_serve::http;
 use skyreels_serve::queue::{Queue, QueueConfig, Retention, ShutdownOutcome};
-use skyreels_serve::runtime_executor::RuntimeExecutor;
+use skyreels_serve::runtime_executor::{RuntimeExecutor, WeightDefaults};
 use tracing_subscriber::filter::LevelFilter;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -40,6 +40,14 @@ struct Args {
     /// GPU index for `--backend cuda`.
     #[arg(long, default_value_t = 0)]
     device: i32,
+    /// Stream the DiT's layer weights from host memory, two layers on the GPU at a time, for
+    /// every job that does not set `offload` itself.
+    #[arg(long)]
+    offload: bool,
+    /// Device memory the DiT's weights may take (e.g. 24GiB); streamed when they do not fit, for
+    /// every job that does not set `max_gpu_memory` itself.
+    #[arg(long, value_name = "SIZE")]
+    max_gpu_memory: Option<String>,
     /// CPU threads for ONNX Runtime (0 = all).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -109,7 +117,11 @@ fn main() -> anyhow::Result<()> {
         },
     };
     let loading = Instant::now();
-    let executor = RuntimeExecutor::load(&args.engines, &backend)?;
+    let weights = WeightDefaults {
+        offload: args.offload,
+        max_gpu_memory: args.max_gpu_memory.clone(),
+    };
+    let executor = RuntimeExecutor::load_with(&args.engines, &backend, weights)?;
     let load_seconds = loading.elapsed().as_secs_f64();
     tracing::info!("loaded {} in {load_seconds:.2} s", args.engines.display());
     let config = QueueConfig {

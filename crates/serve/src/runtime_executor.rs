@@ -19,9 +19,34 @@ use crate::executor::{Executor, GpuMemory, JobControl, JobError, Prepared, Reque
 /// Request fields that name files: a client must not make the server read its files.
 const FILE_FIELDS: [&str; 4] = ["image", "last_image", "video", "noise"];
 
+/// Where the server puts the DiT's layer weights unless a request sets `offload` or
+/// `max_gpu_memory` itself (`--offload`, `--max-gpu-memory`): the placement the warm-up loads, so
+/// that jobs keep the loaded DiT.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WeightDefaults {
+    /// Stream the layer weights from host memory.
+    pub offload: bool,
+    /// Device memory the DiT's weights may take (`24GiB`).
+    pub max_gpu_memory: Option<String>,
+}
+
+impl WeightDefaults {
+    /// `request` with the server's settings where it sets none.
+    fn apply(&self, mut request: GenerateRequest) -> GenerateRequest {
+        if request.offload.is_none() && self.offload {
+            request.offload = Some(true);
+        }
+        if request.max_gpu_memory.is_none() {
+            request.max_gpu_memory.clone_from(&self.max_gpu_memory);
+        }
+        request
+    }
+}
+
 /// Runs jobs on one engine and backend with models kept loaded.
 pub struct RuntimeExecutor {
     models: Mutex<Models>,
+    weights: WeightDefaults,
     /// A second handle on the engine (its manifest), to plan requests while a job runs.
     planning: Engine,
     backend: Backend,
@@ -37,6 +62,16 @@ impl RuntimeExecutor {
     /// Opens the engine and loads every model a default request needs (text encoder, DiT, VAE
     /// decoder), so that no job pays for loading.
     pub fn load(engine_dir: &Path, backend: &Backend) -> Result<RuntimeExecutor, RuntimeError> {
+        RuntimeExecutor::load_with(engine_dir, backend, WeightDefaults::default())
+    }
+
+    /// [`RuntimeExecutor::load`] with the DiT's weights placed as `weights` says, for the warm-up
+    /// and for every request that does not say otherwise.
+    pub fn load_with(
+        engine_dir: &Path,
+        backend: &Backend,
+        weights: WeightDefaults,
+    ) -> Result<RuntimeExecutor, RuntimeError> {
         let planning = Engine::open(engine_dir)?;
         if planning
             .manifest
@@ -48,10 +83,10 @@ impl RuntimeExecutor {
                 "holds an image-to-video model, which needs an input image; the server takes no files from clients\n  fix: serve a text-to-video (DF or T2V) engine, or run image-to-video jobs with skyreels generate --image",
             ));
         }
-        let warm_up = GenerateRequest {
+        let warm_up = weights.apply(GenerateRequest {
             prompt: "warm-up".into(),
             ..GenerateRequest::default()
-        };
+        });
         let plan = JobPlan::new(
             &planning,
             backend,
@@ -71,6 +106,7 @@ impl RuntimeExecutor {
         });
         Ok(RuntimeExecutor {
             models: Mutex::new(models),
+            weights,
             planning,
             backend: backend.clone(),
             model_name,
@@ -127,6 +163,7 @@ impl Executor for RuntimeExecutor {
             field: error.field,
             message: error.message,
         })?;
+        let request = self.weights.apply(request);
         let plan = JobPlan::new(
             &self.planning,
             &self.backend,
@@ -161,6 +198,7 @@ impl Executor for RuntimeExecutor {
             "windows": plan.windows.len(),
             "teacache": s.teacache.as_ref().map(|t| t.threshold),
             "variant": plan.variant.name,
+            "dit_weights": plan.dit_memory.placement,
         });
         Ok(Prepared {
             job: RuntimeJob { request },

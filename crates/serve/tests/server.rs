@@ -312,6 +312,23 @@ fn a_job_goes_from_queued_to_a_playable_mp4() {
 }
 
 #[test]
+fn a_server_started_with_offload_streams_the_dit_weights_of_its_jobs() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start(&["--offload"]);
+    let (code, created) = server.call("POST", "/v1/videos", Some(small_request(2)));
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["dit_weights"], "streamed", "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let done = server.wait_for(&id, &["completed", "failed"]);
+    assert_eq!(done["status"], "completed", "{done}");
+    let mut resident = small_request(2);
+    resident["offload"] = json!(false);
+    let (code, created) = server.call("POST", "/v1/videos", Some(resident));
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["dit_weights"], "resident", "{created}");
+}
+
+#[test]
 fn bad_requests_get_400_naming_the_field() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = Server::start(&[]);
@@ -323,6 +340,14 @@ fn bad_requests_get_400_naming_the_field() {
         (json!({"prompt": ""}), "prompt"),
         (json!({"prompt": "fox", "colour": "red"}), "colour"),
         (json!({"prompt": "fox", "seed": "seven"}), "seed"),
+        (
+            json!({"prompt": "fox", "max_gpu_memory": "lots"}),
+            "max_gpu_memory",
+        ),
+        (
+            json!({"prompt": "fox", "max_gpu_memory": "1K"}),
+            "max_gpu_memory",
+        ),
     ];
     for (body, field) in cases {
         let (code, error) = server.call("POST", "/v1/videos", Some(body.clone()));
@@ -340,7 +365,7 @@ fn bad_requests_get_400_naming_the_field() {
     assert_eq!(list["data"], json!([]));
     let metrics = server.text("/metrics");
     assert!(
-        metrics.contains("skyreels_requests_rejected_total{reason=\"invalid\"} 7"),
+        metrics.contains("skyreels_requests_rejected_total{reason=\"invalid\"} 9"),
         "{metrics}"
     );
 }

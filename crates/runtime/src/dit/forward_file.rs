@@ -225,13 +225,15 @@ impl DitInputFile {
     }
 }
 
-/// Loads the DiT of `engine` on `backend` (block-causal with `causal_block_size`), runs one
-/// forward pass over the inputs in `inputs` and returns `velocity` `[B, out_dim, F, H, W]`.
+/// Loads the DiT of `engine` on `backend` (block-causal with `causal_block_size`, its layer
+/// weights placed by `placement`), runs one forward pass over the inputs in `inputs` and returns
+/// `velocity` `[B, out_dim, F, H, W]`.
 pub fn forward_file(
     engine: &Engine,
     backend: &Backend,
     inputs: &Path,
     causal_block_size: Option<usize>,
+    placement: super::placement::WeightPlacement,
 ) -> Result<Tensor> {
     let config = &engine
         .manifest
@@ -240,6 +242,6 @@ pub fn forward_file(
         .ok_or_else(|| engine.missing(Component::Dit))?
         .config;
     let file = DitInputFile::read(inputs, config)?;
-    let mut dit = Dit::load(engine, backend, causal_block_size)?;
+    let mut dit = Dit::load_with(engine, backend, causal_block_size, placement)?;
     dit.forward(&file.inputs())
 }

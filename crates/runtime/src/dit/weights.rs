@@ -1,17 +1,18 @@
 //! The transformer layers' weights: read once from the byte ranges the manifest records (the
 //! checkpoint's own bytes, referenced in place by the export, or its converted copy), kept where
 //! the graphs run (device memory on CUDA, owned by the runtime), and bound to the block graphs
-//! layer by layer. Streaming them from host memory instead (offload) replaces only this module.
+//! layer by layer. Streaming them from host memory instead (offload) is `streaming`, which reads
+//! them with the same checks.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use ort::memory::AllocationDevice;
-use ort::value::{DynValue, Tensor as OrtTensor};
+use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType};
 use skyreels_contract::manifest::{DitComponent, ExternalTensor};
 use skyreels_contract::{GraphEntry, TensorSpec, io};
 
+use crate::device_upload::DeviceUpload;
 use crate::error::{Result, RuntimeError, ort_error};
 use crate::session::TensorPool;
 
@@ -24,6 +25,126 @@ const ACTIVATIONS: [&str; 6] = [
     io::ATTENTION_OUTPUT,
     io::CONTEXT_TOKENS,
 ];
+
+/// One layer weight as the manifest records it, checked against the block-graph input it binds to.
+pub(crate) struct WeightSource<'a> {
+    /// The block-graph input.
+    pub(crate) spec: &'a TensorSpec,
+    /// Its dims (the input's, which are fixed).
+    pub(crate) shape: Vec<usize>,
+    /// Where its bytes are.
+    pub(crate) location: &'a ExternalTensor,
+}
+
+/// The weights of every layer of `component` by input name (sorted), each checked against the
+/// block-graph input it binds to (`graphs`): present for every input that is not an activation,
+/// of that input's fixed shape and dtype, in a file of the engine directory.
+pub(crate) fn checked_layers<'a>(
+    engine_dir: &Path,
+    component: &'a DitComponent,
+    graphs: &[&'a GraphEntry],
+) -> Result<Vec<Vec<WeightSource<'a>>>> {
+    if component.layers.len() != component.config.num_layers {
+        return Err(engine_error(
+            engine_dir,
+            format!(
+                "the manifest lists weights for {} layers but the DiT has {}",
+                component.layers.len(),
+                component.config.num_layers
+            ),
+        ));
+    }
+    let specs: HashMap<&str, &TensorSpec> = graphs
+        .iter()
+        .flat_map(|graph| &graph.inputs)
+        .map(|spec| (spec.name.as_str(), spec))
+        .collect();
+    let mut layers = Vec::with_capacity(component.layers.len());
+    for (index, weights) in component.layers.iter().enumerate() {
+        if let Some(missing) = specs
+            .keys()
+            .find(|name| !ACTIVATIONS.contains(name) && !weights.contains_key(**name))
+        {
+            return Err(engine_error(
+                engine_dir,
+                format!("layer {index} has no weight for block-graph input `{missing}`"),
+            ));
+        }
+        let mut sources = Vec::with_capacity(weights.len());
+        for (name, location) in weights {
+            let spec = specs.get(name.as_str()).ok_or_else(|| {
+                engine_error(
+                    engine_dir,
+                    format!("layer {index} weight `{name}` is no input of the block graphs"),
+                )
+            })?;
+            if Path::new(&location.file).file_name() != Some(location.file.as_ref()) {
+                return Err(engine_error(
+                    engine_dir,
+                    format!(
+                        "layer {index} weight `{name}` is in {:?}, not a file of the engine directory",
+                        location.file
+                    ),
+                ));
+            }
+            let length = usize::try_from(location.length).unwrap_or(usize::MAX);
+            let shape = checked_shape(spec, length).map_err(|message| {
+                engine_error(engine_dir, format!("layer {index} `{name}`: {message}"))
+            })?;
+            sources.push(WeightSource {
+                spec,
+                shape,
+                location,
+            });
+        }
+        layers.push(sources);
+    }
+    Ok(layers)
+}
+
+/// The engine's weight files, opened once each, read by byte range.
+pub(crate) struct WeightFiles<'a> {
+    engine_dir: &'a Path,
+    files: HashMap<String, fs_err::File>,
+}
+
+impl<'a> WeightFiles<'a> {
+    /// Reads from the files of `engine_dir`.
+    pub(crate) fn new(engine_dir: &'a Path) -> WeightFiles<'a> {
+        WeightFiles {
+            engine_dir,
+            files: HashMap::new(),
+        }
+    }
+
+    /// Fills `destination` (the weight's length) with the bytes of layer `layer`'s `source`.
+    pub(crate) fn read_into(
+        &mut self,
+        layer: usize,
+        source: &WeightSource<'_>,
+        destination: &mut [u8],
+    ) -> Result<()> {
+        let location = source.location;
+        if !self.files.contains_key(&location.file) {
+            let file = fs_err::File::open(self.engine_dir.join(&location.file))?;
+            self.files.insert(location.file.clone(), file);
+        }
+        let file = self.files.get_mut(&location.file).expect("opened above");
+        read_range(file, location, destination).map_err(|message| {
+            engine_error(
+                self.engine_dir,
+                format!("layer {layer} `{}`: {message}", source.spec.name),
+            )
+        })
+    }
+}
+
+fn engine_error(engine_dir: &Path, message: String) -> RuntimeError {
+    RuntimeError::Engine {
+        path: engine_dir.to_path_buf(),
+        message: format!("{message}\n  fix: re-export the engine with skyreels-export"),
+    }
+}
 
 /// Every layer's weights, by the block-graph input each one binds to.
 pub struct LayerWeights {
@@ -38,60 +159,22 @@ impl LayerWeights {
         engine_dir: &Path,
         component: &DitComponent,
         graphs: &[&GraphEntry],
-        device: Option<i32>,
+        device: Option<&DeviceUpload>,
     ) -> Result<LayerWeights> {
-        let engine_error = |message: String| RuntimeError::Engine {
-            path: engine_dir.to_path_buf(),
-            message: format!("{message}\n  fix: re-export the engine with skyreels-export"),
-        };
-        if component.layers.len() != component.config.num_layers {
-            return Err(engine_error(format!(
-                "the manifest lists weights for {} layers but the DiT has {}",
-                component.layers.len(),
-                component.config.num_layers
-            )));
-        }
-        let specs: HashMap<&str, &TensorSpec> = graphs
-            .iter()
-            .flat_map(|graph| &graph.inputs)
-            .map(|spec| (spec.name.as_str(), spec))
-            .collect();
-        let mut files: HashMap<&str, fs_err::File> = HashMap::new();
+        let mut files = WeightFiles::new(engine_dir);
         let mut layers = Vec::with_capacity(component.layers.len());
-        for (index, weights) in component.layers.iter().enumerate() {
-            if let Some(missing) = specs
-                .keys()
-                .find(|name| !ACTIVATIONS.contains(name) && !weights.contains_key(**name))
-            {
-                return Err(engine_error(format!(
-                    "layer {index} has no weight for block-graph input `{missing}`"
-                )));
-            }
+        for (index, sources) in checked_layers(engine_dir, component, graphs)?
+            .into_iter()
+            .enumerate()
+        {
             let mut pool = TensorPool::new();
-            for (name, location) in weights {
-                let spec = specs.get(name.as_str()).ok_or_else(|| {
-                    engine_error(format!(
-                        "layer {index} weight `{name}` is no input of the block graphs"
-                    ))
-                })?;
-                if Path::new(&location.file).file_name() != Some(location.file.as_ref()) {
-                    return Err(engine_error(format!(
-                        "layer {index} weight `{name}` is in {:?}, not a file of the engine directory",
-                        location.file
-                    )));
-                }
-                if !files.contains_key(location.file.as_str()) {
-                    let file = fs_err::File::open(engine_dir.join(&location.file))?;
-                    files.insert(location.file.as_str(), file);
-                }
-                let file = files.get_mut(location.file.as_str()).expect("opened above");
-                let bytes = read_range(file, location).map_err(|message| {
-                    engine_error(format!("layer {index} `{name}`: {message}"))
-                })?;
-                let shape = checked_shape(spec, bytes.len()).map_err(|message| {
-                    engine_error(format!("layer {index} `{name}`: {message}"))
-                })?;
-                pool.insert(name, tensor(spec, shape, &bytes, device)?);
+            for source in sources {
+                let mut bytes = vec![0u8; source.location.length as usize];
+                files.read_into(index, &source, &mut bytes)?;
+                pool.insert(
+                    &source.spec.name,
+                    tensor(source.spec, source.shape, &bytes, device)?,
+                );
             }
             layers.push(pool);
         }
@@ -117,7 +200,8 @@ impl LayerWeights {
 fn read_range(
     file: &mut fs_err::File,
     location: &ExternalTensor,
-) -> std::result::Result<Vec<u8>, String> {
+    destination: &mut [u8],
+) -> std::result::Result<(), String> {
     let size = file.metadata().map_err(|e| e.to_string())?.len();
     if location
         .offset
@@ -131,11 +215,18 @@ fn read_range(
             location.file
         ));
     }
-    let mut bytes = vec![0u8; location.length as usize];
     file.seek(SeekFrom::Start(location.offset))
-        .and_then(|_| file.read_exact(&mut bytes))
-        .map_err(|e| e.to_string())?;
-    Ok(bytes)
+        .and_then(|_| file.read_exact(destination))
+        .map_err(|e| e.to_string())
+}
+
+/// Bytes per element of a weight dtype the block graphs take.
+pub(crate) fn element_size(dtype: &str) -> Option<usize> {
+    match dtype {
+        "float32" => Some(4),
+        "float16" | "bfloat16" => Some(2),
+        _ => None,
+    }
 }
 
 /// The dims of `spec`, checked to hold `length` bytes of its dtype.
@@ -146,11 +237,8 @@ fn checked_shape(spec: &TensorSpec, length: usize) -> std::result::Result<Vec<us
         .map(|d| d.parse::<usize>())
         .collect::<std::result::Result<Vec<usize>, _>>()
         .map_err(|_| format!("binds to input {:?} of symbolic shape", spec.shape))?;
-    let element_size = match spec.dtype.as_str() {
-        "float32" => 4,
-        "float16" | "bfloat16" => 2,
-        other => return Err(format!("binds to an input of dtype {other}")),
-    };
+    let element_size = element_size(&spec.dtype)
+        .ok_or_else(|| format!("binds to an input of dtype {}", spec.dtype))?;
     let expected = shape.iter().product::<usize>() * element_size;
     if length != expected {
         return Err(format!(
@@ -161,51 +249,46 @@ fn checked_shape(spec: &TensorSpec, length: usize) -> std::result::Result<Vec<us
     Ok(shape)
 }
 
-/// The weight as an ONNX Runtime value of `spec`'s dtype, on `device` when given.
+/// The weight as an ONNX Runtime value of `spec`'s dtype, on the GPU of `device` when given.
 fn tensor(
     spec: &TensorSpec,
     shape: Vec<usize>,
     bytes: &[u8],
-    device: Option<i32>,
+    device: Option<&DeviceUpload>,
 ) -> Result<DynValue> {
     let context = format!("loading weight `{}`", spec.name);
+    if let Some(device) = device {
+        let element_type = match spec.dtype.as_str() {
+            "float16" => TensorElementType::Float16,
+            "bfloat16" => TensorElementType::Bfloat16,
+            _ => TensorElementType::Float32,
+        };
+        return device.upload(element_type, &shape, bytes, &context);
+    }
     match spec.dtype.as_str() {
-        "float16" => upload(
+        "float16" => host_tensor(
             shape,
             bytemuck::pod_collect_to_vec::<u8, half::f16>(bytes),
-            device,
             &context,
         ),
-        "bfloat16" => upload(
+        "bfloat16" => host_tensor(
             shape,
             bytemuck::pod_collect_to_vec::<u8, half::bf16>(bytes),
-            device,
             &context,
         ),
-        _ => upload(
+        _ => host_tensor(
             shape,
             bytemuck::pod_collect_to_vec::<u8, f32>(bytes),
-            device,
             &context,
         ),
     }
 }
 
-fn upload<T>(
-    shape: Vec<usize>,
-    data: Vec<T>,
-    device: Option<i32>,
-    context: &str,
-) -> Result<DynValue>
+fn host_tensor<T>(shape: Vec<usize>, data: Vec<T>, context: &str) -> Result<DynValue>
 where
     T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
 {
-    let host = OrtTensor::from_array((shape, data)).map_err(ort_error(context))?;
-    Ok(match device {
-        None => host.into_dyn(),
-        Some(device) => host
-            .to(AllocationDevice::CUDA, device)
-            .map_err(ort_error(context))?
-            .into_dyn(),
-    })
+    Ok(OrtTensor::from_array((shape, data))
+        .map_err(ort_error(context))?
+        .into_dyn())
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::plan::JobPlan;
 use crate::dit::Dit;
+use crate::dit::placement::WeightPlacement;
 use crate::engine::Engine;
 use crate::error::{Result, RuntimeError};
 use crate::image::ImageEncoder;
@@ -30,7 +31,8 @@ pub struct Models {
     backend: Backend,
     residency: Residency,
     text_encoder: Option<TextEncoder>,
-    /// The DiT and the causal block size its block-causal graph was loaded with.
+    /// The DiT and the causal block size its block-causal attention was loaded with (its weight
+    /// placement it tells itself).
     dit: Option<(Dit, Option<usize>)>,
     vae_decoder: Option<VaeDecoder>,
     vae_encoder: Option<VaeEncoder>,
@@ -128,7 +130,11 @@ impl Models {
         if self.residency == Residency::KeepLoaded {
             self.text_encoder(observer)?;
         }
-        self.dit(plan.causal_block_size(), observer)?;
+        self.dit(
+            plan.causal_block_size(),
+            plan.dit_memory.placement,
+            observer,
+        )?;
         self.vae_decoder(observer)?;
         if plan.needs_vae_encoder() {
             self.vae_encoder(observer)?;
@@ -157,23 +163,28 @@ impl Models {
         }
     }
 
-    /// The DiT with the block-causal graph for `causal_block_size` (or the full-attention one),
-    /// loaded (or reloaded with the other graph) if needed.
+    /// The DiT with block-causal attention over `causal_block_size` frames (or full attention)
+    /// and its layer weights placed as `placement` says, loaded (or reloaded) if needed.
     pub fn dit(
         &mut self,
         causal_block_size: Option<usize>,
+        placement: WeightPlacement,
         observer: &mut dyn Observer,
     ) -> Result<&mut Dit> {
-        let loaded_with = self.dit.as_ref().map(|(_, causal)| *causal);
-        if loaded_with != Some(causal_block_size) {
+        let loaded_with = self
+            .dit
+            .as_ref()
+            .map(|(dit, causal)| (*causal, dit.placement()));
+        if loaded_with != Some((causal_block_size, placement)) {
             self.dit = None;
-            let what = if causal_block_size.is_some() {
-                "dit (block-causal)"
-            } else {
-                "dit"
+            let what = match (causal_block_size, placement) {
+                (None, WeightPlacement::Resident) => "dit",
+                (Some(_), WeightPlacement::Resident) => "dit (block-causal)",
+                (None, WeightPlacement::Streamed) => "dit (streamed weights)",
+                (Some(_), WeightPlacement::Streamed) => "dit (block-causal, streamed weights)",
             };
             let dit = in_stage(observer, Stage::Loading, what, |_| {
-                Dit::load(&self.engine, &self.backend, causal_block_size)
+                Dit::load_with(&self.engine, &self.backend, causal_block_size, placement)
             })?;
             self.dit = Some((dit, causal_block_size));
         }
@@ -218,9 +229,10 @@ impl Models {
     pub(super) fn take_dit(
         &mut self,
         causal_block_size: Option<usize>,
+        placement: WeightPlacement,
         observer: &mut dyn Observer,
     ) -> Result<Dit> {
-        self.dit(causal_block_size, observer)?;
+        self.dit(causal_block_size, placement, observer)?;
         Ok(self.dit.take().expect("loaded above").0)
     }
 

@@ -14,6 +14,7 @@ use super::inputs::read_video_sized;
 use super::outputs::{OutputPlan, plan_outputs};
 use super::request::{GenerateRequest, OutputRequest, parse_size};
 use super::variant::{VariantChoice, choose_variant};
+use crate::dit::placement::DitMemoryPlan;
 use crate::engine::Engine;
 use crate::error::{Result, RuntimeError};
 use crate::image::RgbImage;
@@ -106,6 +107,9 @@ pub struct JobPlan {
     pub windows: Vec<Segment>,
     /// Whether the block-causal attention graph runs.
     pub block_causal: bool,
+    /// Whether the DiT's layer weights stay on the device or stream from host memory. It does
+    /// not change the result, so it is not part of the settings (nor of the fingerprint).
+    pub dit_memory: DitMemoryPlan,
     /// Outputs.
     pub output: OutputPlan,
     /// The sampling plan handed to the pipeline.
@@ -355,6 +359,11 @@ impl JobPlan {
             request.last_image.as_deref(),
         ])?;
         check_engine(engine, backend, model_type)?;
+        let dit_memory = DitMemoryPlan::for_engine(
+            engine,
+            request.offload.unwrap_or(false),
+            request.max_gpu_memory.as_deref(),
+        )?;
         let manifest_text =
             fs_err::read(engine.dir.join(skyreels_contract::manifest::MANIFEST_FILE))?;
         let settings = JobSettings {
@@ -397,6 +406,7 @@ impl JobPlan {
             backend: backend.clone(),
             windows: sampling.segments.clone(),
             block_causal: sampling.block_causal,
+            dit_memory,
             settings,
             output,
             sampling,
@@ -515,6 +525,7 @@ impl fmt::Display for JobPlan {
             })
             .collect();
         writeln!(f, "windows:   {}", windows.join(", "))?;
+        writeln!(f, "dit:       {}", self.dit_memory)?;
         if let Some(teacache) = &s.teacache {
             writeln!(
                 f,

@@ -95,6 +95,12 @@ pub struct GenerateRequest {
     /// Pre-drawn noise: a safetensors file with tensors "0", "1", … in draw order.
     #[serde(default)]
     pub noise: Option<PathBuf>,
+    /// Stream the DiT's layer weights from host memory, two layers on the GPU at a time.
+    #[serde(default)]
+    pub offload: Option<bool>,
+    /// Device memory the DiT's weights may take (`24GiB`, `8G`); streamed when they do not fit.
+    #[serde(default)]
+    pub max_gpu_memory: Option<String>,
 }
 
 /// Where a job's results go.

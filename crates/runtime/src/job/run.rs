@@ -214,7 +214,7 @@ pub fn generate_job_with_noise(
     }
 
     let causal_block_size = plan.causal_block_size();
-    let dit = models.take_dit(causal_block_size, observer)?;
+    let dit = models.take_dit(causal_block_size, plan.dit_memory.placement, observer)?;
     let mut denoiser = DitDenoiser {
         dit,
         context,

@@ -142,9 +142,7 @@ impl<C: ValueTransfer> UlyssesDit<C> {
 
     fn slice(&self) -> Result<&Slice> {
         self.slice.as_ref().ok_or_else(|| {
-            RuntimeError::Invalid(
-                "sequence-parallel attention ran before the pool was sliced".into(),
-            )
+            RuntimeError::Invalid("sequence parallel was used before the pool was sliced".into())
         })
     }
 
@@ -389,11 +387,8 @@ where
     }
 
     fn head(&mut self, head: &mut GraphSession, pool: &mut TensorPool) -> Result<()> {
-        let slice = self.slice.take().ok_or_else(|| {
-            RuntimeError::Invalid(
-                "the sequence-parallel head ran before the pool was sliced".into(),
-            )
-        })?;
+        // Both guidance branches may be sliced before either head runs: same latents, same slice.
+        let slice = self.slice()?.clone();
         head.run(pool)?;
         let started = Instant::now();
         let velocity = pool.to_host(io::VELOCITY)?;

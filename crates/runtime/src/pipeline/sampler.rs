@@ -170,23 +170,10 @@ pub fn sample_window(
                 *t = settings.addnoise_condition;
             }
         }
-        let conditional = denoiser.velocity(
-            &input,
-            &row_timesteps,
-            Branch::Conditional,
-            row,
-            cache.as_mut(),
-        )?;
-        stats.forwards += 1;
         let velocity = if guided {
-            let unconditional = denoiser.velocity(
-                &input,
-                &row_timesteps,
-                Branch::Unconditional,
-                row,
-                cache.as_mut(),
-            )?;
-            stats.forwards += 1;
+            let (conditional, unconditional) =
+                denoiser.guided_velocities(&input, &row_timesteps, row, cache.as_mut())?;
+            stats.forwards += 2;
             let g = settings.guidance;
             let data = unconditional
                 .data
@@ -199,7 +186,14 @@ pub fn sample_window(
                 data,
             }
         } else {
-            conditional
+            stats.forwards += 1;
+            denoiser.velocity(
+                &input,
+                &row_timesteps,
+                Branch::Conditional,
+                row,
+                cache.as_mut(),
+            )?
         };
         #[expect(
             clippy::needless_range_loop,

@@ -27,14 +27,23 @@ pub(crate) enum TinyModel {
 /// Exports the tiny model into `out` (DiT, VAE, umT5 + tokenizer, and
 /// CLIP for I2V) with an fp32 CPU manifest.
 pub(crate) fn export_tiny_engine(out: &Path, model: TinyModel) {
-    export_tiny_engine_seeded(out, model, 0);
+    export_tiny_engine_with(out, model, 0, None);
 }
 
 /// [`export_tiny_engine`] with the DiT's random weights drawn from `dit_seed` (0 is the tiny
-/// model's): another seed is another engine of the same architecture.
-pub(crate) fn export_tiny_engine_seeded(out: &Path, model: TinyModel, dit_seed: u64) {
+/// model's; another seed is another engine of the same architecture) and `num_layers`
+/// transformer layers instead of the tiny model's 2.
+pub(crate) fn export_tiny_engine_with(
+    out: &Path,
+    model: TinyModel,
+    dit_seed: u64,
+    num_layers: Option<usize>,
+) {
     let source = tempfile::tempdir().expect("tempdir");
     let mut config = tiny::tiny_dit_config();
+    if let Some(num_layers) = num_layers {
+        config.num_layers = num_layers;
+    }
     if model == TinyModel::ImageToVideo {
         config = skyreels_contract::DitConfig {
             model_type: ModelType::I2v,
