@@ -686,7 +686,17 @@ fn ulysses_generation_matches_one_rank_with_teacache() {
         ],
     ]
     .concat();
-    let summary = ranks_match_one_rank(tiny_engine(), &extra, &[ULYSSES, ULYSSES_CFG]);
+    // With --offload both branches pass each layer together (two pools sliced before either
+    // head runs, and the group agrees on both decisions first).
+    let summary = ranks_match_one_rank(
+        tiny_engine(),
+        &extra,
+        &[
+            ULYSSES,
+            ULYSSES_CFG,
+            &["--ulysses-degree", "2", "--offload"],
+        ],
+    );
     assert!(
         summary["blocks_skipped"].as_u64().unwrap() > 0,
         "TeaCache skipped nothing: {summary}"
