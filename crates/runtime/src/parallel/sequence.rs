@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use ort::memory::{AllocationDevice, Allocator};
+use ort::memory::Allocator;
 use ort::value::TensorElementType;
 use skyreels_contract::io;
 
@@ -22,9 +22,10 @@ use super::axis::{AllToAll, Concat};
 use super::layout::agree;
 use super::shard::{TokenSharding, drop_padding, frame_slice, slice_frames, slice_rope};
 use super::values::{ValueTransfer, element_bytes, tensor_type};
+use crate::device_upload::DeviceUpload;
 use crate::dit::attention::{GraphAttention, SelfAttention};
 use crate::dit::sequence::SequenceParallel;
-use crate::error::{Result, RuntimeError, ort_error};
+use crate::error::{Result, RuntimeError};
 use crate::session::{GraphSession, TensorPool};
 use crate::teacache::Decision;
 use crate::tensor::Tensor;
@@ -72,8 +73,8 @@ pub struct UlyssesDit<C: ValueTransfer> {
     /// The rank's rows of `patch_tokens`, keyed by (bytes, real rows).
     slice_buffer: Option<((usize, usize), C::Buffer)>,
     decision: C::Buffer,
-    /// The GPU the graphs run on (CUDA): sliced inputs are put there once per forward.
-    device: Option<i32>,
+    /// Uploads to the GPU the graphs run on (CUDA): sliced inputs go there once per forward.
+    upload: Option<DeviceUpload>,
     timings: Timings,
 }
 
@@ -107,7 +108,7 @@ impl<C: ValueTransfer> UlyssesDit<C> {
             )));
         }
         let allocator = attention.session().device_allocator()?;
-        let device = attention.session().device();
+        let upload = attention.session().device_upload()?;
         let decision = group.allocate(1)?;
         Ok(UlyssesDit {
             group,
@@ -121,22 +122,23 @@ impl<C: ValueTransfer> UlyssesDit<C> {
             gather: None,
             slice_buffer: None,
             decision,
-            device,
+            upload,
             timings: Timings::default(),
         })
     }
 
     /// Puts a host tensor into `pool` where the graphs run.
     fn insert(&self, pool: &mut TensorPool, name: &str, tensor: &Tensor) -> Result<()> {
-        let Some(device) = self.device else {
+        let Some(upload) = &self.upload else {
             return pool.insert_f32(name, tensor);
         };
-        let context = format!("putting `{name}` on GPU {device}");
-        let value = ort::value::Tensor::from_array((tensor.shape.clone(), tensor.data.clone()))
-            .map_err(ort_error(context.clone()))?
-            .to(AllocationDevice::CUDA, device)
-            .map_err(ort_error(context))?;
-        pool.insert(name, value.into_dyn());
+        let value = upload.upload(
+            TensorElementType::Float32,
+            &tensor.shape,
+            bytemuck::cast_slice(&tensor.data),
+            &format!("`{name}`"),
+        )?;
+        pool.insert(name, value);
         Ok(())
     }
 
