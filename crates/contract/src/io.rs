@@ -28,6 +28,11 @@ pub const VALUE: &str = "value";
 pub const ATTENTION_PREFIX: &str = "attention_prefix";
 /// One past the last query token of this attention call `[1]` (int64); keys `0..query_end` are seen.
 pub const QUERY_END: &str = "query_end";
+/// The `attention` graph over `heads` of the model's heads (Ulysses sequence parallel: a rank
+/// attends over the whole sequence with `num_heads / degree` heads), `attention_heads_{heads}`.
+pub fn sharded_attention_graph(heads: usize) -> String {
+    format!("attention_heads_{heads}")
+}
 /// Self-attention output of query tokens `0..query_end` `[B, query_end, D]` (compute dtype).
 pub const ATTENTION_OUTPUT: &str = "attention_output";
 /// Tokens after all transformer blocks `[B, L, D]` (blocks → head).

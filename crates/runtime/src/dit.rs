@@ -10,6 +10,7 @@ pub mod attention;
 pub mod cuda_copier;
 pub mod forward_file;
 pub mod placement;
+pub mod sequence;
 pub mod streaming;
 pub mod weights;
 
@@ -19,11 +20,12 @@ use skyreels_contract::manifest::{Component, DitComponent};
 use crate::engine::Engine;
 use crate::error::{Result, RuntimeError};
 use crate::session::{Backend, GraphSession, TensorPool};
-use crate::teacache::Residual;
+use crate::teacache::{Decision, Residual};
 use crate::tensor::Tensor;
 use attention::{GraphAttention, SelfAttention, query_block_ends};
 use ort::value::DynValue;
 use placement::WeightPlacement;
+use sequence::SequenceParallel;
 use streaming::{HostCopier, LayerCopier, stream_layers};
 use weights::LayerWeights;
 
@@ -62,6 +64,10 @@ pub struct Dit {
     /// `teacache_residual` and `teacache_reuse`, when the engine has them.
     teacache: Option<(GraphSession, GraphSession)>,
     causal_block_size: Option<usize>,
+    /// Sequence parallel (Ulysses): this rank's slice, its attention and the head's gather.
+    sequence: Option<Box<dyn SequenceParallel>>,
+    engine_dir: std::path::PathBuf,
+    backend: Backend,
 }
 
 impl Dit {
@@ -153,6 +159,9 @@ impl Dit {
             head,
             teacache,
             causal_block_size,
+            sequence: None,
+            engine_dir: engine.dir.clone(),
+            backend: backend.clone(),
         })
     }
 
@@ -160,6 +169,40 @@ impl Dit {
     /// distributed one; the layers then call `attention` instead of the engine's graph.
     pub fn set_attention(&mut self, attention: Box<dyn SelfAttention>) {
         self.attention = attention;
+    }
+
+    /// Makes the forward sequence parallel: `sequence` slices the embedded pool, replaces the
+    /// self-attention and gathers the head's output (`crate::parallel::sequence`); `None` makes
+    /// it whole again.
+    pub fn set_sequence_parallel(&mut self, sequence: Option<Box<dyn SequenceParallel>>) {
+        self.sequence = sequence;
+    }
+
+    /// The engine's attention graph over `heads` of the heads (`attention_heads_{heads}`), for a
+    /// rank of a Ulysses group.
+    pub fn load_sharded_attention(&self, heads: usize) -> Result<GraphAttention> {
+        let name = io::sharded_attention_graph(heads);
+        let entry = self
+            .component
+            .graphs
+            .iter()
+            .find(|g| g.name == name)
+            .ok_or_else(|| RuntimeError::Engine {
+                path: self.engine_dir.clone(),
+                message: format!(
+                    "manifest lists no DiT graph `{name}` (attention over {heads} of {} heads, for sequence parallel)\n  fix: re-export the engine with this skyreels-export",
+                    self.component.config.num_heads
+                ),
+            })?;
+        GraphAttention::new(GraphSession::load(&self.engine_dir, entry, &self.backend)?)
+    }
+
+    /// Collective under sequence parallel: the TeaCache decision every rank of the group takes.
+    pub fn agree(&mut self, decision: Decision) -> Result<Decision> {
+        match &mut self.sequence {
+            Some(sequence) => sequence.agree(decision),
+            None => Ok(decision),
+        }
     }
 
     /// Runs `embed`, leaving its outputs (tokens, modulation, context, RoPE) in the returned pool.
@@ -212,16 +255,26 @@ impl Dit {
                 self.causal_block_size,
             )?);
         }
+        if let Some(sequence) = &mut self.sequence {
+            for pool in pools.iter_mut() {
+                sequence.shard(pool)?;
+            }
+        }
         let Dit {
             block_qkv,
             attention,
             block_out,
             weights,
+            sequence,
             ..
         } = self;
+        let attention: &mut dyn SelfAttention = match sequence {
+            Some(sequence) => sequence.as_mut(),
+            None => attention.as_mut(),
+        };
         let mut graphs = LayerGraphs {
             block_qkv,
-            attention: attention.as_mut(),
+            attention,
             block_out,
         };
         match weights {
@@ -286,6 +339,9 @@ impl Dit {
     /// Instead of `blocks`: the embedded tokens plus a cached residual (adds `block_tokens`).
     /// The residual is handed back for the next reuse.
     pub fn reuse(&mut self, pool: &mut TensorPool, residual: Residual) -> Result<Residual> {
+        if let Some(sequence) = &mut self.sequence {
+            sequence.shard(pool)?;
+        }
         match (residual, &mut self.teacache) {
             (Residual::Value(value), Some((_, reuse))) => {
                 pool.insert(io::TEACACHE_RESIDUAL, value);
@@ -316,7 +372,10 @@ impl Dit {
 
     /// Runs the head (adds `velocity`).
     pub fn head(&mut self, pool: &mut TensorPool) -> Result<()> {
-        self.head.run(pool)
+        match &mut self.sequence {
+            Some(sequence) => sequence.head(&mut self.head, pool),
+            None => self.head.run(pool),
+        }
     }
 
     /// A full forward pass: the flow-matching velocity `[B, 16, F, H, W]`.

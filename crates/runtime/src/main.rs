@@ -601,7 +601,6 @@ fn run_generate(args: &GenerateArgs, level: LevelFilter) -> anyhow::Result<()> {
         num_heads,
         plan.uses_negative_prompt(),
         gpu,
-        plan.windows.len() > 1 || plan.output.work_dir.is_some(),
     )?;
     if !args.dry_run {
         match skyreels_runtime::parallel::start::join(&parallel, gpu)? {

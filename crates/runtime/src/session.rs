@@ -416,6 +416,25 @@ impl GraphSession {
         self.device
     }
 
+    /// An allocator of the GPU memory this graph's outputs live in (CUDA backend), for values
+    /// made between graph runs (sequence parallel's exchanges); `None` on the CPU.
+    pub fn device_allocator(&self) -> Result<Option<ort::memory::Allocator>> {
+        let Some(device) = self.device else {
+            return Ok(None);
+        };
+        let context = format!("creating a GPU allocator for graph `{}`", self.entry.name);
+        let memory = MemoryInfo::new(
+            AllocationDevice::CUDA,
+            device,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )
+        .map_err(ort_error(context.clone()))?;
+        Ok(Some(
+            ort::memory::Allocator::new(&self.session, memory).map_err(ort_error(context))?,
+        ))
+    }
+
     /// Uploads into values on this session's GPU (allocated by its CUDA allocator); `None` on the
     /// CPU.
     pub fn device_upload(&self) -> Result<Option<crate::device_upload::DeviceUpload>> {

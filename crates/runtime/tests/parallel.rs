@@ -379,28 +379,12 @@ fn generate_refuses_more_ranks_than_listed_devices() {
 }
 
 #[test]
-fn generate_refuses_what_multi_rank_runs_cannot_do_yet() {
+fn generate_refuses_cfg_parallel_without_an_unconditional_branch() {
     let (output, stderr, _dir) = generate(&["--cfg-parallel", "--guidance", "1"]);
     assert_refused(
         &output,
         &stderr,
         &["no unconditional branch", "drop --cfg-parallel"],
-    );
-    let (output, stderr, _dir) = generate(&["--ulysses-degree", "2"]);
-    assert_refused(
-        &output,
-        &stderr,
-        &[
-            "sequence parallel is not wired into the DiT yet",
-            "parallel-check",
-        ],
-    );
-    let (output, stderr, _dir) =
-        generate(&["--cfg-parallel", "--work-dir", "/tmp/unused-work-dir"]);
-    assert_refused(
-        &output,
-        &stderr,
-        &["--cfg-parallel does not run multi-window (long) videos or --work-dir yet"],
     );
 }
 
@@ -417,10 +401,22 @@ fn cfg_parallel_matches_one_rank(extra: &[&str]) -> serde_json::Value {
 
 /// Returns the one-rank run's `--json` summary.
 fn cfg_parallel_matches_one_rank_on(engine: &Path, extra: &[&str]) -> serde_json::Value {
+    ranks_match_one_rank(engine, extra, &[&["--cfg-parallel"]])
+}
+
+const ULYSSES: &[&str] = &["--ulysses-degree", "2"];
+const ULYSSES_CFG: &[&str] = &["--ulysses-degree", "2", "--cfg-parallel"];
+
+/// `generate` on one rank and with each of `layouts` (supervised CPU ranks); every layout's final
+/// latents must be within 1e-5 of the one-rank run's. Prints the differences; returns the
+/// one-rank run's `--json` summary.
+fn ranks_match_one_rank(engine: &Path, extra: &[&str], layouts: &[&[&str]]) -> serde_json::Value {
     let directory = tempfile::tempdir().unwrap();
     let mut latents = Vec::new();
     let mut summaries = Vec::new();
-    for (name, parallel) in [("one", &[][..]), ("pair", &["--cfg-parallel"][..])] {
+    let runs = std::iter::once(&[][..]).chain(layouts.iter().copied());
+    for (index, parallel) in runs.enumerate() {
+        let name = format!("run{index}");
         let path = directory.path().join(format!("{name}.safetensors"));
         let out = directory.path().join(format!("{name}.mp4"));
         let (output, stderr) = run(Command::new(BINARY)
@@ -431,20 +427,14 @@ fn cfg_parallel_matches_one_rank_on(engine: &Path, extra: &[&str]) -> serde_json
             .arg(&out)
             .arg("--save-latents")
             .arg(&path)
-            .args([
-                "--prompt",
-                "a fox",
-                "--height",
-                "32",
-                "--width",
-                "32",
-                "--threads",
-                "1",
-                "--json",
-            ])
+            .args(["--prompt", "a fox", "--threads", "1", "--json"])
+            .args(match extra.contains(&"--height") {
+                true => &[][..],
+                false => &["--height", "32", "--width", "32"][..],
+            })
             .args(extra)
             .args(parallel));
-        assert!(output.status.success(), "{name} {extra:?}: {stderr}");
+        assert!(output.status.success(), "{parallel:?} {extra:?}: {stderr}");
         let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert!(
             summary["dit_forwards"].as_u64().unwrap() > 0,
@@ -454,11 +444,27 @@ fn cfg_parallel_matches_one_rank_on(engine: &Path, extra: &[&str]) -> serde_json
         latents.push(final_latents(&path));
         summaries.push(summary);
     }
-    let difference = max_difference(&latents[0], &latents[1]);
-    assert!(
-        difference <= 1e-5,
-        "{extra:?}: --cfg-parallel differs from one rank by {difference}"
-    );
+    for (layout, other) in layouts.iter().zip(&latents[1..]) {
+        let difference = max_difference(&latents[0], other);
+        eprintln!("parity {layout:?} {extra:?}: max-abs {difference:e} vs one rank");
+        assert!(
+            difference <= 1e-5,
+            "{extra:?}: {layout:?} differs from one rank by {difference}"
+        );
+    }
+    for (layout, summary) in layouts.iter().zip(&summaries[1..]) {
+        // With --cfg-parallel rank 0 counts only its own (conditional) branch.
+        let branches = if layout.contains(&"--cfg-parallel") {
+            2
+        } else {
+            1
+        };
+        assert_eq!(
+            summary["blocks_skipped"].as_u64().unwrap() * branches,
+            summaries[0]["blocks_skipped"].as_u64().unwrap(),
+            "{layout:?}: TeaCache skipped other forwards than one rank"
+        );
+    }
     summaries.swap_remove(0)
 }
 
@@ -627,5 +633,215 @@ fn cfg_parallel_generation_matches_one_rank_image_to_video() {
             "--image",
             picture.to_str().unwrap(),
         ],
+    );
+}
+
+/// 3 latent frames of 3×3 tokens (48×48 pixels): 27 tokens, so two ranks hold 14 rows each and
+/// the last one a padding row; the slices cut the middle frame.
+const PADDED: &[&str] = &["--num-frames", "9", "--height", "48", "--width", "48"];
+
+#[test]
+fn ulysses_generation_matches_one_rank_synchronous_with_padding() {
+    let extra = [PADDED, &["--steps", "3"]].concat();
+    ranks_match_one_rank(tiny_engine(), &extra, &[ULYSSES, ULYSSES_CFG]);
+}
+
+#[test]
+fn ulysses_generation_matches_one_rank_asynchronous_block_causal() {
+    // 9 latent frames of 9 tokens (81 tokens: slices of 41 rows, one of them padding, groups of
+    // one token; the slices cut frame 4 and the middle block), blocks of 3 frames. (A block size
+    // that does not divide the window's latent frames is refused by the plan.)
+    ranks_match_one_rank(
+        tiny_engine(),
+        &[
+            "--num-frames",
+            "33",
+            "--height",
+            "48",
+            "--width",
+            "48",
+            "--steps",
+            "3",
+            "--ar-step",
+            "2",
+            "--causal-block-size",
+            "3",
+            "--causal-attention",
+        ],
+        &[ULYSSES, ULYSSES_CFG],
+    );
+}
+
+#[test]
+fn ulysses_generation_matches_one_rank_with_teacache() {
+    let extra = [
+        PADDED,
+        &[
+            "--steps",
+            "6",
+            "--teacache",
+            "1",
+            "--teacache-coefficients",
+            "0,0,0,1,0",
+        ],
+    ]
+    .concat();
+    // With --offload both branches pass each layer together (two pools sliced before either
+    // head runs, and the group agrees on both decisions first).
+    let summary = ranks_match_one_rank(
+        tiny_engine(),
+        &extra,
+        &[
+            ULYSSES,
+            ULYSSES_CFG,
+            &["--ulysses-degree", "2", "--offload"],
+        ],
+    );
+    assert!(
+        summary["blocks_skipped"].as_u64().unwrap() > 0,
+        "TeaCache skipped nothing: {summary}"
+    );
+}
+
+#[test]
+fn ranks_match_one_rank_on_a_long_video() {
+    let summary = ranks_match_one_rank(
+        tiny_engine(),
+        &[
+            "--num-frames",
+            "21",
+            "--base-num-frames",
+            "13",
+            "--overlap-history",
+            "5",
+            "--steps",
+            "2",
+            "--height",
+            "48",
+            "--width",
+            "48",
+        ],
+        &[&["--cfg-parallel"], ULYSSES, ULYSSES_CFG],
+    );
+    assert_eq!(summary["windows"].as_u64(), Some(2), "{summary}");
+}
+
+#[test]
+fn ulysses_generation_matches_one_rank_image_to_video() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = directory.path().join("engine");
+    fs_err::create_dir(&engine).unwrap();
+    common::export_tiny_engine(&engine, common::TinyModel::ImageToVideo);
+    let picture = directory.path().join("first.png");
+    image::RgbImage::from_fn(48, 48, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 7) as u8, ((x + y) * 3) as u8])
+    })
+    .save(&picture)
+    .unwrap();
+    let extra = [
+        PADDED,
+        &["--steps", "3", "--image", picture.to_str().unwrap()],
+    ]
+    .concat();
+    ranks_match_one_rank(&engine, &extra, &[ULYSSES, ULYSSES_CFG]);
+}
+
+#[test]
+fn only_rank_0_loads_the_text_encoder_and_the_vae_of_a_one_window_job() {
+    let directory = tempfile::tempdir().unwrap();
+    let out = directory.path().join("out.mp4");
+    let (output, stderr) = run(Command::new(BINARY)
+        .arg("generate")
+        .arg("--engines")
+        .arg(tiny_engine())
+        .arg("--out")
+        .arg(&out)
+        .args(["--prompt", "a fox", "--threads", "1", "--steps", "2"])
+        .args(PADDED)
+        .args(ULYSSES_CFG));
+    assert!(output.status.success() && out.exists(), "{stderr}");
+    for rank in 0..4 {
+        for stage in [
+            "loading text encoder",
+            "loading vae decoder",
+            "decoding window",
+        ] {
+            let line = format!("[rank {rank}] {stage}");
+            assert_eq!(
+                stderr.contains(&line),
+                rank == 0,
+                "{line:?} in the log: {stderr}"
+            );
+        }
+        assert!(
+            stderr.contains(&format!("[rank {rank}] loading dit")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_engine_without_the_sharded_attention_graph_is_refused_with_the_fix() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = directory.path().join("engine");
+    fs_err::create_dir(&engine).unwrap();
+    common::export_tiny_engine(&engine, common::TinyModel::DiffusionForcing);
+    // An engine exported before sequence parallel: no `attention_heads_1`.
+    let mut manifest = skyreels_contract::Manifest::load(&engine).unwrap();
+    let dit = manifest.dit.as_mut().unwrap();
+    let before = dit.graphs.len();
+    dit.graphs.retain(|graph| graph.name != "attention_heads_1");
+    assert_eq!(dit.graphs.len(), before - 1);
+    manifest.save(&engine).unwrap();
+    let out = directory.path().join("out.mp4");
+    let (output, stderr) = run(Command::new(BINARY)
+        .arg("generate")
+        .arg("--engines")
+        .arg(&engine)
+        .arg("--out")
+        .arg(&out)
+        .args(["--prompt", "a fox", "--threads", "1", "--steps", "2"])
+        .args(PADDED)
+        .args(ULYSSES));
+    assert!(!output.status.success() && !out.exists(), "{stderr}");
+    for needle in [
+        "manifest lists no DiT graph `attention_heads_1` (attention over 1 of 2 heads, for sequence parallel)",
+        "fix: re-export the engine with this skyreels-export",
+        "rank 0",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in {stderr}");
+    }
+}
+
+#[test]
+fn ulysses_over_two_and_four_ranks_matches_one_rank_with_four_heads() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = directory.path().join("engine");
+    fs_err::create_dir(&engine).unwrap();
+    common::export_tiny_engine(&engine, common::TinyModel::FourHeads);
+    let degree_4: &[&str] = &["--ulysses-degree", "4"];
+    // 27 tokens over 4 ranks: slices of 7 rows, the last with one padding row; two heads per rank
+    // at degree 2 (their order through the all-to-all matters), one at degree 4.
+    let extra = [PADDED, &["--steps", "3"]].concat();
+    ranks_match_one_rank(&engine, &extra, &[ULYSSES, degree_4, ULYSSES_CFG]);
+    // 81 tokens over 4 ranks (slices of 21 rows, groups of 3 tokens), blocks of 3 frames.
+    ranks_match_one_rank(
+        &engine,
+        &[
+            "--num-frames",
+            "33",
+            "--height",
+            "48",
+            "--width",
+            "48",
+            "--steps",
+            "3",
+            "--ar-step",
+            "2",
+            "--causal-block-size",
+            "3",
+            "--causal-attention",
+        ],
+        &[degree_4],
     );
 }

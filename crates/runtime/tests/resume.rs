@@ -51,6 +51,58 @@ fn work_dir(out: &Path) -> PathBuf {
     PathBuf::from(format!("{}.work", out.display()))
 }
 
+/// Starts the long job writing `out` and kills it once its second window is saved.
+fn kill_after_second_window(engine: &Path, out: &Path) {
+    let mut child = generate_command(engine, out).spawn().expect("spawn");
+    let second_window = work_dir(out).join("window-0001.safetensors");
+    let started = Instant::now();
+    while !second_window.exists() {
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "the job ended before its second window was saved"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "timed out waiting for the second window"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    assert!(!out.exists(), "no output file after a kill");
+}
+
+#[test]
+fn a_run_on_several_ranks_does_not_resume_finished_windows() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let engine = root.path().join("engine");
+    fs_err::create_dir(&engine).expect("engine dir");
+    tiny_engine(&engine);
+    let out = root.path().join("out.mp4");
+    kill_after_second_window(&engine, &out);
+    let output = generate_command(&engine, &out)
+        .args(["--cfg-parallel"])
+        .output()
+        .expect("rerun on two ranks");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && !out.exists(), "{stderr}");
+    for needle in [
+        "holds finished windows of this job, and a run on several ranks does not resume them yet",
+        "fix: resume on one rank",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in {stderr}");
+    }
+    assert!(
+        work_dir(&out).join("window-0001.safetensors").exists(),
+        "the refused run keeps the finished windows"
+    );
+    let output = generate_command(&engine, &out)
+        .output()
+        .expect("resume on one rank");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json summary");
+    assert_eq!(summary["windows_resumed"], 2, "{summary}");
+}
+
 #[test]
 fn a_killed_long_video_resumes_to_the_same_output() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -67,23 +119,7 @@ fn a_killed_long_video_resumes_to_the_same_output() {
     );
 
     let resumed = root.path().join("resumed.mp4");
-    let mut child = generate_command(&engine, &resumed).spawn().expect("spawn");
-    let second_window = work_dir(&resumed).join("window-0001.safetensors");
-    let started = Instant::now();
-    while !second_window.exists() {
-        assert!(
-            child.try_wait().expect("poll").is_none(),
-            "the job ended before its second window was saved"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "timed out waiting for the second window"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
-    assert!(!resumed.exists(), "no output file after a kill");
+    kill_after_second_window(&engine, &resumed);
 
     let output = generate_command(&engine, &resumed).output().expect("rerun");
     assert!(

@@ -1,6 +1,8 @@
 //! DiT export: one checkpoint → `dit_embed.onnx`, the block graphs `dit_block_qkv.onnx`,
 //! `dit_attention.onnx`, `dit_block_out.onnx` (one graph for every layer; each layer's weights are
 //! recorded in the manifest and bound at run time), `dit_head.onnx`, and TeaCache's two graphs.
+//! For Ulysses sequence parallel, `dit_attention_heads_{h}.onnx` is the attention graph over `h`
+//! of the heads, for every `h = num_heads / degree` (degree > 1 dividing the heads).
 
 mod blocks;
 pub mod config;
@@ -170,6 +172,16 @@ fn export_block_graph(
     first.ok_or_else(|| ExportError::BadOptions("the DiT has no transformer layers".into()))
 }
 
+/// Head counts of the attention graphs for Ulysses sequence parallel: `num_heads / degree` for
+/// every degree above 1 that divides the heads (each rank attends over the full sequence with
+/// its share of the heads).
+fn sharded_head_counts(num_heads: usize) -> Vec<usize> {
+    (2..=num_heads)
+        .filter(|degree| num_heads.is_multiple_of(*degree))
+        .map(|degree| num_heads / degree)
+        .collect()
+}
+
 /// Names the layer in an error raised while building its graphs.
 fn in_layer(error: ExportError, block: &Prefix) -> ExportError {
     match error {
@@ -235,6 +247,31 @@ pub fn export(source: &Path, out_dir: &Path, options: &DitExportOptions) -> Resu
         io::attention_outputs(&config, compute),
         Vec::new(),
     ));
+
+    for heads in sharded_head_counts(config.num_heads) {
+        let sharded = DitConfig {
+            num_heads: heads,
+            dim: heads * config.head_dim(),
+            ..config.clone()
+        };
+        let name = skyreels_contract::io::sharded_attention_graph(heads);
+        let file = format!("dit_{name}.onnx");
+        let mut layers = Layers::new(
+            &format!("dit_{name}"),
+            &mut store,
+            compute,
+            options.attention,
+        );
+        blocks::build_attention(&mut layers, &sharded)?;
+        reports.push(save(layers.graph, &metadata, out_dir, &file)?);
+        graphs.push(entry(
+            &name,
+            &file,
+            io::attention_inputs(&sharded, compute),
+            io::attention_outputs(&sharded, compute),
+            Vec::new(),
+        ));
+    }
 
     let (graph, weights) = export_block_graph(
         "block_out",

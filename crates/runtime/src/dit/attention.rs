@@ -87,6 +87,16 @@ impl GraphAttention {
         };
         Ok(GraphAttention { session, dtype })
     }
+
+    /// The dtype of the queries, keys and values it reads.
+    pub fn dtype(&self) -> TensorElementType {
+        self.dtype
+    }
+
+    /// The loaded graph.
+    pub fn session(&self) -> &GraphSession {
+        &self.session
+    }
 }
 
 impl SelfAttention for GraphAttention {

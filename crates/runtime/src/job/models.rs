@@ -7,10 +7,11 @@ use super::plan::JobPlan;
 use crate::dit::Dit;
 use crate::dit::placement::WeightPlacement;
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Result, RuntimeError};
 use crate::image::ImageEncoder;
 use crate::pipeline::progress::{Observer, Stage, in_stage};
 use crate::session::Backend;
+use crate::tensor::Tensor;
 use crate::text::TextEncoder;
 use crate::vae::{VaeDecoder, VaeEncoder};
 
@@ -69,6 +70,34 @@ impl Models {
     /// Whether this process writes the outputs (always, unless it is a rank other than 0).
     pub fn writes_output(&self) -> bool {
         self.rank.as_ref().is_none_or(|r| r.writes_output())
+    }
+
+    /// Collective on several ranks: rank 0's prompt contexts (`encoded`, which only it passes)
+    /// on every rank; on one rank, `encoded` itself.
+    pub fn share_contexts(
+        &mut self,
+        encoded: Option<(Tensor, Option<Tensor>)>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        match &mut self.rank {
+            None => encoded.ok_or_else(|| {
+                RuntimeError::Invalid("the prompt was not encoded on a single rank".into())
+            }),
+            Some(rank) => {
+                let tensors = encoded.map(|(context, negative)| {
+                    std::iter::once(context).chain(negative).collect::<Vec<_>>()
+                });
+                let mut shared = rank.broadcast_tensors(tensors.as_deref())?.into_iter();
+                let context = shared.next().ok_or_else(|| {
+                    RuntimeError::Invalid("rank 0 shared no prompt context".into())
+                })?;
+                Ok((context, shared.next()))
+            }
+        }
+    }
+
+    /// Whether this process is one rank of a multi-rank run.
+    pub fn is_multi_rank(&self) -> bool {
+        self.rank.is_some()
     }
 
     pub(crate) fn take_rank(&mut self) -> Option<Box<crate::parallel::start::RankContext>> {

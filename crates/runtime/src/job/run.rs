@@ -82,6 +82,32 @@ impl Observer for Timed<'_> {
 
 /// Tokenizes and encodes `prompt` (named `flag` in messages), warning when it is longer than the
 /// encoder's token window (upstream truncates silently).
+/// The prompt's context and, when guidance is on, the negative prompt's; the text encoder is
+/// released afterwards.
+fn encode_prompts(
+    plan: &JobPlan,
+    models: &mut Models,
+    observer: &mut dyn Observer,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let s = &plan.settings;
+    let encoder = models.text_encoder(observer)?;
+    let encoded = in_stage(observer, Stage::TextEncoding, "prompt", |_| {
+        let context = encode_prompt(encoder, "--prompt", &s.prompt)?;
+        let negative = if plan.uses_negative_prompt() {
+            Some(encode_prompt(
+                encoder,
+                "--negative-prompt",
+                &s.negative_prompt,
+            )?)
+        } else {
+            None
+        };
+        Ok((context, negative))
+    })?;
+    models.done_with_text_encoder();
+    Ok(encoded)
+}
+
 fn encode_prompt(encoder: &mut TextEncoder, flag: &str, prompt: &str) -> Result<Tensor> {
     let tokens = encoder.tokenizer().tokenize(&clean_prompt(prompt))?;
     if tokens.truncated_tokens > 0 {
@@ -117,26 +143,31 @@ pub fn generate_job_with_noise(
     observer: &mut dyn Observer,
 ) -> Result<GeneratedVideo> {
     let s = &plan.settings;
-    // Taken before any model loads, so a second run of the job is refused at once.
+    // Taken before any model loads, so a second run of the job is refused at once. Of several
+    // ranks only rank 0 keeps one (it saves the windows; the others sample the same ones), and
+    // it does not resume: the other ranks would have to skip the same windows.
     let work_dir = match &plan.output.work_dir {
-        Some(dir) => Some(WorkDir::open(dir, &plan.fingerprint()?)?),
+        Some(_) if !models.writes_output() => None,
+        Some(dir) => {
+            let work_dir = WorkDir::open(dir, &plan.fingerprint()?)?;
+            if models.is_multi_rank() && work_dir.has_saved_windows()? {
+                return Err(crate::error::RuntimeError::Invalid(format!(
+                    "work directory {} holds finished windows of this job, and a run on several ranks does not resume them yet\n  fix: resume on one rank (drop --cfg-parallel and --ulysses-degree), or delete {} to start over",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+            Some(work_dir)
+        }
         None => None,
     };
-    let encoder = models.text_encoder(observer)?;
-    let (context, negative_context) = in_stage(observer, Stage::TextEncoding, "prompt", |_| {
-        let context = encode_prompt(encoder, "--prompt", &s.prompt)?;
-        let negative = if plan.uses_negative_prompt() {
-            Some(encode_prompt(
-                encoder,
-                "--negative-prompt",
-                &s.negative_prompt,
-            )?)
-        } else {
-            None
-        };
-        Ok((context, negative))
-    })?;
-    models.done_with_text_encoder();
+    // Of several ranks, rank 0 alone loads the text encoder; the others get its contexts.
+    let encoded = if models.writes_output() {
+        Some(encode_prompts(plan, models, observer)?)
+    } else {
+        None
+    };
+    let (context, negative_context) = models.share_contexts(encoded)?;
 
     let mut conditioning = Conditioning {
         video: plan.input_video.clone(),
@@ -192,6 +223,9 @@ pub fn generate_job_with_noise(
         fps: if s.fps == 16 { 0 } else { 1 },
         condition,
     };
+    // A rank other than 0 decodes only what the next window needs (upstream re-encodes decoded
+    // frames): one window without image or video conditioning needs no VAE there.
+    let needs_vae = models.writes_output() || plan.windows.len() > 1 || plan.needs_vae_encoder();
     let rank = models.take_rank();
     let result = match rank {
         Some(mut rank) => {
@@ -203,6 +237,7 @@ pub fn generate_job_with_noise(
                     noise,
                     &conditioning,
                     work_dir,
+                    needs_vae,
                     observer,
                 )
             });
@@ -216,6 +251,7 @@ pub fn generate_job_with_noise(
             noise,
             &conditioning,
             work_dir,
+            needs_vae,
             observer,
         ),
     };
@@ -223,7 +259,12 @@ pub fn generate_job_with_noise(
     result
 }
 
-/// The sampling stage of [`generate_job`], with the DiT taken out of `models`.
+/// The sampling stage of [`generate_job`], with the DiT taken out of `models`; the VAE is
+/// loaded here when `needs_vae`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the job's parts, borrowed apart so the DiT can be handed back on every path"
+)]
 fn sample(
     plan: &JobPlan,
     models: &mut Models,
@@ -231,6 +272,7 @@ fn sample(
     noise: &mut NoiseSource,
     conditioning: &Conditioning,
     work_dir: Option<WorkDir>,
+    needs_vae: bool,
     observer: &mut dyn Observer,
 ) -> Result<GeneratedVideo> {
     let s = &plan.settings;
@@ -245,8 +287,12 @@ fn sample(
         s.shift,
         s.pipeline == skyreels_contract::Pipeline::DiffusionForcing,
     )?;
-    let (decoder, encoder) = models.vae_halves(plan.needs_vae_encoder(), observer)?;
-    let vae = Vae { decoder, encoder };
+    let vae = if needs_vae {
+        let (decoder, encoder) = models.vae_halves(plan.needs_vae_encoder(), observer)?;
+        Some(Vae { decoder, encoder })
+    } else {
+        None
+    };
     let windows = plan.windows.len();
     let what = if windows == 1 {
         "1 window".to_string()
@@ -261,7 +307,7 @@ fn sample(
             settings: &settings,
             noise,
             conditioning,
-            vae: Some(vae),
+            vae,
             work_dir: work_dir.as_ref(),
             observer,
         })

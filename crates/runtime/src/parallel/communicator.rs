@@ -53,6 +53,13 @@ pub trait Communicator: Sized {
     /// Collective: the first `bytes` bytes of `root`'s buffer into every rank's buffer.
     fn broadcast(&mut self, buffer: &mut Self::Buffer, bytes: usize, root: usize) -> Result<()>;
 
+    /// Makes the transport's own staging hold exchanges of `bytes` bytes (call between
+    /// collectives, when a new window shape needs larger ones; a no-op where none is kept).
+    fn reserve_staging(&mut self, bytes: usize) -> Result<()> {
+        let _ = bytes;
+        Ok(())
+    }
+
     /// Collective: returns once every rank has reached it (and, on a device, its queued work is done).
     fn barrier(&mut self) -> Result<()>;
 }

@@ -166,15 +166,12 @@ impl ParallelConfig {
 
 /// `generate`'s checks of the multi-rank flags before any model loads: the degree divides
 /// `num_heads`, `--cfg-parallel` has an unconditional branch (`guided`), the ranks fit the GPUs
-/// (`cuda`), `--devices` only with CUDA. `--cfg-parallel` runs (Ulysses degree 1, and not for a
-/// `resumable` job: several windows or a work directory); sequence parallel is refused until the
-/// DiT's attention seam is wired (docs/DESIGN.md, "Multi-GPU").
+/// (`cuda`), `--devices` only with CUDA (docs/DESIGN.md, "Multi-GPU").
 pub fn check_generate(
     args: &ParallelArgs,
     num_heads: usize,
     guided: bool,
     cuda: bool,
-    resumable: bool,
 ) -> Result<ParallelConfig> {
     let config = ParallelConfig::new(args)?;
     if config.devices.is_some() && !cuda {
@@ -189,21 +186,6 @@ pub fn check_generate(
         config.device_for(0, config.world_size(), None)?;
         let available = super::nccl::device_count().ok();
         config.device_for(0, config.world_size(), available)?;
-    }
-    if config.ulysses_degree > 1 {
-        return Err(config_error(
-            format!(
-                "--ulysses-degree {}: sequence parallel is not wired into the DiT yet (the transports, rank start-up and sharding are: `skyreels parallel-check` with the same flags runs them)",
-                config.ulysses_degree
-            ),
-            "drop --ulysses-degree (--cfg-parallel alone runs on two ranks)",
-        ));
-    }
-    if config.cfg_parallel && resumable {
-        return Err(config_error(
-            "--cfg-parallel does not run multi-window (long) videos or --work-dir yet: resuming would need every rank to skip the same windows",
-            "drop --cfg-parallel for this job, or make it one window",
-        ));
     }
     Ok(config)
 }

@@ -15,10 +15,12 @@ pub mod layout;
 pub mod nccl;
 pub mod nccl_search;
 pub mod rendezvous;
+pub mod sequence;
 pub mod shard;
 pub mod start;
 pub mod supervisor;
 pub mod tcp;
+pub mod values;
 
 pub use communicator::Communicator;
 pub use config::{Launch, ParallelArgs, ParallelConfig, RankEnvironment};

@@ -764,6 +764,22 @@ impl Communicator for NcclCommunicator {
         calls.check(status, "ncclBroadcast")
     }
 
+    fn reserve_staging(&mut self, bytes: usize) -> Result<()> {
+        if bytes <= self.send_staging.len() {
+            return Ok(());
+        }
+        // Never reallocate while a collective may be in flight: drain the stream first.
+        self.synchronize()?;
+        let allocate = |stream: &Arc<CudaStream>| {
+            stream.alloc_zeros::<u8>(bytes).map_err(cuda_error(format!(
+                "allocating {bytes} bytes of staging memory"
+            )))
+        };
+        self.send_staging = allocate(&self.stream)?;
+        self.receive_staging = allocate(&self.stream)?;
+        Ok(())
+    }
+
     fn barrier(&mut self) -> Result<()> {
         let stream = Arc::clone(&self.stream);
         stream
@@ -788,5 +804,121 @@ impl Communicator for NcclCommunicator {
             calls.check(status, "ncclAllReduce (barrier)")?;
         }
         self.synchronize()
+    }
+}
+
+/// A device-to-device copy of `bytes` queued on `stream`.
+fn copy_device(
+    stream: cuda::CUstream,
+    source: cuda::CUdeviceptr,
+    destination: cuda::CUdeviceptr,
+    bytes: usize,
+) -> Result<()> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    // SAFETY: both pointers lie in device allocations with `bytes` bytes after them (the callers check
+    // the buffer's length and size the tensor from its own shape and dtype).
+    let result = unsafe { cuda::cuMemcpyDtoDAsync_v2(destination, source, bytes, stream) };
+    if result != cuda::CUresult::CUDA_SUCCESS {
+        return Err(ParallelError::Cuda {
+            context: "copying a tensor between ONNX Runtime and a collective's buffer".into(),
+            message: format!("{result:?}"),
+        });
+    }
+    Ok(())
+}
+
+impl super::values::ValueTransfer for NcclCommunicator {
+    fn write_value(
+        &mut self,
+        buffer: &mut DeviceBuffer,
+        value: &ort::value::DynValue,
+    ) -> crate::error::Result<()> {
+        use super::values::{element_bytes, tensor_type};
+        let (dtype, shape) = tensor_type(value)?;
+        let bytes = shape.iter().product::<usize>() * element_bytes(dtype)?;
+        self.write_value_range(buffer, value, 0..bytes)
+    }
+
+    fn write_value_range(
+        &mut self,
+        buffer: &mut DeviceBuffer,
+        value: &ort::value::DynValue,
+        range: std::ops::Range<usize>,
+    ) -> crate::error::Result<()> {
+        use super::values::{element_bytes, host_bytes, tensor_type};
+        let (dtype, shape) = tensor_type(value)?;
+        let total = shape.iter().product::<usize>() * element_bytes(dtype)?;
+        let bytes = range.len();
+        if range.end > total {
+            return Err(ParallelError::Buffer(format!(
+                "bytes {range:?} of a tensor of {total} bytes"
+            ))
+            .into());
+        }
+        if bytes > buffer.len() {
+            return Err(ParallelError::Buffer(format!(
+                "a tensor of {bytes} bytes into a buffer of {}",
+                buffer.len()
+            ))
+            .into());
+        }
+        let view = value.view();
+        let tensor = view
+            .downcast::<ort::value::DynTensorValueType>()
+            .map_err(crate::error::ort_error("reading a tensor for a collective"))?;
+        if tensor.memory_info().is_cpu_accessible() {
+            return Ok(self.write(buffer, &host_bytes(value)?[range])?);
+        }
+        // ONNX Runtime returns from a run once its outputs are written (it synchronises its
+        // stream after each run), so `value` is complete before this copy is queued.
+        let source = tensor.data_ptr() as cuda::CUdeviceptr + range.start as cuda::CUdeviceptr;
+        let stream = Arc::clone(&self.stream);
+        stream
+            .context()
+            .bind_to_thread()
+            .map_err(cuda_error("making the communicator's GPU current"))?;
+        let (destination, _guard) = buffer.memory.device_ptr_mut(&stream);
+        Ok(copy_device(stream.cu_stream(), source, destination, bytes)?)
+    }
+
+    fn read_value(
+        &mut self,
+        buffer: &DeviceBuffer,
+        dtype: ort::value::TensorElementType,
+        shape: &[usize],
+        allocator: Option<&ort::memory::Allocator>,
+    ) -> crate::error::Result<ort::value::DynValue> {
+        use super::values::{element_bytes, host_value};
+        let bytes = shape.iter().product::<usize>() * element_bytes(dtype)?;
+        if bytes > buffer.len() {
+            return Err(ParallelError::Buffer(format!(
+                "a tensor of {bytes} bytes from a buffer of {}",
+                buffer.len()
+            ))
+            .into());
+        }
+        let Some(allocator) = allocator else {
+            let mut host = vec![0u8; bytes];
+            self.read(buffer, &mut host)?;
+            return host_value(&host, dtype, shape);
+        };
+        let mut value = ort::value::DynTensor::new(allocator, dtype, shape.to_vec()).map_err(
+            crate::error::ort_error("allocating a tensor for a collective's output"),
+        )?;
+        let destination = value.data_ptr_mut() as cuda::CUdeviceptr;
+        let stream = Arc::clone(&self.stream);
+        stream
+            .context()
+            .bind_to_thread()
+            .map_err(cuda_error("making the communicator's GPU current"))?;
+        {
+            let (source, _guard) = buffer.memory.device_ptr(&stream);
+            copy_device(stream.cu_stream(), source, destination, bytes)?;
+        }
+        // The graphs run on ONNX Runtime's own stream unless it was given this one: wait.
+        self.synchronize()?;
+        Ok(value.into_dyn())
     }
 }

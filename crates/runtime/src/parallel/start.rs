@@ -4,15 +4,18 @@
 
 use super::communicator::Communicator;
 use super::config::{Launch, ParallelConfig};
-use super::error::{ParallelError, Result, config_error};
+use super::error::{ParallelError, Result};
 use super::guidance::GuidancePair;
 use super::layout::{Branches, RankRole};
 use super::nccl::{self, NcclCommunicator};
 use super::nccl_search::NcclSearch;
 use super::rendezvous::{self, UNIQUE_ID_BYTES};
+use super::sequence::UlyssesDit;
 use super::supervisor;
 use super::tcp::TcpCommunicator;
-use crate::pipeline::denoiser::Denoiser;
+use super::values::ValueTransfer;
+use crate::pipeline::denoiser::{Denoiser, DitDenoiser};
+use crate::tensor::Tensor;
 
 /// Staging the NCCL world communicator gets (its contiguous gathers need none).
 const WORLD_STAGING_BYTES: usize = 1 << 20;
@@ -123,41 +126,145 @@ pub(crate) fn share_unique_id(
 }
 
 impl RankContext {
+    /// Collective over all ranks: rank 0's `tensors` on every rank (the other ranks pass
+    /// `None`), e.g. the prompt contexts only rank 0 encodes.
+    pub fn broadcast_tensors(
+        &mut self,
+        tensors: Option<&[Tensor]>,
+    ) -> crate::error::Result<Vec<Tensor>> {
+        match &mut self.world {
+            World::Tcp(world) => broadcast_tensors(world, tensors),
+            World::Nccl(world) => broadcast_tensors(world, tensors),
+        }
+    }
+
     /// Whether this rank writes the outputs (rank 0).
     pub fn writes_output(&self) -> bool {
         self.role.writes_output()
     }
 
-    /// Runs `run` with this rank's view of `inner`: with `--cfg-parallel` and Ulysses degree 1, a
-    /// [`GuidancePair`] that computes only this rank's branch and exchanges velocities with the
-    /// pair. Sequence parallel is refused until the DiT's attention seam is wired.
+    /// Runs `run` with this rank's view of `inner`: with Ulysses degree > 1 the DiT runs on this
+    /// rank's token slice with its group ([`UlyssesDit`]); with `--cfg-parallel` a
+    /// [`GuidancePair`] computes only this rank's branch and exchanges velocities with the pair.
+    /// Collective: every rank splits the world the same way, in the same order.
     pub fn run_denoiser<R>(
         &mut self,
-        inner: &mut dyn Denoiser,
+        inner: &mut DitDenoiser,
         run: impl FnOnce(&mut dyn Denoiser) -> crate::error::Result<R>,
     ) -> crate::error::Result<R> {
-        let branch = match self.role.branches {
-            Branches::Only(branch) if self.role.ulysses_group.len() == 1 => branch,
-            _ => {
-                return Err(config_error(
-                    "Ulysses sequence parallel is not wired into the DiT yet",
-                    "use --cfg-parallel alone (Ulysses degree 1)",
-                )
-                .into());
-            }
-        };
-        let color = self.role.guidance_color();
         match &mut self.world {
-            World::Tcp(world) => {
-                let mut pair = GuidancePair::new(Borrowed(inner), branch, world.split(color)?)?;
-                run(&mut pair)
-            }
-            World::Nccl(world) => {
-                let mut pair = GuidancePair::new(Borrowed(inner), branch, world.split(color)?)?;
-                run(&mut pair)
-            }
+            World::Tcp(world) => run_rank(&self.role, world, inner, run),
+            World::Nccl(world) => run_rank(&self.role, world, inner, run),
         }
     }
+}
+
+/// Collective over all ranks: rank 0's `tensors` (a count, then per tensor its rank, dims and
+/// float32 values, little-endian) broadcast in two steps, the length first.
+fn broadcast_tensors<C: Communicator>(
+    world: &mut C,
+    tensors: Option<&[Tensor]>,
+) -> crate::error::Result<Vec<Tensor>> {
+    let mut payload = Vec::new();
+    if let Some(tensors) = tensors {
+        payload.extend((tensors.len() as u64).to_le_bytes());
+        for tensor in tensors {
+            payload.extend((tensor.shape.len() as u64).to_le_bytes());
+            for &dim in &tensor.shape {
+                payload.extend((dim as u64).to_le_bytes());
+            }
+            payload.extend_from_slice(bytemuck::cast_slice(&tensor.data));
+        }
+    }
+    let mut length = world.allocate(8)?;
+    world.write(&mut length, &(payload.len() as u64).to_le_bytes())?;
+    world.broadcast(&mut length, 8, 0)?;
+    let mut bytes = [0u8; 8];
+    world.read(&length, &mut bytes)?;
+    let length = u64::from_le_bytes(bytes) as usize;
+    let mut buffer = world.allocate(length)?;
+    if world.rank() == 0 {
+        world.write(&mut buffer, &payload)?;
+    }
+    world.broadcast(&mut buffer, length, 0)?;
+    let mut payload = vec![0u8; length];
+    world.read(&buffer, &mut payload)?;
+    let mut cursor = Cursor {
+        bytes: &payload,
+        offset: 0,
+    };
+    let count = cursor.word()?;
+    let mut out = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        let rank = cursor.word()?;
+        let shape = (0..rank)
+            .map(|_| cursor.word())
+            .collect::<Result<Vec<usize>>>()?;
+        let data = cursor.take(shape.iter().product::<usize>() * 4)?;
+        out.push(Tensor::new(shape, bytemuck::pod_collect_to_vec(data))?);
+    }
+    Ok(out)
+}
+
+/// Reads a broadcast payload front to back.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, length: usize) -> Result<&'a [u8]> {
+        let taken = self
+            .offset
+            .checked_add(length)
+            .and_then(|end| self.bytes.get(self.offset..end))
+            .ok_or_else(|| ParallelError::Buffer("rank 0 broadcast malformed tensors".into()))?;
+        self.offset += length;
+        Ok(taken)
+    }
+
+    fn word(&mut self) -> Result<usize> {
+        let bytes = self.take(8)?;
+        Ok(u64::from_le_bytes(bytes.try_into().expect("8 bytes")) as usize)
+    }
+}
+
+fn run_rank<C, R>(
+    role: &RankRole,
+    world: &mut C,
+    inner: &mut DitDenoiser,
+    run: impl FnOnce(&mut dyn Denoiser) -> crate::error::Result<R>,
+) -> crate::error::Result<R>
+where
+    C: ValueTransfer + Send + 'static,
+    C::Buffer: Send,
+{
+    if role.ulysses_group.len() > 1 {
+        let group = world.split(role.ulysses_color())?;
+        let config = &inner.dit.component.config;
+        let (num_heads, head_dim, out_dim) = (config.num_heads, config.head_dim(), config.out_dim);
+        let attention = inner.dit.load_sharded_attention(num_heads / group.size())?;
+        tracing::info!(
+            "sequence parallel: rank {} of a Ulysses group of {}, attention over {} of {num_heads} heads",
+            group.rank(),
+            group.size(),
+            num_heads / group.size()
+        );
+        let sequence = UlyssesDit::new(group, attention, num_heads, head_dim, out_dim)?;
+        inner.dit.set_sequence_parallel(Some(Box::new(sequence)));
+    }
+    let result = match role.branches {
+        Branches::Only(branch) => world
+            .split(role.guidance_color())
+            .map_err(crate::error::RuntimeError::from)
+            .and_then(|pair| {
+                let mut pair = GuidancePair::new(Borrowed(&mut *inner), branch, pair)?;
+                run(&mut pair)
+            }),
+        Branches::Both => run(inner),
+    };
+    inner.dit.set_sequence_parallel(None);
+    result
 }
 
 /// A borrowed denoiser as an owned one.

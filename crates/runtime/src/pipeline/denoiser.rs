@@ -99,8 +99,9 @@ impl DitDenoiser {
     }
 
     /// TeaCache's decision for `branch` at `row` from the embedded `pool` (always compute
-    /// without a cache).
+    /// without a cache); under sequence parallel the group's (collective).
     fn decide(
+        &mut self,
         pool: &TensorPool,
         branch: Branch,
         row: usize,
@@ -115,7 +116,7 @@ impl DitDenoiser {
             io::TIME_EMBEDDING
         };
         let probe = pool.to_host(probe_name)?;
-        Ok(cache.decide(branch, row, &probe.data))
+        self.dit.agree(cache.decide(branch, row, &probe.data))
     }
 
     /// After the layers ran (`Compute`) or instead of them (`Reuse`): keeps or applies
@@ -157,7 +158,7 @@ impl Denoiser for DitDenoiser {
         mut cache: Option<&mut TeaCache>,
     ) -> Result<Tensor> {
         let mut pool = self.embed(latents, timesteps, branch)?;
-        let decision = DitDenoiser::decide(&pool, branch, row, cache.as_deref_mut())?;
+        let decision = self.decide(&pool, branch, row, cache.as_deref_mut())?;
         if decision == Decision::Compute {
             self.dit.blocks(&mut pool)?;
         }
@@ -185,12 +186,7 @@ impl Denoiser for DitDenoiser {
         let mut decisions = Vec::with_capacity(branches.len());
         for branch in branches {
             let pool = self.embed(latents, timesteps, branch)?;
-            decisions.push(DitDenoiser::decide(
-                &pool,
-                branch,
-                row,
-                cache.as_deref_mut(),
-            )?);
+            decisions.push(self.decide(&pool, branch, row, cache.as_deref_mut())?);
             pools.push(pool);
         }
         let mut computed: Vec<&mut TensorPool> = pools

@@ -66,6 +66,18 @@ impl WorkDir {
         })
     }
 
+    /// Whether an earlier run of the job left finished windows here.
+    pub fn has_saved_windows(&self) -> Result<bool> {
+        for entry in fs_err::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("window-") && name.ends_with(".safetensors") {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn window_path(&self, index: usize) -> PathBuf {
         self.dir.join(format!("window-{index:04}.safetensors"))
     }

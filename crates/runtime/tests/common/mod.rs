@@ -20,6 +20,8 @@ pub(crate) enum TinyModel {
     /// An image-to-video DiT (36 input channels, image embedding) with the CLIP fixture of
     /// `tests/fixtures/clip/hf` (hidden size 32) as its image encoder.
     ImageToVideo,
+    /// The diffusion-forcing model with 4 attention heads of 8 channels (Ulysses degrees 2 and 4).
+    FourHeads,
 }
 
 /// Exports the tiny model into `out` (DiT, VAE, umT5 + tokenizer, and
@@ -49,6 +51,12 @@ pub(crate) fn export_tiny_engine_with(
             image_dim: Some(32),
             image_len: Some(257),
             inject_sample_info: false,
+            ..config
+        };
+    }
+    if model == TinyModel::FourHeads {
+        config = skyreels_contract::DitConfig {
+            num_heads: 4,
             ..config
         };
     }

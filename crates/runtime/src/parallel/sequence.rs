@@ -1,0 +1,494 @@
+//! Ulysses sequence parallel in the DiT ([`crate::dit::sequence::SequenceParallel`]), after
+//! `xdit_context_parallel.py` (SkyReels-V2, from Wan2.1) with padding instead of divisibility and
+//! block-causal attention kept exact. Every rank of a group embeds the whole latent; `shard` keeps
+//! this rank's contiguous token slice (`shard.rs`). The block graphs view tokens per frame (they
+//! reshape `[B, L, D]` by the modulation's frame count), and a slice may cut frames, so the slice
+//! is cut into groups of `g = gcd(tokens_per_frame, shard_len)` tokens that never straddle a frame
+//! and the per-frame modulation is gathered per group (`FrameSlice`): `[B, S/g, 6, D]`, not per
+//! token (`S` the slice's rows). Per layer: q, k, v `[B, S, D]` go through an all-to-all to `[B, S·W, D/W]` (all tokens,
+//! `N/W` heads), the engine's attention over those heads (`attention_heads_{N/W}`) runs per query
+//! block on key prefixes up to the real tokens (padding is never a key; padding queries get
+//! zeros), and an all-to-all brings `[B, S, D]` back. The head runs on the slice as `S/g` groups
+//! of `1×g` patches; its 64 values per token are all-gathered, the padding dropped, and the
+//! velocity unpatchified on the host.
+
+use std::time::Instant;
+
+use ort::memory::Allocator;
+use ort::value::TensorElementType;
+use skyreels_contract::io;
+
+use super::axis::{AllToAll, Concat};
+use super::layout::agree;
+use super::shard::{TokenSharding, drop_padding, frame_slice, slice_frames, slice_rope};
+use super::values::{ValueTransfer, element_bytes, tensor_type};
+use crate::device_upload::DeviceUpload;
+use crate::dit::attention::{GraphAttention, SelfAttention};
+use crate::dit::sequence::SequenceParallel;
+use crate::error::{Result, RuntimeError};
+use crate::session::{GraphSession, TensorPool};
+use crate::teacache::Decision;
+use crate::tensor::Tensor;
+
+/// How the current forward's sequence is split (set by `shard`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Slice {
+    sharding: TokenSharding,
+    /// Tokens per group: `gcd(tokens_per_frame, shard_len)`.
+    group_len: usize,
+    /// Latent frames, height and width of the whole latent.
+    latent: [usize; 3],
+}
+
+impl Slice {
+    fn groups(&self) -> usize {
+        self.sharding.shard_len() / self.group_len
+    }
+}
+
+/// Communication buffers for one slice length and dtype, allocated once per window shape.
+struct Buffers<B> {
+    key: (usize, usize),
+    forward: AllToAll,
+    backward: AllToAll,
+    send: B,
+    receive: B,
+    /// The attention output's send side: only the real tokens are written, the padding rows
+    /// stay zero from the allocation.
+    output_send: B,
+    output_receive: B,
+}
+
+/// One rank of a Ulysses group running the DiT's layers on its token slice.
+pub struct UlyssesDit<C: ValueTransfer> {
+    group: C,
+    attention: GraphAttention,
+    allocator: Option<Allocator>,
+    num_heads: usize,
+    head_dim: usize,
+    out_dim: usize,
+    slice: Option<Slice>,
+    buffers: Option<Buffers<C::Buffer>>,
+    gather: Option<(usize, C::Buffer, C::Buffer)>,
+    /// The rank's rows of `patch_tokens`, keyed by (bytes, real rows).
+    slice_buffer: Option<((usize, usize), C::Buffer)>,
+    decision: C::Buffer,
+    /// Uploads to the GPU the graphs run on (CUDA): sliced inputs go there once per forward.
+    upload: Option<DeviceUpload>,
+    timings: Timings,
+}
+
+/// Where a rank's sequence-parallel time goes, logged when it is dropped.
+#[derive(Debug, Default)]
+struct Timings {
+    forwards: usize,
+    /// Slicing the embed outputs (the token rows where the graphs run, the rest on the host).
+    slicing: f64,
+    /// The four all-to-alls per layer, with the copies in and out of their buffers.
+    all_to_all: f64,
+    /// The head's gather and the unpatchify.
+    gather: f64,
+}
+
+impl<C: ValueTransfer> UlyssesDit<C> {
+    /// This rank of `group` (its Ulysses group), with the engine's attention over
+    /// `num_heads / group.size()` heads (`Dit::load_sharded_attention`); `out_dim` is the
+    /// velocity's channels.
+    pub fn new(
+        mut group: C,
+        attention: GraphAttention,
+        num_heads: usize,
+        head_dim: usize,
+        out_dim: usize,
+    ) -> Result<UlyssesDit<C>> {
+        if group.size() < 2 || !num_heads.is_multiple_of(group.size()) {
+            return Err(RuntimeError::Invalid(format!(
+                "{num_heads} heads do not split over a Ulysses group of {}",
+                group.size()
+            )));
+        }
+        let allocator = attention.session().device_allocator()?;
+        let upload = attention.session().device_upload()?;
+        let decision = group.allocate(1)?;
+        Ok(UlyssesDit {
+            group,
+            attention,
+            allocator,
+            num_heads,
+            head_dim,
+            out_dim,
+            slice: None,
+            buffers: None,
+            gather: None,
+            slice_buffer: None,
+            decision,
+            upload,
+            timings: Timings::default(),
+        })
+    }
+
+    /// Puts a host tensor into `pool` where the graphs run.
+    fn insert(&self, pool: &mut TensorPool, name: &str, tensor: &Tensor) -> Result<()> {
+        let Some(upload) = &self.upload else {
+            return pool.insert_f32(name, tensor);
+        };
+        let value = upload.upload(
+            TensorElementType::Float32,
+            &tensor.shape,
+            bytemuck::cast_slice(&tensor.data),
+            &format!("`{name}`"),
+        )?;
+        pool.insert(name, value);
+        Ok(())
+    }
+
+    fn slice(&self) -> Result<&Slice> {
+        self.slice.as_ref().ok_or_else(|| {
+            RuntimeError::Invalid("sequence parallel was used before the pool was sliced".into())
+        })
+    }
+
+    fn buffers(&mut self, shard_len: usize, element: usize) -> Result<()> {
+        if self.buffers.as_ref().map(|b| b.key) == Some((shard_len, element)) {
+            return Ok(());
+        }
+        self.buffers = None;
+        let ranks = self.group.size();
+        let forward = AllToAll::sequence_to_heads(
+            1,
+            shard_len,
+            self.num_heads,
+            self.head_dim,
+            ranks,
+            element,
+        )?;
+        let backward = AllToAll::heads_to_sequence(
+            1,
+            shard_len,
+            self.num_heads,
+            self.head_dim,
+            ranks,
+            element,
+        )?;
+        let bytes = forward.bytes();
+        self.group.reserve_staging(bytes)?;
+        self.buffers = Some(Buffers {
+            key: (shard_len, element),
+            send: self.group.allocate(bytes)?,
+            receive: self.group.allocate(bytes)?,
+            output_send: self.group.allocate(bytes)?,
+            output_receive: self.group.allocate(bytes)?,
+            forward,
+            backward,
+        });
+        Ok(())
+    }
+}
+
+fn greatest_common_divisor(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        greatest_common_divisor(b, a % b)
+    }
+}
+
+fn tensor_error(name: &str, message: String) -> RuntimeError {
+    RuntimeError::Tensor {
+        name: name.into(),
+        message,
+    }
+}
+
+/// Rows of the per-frame tensor `[1, F, row]` for each group of a slice, `[1, groups, row]`.
+fn per_group(
+    per_frame: &Tensor,
+    row: usize,
+    frames: &std::ops::Range<usize>,
+    group_frames: &[usize],
+) -> Vec<f32> {
+    let sliced = slice_frames(&per_frame.data, 1, per_frame.shape[1], row, frames);
+    group_frames
+        .iter()
+        .flat_map(|&frame| sliced[frame * row..(frame + 1) * row].iter().copied())
+        .collect()
+}
+
+impl<C> SelfAttention for UlyssesDit<C>
+where
+    C: ValueTransfer + Send,
+    C::Buffer: Send,
+{
+    fn attend(&mut self, pool: &mut TensorPool, query_ends: &[usize]) -> Result<()> {
+        let slice = self.slice()?.clone();
+        let (dtype, shape) =
+            tensor_type(pool.get(io::QUERY).ok_or_else(|| {
+                tensor_error(io::QUERY, "not produced by graph `block_qkv`".into())
+            })?)?;
+        let shard_len = slice.sharding.shard_len();
+        let dim = self.num_heads * self.head_dim;
+        if shape != [1, shard_len, dim] {
+            return Err(tensor_error(
+                io::QUERY,
+                format!("is {shape:?}, expected this rank's slice [1, {shard_len}, {dim}]"),
+            ));
+        }
+        if query_ends.last() != Some(&slice.sharding.num_tokens) {
+            return Err(RuntimeError::Invalid(format!(
+                "query blocks end at {:?}, not at the sequence's {} tokens",
+                query_ends.last(),
+                slice.sharding.num_tokens
+            )));
+        }
+        self.buffers(shard_len, element_bytes(dtype)?)?;
+        let started = Instant::now();
+        let buffers = self.buffers.as_mut().expect("allocated above");
+        let heads_dim = dim / self.group.size();
+        let padded = slice.sharding.padded_len();
+        let mut local = TensorPool::new();
+        for name in [io::QUERY, io::KEY, io::VALUE] {
+            let value = pool
+                .get(name)
+                .ok_or_else(|| tensor_error(name, "not produced by graph `block_qkv`".into()))?;
+            self.group.write_value(&mut buffers.send, value)?;
+            self.group
+                .all_to_all(&buffers.send, &mut buffers.receive, &buffers.forward)?;
+            let exchanged = self.group.read_value(
+                &buffers.receive,
+                dtype,
+                &[1, padded, heads_dim],
+                self.allocator.as_ref(),
+            )?;
+            local.insert(name, exchanged);
+        }
+        let exchanged = started.elapsed();
+        self.attention.attend(&mut local, query_ends)?;
+        let started = Instant::now();
+        let output = local
+            .remove(io::ATTENTION_OUTPUT)
+            .ok_or_else(|| tensor_error(io::ATTENTION_OUTPUT, "not produced".into()))?;
+        drop(local);
+        self.group.write_value(&mut buffers.output_send, &output)?;
+        self.group.all_to_all(
+            &buffers.output_send,
+            &mut buffers.output_receive,
+            &buffers.backward,
+        )?;
+        let back = self.group.read_value(
+            &buffers.output_receive,
+            dtype,
+            &[1, shard_len, dim],
+            self.allocator.as_ref(),
+        )?;
+        pool.insert(io::ATTENTION_OUTPUT, back);
+        self.timings.all_to_all += (exchanged + started.elapsed()).as_secs_f64();
+        Ok(())
+    }
+}
+
+impl<C> SequenceParallel for UlyssesDit<C>
+where
+    C: ValueTransfer + Send,
+    C::Buffer: Send,
+{
+    fn shard(&mut self, pool: &mut TensorPool) -> Result<()> {
+        let started = Instant::now();
+        let rank = self.group.rank();
+        let tokens = pool.get(io::PATCH_TOKENS).ok_or_else(|| {
+            tensor_error(io::PATCH_TOKENS, "not produced by graph `embed`".into())
+        })?;
+        let (dtype, shape) = tensor_type(tokens)?;
+        let (num_tokens, dim) = match (dtype, shape.as_slice()) {
+            (TensorElementType::Float32, [1, tokens, dim]) => (*tokens, *dim),
+            _ => {
+                return Err(tensor_error(
+                    io::PATCH_TOKENS,
+                    format!(
+                        "is {dtype:?} {shape:?}; sequence parallel runs one float32 batch row [1, tokens, dim]"
+                    ),
+                ));
+            }
+        };
+        let modulation = pool.to_host(io::TIME_MODULATION)?;
+        let embedding = pool.to_host(io::TIME_EMBEDDING)?;
+        let latents = pool.shape(io::LATENTS)?;
+        let num_frames = modulation.shape[1];
+        if num_frames == 0 || !num_tokens.is_multiple_of(num_frames) || latents.len() != 5 {
+            return Err(tensor_error(
+                io::PATCH_TOKENS,
+                format!("{num_tokens} tokens do not split into {num_frames} frames of {latents:?}"),
+            ));
+        }
+        let tokens_per_frame = num_tokens / num_frames;
+        let sharding = TokenSharding::new(num_tokens, self.group.size())?;
+        let shard_len = sharding.shard_len();
+        let group_len = greatest_common_divisor(tokens_per_frame, shard_len);
+        let frames = frame_slice(&sharding, rank, tokens_per_frame);
+        let group_frames: Vec<usize> = (0..shard_len / group_len)
+            .map(|group| frames.token_frame[group * group_len] as usize)
+            .collect();
+        let groups = group_frames.len();
+
+        // The rank's rows stay where the graphs run; the padding rows are the slice buffer's
+        // zeros (it is kept only while the number of real rows stays the same).
+        let real = sharding.shard(rank).real;
+        let key = (shard_len * dim * 4, real.len());
+        if self.slice_buffer.as_ref().map(|(k, _)| *k) != Some(key) {
+            self.slice_buffer = None;
+            let buffer = self.group.allocate(key.0)?;
+            self.slice_buffer = Some((key, buffer));
+        }
+        let (_, buffer) = self.slice_buffer.as_mut().expect("allocated above");
+        self.group
+            .write_value_range(buffer, tokens, real.start * dim * 4..real.end * dim * 4)?;
+        let sliced = self.group.read_value(
+            buffer,
+            TensorElementType::Float32,
+            &[1, shard_len, dim],
+            self.allocator.as_ref(),
+        )?;
+        pool.insert(io::PATCH_TOKENS, sliced);
+        let (cos, sin) = (pool.to_host(io::ROPE_COS)?, pool.to_host(io::ROPE_SIN)?);
+        let columns = cos.shape[1];
+        let (cos, sin) = slice_rope(&cos.data, &sin.data, columns, &sharding, rank);
+        self.insert(
+            pool,
+            io::ROPE_COS,
+            &Tensor::new(vec![shard_len, columns], cos)?,
+        )?;
+        self.insert(
+            pool,
+            io::ROPE_SIN,
+            &Tensor::new(vec![shard_len, columns], sin)?,
+        )?;
+        let row = 6 * dim;
+        let modulation = per_group(&modulation, row, &frames.frames, &group_frames);
+        self.insert(
+            pool,
+            io::TIME_MODULATION,
+            &Tensor::new(vec![1, groups, 6, dim], modulation)?,
+        )?;
+        let embedding = per_group(&embedding, dim, &frames.frames, &group_frames);
+        self.insert(
+            pool,
+            io::TIME_EMBEDDING,
+            &Tensor::new(vec![1, groups, dim], embedding)?,
+        )?;
+        // The head reads the latents' shape only: groups of 1×g patches.
+        let shape = vec![1, latents[1], groups, 2, 2 * group_len];
+        let zeros = vec![0.0; shape.iter().product()];
+        self.insert(pool, io::LATENTS, &Tensor::new(shape, zeros)?)?;
+        self.timings.slicing += started.elapsed().as_secs_f64();
+        self.timings.forwards += 1;
+        self.slice = Some(Slice {
+            sharding,
+            group_len,
+            latent: [latents[2], latents[3], latents[4]],
+        });
+        Ok(())
+    }
+
+    fn head(&mut self, head: &mut GraphSession, pool: &mut TensorPool) -> Result<()> {
+        // Both guidance branches may be sliced before either head runs: same latents, same slice.
+        let slice = self.slice()?.clone();
+        head.run(pool)?;
+        let started = Instant::now();
+        let velocity = pool.to_host(io::VELOCITY)?;
+        let (out, groups, group_len) = (self.out_dim, slice.groups(), slice.group_len);
+        if velocity.shape != [1, out, groups, 2, 2 * group_len] {
+            return Err(tensor_error(
+                io::VELOCITY,
+                format!(
+                    "is {:?}, expected [1, {out}, {groups}, 2, {}] from the sliced head",
+                    velocity.shape,
+                    2 * group_len
+                ),
+            ));
+        }
+        // Per token its 2×2 patch: (ph, pw, c) → velocity[c, group, ph, 2w + pw].
+        let per_token = 4 * out;
+        let shard_len = slice.sharding.shard_len();
+        let mut rows = vec![0.0f32; shard_len * per_token];
+        let width = 2 * group_len;
+        for c in 0..out {
+            for group in 0..groups {
+                for ph in 0..2 {
+                    let base = ((c * groups + group) * 2 + ph) * width;
+                    for column in 0..width {
+                        let token = group * group_len + column / 2;
+                        let pw = column % 2;
+                        rows[token * per_token + (ph * 2 + pw) * out + c] =
+                            velocity.data[base + column];
+                    }
+                }
+            }
+        }
+        let ranks = self.group.size();
+        let bytes = rows.len() * 4;
+        if self.gather.as_ref().map(|g| g.0) != Some(bytes) {
+            self.gather = None;
+            let send = self.group.allocate(bytes)?;
+            let receive = self.group.allocate(bytes * ranks)?;
+            self.gather = Some((bytes, send, receive));
+        }
+        let (_, send, receive) = self.gather.as_mut().expect("allocated above");
+        let concat = Concat::new(vec![rows.len()], 0, ranks, 4)?;
+        self.group.write(send, bytemuck::cast_slice(&rows))?;
+        self.group.all_gather(send, receive, &concat)?;
+        let mut gathered = vec![0.0f32; rows.len() * ranks];
+        self.group
+            .read(receive, bytemuck::cast_slice_mut(&mut gathered))?;
+        let tokens = drop_padding(&gathered, 1, per_token, &slice.sharding);
+        let [frames, height, width] = slice.latent;
+        let (half_height, half_width) = (height / 2, width / 2);
+        let mut full = vec![0.0f32; out * frames * height * width];
+        for (token, values) in tokens.chunks_exact(per_token).enumerate() {
+            let frame = token / (half_height * half_width);
+            let y = token / half_width % half_height;
+            let x = token % half_width;
+            for ph in 0..2 {
+                for pw in 0..2 {
+                    for c in 0..out {
+                        let at = ((c * frames + frame) * height + 2 * y + ph) * width + 2 * x + pw;
+                        full[at] = values[(ph * 2 + pw) * out + c];
+                    }
+                }
+            }
+        }
+        let velocity = Tensor::new(vec![1, out, frames, height, width], full)?;
+        // The sampler reads the velocity on the host: it stays there.
+        pool.insert_f32(io::VELOCITY, &velocity)?;
+        self.timings.gather += started.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn agree(&mut self, decision: Decision) -> Result<Decision> {
+        let reuse = agree(
+            &mut self.group,
+            &mut self.decision,
+            decision == Decision::Reuse,
+        )?;
+        Ok(if reuse {
+            Decision::Reuse
+        } else {
+            Decision::Compute
+        })
+    }
+}
+
+impl<C: ValueTransfer> Drop for UlyssesDit<C> {
+    fn drop(&mut self) {
+        let t = &self.timings;
+        if t.forwards > 0 {
+            tracing::info!(
+                "sequence parallel: {} forwards on rank {} of {}: all-to-all {:.3} s, head gather {:.3} s, slicing {:.3} s",
+                t.forwards,
+                self.group.rank(),
+                self.group.size(),
+                t.all_to_all,
+                t.gather,
+                t.slicing
+            );
+        }
+    }
+}
