@@ -9,38 +9,14 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{TinyModel, export_tiny_engine};
+use common::{TinyModel, export_tiny_engine, long_video_command};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_skyreels");
 
-/// A three-window long video (57 frames in windows of 25 overlapping by 9), with a work directory.
+/// The tests' long video with a work directory.
 fn long_video(engine: &Path, out: &Path) -> Command {
-    let mut command = Command::new(BINARY);
-    command.args(["generate", "--engines"]).arg(engine).args([
-        "--prompt",
-        "a fox in the snow",
-        "--num-frames",
-        "57",
-        "--base-num-frames",
-        "25",
-        "--overlap-history",
-        "9",
-        "--addnoise-condition",
-        "20",
-        "--height",
-        "32",
-        "--width",
-        "48",
-        "--steps",
-        "4",
-        "--seed",
-        "5",
-        "--json",
-        "--threads",
-        "1",
-        "--out",
-    ]);
-    command.arg(out).arg("--work-dir").arg(work_dir(out));
+    let mut command = long_video_command(engine, out);
+    command.arg("--work-dir").arg(work_dir(out));
     command.env("RUST_BACKTRACE", "0");
     command
 }

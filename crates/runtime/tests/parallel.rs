@@ -640,6 +640,23 @@ fn cfg_parallel_generation_matches_one_rank_image_to_video() {
 /// the last one a padding row; the slices cut the middle frame.
 const PADDED: &[&str] = &["--num-frames", "9", "--height", "48", "--width", "48"];
 
+/// An asynchronous block-causal job: 9 latent frames of 9 tokens (81 tokens), blocks of 3 frames.
+const BLOCK_CAUSAL: &[&str] = &[
+    "--num-frames",
+    "33",
+    "--height",
+    "48",
+    "--width",
+    "48",
+    "--steps",
+    "3",
+    "--ar-step",
+    "2",
+    "--causal-block-size",
+    "3",
+    "--causal-attention",
+];
+
 #[test]
 fn ulysses_generation_matches_one_rank_synchronous_with_padding() {
     let extra = [PADDED, &["--steps", "3"]].concat();
@@ -651,25 +668,7 @@ fn ulysses_generation_matches_one_rank_asynchronous_block_causal() {
     // 9 latent frames of 9 tokens (81 tokens: slices of 41 rows, one of them padding, groups of
     // one token; the slices cut frame 4 and the middle block), blocks of 3 frames. (A block size
     // that does not divide the window's latent frames is refused by the plan.)
-    ranks_match_one_rank(
-        tiny_engine(),
-        &[
-            "--num-frames",
-            "33",
-            "--height",
-            "48",
-            "--width",
-            "48",
-            "--steps",
-            "3",
-            "--ar-step",
-            "2",
-            "--causal-block-size",
-            "3",
-            "--causal-attention",
-        ],
-        &[ULYSSES, ULYSSES_CFG],
-    );
+    ranks_match_one_rank(tiny_engine(), BLOCK_CAUSAL, &[ULYSSES, ULYSSES_CFG]);
 }
 
 #[test]
@@ -825,23 +824,5 @@ fn ulysses_over_two_and_four_ranks_matches_one_rank_with_four_heads() {
     let extra = [PADDED, &["--steps", "3"]].concat();
     ranks_match_one_rank(&engine, &extra, &[ULYSSES, degree_4, ULYSSES_CFG]);
     // 81 tokens over 4 ranks (slices of 21 rows, groups of 3 tokens), blocks of 3 frames.
-    ranks_match_one_rank(
-        &engine,
-        &[
-            "--num-frames",
-            "33",
-            "--height",
-            "48",
-            "--width",
-            "48",
-            "--steps",
-            "3",
-            "--ar-step",
-            "2",
-            "--causal-block-size",
-            "3",
-            "--causal-attention",
-        ],
-        &[degree_4],
-    );
+    ranks_match_one_rank(&engine, BLOCK_CAUSAL, &[degree_4]);
 }

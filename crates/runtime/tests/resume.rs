@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{TinyModel, export_tiny_engine};
+use common::{TinyModel, export_tiny_engine, long_video_command};
 
 /// The built-in tiny model, exported into `out`.
 fn tiny_engine(out: &Path) {
@@ -15,33 +15,8 @@ fn tiny_engine(out: &Path) {
 }
 
 fn generate_command(engine: &Path, out: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_skyreels"));
-    command.args(["generate", "--engines"]).arg(engine).args([
-        "--prompt",
-        "a fox in the snow",
-        "--num-frames",
-        "57",
-        "--base-num-frames",
-        "25",
-        "--overlap-history",
-        "9",
-        "--addnoise-condition",
-        "20",
-        "--height",
-        "32",
-        "--width",
-        "48",
-        "--steps",
-        "4",
-        "--seed",
-        "5",
-        "--json",
-        "--threads",
-        "1",
-        "--out",
-    ]);
+    let mut command = long_video_command(engine, out);
     command
-        .arg(out)
         .arg("--save-latents")
         .arg(out.with_extension("safetensors"));
     command

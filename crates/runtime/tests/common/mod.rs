@@ -125,3 +125,36 @@ pub(crate) fn export_tiny_engine_with(
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
+
+/// `skyreels generate` of a three-window long video (57 frames in windows of 25 overlapping by
+/// 9, 4 steps, one thread) on `engine` into `out`, with a JSON summary; callers add their flags.
+#[allow(dead_code, reason = "used by the resume and interrupt tests only")]
+pub(crate) fn long_video_command(engine: &Path, out: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_skyreels"));
+    command.args(["generate", "--engines"]).arg(engine).args([
+        "--prompt",
+        "a fox in the snow",
+        "--num-frames",
+        "57",
+        "--base-num-frames",
+        "25",
+        "--overlap-history",
+        "9",
+        "--addnoise-condition",
+        "20",
+        "--height",
+        "32",
+        "--width",
+        "48",
+        "--steps",
+        "4",
+        "--seed",
+        "5",
+        "--json",
+        "--threads",
+        "1",
+        "--out",
+    ]);
+    command.arg(out);
+    command
+}
