@@ -54,21 +54,47 @@ pub fn vae_decode(
 ) -> Result<()> {
     let engine = open(engine_dir, backend, out)?;
     let latents = output::read_tensor(latents, "latents", &[None; 5])?;
-    let video = VaeDecoder::load(&engine, backend)?.decode(&latents)?;
-    if out
+    let to_mp4 = out
         .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("mp4"))
-    {
-        if video.shape[0] != 1 {
-            return Err(RuntimeError::Invalid(format!(
-                "--out .mp4 needs batch 1 latents, got batch {}\n  fix: write a .safetensors instead",
-                video.shape[0]
-            )));
-        }
+        .is_some_and(|e| e.eq_ignore_ascii_case("mp4"));
+    if to_mp4 {
+        check_mp4_decode(&engine, &latents, out, mp4)?;
+    }
+    let video = VaeDecoder::load(&engine, backend)?.decode(&latents)?;
+    if to_mp4 {
         output::write_mp4(&first_video(&video)?, out, mp4)?;
     } else {
         output::save_latents(out, [("video", &video)])?;
     }
+    Ok(())
+}
+
+/// What the MP4 writer would refuse after the decode, checked before it: batch 1 latents, a frame
+/// size the encoder takes (the latents' size times the VAE's compression) and the frame rate.
+fn check_mp4_decode(
+    engine: &Engine,
+    latents: &crate::tensor::Tensor,
+    out: &Path,
+    mp4: &Mp4Options,
+) -> Result<()> {
+    if latents.shape[0] != 1 {
+        return Err(RuntimeError::Invalid(format!(
+            "--out .mp4 needs batch 1 latents, got batch {}\n  fix: write a .safetensors instead",
+            latents.shape[0]
+        )));
+    }
+    let scale = engine
+        .manifest
+        .vae
+        .as_ref()
+        .map_or(8, |vae| vae.config.spatial_compression());
+    output::check_video_destination(
+        out,
+        latents.shape[4].saturating_mul(scale),
+        latents.shape[3].saturating_mul(scale),
+        // A float-to-int `as` saturates: a NaN or negative rate becomes 0 and is refused there.
+        mp4.frames_per_second.round() as u32,
+    )?;
     Ok(())
 }
 

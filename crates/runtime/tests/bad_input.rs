@@ -1063,3 +1063,61 @@ fn a_refused_long_job_leaves_no_work_directory() {
     );
     assert_only(directory.path(), &[]);
 }
+
+/// `vae-decode --out X.mp4` refuses what the MP4 writer would refuse (batch > 1, a frame rate out
+/// of range) before the VAE loads: the engine's decoder graphs are garbage here, and the refusals
+/// still name the flag, not the graph.
+#[test]
+fn vae_decode_checks_its_mp4_before_decoding() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = directory.path().join("engine");
+    fs_err::create_dir(&engine).unwrap();
+    for entry in fs_err::read_dir(tiny_engine()).unwrap() {
+        let entry = entry.unwrap();
+        fs_err::copy(entry.path(), engine.join(entry.file_name())).unwrap();
+    }
+    for graph in ["vae_decode_first.onnx", "vae_decode_chunk.onnx"] {
+        fs_err::write(engine.join(graph), b"not an ONNX graph").unwrap();
+    }
+    let latents = directory.path().join("latents.safetensors");
+    let out = directory.path().join("video.mp4");
+    let decode = |fps: &str| {
+        run(component(
+            "vae-decode",
+            &engine,
+            &[
+                os(Path::new("--latents")),
+                os(&latents),
+                os(Path::new("--out")),
+                os(&out),
+                os(Path::new("--fps")),
+                os(Path::new(fps)),
+            ],
+        ))
+    };
+    write_tensors(
+        &latents,
+        &[("latents", vec![1, 16, 2, 2, 2], vec![0.5; 128])],
+    );
+    let (output, stderr) = decode("1001");
+    assert_refused(
+        &output,
+        &stderr,
+        &["--fps 1001 is outside 1..=", "fix: use 24"],
+    );
+    write_tensors(
+        &latents,
+        &[("latents", vec![2, 16, 2, 2, 2], vec![0.5; 256])],
+    );
+    let (output, stderr) = decode("24");
+    assert_refused(&output, &stderr, &["needs batch 1 latents, got batch 2"]);
+    // With nothing to refuse, the broken graphs are what fails: the checks above ran first.
+    write_tensors(
+        &latents,
+        &[("latents", vec![1, 16, 2, 2, 2], vec![0.5; 128])],
+    );
+    let (output, stderr) = decode("24");
+    assert!(!output.status.success());
+    assert!(stderr.contains("vae_decode"), "{stderr}");
+    assert!(!out.exists());
+}
