@@ -1070,12 +1070,7 @@ fn a_refused_long_job_leaves_no_work_directory() {
 #[test]
 fn vae_decode_checks_its_mp4_before_decoding() {
     let directory = tempfile::tempdir().unwrap();
-    let engine = directory.path().join("engine");
-    fs_err::create_dir(&engine).unwrap();
-    for entry in fs_err::read_dir(tiny_engine()).unwrap() {
-        let entry = entry.unwrap();
-        fs_err::copy(entry.path(), engine.join(entry.file_name())).unwrap();
-    }
+    let engine = edited_engine(directory.path(), |manifest| manifest);
     for graph in ["vae_decode_first.onnx", "vae_decode_chunk.onnx"] {
         fs_err::write(engine.join(graph), b"not an ONNX graph").unwrap();
     }
@@ -1120,4 +1115,84 @@ fn vae_decode_checks_its_mp4_before_decoding() {
     assert!(!output.status.success());
     assert!(stderr.contains("vae_decode"), "{stderr}");
     assert!(!out.exists());
+}
+
+/// A layer weight whose byte range lies outside its file is refused, naming the range and the
+/// file, before a buffer of that size is allocated (resident and streamed weights alike).
+#[test]
+fn a_layer_weight_outside_its_file_is_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = edited_engine(directory.path(), |manifest| {
+        let (before, after) = manifest
+            .split_once("cross_attn.k.bias:\n        file: dit.weights\n        offset: ")
+            .expect("the tiny manifest's first layer weight");
+        let rest = after.split_once('\n').expect("the offset line").1;
+        format!(
+            "{before}cross_attn.k.bias:\n        file: dit.weights\n        offset: 1000000000000\n{rest}"
+        )
+    });
+    let out = directory.path().join("fox.mp4");
+    for extra in [&[][..], &["--offload"][..]] {
+        let (output, stderr) = run(generate(&engine, &out, extra));
+        assert_refused(
+            &output,
+            &stderr,
+            &[
+                "layer 0 `cross_attn.k.bias`: bytes 1000000000000..1000000000128 lie outside dit.weights",
+                "re-export the engine",
+            ],
+        );
+    }
+    assert!(!out.exists());
+}
+
+/// A manifest whose layer weight claims 4 TiB (a block-graph input of 2^40 elements and byte
+/// ranges to match) is refused for lying outside its file, instead of allocating the 4 TiB.
+#[test]
+fn a_terabyte_layer_weight_is_refused_before_allocating() {
+    let directory = tempfile::tempdir().unwrap();
+    let huge = 4u64 << 40;
+    let engine = edited_engine(directory.path(), |manifest| {
+        let manifest = manifest.replace(
+            "- name: cross_attn.k.bias\n          dtype: float32\n          shape:\n            - \"32\"\n",
+            "- name: cross_attn.k.bias\n          dtype: float32\n          shape:\n            - \"1048576\"\n            - \"1048576\"\n",
+        );
+        let marker = "cross_attn.k.bias:\n        file: dit.weights\n";
+        let mut parts = manifest.split(marker);
+        let mut edited = parts.next().unwrap().to_string();
+        for part in parts {
+            edited.push_str(marker);
+            edited.push_str(&part.replacen("length: 128\n", &format!("length: {huge}\n"), 1));
+        }
+        edited
+    });
+    let out = directory.path().join("fox.mp4");
+    let (output, stderr) = run(generate(&engine, &out, &[]));
+    assert_refused(
+        &output,
+        &stderr,
+        &[
+            "layer 0 `cross_attn.k.bias`: bytes",
+            "lie outside dit.weights",
+        ],
+    );
+}
+
+/// Byte ranges at the edge of u64 (a corrupt manifest) end in a refusal, not an overflow, in the
+/// memory plan that sums them before anything loads.
+#[test]
+fn a_layer_weight_length_at_the_edge_of_u64_is_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = edited_engine(directory.path(), |manifest| {
+        manifest.replacen("length: 128\n", &format!("length: {}\n", u64::MAX), 1)
+    });
+    let out = directory.path().join("fox.mp4");
+    for extra in [
+        &["--max-gpu-memory", "1GiB"][..],
+        &["--offload"][..],
+        &[][..],
+    ] {
+        let (output, stderr) = run(generate(&engine, &out, extra));
+        assert_refused(&output, &stderr, &["re-export the engine"]);
+    }
 }

@@ -3,7 +3,7 @@
 //! (`streaming`). The decision reads only byte sizes: the layers' from the manifest, the rest of
 //! the DiT's from the size of the weight files the layers are in.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use skyreels_contract::manifest::Component;
@@ -54,22 +54,37 @@ impl DitWeightBytes {
             .dit
             .as_ref()
             .ok_or_else(|| engine.missing(Component::Dit))?;
-        let mut files = BTreeSet::new();
+        let mut file_sizes = BTreeMap::new();
+        for location in dit.layers.iter().flat_map(|weights| weights.values()) {
+            if !file_sizes.contains_key(location.file.as_str()) {
+                let size = fs_err::metadata(engine.dir.join(&location.file))?.len();
+                file_sizes.insert(location.file.as_str(), size);
+            }
+        }
         let mut layers = 0u64;
         let mut slot = 0u64;
-        for weights in &dit.layers {
+        for (index, weights) in dit.layers.iter().enumerate() {
             let mut layer = 0u64;
-            for location in weights.values() {
-                files.insert(location.file.as_str());
-                layers += location.length;
-                layer = (layer + location.length).next_multiple_of(SLOT_ALIGNMENT as u64);
+            for (name, location) in weights {
+                let size = file_sizes[location.file.as_str()];
+                // A range outside its file would make every sum below meaningless (and could
+                // overflow): the engine is broken, whatever the budget.
+                if let Some(problem) = super::weights::outside_its_file(location, size) {
+                    return Err(engine.error(format!(
+                        "layer {index} `{name}`: {problem}\n  fix: re-export the engine with skyreels-export"
+                    )));
+                }
+                layers = layers.saturating_add(location.length);
+                layer = layer
+                    .saturating_add(location.length)
+                    .checked_next_multiple_of(SLOT_ALIGNMENT as u64)
+                    .unwrap_or(u64::MAX);
             }
             slot = slot.max(layer);
         }
-        let mut file_bytes = 0u64;
-        for file in files {
-            file_bytes += fs_err::metadata(engine.dir.join(file))?.len();
-        }
+        let file_bytes = file_sizes
+            .values()
+            .fold(0u64, |total, size| total.saturating_add(*size));
         Ok(DitWeightBytes {
             layers,
             slot,
@@ -79,12 +94,14 @@ impl DitWeightBytes {
 
     /// Device bytes of the weights held resident.
     pub fn resident(&self) -> u64 {
-        self.layers + self.outside_layers
+        self.layers.saturating_add(self.outside_layers)
     }
 
     /// Device bytes of the weights streamed: two slots and the weights outside the layers.
     pub fn streamed(&self) -> u64 {
-        SLOTS as u64 * self.slot + self.outside_layers
+        (SLOTS as u64)
+            .saturating_mul(self.slot)
+            .saturating_add(self.outside_layers)
     }
 }
 

@@ -59,6 +59,7 @@ pub(crate) fn checked_layers<'a>(
         .flat_map(|graph| &graph.inputs)
         .map(|spec| (spec.name.as_str(), spec))
         .collect();
+    let mut file_sizes: HashMap<&str, u64> = HashMap::new();
     let mut layers = Vec::with_capacity(component.layers.len());
     for (index, weights) in component.layers.iter().enumerate() {
         if let Some(missing) = specs
@@ -91,6 +92,21 @@ pub(crate) fn checked_layers<'a>(
             let shape = checked_shape(spec, length).map_err(|message| {
                 engine_error(engine_dir, format!("layer {index} `{name}`: {message}"))
             })?;
+            // Checked here, before any buffer of `length` bytes is allocated for it.
+            let size = match file_sizes.get(location.file.as_str()) {
+                Some(size) => *size,
+                None => {
+                    let size = fs_err::metadata(engine_dir.join(&location.file))?.len();
+                    file_sizes.insert(location.file.as_str(), size);
+                    size
+                }
+            };
+            if let Some(problem) = outside_its_file(location, size) {
+                return Err(engine_error(
+                    engine_dir,
+                    format!("layer {index} `{name}`: {problem}"),
+                ));
+            }
             sources.push(WeightSource {
                 spec,
                 shape,
@@ -100,6 +116,19 @@ pub(crate) fn checked_layers<'a>(
         layers.push(sources);
     }
     Ok(layers)
+}
+
+/// Why `location` cannot be read from its file of `size` bytes, if it cannot.
+pub(crate) fn outside_its_file(location: &ExternalTensor, size: u64) -> Option<String> {
+    let end = location.offset.checked_add(location.length);
+    end.is_none_or(|end| end > size).then(|| {
+        format!(
+            "bytes {}..{} lie outside {} ({size} bytes)",
+            location.offset,
+            location.offset.saturating_add(location.length),
+            location.file
+        )
+    })
 }
 
 /// The engine's weight files, opened once each, read by byte range.
@@ -202,18 +231,10 @@ fn read_range(
     location: &ExternalTensor,
     destination: &mut [u8],
 ) -> std::result::Result<(), String> {
+    // Checked again: the file may have changed since `checked_layers` looked at it.
     let size = file.metadata().map_err(|e| e.to_string())?.len();
-    if location
-        .offset
-        .checked_add(location.length)
-        .is_none_or(|end| end > size)
-    {
-        return Err(format!(
-            "bytes {}..{} lie outside {} ({size} bytes)",
-            location.offset,
-            location.offset.saturating_add(location.length),
-            location.file
-        ));
+    if let Some(problem) = outside_its_file(location, size) {
+        return Err(problem);
     }
     file.seek(SeekFrom::Start(location.offset))
         .and_then(|_| file.read_exact(destination))
