@@ -450,10 +450,7 @@ fn restore<E: Executor>(executor: &E, videos: &Path, stored: StoredJob) -> Recor
         record.failure = Some(failed);
         record.finished = Some(SystemTime::now());
         record.video = None;
-        remove_file(
-            &videos.join(store::video_name(&record.id)),
-            "an unfinished video",
-        );
+        remove_unfinished_video(videos, &record.id);
     }
     record.save(videos);
     record
@@ -502,6 +499,25 @@ fn remove_file(path: &Path, what: &str) {
         && error.kind() != std::io::ErrorKind::NotFound
     {
         tracing::warn!("cannot delete {what}: {error}");
+    }
+}
+
+/// Deletes what a job that did not complete may have left: its video (written before the record
+/// said so) and the temporary files it was being written to (`.<id>.mp4.*.partial`).
+fn remove_unfinished_video(videos: &Path, id: &str) {
+    let video = store::video_name(id);
+    remove_file(&videos.join(&video), "an unfinished video");
+    let prefix = format!(".{video}.");
+    let Ok(entries) = fs_err::read_dir(videos) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if let Some(name) = entry.file_name().to_str()
+            && name.starts_with(&prefix)
+            && name.ends_with(".partial")
+        {
+            remove_file(&entry.path(), "an unfinished video");
+        }
     }
 }
 
@@ -709,7 +725,6 @@ impl<E: Executor> Queue<E> {
                     video: record.video.take(),
                 };
                 state.records.retain(|r| r.id != id);
-                drop(state);
                 delete_jobs(&config.videos, vec![removed]);
                 return Some(CancelOutcome::Deleted);
             }
@@ -756,9 +771,8 @@ impl<E: Executor> Queue<E> {
 
     /// Deletes finished jobs beyond the retention limits (also done after every job).
     pub fn expire(&self) {
-        let removed = self
-            .state()
-            .expire(&self.shared.config.retention, SystemTime::now());
+        let mut state = self.state();
+        let removed = state.expire(&self.shared.config.retention, SystemTime::now());
         delete_jobs(&self.shared.config.videos, removed);
     }
 
@@ -860,12 +874,7 @@ fn next_job<E: Executor>(shared: &Shared<E>) -> Option<(String, E::Job, Arc<JobC
             return Some((id, job, control));
         }
         let removed = state.expire(&shared.config.retention, SystemTime::now());
-        if !removed.is_empty() {
-            drop(state);
-            delete_jobs(&shared.config.videos, removed);
-            state = shared.lock();
-            continue;
-        }
+        delete_jobs(&shared.config.videos, removed);
         let period = (shared.config.retention.max_age / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(60));
         state = shared
@@ -936,13 +945,14 @@ fn worker_loop<E: Executor>(shared: &Shared<E>) {
             }
             None => orphan = Some(output),
         }
-        let removed = state.expire(&shared.config.retention, SystemTime::now());
-        drop(state);
-        shared.job_ended.notify_all();
         if let Some(orphan) = orphan {
             remove_file(&orphan, "an unfinished video");
         }
+        // Under the lock: a job that is no longer listed has no files left.
+        let removed = state.expire(&shared.config.retention, SystemTime::now());
         delete_jobs(&shared.config.videos, removed);
+        drop(state);
+        shared.job_ended.notify_all();
     }
     shared.job_ended.notify_all();
 }

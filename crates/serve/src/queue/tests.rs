@@ -389,6 +389,8 @@ fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
     in_progress.video = None;
     store::save(&videos, &in_progress).unwrap();
     fs_err::write(videos.join(format!("{crashed}.mp4")), b"half").unwrap();
+    let partial = videos.join(format!(".{crashed}.mp4.Xy12Ab.partial"));
+    fs_err::write(&partial, b"ha").unwrap();
 
     let second = start_in(&videos, 8, Double::new(10), keep_all());
     assert_eq!(second.get(&completed.id).unwrap(), completed);
@@ -412,6 +414,7 @@ fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
         (Status::Failed, Some(interrupted))
     );
     assert!(!videos.join(format!("{crashed}.mp4")).exists());
+    assert!(!partial.exists());
     for id in [&queued[0], &queued[1], &queued[3]] {
         assert_eq!(wait_for(&second, id, Status::Completed).progress, 100);
     }
