@@ -1,7 +1,8 @@
 //! The job queue: requests are resolved when submitted, wait in order, and run one at a time on a
 //! blocking worker thread that owns the executor's loaded models. A job that fails or panics is
 //! recorded as failed and the worker goes on; finished jobs and their videos are kept within a
-//! count and an age, then deleted.
+//! count and an age, then deleted. Every job's record is also a file beside the videos
+//! ([`crate::store`]), written at each change of status, so that a restarted server knows its jobs.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -79,7 +80,8 @@ pub struct QueueConfig {
     pub model: String,
     /// Jobs that may wait besides the running one; more are refused.
     pub max_queue: usize,
-    /// Directory of finished videos (created if missing; the queue deletes only its own files).
+    /// Directory of finished videos and of every job's record (created if missing; the queue
+    /// deletes only its own files).
     pub videos: PathBuf,
     /// What is kept of finished jobs.
     pub retention: Retention,
@@ -543,9 +545,10 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl<E: Executor> Queue<E> {
-    /// Creates the videos directory, restores the jobs recorded there (see [`restore`]; a file
-    /// that is not a record of this server is skipped with a warning), applies the retention
-    /// limits and starts the worker thread; `model_load_seconds` is what loading the executor's
+    /// Creates the videos directory, restores the jobs recorded there (finished ones as they were,
+    /// queued ones prepared again in their order, running ones failed; a file that is not a record
+    /// of this server is skipped with a warning), applies the retention limits and starts the
+    /// worker thread; `model_load_seconds` is what loading the executor's
     /// models took (reported by `/metrics`).
     pub fn start(
         executor: E,
