@@ -482,6 +482,42 @@ fn retention_applies_to_restored_jobs_and_deletes_their_records_and_videos() {
     assert!(fs_err::read_dir(&videos).unwrap().next().is_none());
 }
 
+#[test]
+fn a_restored_completed_job_whose_video_is_gone_is_failed() {
+    let directory = tempfile::tempdir().unwrap();
+    let videos = directory.path().join("videos");
+    let first = start_in(&videos, 8, Double::new(10), keep_all());
+    let id = first.submit(json!({"steps": 1})).unwrap().id;
+    wait_for(&first, &id, Status::Completed);
+    drop(first);
+    fs_err::remove_file(videos.join(format!("{id}.mp4"))).unwrap();
+
+    let second = start_in(&videos, 8, Double::new(10), keep_all());
+    let view = second.get(&id).unwrap();
+    assert_eq!(view.status, Status::Failed);
+    assert_eq!(
+        view.error,
+        Some(failure(
+            "video_missing",
+            format!(
+                "its video {id}.mp4 is no longer in the videos directory\n  fix: submit the request again"
+            )
+        ))
+    );
+    assert_eq!(
+        second.video(&id).unwrap_err(),
+        ContentError::NotReady {
+            id: id.clone(),
+            status: Status::Failed
+        }
+    );
+    let stored = store::load(&videos).unwrap().jobs;
+    assert_eq!(
+        (stored[0].status, stored[0].video.as_deref()),
+        (Status::Failed, None)
+    );
+}
+
 impl Queue<Double> {
     fn videos_dir_has(&self, id: &str) -> bool {
         self.shared.video_path(id).exists()
