@@ -10,3 +10,4 @@ pub mod http;
 pub mod metrics;
 pub mod queue;
 pub mod runtime_executor;
+pub mod store;

@@ -141,9 +141,9 @@ fn main() -> anyhow::Result<()> {
     let outcome = runtime.block_on(serve(listener, Arc::clone(&queue), grace, cancel_wait))?;
     match outcome {
         ShutdownOutcome::Drained => tracing::info!("stopped"),
-        ShutdownOutcome::CancelledRunning => {
-            tracing::info!("stopped (the running job was cancelled after the grace period)")
-        }
+        ShutdownOutcome::InterruptedRunning => tracing::info!(
+            "stopped (the running job was interrupted after the grace period and is recorded as failed)"
+        ),
         ShutdownOutcome::Abandoned => anyhow::bail!(
             "the running job did not stop within --cancel-wait {} s; exiting anyway",
             args.cancel_wait
@@ -167,7 +167,7 @@ async fn serve(
     let shutdown = async move {
         stop_signal().await;
         tracing::info!(
-            "shutting down: no new jobs; the running job has {} s to finish",
+            "shutting down: no new jobs; the running job has {} s to finish; queued jobs are kept for the next start",
             grace.as_secs_f64()
         );
         let drained =

@@ -1,23 +1,28 @@
 //! The job queue: requests are resolved when submitted, wait in order, and run one at a time on a
 //! blocking worker thread that owns the executor's loaded models. A job that fails or panics is
 //! recorded as failed and the worker goes on; finished jobs and their videos are kept within a
-//! count and an age, then deleted.
+//! count and an age, then deleted. Every job's record is also a file beside the videos
+//! ([`crate::store`]), written at each change of status, so that a restarted server knows its jobs.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::executor::{Executor, JobControl, JobError, RequestError};
 use crate::metrics::{MetricsSnapshot, StageTotal};
+use crate::store::{self, StoredJob};
+
+/// The error of a job that was running when the server stopped (or was stopped on it).
+pub const INTERRUPTED: &str = "interrupted by a server restart; submit the request again";
 
 /// Where a job is in its life cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Waiting for the worker.
@@ -53,7 +58,8 @@ impl Status {
         }
     }
 
-    fn is_finished(self) -> bool {
+    /// Whether the job has ended (completed, failed or cancelled).
+    pub fn is_finished(self) -> bool {
         matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
     }
 }
@@ -74,7 +80,8 @@ pub struct QueueConfig {
     pub model: String,
     /// Jobs that may wait besides the running one; more are refused.
     pub max_queue: usize,
-    /// Directory of finished videos (created if missing; the queue deletes only its own files).
+    /// Directory of finished videos and of every job's record (created if missing; the queue
+    /// deletes only its own files).
     pub videos: PathBuf,
     /// What is kept of finished jobs.
     pub retention: Retention,
@@ -163,21 +170,24 @@ pub struct JobView {
 }
 
 /// A job's timings in seconds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Timings {
     /// From submission to start (or to now while queued).
     pub queued_seconds: f64,
     /// From start to finish (or to now while running).
     pub run_seconds: Option<f64>,
     /// Each finished stage's seconds.
-    pub stages: BTreeMap<&'static str, f64>,
+    pub stages: BTreeMap<String, f64>,
 }
 
 /// A failed or cancelled job's error.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JobFailure {
-    /// `cancelled`, `shutdown`, `job_failed` or `job_panicked`.
-    pub code: &'static str,
+    /// `cancelled`, `job_failed`, `job_panicked`, `interrupted`, `refused_after_restart` or
+    /// `video_missing`.
+    pub code: String,
     /// The message.
     pub message: String,
 }
@@ -187,8 +197,9 @@ pub struct JobFailure {
 pub enum ShutdownOutcome {
     /// No job was running, or the running one finished within the grace period.
     Drained,
-    /// The running job was cancelled after the grace period and stopped.
-    CancelledRunning,
+    /// The running job was stopped after the grace period; it is recorded as failed
+    /// ([`INTERRUPTED`]).
+    InterruptedRunning,
     /// The running job did not stop within the bound; the process exits anyway.
     Abandoned,
 }
@@ -212,6 +223,8 @@ struct State<J> {
     records: Vec<Record<J>>,
     waiting: VecDeque<String>,
     running: Option<String>,
+    /// The running job the shutdown stopped (recorded as failed, not as cancelled).
+    interrupted: Option<String>,
     accepting: bool,
     stopping: bool,
     finished_total: BTreeMap<Status, u64>,
@@ -220,21 +233,44 @@ struct State<J> {
     stages: BTreeMap<&'static str, StageTotal>,
 }
 
+/// A moment by the wall clock (shown and stored) and by the monotonic clock (for durations).
+type Moment = (SystemTime, Instant);
+
 struct Record<J> {
     id: String,
     status: Status,
+    submitted: serde_json::Value,
     request: serde_json::Map<String, serde_json::Value>,
-    job: Arc<J>,
+    /// The resolved job while it waits; the worker takes it when the job starts.
+    job: Option<J>,
     control: Arc<JobControl>,
-    created: (SystemTime, Instant),
-    started: Option<(SystemTime, Instant)>,
-    finished: Option<(SystemTime, Instant)>,
+    created: Moment,
+    started: Option<Moment>,
+    finished: Option<SystemTime>,
+    /// Progress and timings, frozen once the job has finished.
+    ended: Option<(u32, Timings)>,
     failure: Option<JobFailure>,
+    video: Option<PathBuf>,
+}
+
+/// A job deleted by retention or by a client, whose files are to be deleted.
+struct Removed {
+    id: String,
     video: Option<PathBuf>,
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The monotonic instant of a past wall-clock `time` (now when it lies before the clock's start).
+fn instant_of(time: SystemTime) -> Instant {
+    let now = Instant::now();
+    SystemTime::now()
+        .duration_since(time)
+        .ok()
+        .and_then(|age| now.checked_sub(age))
+        .unwrap_or(now)
 }
 
 fn new_id() -> String {
@@ -243,41 +279,68 @@ fn new_id() -> String {
     format!("video_{hex}")
 }
 
+fn failure(code: &str, message: impl Into<String>) -> JobFailure {
+    JobFailure {
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+fn as_object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match value {
+        serde_json::Value::Object(map) => map,
+        other => serde_json::Map::from_iter([("request".to_string(), other)]),
+    }
+}
+
 impl<J> Record<J> {
-    fn view(&self, model: &str, retention: &Retention) -> JobView {
+    /// Percent done, the running stage and the timings as of now.
+    fn live(&self) -> (u32, Option<&'static str>, Timings) {
         let progress = self.control.progress();
         let now = Instant::now();
-        let queued_until = self.started.map_or(
-            self.finished.map_or(now, |(_, instant)| instant),
-            |(_, instant)| instant,
-        );
-        let run_seconds = self.started.map(|(_, started)| {
-            let until = self.finished.map_or(now, |(_, instant)| instant);
-            until.duration_since(started).as_secs_f64()
-        });
+        let queued_until = self.started.map_or(now, |(_, instant)| instant);
+        let timings = Timings {
+            queued_seconds: queued_until
+                .saturating_duration_since(self.created.1)
+                .as_secs_f64(),
+            run_seconds: self
+                .started
+                .map(|(_, started)| now.saturating_duration_since(started).as_secs_f64()),
+            stages: progress
+                .seconds_by_stage()
+                .into_iter()
+                .map(|(stage, seconds)| (stage.to_string(), seconds))
+                .collect(),
+        };
+        let percent = match self.status {
+            Status::Completed => 100,
+            _ => progress.percent.floor() as u32,
+        };
+        let stage = (self.status == Status::InProgress)
+            .then_some(progress.stage)
+            .flatten();
+        (percent, stage, timings)
+    }
+
+    fn view(&self, model: &str, retention: &Retention) -> JobView {
+        let (progress, stage, timings) = match &self.ended {
+            Some((progress, timings)) => (*progress, None, timings.clone()),
+            None => self.live(),
+        };
         JobView {
             id: self.id.clone(),
             object: "video",
             model: model.to_string(),
             status: self.status,
-            progress: match self.status {
-                Status::Completed => 100,
-                _ => progress.percent.floor() as u32,
-            },
-            stage: (self.status == Status::InProgress)
-                .then_some(progress.stage)
-                .flatten(),
+            progress,
+            stage,
             created_at: unix_seconds(self.created.0),
             started_at: self.started.map(|(time, _)| unix_seconds(time)),
-            completed_at: self.finished.map(|(time, _)| unix_seconds(time)),
+            completed_at: self.finished.map(unix_seconds),
             expires_at: self
                 .finished
-                .map(|(time, _)| unix_seconds(time + retention.max_age)),
-            timings: Timings {
-                queued_seconds: queued_until.duration_since(self.created.1).as_secs_f64(),
-                run_seconds,
-                stages: progress.seconds_by_stage(),
-            },
+                .map(|time| unix_seconds(time + retention.max_age)),
+            timings,
             error: self.failure.clone(),
             cancel_requested: self.status == Status::InProgress && self.control.is_cancelled(),
             request: self.request.clone(),
@@ -286,9 +349,113 @@ impl<J> Record<J> {
 
     fn finish(&mut self, status: Status, failure: Option<JobFailure>) {
         self.status = status;
+        let (progress, _, timings) = self.live();
+        self.ended = Some((progress, timings));
         self.failure = failure;
-        self.finished = Some((SystemTime::now(), Instant::now()));
+        self.finished = Some(SystemTime::now());
+        self.job = None;
     }
+
+    /// The record as written to disk.
+    fn stored(&self) -> StoredJob {
+        let (progress, timings) = match &self.ended {
+            Some((progress, timings)) => (*progress, timings.clone()),
+            None => {
+                let (progress, _, timings) = self.live();
+                (progress, timings)
+            }
+        };
+        StoredJob {
+            object: store::RECORD_OBJECT.into(),
+            format: store::RECORD_FORMAT,
+            id: self.id.clone(),
+            status: self.status,
+            progress,
+            created_at: store::unix_seconds_f64(self.created.0),
+            started_at: self.started.map(|(time, _)| store::unix_seconds_f64(time)),
+            finished_at: self.finished.map(store::unix_seconds_f64),
+            timings,
+            error: self.failure.clone(),
+            video: self.video.as_ref().map(|_| store::video_name(&self.id)),
+            submitted: self.submitted.clone(),
+            request: self.request.clone(),
+        }
+    }
+
+    /// Writes the record to the videos directory; a failure is logged (the job goes on).
+    fn save(&self, videos: &Path) {
+        if let Err(error) = store::save(videos, &self.stored()) {
+            tracing::warn!(
+                "cannot save the record of job {}: {error}\n  fix: free space in --videos, or make it writable; without its record the job is not known after a restart",
+                self.id
+            );
+        }
+    }
+}
+
+/// A job read back from its record: completed and failed jobs stay as they were; a queued one is
+/// prepared again (and fails when the executor refuses it now); one that was running failed.
+fn restore<E: Executor>(executor: &E, videos: &Path, stored: StoredJob) -> Record<E::Job> {
+    let time = |seconds: f64| store::time_of_unix_seconds(seconds).unwrap_or(UNIX_EPOCH);
+    let created = time(stored.created_at);
+    let mut record = Record {
+        id: stored.id,
+        status: stored.status,
+        submitted: stored.submitted,
+        request: stored.request,
+        job: None,
+        control: Arc::new(JobControl::default()),
+        created: (created, instant_of(created)),
+        started: stored.started_at.map(|seconds| {
+            let started = time(seconds);
+            (started, instant_of(started))
+        }),
+        finished: stored.finished_at.map(time),
+        ended: Some((stored.progress, stored.timings)),
+        failure: stored.error,
+        video: stored.video.map(|name| videos.join(name)),
+    };
+    let failed = match record.status {
+        Status::Completed if record.video.as_ref().is_some_and(|video| video.is_file()) => None,
+        Status::Completed => Some(failure(
+            "video_missing",
+            format!(
+                "its video {} is no longer in the videos directory\n  fix: submit the request again",
+                store::video_name(&record.id)
+            ),
+        )),
+        Status::Failed | Status::Cancelled => return record,
+        Status::Queued => match executor.prepare(record.submitted.clone()) {
+            Ok(prepared) => {
+                record.job = Some(prepared.job);
+                record.request = as_object(prepared.request);
+                record.ended = None;
+                None
+            }
+            Err(refused) => Some(failure(
+                "refused_after_restart",
+                format!(
+                    "the restarted server no longer accepts this request{}: {}",
+                    refused
+                        .field
+                        .map(|field| format!(" (field `{field}`)"))
+                        .unwrap_or_default(),
+                    refused.message
+                ),
+            )),
+        },
+        Status::InProgress => Some(failure("interrupted", INTERRUPTED)),
+    };
+    if let Some(failed) = failed {
+        tracing::warn!("job {}: failed ({})", record.id, failed.message);
+        record.status = Status::Failed;
+        record.failure = Some(failed);
+        record.finished = Some(SystemTime::now());
+        record.video = None;
+        remove_unfinished_video(videos, &record.id);
+    }
+    record.save(videos);
+    record
 }
 
 impl<J> State<J> {
@@ -296,12 +463,12 @@ impl<J> State<J> {
         self.records.iter_mut().find(|r| r.id == id)
     }
 
-    /// Removes finished jobs beyond the retention limits; returns their video files.
-    fn expire(&mut self, retention: &Retention, now: Instant) -> Vec<PathBuf> {
-        let mut finished: Vec<(Instant, String)> = self
+    /// Removes finished jobs beyond the retention limits; returns them for their files to go.
+    fn expire(&mut self, retention: &Retention, now: SystemTime) -> Vec<Removed> {
+        let mut finished: Vec<(SystemTime, String)> = self
             .records
             .iter()
-            .filter_map(|r| r.finished.map(|(_, instant)| (instant, r.id.clone())))
+            .filter_map(|r| r.finished.map(|time| (time, r.id.clone())))
             .collect();
         finished.sort();
         let excess = finished.len().saturating_sub(retention.max_jobs);
@@ -309,29 +476,62 @@ impl<J> State<J> {
             .iter()
             .enumerate()
             .filter(|(index, (at, _))| {
-                *index < excess || now.saturating_duration_since(*at) > retention.max_age
+                *index < excess || now.duration_since(*at).unwrap_or_default() > retention.max_age
             })
             .map(|(_, (_, id))| id.clone())
             .collect();
-        let mut files = Vec::new();
+        let mut removed = Vec::new();
         self.records.retain_mut(|record| {
             if expired.contains(&record.id) {
-                files.extend(record.video.take());
+                removed.push(Removed {
+                    id: record.id.clone(),
+                    video: record.video.take(),
+                });
                 false
             } else {
                 true
             }
         });
-        files
+        removed
     }
 }
 
-fn remove_videos(files: Vec<PathBuf>) {
-    for file in files {
-        if let Err(error) = fs_err::remove_file(&file)
-            && error.kind() != std::io::ErrorKind::NotFound
+fn remove_file(path: &Path, what: &str) {
+    if let Err(error) = fs_err::remove_file(path)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("cannot delete {what}: {error}");
+    }
+}
+
+/// Deletes what a job that did not complete may have left: its video (written before the record
+/// said so) and the temporary files it was being written to (`.<id>.mp4.*.partial`).
+fn remove_unfinished_video(videos: &Path, id: &str) {
+    let video = store::video_name(id);
+    remove_file(&videos.join(&video), "an unfinished video");
+    let prefix = format!(".{video}.");
+    let Ok(entries) = fs_err::read_dir(videos) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if let Some(name) = entry.file_name().to_str()
+            && name.starts_with(&prefix)
+            && name.ends_with(".partial")
         {
-            tracing::warn!("cannot delete an expired video: {error}");
+            remove_file(&entry.path(), "an unfinished video");
+        }
+    }
+}
+
+/// Deletes each removed job's video, then its record (so a record never outlives its deletion
+/// with the video still served).
+fn delete_jobs(videos: &Path, removed: Vec<Removed>) {
+    for job in removed {
+        if let Some(video) = job.video {
+            remove_file(&video, "a deleted job's video");
+        }
+        if let Err(error) = store::remove(videos, &job.id) {
+            tracing::warn!("cannot delete a deleted job's record: {error}");
         }
     }
 }
@@ -345,29 +545,60 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl<E: Executor> Queue<E> {
-    /// Creates the videos directory and starts the worker thread; `model_load_seconds` is what
-    /// loading the executor's models took (reported by `/metrics`).
+    /// Creates the videos directory, restores the jobs recorded there (finished ones as they were,
+    /// queued ones prepared again in their order, running ones failed; a file that is not a record
+    /// of this server is skipped with a warning), applies the retention limits and starts the
+    /// worker thread; `model_load_seconds` is what loading the executor's
+    /// models took (reported by `/metrics`).
     pub fn start(
         executor: E,
         config: QueueConfig,
         model_load_seconds: f64,
     ) -> std::io::Result<Queue<E>> {
         fs_err::create_dir_all(&config.videos)?;
+        let loaded = store::load(&config.videos)?;
+        for skipped in &loaded.skipped {
+            tracing::warn!(
+                "skipping {}: {}\n  fix: move the file out of {} (the server neither loads nor deletes it)",
+                skipped.path.display(),
+                skipped.error,
+                config.videos.display()
+            );
+        }
+        let mut state = State {
+            records: Vec::new(),
+            waiting: VecDeque::new(),
+            running: None,
+            interrupted: None,
+            accepting: true,
+            stopping: false,
+            finished_total: BTreeMap::new(),
+            rejected_invalid: 0,
+            rejected_full: 0,
+            stages: BTreeMap::new(),
+        };
+        for stored in loaded.jobs {
+            let record = restore(&executor, &config.videos, stored);
+            if record.status == Status::Queued {
+                state.waiting.push_back(record.id.clone());
+            }
+            state.records.push(record);
+        }
+        if !state.records.is_empty() {
+            tracing::info!(
+                "restored {} jobs from {} ({} queued)",
+                state.records.len(),
+                config.videos.display(),
+                state.waiting.len()
+            );
+        }
+        let expired = state.expire(&config.retention, SystemTime::now());
+        delete_jobs(&config.videos, expired);
         let shared = Arc::new(Shared {
             executor,
             config,
             model_load_seconds,
-            state: Mutex::new(State {
-                records: Vec::new(),
-                waiting: VecDeque::new(),
-                running: None,
-                accepting: true,
-                stopping: false,
-                finished_total: BTreeMap::new(),
-                rejected_invalid: 0,
-                rejected_full: 0,
-                stages: BTreeMap::new(),
-            }),
+            state: Mutex::new(state),
             wake_worker: Condvar::new(),
             job_ended: Condvar::new(),
         });
@@ -391,16 +622,13 @@ impl<E: Executor> Queue<E> {
         if !self.state().accepting {
             return Err(SubmitError::ShuttingDown);
         }
+        let submitted = body.clone();
         let prepared = match shared.executor.prepare(body) {
             Ok(prepared) => prepared,
             Err(error) => {
                 self.state().rejected_invalid += 1;
                 return Err(error.into());
             }
-        };
-        let request = match prepared.request {
-            serde_json::Value::Object(map) => map,
-            other => serde_json::Map::from_iter([("request".to_string(), other)]),
         };
         let mut state = self.state();
         if !state.accepting {
@@ -415,15 +643,18 @@ impl<E: Executor> Queue<E> {
         let record = Record {
             id: new_id(),
             status: Status::Queued,
-            request,
-            job: Arc::new(prepared.job),
+            submitted,
+            request: as_object(prepared.request),
+            job: Some(prepared.job),
             control: Arc::new(JobControl::default()),
             created: (SystemTime::now(), Instant::now()),
             started: None,
             finished: None,
+            ended: None,
             failure: None,
             video: None,
         };
+        record.save(&shared.config.videos);
         let view = record.view(&shared.config.model, &shared.config.retention);
         state.waiting.push_back(record.id.clone());
         state.records.push(record);
@@ -470,7 +701,7 @@ impl<E: Executor> Queue<E> {
     }
 
     /// Cancels a waiting job, asks a running one to stop at its next step, or deletes a finished
-    /// one with its video; `None` for an unknown id.
+    /// one with its video and record; `None` for an unknown id.
     pub fn cancel(&self, id: &str) -> Option<CancelOutcome> {
         let config = &self.shared.config;
         let mut state = self.state();
@@ -479,11 +710,9 @@ impl<E: Executor> Queue<E> {
             Status::Queued => {
                 record.finish(
                     Status::Cancelled,
-                    Some(JobFailure {
-                        code: "cancelled",
-                        message: "cancelled before it started".into(),
-                    }),
+                    Some(failure("cancelled", "cancelled before it started")),
                 );
+                record.save(&config.videos);
                 let view = record.view(&config.model, &config.retention);
                 state.waiting.retain(|waiting| waiting != id);
                 *state.finished_total.entry(Status::Cancelled).or_default() += 1;
@@ -494,10 +723,12 @@ impl<E: Executor> Queue<E> {
                 CancelOutcome::Requested(record.view(&config.model, &config.retention))
             }
             Status::Completed | Status::Failed | Status::Cancelled => {
-                let video = record.video.take();
+                let removed = Removed {
+                    id: id.to_string(),
+                    video: record.video.take(),
+                };
                 state.records.retain(|r| r.id != id);
-                drop(state);
-                remove_videos(video.into_iter().collect());
+                delete_jobs(&config.videos, vec![removed]);
                 return Some(CancelOutcome::Deleted);
             }
         };
@@ -543,34 +774,21 @@ impl<E: Executor> Queue<E> {
 
     /// Deletes finished jobs beyond the retention limits (also done after every job).
     pub fn expire(&self) {
-        let files = self
-            .state()
-            .expire(&self.shared.config.retention, Instant::now());
-        remove_videos(files);
+        let mut state = self.state();
+        let removed = state.expire(&self.shared.config.retention, SystemTime::now());
+        delete_jobs(&self.shared.config.videos, removed);
     }
 
-    /// Stops accepting jobs and cancels the waiting ones; lets the running job finish for up to
-    /// `grace`, then cancels it and waits up to `cancel_bound` for it to stop at its next step.
+    /// Stops accepting jobs and starting them (waiting jobs stay queued, in their records, for
+    /// the next start); lets the running job finish for up to `grace`, then stops it (recorded as
+    /// failed, [`INTERRUPTED`]) and waits up to `cancel_bound` for it to reach its next step.
     pub fn shutdown(&self, grace: Duration, cancel_bound: Duration) -> ShutdownOutcome {
         let shared = &self.shared;
         let mut state = self.state();
         state.accepting = false;
         state.stopping = true;
-        let waiting: Vec<String> = state.waiting.drain(..).collect();
-        for id in waiting {
-            if let Some(record) = state.record_mut(&id) {
-                record.finish(
-                    Status::Cancelled,
-                    Some(JobFailure {
-                        code: "shutdown",
-                        message: "the server shut down before the job started".into(),
-                    }),
-                );
-            }
-            *state.finished_total.entry(Status::Cancelled).or_default() += 1;
-        }
         shared.wake_worker.notify_all();
-        let (state, wait) = shared
+        let (mut state, wait) = shared
             .job_ended
             .wait_timeout_while(state, grace, |s| s.running.is_some())
             .unwrap_or_else(PoisonError::into_inner);
@@ -579,9 +797,15 @@ impl<E: Executor> Queue<E> {
             drop(state);
             ShutdownOutcome::Drained
         } else {
-            let running = state.running.clone();
-            if let Some(record) = running.and_then(|id| state.records.iter().find(|r| r.id == id)) {
-                record.control.cancel();
+            if let Some(id) = state.running.clone() {
+                let stopped_here = state.record_mut(&id).is_some_and(|record| {
+                    let asked_before = record.control.is_cancelled();
+                    record.control.cancel();
+                    !asked_before
+                });
+                if stopped_here {
+                    state.interrupted = Some(id);
+                }
             }
             let (_state, wait) = shared
                 .job_ended
@@ -590,7 +814,7 @@ impl<E: Executor> Queue<E> {
             if wait.timed_out() {
                 return ShutdownOutcome::Abandoned;
             }
-            ShutdownOutcome::CancelledRunning
+            ShutdownOutcome::InterruptedRunning
         };
         let worker = self
             .worker
@@ -627,32 +851,33 @@ impl<E: Executor> Shared<E> {
     }
 
     fn video_path(&self, id: &str) -> PathBuf {
-        self.config.videos.join(format!("{id}.mp4"))
+        self.config.videos.join(store::video_name(id))
     }
 }
 
-/// Takes the next waiting job (marking it running), or `None` once stopping with nothing left.
-fn next_job<E: Executor>(shared: &Shared<E>) -> Option<(String, Arc<E::Job>, Arc<JobControl>)> {
+/// Takes the next waiting job (marking it running), or `None` once stopping.
+fn next_job<E: Executor>(shared: &Shared<E>) -> Option<(String, E::Job, Arc<JobControl>)> {
     let mut state = shared.lock();
     loop {
-        if let Some(id) = state.waiting.pop_front() {
-            let record = state.record_mut(&id).expect("waiting jobs have records");
-            record.status = Status::InProgress;
-            record.started = Some((SystemTime::now(), Instant::now()));
-            let job = (Arc::clone(&record.job), Arc::clone(&record.control));
-            state.running = Some(id.clone());
-            return Some((id, job.0, job.1));
-        }
         if state.stopping {
             return None;
         }
-        let files = state.expire(&shared.config.retention, Instant::now());
-        if !files.is_empty() {
-            drop(state);
-            remove_videos(files);
-            state = shared.lock();
-            continue;
+        if let Some(id) = state.waiting.pop_front() {
+            let Some(record) = state.record_mut(&id) else {
+                continue;
+            };
+            let Some(job) = record.job.take() else {
+                continue;
+            };
+            record.status = Status::InProgress;
+            record.started = Some((SystemTime::now(), Instant::now()));
+            record.save(&shared.config.videos);
+            let control = Arc::clone(&record.control);
+            state.running = Some(id.clone());
+            return Some((id, job, control));
         }
+        let removed = state.expire(&shared.config.retention, SystemTime::now());
+        delete_jobs(&shared.config.videos, removed);
         let period = (shared.config.retention.max_age / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(60));
         state = shared
@@ -670,35 +895,29 @@ fn worker_loop<E: Executor>(shared: &Shared<E>) {
             shared.executor.run(&job, &output, &control)
         }));
         control.finish();
+        let mut state = shared.lock();
         let (status, failure) = match outcome {
             Ok(Ok(())) if output.is_file() => (Status::Completed, None),
             Ok(Ok(())) => (
                 Status::Failed,
-                Some(JobFailure {
-                    code: "job_failed",
-                    message: "the job wrote no video".into(),
-                }),
+                Some(failure("job_failed", "the job wrote no video")),
             ),
+            Ok(Err(JobError::Cancelled)) if state.interrupted.as_deref() == Some(id.as_str()) => {
+                (Status::Failed, Some(failure("interrupted", INTERRUPTED)))
+            }
             Ok(Err(JobError::Cancelled)) => (
                 Status::Cancelled,
-                Some(JobFailure {
-                    code: "cancelled",
-                    message: "cancelled while running".into(),
-                }),
+                Some(failure("cancelled", "cancelled while running")),
             ),
-            Ok(Err(JobError::Failed(message))) => (
-                Status::Failed,
-                Some(JobFailure {
-                    code: "job_failed",
-                    message,
-                }),
-            ),
+            Ok(Err(JobError::Failed(message))) => {
+                (Status::Failed, Some(failure("job_failed", message)))
+            }
             Err(payload) => (
                 Status::Failed,
-                Some(JobFailure {
-                    code: "job_panicked",
-                    message: format!("the job panicked: {}", panic_message(payload.as_ref())),
-                }),
+                Some(failure(
+                    "job_panicked",
+                    format!("the job panicked: {}", panic_message(payload.as_ref())),
+                )),
             ),
         };
         tracing::info!(
@@ -709,7 +928,6 @@ fn worker_loop<E: Executor>(shared: &Shared<E>) {
                 .map(|f| format!(" ({})", f.message))
                 .unwrap_or_default()
         );
-        let mut state = shared.lock();
         for (stage, seconds) in control.progress().seconds_by_stage() {
             let total = state.stages.entry(stage).or_default();
             total.seconds += seconds;
@@ -726,14 +944,18 @@ fn worker_loop<E: Executor>(shared: &Shared<E>) {
                 } else if output.exists() {
                     orphan = Some(output);
                 }
+                record.save(&shared.config.videos);
             }
             None => orphan = Some(output),
         }
-        let mut files = state.expire(&shared.config.retention, Instant::now());
-        files.extend(orphan);
+        if let Some(orphan) = orphan {
+            remove_file(&orphan, "an unfinished video");
+        }
+        // Under the lock: a job that is no longer listed has no files left.
+        let removed = state.expire(&shared.config.retention, SystemTime::now());
+        delete_jobs(&shared.config.videos, removed);
         drop(state);
         shared.job_ended.notify_all();
-        remove_videos(files);
     }
     shared.job_ended.notify_all();
 }

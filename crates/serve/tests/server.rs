@@ -1,5 +1,6 @@
 //! `skyreels-serve` through its binary with a real HTTP client, on the built-in tiny engine: the
-//! whole job life cycle, bad input, a full queue, cancellation, and shutdown on SIGTERM.
+//! whole job life cycle, bad input, a full queue, cancellation, shutdown on SIGTERM, and jobs kept
+//! across a restart on the same videos directory.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -94,8 +95,10 @@ struct Server {
     child: Child,
     base: String,
     log: mpsc::Receiver<String>,
+    /// What the server printed up to its address.
+    startup_log: Vec<String>,
     videos: PathBuf,
-    _scratch: tempfile::TempDir,
+    _scratch: Option<tempfile::TempDir>,
 }
 
 /// Tests start servers one at a time: the machine running them is small.
@@ -105,6 +108,14 @@ impl Server {
     fn start(extra: &[&str]) -> Server {
         let scratch = tempfile::tempdir().expect("tempdir");
         let videos = scratch.path().join("videos");
+        let mut server = Server::start_in(&videos, extra);
+        server._scratch = Some(scratch);
+        server
+    }
+
+    /// A server on `videos` (kept by the caller, e.g. for a restart on the same directory).
+    fn start_in(videos: &Path, extra: &[&str]) -> Server {
+        let videos = videos.to_path_buf();
         let mut child = Command::new(env!("CARGO_BIN_EXE_skyreels-serve"))
             .arg("--engines")
             .arg(tiny_engine())
@@ -122,6 +133,7 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(120);
+        let mut startup_log = Vec::new();
         let base = loop {
             let line = log
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -129,13 +141,15 @@ impl Server {
             if let Some(address) = line.strip_prefix("listening on ") {
                 break address.to_string();
             }
+            startup_log.push(line);
         };
         Server {
             child,
             base,
             log,
+            startup_log,
             videos,
-            _scratch: scratch,
+            _scratch: None,
         }
     }
 
@@ -169,6 +183,38 @@ impl Server {
             .read_json::<Value>()
             .unwrap_or(Value::Null);
         (status, body)
+    }
+
+    /// The body of a completed job's video.
+    fn content(&self, id: &str) -> Vec<u8> {
+        let response = Server::agent()
+            .get(&self.url(&format!("/v1/videos/{id}/content")))
+            .call()
+            .expect("content");
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(response.headers().get("content-type").unwrap(), "video/mp4");
+        response
+            .into_body()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .expect("bytes")
+    }
+
+    /// Submits `request` and returns the new job's id.
+    fn submit(&self, request: Value) -> String {
+        let (code, created) = self.call("POST", "/v1/videos", Some(request));
+        assert_eq!(code, 201, "{created}");
+        created["id"].as_str().expect("id").to_string()
+    }
+
+    /// Log lines printed so far (those after the address once only).
+    fn log_lines(&self) -> Vec<String> {
+        self.startup_log
+            .iter()
+            .cloned()
+            .chain(self.log.try_iter())
+            .collect()
     }
 
     fn text(&self, path: &str) -> String {
@@ -231,6 +277,21 @@ impl Drop for Server {
 /// The plan's largest step count: a job that is still running when the test cancels it.
 const LONG_JOB_STEPS: usize = 1000;
 
+/// The error of a job that was running when its server stopped.
+const INTERRUPTED: &str = "interrupted by a server restart; submit the request again";
+
+/// Asserts that `bytes` are the MP4 of [`small_request`] (17 frames of 96×64).
+fn assert_playable(bytes: &[u8]) {
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("fetched.mp4");
+    fs_err::write(&file, bytes).unwrap();
+    let video = skyreels_runtime::output::read_mp4(&file).expect("a readable MP4");
+    assert_eq!(
+        (video.num_frames(), video.width(), video.height()),
+        (17, 96, 64)
+    );
+}
+
 fn small_request(steps: usize) -> Value {
     json!({
         "prompt": "a red fox running through fresh snow",
@@ -264,26 +325,7 @@ fn a_job_goes_from_queued_to_a_playable_mp4() {
     assert!(stages.contains_key("sampling"), "{done}");
     assert!(stages.contains_key("decoding"), "{done}");
 
-    let response = Server::agent()
-        .get(&server.url(&format!("/v1/videos/{id}/content")))
-        .call()
-        .expect("content");
-    assert_eq!(response.status().as_u16(), 200);
-    assert_eq!(response.headers().get("content-type").unwrap(), "video/mp4");
-    let bytes = response
-        .into_body()
-        .with_config()
-        .limit(1 << 30)
-        .read_to_vec()
-        .expect("bytes");
-    let scratch = tempfile::tempdir().unwrap();
-    let file = scratch.path().join("fetched.mp4");
-    fs_err::write(&file, &bytes).unwrap();
-    let video = skyreels_runtime::output::read_mp4(&file).expect("a readable MP4");
-    assert_eq!(
-        (video.num_frames(), video.width(), video.height()),
-        (17, 96, 64)
-    );
+    assert_playable(&server.content(&id));
 
     let (code, list) = server.call("GET", "/v1/videos", None);
     assert_eq!(code, 200);
@@ -304,9 +346,11 @@ fn a_job_goes_from_queued_to_a_playable_mp4() {
         "{metrics}"
     );
 
+    assert!(server.videos.join(format!("{id}.json")).is_file());
     let (code, deleted) = server.call("DELETE", &format!("/v1/videos/{id}"), None);
     assert_eq!((code, &deleted["deleted"]), (200, &json!(true)));
     assert!(!server.videos.join(format!("{id}.mp4")).exists());
+    assert!(!server.videos.join(format!("{id}.json")).exists());
     let (code, _) = server.call("GET", &format!("/v1/videos/{id}"), None);
     assert_eq!(code, 404);
 }
@@ -403,22 +447,29 @@ fn a_full_queue_answers_429_and_delete_cancels_waiting_and_running_jobs() {
     let stopped = server.wait_for(&running, &["cancelled", "completed", "failed"]);
     assert_eq!(stopped["status"], "cancelled", "{stopped}");
     assert!(stopped["progress"].as_u64().unwrap() < 100);
-    let leftovers: Vec<_> = fs_err::read_dir(&server.videos)
+    let mut leftovers: Vec<_> = fs_err::read_dir(&server.videos)
         .unwrap()
-        .map(|entry| entry.unwrap().file_name())
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    leftovers.sort();
+    let mut records = vec![format!("{running}.json"), format!("{waiting}.json")];
+    records.sort();
+    assert_eq!(leftovers, records, "only the two jobs' records are left");
 }
 
 #[test]
-fn sigterm_refuses_new_jobs_cancels_the_running_one_and_exits() {
+fn after_sigterm_a_restarted_server_serves_finished_videos_and_runs_the_queued_jobs() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let server = Server::start(&["--shutdown-grace", "3", "--cancel-wait", "60"]);
-    let (_, running) = server.call("POST", "/v1/videos", Some(small_request(LONG_JOB_STEPS)));
-    let running = running["id"].as_str().expect("id").to_string();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let videos = scratch.path().join("videos");
+    let server = Server::start_in(&videos, &["--shutdown-grace", "3", "--cancel-wait", "60"]);
+    let finished = server.submit(small_request(2));
+    let finished_job = server.wait_for(&finished, &["completed", "failed"]);
+    assert_eq!(finished_job["status"], "completed", "{finished_job}");
+    let finished_bytes = server.content(&finished);
+    let running = server.submit(small_request(LONG_JOB_STEPS));
     server.wait_for(&running, &["in_progress"]);
-    let (_, waiting) = server.call("POST", "/v1/videos", Some(small_request(2)));
-    let waiting = waiting["id"].as_str().expect("id").to_string();
+    let waiting = server.submit(small_request(3));
     server.terminate();
     let started = Instant::now();
     loop {
@@ -436,25 +487,155 @@ fn sigterm_refuses_new_jobs_cancels_the_running_one_and_exits() {
         (503, Some("shutting_down"))
     );
     let (_, waited) = server.call("GET", &format!("/v1/videos/{waiting}"), None);
-    assert_eq!(waited["status"], "cancelled");
-    assert_eq!(waited["error"]["code"], "shutdown");
+    assert_eq!(waited["status"], "queued", "{waited}");
     let (code, log) = server.wait_exit(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{log:#?}");
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(
         log.iter()
-            .any(|line| line == &format!("job {running}: cancelled (cancelled while running)")),
+            .any(|line| line == &format!("job {running}: failed ({INTERRUPTED})")),
         "{log:#?}"
     );
     assert!(
         log.iter()
-            .any(|line| line.contains("running job was cancelled")),
+            .any(|line| line.contains("running job was interrupted")),
         "{log:#?}"
     );
     assert!(
         !log.iter()
             .any(|line| line.starts_with(&format!("job {waiting}")))
     );
+
+    let restarted = Server::start_in(&videos, &[]);
+    let (code, list) = restarted.call("GET", "/v1/videos?order=asc", None);
+    assert_eq!(code, 200);
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [finished.as_str(), running.as_str(), waiting.as_str()]);
+    let (_, restored) = restarted.call("GET", &format!("/v1/videos/{finished}"), None);
+    assert_eq!(restored, finished_job);
+    assert_eq!(restarted.content(&finished), finished_bytes);
+    let (_, interrupted) = restarted.call("GET", &format!("/v1/videos/{running}"), None);
+    assert_eq!(interrupted["status"], "failed", "{interrupted}");
+    assert_eq!(interrupted["error"]["code"], "interrupted");
+    assert_eq!(interrupted["error"]["message"], INTERRUPTED);
+    let run_after_restart = restarted.wait_for(&waiting, &["completed", "failed"]);
+    assert_eq!(
+        run_after_restart["status"], "completed",
+        "{run_after_restart}"
+    );
+    assert_eq!(run_after_restart["steps"], 3);
+    assert_playable(&restarted.content(&waiting));
+    assert!(
+        restarted
+            .log_lines()
+            .iter()
+            .any(|line| line.contains("restored 3 jobs") && line.contains("(1 queued)")),
+    );
+}
+
+#[test]
+fn a_killed_server_restarts_with_its_running_job_failed_and_a_corrupt_record_skipped() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let videos = scratch.path().join("videos");
+    let mut server = Server::start_in(&videos, &[]);
+    let running = server.submit(small_request(LONG_JOB_STEPS));
+    server.wait_for(&running, &["in_progress"]);
+    let waiting = server.submit(small_request(2));
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().expect("wait");
+    drop(server);
+    let corrupt = videos.join("video_0123456789abcdef01234567.json");
+    fs_err::write(
+        &corrupt,
+        "{\"object\": \"skyreels.video_job\", \"format\": 1, \"id\"",
+    )
+    .unwrap();
+    let foreign = videos.join("notes.json");
+    fs_err::write(&foreign, "[1, 2, 3]").unwrap();
+
+    let restarted = Server::start_in(&videos, &[]);
+    let (_, interrupted) = restarted.call("GET", &format!("/v1/videos/{running}"), None);
+    assert_eq!(interrupted["status"], "failed", "{interrupted}");
+    assert_eq!(interrupted["error"]["message"], INTERRUPTED);
+    let run_after_restart = restarted.wait_for(&waiting, &["completed", "failed"]);
+    assert_eq!(
+        run_after_restart["status"], "completed",
+        "{run_after_restart}"
+    );
+    let (_, list) = restarted.call("GET", "/v1/videos", None);
+    assert_eq!(list["data"].as_array().unwrap().len(), 2, "{list}");
+    let log = restarted.log_lines();
+    assert!(
+        log.iter().any(|line| line.starts_with("warning: skipping ")
+            && line.contains(&corrupt.display().to_string())
+            && line.contains("is not a job record")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|line| line.contains("fix: move the file out of")),
+        "{log:#?}"
+    );
+    assert!(corrupt.is_file() && foreign.is_file());
+    let mut files: Vec<String> = fs_err::read_dir(&videos)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    let mut expected = vec![
+        format!("{running}.json"),
+        format!("{waiting}.json"),
+        format!("{waiting}.mp4"),
+        "notes.json".to_string(),
+        "video_0123456789abcdef01234567.json".to_string(),
+    ];
+    expected.sort();
+    assert_eq!(
+        files, expected,
+        "no partial video of the killed job is left"
+    );
+}
+
+#[test]
+fn retention_applies_to_the_jobs_a_restarted_server_restores() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let videos = scratch.path().join("videos");
+    let server = Server::start_in(&videos, &[]);
+    let older = server.submit(small_request(1));
+    let newer = server.submit(small_request(1));
+    server.wait_for(&newer, &["completed"]);
+    server.terminate();
+    let (code, log) = server.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{log:#?}");
+    let kept = |id: &str| {
+        [
+            videos.join(format!("{id}.mp4")).exists(),
+            videos.join(format!("{id}.json")).exists(),
+        ]
+    };
+    assert_eq!((kept(&older), kept(&newer)), ([true, true], [true, true]));
+
+    let restarted = Server::start_in(&videos, &["--keep-jobs", "1"]);
+    let (code, _) = restarted.call("GET", &format!("/v1/videos/{older}"), None);
+    assert_eq!(code, 404);
+    assert_eq!(kept(&older), [false, false]);
+    let (_, list) = restarted.call("GET", "/v1/videos", None);
+    assert_eq!(list["data"][0]["id"], newer.as_str());
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    restarted.terminate();
+    restarted.wait_exit(Duration::from_secs(60));
+
+    let restarted = Server::start_in(&videos, &["--keep-seconds", "0"]);
+    let (_, list) = restarted.call("GET", "/v1/videos", None);
+    assert_eq!(list["data"], json!([]));
+    assert_eq!(kept(&newer), [false, false]);
 }
 
 #[test]

@@ -23,8 +23,21 @@ struct DoubleJob {
     behaviour: Behaviour,
 }
 
-/// Runs `steps` steps of 2 ms each, then does what `behaviour` says; writes 3 bytes as its video.
-struct Double;
+/// Runs `steps` steps of 2 ms each (at most `max_steps`), then does what `behaviour` says; writes
+/// 3 bytes as its video; remembers the steps of every job it ran, in order.
+struct Double {
+    max_steps: u64,
+    runs: Mutex<Vec<usize>>,
+}
+
+impl Double {
+    fn new(max_steps: u64) -> Double {
+        Double {
+            max_steps,
+            runs: Mutex::new(Vec::new()),
+        }
+    }
+}
 
 impl Executor for Double {
     type Job = DoubleJob;
@@ -32,15 +45,16 @@ impl Executor for Double {
     fn prepare(&self, body: Value) -> Result<Prepared<DoubleJob>, RequestError> {
         let steps = match body.get("steps") {
             None => 3,
-            Some(value) => {
-                value
-                    .as_u64()
-                    .filter(|&steps| steps > 0)
-                    .ok_or_else(|| RequestError {
-                        field: Some("steps".into()),
-                        message: format!("steps must be a positive integer, got {value}"),
-                    })? as usize
-            }
+            Some(value) => value
+                .as_u64()
+                .filter(|&steps| steps > 0 && steps <= self.max_steps)
+                .ok_or_else(|| RequestError {
+                    field: Some("steps".into()),
+                    message: format!(
+                        "steps must be an integer from 1 to {}, got {value}",
+                        self.max_steps
+                    ),
+                })? as usize,
         };
         let behaviour = match body.get("behaviour").and_then(Value::as_str) {
             None => Behaviour::Complete,
@@ -62,6 +76,7 @@ impl Executor for Double {
     }
 
     fn run(&self, job: &DoubleJob, output: &Path, control: &JobControl) -> Result<(), JobError> {
+        self.runs.lock().unwrap().push(job.steps);
         control.enter_stage("denoise");
         for step in 0..job.steps {
             if control.is_cancelled() {
@@ -90,18 +105,32 @@ impl Executor for Double {
 
 fn start(max_queue: usize, retention: Retention) -> (tempfile::TempDir, Queue<Double>) {
     let directory = tempfile::tempdir().unwrap();
-    let queue = Queue::start(
-        Double,
+    let queue = start_in(
+        &directory.path().join("videos"),
+        max_queue,
+        Double::new(1000),
+        retention,
+    );
+    (directory, queue)
+}
+
+fn start_in(
+    videos: &Path,
+    max_queue: usize,
+    double: Double,
+    retention: Retention,
+) -> Queue<Double> {
+    Queue::start(
+        double,
         QueueConfig {
             model: "double".into(),
             max_queue,
-            videos: directory.path().join("videos"),
+            videos: videos.to_path_buf(),
             retention,
         },
         0.5,
     )
-    .unwrap();
-    (directory, queue)
+    .unwrap()
 }
 
 fn keep_all() -> Retention {
@@ -139,7 +168,11 @@ fn a_job_runs_to_completion_with_timings_and_a_video() {
     assert_eq!(done.progress, 100);
     assert!(done.error.is_none());
     assert_eq!(
-        done.timings.stages.keys().copied().collect::<Vec<_>>(),
+        done.timings
+            .stages
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
         ["denoise", "write"]
     );
     assert!(
@@ -289,17 +322,24 @@ fn finished_jobs_expire_after_the_retention_age() {
 }
 
 #[test]
-fn shutdown_cancels_waiting_jobs_then_the_running_one_after_the_grace() {
+fn shutdown_keeps_waiting_jobs_queued_and_interrupts_the_running_one_after_the_grace() {
     let (_directory, queue) = start(8, keep_all());
     let running = queue.submit(json!({"behaviour": "block"})).unwrap();
     wait_for(&queue, &running.id, Status::InProgress);
     let waiting = queue.submit(json!({})).unwrap();
     let outcome = queue.shutdown(Duration::from_millis(50), Duration::from_secs(10));
-    assert_eq!(outcome, ShutdownOutcome::CancelledRunning);
-    assert_eq!(queue.get(&running.id).unwrap().status, Status::Cancelled);
-    let waited = queue.get(&waiting.id).unwrap();
-    assert_eq!(waited.status, Status::Cancelled);
-    assert_eq!(waited.error.unwrap().code, "shutdown");
+    assert_eq!(outcome, ShutdownOutcome::InterruptedRunning);
+    let interrupted = queue.get(&running.id).unwrap();
+    assert_eq!(interrupted.status, Status::Failed);
+    assert_eq!(
+        interrupted.error,
+        Some(failure(
+            "interrupted",
+            "interrupted by a server restart; submit the request again"
+        ))
+    );
+    assert_eq!(queue.get(&waiting.id).unwrap().status, Status::Queued);
+    assert_eq!(*queue.shared.executor.runs.lock().unwrap(), [3]);
     assert_eq!(
         queue.submit(json!({})).unwrap_err(),
         SubmitError::ShuttingDown
@@ -315,6 +355,167 @@ fn shutdown_lets_a_short_running_job_finish() {
     let outcome = queue.shutdown(Duration::from_secs(10), Duration::from_secs(10));
     assert_eq!(outcome, ShutdownOutcome::Drained);
     assert_eq!(queue.get(&running.id).unwrap().status, Status::Completed);
+}
+
+#[test]
+fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
+    let directory = tempfile::tempdir().unwrap();
+    let videos = directory.path().join("videos");
+    let first = start_in(&videos, 8, Double::new(1000), keep_all());
+    let completed = first.submit(json!({"steps": 4})).unwrap();
+    let failed = first.submit(json!({"behaviour": "fail"})).unwrap();
+    wait_for(&first, &failed.id, Status::Failed);
+    let completed = wait_for(&first, &completed.id, Status::Completed);
+    let failed = first.get(&failed.id).unwrap();
+    let running = first.submit(json!({"behaviour": "block"})).unwrap();
+    wait_for(&first, &running.id, Status::InProgress);
+    let queued: Vec<String> = [7, 2, 50, 5]
+        .into_iter()
+        .map(|steps| first.submit(json!({"steps": steps})).unwrap().id)
+        .collect();
+    let cancelled = first.submit(json!({})).unwrap();
+    first.cancel(&cancelled.id).unwrap();
+    let cancelled = first.get(&cancelled.id).unwrap();
+    assert_eq!(
+        first.shutdown(Duration::from_millis(20), Duration::from_secs(10)),
+        ShutdownOutcome::InterruptedRunning
+    );
+    drop(first);
+    let crashed = "video_00000000000000000000c4a5";
+    let mut in_progress = store::load(&videos).unwrap().jobs[0].clone();
+    in_progress.id = crashed.into();
+    in_progress.status = Status::InProgress;
+    in_progress.finished_at = None;
+    in_progress.video = None;
+    store::save(&videos, &in_progress).unwrap();
+    fs_err::write(videos.join(format!("{crashed}.mp4")), b"half").unwrap();
+    let partial = videos.join(format!(".{crashed}.mp4.Xy12Ab.partial"));
+    fs_err::write(&partial, b"ha").unwrap();
+
+    let second = start_in(&videos, 8, Double::new(10), keep_all());
+    assert_eq!(second.get(&completed.id).unwrap(), completed);
+    assert_eq!(
+        fs_err::read(second.video(&completed.id).unwrap()).unwrap(),
+        b"mp4"
+    );
+    assert_eq!(second.get(&failed.id).unwrap(), failed);
+    assert_eq!(second.get(&cancelled.id).unwrap(), cancelled);
+    let interrupted = failure(
+        "interrupted",
+        "interrupted by a server restart; submit the request again",
+    );
+    assert_eq!(
+        second.get(&running.id).unwrap().error,
+        Some(interrupted.clone())
+    );
+    let crashed_view = second.get(crashed).unwrap();
+    assert_eq!(
+        (crashed_view.status, crashed_view.error),
+        (Status::Failed, Some(interrupted))
+    );
+    assert!(!videos.join(format!("{crashed}.mp4")).exists());
+    assert!(!partial.exists());
+    for id in [&queued[0], &queued[1], &queued[3]] {
+        assert_eq!(wait_for(&second, id, Status::Completed).progress, 100);
+    }
+    assert_eq!(*second.shared.executor.runs.lock().unwrap(), [7, 2, 5]);
+    let refused = second.get(&queued[2]).unwrap();
+    assert_eq!(refused.status, Status::Failed);
+    let refusal = refused.error.unwrap();
+    assert_eq!(refusal.code, "refused_after_restart");
+    assert_eq!(
+        refusal.message,
+        "the restarted server no longer accepts this request (field `steps`): steps must be an integer from 1 to 10, got 50"
+    );
+    let order: Vec<String> = second.list().into_iter().map(|view| view.id).collect();
+    let mut expected = vec![completed.id.clone(), failed.id.clone(), running.id.clone()];
+    expected.extend(queued.iter().cloned());
+    expected.push(cancelled.id.clone());
+    expected.insert(0, crashed.to_string());
+    assert_eq!(order, expected);
+    drop(second);
+
+    let third = start_in(&videos, 8, Double::new(10), keep_all());
+    assert_eq!(third.get(&queued[0]).unwrap().status, Status::Completed);
+    assert_eq!(third.metrics().queue_depth, 0);
+    assert!(third.shared.executor.runs.lock().unwrap().is_empty());
+}
+
+#[test]
+fn retention_applies_to_restored_jobs_and_deletes_their_records_and_videos() {
+    let directory = tempfile::tempdir().unwrap();
+    let videos = directory.path().join("videos");
+    let first = start_in(&videos, 8, Double::new(10), keep_all());
+    let ids: Vec<String> = (0..3)
+        .map(|_| first.submit(json!({"steps": 1})).unwrap().id)
+        .collect();
+    wait_for(&first, &ids[2], Status::Completed);
+    drop(first);
+    let files = |id: &str| {
+        [
+            videos.join(format!("{id}.mp4")).exists(),
+            store::record_path(&videos, id).exists(),
+        ]
+    };
+    assert_eq!(files(&ids[0]), [true, true]);
+
+    let two = Retention {
+        max_jobs: 2,
+        max_age: Duration::from_secs(3600),
+    };
+    let second = start_in(&videos, 8, Double::new(10), two);
+    assert_eq!(second.get(&ids[0]), None);
+    assert_eq!(files(&ids[0]), [false, false]);
+    assert_eq!(files(&ids[1]), [true, true]);
+    assert_eq!(second.list().len(), 2);
+    drop(second);
+
+    std::thread::sleep(Duration::from_millis(30));
+    let young = Retention {
+        max_jobs: 100,
+        max_age: Duration::from_millis(20),
+    };
+    let third = start_in(&videos, 8, Double::new(10), young);
+    assert!(third.list().is_empty());
+    assert_eq!(files(&ids[1]), [false, false]);
+    assert_eq!(files(&ids[2]), [false, false]);
+    assert!(fs_err::read_dir(&videos).unwrap().next().is_none());
+}
+
+#[test]
+fn a_restored_completed_job_whose_video_is_gone_is_failed() {
+    let directory = tempfile::tempdir().unwrap();
+    let videos = directory.path().join("videos");
+    let first = start_in(&videos, 8, Double::new(10), keep_all());
+    let id = first.submit(json!({"steps": 1})).unwrap().id;
+    wait_for(&first, &id, Status::Completed);
+    drop(first);
+    fs_err::remove_file(videos.join(format!("{id}.mp4"))).unwrap();
+
+    let second = start_in(&videos, 8, Double::new(10), keep_all());
+    let view = second.get(&id).unwrap();
+    assert_eq!(view.status, Status::Failed);
+    assert_eq!(
+        view.error,
+        Some(failure(
+            "video_missing",
+            format!(
+                "its video {id}.mp4 is no longer in the videos directory\n  fix: submit the request again"
+            )
+        ))
+    );
+    assert_eq!(
+        second.video(&id).unwrap_err(),
+        ContentError::NotReady {
+            id: id.clone(),
+            status: Status::Failed
+        }
+    );
+    let stored = store::load(&videos).unwrap().jobs;
+    assert_eq!(
+        (stored[0].status, stored[0].video.as_deref()),
+        (Status::Failed, None)
+    );
 }
 
 impl Queue<Double> {
