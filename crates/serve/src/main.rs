@@ -108,6 +108,11 @@ fn main() -> anyhow::Result<()> {
         )
     })?;
     listener.set_nonblocking(true)?;
+    // Held until the server exits: a second server on the same directory would restore, run and
+    // delete this one's jobs. Taken before any model loads.
+    let _videos =
+        skyreels_contract::owned_dir::OwnedDir::open_or_create(&args.videos, "videos directory")
+            .with_context(|| format!("cannot use --videos {}", args.videos.display()))?;
     let backend = match args.backend {
         BackendArg::Cpu => Backend::Cpu {
             threads: args.threads,

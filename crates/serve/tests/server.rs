@@ -452,7 +452,11 @@ fn a_full_queue_answers_429_and_delete_cancels_waiting_and_running_jobs() {
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .collect();
     leftovers.sort();
-    let mut records = vec![format!("{running}.json"), format!("{waiting}.json")];
+    let mut records = vec![
+        ".skyreels-owner".to_string(),
+        format!("{running}.json"),
+        format!("{waiting}.json"),
+    ];
     records.sort();
     assert_eq!(leftovers, records, "only the two jobs' records are left");
 }
@@ -589,6 +593,7 @@ fn a_killed_server_restarts_with_its_running_job_failed_and_a_corrupt_record_ski
         .collect();
     files.sort();
     let mut expected = vec![
+        ".skyreels-owner".to_string(),
         format!("{running}.json"),
         format!("{waiting}.json"),
         format!("{waiting}.mp4"),
@@ -652,5 +657,55 @@ fn a_taken_port_is_refused_before_loading_anything() {
         stderr.contains(&format!("cannot listen on {address}"))
             && stderr.contains("fix: choose another --listen"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_videos_directory_in_use_by_another_server_is_refused_before_loading() {
+    let server = Server::start(&[]);
+    let output = Command::new(env!("CARGO_BIN_EXE_skyreels-serve"))
+        .args([
+            "--engines",
+            "/nonexistent",
+            "--listen",
+            "127.0.0.1:0",
+            "--videos",
+        ])
+        .arg(&server.videos)
+        .output()
+        .expect("run skyreels-serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "videos directory {} is in use by pid {}",
+            server.videos.display(),
+            server.child.id()
+        )) && stderr.contains("fix: wait for that process to finish"),
+        "{stderr}"
+    );
+    // A folder of someone else's files is not taken either.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    fs_err::write(scratch.path().join("holiday.mp4"), b"mine").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_skyreels-serve"))
+        .args([
+            "--engines",
+            "/nonexistent",
+            "--listen",
+            "127.0.0.1:0",
+            "--videos",
+        ])
+        .arg(scratch.path())
+        .output()
+        .expect("run skyreels-serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("already holds files that this tool did not create"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fs_err::read(scratch.path().join("holiday.mp4")).unwrap(),
+        b"mine"
     );
 }
