@@ -54,7 +54,9 @@ pub fn clean_up_on_signals() -> Result<()> {
                 std::io::stderr(),
                 "interrupted by {name}: the unfinished engine directory was removed"
             );
-            std::process::exit(128 + signal);
+            // `_exit`: no at-exit hooks or C++ static destructors (ONNX Runtime's) may run while
+            // another thread is still inside the library.
+            signal_hook::low_level::exit(128 + signal);
         }
     });
     Ok(())

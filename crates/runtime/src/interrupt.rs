@@ -104,7 +104,9 @@ pub fn install() -> std::io::Result<()> {
                 std::io::stderr(),
                 "interrupted by {name}{what}; a job with a work directory resumes from its saved windows when run again"
             );
-            std::process::exit(128 + signal);
+            // `_exit`: no at-exit hooks or C++ static destructors (ONNX Runtime's) may run while
+            // another thread is still inside the library.
+            signal_hook::low_level::exit(128 + signal);
         }
     });
     Ok(())
