@@ -281,6 +281,16 @@ const LONG_JOB_STEPS: usize = 1000;
 const INTERRUPTED: &str = "interrupted by a server restart; submit the request again";
 
 /// Asserts that `bytes` are the MP4 of [`small_request`] (17 frames of 96×64).
+/// The names in `directory`, sorted.
+fn file_names(directory: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs_err::read_dir(directory)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 fn assert_playable(bytes: &[u8]) {
     let scratch = tempfile::tempdir().unwrap();
     let file = scratch.path().join("fetched.mp4");
@@ -447,11 +457,7 @@ fn a_full_queue_answers_429_and_delete_cancels_waiting_and_running_jobs() {
     let stopped = server.wait_for(&running, &["cancelled", "completed", "failed"]);
     assert_eq!(stopped["status"], "cancelled", "{stopped}");
     assert!(stopped["progress"].as_u64().unwrap() < 100);
-    let mut leftovers: Vec<_> = fs_err::read_dir(&server.videos)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .collect();
-    leftovers.sort();
+    let leftovers = file_names(&server.videos);
     let mut records = vec![
         ".skyreels-owner".to_string(),
         format!("{running}.json"),
@@ -587,11 +593,7 @@ fn a_killed_server_restarts_with_its_running_job_failed_and_a_corrupt_record_ski
         "{log:#?}"
     );
     assert!(corrupt.is_file() && foreign.is_file());
-    let mut files: Vec<String> = fs_err::read_dir(&videos)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .collect();
-    files.sort();
+    let files = file_names(&videos);
     let mut expected = vec![
         ".skyreels-owner".to_string(),
         format!("{running}.json"),
