@@ -54,9 +54,14 @@ pub trait Executor: Send + Sync + 'static {
     /// A resolved, validated job.
     type Job: Send + Sync + 'static;
 
-    /// Checks a request body (a JSON object) and resolves it; loads and runs nothing, so it is
-    /// called on the HTTP side while another job runs.
-    fn prepare(&self, body: serde_json::Value) -> Result<Prepared<Self::Job>, RequestError>;
+    /// Checks a request body (a JSON object) and resolves it, with `input_reference` (the job's
+    /// uploaded first frame, a file the queue owns) when one was uploaded; loads and runs nothing,
+    /// so it is called on the HTTP side while another job runs.
+    fn prepare(
+        &self,
+        body: serde_json::Value,
+        input_reference: Option<&Path>,
+    ) -> Result<Prepared<Self::Job>, RequestError>;
 
     /// Runs `job` and writes its MP4 to `output` (through a temporary file and a rename), reporting
     /// to `control` and stopping at the next step once `control.is_cancelled()`.

@@ -1,12 +1,13 @@
 //! The HTTP routes, shaped like the OpenAI Videos API (`/v1/videos`), over a [`Queue`]. Errors are
 //! OpenAI-style JSON: `{"error": {"message", "type", "param", "code"}}`, `param` naming the field.
+//! `POST /v1/videos` takes JSON, or `multipart/form-data` with the same fields as text parts and
+//! the first frame as the file part `input_reference` ([`crate::upload`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,7 +15,8 @@ use serde_json::{Value, json};
 
 use crate::executor::{Executor, RequestError};
 use crate::metrics;
-use crate::queue::{CancelOutcome, ContentError, Queue, Status, SubmitError};
+use crate::queue::{CancelOutcome, ContentError, Queue, Status, SubmitError, Upload};
+use crate::upload::{self, FORM_LIMIT, JSON_LIMIT, UploadError};
 
 /// The frame rate `seconds` is converted at when a request gives no `fps` (the plan's default).
 const DEFAULT_FPS: f64 = 24.0;
@@ -22,7 +24,12 @@ const DEFAULT_FPS: f64 = 24.0;
 /// The service's routes over `queue`.
 pub fn router<E: Executor>(queue: Arc<Queue<E>>) -> Router {
     Router::new()
-        .route("/v1/videos", get(list::<E>).post(create::<E>))
+        .route(
+            "/v1/videos",
+            get(list::<E>)
+                .post(create::<E>)
+                .layer(DefaultBodyLimit::max(FORM_LIMIT)),
+        )
         .route("/v1/videos/{id}", get(retrieve::<E>).delete(cancel::<E>))
         .route("/v1/videos/{id}/content", get(content::<E>))
         .route("/health", get(health::<E>))
@@ -38,9 +45,15 @@ pub fn router<E: Executor>(queue: Arc<Queue<E>>) -> Router {
         .with_state(queue)
 }
 
-fn error(status: StatusCode, code: &str, param: Option<&str>, message: &str) -> Response {
+/// `error` for a request refused with a 4xx `status`.
+pub(crate) fn error(
+    status: StatusCode,
+    code: &str,
+    param: Option<&str>,
+    message: &str,
+) -> Response {
     let kind = match status.as_u16() {
-        400 | 404 | 409 => "invalid_request_error",
+        400 | 404 | 409 | 413 | 415 => "invalid_request_error",
         429 => "rate_limit_error",
         _ => "server_error",
     };
@@ -106,8 +119,56 @@ fn openai_fields(body: &mut serde_json::Map<String, Value>) -> Result<(), Reques
     Ok(())
 }
 
-async fn create<E: Executor>(State(queue): State<Arc<Queue<E>>>, body: Bytes) -> Response {
-    let mut body = match serde_json::from_slice::<Value>(&body) {
+async fn create<E: Executor>(State(queue): State<Arc<Queue<E>>>, request: Request) -> Response {
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        });
+    if is_form {
+        let multipart = match Multipart::from_request(request, &()).await {
+            Ok(multipart) => multipart,
+            Err(rejection) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_multipart",
+                    None,
+                    &format!(
+                        "the multipart/form-data body cannot be read: {}\n  fix: send the fields as form parts with a boundary in the Content-Type",
+                        rejection.body_text()
+                    ),
+                );
+            }
+        };
+        let upload_path = queue.upload_path();
+        return match upload::read_form(multipart, &upload_path).await {
+            Ok(form) => submit(queue, form.fields, form.upload).await,
+            Err(UploadError {
+                status,
+                field,
+                message,
+            }) => error(status, "invalid_value", field.as_deref(), &message),
+        };
+    }
+    let body = match axum::body::to_bytes(request.into_body(), JSON_LIMIT).await {
+        Ok(body) => body,
+        Err(too_large) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_json",
+                None,
+                &format!(
+                    "the JSON body cannot be read within {JSON_LIMIT} bytes: {too_large}\n  fix: send a request object of the documented fields"
+                ),
+            );
+        }
+    };
+    let body = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(map)) => map,
         Ok(_) => {
             return error(
@@ -128,10 +189,23 @@ async fn create<E: Executor>(State(queue): State<Arc<Queue<E>>>, body: Bytes) ->
             );
         }
     };
+    submit(queue, body, None).await
+}
+
+/// Converts the OpenAI fields of `body` and queues it with `upload` (deleted when refused).
+async fn submit<E: Executor>(
+    queue: Arc<Queue<E>>,
+    mut body: serde_json::Map<String, Value>,
+    upload: Option<Upload>,
+) -> Response {
     if let Err(request_error) = openai_fields(&mut body) {
+        if let Some(upload) = upload {
+            let _ = tokio::fs::remove_file(&upload.path).await;
+        }
         return invalid(&request_error);
     }
-    let submitted = tokio::task::spawn_blocking(move || queue.submit(Value::Object(body))).await;
+    let submitted =
+        tokio::task::spawn_blocking(move || queue.submit(Value::Object(body), upload)).await;
     match submitted {
         Ok(Ok(view)) => (StatusCode::CREATED, axum::Json(view)).into_response(),
         Ok(Err(SubmitError::Invalid(request_error))) => invalid(&request_error),
@@ -152,6 +226,12 @@ async fn create<E: Executor>(State(queue): State<Arc<Queue<E>>>, body: Bytes) ->
             "shutting_down",
             None,
             &shutting_down.to_string(),
+        ),
+        Ok(Err(unsaved @ SubmitError::Upload(_))) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            Some("input_reference"),
+            &unsaved.to_string(),
         ),
         Err(join) => error(
             StatusCode::INTERNAL_SERVER_ERROR,

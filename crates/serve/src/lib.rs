@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod queue;
 pub mod runtime_executor;
 pub mod store;
+pub mod upload;

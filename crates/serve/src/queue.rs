@@ -104,6 +104,11 @@ pub enum SubmitError {
     /// The server is shutting down.
     #[error("the server is shutting down and accepts no new jobs\n  fix: retry on another server")]
     ShuttingDown,
+    /// The upload could not be kept in the videos directory.
+    #[error(
+        "the upload cannot be saved in the videos directory: {0}\n  fix: free space in --videos, or make it writable"
+    )]
+    Upload(String),
 }
 
 /// Why a job's video cannot be served.
@@ -251,12 +256,25 @@ struct Record<J> {
     ended: Option<(u32, Timings)>,
     failure: Option<JobFailure>,
     video: Option<PathBuf>,
+    /// The uploaded first frame (`<id>.input.png`), kept until the job is deleted.
+    input: Option<PathBuf>,
 }
 
 /// A job deleted by retention or by a client, whose files are to be deleted.
 struct Removed {
     id: String,
     video: Option<PathBuf>,
+    input: Option<PathBuf>,
+}
+
+/// An uploaded first frame, received into a temporary file in the videos directory
+/// ([`Queue::upload_path`]) and checked to decode; the queue owns it from [`Queue::submit`] on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The temporary file.
+    pub path: PathBuf,
+    /// `png` or `jpg`, the extension it is saved with.
+    pub extension: &'static str,
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {
@@ -377,6 +395,11 @@ impl<J> Record<J> {
             timings,
             error: self.failure.clone(),
             video: self.video.as_ref().map(|_| store::video_name(&self.id)),
+            input_reference: self
+                .input
+                .as_ref()
+                .and_then(|input| input.file_name())
+                .map(|name| name.to_string_lossy().into_owned()),
             submitted: self.submitted.clone(),
             request: self.request.clone(),
         }
@@ -414,6 +437,7 @@ fn restore<E: Executor>(executor: &E, videos: &Path, stored: StoredJob) -> Recor
         ended: Some((stored.progress, stored.timings)),
         failure: stored.error,
         video: stored.video.map(|name| videos.join(name)),
+        input: stored.input_reference.map(|name| videos.join(name)),
     };
     let failed = match record.status {
         Status::Completed if record.video.as_ref().is_some_and(|video| video.is_file()) => None,
@@ -425,7 +449,8 @@ fn restore<E: Executor>(executor: &E, videos: &Path, stored: StoredJob) -> Recor
             ),
         )),
         Status::Failed | Status::Cancelled => return record,
-        Status::Queued => match executor.prepare(record.submitted.clone()) {
+        Status::Queued => match executor.prepare(record.submitted.clone(), record.input.as_deref())
+        {
             Ok(prepared) => {
                 record.job = Some(prepared.job);
                 record.request = as_object(prepared.request);
@@ -486,6 +511,7 @@ impl<J> State<J> {
                 removed.push(Removed {
                     id: record.id.clone(),
                     video: record.video.take(),
+                    input: record.input.take(),
                 });
                 false
             } else {
@@ -523,12 +549,15 @@ fn remove_unfinished_video(videos: &Path, id: &str) {
     }
 }
 
-/// Deletes each removed job's video, then its record (so a record never outlives its deletion
-/// with the video still served).
+/// Deletes each removed job's video and uploaded first frame, then its record (so a record never
+/// outlives its deletion with the video still served).
 fn delete_jobs(videos: &Path, removed: Vec<Removed>) {
     for job in removed {
         if let Some(video) = job.video {
             remove_file(&video, "a deleted job's video");
+        }
+        if let Some(input) = job.input {
+            remove_file(&input, "a deleted job's uploaded first frame");
         }
         if let Err(error) = store::remove(videos, &job.id) {
             tracing::warn!("cannot delete a deleted job's record: {error}");
@@ -616,35 +645,78 @@ impl<E: Executor> Queue<E> {
         self.shared.lock()
     }
 
-    /// Resolves `body` with the executor and queues it.
-    pub fn submit(&self, body: serde_json::Value) -> Result<JobView, SubmitError> {
+    /// A new temporary path in the videos directory to receive an upload into.
+    pub fn upload_path(&self) -> PathBuf {
+        let random: [u8; 12] = rand::rng().random();
+        self.shared
+            .config
+            .videos
+            .join(store::upload_temporary_name(random))
+    }
+
+    /// Resolves `body` with the executor and queues it, with `upload` as the job's first frame:
+    /// the upload becomes `<id>.input.<extension>`, deleted with the job, or at once when the
+    /// request is refused.
+    pub fn submit(
+        &self,
+        body: serde_json::Value,
+        upload: Option<Upload>,
+    ) -> Result<JobView, SubmitError> {
         let shared = &self.shared;
+        let id = new_id();
+        let input = match upload {
+            None => None,
+            Some(upload) => {
+                let input = shared
+                    .config
+                    .videos
+                    .join(store::input_name(&id, upload.extension));
+                if let Err(error) = fs_err::rename(&upload.path, &input) {
+                    remove_file(&upload.path, "an upload");
+                    return Err(SubmitError::Upload(error.to_string()));
+                }
+                Some(input)
+            }
+        };
+        let refuse = |error: SubmitError| {
+            if let Some(input) = &input {
+                remove_file(input, "the upload of a refused request");
+            }
+            Err(error)
+        };
         if !self.state().accepting {
-            return Err(SubmitError::ShuttingDown);
+            return refuse(SubmitError::ShuttingDown);
         }
         let submitted = body.clone();
-        let prepared = match shared.executor.prepare(body) {
+        let prepared = match shared.executor.prepare(body, input.as_deref()) {
             Ok(prepared) => prepared,
             Err(error) => {
                 self.state().rejected_invalid += 1;
-                return Err(error.into());
+                return refuse(error.into());
             }
         };
         let mut state = self.state();
         if !state.accepting {
-            return Err(SubmitError::ShuttingDown);
+            return refuse(SubmitError::ShuttingDown);
         }
         if state.waiting.len() >= shared.config.max_queue {
             state.rejected_full += 1;
-            return Err(SubmitError::Full {
+            return refuse(SubmitError::Full {
                 max_queue: shared.config.max_queue,
             });
         }
+        let mut request = as_object(prepared.request);
+        if let Some(name) = input.as_ref().and_then(|input| input.file_name()) {
+            request.insert(
+                "input_reference".into(),
+                serde_json::Value::String(name.to_string_lossy().into_owned()),
+            );
+        }
         let record = Record {
-            id: new_id(),
+            id,
             status: Status::Queued,
             submitted,
-            request: as_object(prepared.request),
+            request,
             job: Some(prepared.job),
             control: Arc::new(JobControl::default()),
             created: (SystemTime::now(), Instant::now()),
@@ -653,6 +725,7 @@ impl<E: Executor> Queue<E> {
             ended: None,
             failure: None,
             video: None,
+            input,
         };
         record.save(&shared.config.videos);
         let view = record.view(&shared.config.model, &shared.config.retention);
@@ -726,6 +799,7 @@ impl<E: Executor> Queue<E> {
                 let removed = Removed {
                     id: id.to_string(),
                     video: record.video.take(),
+                    input: record.input.take(),
                 };
                 state.records.retain(|r| r.id != id);
                 delete_jobs(&config.videos, vec![removed]);

@@ -7,16 +7,22 @@ use std::sync::{Mutex, PoisonError};
 
 use serde_json::{Value, json};
 use skyreels_contract::ModelType;
+use skyreels_contract::Pipeline;
+use skyreels_contract::manifest::Component;
 use skyreels_runtime::RuntimeError;
+use skyreels_runtime::dit::placement::DitMemoryPlan;
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::job::json::{parse_request, plan_error, with_field_names};
+use skyreels_runtime::job::plan::check_runnable;
+use skyreels_runtime::job::variant::choose_variant;
 use skyreels_runtime::job::{GenerateRequest, JobPlan, Models, OutputRequest, Residency, run_job};
 use skyreels_runtime::pipeline::progress::{Observer, Progress, Unobserved};
 use skyreels_runtime::session::Backend;
 
 use crate::executor::{Executor, GpuMemory, JobControl, JobError, Prepared, RequestError};
 
-/// Request fields that name files: a client must not make the server read its files.
+/// Request fields that name files: a client must not make the server read its files (the first
+/// frame is uploaded instead, as `input_reference`).
 const FILE_FIELDS: [&str; 4] = ["image", "last_image", "video", "noise"];
 
 /// Where the server puts the DiT's layer weights unless a request sets `offload` or
@@ -51,6 +57,8 @@ pub struct RuntimeExecutor {
     planning: Engine,
     backend: Backend,
     model_name: String,
+    /// Text-to-video (DF or T2V) or image-to-video.
+    model_type: ModelType,
 }
 
 /// A checked request, planned again with its output path when it runs.
@@ -73,15 +81,13 @@ impl RuntimeExecutor {
         weights: WeightDefaults,
     ) -> Result<RuntimeExecutor, RuntimeError> {
         let planning = Engine::open(engine_dir)?;
-        if planning
+        let model_type = planning
             .manifest
             .dit
             .as_ref()
-            .is_some_and(|dit| dit.config.model_type == ModelType::I2v)
-        {
-            return Err(planning.error(
-                "holds an image-to-video model, which needs an input image; the server takes no files from clients\n  fix: serve a text-to-video (DF or T2V) engine, or run image-to-video jobs with skyreels generate --image",
-            ));
+            .map(|dit| dit.config.model_type);
+        if model_type == Some(ModelType::I2v) {
+            return RuntimeExecutor::load_image_to_video(planning, backend, weights);
         }
         let warm_up = weights.apply(GenerateRequest {
             prompt: "warm-up".into(),
@@ -98,18 +104,62 @@ impl RuntimeExecutor {
         )?;
         let mut models = Models::open(engine_dir, backend.clone(), Residency::KeepLoaded)?;
         models.load_for(&plan, &mut Unobserved)?;
-        let model_name = plan.variant.name.clone().unwrap_or_else(|| {
-            engine_dir
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "skyreels".into())
-        });
+        let model_name = plan
+            .variant
+            .name
+            .clone()
+            .unwrap_or_else(|| directory_name(engine_dir));
         Ok(RuntimeExecutor {
             models: Mutex::new(models),
             weights,
             planning,
             backend: backend.clone(),
             model_name,
+            model_type: ModelType::T2v,
+        })
+    }
+
+    /// Loads an image-to-video engine's models (text and image encoders, DiT, VAE encoder and
+    /// decoder) without a warm-up plan, which would need a first frame.
+    fn load_image_to_video(
+        planning: Engine,
+        backend: &Backend,
+        weights: WeightDefaults,
+    ) -> Result<RuntimeExecutor, RuntimeError> {
+        let config = planning
+            .manifest
+            .dit
+            .as_ref()
+            .map(|dit| dit.config.clone())
+            .ok_or_else(|| planning.missing(Component::Dit))?;
+        if planning.manifest.image_encoder.is_none() {
+            return Err(planning.missing(Component::ImageEncoder));
+        }
+        check_runnable(&planning, backend)?;
+        let placement = DitMemoryPlan::for_engine(
+            &planning,
+            weights.offload,
+            weights.max_gpu_memory.as_deref(),
+        )?
+        .placement;
+        let mut models = Models::open(&planning.dir, backend.clone(), Residency::KeepLoaded)?;
+        let observer = &mut Unobserved;
+        models.text_encoder(observer)?;
+        models.dit(None, placement, observer)?;
+        models.vae_decoder(observer)?;
+        models.vae_encoder(observer)?;
+        models.image_encoder(observer)?;
+        let model_name = choose_variant(&config, None, None, Pipeline::Synchronous)
+            .ok()
+            .and_then(|variant| variant.name)
+            .unwrap_or_else(|| directory_name(&planning.dir));
+        Ok(RuntimeExecutor {
+            models: Mutex::new(models),
+            weights,
+            planning,
+            backend: backend.clone(),
+            model_name,
+            model_type: ModelType::I2v,
         })
     }
 
@@ -117,6 +167,13 @@ impl RuntimeExecutor {
     pub fn model_name(&self) -> &str {
         &self.model_name
     }
+}
+
+fn directory_name(engine_dir: &Path) -> String {
+    engine_dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "skyreels".into())
 }
 
 /// Passes stages and steps to the queue's [`JobControl`] and stops the job once it is cancelled.
@@ -143,7 +200,11 @@ impl Observer for ControlObserver<'_> {
 impl Executor for RuntimeExecutor {
     type Job = RuntimeJob;
 
-    fn prepare(&self, body: Value) -> Result<Prepared<RuntimeJob>, RequestError> {
+    fn prepare(
+        &self,
+        body: Value,
+        input_reference: Option<&Path>,
+    ) -> Result<Prepared<RuntimeJob>, RequestError> {
         let Value::Object(body) = body else {
             return Err(RequestError {
                 field: None,
@@ -151,18 +212,29 @@ impl Executor for RuntimeExecutor {
             });
         };
         if let Some(field) = FILE_FIELDS.iter().find(|f| body.contains_key(**f)) {
+            let fix = match *field {
+                "image" => "drop `image`; upload the first frame as the file part `input_reference` of a multipart/form-data request".to_string(),
+                _ => format!("drop `{field}`; run such conditioned jobs with skyreels generate or a batch file"),
+            };
             return Err(RequestError {
                 field: Some(field.to_string()),
                 message: format!(
-                    "`{field}` names a file, and the server reads no files named by clients\n  fix: drop `{field}`; run conditioned jobs with skyreels generate or a batch file"
+                    "`{field}` names a file, and the server reads no files named by clients\n  fix: {fix}"
                 ),
             });
         }
+        if self.model_type == ModelType::I2v && input_reference.is_none() {
+            return Err(RequestError {
+                field: Some("input_reference".into()),
+                message: "this server's engine holds an image-to-video model, which needs a first frame\n  fix: send the request as multipart/form-data with the picture (PNG or JPEG) as the file part `input_reference`".into(),
+            });
+        }
         let body = Value::Object(body);
-        let request = parse_request(&body).map_err(|error| RequestError {
+        let mut request = parse_request(&body).map_err(|error| RequestError {
             field: error.field,
             message: error.message,
         })?;
+        request.image = input_reference.map(Path::to_path_buf);
         let request = self.weights.apply(request);
         let plan = JobPlan::new(
             &self.planning,
@@ -175,8 +247,12 @@ impl Executor for RuntimeExecutor {
         )
         .map_err(|error| {
             let error = plan_error(&request, &error.to_string());
+            let field = match error.field.as_deref() {
+                Some("image") => Some("input_reference".to_string()),
+                _ => error.field,
+            };
             RequestError {
-                field: error.field,
+                field,
                 message: error.message,
             }
         })?;

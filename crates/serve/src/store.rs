@@ -18,6 +18,11 @@ pub const RECORD_FORMAT: u32 = 1;
 
 const RECORD_SUFFIX: &str = ".json";
 const TEMPORARY_SUFFIX: &str = ".json.partial";
+const UPLOAD_PREFIX: &str = ".upload-";
+const UPLOAD_SUFFIX: &str = ".partial";
+
+/// The extensions an uploaded first frame is saved with.
+pub const INPUT_EXTENSIONS: [&str; 2] = ["png", "jpg"];
 
 /// A job as stored on disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +50,10 @@ pub struct StoredJob {
     pub error: Option<JobFailure>,
     /// The video's file name in the videos directory (`<id>.mp4`), once completed.
     pub video: Option<String>,
+    /// The uploaded first frame's file name in the videos directory (`<id>.input.png` or
+    /// `<id>.input.jpg`), for a job submitted with an `input_reference`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_reference: Option<String>,
     /// The request as submitted (prepared again when a queued job is restored).
     pub submitted: serde_json::Value,
     /// The request with its defaults filled in, as shown to clients.
@@ -113,6 +122,18 @@ pub fn video_name(id: &str) -> String {
     format!("{id}.mp4")
 }
 
+/// The file name of job `id`'s uploaded first frame, saved with `extension` (`png` or `jpg`).
+pub fn input_name(id: &str, extension: &str) -> String {
+    format!("{id}.input.{extension}")
+}
+
+/// A new temporary file name in the videos directory for an upload being received
+/// (`.upload-<24 hex digits>.partial`); one left by a crash is deleted at the next start.
+pub fn upload_temporary_name(random: [u8; 12]) -> String {
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{UPLOAD_PREFIX}{hex}{UPLOAD_SUFFIX}")
+}
+
 /// Unix seconds of `time`, with fractions.
 pub fn unix_seconds_f64(time: SystemTime) -> f64 {
     time.duration_since(UNIX_EPOCH)
@@ -143,7 +164,8 @@ pub fn remove(directory: &Path, id: &str) -> std::io::Result<()> {
 }
 
 /// Reads every `video_<hex>.json` record in `directory` (other files are not looked at), oldest
-/// submission first; a record left half-written by a crash (`<id>.json.partial`) is deleted.
+/// submission first; a record left half-written by a crash (`<id>.json.partial`) is deleted, and
+/// so is an upload that was being received (`.upload-*.partial`).
 pub fn load(directory: &Path) -> std::io::Result<Loaded> {
     let mut loaded = Loaded::default();
     let mut names: Vec<String> = Vec::new();
@@ -158,6 +180,10 @@ pub fn load(directory: &Path) -> std::io::Result<Loaded> {
         if let Some(id) = name.strip_suffix(TEMPORARY_SUFFIX)
             && is_job_id(id)
         {
+            remove_temporary(&directory.join(&name));
+            continue;
+        }
+        if name.starts_with(UPLOAD_PREFIX) && name.ends_with(UPLOAD_SUFFIX) {
             remove_temporary(&directory.join(&name));
             continue;
         }
@@ -181,7 +207,7 @@ pub fn load(directory: &Path) -> std::io::Result<Loaded> {
 
 fn remove_temporary(path: &Path) {
     if let Err(error) = fs_err::remove_file(path) {
-        tracing::warn!("cannot delete a half-written job record: {error}");
+        tracing::warn!("cannot delete a half-written file: {error}");
     }
 }
 
@@ -220,6 +246,16 @@ fn read(path: &Path, id: &str) -> Result<StoredJob, StoreError> {
         return Err(foreign(format!(
             "its video `{video}` is not `{}`",
             video_name(id)
+        )));
+    }
+    if let Some(input) = &job.input_reference
+        && !INPUT_EXTENSIONS
+            .iter()
+            .any(|extension| *input == input_name(id, extension))
+    {
+        return Err(foreign(format!(
+            "its input_reference `{input}` is not `{}`",
+            input_name(id, "png")
         )));
     }
     if job.status.is_finished() != job.finished_at.is_some()
@@ -270,6 +306,7 @@ mod tests {
             },
             error: None,
             video: Some(video_name(id)),
+            input_reference: None,
             submitted: json!({"prompt": "fox", "steps": 2}),
             request: json!({"prompt": "fox", "steps": 2})
                 .as_object()
@@ -307,13 +344,28 @@ mod tests {
         misnamed.video = Some("../../elsewhere.mp4".into());
         save(dir, &misnamed).unwrap();
         fs_err::write(dir.join(format!("{ID}.json.partial")), "{half").unwrap();
+        let stale_upload = dir.join(upload_temporary_name([7; 12]));
+        fs_err::write(&stale_upload, "half an upload").unwrap();
+        let mut elsewhere = job("video_dddddddddddddddddddddddd", 1.0);
+        elsewhere.input_reference = Some("/etc/passwd".into());
+        save(dir, &elsewhere).unwrap();
+        let mut uploaded = job(later, 1_700_000_000.75);
+        uploaded.input_reference = Some(input_name(later, "jpg"));
+        save(dir, &uploaded).unwrap();
 
         let loaded = load(dir).unwrap();
         let ids: Vec<&str> = loaded.jobs.iter().map(|j| j.id.as_str()).collect();
         assert_eq!(ids, [ID, later]);
         assert_eq!(loaded.jobs[0], job(ID, 1_700_000_000.25));
+        assert_eq!(loaded.jobs[1], uploaded);
+        assert!(
+            !fs_err::read_to_string(record_path(dir, ID))
+                .unwrap()
+                .contains("input_reference"),
+            "a job without an upload keeps the record layout of servers before uploads"
+        );
         let skipped: Vec<String> = loaded.skipped.iter().map(|s| s.error.to_string()).collect();
-        assert_eq!(skipped.len(), 3, "{skipped:#?}");
+        assert_eq!(skipped.len(), 4, "{skipped:#?}");
         assert!(skipped[0].contains("video_aaaaaaaaaaaaaaaaaaaaaaaa.json is not a job record: "));
         assert!(skipped[1].ends_with(
             "video_bbbbbbbbbbbbbbbbbbbbbbbb.json is not a job record of this server: `object` is `something.else`, not `skyreels.video_job`"
@@ -321,6 +373,10 @@ mod tests {
         assert!(skipped[2].ends_with(
             "its video `../../elsewhere.mp4` is not `video_cccccccccccccccccccccccc.mp4`"
         ));
+        assert!(skipped[3].ends_with(
+            "its input_reference `/etc/passwd` is not `video_dddddddddddddddddddddddd.input.png`"
+        ));
+        assert!(!stale_upload.exists());
         assert!(dir.join("notes.json").exists());
         assert!(dir.join("video_aaaaaaaaaaaaaaaaaaaaaaaa.json").exists());
         assert!(!dir.join(format!("{ID}.json.partial")).exists());

@@ -1,6 +1,7 @@
 //! `skyreels-serve` through its binary with a real HTTP client, on the built-in tiny engine: the
-//! whole job life cycle, bad input, a full queue, cancellation, shutdown on SIGTERM, and jobs kept
-//! across a restart on the same videos directory.
+//! whole job life cycle, bad input, a full queue, cancellation, shutdown on SIGTERM, jobs kept
+//! across a restart on the same videos directory, and first frames uploaded as `input_reference`
+//! (to the tiny engine and to its image-to-video sibling).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use skyreels_contract::manifest::FORMAT_VERSION;
-use skyreels_contract::{Attention, Manifest, Precision, Target};
+use skyreels_contract::{Attention, DitConfig, Manifest, ModelType, Precision, Target};
 use skyreels_exporter::dit::{self, DitExportOptions};
+use skyreels_exporter::image::{self as clip, ImageExportOptions};
 use skyreels_exporter::text::{self, TextExportOptions};
 use skyreels_exporter::tiny::{self, StorageDtype};
 use skyreels_exporter::vae::{self, VaeExportOptions};
@@ -20,74 +22,101 @@ use skyreels_graph::DType;
 /// The tiny engine of `skyreels-export tiny`, exported once for all tests of this binary.
 fn tiny_engine() -> &'static Path {
     static ENGINE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            let out = tempfile::tempdir().expect("tempdir");
-            let source = tempfile::tempdir().expect("tempdir");
-            tiny::write_random_dit(
-                source.path(),
-                &tiny::tiny_dit_config(),
-                StorageDtype::F32,
-                0,
-            )
-            .expect("dit");
-            vae::random::write_random_vae(
-                &source.path().join("vae"),
-                &vae::random::tiny_vae_config(),
-                0,
-            )
-            .expect("vae");
-            text::tiny::write_tiny(source.path(), 0).expect("text");
-            let dit = dit::export(
-                source.path(),
-                out.path(),
-                &DitExportOptions {
-                    compute: DType::F32,
-                    attention: Attention::MatMul,
-                    link_weights: false,
-                },
-            )
-            .expect("export dit");
-            let vae_source = vae::locate(source.path()).expect("vae source");
-            let vae = vae::export(
-                &vae_source,
-                out.path(),
-                &VaeExportOptions {
-                    compute: DType::F32,
-                    link_weights: false,
-                },
-            )
-            .expect("export vae");
-            let found = text::locate(source.path()).expect("text source");
-            let text = text::export(
-                &found.checkpoint,
-                &found.tokenizer,
-                out.path(),
-                &TextExportOptions {
-                    compute: DType::F32,
-                    attention: Attention::MatMul,
-                    link_weights: false,
-                },
-            )
-            .expect("export text");
-            Manifest {
-                format_version: FORMAT_VERSION,
-                producer: "serve test".into(),
-                target: Target::Cpu,
-                precision: Precision::Fp32,
+    ENGINE.get_or_init(|| export_engine(false)).path()
+}
+
+/// The tiny engine's image-to-video sibling (36 input channels, image embedding, the CLIP fixture
+/// of `tests/fixtures/clip/hf` as its image encoder), exported once.
+fn image_to_video_engine() -> &'static Path {
+    static ENGINE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    ENGINE.get_or_init(|| export_engine(true)).path()
+}
+
+fn export_engine(image_to_video: bool) -> tempfile::TempDir {
+    let mut config = tiny::tiny_dit_config();
+    if image_to_video {
+        config = DitConfig {
+            model_type: ModelType::I2v,
+            in_dim: 36,
+            image_dim: Some(32),
+            image_len: Some(257),
+            inject_sample_info: false,
+            ..config
+        };
+    }
+    let out = tempfile::tempdir().expect("tempdir");
+    let source = tempfile::tempdir().expect("tempdir");
+    tiny::write_random_dit(source.path(), &config, StorageDtype::F32, 0).expect("dit");
+    vae::random::write_random_vae(
+        &source.path().join("vae"),
+        &vae::random::tiny_vae_config(),
+        0,
+    )
+    .expect("vae");
+    text::tiny::write_tiny(source.path(), 0).expect("text");
+    let dit = dit::export(
+        source.path(),
+        out.path(),
+        &DitExportOptions {
+            compute: DType::F32,
+            attention: Attention::MatMul,
+            link_weights: false,
+        },
+    )
+    .expect("export dit");
+    let vae_source = vae::locate(source.path()).expect("vae source");
+    let vae = vae::export(
+        &vae_source,
+        out.path(),
+        &VaeExportOptions {
+            compute: DType::F32,
+            link_weights: false,
+        },
+    )
+    .expect("export vae");
+    let found = text::locate(source.path()).expect("text source");
+    let text = text::export(
+        &found.checkpoint,
+        &found.tokenizer,
+        out.path(),
+        &TextExportOptions {
+            compute: DType::F32,
+            attention: Attention::MatMul,
+            link_weights: false,
+        },
+    )
+    .expect("export text");
+    let image_encoder = image_to_video.then(|| {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/clip/hf");
+        clip::export(
+            &fixture,
+            out.path(),
+            &ImageExportOptions {
+                compute: DType::F32,
                 attention: Attention::MatMul,
-                dit: Some(dit.component),
-                vae: Some(vae.component),
-                text_encoder: Some(text.component),
-                image_encoder: None,
-                build: None,
-                source: None,
-            }
-            .save(out.path())
-            .expect("manifest");
-            out
-        })
-        .path()
+                link_weights: false,
+                preprocess: clip::preprocess_from(None).expect("preprocess"),
+            },
+        )
+        .expect("export clip")
+        .component
+    });
+    Manifest {
+        format_version: FORMAT_VERSION,
+        producer: "serve test".into(),
+        target: Target::Cpu,
+        precision: Precision::Fp32,
+        attention: Attention::MatMul,
+        dit: Some(dit.component),
+        vae: Some(vae.component),
+        text_encoder: Some(text.component),
+        image_encoder,
+        build: None,
+        source: None,
+    }
+    .save(out.path())
+    .expect("manifest");
+    out
 }
 
 /// A running server; killed when dropped.
@@ -115,10 +144,15 @@ impl Server {
 
     /// A server on `videos` (kept by the caller, e.g. for a restart on the same directory).
     fn start_in(videos: &Path, extra: &[&str]) -> Server {
+        Server::start_on(tiny_engine(), videos, extra)
+    }
+
+    /// A server of `engine` on `videos`.
+    fn start_on(engine: &Path, videos: &Path, extra: &[&str]) -> Server {
         let videos = videos.to_path_buf();
         let mut child = Command::new(env!("CARGO_BIN_EXE_skyreels-serve"))
             .arg("--engines")
-            .arg(tiny_engine())
+            .arg(engine)
             .args(["--listen", "127.0.0.1:0", "--threads", "1", "--videos"])
             .arg(&videos)
             .args(extra)
@@ -177,6 +211,50 @@ impl Server {
             _ => unreachable!("{method}"),
         }
         .expect("HTTP request");
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .read_json::<Value>()
+            .unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// (status, JSON body) of a `multipart/form-data` POST of `fields` as text parts and `file`
+    /// (part name, file name, bytes) as a file part, the body built by hand.
+    fn post_form(
+        &self,
+        fields: &[(&str, String)],
+        file: Option<(&str, &str, &[u8])>,
+    ) -> (u16, Value) {
+        let boundary = "skyreels-test-boundary-7d1c";
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        if let Some((name, file_name, bytes)) = file {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let response = Server::agent()
+            .post(&self.url("/v1/videos"))
+            .header(
+                "Content-Type",
+                &format!("multipart/form-data; boundary={boundary}"),
+            )
+            .send(&body[..])
+            .expect("HTTP request");
         let status = response.status().as_u16();
         let body = response
             .into_body()
@@ -710,4 +788,249 @@ fn a_videos_directory_in_use_by_another_server_is_refused_before_loading() {
         fs_err::read(scratch.path().join("holiday.mp4")).unwrap(),
         b"mine"
     );
+}
+
+/// A seeded RGB picture of `width`×`height` saved to `path` (PNG or JPEG by its extension).
+fn write_picture(path: &Path, width: u32, height: u32, seed: u32) {
+    let picture = image::RgbImage::from_fn(width, height, |x, y| {
+        let v = |k: u32| ((x * (3 + k + seed) + y * (5 + 2 * k) + 17 * seed * (k + 1)) % 256) as u8;
+        image::Rgb([v(0), v(1), v(2)])
+    });
+    picture.save(path).expect("picture");
+}
+
+/// [`small_request`] as the text parts of a form.
+fn small_form(steps: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("prompt", "a red fox running through fresh snow".into()),
+        ("size", "96x64".into()),
+        ("num_frames", "17".into()),
+        ("steps", steps.to_string()),
+        ("seed", "7".into()),
+    ]
+}
+
+fn read_video(bytes: &[u8]) -> skyreels_runtime::output::Video {
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("fetched.mp4");
+    fs_err::write(&file, bytes).unwrap();
+    skyreels_runtime::output::read_mp4(&file).expect("a readable MP4")
+}
+
+/// What `skyreels generate --image IMAGE` makes of `request` on `engine`: the same job API the
+/// CLI is a front end over (request → plan → run_job), on one CPU thread as the servers here.
+fn generate_with_image(
+    engine: &Path,
+    request: &Value,
+    image: &Path,
+) -> skyreels_runtime::output::Video {
+    use skyreels_runtime::job::{JobPlan, Models, OutputRequest, Residency, run_job};
+    let scratch = tempfile::tempdir().unwrap();
+    let mut parsed = skyreels_runtime::job::json::parse_request(request).expect("request");
+    parsed.image = Some(image.to_path_buf());
+    let out = scratch.path().join("generated.mp4");
+    let backend = skyreels_runtime::session::Backend::Cpu { threads: 1 };
+    let planning = skyreels_runtime::engine::Engine::open(engine).expect("engine");
+    let plan = JobPlan::new(
+        &planning,
+        &backend,
+        &parsed,
+        &OutputRequest {
+            out: out.clone(),
+            ..OutputRequest::default()
+        },
+    )
+    .expect("plan");
+    let mut models = Models::open(engine, backend, Residency::OneJob).expect("models");
+    run_job(
+        &plan,
+        &mut models,
+        &mut skyreels_runtime::pipeline::progress::Unobserved,
+    )
+    .expect("generate");
+    skyreels_runtime::output::read_mp4(&out).expect("mp4")
+}
+
+fn assert_same_frames(
+    served: &skyreels_runtime::output::Video,
+    generated: &skyreels_runtime::output::Video,
+) {
+    assert_eq!(served.num_frames(), generated.num_frames());
+    assert_eq!(
+        served.frame(0),
+        generated.frame(0),
+        "the first frame differs from skyreels generate --image's"
+    );
+    for index in 1..served.num_frames() {
+        assert_eq!(
+            served.frame(index),
+            generated.frame(index),
+            "frame {index} differs"
+        );
+    }
+}
+
+#[test]
+fn an_uploaded_input_reference_runs_an_image_to_video_job_as_generate_image_does() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let first = scratch.path().join("first.png");
+    write_picture(&first, 96, 64, 1);
+    let png = fs_err::read(&first).unwrap();
+    let server = Server::start_on(image_to_video_engine(), &scratch.path().join("videos"), &[]);
+
+    let (code, error) = server.call("POST", "/v1/videos", Some(small_request(2)));
+    assert_eq!(code, 400, "{error}");
+    assert_eq!(error["error"]["param"], "input_reference", "{error}");
+    let mut named = small_request(2);
+    named["image"] = json!(first);
+    let (code, error) = server.call("POST", "/v1/videos", Some(named));
+    assert_eq!(code, 400, "{error}");
+    assert_eq!(error["error"]["param"], "image", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("reads no files named by clients") && message.contains("input_reference"),
+        "{message}"
+    );
+
+    let (code, created) =
+        server.post_form(&small_form(2), Some(("input_reference", "first.png", &png)));
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["pipeline"], "synchronous", "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let input = format!("{id}.input.png");
+    assert_eq!(created["input_reference"], input.as_str());
+    assert_eq!(fs_err::read(server.videos.join(&input)).unwrap(), png);
+    let record: Value =
+        serde_json::from_slice(&fs_err::read(server.videos.join(format!("{id}.json"))).unwrap())
+            .unwrap();
+    assert_eq!(record["input_reference"], input.as_str());
+
+    let done = server.wait_for(&id, &["completed", "failed"]);
+    assert_eq!(done["status"], "completed", "{done}");
+    let bytes = server.content(&id);
+    assert_playable(&bytes);
+    let generated = generate_with_image(image_to_video_engine(), &small_request(2), &first);
+    assert_same_frames(&read_video(&bytes), &generated);
+
+    let (code, deleted) = server.call("DELETE", &format!("/v1/videos/{id}"), None);
+    assert_eq!((code, &deleted["deleted"]), (200, &json!(true)));
+    assert_eq!(
+        file_names(&server.videos),
+        [".skyreels-owner"],
+        "the upload is deleted with its job"
+    );
+}
+
+#[test]
+fn a_diffusion_forcing_job_takes_the_uploaded_input_reference_as_its_first_frame() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let first = scratch.path().join("first.jpg");
+    write_picture(&first, 96, 64, 2);
+    let jpeg = fs_err::read(&first).unwrap();
+    let server = Server::start(&["--keep-jobs", "1"]);
+
+    let (code, created) = server.post_form(
+        &small_form(2),
+        Some(("input_reference", "first.jpg", &jpeg)),
+    );
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        created["input_reference"],
+        format!("{id}.input.jpg").as_str()
+    );
+    let done = server.wait_for(&id, &["completed", "failed"]);
+    assert_eq!(done["status"], "completed", "{done}");
+    let served = read_video(&server.content(&id));
+    assert_same_frames(
+        &served,
+        &generate_with_image(tiny_engine(), &small_request(2), &first),
+    );
+
+    let plain = server.submit(small_request(2));
+    server.wait_for(&plain, &["completed"]);
+    assert_eq!(
+        file_names(&server.videos),
+        [
+            ".skyreels-owner".to_string(),
+            format!("{plain}.json"),
+            format!("{plain}.mp4"),
+        ],
+        "--keep-jobs 1 deleted the first job with its upload"
+    );
+    let unconditioned = read_video(&server.content(&plain));
+    assert_ne!(
+        served.frame(0),
+        unconditioned.frame(0),
+        "the upload changed the first frame"
+    );
+}
+
+#[test]
+fn bad_uploads_are_refused_with_400_naming_input_reference() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let picture = scratch.path().join("first.png");
+    write_picture(&picture, 96, 64, 3);
+    let png = fs_err::read(&picture).unwrap();
+    let mut oversized = png.clone();
+    oversized.resize(20 * 1024 * 1024 + 1, 0);
+    let server = Server::start(&[]);
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "notes.txt",
+            b"a red fox running through fresh snow".to_vec(),
+            "`input_reference` is not a PNG or JPEG file (it starts with 61 20 72 65 64 20 66 6f)",
+        ),
+        (
+            "first.png",
+            png[..png.len() / 2].to_vec(),
+            "`input_reference` does not decode: ",
+        ),
+        (
+            "big.png",
+            oversized,
+            "`input_reference` is larger than the limit of 20971520 bytes (20 MiB)",
+        ),
+        ("empty.png", Vec::new(), "`input_reference` is empty"),
+    ];
+    for (file_name, bytes, expected) in cases {
+        let (code, error) =
+            server.post_form(&small_form(2), Some(("input_reference", file_name, &bytes)));
+        assert_eq!(code, 400, "{file_name}: {error}");
+        assert_eq!(error["error"]["param"], "input_reference", "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(expected) && message.contains("\n  fix: "),
+            "{file_name}: {message}"
+        );
+    }
+    let (code, error) = server.post_form(&small_form(2), Some(("image", "first.png", &png)));
+    assert_eq!(
+        (code, error["error"]["param"].as_str()),
+        (400, Some("image"))
+    );
+    let mut twice = small_form(2);
+    twice.push(("seed", "8".into()));
+    let (code, error) = server.post_form(&twice, None);
+    assert_eq!(
+        (code, error["error"]["param"].as_str()),
+        (400, Some("seed"))
+    );
+    let mut bad_value = small_form(2);
+    bad_value[3].1 = "0".into();
+    let (code, error) = server.post_form(&bad_value, Some(("input_reference", "first.png", &png)));
+    assert_eq!(
+        (code, error["error"]["param"].as_str()),
+        (400, Some("steps"))
+    );
+    assert_eq!(
+        file_names(&server.videos),
+        [".skyreels-owner"],
+        "no refused upload is left"
+    );
+    let (_, list) = server.call("GET", "/v1/videos", None);
+    assert_eq!(list["data"], json!([]));
 }

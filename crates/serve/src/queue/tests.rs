@@ -42,7 +42,11 @@ impl Double {
 impl Executor for Double {
     type Job = DoubleJob;
 
-    fn prepare(&self, body: Value) -> Result<Prepared<DoubleJob>, RequestError> {
+    fn prepare(
+        &self,
+        body: Value,
+        _input_reference: Option<&Path>,
+    ) -> Result<Prepared<DoubleJob>, RequestError> {
         let steps = match body.get("steps") {
             None => 3,
             Some(value) => value
@@ -159,7 +163,7 @@ fn wait_for(queue: &Queue<Double>, id: &str, status: Status) -> JobView {
 #[test]
 fn a_job_runs_to_completion_with_timings_and_a_video() {
     let (_directory, queue) = start(4, keep_all());
-    let submitted = queue.submit(json!({"steps": 5})).unwrap();
+    let submitted = queue.submit(json!({"steps": 5}), None).unwrap();
     assert_eq!(submitted.status, Status::Queued);
     assert_eq!(submitted.progress, 0);
     assert!(submitted.id.starts_with("video_") && submitted.id.len() == 30);
@@ -194,7 +198,7 @@ fn a_job_runs_to_completion_with_timings_and_a_video() {
 #[test]
 fn an_invalid_request_is_refused_naming_the_field() {
     let (_directory, queue) = start(4, keep_all());
-    let refused = queue.submit(json!({"steps": 0})).unwrap_err();
+    let refused = queue.submit(json!({"steps": 0}), None).unwrap_err();
     match refused {
         SubmitError::Invalid(error) => assert_eq!(error.field.as_deref(), Some("steps")),
         other => panic!("expected Invalid, got {other:?}"),
@@ -206,11 +210,11 @@ fn an_invalid_request_is_refused_naming_the_field() {
 #[test]
 fn a_full_queue_refuses_and_cancels_free_a_place() {
     let (_directory, queue) = start(1, keep_all());
-    let running = queue.submit(json!({"behaviour": "block"})).unwrap();
+    let running = queue.submit(json!({"behaviour": "block"}), None).unwrap();
     wait_for(&queue, &running.id, Status::InProgress);
-    let waiting = queue.submit(json!({})).unwrap();
+    let waiting = queue.submit(json!({}), None).unwrap();
     assert_eq!(
-        queue.submit(json!({})).unwrap_err(),
+        queue.submit(json!({}), None).unwrap_err(),
         SubmitError::Full { max_queue: 1 }
     );
     assert_eq!(queue.metrics().rejected_full, 1);
@@ -224,7 +228,7 @@ fn a_full_queue_refuses_and_cancels_free_a_place() {
         other => panic!("expected Cancelled, got {other:?}"),
     }
     assert_eq!(queue.metrics().queue_depth, 0);
-    let next = queue.submit(json!({})).unwrap();
+    let next = queue.submit(json!({}), None).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(10);
     while queue.get(&running.id).unwrap().progress != 50 {
@@ -255,10 +259,12 @@ fn a_full_queue_refuses_and_cancels_free_a_place() {
 #[test]
 fn failing_and_panicking_jobs_are_recorded_and_the_worker_goes_on() {
     let (_directory, queue) = start(8, keep_all());
-    let failing = queue.submit(json!({"behaviour": "fail"})).unwrap();
-    let panicking = queue.submit(json!({"behaviour": "panic"})).unwrap();
-    let silent = queue.submit(json!({"behaviour": "write_nothing"})).unwrap();
-    let fine = queue.submit(json!({})).unwrap();
+    let failing = queue.submit(json!({"behaviour": "fail"}), None).unwrap();
+    let panicking = queue.submit(json!({"behaviour": "panic"}), None).unwrap();
+    let silent = queue
+        .submit(json!({"behaviour": "write_nothing"}), None)
+        .unwrap();
+    let fine = queue.submit(json!({}), None).unwrap();
     wait_for(&queue, &fine.id, Status::Completed);
     let failure = |id: &str| queue.get(id).unwrap().error.unwrap();
     assert_eq!(failure(&failing.id).code, "job_failed");
@@ -282,7 +288,7 @@ fn retention_deletes_the_oldest_finished_jobs_and_their_videos() {
         },
     );
     let ids: Vec<String> = (0..3)
-        .map(|_| queue.submit(json!({"steps": 1})).unwrap().id)
+        .map(|_| queue.submit(json!({"steps": 1}), None).unwrap().id)
         .collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     while queue.get(&ids[2]).map(|v| v.status) != Some(Status::Completed) {
@@ -310,7 +316,7 @@ fn finished_jobs_expire_after_the_retention_age() {
             max_age: Duration::from_millis(200),
         },
     );
-    let id = queue.submit(json!({"steps": 1})).unwrap().id;
+    let id = queue.submit(json!({"steps": 1}), None).unwrap().id;
     wait_for(&queue, &id, Status::Completed);
     assert!(queue.videos_dir_has(&id));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -324,9 +330,9 @@ fn finished_jobs_expire_after_the_retention_age() {
 #[test]
 fn shutdown_keeps_waiting_jobs_queued_and_interrupts_the_running_one_after_the_grace() {
     let (_directory, queue) = start(8, keep_all());
-    let running = queue.submit(json!({"behaviour": "block"})).unwrap();
+    let running = queue.submit(json!({"behaviour": "block"}), None).unwrap();
     wait_for(&queue, &running.id, Status::InProgress);
-    let waiting = queue.submit(json!({})).unwrap();
+    let waiting = queue.submit(json!({}), None).unwrap();
     let outcome = queue.shutdown(Duration::from_millis(50), Duration::from_secs(10));
     assert_eq!(outcome, ShutdownOutcome::InterruptedRunning);
     let interrupted = queue.get(&running.id).unwrap();
@@ -341,7 +347,7 @@ fn shutdown_keeps_waiting_jobs_queued_and_interrupts_the_running_one_after_the_g
     assert_eq!(queue.get(&waiting.id).unwrap().status, Status::Queued);
     assert_eq!(*queue.shared.executor.runs.lock().unwrap(), [3]);
     assert_eq!(
-        queue.submit(json!({})).unwrap_err(),
+        queue.submit(json!({}), None).unwrap_err(),
         SubmitError::ShuttingDown
     );
     assert!(!queue.is_accepting());
@@ -350,7 +356,7 @@ fn shutdown_keeps_waiting_jobs_queued_and_interrupts_the_running_one_after_the_g
 #[test]
 fn shutdown_lets_a_short_running_job_finish() {
     let (_directory, queue) = start(8, keep_all());
-    let running = queue.submit(json!({"steps": 20})).unwrap();
+    let running = queue.submit(json!({"steps": 20}), None).unwrap();
     wait_for(&queue, &running.id, Status::InProgress);
     let outcome = queue.shutdown(Duration::from_secs(10), Duration::from_secs(10));
     assert_eq!(outcome, ShutdownOutcome::Drained);
@@ -362,18 +368,18 @@ fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
     let directory = tempfile::tempdir().unwrap();
     let videos = directory.path().join("videos");
     let first = start_in(&videos, 8, Double::new(1000), keep_all());
-    let completed = first.submit(json!({"steps": 4})).unwrap();
-    let failed = first.submit(json!({"behaviour": "fail"})).unwrap();
+    let completed = first.submit(json!({"steps": 4}), None).unwrap();
+    let failed = first.submit(json!({"behaviour": "fail"}), None).unwrap();
     wait_for(&first, &failed.id, Status::Failed);
     let completed = wait_for(&first, &completed.id, Status::Completed);
     let failed = first.get(&failed.id).unwrap();
-    let running = first.submit(json!({"behaviour": "block"})).unwrap();
+    let running = first.submit(json!({"behaviour": "block"}), None).unwrap();
     wait_for(&first, &running.id, Status::InProgress);
     let queued: Vec<String> = [7, 2, 50, 5]
         .into_iter()
-        .map(|steps| first.submit(json!({"steps": steps})).unwrap().id)
+        .map(|steps| first.submit(json!({"steps": steps}), None).unwrap().id)
         .collect();
-    let cancelled = first.submit(json!({})).unwrap();
+    let cancelled = first.submit(json!({}), None).unwrap();
     first.cancel(&cancelled.id).unwrap();
     let cancelled = first.get(&cancelled.id).unwrap();
     assert_eq!(
@@ -447,7 +453,7 @@ fn retention_applies_to_restored_jobs_and_deletes_their_records_and_videos() {
     let videos = directory.path().join("videos");
     let first = start_in(&videos, 8, Double::new(10), keep_all());
     let ids: Vec<String> = (0..3)
-        .map(|_| first.submit(json!({"steps": 1})).unwrap().id)
+        .map(|_| first.submit(json!({"steps": 1}), None).unwrap().id)
         .collect();
     wait_for(&first, &ids[2], Status::Completed);
     drop(first);
@@ -487,7 +493,7 @@ fn a_restored_completed_job_whose_video_is_gone_is_failed() {
     let directory = tempfile::tempdir().unwrap();
     let videos = directory.path().join("videos");
     let first = start_in(&videos, 8, Double::new(10), keep_all());
-    let id = first.submit(json!({"steps": 1})).unwrap().id;
+    let id = first.submit(json!({"steps": 1}), None).unwrap().id;
     wait_for(&first, &id, Status::Completed);
     drop(first);
     fs_err::remove_file(videos.join(format!("{id}.mp4"))).unwrap();
