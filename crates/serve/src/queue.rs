@@ -311,6 +311,21 @@ fn as_object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Va
     }
 }
 
+/// The prepared request as shown to clients, with the upload's file name as `input_reference`.
+fn shown_request(
+    prepared: serde_json::Value,
+    input: Option<&Path>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut request = as_object(prepared);
+    if let Some(name) = input.and_then(Path::file_name) {
+        request.insert(
+            "input_reference".into(),
+            serde_json::Value::String(name.to_string_lossy().into_owned()),
+        );
+    }
+    request
+}
+
 impl<J> Record<J> {
     /// Percent done, the running stage and the timings as of now.
     fn live(&self) -> (u32, Option<&'static str>, Timings) {
@@ -453,7 +468,7 @@ fn restore<E: Executor>(executor: &E, videos: &Path, stored: StoredJob) -> Recor
         {
             Ok(prepared) => {
                 record.job = Some(prepared.job);
-                record.request = as_object(prepared.request);
+                record.request = shown_request(prepared.request, record.input.as_deref());
                 record.ended = None;
                 None
             }
@@ -705,13 +720,7 @@ impl<E: Executor> Queue<E> {
                 max_queue: shared.config.max_queue,
             });
         }
-        let mut request = as_object(prepared.request);
-        if let Some(name) = input.as_ref().and_then(|input| input.file_name()) {
-            request.insert(
-                "input_reference".into(),
-                serde_json::Value::String(name.to_string_lossy().into_owned()),
-            );
-        }
+        let request = shown_request(prepared.request, input.as_deref());
         let record = Record {
             id,
             status: Status::Queued,

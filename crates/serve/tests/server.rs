@@ -1034,3 +1034,38 @@ fn bad_uploads_are_refused_with_400_naming_input_reference() {
     let (_, list) = server.call("GET", "/v1/videos", None);
     assert_eq!(list["data"], json!([]));
 }
+
+#[test]
+fn a_queued_job_keeps_its_upload_across_a_restart() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let first = scratch.path().join("first.png");
+    write_picture(&first, 96, 64, 4);
+    let png = fs_err::read(&first).unwrap();
+    let videos = scratch.path().join("videos");
+    let mut server = Server::start_in(&videos, &[]);
+    let running = server.submit(small_request(LONG_JOB_STEPS));
+    server.wait_for(&running, &["in_progress"]);
+    let (code, created) =
+        server.post_form(&small_form(2), Some(("input_reference", "first.png", &png)));
+    assert_eq!(code, 201, "{created}");
+    let waiting = created["id"].as_str().expect("id").to_string();
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().expect("wait");
+    drop(server);
+
+    let restarted = Server::start_in(&videos, &[]);
+    let done = restarted.wait_for(&waiting, &["completed", "failed"]);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        done["input_reference"],
+        format!("{waiting}.input.png").as_str()
+    );
+    assert_same_frames(
+        &read_video(&restarted.content(&waiting)),
+        &generate_with_image(tiny_engine(), &small_request(2), &first),
+    );
+    let (code, _) = restarted.call("DELETE", &format!("/v1/videos/{waiting}"), None);
+    assert_eq!(code, 200);
+    assert!(!videos.join(format!("{waiting}.input.png")).exists());
+}

@@ -45,7 +45,7 @@ impl Executor for Double {
     fn prepare(
         &self,
         body: Value,
-        _input_reference: Option<&Path>,
+        input_reference: Option<&Path>,
     ) -> Result<Prepared<DoubleJob>, RequestError> {
         let steps = match body.get("steps") {
             None => 3,
@@ -73,9 +73,13 @@ impl Executor for Double {
                 });
             }
         };
+        let mut request = json!({"steps": steps});
+        if let Some(input) = input_reference {
+            request["prepared_with"] = json!(input);
+        }
         Ok(Prepared {
             job: DoubleJob { steps, behaviour },
-            request: json!({"steps": steps}),
+            request,
         })
     }
 
@@ -528,4 +532,56 @@ impl Queue<Double> {
     fn videos_dir_has(&self, id: &str) -> bool {
         self.shared.video_path(id).exists()
     }
+}
+
+#[test]
+fn an_upload_becomes_the_jobs_file_until_the_job_is_deleted_and_goes_at_once_when_refused() {
+    let (directory, queue) = start(1, keep_all());
+    let videos = directory.path().join("videos");
+    let upload = |bytes: &[u8]| {
+        let path = queue.upload_path();
+        assert_eq!(path.parent(), Some(videos.as_path()));
+        fs_err::write(&path, bytes).unwrap();
+        Upload {
+            path,
+            extension: "png",
+        }
+    };
+    let refused = upload(b"refused");
+    assert!(matches!(
+        queue.submit(json!({"steps": 0}), Some(refused.clone())),
+        Err(SubmitError::Invalid(_))
+    ));
+    assert!(!refused.path.exists());
+
+    let running = queue
+        .submit(json!({"behaviour": "block"}), Some(upload(b"first")))
+        .unwrap();
+    let input = videos.join(format!("{}.input.png", running.id));
+    assert_eq!(fs_err::read(&input).unwrap(), b"first");
+    assert_eq!(running.request["prepared_with"], json!(input));
+    assert_eq!(
+        running.request["input_reference"],
+        format!("{}.input.png", running.id)
+    );
+    wait_for(&queue, &running.id, Status::InProgress);
+    let waiting = queue.submit(json!({}), Some(upload(b"second"))).unwrap();
+    let full = upload(b"third");
+    assert!(matches!(
+        queue.submit(json!({}), Some(full.clone())),
+        Err(SubmitError::Full { max_queue: 1 })
+    ));
+    assert!(!full.path.exists());
+
+    for job in [&waiting, &running] {
+        queue.cancel(&job.id).unwrap();
+        wait_for(&queue, &job.id, Status::Cancelled);
+        assert!(
+            videos.join(format!("{}.input.png", job.id)).is_file(),
+            "a finished job keeps its upload"
+        );
+        assert_eq!(queue.cancel(&job.id), Some(CancelOutcome::Deleted));
+    }
+    let left: Vec<_> = fs_err::read_dir(&videos).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
 }
