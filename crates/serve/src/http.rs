@@ -45,13 +45,7 @@ pub fn router<E: Executor>(queue: Arc<Queue<E>>) -> Router {
         .with_state(queue)
 }
 
-/// `error` for a request refused with a 4xx `status`.
-pub(crate) fn error(
-    status: StatusCode,
-    code: &str,
-    param: Option<&str>,
-    message: &str,
-) -> Response {
+fn error(status: StatusCode, code: &str, param: Option<&str>, message: &str) -> Response {
     let kind = match status.as_u16() {
         400 | 404 | 409 | 413 | 415 => "invalid_request_error",
         429 => "rate_limit_error",
@@ -131,29 +125,7 @@ async fn create<E: Executor>(State(queue): State<Arc<Queue<E>>>, request: Reques
                 .starts_with("multipart/form-data")
         });
     if is_form {
-        let multipart = match Multipart::from_request(request, &()).await {
-            Ok(multipart) => multipart,
-            Err(rejection) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_multipart",
-                    None,
-                    &format!(
-                        "the multipart/form-data body cannot be read: {}\n  fix: send the fields as form parts with a boundary in the Content-Type",
-                        rejection.body_text()
-                    ),
-                );
-            }
-        };
-        let upload_path = queue.upload_path();
-        return match upload::read_form(multipart, &upload_path).await {
-            Ok(form) => submit(queue, form.fields, form.upload).await,
-            Err(UploadError {
-                status,
-                field,
-                message,
-            }) => error(status, "invalid_value", field.as_deref(), &message),
-        };
+        return create_from_form(queue, request).await;
     }
     let body = match axum::body::to_bytes(request.into_body(), JSON_LIMIT).await {
         Ok(body) => body,
@@ -190,6 +162,38 @@ async fn create<E: Executor>(State(queue): State<Arc<Queue<E>>>, request: Reques
         }
     };
     submit(queue, body, None).await
+}
+
+/// A `multipart/form-data` request: its text parts as the fields, `input_reference` as the upload.
+async fn create_from_form<E: Executor>(queue: Arc<Queue<E>>, request: Request) -> Response {
+    let multipart = match Multipart::from_request(request, &()).await {
+        Ok(multipart) => multipart,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_multipart",
+                None,
+                &format!(
+                    "the multipart/form-data body cannot be read: {}\n  fix: send the fields as form parts with a boundary in the Content-Type",
+                    rejection.body_text()
+                ),
+            );
+        }
+    };
+    let upload_path = queue.upload_path();
+    match upload::read_form(multipart, &upload_path).await {
+        Ok(form) => submit(queue, form.fields, form.upload).await,
+        Err(UploadError {
+            status,
+            field,
+            message,
+        }) => {
+            if status.is_client_error() {
+                queue.count_invalid();
+            }
+            error(status, "invalid_value", field.as_deref(), &message)
+        }
+    }
 }
 
 /// Converts the OpenAI fields of `body` and queues it with `upload` (deleted when refused).

@@ -745,6 +745,12 @@ impl<E: Executor> Queue<E> {
         Ok(view)
     }
 
+    /// Counts a request refused before it reached [`Queue::submit`] (a bad upload), for
+    /// `/metrics`.
+    pub fn count_invalid(&self) {
+        self.state().rejected_invalid += 1;
+    }
+
     /// The job `id`.
     pub fn get(&self, id: &str) -> Option<JobView> {
         let config = &self.shared.config;

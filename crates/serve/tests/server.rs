@@ -1033,6 +1033,11 @@ fn bad_uploads_are_refused_with_400_naming_input_reference() {
     );
     let (_, list) = server.call("GET", "/v1/videos", None);
     assert_eq!(list["data"], json!([]));
+    let metrics = server.text("/metrics");
+    assert!(
+        metrics.contains("skyreels_requests_rejected_total{reason=\"invalid\"} 7"),
+        "{metrics}"
+    );
 }
 
 #[test]
