@@ -50,8 +50,14 @@ impl RgbImage {
             "image",
             skyreels_contract::files::limit::IMAGE,
         )?;
-        let decoded = image::load_from_memory(&bytes)
-            .map_err(|e| RuntimeError::Invalid(format!("cannot decode image {}: {e}\n  fix: give a PNG or JPEG file (re-save or re-download it if it is cut short)", path.display())))?;
+        let decoded = decode_bounded(&bytes).map_err(|e| match e {
+            image::ImageError::Limits(_) => RuntimeError::Invalid(format!(
+                "image {} is larger than {MAX_IMAGE_SIDE}×{MAX_IMAGE_SIDE} pixels (or decodes to more than {} MiB)\n  fix: resize it to the video's size first",
+                path.display(),
+                MAX_DECODED_BYTES >> 20
+            )),
+            e => RuntimeError::Invalid(format!("cannot decode image {}: {e}\n  fix: give a PNG or JPEG file (re-save or re-download it if it is cut short)", path.display())),
+        })?;
         let rgb = decoded.to_rgb8();
         Ok(RgbImage {
             width: rgb.width() as usize,
@@ -59,6 +65,24 @@ impl RgbImage {
             pixels: rgb.into_raw(),
         })
     }
+}
+
+/// The largest side a picture may have (twice the largest video side the plan accepts: camera
+/// photos are cropped and resized); a file's header is checked against it before any pixel is
+/// decoded.
+pub const MAX_IMAGE_SIDE: u32 = 16384;
+
+/// The most memory decoding one picture may take (a 108-megapixel photo fits).
+const MAX_DECODED_BYTES: u64 = 512 << 20;
+
+fn decode_bounded(bytes: &[u8]) -> image::ImageResult<image::DynamicImage> {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    reader.limits(limits);
+    reader.decode()
 }
 
 /// Checks, before any model loads, that each given picture (`--image`, `--last-image`) is a
@@ -383,6 +407,25 @@ impl ImageEncoder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_picture_wider_than_the_limit_is_refused_from_its_header() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("wide.png");
+        let wide = image::RgbImage::new(super::MAX_IMAGE_SIDE + 1, 1);
+        wide.save(&path).unwrap();
+        let Err(error) = super::RgbImage::open(&path) else {
+            panic!("a picture wider than the limit was decoded")
+        };
+        let error = error.to_string();
+        assert!(
+            error.contains("is larger than 16384×16384 pixels") && error.contains("fix: resize it"),
+            "{error}"
+        );
+        let fits = image::RgbImage::new(super::MAX_IMAGE_SIDE, 1);
+        fits.save(&path).unwrap();
+        assert_eq!(super::RgbImage::open(&path).unwrap().width, 16384);
+    }
+
     use super::*;
 
     /// Crop boxes and first pixels as PIL 11 gives them for upstream's `resizecrop` to 960×544
