@@ -148,6 +148,7 @@ fn run_case(name: &str) -> f32 {
         conditioning: &conditioning,
         vae,
         work_dir: None,
+        resumed: Default::default(),
         observer: &mut Unobserved,
     })
     .expect("generate");

@@ -54,6 +54,7 @@ fn sample(engine: &Engine, teacache: Option<TeaCacheConfig>) -> (Tensor, Generat
         conditioning: &Conditioning::default(),
         vae: None,
         work_dir: None,
+        resumed: Default::default(),
         observer: &mut Unobserved,
     })
     .expect("generate");

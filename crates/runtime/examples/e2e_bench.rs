@@ -165,6 +165,7 @@ fn main() -> anyhow::Result<()> {
         conditioning: &Conditioning::default(),
         vae: Some(vae),
         work_dir: None,
+        resumed: Default::default(),
         observer: &mut Unobserved,
     })?;
     let seconds = seconds_since(generating);

@@ -95,6 +95,41 @@ impl Models {
         }
     }
 
+    /// Collective on several ranks: the finished windows rank 0 read from its work directory
+    /// (`saved`), by index, on every rank; on one rank, `saved` itself.
+    pub fn share_windows(
+        &mut self,
+        saved: Option<Vec<(usize, Tensor)>>,
+    ) -> Result<std::collections::HashMap<usize, Tensor>> {
+        let Some(rank) = &mut self.rank else {
+            return Ok(saved.unwrap_or_default().into_iter().collect());
+        };
+        // Sent as one list: the window indices (exact in f32: far below 2^24), then the windows.
+        let tensors = saved
+            .map(|windows| -> Result<Vec<Tensor>> {
+                let indices = windows.iter().map(|(index, _)| *index as f32).collect();
+                let indices = Tensor::new(vec![windows.len()], indices)?;
+                Ok(std::iter::once(indices)
+                    .chain(windows.into_iter().map(|(_, window)| window))
+                    .collect())
+            })
+            .transpose()?;
+        let mut shared = rank.broadcast_tensors(tensors.as_deref())?.into_iter();
+        let indices = shared
+            .next()
+            .ok_or_else(|| RuntimeError::Invalid("rank 0 shared no window list".into()))?;
+        let indices: Vec<usize> = indices.data.iter().map(|&index| index as usize).collect();
+        let windows: Vec<Tensor> = shared.collect();
+        if windows.len() != indices.len() {
+            return Err(RuntimeError::Invalid(format!(
+                "rank 0 shared {} windows for {} indices",
+                windows.len(),
+                indices.len()
+            )));
+        }
+        Ok(indices.into_iter().zip(windows).collect())
+    }
+
     /// Whether this process is one rank of a multi-rank run.
     pub fn is_multi_rank(&self) -> bool {
         self.rank.is_some()

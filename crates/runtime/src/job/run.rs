@@ -144,21 +144,11 @@ pub fn generate_job_with_noise(
 ) -> Result<GeneratedVideo> {
     let s = &plan.settings;
     // Taken before any model loads, so a second run of the job is refused at once. Of several
-    // ranks only rank 0 keeps one (it saves the windows; the others sample the same ones), and
-    // it does not resume: the other ranks would have to skip the same windows.
+    // ranks only rank 0 keeps one (it saves the windows; the others sample the same ones); the
+    // windows an earlier run finished are shared from it below, so every rank skips the same.
     let work_dir = match &plan.output.work_dir {
         Some(_) if !models.writes_output() => None,
-        Some(dir) => {
-            let work_dir = WorkDir::open(dir, &plan.fingerprint()?)?;
-            if models.is_multi_rank() && work_dir.has_saved_windows()? {
-                return Err(crate::error::RuntimeError::Invalid(format!(
-                    "work directory {} holds finished windows of this job, and a run on several ranks does not resume them yet\n  fix: resume on one rank (drop --cfg-parallel and --ulysses-degree), or delete {} to start over",
-                    dir.display(),
-                    dir.display()
-                )));
-            }
-            Some(work_dir)
-        }
+        Some(dir) => Some(WorkDir::open(dir, &plan.fingerprint()?)?),
         None => None,
     };
     // Of several ranks, rank 0 alone loads the text encoder; the others get its contexts.
@@ -168,6 +158,16 @@ pub fn generate_job_with_noise(
         None
     };
     let (context, negative_context) = models.share_contexts(encoded)?;
+    // The same on every rank: each rank's plan names the work directory.
+    let resumed = if models.is_multi_rank() && plan.output.work_dir.is_some() {
+        let saved = work_dir
+            .as_ref()
+            .map(|dir| dir.saved_windows(&plan.sampling))
+            .transpose()?;
+        models.share_windows(saved)?
+    } else {
+        std::collections::HashMap::new()
+    };
 
     let mut conditioning = Conditioning {
         video: plan.input_video.clone(),
@@ -237,6 +237,7 @@ pub fn generate_job_with_noise(
                     noise,
                     &conditioning,
                     work_dir,
+                    resumed,
                     needs_vae,
                     observer,
                 )
@@ -251,6 +252,7 @@ pub fn generate_job_with_noise(
             noise,
             &conditioning,
             work_dir,
+            resumed,
             needs_vae,
             observer,
         ),
@@ -272,6 +274,7 @@ fn sample(
     noise: &mut NoiseSource,
     conditioning: &Conditioning,
     work_dir: Option<WorkDir>,
+    resumed: std::collections::HashMap<usize, Tensor>,
     needs_vae: bool,
     observer: &mut dyn Observer,
 ) -> Result<GeneratedVideo> {
@@ -309,6 +312,7 @@ fn sample(
             conditioning,
             vae,
             work_dir: work_dir.as_ref(),
+            resumed,
             observer,
         })
     })?;

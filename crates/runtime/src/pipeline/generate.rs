@@ -5,6 +5,7 @@
 //! `overlap_history` pixel frames as the next prefix; diffusers reuses the last overlap latents and
 //! decodes everything once at the end.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -66,18 +67,6 @@ impl WorkDir {
         })
     }
 
-    /// Whether an earlier run of the job left finished windows here.
-    pub fn has_saved_windows(&self) -> Result<bool> {
-        for entry in fs_err::read_dir(&self.dir)? {
-            let name = entry?.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("window-") && name.ends_with(".safetensors") {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
     fn window_path(&self, index: usize) -> PathBuf {
         self.dir.join(format!("window-{index:04}.safetensors"))
     }
@@ -91,6 +80,20 @@ impl WorkDir {
         Ok(Some(crate::output::read_tensor(
             &path, "latents", &expected,
         )?))
+    }
+
+    /// The windows of `plan` an earlier run of the job finished, by index (what rank 0 shares
+    /// with the other ranks of a multi-rank run, which keep no work directory).
+    pub fn saved_windows(&self, plan: &Plan) -> Result<Vec<(usize, Tensor)>> {
+        let (height, width) = plan.latent_size;
+        let mut saved = Vec::new();
+        for segment in &plan.segments {
+            let shape = [1, 16, segment.latent_frames, height, width];
+            if let Some(window) = self.load(segment.index, &shape)? {
+                saved.push((segment.index, window));
+            }
+        }
+        Ok(saved)
     }
 
     fn save(&self, index: usize, latents: &Tensor) -> Result<()> {
@@ -241,6 +244,9 @@ pub struct GenerationInputs<'a> {
     pub vae: Option<Vae<'a>>,
     /// Where finished windows are kept so a killed job resumes.
     pub work_dir: Option<&'a WorkDir>,
+    /// Windows an earlier run finished, by index, as rank 0 of a multi-rank run shared them
+    /// (taken before `work_dir`; empty on a single rank).
+    pub resumed: HashMap<usize, Tensor>,
     /// Told of every window, step and decode; may cancel the job.
     pub observer: &'a mut dyn Observer,
 }
@@ -256,6 +262,7 @@ pub fn generate(inputs: GenerationInputs<'_>) -> Result<Generation> {
         conditioning,
         mut vae,
         work_dir,
+        mut resumed,
         observer,
     } = inputs;
     let request = &plan.request;
@@ -284,11 +291,21 @@ pub fn generate(inputs: GenerationInputs<'_>) -> Result<Generation> {
         let window_started = Instant::now();
         let shape = [1, 16, segment.latent_frames, height, width];
         let mut latents = noise.draw(&shape)?;
-        if let Some(saved) = work_dir
-            .map(|w| w.load(segment.index, &shape))
-            .transpose()?
-            .flatten()
-        {
+        let saved = match resumed.remove(&segment.index) {
+            Some(window) if window.shape != shape => {
+                return Err(RuntimeError::Invalid(format!(
+                    "window {} shared by rank 0 has shape {:?}, not {shape:?}",
+                    segment.index + 1,
+                    window.shape
+                )));
+            }
+            Some(window) => Some(window),
+            None => work_dir
+                .map(|w| w.load(segment.index, &shape))
+                .transpose()?
+                .flatten(),
+        };
+        if let Some(saved) = saved {
             let rows = window_rows(
                 schedule,
                 segment,
