@@ -384,6 +384,16 @@ impl NcclCommunicator {
             .map_err(cuda_error("waiting for the communication stream"))
     }
 
+    /// The communicator's stream, with its GPU made current on this thread (every copy and
+    /// collective is queued there).
+    fn current_stream(&self) -> Result<Arc<CudaStream>> {
+        self.stream
+            .context()
+            .bind_to_thread()
+            .map_err(cuda_error("making the communicator's GPU current"))?;
+        Ok(Arc::clone(&self.stream))
+    }
+
     fn calls(&self) -> Calls {
         Calls {
             functions: self.functions,
@@ -578,11 +588,7 @@ impl Communicator for NcclCommunicator {
             )));
         }
         self.check_capacity("all-to-all", exchange.bytes())?;
-        let stream = Arc::clone(&self.stream);
-        stream
-            .context()
-            .bind_to_thread()
-            .map_err(cuda_error("making the communicator's GPU current"))?;
+        let stream = self.current_stream()?;
         let calls = self.calls();
         let part = exchange.part_bytes();
         let (input, _input_guard) = send.memory.device_ptr(&stream);
@@ -658,11 +664,7 @@ impl Communicator for NcclCommunicator {
                 self.size
             )));
         }
-        let stream = Arc::clone(&self.stream);
-        stream
-            .context()
-            .bind_to_thread()
-            .map_err(cuda_error("making the communicator's GPU current"))?;
+        let stream = self.current_stream()?;
         let calls = self.calls();
         if concat.is_contiguous() {
             let (input, _input_guard) = send.memory.device_ptr(&stream);
@@ -712,11 +714,7 @@ impl Communicator for NcclCommunicator {
                 buffer.len()
             )));
         }
-        let stream = Arc::clone(&self.stream);
-        stream
-            .context()
-            .bind_to_thread()
-            .map_err(cuda_error("making the communicator's GPU current"))?;
+        let stream = self.current_stream()?;
         let calls = self.calls();
         let (data, _guard) = buffer.memory.device_ptr_mut(&stream);
         // SAFETY: in-place reduction over `count` floats inside the buffer (checked above).
@@ -742,11 +740,7 @@ impl Communicator for NcclCommunicator {
                 self.size
             )));
         }
-        let stream = Arc::clone(&self.stream);
-        stream
-            .context()
-            .bind_to_thread()
-            .map_err(cuda_error("making the communicator's GPU current"))?;
+        let stream = self.current_stream()?;
         let calls = self.calls();
         let (data, _guard) = buffer.memory.device_ptr_mut(&stream);
         // SAFETY: in-place broadcast of `bytes` bytes inside the buffer (checked above).
@@ -781,11 +775,7 @@ impl Communicator for NcclCommunicator {
     }
 
     fn barrier(&mut self) -> Result<()> {
-        let stream = Arc::clone(&self.stream);
-        stream
-            .context()
-            .bind_to_thread()
-            .map_err(cuda_error("making the communicator's GPU current"))?;
+        let stream = self.current_stream()?;
         let calls = self.calls();
         {
             let (data, _guard) = self.barrier_buffer.device_ptr_mut(&stream);
@@ -874,11 +864,7 @@ impl super::values::ValueTransfer for NcclCommunicator {
         // ONNX Runtime returns from a run once its outputs are written (it synchronises its
         // stream after each run), so `value` is complete before this copy is queued.
         let source = tensor.data_ptr() as cuda::CUdeviceptr + range.start as cuda::CUdeviceptr;
-        let stream = Arc::clone(&self.stream);
-        stream
-            .context()
-            .bind_to_thread()
-            .map_err(cuda_error("making the communicator's GPU current"))?;
+        let stream = self.current_stream()?;
         let (destination, _guard) = buffer.memory.device_ptr_mut(&stream);
         Ok(copy_device(stream.cu_stream(), source, destination, bytes)?)
     }
@@ -908,11 +894,7 @@ impl super::values::ValueTransfer for NcclCommunicator {
             crate::error::ort_error("allocating a tensor for a collective's output"),
         )?;
         let destination = value.data_ptr_mut() as cuda::CUdeviceptr;
-        let stream = Arc::clone(&self.stream);
-        stream
-            .context()
-            .bind_to_thread()
-            .map_err(cuda_error("making the communicator's GPU current"))?;
+        let stream = self.current_stream()?;
         {
             let (source, _guard) = buffer.memory.device_ptr(&stream);
             copy_device(stream.cu_stream(), source, destination, bytes)?;
