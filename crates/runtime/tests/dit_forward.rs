@@ -90,6 +90,27 @@ fn edited(case: &Path, name: &str, replacement: Option<(Dtype, Vec<usize>, Vec<u
     safetensors::serialize_to_file(views, None, out).unwrap();
 }
 
+/// The fixture cases of `model`, in name order.
+fn fixture_cases(model: &str) -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = fs_err::read_dir(fixtures().join(model).join("cases"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    cases.sort();
+    cases
+}
+
+/// `--causal-block-size N` when the case records one.
+fn causal_flags(fixture: &SafeTensors<'_>) -> Vec<String> {
+    match fixture.tensor("causal_block_size") {
+        Ok(view) => {
+            let size = i64::from_le_bytes(view.data()[..8].try_into().unwrap());
+            vec!["--causal-block-size".into(), size.to_string()]
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
 #[test]
 fn dit_forward_matches_the_dit_fixtures() {
     let work = tempfile::tempdir().unwrap();
@@ -97,21 +118,10 @@ fn dit_forward_matches_the_dit_fixtures() {
         let engine = work.path().join(model);
         fs_err::create_dir(&engine).unwrap();
         export(model, &engine);
-        let mut cases: Vec<PathBuf> = fs_err::read_dir(fixtures().join(model).join("cases"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        cases.sort();
-        for case in cases {
+        for case in fixture_cases(model) {
             let bytes = fs_err::read(&case).unwrap();
             let fixture = SafeTensors::deserialize(&bytes).unwrap();
-            let causal: Vec<String> = match fixture.tensor("causal_block_size") {
-                Ok(view) => {
-                    let size = i64::from_le_bytes(view.data()[..8].try_into().unwrap());
-                    vec!["--causal-block-size".into(), size.to_string()]
-                }
-                Err(_) => Vec::new(),
-            };
+            let causal = causal_flags(&fixture);
             let causal: Vec<&str> = causal.iter().map(String::as_str).collect();
             let out = work.path().join("velocity.safetensors");
             let output = dit_forward(&engine, &case, &out, &causal);
@@ -144,21 +154,10 @@ fn dit_forward_offloaded_is_bitwise_the_resident_forward() {
         let engine = work.path().join(model);
         fs_err::create_dir(&engine).unwrap();
         export(model, &engine);
-        let mut cases: Vec<PathBuf> = fs_err::read_dir(fixtures().join(model).join("cases"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        cases.sort();
-        for case in cases {
+        for case in fixture_cases(model) {
             let bytes = fs_err::read(&case).unwrap();
             let fixture = SafeTensors::deserialize(&bytes).unwrap();
-            let causal: Vec<String> = match fixture.tensor("causal_block_size") {
-                Ok(view) => {
-                    let size = i64::from_le_bytes(view.data()[..8].try_into().unwrap());
-                    vec!["--causal-block-size".into(), size.to_string()]
-                }
-                Err(_) => Vec::new(),
-            };
+            let causal = causal_flags(&fixture);
             let mut velocities = Vec::new();
             for offload in [&[][..], &["--offload"][..]] {
                 let extra: Vec<&str> = causal

@@ -4,12 +4,12 @@
 //! passes the signal on, so no rank outlives it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{TinyModel, export_tiny_engine, long_video_command};
+use common::{TinyModel, export_tiny_engine, long_video_command, wait_for};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_skyreels");
 
@@ -32,24 +32,6 @@ fn names_in(directory: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// Waits until `path` exists while `child` runs.
-fn wait_for(child: &mut Child, path: &Path) {
-    let started = Instant::now();
-    while !path.exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the job ended before {} appeared",
-            path.display()
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "timed out waiting for {}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn send(signal: &str, pid: u32) {

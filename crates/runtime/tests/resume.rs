@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{TinyModel, export_tiny_engine, long_video_command};
+use common::{TinyModel, export_tiny_engine, long_video_command, wait_for};
 
 /// The built-in tiny model, exported into `out`.
 fn tiny_engine(out: &Path) {
@@ -29,19 +29,7 @@ fn work_dir(out: &Path) -> PathBuf {
 /// Starts the long job writing `out` and kills it once its second window is saved.
 fn kill_after_second_window(engine: &Path, out: &Path) {
     let mut child = generate_command(engine, out).spawn().expect("spawn");
-    let second_window = work_dir(out).join("window-0001.safetensors");
-    let started = Instant::now();
-    while !second_window.exists() {
-        assert!(
-            child.try_wait().expect("poll").is_none(),
-            "the job ended before its second window was saved"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "timed out waiting for the second window"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for(&mut child, &work_dir(out).join("window-0001.safetensors"));
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     assert!(!out.exists(), "no output file after a kill");
@@ -161,19 +149,7 @@ fn a_work_directory_in_use_is_refused_at_once_naming_the_pid() {
     tiny_engine(&engine);
     let out = root.path().join("video.mp4");
     let mut first = generate_command(&engine, &out).spawn().expect("spawn");
-    let marker = work_dir(&out).join("job.json");
-    let started = Instant::now();
-    while !marker.exists() {
-        assert!(
-            first.try_wait().expect("poll").is_none(),
-            "the first job ended before its work directory appeared"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "timed out waiting for the work directory"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for(&mut first, &work_dir(&out).join("job.json"));
     let second_started = Instant::now();
     let output = generate_command(&engine, &out)
         .output()

@@ -158,3 +158,22 @@ pub(crate) fn long_video_command(engine: &Path, out: &Path) -> std::process::Com
     command.arg(out);
     command
 }
+
+/// Waits until `path` exists while `child` runs; fails if the child ends first or after 300 s.
+#[allow(dead_code, reason = "used by the resume and interrupt tests only")]
+pub(crate) fn wait_for(child: &mut std::process::Child, path: &Path) {
+    let started = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before {} appeared",
+            path.display()
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(300),
+            "timed out waiting for {}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
