@@ -345,6 +345,14 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Ends the server with SIGKILL (no shutdown of its own) and reaps it.
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("wait");
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -631,13 +639,11 @@ fn a_killed_server_restarts_with_its_running_job_failed_and_a_corrupt_record_ski
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = tempfile::tempdir().expect("tempdir");
     let videos = scratch.path().join("videos");
-    let mut server = Server::start_in(&videos, &[]);
+    let server = Server::start_in(&videos, &[]);
     let running = server.submit(small_request(LONG_JOB_STEPS));
     server.wait_for(&running, &["in_progress"]);
     let waiting = server.submit(small_request(2));
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().expect("wait");
-    drop(server);
+    server.kill();
     let corrupt = videos.join("video_0123456789abcdef01234567.json");
     fs_err::write(
         &corrupt,
@@ -1048,16 +1054,14 @@ fn a_queued_job_keeps_its_upload_across_a_restart() {
     write_picture(&first, 96, 64, 4);
     let png = fs_err::read(&first).unwrap();
     let videos = scratch.path().join("videos");
-    let mut server = Server::start_in(&videos, &[]);
+    let server = Server::start_in(&videos, &[]);
     let running = server.submit(small_request(LONG_JOB_STEPS));
     server.wait_for(&running, &["in_progress"]);
     let (code, created) =
         server.post_form(&small_form(2), Some(("input_reference", "first.png", &png)));
     assert_eq!(code, 201, "{created}");
     let waiting = created["id"].as_str().expect("id").to_string();
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().expect("wait");
-    drop(server);
+    server.kill();
 
     let restarted = Server::start_in(&videos, &[]);
     let done = restarted.wait_for(&waiting, &["completed", "failed"]);
