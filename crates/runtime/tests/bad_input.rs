@@ -641,6 +641,22 @@ fn component(subcommand: &str, engine: &Path, args: &[&std::ffi::OsStr]) -> Comm
     command
 }
 
+/// `skyreels vae-decode --engines ENGINE --latents LATENTS --out OUT EXTRA`.
+fn vae_decode(engine: &Path, latents: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut command = component(
+        "vae-decode",
+        engine,
+        &[
+            os(Path::new("--latents")),
+            os(latents),
+            os(Path::new("--out")),
+            os(out),
+        ],
+    );
+    command.args(extra);
+    command
+}
+
 fn os(path: &Path) -> &std::ffi::OsStr {
     path.as_os_str()
 }
@@ -822,16 +838,7 @@ fn special_files_are_refused_as_inputs_without_waiting() {
         let (output, stderr) = run(generate(tiny_engine(), &out, &extra));
         assert_refused(&output, &stderr, &[needle]);
     }
-    let (output, stderr) = run(component(
-        "vae-decode",
-        tiny_engine(),
-        &[
-            os(Path::new("--latents")),
-            os(&fifo),
-            os(Path::new("--out")),
-            os(&out),
-        ],
-    ));
+    let (output, stderr) = run(vae_decode(tiny_engine(), &fifo, &out, &[]));
     assert_refused(&output, &stderr, &["is a FIFO"]);
     assert!(started.elapsed() < std::time::Duration::from_secs(120));
     assert_only(directory.path(), &["noise.safetensors"]);
@@ -959,16 +966,7 @@ fn non_finite_inputs_are_refused_naming_their_source() {
     );
     let latents = directory.path().join("latents.safetensors");
     write_tensors(&latents, &[("latents", vec![1, 16, 2, 2, 2], values)]);
-    let (output, stderr) = run(component(
-        "vae-decode",
-        tiny_engine(),
-        &[
-            os(Path::new("--latents")),
-            os(&latents),
-            os(Path::new("--out")),
-            os(&out),
-        ],
-    ));
+    let (output, stderr) = run(vae_decode(tiny_engine(), &latents, &out, &[]));
     assert_refused(
         &output,
         &stderr,
@@ -978,16 +976,7 @@ fn non_finite_inputs_are_refused_naming_their_source() {
         ],
     );
     write_tensors(&latents, &[("latents", vec![1, 16, 0, 2, 2], Vec::new())]);
-    let (output, stderr) = run(component(
-        "vae-decode",
-        tiny_engine(),
-        &[
-            os(Path::new("--latents")),
-            os(&latents),
-            os(Path::new("--out")),
-            os(&out),
-        ],
-    ));
+    let (output, stderr) = run(vae_decode(tiny_engine(), &latents, &out, &[]));
     assert_refused(
         &output,
         &stderr,
@@ -1076,20 +1065,7 @@ fn vae_decode_checks_its_mp4_before_decoding() {
     }
     let latents = directory.path().join("latents.safetensors");
     let out = directory.path().join("video.mp4");
-    let decode = |fps: &str| {
-        run(component(
-            "vae-decode",
-            &engine,
-            &[
-                os(Path::new("--latents")),
-                os(&latents),
-                os(Path::new("--out")),
-                os(&out),
-                os(Path::new("--fps")),
-                os(Path::new(fps)),
-            ],
-        ))
-    };
+    let decode = |fps: &str| run(vae_decode(&engine, &latents, &out, &["--fps", fps]));
     write_tensors(
         &latents,
         &[("latents", vec![1, 16, 2, 2, 2], vec![0.5; 128])],
