@@ -10,6 +10,7 @@ pub mod io;
 pub mod manifest;
 pub mod owned_dir;
 pub mod target;
+pub mod termination;
 pub mod text;
 pub mod vae;
 pub mod variant;

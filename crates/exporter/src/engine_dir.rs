@@ -4,7 +4,6 @@
 //! (with [`clean_up_on_signals`]), and by a later export once the process that made it has died.
 //! `--force` replaces only an engine directory (one with a manifest) or an empty one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -35,30 +34,15 @@ fn forget(path: &Path) {
 /// Handles SIGINT, SIGTERM and SIGHUP: removes every unfinished staging and scratch directory and
 /// exits with 128 + the signal's number, as a shell reports a process the signal killed.
 pub fn clean_up_on_signals() -> Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            // Held until exit, so a commit in progress finishes first and none starts after.
-            let unfinished = unfinished();
-            for path in unfinished.iter() {
-                remove_while_written(path);
-            }
-            let name = match signal {
-                SIGINT => "SIGINT",
-                SIGTERM => "SIGTERM",
-                _ => "SIGHUP",
-            };
-            // Not `eprintln!`, which panics when stderr is gone and would leave the lock held.
-            let _ = writeln!(
-                std::io::stderr(),
-                "interrupted by {name}: the unfinished engine directory was removed"
-            );
-            // `_exit`: no at-exit hooks or C++ static destructors (ONNX Runtime's) may run while
-            // another thread is still inside the library.
-            signal_hook::low_level::exit(128 + signal);
+    skyreels_contract::termination::on_termination(|_, name| {
+        // Held until exit, so a commit in progress finishes first and none starts after.
+        let unfinished = unfinished();
+        for path in unfinished.iter() {
+            remove_while_written(path);
         }
-    });
+        std::mem::forget(unfinished);
+        format!("interrupted by {name}: the unfinished engine directory was removed")
+    })?;
     Ok(())
 }
 

@@ -4,11 +4,8 @@
 //! number, as a shell reports a process the signal killed. Finished work stays: a job's work
 //! directory keeps its saved windows, so the same command resumes.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 struct Registered {
     files: Vec<PathBuf>,
@@ -84,30 +81,15 @@ fn clean_up(signal: i32) -> usize {
 
 /// Installs the handler (once, at the start of a command that writes outputs or starts workers).
 pub fn install() -> std::io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            let name = match signal {
-                SIGINT => "SIGINT",
-                SIGTERM => "SIGTERM",
-                _ => "SIGHUP",
-            };
-            let removed = clean_up(signal);
-            let what = if removed == 0 {
-                String::new()
-            } else {
-                format!(": {removed} unfinished output file(s) removed")
-            };
-            // Never `eprintln!`: it panics when stderr is gone (a supervisor that died first), and
-            // a panic here would leave the registry locked and the process running.
-            let _ = writeln!(
-                std::io::stderr(),
-                "interrupted by {name}{what}; a job with a work directory resumes from its saved windows when run again"
-            );
-            // `_exit`: no at-exit hooks or C++ static destructors (ONNX Runtime's) may run while
-            // another thread is still inside the library.
-            signal_hook::low_level::exit(128 + signal);
-        }
-    });
-    Ok(())
+    skyreels_contract::termination::on_termination(|signal, name| {
+        let removed = clean_up(signal);
+        let what = if removed == 0 {
+            String::new()
+        } else {
+            format!(": {removed} unfinished output file(s) removed")
+        };
+        format!(
+            "interrupted by {name}{what}; a job with a work directory resumes from its saved windows when run again"
+        )
+    })
 }
