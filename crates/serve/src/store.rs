@@ -104,12 +104,15 @@ pub struct Loaded {
 
 /// Whether `id` has the form of the ids this server gives (`video_` and 24 lowercase hex digits).
 pub fn is_job_id(id: &str) -> bool {
-    id.strip_prefix("video_").is_some_and(|hex| {
-        hex.len() == 24
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    id.strip_prefix("video_").is_some_and(is_random_hex)
+}
+
+/// Whether `text` is the 24 lowercase hex digits of 12 random bytes (job ids, upload names).
+fn is_random_hex(text: &str) -> bool {
+    text.len() == 24
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The record file of job `id` in `directory`.
@@ -165,7 +168,7 @@ pub fn remove(directory: &Path, id: &str) -> std::io::Result<()> {
 
 /// Reads every `video_<hex>.json` record in `directory` (other files are not looked at), oldest
 /// submission first; a record left half-written by a crash (`<id>.json.partial`) is deleted, and
-/// so is an upload that was being received (`.upload-*.partial`).
+/// so is an upload that was being received (`.upload-<24 hex digits>.partial`).
 pub fn load(directory: &Path) -> std::io::Result<Loaded> {
     let mut loaded = Loaded::default();
     let mut names: Vec<String> = Vec::new();
@@ -183,7 +186,12 @@ pub fn load(directory: &Path) -> std::io::Result<Loaded> {
             remove_temporary(&directory.join(&name));
             continue;
         }
-        if name.starts_with(UPLOAD_PREFIX) && name.ends_with(UPLOAD_SUFFIX) {
+        // Only names this server gives its uploads: a user's `.upload-notes.partial` stays.
+        if name
+            .strip_prefix(UPLOAD_PREFIX)
+            .and_then(|rest| rest.strip_suffix(UPLOAD_SUFFIX))
+            .is_some_and(is_random_hex)
+        {
             remove_temporary(&directory.join(&name));
             continue;
         }
@@ -346,6 +354,8 @@ mod tests {
         fs_err::write(dir.join(format!("{ID}.json.partial")), "{half").unwrap();
         let stale_upload = dir.join(upload_temporary_name([7; 12]));
         fs_err::write(&stale_upload, "half an upload").unwrap();
+        let someone_elses = dir.join(".upload-notes.partial");
+        fs_err::write(&someone_elses, "not the server's").unwrap();
         let mut elsewhere = job("video_dddddddddddddddddddddddd", 1.0);
         elsewhere.input_reference = Some("/etc/passwd".into());
         save(dir, &elsewhere).unwrap();
@@ -377,6 +387,10 @@ mod tests {
             "its input_reference `/etc/passwd` is not `video_dddddddddddddddddddddddd.input.png`"
         ));
         assert!(!stale_upload.exists());
+        assert!(
+            someone_elses.exists(),
+            "only names the server gives are deleted"
+        );
         assert!(dir.join("notes.json").exists());
         assert!(dir.join("video_aaaaaaaaaaaaaaaaaaaaaaaa.json").exists());
         assert!(!dir.join(format!("{ID}.json.partial")).exists());
