@@ -15,6 +15,9 @@
 # Needs: release `skyreels`, `skyreels-export` and the writers in BIN (default .carry/bin;
 # tools/bench/prepare_carry.sh), ONNX Runtime GPU (ORT_DYLIB_PATH) as for tools/bench/gpu_e2e.sh,
 # NCCL as for tools/bench/gpu_nccl.sh, 2 GPUs at least (nvidia-h200-x2; x4 and x8 add rows).
+# One GPU (ONE_GPU=1): only the world-size-1 rows through NCCL, plain and with the sequence path
+# forced (SKYREELS_ULYSSES_AT_ONE=1), which must reproduce the plain run's latents; their time
+# against the plain run is what the path costs.
 # Usage: tools/bench/gpu_ulysses.sh [WORK_DIR]
 set -euo pipefail
 work="${1:-/tmp/skyreels-ulysses}"
@@ -25,8 +28,8 @@ export NCCL_NVLS_ENABLE=0
 mkdir -p "$work/logs"
 gpus=$(nvidia-smi --list-gpus | wc -l)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-if [ "$gpus" -lt 2 ]; then
-  echo "gpu_ulysses.sh needs 2 GPUs at least; this host has $gpus" >&2
+if [ "$gpus" -lt 2 ] && [ "${ONE_GPU:-}" != 1 ]; then
+  echo "gpu_ulysses.sh needs 2 GPUs at least; this host has $gpus (ONE_GPU=1: the world-size-1 NCCL rows only)" >&2
   exit 1
 fi
 
@@ -96,6 +99,21 @@ print(json.dumps({
 PY
 }
 
+# World size 1 through NCCL (issue 11 item 6): a rank placed by torchrun's variables (NCCL loaded,
+# the prompt broadcast on its stream), then with the sequence-parallel path forced in its Ulysses
+# group of one (SKYREELS_ULYSSES_AT_ONE=1: every layer's two all-to-alls and the head's gather go
+# through NCCL); both against the plain run, whose latents they must reproduce.
+nccl_one=(RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517)
+causal=(--ar-step 5 --causal-block-size 5 --causal-attention)
+[ "$size" = tiny ] && causal=(--ar-step 2 --causal-block-size 1 --causal-attention)
+if [ "$gpus" -lt 2 ]; then
+  run one --
+  run nccl-1 "${nccl_one[@]}" --
+  run nccl-1-sequence "${nccl_one[@]}" SKYREELS_ULYSSES_AT_ONE=1 --
+  run one-causal -- "${causal[@]}"
+  run nccl-1-sequence-causal "${nccl_one[@]}" SKYREELS_ULYSSES_AT_ONE=1 -- "${causal[@]}"
+  exit 0
+fi
 run one --
 run one-other-kernels SKYREELS_CUDA_SDPA_KERNEL=2 --
 run cfg-parallel -- --cfg-parallel --devices 0,1
@@ -106,7 +124,5 @@ fi
 if [ "$gpus" -ge 8 ]; then
   run ulysses-4-cfg -- --ulysses-degree 4 --cfg-parallel --devices 0,1,2,3,4,5,6,7
 fi
-causal=(--ar-step 5 --causal-block-size 5 --causal-attention)
-[ "$size" = tiny ] && causal=(--ar-step 2 --causal-block-size 1 --causal-attention)
 run one-causal -- "${causal[@]}"
 run ulysses-2-causal -- "${causal[@]}" --ulysses-degree 2 --devices 0,1

@@ -128,7 +128,7 @@ fn main() -> anyhow::Result<()> {
             serde_json::json!({"bench": "dit_forward", "impl": "skyreels-onnxruntime", "dim": config.dim, "layers": config.num_layers,
                 "tokens": tokens, "causal_block_size": causal_block_size, "guided": guided, "placement": memory.placement,
                 "max_gpu_memory": memory.max_gpu_memory, "weight_bytes": memory.bytes, "load_s": load_seconds, "first_s": warm_seconds, "median_s": median, "times_s": times, "finite": finite,
-                "process": ProcessReport::collect(&backend)})
+                "arena": dit.arena_stats()?, "process": ProcessReport::collect(&backend)})
         );
     }
     Ok(())

@@ -1,5 +1,7 @@
 //! Times a full VAE decode (the chunk loop, one latent frame per call) on random latents and
-//! prints one JSON line: `vae_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH` (latent sizes).
+//! prints one JSON line: `vae_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH` (latent sizes). On
+//! CUDA the line carries the arena's statistics after the warm-up, after the decode and after each
+//! of the first latent frames of one more (untimed) decode.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,7 +11,7 @@ use skyreels_runtime::engine::Engine;
 use skyreels_runtime::loaded_libraries::ProcessReport;
 use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::session::Backend;
-use skyreels_runtime::vae::VaeDecoder;
+use skyreels_runtime::vae::{DecodeState, VaeDecoder};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -30,15 +32,28 @@ fn main() -> anyhow::Result<()> {
     let warm = Instant::now();
     let _ = decoder.decode(&noise.draw(&[1, decoder.config().z_dim, 2, height, width])?)?;
     let warm_seconds = warm.elapsed().as_secs_f64();
+    let arena_after_warmup = decoder.arena_stats()?;
     let started = Instant::now();
     let video = decoder.decode(&latents)?;
     let seconds = started.elapsed().as_secs_f64();
+    let arena_after_decode = decoder.arena_stats()?;
+    // Untimed: the arena after each of the first latent frames of another video, to tell what
+    // one chunk holds from what accumulates over chunks.
+    let mut state = DecodeState::default();
+    let mut arena_per_frame = Vec::new();
+    for index in 0..frames.min(4) {
+        let latent = noise.draw(&[1, decoder.config().z_dim, 1, height, width])?;
+        decoder.decode_frame(&mut state, &latent)?;
+        arena_per_frame
+            .push(serde_json::json!({"latent_frame": index, "arena": decoder.arena_stats()?}));
+    }
     #[expect(clippy::print_stdout, reason = "the benchmark's result line")]
     {
         println!(
             "{}",
             serde_json::json!({"bench": "vae_decode", "impl": "skyreels-onnxruntime", "latent_frames": frames, "video": video.shape,
                 "warmup_s": warm_seconds, "decode_s": seconds, "finite": video.data.iter().all(|v| v.is_finite()),
+                "arena_after_warmup": arena_after_warmup, "arena_after_decode": arena_after_decode, "arena_per_frame": arena_per_frame,
                 "process": ProcessReport::collect(&backend)})
         );
     }

@@ -101,3 +101,143 @@ pub fn register(environment: &Environment, device: i32) -> Result<()> {
     devices.insert(device);
     Ok(())
 }
+
+/// What an ONNX Runtime arena reports about itself (`AllocatorGetStats`), in bytes: what its
+/// live tensors hold now and at most (`in_use`, `max_in_use`), what it took from CUDA
+/// (`reserved`, never given back), its largest single allocation and how often it grew. The
+/// difference between `reserved` and `max_in_use` is what fragmentation cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ArenaStats {
+    /// Bytes held by live allocations now.
+    pub in_use: u64,
+    /// The largest `in_use` so far.
+    pub max_in_use: u64,
+    /// Bytes the arena holds from CUDA.
+    pub reserved: u64,
+    /// The largest single allocation.
+    pub max_allocation: u64,
+    /// Times the arena grew.
+    pub extensions: u64,
+    /// Allocations served.
+    pub allocations: u64,
+}
+
+impl ArenaStats {
+    /// From ONNX Runtime's key-value pairs (`InUse`, `MaxInUse`, `TotalAllocated`,
+    /// `MaxAllocSize`, `NumArenaExtensions`, `NumAllocs`); `None` without `InUse` (an allocator
+    /// that is not an arena).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Self> {
+        let mut stats = ArenaStats::default();
+        let mut found = false;
+        for (key, value) in pairs {
+            let Ok(value) = value.trim().parse::<u64>() else {
+                continue;
+            };
+            let field = match key {
+                "InUse" => {
+                    found = true;
+                    &mut stats.in_use
+                }
+                "MaxInUse" => &mut stats.max_in_use,
+                "TotalAllocated" => &mut stats.reserved,
+                "MaxAllocSize" => &mut stats.max_allocation,
+                "NumArenaExtensions" => &mut stats.extensions,
+                "NumAllocs" => &mut stats.allocations,
+                _ => continue,
+            };
+            *field = value;
+        }
+        found.then_some(stats)
+    }
+
+    /// One line in MiB for logs.
+    pub fn describe(&self) -> String {
+        let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
+        format!(
+            "arena in use {:.0} MiB (at most {:.0} MiB), reserved {:.0} MiB, largest allocation {:.0} MiB, {} extensions, {} allocations",
+            mib(self.in_use),
+            mib(self.max_in_use),
+            mib(self.reserved),
+            mib(self.max_allocation),
+            self.extensions,
+            self.allocations
+        )
+    }
+}
+
+/// The statistics of `allocator`'s arena, `None` where ONNX Runtime keeps none for it.
+pub fn stats(allocator: &ort::memory::Allocator) -> Result<Option<ArenaStats>> {
+    let api = ort::api();
+    let mut pairs: *mut ort::sys::OrtKeyValuePairs = std::ptr::null_mut();
+    // SAFETY: the allocator pointer is valid while `allocator` lives; `pairs` receives an owned
+    // pointer or stays null.
+    check(
+        unsafe { (api.AllocatorGetStats)(allocator.ptr(), &mut pairs) },
+        "reading the CUDA arena's statistics",
+    )?;
+    if pairs.is_null() {
+        return Ok(None);
+    }
+    let mut keys: *const *const c_char = std::ptr::null();
+    let mut values: *const *const c_char = std::ptr::null();
+    let mut count = 0usize;
+    // SAFETY: `pairs` is valid; the arrays stay valid until `pairs` is released below.
+    unsafe { (api.GetKeyValuePairs)(pairs, &mut keys, &mut values, &mut count) };
+    let mut owned = Vec::with_capacity(count);
+    for index in 0..count {
+        // SAFETY: `index < count`, and each entry is a NUL-terminated string owned by `pairs`.
+        let (key, value) = unsafe {
+            (
+                CStr::from_ptr(*keys.add(index))
+                    .to_string_lossy()
+                    .into_owned(),
+                CStr::from_ptr(*values.add(index))
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        };
+        owned.push((key, value));
+    }
+    // SAFETY: `pairs` came from AllocatorGetStats and is released once.
+    unsafe { (api.ReleaseKeyValuePairs)(pairs) };
+    Ok(ArenaStats::from_pairs(
+        owned.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_are_read_from_onnx_runtimes_keys() {
+        let pairs = [
+            ("Limit", "0"),
+            ("InUse", "1048576"),
+            ("TotalAllocated", "3145728"),
+            ("MaxInUse", "2097152"),
+            ("NumAllocs", "7"),
+            ("NumReserves", "0"),
+            ("NumArenaExtensions", "2"),
+            ("NumArenaShrinkages", "0"),
+            ("MaxAllocSize", "1048576"),
+        ];
+        let stats = ArenaStats::from_pairs(pairs).unwrap();
+        assert_eq!(
+            stats,
+            ArenaStats {
+                in_use: 1 << 20,
+                max_in_use: 2 << 20,
+                reserved: 3 << 20,
+                max_allocation: 1 << 20,
+                extensions: 2,
+                allocations: 7,
+            }
+        );
+        assert_eq!(
+            stats.describe(),
+            "arena in use 1 MiB (at most 2 MiB), reserved 3 MiB, largest allocation 1 MiB, 2 extensions, 7 allocations"
+        );
+        assert_eq!(ArenaStats::from_pairs([("Limit", "0")]), None);
+    }
+}

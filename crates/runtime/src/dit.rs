@@ -178,10 +178,21 @@ impl Dit {
         self.sequence = sequence;
     }
 
+    /// The statistics of the CUDA arena the DiT allocates from (with per-session arenas, the
+    /// embedding graph's); `None` on the CPU.
+    pub fn arena_stats(&self) -> Result<Option<crate::cuda_arena::ArenaStats>> {
+        self.embed.arena_stats()
+    }
+
     /// The engine's attention graph over `heads` of the heads (`attention_heads_{heads}`), for a
     /// rank of a Ulysses group.
     pub fn load_sharded_attention(&self, heads: usize) -> Result<GraphAttention> {
-        let name = io::sharded_attention_graph(heads);
+        // A group of one attends over every head: the engine's own attention graph.
+        let name = if heads == self.component.config.num_heads {
+            "attention".to_string()
+        } else {
+            io::sharded_attention_graph(heads)
+        };
         let entry = self
             .component
             .graphs

@@ -435,6 +435,15 @@ impl GraphSession {
         ))
     }
 
+    /// The statistics of the CUDA arena this session allocates from (shared by every session on
+    /// its GPU unless `SKYREELS_CUDA_ARENA=session`); `None` on the CPU.
+    pub fn arena_stats(&self) -> Result<Option<crate::cuda_arena::ArenaStats>> {
+        match self.device_allocator()? {
+            Some(allocator) => crate::cuda_arena::stats(&allocator),
+            None => Ok(None),
+        }
+    }
+
     /// Uploads into values on this session's GPU (allocated by its CUDA allocator); `None` on the
     /// CPU.
     pub fn device_upload(&self) -> Result<Option<crate::device_upload::DeviceUpload>> {

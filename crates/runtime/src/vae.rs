@@ -191,6 +191,12 @@ impl VaeDecoder {
         })
     }
 
+    /// The statistics of the CUDA arena the decoder allocates from (with per-session arenas,
+    /// the first chunk graph's); `None` on the CPU.
+    pub fn arena_stats(&self) -> Result<Option<crate::cuda_arena::ArenaStats>> {
+        self.first.arena_stats()
+    }
+
     /// Architecture and latent normalisation.
     pub fn config(&self) -> &VaeConfig {
         &self.config

@@ -826,3 +826,53 @@ fn ulysses_over_two_and_four_ranks_matches_one_rank_with_four_heads() {
     // 81 tokens over 4 ranks (slices of 21 rows, groups of 3 tokens), blocks of 3 frames.
     ranks_match_one_rank(&engine, BLOCK_CAUSAL, &[degree_4]);
 }
+
+/// One `generate` call's final latents and stderr, with `environment` set.
+fn latents_of(extra: &[&str], environment: &[(&str, &str)]) -> (Vec<f32>, String) {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("latents.safetensors");
+    let mut command = Command::new(BINARY);
+    command
+        .arg("generate")
+        .arg("--engines")
+        .arg(tiny_engine())
+        .arg("--out")
+        .arg(directory.path().join("out.mp4"))
+        .arg("--save-latents")
+        .arg(&path)
+        .args(["--prompt", "a fox", "--threads", "1", "--log-level", "info"])
+        .args(extra)
+        .envs(environment.iter().copied());
+    let (output, stderr) = run(&mut command);
+    assert!(output.status.success(), "{environment:?}: {stderr}");
+    (final_latents(&path), stderr)
+}
+
+#[test]
+fn the_sequence_path_forced_at_world_size_one_matches_the_plain_run() {
+    // What the GPU run at world size 1 measures (tools/bench/gpu_ulysses.sh on one GPU): a rank
+    // placed by torchrun's variables, its Ulysses group of one still going through the
+    // communicator (all-to-alls, the head's gather, TeaCache's agreement).
+    let teacache = ["--teacache", "1", "--teacache-coefficients", "0,0,0,1,0"];
+    let extra = [BLOCK_CAUSAL, &teacache].concat();
+    let (plain, _) = latents_of(&extra, &[]);
+    let port = free_port().to_string();
+    let (forced, stderr) = latents_of(
+        &extra,
+        &[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "1"),
+            ("LOCAL_RANK", "0"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", &port),
+            ("SKYREELS_ULYSSES_AT_ONE", "1"),
+        ],
+    );
+    assert!(
+        stderr.contains("a Ulysses group of 1, attention over"),
+        "the sequence path did not run: {stderr}"
+    );
+    let difference = max_difference(&plain, &forced);
+    eprintln!("world size 1, sequence path forced: max-abs {difference:e} vs the plain run");
+    assert!(difference <= 1e-5, "differs by {difference}");
+}

@@ -101,7 +101,7 @@ impl<C: ValueTransfer> UlyssesDit<C> {
         head_dim: usize,
         out_dim: usize,
     ) -> Result<UlyssesDit<C>> {
-        if group.size() < 2 || !num_heads.is_multiple_of(group.size()) {
+        if !num_heads.is_multiple_of(group.size()) {
             return Err(RuntimeError::Invalid(format!(
                 "{num_heads} heads do not split over a Ulysses group of {}",
                 group.size()

@@ -239,7 +239,7 @@ where
     C: ValueTransfer + Send + 'static,
     C::Buffer: Send,
 {
-    if role.ulysses_group.len() > 1 {
+    if role.ulysses_group.len() > 1 || sequence_path_forced() {
         let group = world.split(role.ulysses_color())?;
         let config = &inner.dit.component.config;
         let (num_heads, head_dim, out_dim) = (config.num_heads, config.head_dim(), config.out_dim);
@@ -265,6 +265,13 @@ where
     };
     inner.dit.set_sequence_parallel(None);
     result
+}
+
+/// `SKYREELS_ULYSSES_AT_ONE=1` runs the sequence-parallel path even in a Ulysses group of one
+/// rank (all-to-alls, gathers and the TeaCache agreement through the communicator), so that one
+/// GPU can measure what the path costs and check it reproduces the plain forward.
+fn sequence_path_forced() -> bool {
+    std::env::var("SKYREELS_ULYSSES_AT_ONE").is_ok_and(|v| v == "1")
 }
 
 /// A borrowed denoiser as an owned one.
