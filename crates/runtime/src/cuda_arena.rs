@@ -19,8 +19,8 @@ use crate::error::{Result, RuntimeError};
 
 static REGISTERED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
-/// Whether sessions share one arena per GPU (default) or keep their own
-/// (`SKYREELS_CUDA_ARENA=session`).
+/// Whether sessions share one arena per GPU (default, and `SKYREELS_CUDA_ARENA=mempool`) or
+/// keep their own (`SKYREELS_CUDA_ARENA=session`).
 pub fn shared_arena_enabled() -> bool {
     std::env::var("SKYREELS_CUDA_ARENA").map_or(true, |v| v != "session")
 }
@@ -63,6 +63,12 @@ pub fn register(environment: &Environment, device: i32) -> Result<()> {
     {
         keys.push(c"initial_chunk_size_bytes".as_ptr());
         values.push(megabytes << 20);
+    }
+    // SKYREELS_CUDA_ARENA=mempool: CUDA's own stream-ordered pool (cudaMallocFromPoolAsync)
+    // instead of ONNX Runtime's best-fit arena, for measuring what the arena's fragmentation costs.
+    if std::env::var("SKYREELS_CUDA_ARENA").is_ok_and(|v| v == "mempool") {
+        keys.push(c"use_cuda_mempool".as_ptr());
+        values.push(1);
     }
     let mut config: *mut ort::sys::OrtArenaCfg = std::ptr::null_mut();
     // SAFETY: keys and values have the length passed; `config` receives an owned pointer.

@@ -129,6 +129,15 @@ fn cuda_provider(device: i32) -> ExecutionProviderDispatch {
         }
         _ => {}
     }
+    // Tuning switches for the VAE's convolutions, off by default until measured:
+    // SKYREELS_CUDA_PREFER_NHWC=1 lets the provider run convolutions channels-last (it transposes
+    // around them), SKYREELS_CUDA_FUSE_CONV_BIAS=1 fuses each convolution's bias into cuDNN's call.
+    if std::env::var("SKYREELS_CUDA_PREFER_NHWC").is_ok_and(|v| v == "1") {
+        cuda = cuda.with_prefer_nhwc(true);
+    }
+    if std::env::var("SKYREELS_CUDA_FUSE_CONV_BIAS").is_ok_and(|v| v == "1") {
+        cuda = cuda.with_fuse_conv_bias(true);
+    }
     // SKYREELS_CUDA_SDPA_KERNEL=BITS restricts ONNX Runtime's attention kernels (its
     // `sdpa_kernel` flags: 1 flash, 2 memory-efficient, 8 cuDNN flash, 16 math), for tuning.
     if let Some(bits) = std::env::var("SKYREELS_CUDA_SDPA_KERNEL")
