@@ -11,6 +11,10 @@
 #          --max-gpu-memory 8GiB (--offload), one forward and one guided row each, then the
 #          97-frame generation (30 steps, CFG 6) resident and with --offload.
 #   14b    compare.sh --only offload14b: the 14B forward resident and streamed under 24GiB.
+#   debug  one streamed forward of the 1.3B at 5 latent frames with --log-level trace; if it has
+#          not finished after DEBUG_WAIT seconds (default 60), every thread's stack (cuda-gdb, which
+#          the device image has) goes to stdout and the process is killed; else the 1.3B
+#          comparison of `check` follows.
 # The last two append to compare.sh's results file, whose summary (tools/bench/summarise.py) has a
 # "Weight streaming" table: times, ratio to resident, whole-process peaks (nvidia-smi), budget and
 # whether the goals (peak within the budget, time within 1.25x resident) were met. The budget is
@@ -28,7 +32,7 @@ part="${1:-}"
 case "$part" in
   1.3b) exec "$here/compare.sh" --only offload "$@" ;;
   14b) exec "$here/compare.sh" --only offload14b "$@" ;;
-  check) ;;
+  check|debug) ;;
   *) printf 'gpu_offload.sh: which part? (got %q)\n  fix: tools/bench/gpu_offload.sh check, then 1.3b, then 14b\n' "$part" >&2; exit 2 ;;
 esac
 
@@ -82,10 +86,10 @@ forward() {
   compare "$resident" "$streamed" ${FIXTURE:+"$FIXTURE"} || status=1
 }
 
-echo "== the DiT fixtures (fp32, 2 layers), resident and --offload"
-for model in df t2v i2v; do
+[ "$part" = check ] && echo "== the DiT fixtures (fp32, 2 layers), resident and --offload"
+[ "$part" = check ] && for model in df t2v i2v; do
   engine="$work/offload-check/$model-fp32"
-  "$bin/skyreels-export" "tests/fixtures/dit/$model/diffusers" --out "$engine" --target cuda --dtype fp32 --force >/dev/null 2>&1
+  "$bin/skyreels-export" "tests/fixtures/dit/$model/diffusers" --out "$engine" --target cuda --dtype fp32 --require dit --force >/dev/null
   for case in tests/fixtures/dit/$model/cases/*.safetensors; do
     block=$(python3 -c "from safetensors.numpy import load_file; t = load_file('$case'); print(int(t['causal_block_size'][0]) if 'causal_block_size' in t else '')")
     FIXTURE="$case" forward "$(basename "$case" .safetensors)" "$engine" "$case" ${block:+--causal-block-size "$block"}
@@ -112,6 +116,19 @@ save_file({
     "fps": np.array([1], dtype=np.int64),
 }, sys.argv[1])
 PY
+if [ "$part" = debug ]; then
+  "${ours_env[@]}" "$bin/skyreels" --log-level trace dit-forward --engines "$work/engine-1.3b" --inputs "$inputs" \
+    --out "$work/offload-check/debug.safetensors" --backend cuda --offload &
+  pid=$!
+  for _ in $(seq "${DEBUG_WAIT:-60}"); do kill -0 $pid 2>/dev/null || break; sleep 1; done
+  if kill -0 $pid 2>/dev/null; then
+    echo "!! still running after ${DEBUG_WAIT:-60} s; stacks:"
+    cuda-gdb -p $pid -batch -ex "info threads" -ex "thread apply all bt 30" 2>&1 | grep -v "^\[New Thread\|^warning" || true
+    kill -9 $pid
+    exit 1
+  fi
+  wait $pid
+fi
 forward 1.3b "$work/engine-1.3b" "$inputs"
 forward 1.3b-causal "$work/engine-1.3b" "$inputs" --causal-block-size 1
 exit $status

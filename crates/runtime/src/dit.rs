@@ -134,9 +134,18 @@ impl Dit {
                 &component,
                 &block_graphs,
             )?)),
-            (WeightPlacement::Streamed, Some(device)) => Weights::Streamed(Box::new(
-                cuda_copier::CudaCopier::load(&engine.dir, &component, &block_graphs, device)?,
-            )),
+            (WeightPlacement::Streamed, Some(device)) => {
+                let allocator = block_qkv.device_allocator()?.ok_or_else(|| {
+                    RuntimeError::Invalid("a CUDA session without a device allocator".into())
+                })?;
+                Weights::Streamed(Box::new(cuda_copier::CudaCopier::load(
+                    &engine.dir,
+                    &component,
+                    &block_graphs,
+                    device,
+                    allocator,
+                )?))
+            }
         };
         let teacache_graph = |name: &str| component.teacache.iter().find(|g| g.name == name);
         let teacache = match (

@@ -1,13 +1,15 @@
 //! [`LayerCopier`] on a GPU: every layer's weights in pinned host memory (`cuMemHostAlloc`), two
-//! device slots allocated once, each copy issued with `cuMemcpyHtoDAsync` on a copy stream of its
-//! own and followed by an event. ONNX Runtime runs on its own stream, so the compute is fenced
-//! on the host: a layer runs once its copy event completed (`wait_copied`), and a slot is refilled
-//! only after everything queued on the GPU before it finished (`computed`; ONNX Runtime's
-//! `Run` has synchronised its stream by then, so this wait costs only the copy still in flight,
-//! which the next layer needs anyway). The copy of layer `i + 1` is issued before layer `i` runs,
-//! so it overlaps layer `i`'s compute. The block graphs bind ONNX Runtime tensors created over
-//! the slots' device memory. cudarc gives streams, events and allocations; raw pointers are
-//! confined to this module.
+//! slots of device tensors allocated once by ONNX Runtime's CUDA allocator, each refill issued as
+//! one `cuMemcpyHtoDAsync` per weight on a copy stream of its own and followed by an event. ONNX
+//! Runtime runs on its own stream, so the compute is fenced on the host: a layer runs once its copy
+//! event completed (`wait_copied`), and a slot is refilled only after everything queued on the GPU
+//! before it finished (`computed`; ONNX Runtime's `Run` has synchronised its stream by then, so
+//! this wait costs only the copy still in flight, which the next layer needs anyway). The copy of
+//! layer `i + 1` is issued before layer `i` runs, so it overlaps layer `i`'s compute.
+//! The slots are tensors ONNX Runtime owns, not views over memory allocated here: `ort` clones a
+//! borrowed tensor when it is bound as an input, through a copy session whose lock it keeps, and
+//! the second borrowed input of a run then waits on that lock for ever (seen on an H200, run 9).
+//! cudarc gives streams, events and pinned memory; raw pointers are confined to this module.
 #![expect(
     unsafe_code,
     reason = "pinned memory is uninitialised when allocated, asynchronous copies and ONNX Runtime tensors over device memory take raw pointers"
@@ -18,15 +20,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cudarc::driver::sys as cuda;
-use cudarc::driver::{
-    CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtr, DriverError, PinnedHostSlice,
-};
-use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
-use ort::value::{DynValue, DynValueRefMut, Shape, TensorElementType, TensorRefMut};
+use cudarc::driver::{CudaContext, CudaEvent, CudaStream, DriverError, PinnedHostSlice};
+use ort::memory::Allocator;
+use ort::value::{DynTensor, DynValue};
 use skyreels_contract::GraphEntry;
 use skyreels_contract::manifest::DitComponent;
 
-use super::streaming::{LayerCopier, SLOTS, SlotEntry, read_layers};
+use super::streaming::{LayerCopier, SLOTS, read_layers};
 use crate::error::{Result, RuntimeError, ort_error};
 
 fn cuda_error(context: impl Into<String>) -> impl FnOnce(DriverError) -> RuntimeError {
@@ -48,32 +48,40 @@ impl AsMut<[u8]> for PinnedLayer {
     }
 }
 
+/// One weight's place: where it lies in a layer's pinned buffer and where its slot tensor's device
+/// memory starts.
+struct Destination {
+    device: cuda::CUdeviceptr,
+    offset: usize,
+    length: usize,
+}
+
 /// Streams layer weights from pinned host memory into two device slots on GPU `device`.
 pub struct CudaCopier {
-    /// Tensors over the slots' memory: dropped before the slots (fields drop in order).
-    views: [HashMap<String, DynValueRefMut<'static>>; SLOTS],
+    /// The slots' tensors, owned by ONNX Runtime (freed through `allocator`, dropped after them).
+    slots: [HashMap<String, DynValue>; SLOTS],
+    destinations: [Vec<Destination>; SLOTS],
     copied: [CudaEvent; SLOTS],
-    /// The device memory the views point into.
-    #[expect(
-        dead_code,
-        reason = "owned only to keep the slots' memory alive for the views"
-    )]
-    slots: [CudaSlice<u8>; SLOTS],
-    slot_pointers: [cuda::CUdeviceptr; SLOTS],
     layers: Vec<PinnedHostSlice<u8>>,
-    slot_bytes: usize,
     copy_stream: Arc<CudaStream>,
     context: Arc<CudaContext>,
+    #[expect(
+        dead_code,
+        reason = "owned only so that the slots' tensors are freed by a live allocator"
+    )]
+    allocator: Allocator,
 }
 
 impl CudaCopier {
     /// Reads every layer's weights of `component` from `engine_dir` (checked against the block
-    /// graphs `graphs`) into pinned host memory and allocates the two slots on GPU `device`.
+    /// graphs `graphs`) into pinned host memory and allocates the two slots on GPU `device` with
+    /// `allocator` (a CUDA session's, so the slots come from the arena the graphs use).
     pub fn load(
         engine_dir: &Path,
         component: &DitComponent,
         graphs: &[&GraphEntry],
         device: i32,
+        allocator: Allocator,
     ) -> Result<CudaCopier> {
         crate::parallel::nccl::device_count()?;
         let context = CudaContext::new(device as usize)
@@ -96,40 +104,44 @@ impl CudaCopier {
             Ok(PinnedLayer(pinned))
         })?;
         let layers: Vec<PinnedHostSlice<u8>> = layers.into_iter().map(|l| l.0).collect();
-        let slot_bytes = layout.bytes.max(1);
-        let allocate = || {
-            copy_stream
-                .alloc_zeros::<u8>(slot_bytes)
-                .map_err(cuda_error(format!(
-                    "allocating a {slot_bytes}-byte weight slot on GPU {device}"
-                )))
+        tracing::debug!(
+            "weight streaming: {} layers of {} bytes in pinned host memory",
+            layers.len(),
+            layout.bytes
+        );
+        let slot = || -> Result<(HashMap<String, DynValue>, Vec<Destination>)> {
+            let mut tensors = HashMap::new();
+            let mut destinations = Vec::new();
+            for entry in &layout.entries {
+                let mut tensor = DynTensor::new(&allocator, entry.dtype, entry.shape.clone())
+                    .map_err(ort_error(format!(
+                        "allocating weight slot `{}` on GPU {device}",
+                        entry.name
+                    )))?;
+                let pointer = tensor.data_ptr_mut();
+                if entry.length > 0 {
+                    if pointer.is_null() {
+                        return Err(RuntimeError::Cuda {
+                            context: format!("allocating weight slot `{}`", entry.name),
+                            message: "ONNX Runtime gave a null device pointer".into(),
+                        });
+                    }
+                    destinations.push(Destination {
+                        device: pointer as cuda::CUdeviceptr,
+                        offset: entry.offset,
+                        length: entry.length,
+                    });
+                }
+                tensors.insert(entry.name.clone(), tensor.into_dyn());
+            }
+            Ok((tensors, destinations))
         };
-        let slots = [allocate()?, allocate()?];
-        copy_stream
-            .synchronize()
-            .map_err(cuda_error("clearing the weight slots"))?;
-        let slot_pointers = [0, 1].map(|slot| {
-            let (pointer, _record) = slots[slot].device_ptr(&copy_stream);
-            pointer
-        });
-        let memory = MemoryInfo::new(
-            AllocationDevice::CUDA,
-            device,
-            AllocatorType::Device,
-            MemoryType::Default,
-        )
-        .map_err(ort_error("describing the weight slots' memory"))?;
-        let views_of = |slot: usize| -> Result<HashMap<String, DynValueRefMut<'static>>> {
-            layout
-                .entries
-                .iter()
-                .map(|entry| {
-                    let view = device_view(&memory, slot_pointers[slot], entry)?;
-                    Ok((entry.name.clone(), view))
-                })
-                .collect()
-        };
-        let views = [views_of(0)?, views_of(1)?];
+        let (first, first_destinations) = slot()?;
+        let (second, second_destinations) = slot()?;
+        tracing::debug!(
+            "weight streaming: two slots of {} bytes on GPU {device}",
+            layout.bytes
+        );
         let event = || {
             context
                 .new_event(None)
@@ -137,45 +149,15 @@ impl CudaCopier {
         };
         let copied = [event()?, event()?];
         Ok(CudaCopier {
-            views,
+            slots: [first, second],
+            destinations: [first_destinations, second_destinations],
             copied,
-            slots,
-            slot_pointers,
             layers,
-            slot_bytes: layout.bytes,
             copy_stream,
             context,
+            allocator,
         })
     }
-}
-
-/// An ONNX Runtime tensor of `entry`'s type and shape over the slot memory at `base + offset`.
-fn device_view(
-    memory: &MemoryInfo,
-    base: cuda::CUdeviceptr,
-    entry: &SlotEntry,
-) -> Result<DynValueRefMut<'static>> {
-    let pointer = (base + entry.offset as u64) as usize as *mut ort::sys::c_void;
-    let shape = Shape::new(entry.shape.iter().map(|&d| d as i64));
-    let context = format!("creating a tensor over weight slot `{}`", entry.name);
-    // SAFETY: `pointer` lies in a device allocation of the GPU `memory` names, with `entry.length`
-    // bytes (the shape's elements of the dtype) from it inside the slot; the slot outlives the
-    // tensor because `CudaCopier` drops its views before its slots.
-    let view = unsafe {
-        match entry.dtype {
-            TensorElementType::Float16 => {
-                TensorRefMut::<half::f16>::from_raw(memory.clone(), pointer, shape)
-                    .map(TensorRefMut::into_dyn)
-            }
-            TensorElementType::Bfloat16 => {
-                TensorRefMut::<half::bf16>::from_raw(memory.clone(), pointer, shape)
-                    .map(TensorRefMut::into_dyn)
-            }
-            _ => TensorRefMut::<f32>::from_raw(memory.clone(), pointer, shape)
-                .map(TensorRefMut::into_dyn),
-        }
-    };
-    view.map_err(ort_error(context))
 }
 
 impl LayerCopier for CudaCopier {
@@ -190,20 +172,23 @@ impl LayerCopier for CudaCopier {
         let source = self.layers[layer]
             .as_ptr()
             .map_err(cuda_error("reaching pinned host memory"))?;
-        // SAFETY: the source is a pinned allocation of at least `slot_bytes` bytes that is never
-        // written after loading, the destination is the slot's device allocation of `slot_bytes`
-        // bytes, and no compute reads the slot any more (`computed` waited for it).
-        let status = unsafe {
-            cuda::cuMemcpyHtoDAsync_v2(
-                self.slot_pointers[slot],
-                source.cast(),
-                self.slot_bytes,
-                self.copy_stream.cu_stream(),
-            )
-        };
-        status.result().map_err(cuda_error(format!(
-            "copying layer {layer}'s weights to the GPU"
-        )))?;
+        for destination in &self.destinations[slot] {
+            // SAFETY: the source range lies in the layer's pinned allocation (the layout that
+            // filled it), which is never written after loading; the destination is the slot
+            // tensor's device memory of `length` bytes; no compute reads the slot any more
+            // (`computed` waited for it).
+            let status = unsafe {
+                cuda::cuMemcpyHtoDAsync_v2(
+                    destination.device,
+                    source.add(destination.offset).cast(),
+                    destination.length,
+                    self.copy_stream.cu_stream(),
+                )
+            };
+            status.result().map_err(cuda_error(format!(
+                "copying layer {layer}'s weights to the GPU"
+            )))?;
+        }
         self.copied[slot]
             .record(&self.copy_stream)
             .map_err(cuda_error("recording a copy event"))
@@ -222,7 +207,7 @@ impl LayerCopier for CudaCopier {
     }
 
     fn weight(&self, slot: usize, name: &str) -> Option<&DynValue> {
-        self.views[slot].get(name).map(|view| &**view)
+        self.slots[slot].get(name)
     }
 }
 

@@ -155,8 +155,10 @@ pub fn stream_layers<C: LayerCopier + ?Sized>(
             copier.copy(layer + 1, (layer + 1) % SLOTS)?;
         }
         copier.wait_copied(slot)?;
+        tracing::trace!("weight streaming: layer {layer} arrived in slot {slot}");
         compute(copier, layer, slot)?;
         copier.computed(slot)?;
+        tracing::trace!("weight streaming: layer {layer} computed");
     }
     Ok(())
 }

@@ -66,7 +66,7 @@ pub fn join(config: &ParallelConfig, cuda: bool) -> Result<Joined> {
     let master = format!("{}:{}", environment.master_addr, environment.master_port);
     let role = config.role(environment.rank);
     if cuda {
-        nccl::load(&NcclSearch::from_environment())?;
+        let library = nccl::load(&NcclSearch::from_environment())?;
         let available = nccl::device_count()?;
         let device = config.device_for(
             environment.local_rank,
@@ -81,6 +81,13 @@ pub fn join(config: &ParallelConfig, cuda: bool) -> Result<Joined> {
             unique_id,
             WORLD_STAGING_BYTES,
         )?;
+        tracing::info!(
+            "NCCL {} ({}): rank {} of {} on GPU {device}",
+            library.version,
+            library.path.display(),
+            environment.rank,
+            environment.world_size
+        );
         Ok(Joined::Rank(Box::new(RankContext {
             role,
             device: Some(device),
