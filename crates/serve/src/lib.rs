@@ -4,6 +4,7 @@
 //! limit. The web stack (axum, tokio) lives only in this crate, so the `skyreels` binary and the
 //! runtime library stay free of it.
 
+pub mod auth;
 pub mod executor;
 pub mod gpu;
 pub mod http;

@@ -18,8 +18,13 @@ use crate::executor::{Executor, JobControl, JobError, RequestError};
 use crate::metrics::{MetricsSnapshot, StageTotal};
 use crate::store::{self, StoredJob};
 
-/// The error of a job that was running when the server stopped (or was stopped on it).
-pub const INTERRUPTED: &str = "interrupted by a server restart; submit the request again";
+/// How many times a job that was running when the server stopped (a crash, SIGKILL, or SIGTERM
+/// past the grace period) is queued again from the start; once more, and it fails with
+/// [`INTERRUPTED`] (a job that brings the server down would otherwise do so at every start).
+pub const MAX_RESTARTS: u32 = 3;
+
+/// The error of a job that was running each of the [`MAX_RESTARTS`] + 1 times the server stopped.
+pub const INTERRUPTED: &str = "the server stopped while this job ran 4 times (the job may be what stops it), so it is not queued again\n  fix: read the server's log for why it stopped, then submit the request again";
 
 /// Where a job is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -169,13 +174,17 @@ pub struct JobView {
     /// Whether a cancel was asked of the running job.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cancel_requested: bool,
+    /// How many times the job was queued again from the start because the server stopped while
+    /// it ran (absent when never).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub restarts: u32,
     /// The request with its defaults filled in.
     #[serde(flatten)]
     pub request: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A job's timings in seconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timings {
     /// From submission to start (or to now while queued).
@@ -190,8 +199,8 @@ pub struct Timings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobFailure {
-    /// `cancelled`, `job_failed`, `job_panicked`, `interrupted`, `refused_after_restart` or
-    /// `video_missing`.
+    /// `cancelled`, `job_failed`, `job_panicked`, `interrupted`, `refused_after_restart`,
+    /// `input_missing` or `video_missing`.
     pub code: String,
     /// The message.
     pub message: String,
@@ -202,8 +211,8 @@ pub struct JobFailure {
 pub enum ShutdownOutcome {
     /// No job was running, or the running one finished within the grace period.
     Drained,
-    /// The running job was stopped after the grace period; it is recorded as failed
-    /// ([`INTERRUPTED`]).
+    /// The running job was stopped after the grace period; it is queued again for the next start
+    /// (or failed with [`INTERRUPTED`] after [`MAX_RESTARTS`]).
     InterruptedRunning,
     /// The running job did not stop within the bound; the process exits anyway.
     Abandoned,
@@ -258,6 +267,11 @@ struct Record<J> {
     video: Option<PathBuf>,
     /// The uploaded first frame (`<id>.input.png`), kept until the job is deleted.
     input: Option<PathBuf>,
+    /// Times queued again because the server stopped while the job ran.
+    restarts: u32,
+    /// A client asked the running job to stop (kept in the record: a job found running at the
+    /// next start with this set is cancelled, not run again).
+    cancel_requested: bool,
 }
 
 /// A job deleted by retention or by a client, whose files are to be deleted.
@@ -275,6 +289,10 @@ pub struct Upload {
     pub path: PathBuf,
     /// `png` or `jpg`, the extension it is saved with.
     pub extension: &'static str,
+}
+
+fn is_zero(count: &u32) -> bool {
+    *count == 0
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {
@@ -376,6 +394,7 @@ impl<J> Record<J> {
             timings,
             error: self.failure.clone(),
             cancel_requested: self.status == Status::InProgress && self.control.is_cancelled(),
+            restarts: self.restarts,
             request: self.request.clone(),
         }
     }
@@ -387,6 +406,25 @@ impl<J> Record<J> {
         self.failure = failure;
         self.finished = Some(SystemTime::now());
         self.job = None;
+    }
+
+    /// Queues the job again from the start after the server stopped while it ran (its job is
+    /// prepared again by the caller, or at the next start); `false`, and nothing changed, once it
+    /// was queued again [`MAX_RESTARTS`] times.
+    fn requeue(&mut self) -> bool {
+        if self.restarts >= MAX_RESTARTS {
+            return false;
+        }
+        self.restarts += 1;
+        self.status = Status::Queued;
+        self.control = Arc::new(JobControl::default());
+        self.started = None;
+        self.finished = None;
+        self.ended = None;
+        self.failure = None;
+        self.video = None;
+        self.cancel_requested = false;
+        true
     }
 
     /// The record as written to disk.
@@ -415,6 +453,8 @@ impl<J> Record<J> {
                 .as_ref()
                 .and_then(|input| input.file_name())
                 .map(|name| name.to_string_lossy().into_owned()),
+            restarts: self.restarts,
+            cancel_requested: self.status == Status::InProgress && self.cancel_requested,
             submitted: self.submitted.clone(),
             request: self.request.clone(),
         }
@@ -431,8 +471,11 @@ impl<J> Record<J> {
     }
 }
 
-/// A job read back from its record: completed and failed jobs stay as they were; a queued one is
-/// prepared again (and fails when the executor refuses it now); one that was running failed.
+/// A job read back from its record: completed, failed and cancelled jobs stay as they were; a
+/// queued one is prepared again (and fails when the executor refuses it now, or its upload is
+/// gone). One that was running when the server stopped is completed when its video was written
+/// (the writer renames only a whole file into place), cancelled when a client had asked it to
+/// stop, else queued again from the start (at most [`MAX_RESTARTS`] times).
 fn restore<E: Executor>(executor: &E, videos: &Path, stored: StoredJob) -> Record<E::Job> {
     let time = |seconds: f64| store::time_of_unix_seconds(seconds).unwrap_or(UNIX_EPOCH);
     let created = time(stored.created_at);
@@ -453,6 +496,8 @@ fn restore<E: Executor>(executor: &E, videos: &Path, stored: StoredJob) -> Recor
         failure: stored.error,
         video: stored.video.map(|name| videos.join(name)),
         input: stored.input_reference.map(|name| videos.join(name)),
+        restarts: stored.restarts,
+        cancel_requested: stored.cancel_requested,
     };
     let failed = match record.status {
         Status::Completed if record.video.as_ref().is_some_and(|video| video.is_file()) => None,
@@ -464,38 +509,119 @@ fn restore<E: Executor>(executor: &E, videos: &Path, stored: StoredJob) -> Recor
             ),
         )),
         Status::Failed | Status::Cancelled => return record,
-        Status::Queued => match executor.prepare(record.submitted.clone(), record.input.as_deref())
-        {
-            Ok(prepared) => {
-                record.job = Some(prepared.job);
-                record.request = shown_request(prepared.request, record.input.as_deref());
-                record.ended = None;
-                None
+        Status::InProgress => match stopped_while_running(videos, &mut record) {
+            Stopped::Ended => {
+                record.save(videos);
+                return record;
             }
-            Err(refused) => Some(failure(
-                "refused_after_restart",
-                format!(
-                    "the restarted server no longer accepts this request{}: {}",
-                    refused
-                        .field
-                        .map(|field| format!(" (field `{field}`)"))
-                        .unwrap_or_default(),
-                    refused.message
-                ),
-            )),
+            Stopped::Requeued => prepare_again(executor, &mut record),
+            Stopped::TooOften => Some(failure("interrupted", INTERRUPTED)),
         },
-        Status::InProgress => Some(failure("interrupted", INTERRUPTED)),
+        Status::Queued => prepare_again(executor, &mut record),
     };
     if let Some(failed) = failed {
         tracing::warn!("job {}: failed ({})", record.id, failed.message);
         record.status = Status::Failed;
         record.failure = Some(failed);
         record.finished = Some(SystemTime::now());
+        if record.ended.is_none() {
+            record.ended = Some((0, Timings::default()));
+        }
         record.video = None;
         remove_unfinished_video(videos, &record.id);
     }
     record.save(videos);
     record
+}
+
+/// What became of a job found running at start-up.
+enum Stopped {
+    /// It completed (its video is there) or was cancelled (a client had asked).
+    Ended,
+    /// It is queued again from the start.
+    Requeued,
+    /// It was queued again [`MAX_RESTARTS`] times already.
+    TooOften,
+}
+
+fn stopped_while_running<J>(videos: &Path, record: &mut Record<J>) -> Stopped {
+    remove_partial_videos(videos, &record.id);
+    let video = videos.join(store::video_name(&record.id));
+    if video.is_file() {
+        tracing::info!(
+            "job {}: completed (the server stopped after its video was written)",
+            record.id
+        );
+        let written = fs_err::metadata(&video)
+            .and_then(|metadata| metadata.modified())
+            .unwrap_or_else(|_| SystemTime::now());
+        let timings = record.ended.take().map(|(_, timings)| timings);
+        record.status = Status::Completed;
+        record.finished = Some(written);
+        record.ended = Some((100, timings.unwrap_or_default()));
+        record.video = Some(video);
+        return Stopped::Ended;
+    }
+    if record.cancel_requested {
+        tracing::info!(
+            "job {}: cancelled (a client asked it to stop before the server stopped)",
+            record.id
+        );
+        record.status = Status::Cancelled;
+        record.failure = Some(failure(
+            "cancelled",
+            "cancelled while running (the server stopped before the job did)",
+        ));
+        record.finished = Some(SystemTime::now());
+        return Stopped::Ended;
+    }
+    if !record.requeue() {
+        return Stopped::TooOften;
+    }
+    tracing::warn!(
+        "job {}: was running when the server stopped; queued again from the start (restart {} of at most {MAX_RESTARTS})",
+        record.id,
+        record.restarts
+    );
+    Stopped::Requeued
+}
+
+/// Prepares a queued job again with the executor now served; the failure when its upload is gone
+/// or the executor refuses it.
+fn prepare_again<E: Executor>(executor: &E, record: &mut Record<E::Job>) -> Option<JobFailure> {
+    if let Some(input) = &record.input
+        && !input.is_file()
+    {
+        return Some(failure(
+            "input_missing",
+            format!(
+                "its uploaded input_reference {} is no longer in the videos directory\n  fix: submit the request again with the upload",
+                input
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    match executor.prepare(record.submitted.clone(), record.input.as_deref()) {
+        Ok(prepared) => {
+            record.job = Some(prepared.job);
+            record.request = shown_request(prepared.request, record.input.as_deref());
+            record.ended = None;
+            None
+        }
+        Err(refused) => Some(failure(
+            "refused_after_restart",
+            format!(
+                "the restarted server no longer accepts this request{}: {}",
+                refused
+                    .field
+                    .map(|field| format!(" (field `{field}`)"))
+                    .unwrap_or_default(),
+                refused.message
+            ),
+        )),
+    }
 }
 
 impl<J> State<J> {
@@ -548,8 +674,13 @@ fn remove_file(path: &Path, what: &str) {
 /// Deletes what a job that did not complete may have left: its video (written before the record
 /// said so) and the temporary files it was being written to (`.<id>.mp4.*.partial`).
 fn remove_unfinished_video(videos: &Path, id: &str) {
+    remove_file(&videos.join(store::video_name(id)), "an unfinished video");
+    remove_partial_videos(videos, id);
+}
+
+/// Deletes the temporary files job `id`'s video was being written to (`.<id>.mp4.*.partial`).
+fn remove_partial_videos(videos: &Path, id: &str) {
     let video = store::video_name(id);
-    remove_file(&videos.join(&video), "an unfinished video");
     let prefix = format!(".{video}.");
     let Ok(entries) = fs_err::read_dir(videos) else {
         return;
@@ -590,8 +721,9 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 impl<E: Executor> Queue<E> {
     /// Creates the videos directory, restores the jobs recorded there (finished ones as they were,
-    /// queued ones prepared again in their order, running ones failed; a file that is not a record
-    /// of this server is skipped with a warning), applies the retention limits and starts the
+    /// queued ones prepared again in their order, running ones queued again from the start, as
+    /// [`restore`] says; a file that is not a record of this server is skipped with a warning),
+    /// applies the retention limits and starts the
     /// worker thread; `model_load_seconds` is what loading the executor's
     /// models took (reported by `/metrics`).
     pub fn start(
@@ -735,6 +867,8 @@ impl<E: Executor> Queue<E> {
             failure: None,
             video: None,
             input,
+            restarts: 0,
+            cancel_requested: false,
         };
         record.save(&shared.config.videos);
         let view = record.view(&shared.config.model, &shared.config.retention);
@@ -808,6 +942,8 @@ impl<E: Executor> Queue<E> {
             }
             Status::InProgress => {
                 record.control.cancel();
+                record.cancel_requested = true;
+                record.save(&config.videos);
                 CancelOutcome::Requested(record.view(&config.model, &config.retention))
             }
             Status::Completed | Status::Failed | Status::Cancelled => {
@@ -869,8 +1005,9 @@ impl<E: Executor> Queue<E> {
     }
 
     /// Stops accepting jobs and starting them (waiting jobs stay queued, in their records, for
-    /// the next start); lets the running job finish for up to `grace`, then stops it (recorded as
-    /// failed, [`INTERRUPTED`]) and waits up to `cancel_bound` for it to reach its next step.
+    /// the next start); lets the running job finish for up to `grace`, then stops it (queued
+    /// again from the start for the next start, up to [`MAX_RESTARTS`] times, then failed with
+    /// [`INTERRUPTED`]) and waits up to `cancel_bound` for it to reach its next step.
     pub fn shutdown(&self, grace: Duration, cancel_bound: Duration) -> ShutdownOutcome {
         let shared = &self.shared;
         let mut state = self.state();
@@ -985,13 +1122,30 @@ fn worker_loop<E: Executor>(shared: &Shared<E>) {
         }));
         control.finish();
         let mut state = shared.lock();
+        let interrupted = matches!(outcome, Ok(Err(JobError::Cancelled)))
+            && state.interrupted.as_deref() == Some(id.as_str());
+        if interrupted
+            && let Some(record) = state.record_mut(&id)
+            && record.requeue()
+        {
+            tracing::warn!(
+                "job {id}: stopped by the shutdown; queued again from the start for the next start (restart {} of at most {MAX_RESTARTS})",
+                record.restarts
+            );
+            record.save(&shared.config.videos);
+            state.running = None;
+            remove_unfinished_video(&shared.config.videos, &id);
+            drop(state);
+            shared.job_ended.notify_all();
+            continue;
+        }
         let (status, failure) = match outcome {
             Ok(Ok(())) if output.is_file() => (Status::Completed, None),
             Ok(Ok(())) => (
                 Status::Failed,
                 Some(failure("job_failed", "the job wrote no video")),
             ),
-            Ok(Err(JobError::Cancelled)) if state.interrupted.as_deref() == Some(id.as_str()) => {
+            Ok(Err(JobError::Cancelled)) if interrupted => {
                 (Status::Failed, Some(failure("interrupted", INTERRUPTED)))
             }
             Ok(Err(JobError::Cancelled)) => (

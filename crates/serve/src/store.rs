@@ -54,6 +54,13 @@ pub struct StoredJob {
     /// `<id>.input.jpg`), for a job submitted with an `input_reference`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_reference: Option<String>,
+    /// How many times the job was queued again because the server stopped while it ran.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+    /// Whether a client asked the running job to stop (a job found running at start-up with this
+    /// set is cancelled, not queued again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
     /// The request as submitted (prepared again when a queued job is restored).
     pub submitted: serde_json::Value,
     /// The request with its defaults filled in, as shown to clients.
@@ -100,6 +107,10 @@ pub struct Loaded {
     pub jobs: Vec<StoredJob>,
     /// Files named like records that are not records of this server (left in place).
     pub skipped: Vec<Skipped>,
+}
+
+fn is_zero(count: &u32) -> bool {
+    *count == 0
 }
 
 /// Whether `id` has the form of the ids this server gives (`video_` and 24 lowercase hex digits).
@@ -315,6 +326,8 @@ mod tests {
             error: None,
             video: Some(video_name(id)),
             input_reference: None,
+            restarts: 0,
+            cancel_requested: false,
             submitted: json!({"prompt": "fox", "steps": 2}),
             request: json!({"prompt": "fox", "steps": 2})
                 .as_object()
@@ -374,6 +387,16 @@ mod tests {
                 .contains("input_reference"),
             "a job without an upload keeps the record layout of servers before uploads"
         );
+        let restarted = json!({"restarts": 2, "cancel_requested": true});
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&fs_err::read(record_path(dir, ID)).unwrap()).unwrap();
+        for key in ["restarts", "cancel_requested"] {
+            assert!(record.get(key).is_none(), "{key} is written only when set");
+            record[key] = restarted[key].clone();
+        }
+        fs_err::write(record_path(dir, ID), record.to_string()).unwrap();
+        let reread = &load(dir).unwrap().jobs[0];
+        assert_eq!((reread.restarts, reread.cancel_requested), (2, true));
         let skipped: Vec<String> = loaded.skipped.iter().map(|s| s.error.to_string()).collect();
         assert_eq!(skipped.len(), 4, "{skipped:#?}");
         assert!(skipped[0].contains("video_aaaaaaaaaaaaaaaaaaaaaaaa.json is not a job record: "));

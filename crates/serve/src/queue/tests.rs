@@ -15,6 +15,8 @@ enum Behaviour {
     Fail,
     Panic,
     BlockUntilCancelled,
+    /// Runs on, cancelled or not, until the test sets [`Double::release`] (a long step).
+    BlockUntilReleased,
     WriteNothing,
 }
 
@@ -28,6 +30,7 @@ struct DoubleJob {
 struct Double {
     max_steps: u64,
     runs: Mutex<Vec<usize>>,
+    release: std::sync::atomic::AtomicBool,
 }
 
 impl Double {
@@ -35,6 +38,7 @@ impl Double {
         Double {
             max_steps,
             runs: Mutex::new(Vec::new()),
+            release: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -65,6 +69,7 @@ impl Executor for Double {
             Some("fail") => Behaviour::Fail,
             Some("panic") => Behaviour::Panic,
             Some("block") => Behaviour::BlockUntilCancelled,
+            Some("block_until_released") => Behaviour::BlockUntilReleased,
             Some("write_nothing") => Behaviour::WriteNothing,
             Some(other) => {
                 return Err(RequestError {
@@ -105,6 +110,14 @@ impl Executor for Double {
                 control.set_percent(50.0);
                 std::thread::sleep(Duration::from_millis(1));
             },
+            Behaviour::BlockUntilReleased => {
+                while !self.release.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if control.is_cancelled() {
+                    return Err(JobError::Cancelled);
+                }
+            }
         }
         control.enter_stage("write");
         fs_err::write(output, b"mp4").map_err(|e| JobError::Failed(e.to_string()))
@@ -332,21 +345,29 @@ fn finished_jobs_expire_after_the_retention_age() {
 }
 
 #[test]
-fn shutdown_keeps_waiting_jobs_queued_and_interrupts_the_running_one_after_the_grace() {
-    let (_directory, queue) = start(8, keep_all());
+fn shutdown_keeps_waiting_jobs_queued_and_queues_the_running_one_again_after_the_grace() {
+    let (directory, queue) = start(8, keep_all());
     let running = queue.submit(json!({"behaviour": "block"}), None).unwrap();
     wait_for(&queue, &running.id, Status::InProgress);
     let waiting = queue.submit(json!({}), None).unwrap();
     let outcome = queue.shutdown(Duration::from_millis(50), Duration::from_secs(10));
     assert_eq!(outcome, ShutdownOutcome::InterruptedRunning);
     let interrupted = queue.get(&running.id).unwrap();
-    assert_eq!(interrupted.status, Status::Failed);
     assert_eq!(
-        interrupted.error,
-        Some(failure(
-            "interrupted",
-            "interrupted by a server restart; submit the request again"
-        ))
+        (
+            interrupted.status,
+            interrupted.progress,
+            interrupted.restarts,
+            interrupted.started_at,
+            interrupted.error
+        ),
+        (Status::Queued, 0, 1, None, None)
+    );
+    let stored = store::load(&directory.path().join("videos")).unwrap().jobs;
+    let stored = stored.iter().find(|job| job.id == running.id).unwrap();
+    assert_eq!(
+        (stored.status, stored.progress, stored.restarts),
+        (Status::Queued, 0, 1)
     );
     assert_eq!(queue.get(&waiting.id).unwrap().status, Status::Queued);
     assert_eq!(*queue.shared.executor.runs.lock().unwrap(), [3]);
@@ -365,6 +386,20 @@ fn shutdown_lets_a_short_running_job_finish() {
     let outcome = queue.shutdown(Duration::from_secs(10), Duration::from_secs(10));
     assert_eq!(outcome, ShutdownOutcome::Drained);
     assert_eq!(queue.get(&running.id).unwrap().status, Status::Completed);
+}
+
+/// A record of job `id` found `in_progress` at start-up (the server crashed while it ran), made
+/// from the finished record `like`.
+fn crashed_record(videos: &Path, like: &StoredJob, id: &str) -> StoredJob {
+    let mut record = like.clone();
+    record.id = id.into();
+    record.status = Status::InProgress;
+    record.progress = 40;
+    record.finished_at = None;
+    record.video = None;
+    store::save(videos, &record).unwrap();
+    fs_err::write(videos.join(format!(".{id}.mp4.Xy12Ab.partial")), b"ha").unwrap();
+    record
 }
 
 #[test]
@@ -391,16 +426,25 @@ fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
         ShutdownOutcome::InterruptedRunning
     );
     drop(first);
-    let crashed = "video_00000000000000000000c4a5";
-    let mut in_progress = store::load(&videos).unwrap().jobs[0].clone();
-    in_progress.id = crashed.into();
-    in_progress.status = Status::InProgress;
-    in_progress.finished_at = None;
-    in_progress.video = None;
-    store::save(&videos, &in_progress).unwrap();
-    fs_err::write(videos.join(format!("{crashed}.mp4")), b"half").unwrap();
-    let partial = videos.join(format!(".{crashed}.mp4.Xy12Ab.partial"));
-    fs_err::write(&partial, b"ha").unwrap();
+    let like = store::load(&videos).unwrap().jobs[0].clone();
+    assert_eq!(like.id, completed.id);
+    let written = "video_00000000000000000000c4a5";
+    crashed_record(&videos, &like, written);
+    fs_err::write(videos.join(format!("{written}.mp4")), b"mp4").unwrap();
+    let rerun = "video_00000000000000000000c4a6";
+    crashed_record(&videos, &like, rerun);
+    let asked_to_stop = "video_00000000000000000000c4a7";
+    let mut record = crashed_record(&videos, &like, asked_to_stop);
+    record.cancel_requested = true;
+    store::save(&videos, &record).unwrap();
+    let too_often = "video_00000000000000000000c4a8";
+    let mut record = crashed_record(&videos, &like, too_often);
+    record.restarts = MAX_RESTARTS;
+    store::save(&videos, &record).unwrap();
+    let upload_gone = "video_00000000000000000000c4a9";
+    let mut record = crashed_record(&videos, &like, upload_gone);
+    record.input_reference = Some(store::input_name(upload_gone, "png"));
+    store::save(&videos, &record).unwrap();
 
     let second = start_in(&videos, 8, Double::new(10), keep_all());
     assert_eq!(second.get(&completed.id).unwrap(), completed);
@@ -410,25 +454,69 @@ fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
     );
     assert_eq!(second.get(&failed.id).unwrap(), failed);
     assert_eq!(second.get(&cancelled.id).unwrap(), cancelled);
-    let interrupted = failure(
-        "interrupted",
-        "interrupted by a server restart; submit the request again",
+    let view = second.get(written).unwrap();
+    assert_eq!(
+        (view.status, view.progress, view.error),
+        (Status::Completed, 100, None),
+        "a video written before the crash is kept"
     );
     assert_eq!(
-        second.get(&running.id).unwrap().error,
-        Some(interrupted.clone())
+        fs_err::read(second.video(written).unwrap()).unwrap(),
+        b"mp4"
     );
-    let crashed_view = second.get(crashed).unwrap();
+    let view = second.get(asked_to_stop).unwrap();
     assert_eq!(
-        (crashed_view.status, crashed_view.error),
-        (Status::Failed, Some(interrupted))
+        (view.status, view.error),
+        (
+            Status::Cancelled,
+            Some(failure(
+                "cancelled",
+                "cancelled while running (the server stopped before the job did)"
+            ))
+        )
     );
-    assert!(!videos.join(format!("{crashed}.mp4")).exists());
-    assert!(!partial.exists());
+    let view = second.get(too_often).unwrap();
+    assert_eq!(
+        (view.status, view.error),
+        (Status::Failed, Some(failure("interrupted", INTERRUPTED)))
+    );
+    assert!(INTERRUPTED.contains(&format!("ran {} times", MAX_RESTARTS + 1)));
+    let view = second.get(upload_gone).unwrap();
+    assert_eq!(
+        (view.status, view.error),
+        (
+            Status::Failed,
+            Some(failure(
+                "input_missing",
+                format!(
+                    "its uploaded input_reference {upload_gone}.input.png is no longer in the videos directory\n  fix: submit the request again with the upload"
+                )
+            ))
+        )
+    );
+    for id in [written, rerun, asked_to_stop, too_often, upload_gone] {
+        assert!(
+            !videos.join(format!(".{id}.mp4.Xy12Ab.partial")).exists(),
+            "{id}'s unfinished video is deleted"
+        );
+    }
+    let view = wait_for(&second, rerun, Status::Completed);
+    assert_eq!((view.progress, view.restarts), (100, 1));
+    let restarted = wait_for(&second, &running.id, Status::InProgress);
+    assert_eq!(restarted.restarts, 1);
+    assert!(matches!(
+        second.cancel(&running.id),
+        Some(CancelOutcome::Requested(_))
+    ));
+    wait_for(&second, &running.id, Status::Cancelled);
     for id in [&queued[0], &queued[1], &queued[3]] {
         assert_eq!(wait_for(&second, id, Status::Completed).progress, 100);
     }
-    assert_eq!(*second.shared.executor.runs.lock().unwrap(), [7, 2, 5]);
+    assert_eq!(
+        *second.shared.executor.runs.lock().unwrap(),
+        [4, 3, 7, 2, 5],
+        "the crashed job and the one the shutdown stopped run again first, in their order"
+    );
     let refused = second.get(&queued[2]).unwrap();
     assert_eq!(refused.status, Status::Failed);
     let refusal = refused.error.unwrap();
@@ -438,17 +526,52 @@ fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
         "the restarted server no longer accepts this request (field `steps`): steps must be an integer from 1 to 10, got 50"
     );
     let order: Vec<String> = second.list().into_iter().map(|view| view.id).collect();
-    let mut expected = vec![completed.id.clone(), failed.id.clone(), running.id.clone()];
+    let mut expected: Vec<String> = [written, rerun, asked_to_stop, too_often, upload_gone]
+        .map(String::from)
+        .to_vec();
+    expected.extend([completed.id.clone(), failed.id.clone(), running.id.clone()]);
     expected.extend(queued.iter().cloned());
     expected.push(cancelled.id.clone());
-    expected.insert(0, crashed.to_string());
     assert_eq!(order, expected);
     drop(second);
 
     let third = start_in(&videos, 8, Double::new(10), keep_all());
     assert_eq!(third.get(&queued[0]).unwrap().status, Status::Completed);
+    assert_eq!(third.get(rerun).unwrap().status, Status::Completed);
+    assert_eq!(third.get(&running.id).unwrap().status, Status::Cancelled);
     assert_eq!(third.metrics().queue_depth, 0);
     assert!(third.shared.executor.runs.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_cancel_asked_of_a_running_job_is_in_its_record_before_the_job_stops() {
+    let (directory, queue) = start(8, keep_all());
+    let videos = directory.path().join("videos");
+    let running = queue
+        .submit(json!({"behaviour": "block_until_released"}), None)
+        .unwrap();
+    wait_for(&queue, &running.id, Status::InProgress);
+    assert!(matches!(
+        queue.cancel(&running.id),
+        Some(CancelOutcome::Requested(_))
+    ));
+    let stored = &store::load(&videos).unwrap().jobs[0];
+    assert_eq!(
+        (stored.status, stored.cancel_requested),
+        (Status::InProgress, true),
+        "a server killed now cancels the job at its next start instead of running it again"
+    );
+    queue
+        .shared
+        .executor
+        .release
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for(&queue, &running.id, Status::Cancelled);
+    let stored = &store::load(&videos).unwrap().jobs[0];
+    assert_eq!(
+        (stored.status, stored.cancel_requested),
+        (Status::Cancelled, false)
+    );
 }
 
 #[test]
