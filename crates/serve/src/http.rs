@@ -1,7 +1,8 @@
 //! The HTTP routes, shaped like the OpenAI Videos API (`/v1/videos`), over a [`Queue`]. Errors are
 //! OpenAI-style JSON: `{"error": {"message", "type", "param", "code"}}`, `param` naming the field.
 //! `POST /v1/videos` takes JSON, or `multipart/form-data` with the same fields as text parts and
-//! the first frame as the file part `input_reference` ([`crate::upload`]). With an [`ApiKey`],
+//! the uploads as file parts (`input_reference`, `last_frame_reference`, `video_reference`;
+//! [`crate::upload`]). With an [`ApiKey`],
 //! every `/v1/*` route and `/metrics` require `Authorization: Bearer <key>`; `/health` stays open
 //! for load balancers.
 
@@ -204,10 +205,10 @@ async fn create<E: Executor>(State(queue): State<Arc<Queue<E>>>, request: Reques
             );
         }
     };
-    submit(queue, body, None).await
+    submit(queue, body, Vec::new()).await
 }
 
-/// A `multipart/form-data` request: its text parts as the fields, `input_reference` as the upload.
+/// A `multipart/form-data` request: its text parts as the fields, its file parts as the uploads.
 async fn create_from_form<E: Executor>(queue: Arc<Queue<E>>, request: Request) -> Response {
     let multipart = match Multipart::from_request(request, &()).await {
         Ok(multipart) => multipart,
@@ -223,9 +224,9 @@ async fn create_from_form<E: Executor>(queue: Arc<Queue<E>>, request: Request) -
             );
         }
     };
-    let upload_path = queue.upload_path();
-    match upload::read_form(multipart, &upload_path).await {
-        Ok(form) => submit(queue, form.fields, form.upload).await,
+    let uploads_into = Arc::clone(&queue);
+    match upload::read_form(multipart, move || uploads_into.upload_path()).await {
+        Ok(form) => submit(queue, form.fields, form.uploads).await,
         Err(UploadError {
             status,
             field,
@@ -239,20 +240,20 @@ async fn create_from_form<E: Executor>(queue: Arc<Queue<E>>, request: Request) -
     }
 }
 
-/// Converts the OpenAI fields of `body` and queues it with `upload` (deleted when refused).
+/// Converts the OpenAI fields of `body` and queues it with `uploads` (deleted when refused).
 async fn submit<E: Executor>(
     queue: Arc<Queue<E>>,
     mut body: serde_json::Map<String, Value>,
-    upload: Option<Upload>,
+    uploads: Vec<Upload>,
 ) -> Response {
     if let Err(request_error) = openai_fields(&mut body) {
-        if let Some(upload) = upload {
+        for upload in uploads {
             let _ = tokio::fs::remove_file(&upload.path).await;
         }
         return invalid(&request_error);
     }
     let submitted =
-        tokio::task::spawn_blocking(move || queue.submit(Value::Object(body), upload)).await;
+        tokio::task::spawn_blocking(move || queue.submit(Value::Object(body), uploads)).await;
     match submitted {
         Ok(Ok(view)) => (StatusCode::CREATED, axum::Json(view)).into_response(),
         Ok(Err(SubmitError::Invalid(request_error))) => invalid(&request_error),
@@ -274,10 +275,10 @@ async fn submit<E: Executor>(
             None,
             &shutting_down.to_string(),
         ),
-        Ok(Err(unsaved @ SubmitError::Upload(_))) => error(
+        Ok(Err(unsaved @ SubmitError::Upload { field, .. })) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
-            Some("input_reference"),
+            Some(field),
             &unsaved.to_string(),
         ),
         Err(join) => error(

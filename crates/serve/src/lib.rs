@@ -10,6 +10,7 @@ pub mod gpu;
 pub mod http;
 pub mod metrics;
 pub mod queue;
+pub mod reference;
 pub mod runtime_executor;
 pub mod store;
 pub mod upload;

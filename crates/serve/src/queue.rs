@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::executor::{Executor, JobControl, JobError, RequestError};
 use crate::metrics::{MetricsSnapshot, StageTotal};
+use crate::reference::{Inputs, Reference};
 use crate::store::{self, StoredJob};
 
 /// How many times a job that was running when the server stopped (a crash, SIGKILL, or SIGTERM
@@ -109,11 +110,16 @@ pub enum SubmitError {
     /// The server is shutting down.
     #[error("the server is shutting down and accepts no new jobs\n  fix: retry on another server")]
     ShuttingDown,
-    /// The upload could not be kept in the videos directory.
+    /// An upload could not be kept in the videos directory.
     #[error(
-        "the upload cannot be saved in the videos directory: {0}\n  fix: free space in --videos, or make it writable"
+        "the upload `{field}` cannot be saved in the videos directory: {message}\n  fix: free space in --videos, or make it writable"
     )]
-    Upload(String),
+    Upload {
+        /// The form part.
+        field: &'static str,
+        /// The error.
+        message: String,
+    },
 }
 
 /// Why a job's video cannot be served.
@@ -265,8 +271,8 @@ struct Record<J> {
     ended: Option<(u32, Timings)>,
     failure: Option<JobFailure>,
     video: Option<PathBuf>,
-    /// The uploaded first frame (`<id>.input.png`), kept until the job is deleted.
-    input: Option<PathBuf>,
+    /// The uploaded files (`<id>.input.png`, …), kept until the job is deleted.
+    inputs: Inputs,
     /// Times queued again because the server stopped while the job ran.
     restarts: u32,
     /// A client asked the running job to stop (kept in the record: a job found running at the
@@ -278,16 +284,18 @@ struct Record<J> {
 struct Removed {
     id: String,
     video: Option<PathBuf>,
-    input: Option<PathBuf>,
+    inputs: Inputs,
 }
 
-/// An uploaded first frame, received into a temporary file in the videos directory
-/// ([`Queue::upload_path`]) and checked to decode; the queue owns it from [`Queue::submit`] on.
+/// An uploaded file, received into a temporary file in the videos directory
+/// ([`Queue::upload_path`]) and checked; the queue owns it from [`Queue::submit`] on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upload {
+    /// What it is to the job.
+    pub reference: Reference,
     /// The temporary file.
     pub path: PathBuf,
-    /// `png` or `jpg`, the extension it is saved with.
+    /// The extension it is saved with (`png`, `jpg`, `mp4`), from its signature.
     pub extension: &'static str,
 }
 
@@ -329,17 +337,17 @@ fn as_object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Va
     }
 }
 
-/// The prepared request as shown to clients, with the upload's file name as `input_reference`.
+/// The prepared request as shown to clients, with each upload's file name under its form part's
+/// name (`input_reference`, …).
 fn shown_request(
     prepared: serde_json::Value,
-    input: Option<&Path>,
+    inputs: &Inputs,
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut request = as_object(prepared);
-    if let Some(name) = input.and_then(Path::file_name) {
-        request.insert(
-            "input_reference".into(),
-            serde_json::Value::String(name.to_string_lossy().into_owned()),
-        );
+    for (reference, _) in inputs.iter() {
+        if let Some(name) = inputs.file_name(reference) {
+            request.insert(reference.field().into(), serde_json::Value::String(name));
+        }
     }
     request
 }
@@ -448,11 +456,9 @@ impl<J> Record<J> {
             timings,
             error: self.failure.clone(),
             video: self.video.as_ref().map(|_| store::video_name(&self.id)),
-            input_reference: self
-                .input
-                .as_ref()
-                .and_then(|input| input.file_name())
-                .map(|name| name.to_string_lossy().into_owned()),
+            input_reference: self.inputs.file_name(Reference::FirstFrame),
+            last_frame_reference: self.inputs.file_name(Reference::LastFrame),
+            video_reference: self.inputs.file_name(Reference::Video),
             restarts: self.restarts,
             cancel_requested: self.status == Status::InProgress && self.cancel_requested,
             submitted: self.submitted.clone(),
@@ -479,6 +485,7 @@ impl<J> Record<J> {
 fn restore<E: Executor>(executor: &E, videos: &Path, stored: StoredJob) -> Record<E::Job> {
     let time = |seconds: f64| store::time_of_unix_seconds(seconds).unwrap_or(UNIX_EPOCH);
     let created = time(stored.created_at);
+    let inputs = stored_inputs(videos, &stored);
     let mut record = Record {
         id: stored.id,
         status: stored.status,
@@ -495,7 +502,7 @@ fn restore<E: Executor>(executor: &E, videos: &Path, stored: StoredJob) -> Recor
         ended: Some((stored.progress, stored.timings)),
         failure: stored.error,
         video: stored.video.map(|name| videos.join(name)),
-        input: stored.input_reference.map(|name| videos.join(name)),
+        inputs,
         restarts: stored.restarts,
         cancel_requested: stored.cancel_requested,
     };
@@ -532,6 +539,17 @@ fn restore<E: Executor>(executor: &E, videos: &Path, stored: StoredJob) -> Recor
     }
     record.save(videos);
     record
+}
+
+/// The uploads a record names, as paths in `videos`.
+fn stored_inputs(videos: &Path, stored: &StoredJob) -> Inputs {
+    let mut inputs = Inputs::default();
+    for reference in Reference::ALL {
+        if let Some(name) = stored.reference(reference) {
+            inputs.set(reference, videos.join(name));
+        }
+    }
+    inputs
 }
 
 /// What became of a job found running at start-up.
@@ -589,24 +607,20 @@ fn stopped_while_running<J>(videos: &Path, record: &mut Record<J>) -> Stopped {
 /// Prepares a queued job again with the executor now served; the failure when its upload is gone
 /// or the executor refuses it.
 fn prepare_again<E: Executor>(executor: &E, record: &mut Record<E::Job>) -> Option<JobFailure> {
-    if let Some(input) = &record.input
-        && !input.is_file()
-    {
+    if let Some((reference, _)) = record.inputs.iter().find(|(_, path)| !path.is_file()) {
         return Some(failure(
             "input_missing",
             format!(
-                "its uploaded input_reference {} is no longer in the videos directory\n  fix: submit the request again with the upload",
-                input
-                    .file_name()
-                    .map(|name| name.to_string_lossy().into_owned())
-                    .unwrap_or_default()
+                "its uploaded {} {} is no longer in the videos directory\n  fix: submit the request again with the upload",
+                reference.field(),
+                record.inputs.file_name(reference).unwrap_or_default()
             ),
         ));
     }
-    match executor.prepare(record.submitted.clone(), record.input.as_deref()) {
+    match executor.prepare(record.submitted.clone(), &record.inputs) {
         Ok(prepared) => {
             record.job = Some(prepared.job);
-            record.request = shown_request(prepared.request, record.input.as_deref());
+            record.request = shown_request(prepared.request, &record.inputs);
             record.ended = None;
             None
         }
@@ -652,7 +666,7 @@ impl<J> State<J> {
                 removed.push(Removed {
                     id: record.id.clone(),
                     video: record.video.take(),
-                    input: record.input.take(),
+                    inputs: std::mem::take(&mut record.inputs),
                 });
                 false
             } else {
@@ -702,8 +716,8 @@ fn delete_jobs(videos: &Path, removed: Vec<Removed>) {
         if let Some(video) = job.video {
             remove_file(&video, "a deleted job's video");
         }
-        if let Some(input) = job.input {
-            remove_file(&input, "a deleted job's uploaded first frame");
+        for (reference, input) in job.inputs.iter() {
+            remove_file(input, &format!("a deleted job's {}", reference.field()));
         }
         if let Err(error) = store::remove(videos, &job.id) {
             tracing::warn!("cannot delete a deleted job's record: {error}");
@@ -801,41 +815,52 @@ impl<E: Executor> Queue<E> {
             .join(store::upload_temporary_name(random))
     }
 
-    /// Resolves `body` with the executor and queues it, with `upload` as the job's first frame:
-    /// the upload becomes `<id>.input.<extension>`, deleted with the job, or at once when the
-    /// request is refused.
+    /// Resolves `body` with the executor and queues it with `uploads` (at most one of each
+    /// kind): each becomes `<id>.<kind>.<extension>` ([`Reference::file_name`]), deleted with
+    /// the job, or at once when the request is refused.
     pub fn submit(
         &self,
         body: serde_json::Value,
-        upload: Option<Upload>,
+        uploads: Vec<Upload>,
     ) -> Result<JobView, SubmitError> {
         let shared = &self.shared;
         let id = new_id();
-        let input = match upload {
-            None => None,
-            Some(upload) => {
-                let input = shared
-                    .config
-                    .videos
-                    .join(store::input_name(&id, upload.extension));
-                if let Err(error) = fs_err::rename(&upload.path, &input) {
-                    remove_file(&upload.path, "an upload");
-                    return Err(SubmitError::Upload(error.to_string()));
-                }
-                Some(input)
+        let mut inputs = Inputs::default();
+        let mut unsaved = None;
+        for upload in uploads {
+            let input = shared
+                .config
+                .videos
+                .join(upload.reference.file_name(&id, upload.extension));
+            if unsaved.is_some() {
+                remove_file(&upload.path, "an upload");
+                continue;
             }
-        };
+            match fs_err::rename(&upload.path, &input) {
+                Ok(()) => inputs.set(upload.reference, input),
+                Err(error) => {
+                    remove_file(&upload.path, "an upload");
+                    unsaved = Some(SubmitError::Upload {
+                        field: upload.reference.field(),
+                        message: error.to_string(),
+                    });
+                }
+            }
+        }
         let refuse = |error: SubmitError| {
-            if let Some(input) = &input {
+            for (_, input) in inputs.iter() {
                 remove_file(input, "the upload of a refused request");
             }
             Err(error)
         };
+        if let Some(error) = unsaved {
+            return refuse(error);
+        }
         if !self.state().accepting {
             return refuse(SubmitError::ShuttingDown);
         }
         let submitted = body.clone();
-        let prepared = match shared.executor.prepare(body, input.as_deref()) {
+        let prepared = match shared.executor.prepare(body, &inputs) {
             Ok(prepared) => prepared,
             Err(error) => {
                 self.state().rejected_invalid += 1;
@@ -852,7 +877,7 @@ impl<E: Executor> Queue<E> {
                 max_queue: shared.config.max_queue,
             });
         }
-        let request = shown_request(prepared.request, input.as_deref());
+        let request = shown_request(prepared.request, &inputs);
         let record = Record {
             id,
             status: Status::Queued,
@@ -866,7 +891,7 @@ impl<E: Executor> Queue<E> {
             ended: None,
             failure: None,
             video: None,
-            input,
+            inputs,
             restarts: 0,
             cancel_requested: false,
         };
@@ -950,7 +975,7 @@ impl<E: Executor> Queue<E> {
                 let removed = Removed {
                     id: id.to_string(),
                     video: record.video.take(),
-                    input: record.input.take(),
+                    inputs: std::mem::take(&mut record.inputs),
                 };
                 state.records.retain(|r| r.id != id);
                 delete_jobs(&config.videos, vec![removed]);

@@ -253,6 +253,15 @@ impl Server {
         fields: &[(&str, String)],
         file: Option<(&str, &str, &[u8])>,
     ) -> (u16, Value) {
+        self.post_form_files(fields, file.as_slice())
+    }
+
+    /// [`Server::post_form`] with several file parts.
+    fn post_form_files(
+        &self,
+        fields: &[(&str, String)],
+        files: &[(&str, &str, &[u8])],
+    ) -> (u16, Value) {
         let boundary = "skyreels-test-boundary-7d1c";
         let mut body = Vec::new();
         for (name, value) in fields {
@@ -263,7 +272,7 @@ impl Server {
                 .as_bytes(),
             );
         }
-        if let Some((name, file_name, bytes)) = file {
+        for (name, file_name, bytes) in files {
             body.extend_from_slice(
                 format!(
                     "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
@@ -897,10 +906,21 @@ fn generate_with_image(
     request: &Value,
     image: &Path,
 ) -> skyreels_runtime::output::Video {
+    generate_with_files(engine, request, [Some(image), None, None])
+}
+
+/// What `skyreels generate --image I --last-image L --video V` makes of `request` on `engine`
+/// (`files` = [I, L, V], each optional), as [`generate_with_image`].
+fn generate_with_files(
+    engine: &Path,
+    request: &Value,
+    files: [Option<&Path>; 3],
+) -> skyreels_runtime::output::Video {
     use skyreels_runtime::job::{JobPlan, Models, OutputRequest, Residency, run_job};
     let scratch = tempfile::tempdir().unwrap();
     let mut parsed = skyreels_runtime::job::json::parse_request(request).expect("request");
-    parsed.image = Some(image.to_path_buf());
+    let [image, last_image, video] = files.map(|file| file.map(Path::to_path_buf));
+    (parsed.image, parsed.last_image, parsed.video) = (image, last_image, video);
     let out = scratch.path().join("generated.mp4");
     let backend = skyreels_runtime::session::Backend::Cpu { threads: 1 };
     let planning = skyreels_runtime::engine::Engine::open(engine).expect("engine");
@@ -963,6 +983,23 @@ fn an_uploaded_input_reference_runs_an_image_to_video_job_as_generate_image_does
     let message = error["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("reads no files named by clients") && message.contains("input_reference"),
+        "{message}"
+    );
+
+    let (code, error) = server.post_form_files(
+        &small_form(2),
+        &[
+            ("input_reference", "first.png", &png),
+            ("last_frame_reference", "last.png", &png),
+        ],
+    );
+    assert_eq!(code, 400, "{error}");
+    assert_eq!(error["error"]["param"], "last_frame_reference", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "last_frame_reference and video_reference need a diffusion-forcing (DF) engine"
+        ),
         "{message}"
     );
 
@@ -1114,36 +1151,55 @@ fn bad_uploads_are_refused_with_400_naming_input_reference() {
 }
 
 #[test]
-fn a_queued_job_keeps_its_upload_across_a_restart() {
+fn a_queued_job_keeps_its_uploads_across_a_restart() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = tempfile::tempdir().expect("tempdir");
     let first = scratch.path().join("first.png");
     write_picture(&first, 96, 64, 4);
     let png = fs_err::read(&first).unwrap();
+    let last = scratch.path().join("last.png");
+    write_picture(&last, 96, 64, 8);
+    let last_png = fs_err::read(&last).unwrap();
     let videos = scratch.path().join("videos");
     let server = Server::start_in(&videos, &[]);
     let running = server.submit(small_request(LONG_JOB_STEPS));
     server.wait_for(&running, &["in_progress"]);
-    let (code, created) =
-        server.post_form(&small_form(2), Some(("input_reference", "first.png", &png)));
+    let (code, created) = server.post_form_files(
+        &small_form(2),
+        &[
+            ("input_reference", "first.png", &png),
+            ("last_frame_reference", "last.png", &last_png),
+        ],
+    );
     assert_eq!(code, 201, "{created}");
     let waiting = created["id"].as_str().expect("id").to_string();
     server.kill();
 
     let restarted = Server::start_in(&videos, &[]);
+    let (code, _) = restarted.call("DELETE", &format!("/v1/videos/{running}"), None);
+    assert!(code == 200 || code == 202, "{code}");
     let done = restarted.wait_for(&waiting, &["completed", "failed"]);
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(
         done["input_reference"],
         format!("{waiting}.input.png").as_str()
     );
+    assert_eq!(
+        done["last_frame_reference"],
+        format!("{waiting}.last_frame.png").as_str()
+    );
     assert_same_frames(
         &read_video(&restarted.content(&waiting)),
-        &generate_with_image(tiny_engine(), &small_request(2), &first),
+        &generate_with_files(
+            tiny_engine(),
+            &small_request(2),
+            [Some(&first), Some(&last), None],
+        ),
     );
     let (code, _) = restarted.call("DELETE", &format!("/v1/videos/{waiting}"), None);
     assert_eq!(code, 200);
     assert!(!videos.join(format!("{waiting}.input.png")).exists());
+    assert!(!videos.join(format!("{waiting}.last_frame.png")).exists());
 }
 
 /// A key of 32 hex digits, as `openssl rand -hex 16` makes.
@@ -1390,5 +1446,238 @@ fn an_exposed_empty_short_or_missing_key_file_is_refused_before_loading_anything
     assert!(
         !directory.join("videos").exists(),
         "the videos directory is not created either"
+    );
+}
+
+/// [`small_request`] extending a 17-frame video: 25 frames, the last 9 of the video as history.
+fn extension_request(steps: usize) -> Value {
+    let mut request = small_request(steps);
+    request["num_frames"] = json!(25);
+    request["overlap_history"] = json!(9);
+    request
+}
+
+/// `request` as the text parts of a form.
+fn form_of(request: &Value) -> Vec<(&'static str, String)> {
+    let fields = [
+        "prompt",
+        "size",
+        "num_frames",
+        "steps",
+        "seed",
+        "overlap_history",
+    ];
+    fields
+        .into_iter()
+        .filter_map(|field| {
+            request.get(field).map(|value| {
+                let text = match value {
+                    Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                (field, text)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_last_frame_and_a_video_to_extend_are_uploaded_and_run_as_generate_does() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let first = scratch.path().join("first.png");
+    write_picture(&first, 96, 64, 5);
+    let last = scratch.path().join("last.jpg");
+    write_picture(&last, 128, 80, 6);
+    let (png, jpeg) = (fs_err::read(&first).unwrap(), fs_err::read(&last).unwrap());
+    let server = Server::start(&[]);
+
+    let (code, created) = server.post_form_files(
+        &small_form(2),
+        &[
+            ("input_reference", "first.png", &png),
+            ("last_frame_reference", "last.jpg", &jpeg),
+        ],
+    );
+    assert_eq!(code, 201, "{created}");
+    let bounded = created["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        created["last_frame_reference"],
+        format!("{bounded}.last_frame.jpg").as_str()
+    );
+    assert_eq!(
+        fs_err::read(server.videos.join(format!("{bounded}.last_frame.jpg"))).unwrap(),
+        jpeg
+    );
+    let done = server.wait_for(&bounded, &["completed", "failed"]);
+    assert_eq!(done["status"], "completed", "{done}");
+    let clip = server.content(&bounded);
+    let served = read_video(&clip);
+    assert_same_frames(
+        &served,
+        &generate_with_files(
+            tiny_engine(),
+            &small_request(2),
+            [Some(&first), Some(&last), None],
+        ),
+    );
+
+    let request = extension_request(2);
+    let (code, created) = server.post_form_files(
+        &form_of(&request),
+        &[("video_reference", "clip.mp4", &clip)],
+    );
+    assert_eq!(code, 201, "{created}");
+    let extended = created["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        created["video_reference"],
+        format!("{extended}.video.mp4").as_str()
+    );
+    let done = server.wait_for(&extended, &["completed", "failed"]);
+    assert_eq!(done["status"], "completed", "{done}");
+    let saved_clip = scratch.path().join("clip.mp4");
+    fs_err::write(&saved_clip, &clip).unwrap();
+    let served = read_video(&server.content(&extended));
+    let generated = generate_with_files(tiny_engine(), &request, [None, None, Some(&saved_clip)]);
+    assert!(served.num_frames() > 17, "{}", served.num_frames());
+    assert_same_frames(&served, &generated);
+
+    for id in [&bounded, &extended] {
+        let (code, _) = server.call("DELETE", &format!("/v1/videos/{id}"), None);
+        assert_eq!(code, 200);
+    }
+    assert_eq!(
+        file_names(&server.videos),
+        [".skyreels-owner"],
+        "the uploads are deleted with their jobs"
+    );
+}
+
+/// A form that must be refused: its text parts, its file parts (name, file name, bytes), the part
+/// the refusal names and how its message starts.
+type RefusedForm<'a> = (
+    Vec<(&'static str, String)>,
+    Vec<(&'static str, &'static str, &'a [u8])>,
+    &'static str,
+    &'static str,
+);
+
+#[test]
+fn bad_last_frames_and_videos_are_refused_with_400_naming_their_part() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let picture = scratch.path().join("frame.png");
+    write_picture(&picture, 96, 64, 7);
+    let png = fs_err::read(&picture).unwrap();
+    let server = Server::start(&[]);
+    let clip_id = server.submit(small_request(1));
+    server.wait_for(&clip_id, &["completed"]);
+    let clip = server.content(&clip_id);
+    let extension = form_of(&extension_request(2));
+    let videos = server.videos.display().to_string();
+
+    let cases: Vec<RefusedForm> = vec![
+        (
+            extension.clone(),
+            vec![("video_reference", "frame.png", &png)],
+            "video_reference",
+            "`video_reference` is not an H.264 MP4 file (it starts with 89 50 4e 47 0d 0a 1a 0a)",
+        ),
+        (
+            extension.clone(),
+            vec![("video_reference", "empty.mp4", &[])],
+            "video_reference",
+            "`video_reference` is empty",
+        ),
+        (
+            extension.clone(),
+            vec![("video_reference", "cut.mp4", &clip[..clip.len() / 3])],
+            "video_reference",
+            "cannot read `video_reference` as an H.264 MP4: ",
+        ),
+        (
+            small_form(2),
+            vec![("video_reference", "clip.mp4", &clip)],
+            "video_reference",
+            "video_reference continues from the input's last overlap_history frames",
+        ),
+        (
+            extension.clone(),
+            vec![
+                ("input_reference", "frame.png", &png),
+                ("video_reference", "clip.mp4", &clip),
+            ],
+            "video_reference",
+            "video_reference and input_reference both set the start of the video",
+        ),
+        (
+            extension.clone(),
+            vec![
+                ("last_frame_reference", "frame.png", &png),
+                ("video_reference", "clip.mp4", &clip),
+            ],
+            "last_frame_reference",
+            "last_frame_reference cannot be combined with video_reference",
+        ),
+        (
+            small_form(2),
+            vec![("last_frame_reference", "cut.png", &png[..png.len() / 2])],
+            "last_frame_reference",
+            "`last_frame_reference` does not decode: ",
+        ),
+        (
+            small_form(2),
+            vec![
+                ("last_frame_reference", "frame.png", &png),
+                ("last_frame_reference", "frame.png", &png),
+            ],
+            "last_frame_reference",
+            "`last_frame_reference` is given twice",
+        ),
+    ];
+    let refusals = cases.len() + 2;
+    for (fields, files, part, expected) in cases {
+        let (code, error) = server.post_form_files(&fields, &files);
+        assert_eq!(code, 400, "{part}: {error}");
+        assert_eq!(error["error"]["param"], part, "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(expected) && message.contains("\n  fix: "),
+            "{part}: {message}"
+        );
+        assert!(
+            !message.contains(&videos),
+            "the server's paths are not shown: {message}"
+        );
+    }
+    for (field, part) in [
+        ("last_image", "last_frame_reference"),
+        ("video", "video_reference"),
+    ] {
+        let mut named = small_request(2);
+        named[field] = json!("/etc/hostname");
+        let (code, error) = server.call("POST", "/v1/videos", Some(named));
+        assert_eq!((code, error["error"]["param"].as_str()), (400, Some(field)));
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("as the file part `{part}`")),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        file_names(&server.videos),
+        [
+            ".skyreels-owner".to_string(),
+            format!("{clip_id}.json"),
+            format!("{clip_id}.mp4"),
+        ],
+        "no refused upload is left"
+    );
+    let metrics = server.text("/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "skyreels_requests_rejected_total{{reason=\"invalid\"}} {refusals}"
+        )),
+        "{metrics}"
     );
 }

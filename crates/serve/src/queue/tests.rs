@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::executor::Prepared;
+use crate::reference::{Inputs, Reference};
 
 /// What the double does when run.
 #[derive(Clone, Copy, PartialEq)]
@@ -46,11 +47,7 @@ impl Double {
 impl Executor for Double {
     type Job = DoubleJob;
 
-    fn prepare(
-        &self,
-        body: Value,
-        input_reference: Option<&Path>,
-    ) -> Result<Prepared<DoubleJob>, RequestError> {
+    fn prepare(&self, body: Value, inputs: &Inputs) -> Result<Prepared<DoubleJob>, RequestError> {
         let steps = match body.get("steps") {
             None => 3,
             Some(value) => value
@@ -79,8 +76,8 @@ impl Executor for Double {
             }
         };
         let mut request = json!({"steps": steps});
-        if let Some(input) = input_reference {
-            request["prepared_with"] = json!(input);
+        for (reference, input) in inputs.iter() {
+            request[format!("prepared_with_{}", reference.field())] = json!(input);
         }
         Ok(Prepared {
             job: DoubleJob { steps, behaviour },
@@ -111,6 +108,7 @@ impl Executor for Double {
                 std::thread::sleep(Duration::from_millis(1));
             },
             Behaviour::BlockUntilReleased => {
+                control.enter_stage("long_step");
                 while !self.release.load(std::sync::atomic::Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
@@ -180,7 +178,7 @@ fn wait_for(queue: &Queue<Double>, id: &str, status: Status) -> JobView {
 #[test]
 fn a_job_runs_to_completion_with_timings_and_a_video() {
     let (_directory, queue) = start(4, keep_all());
-    let submitted = queue.submit(json!({"steps": 5}), None).unwrap();
+    let submitted = queue.submit(json!({"steps": 5}), Vec::new()).unwrap();
     assert_eq!(submitted.status, Status::Queued);
     assert_eq!(submitted.progress, 0);
     assert!(submitted.id.starts_with("video_") && submitted.id.len() == 30);
@@ -215,7 +213,7 @@ fn a_job_runs_to_completion_with_timings_and_a_video() {
 #[test]
 fn an_invalid_request_is_refused_naming_the_field() {
     let (_directory, queue) = start(4, keep_all());
-    let refused = queue.submit(json!({"steps": 0}), None).unwrap_err();
+    let refused = queue.submit(json!({"steps": 0}), Vec::new()).unwrap_err();
     match refused {
         SubmitError::Invalid(error) => assert_eq!(error.field.as_deref(), Some("steps")),
         other => panic!("expected Invalid, got {other:?}"),
@@ -227,11 +225,13 @@ fn an_invalid_request_is_refused_naming_the_field() {
 #[test]
 fn a_full_queue_refuses_and_cancels_free_a_place() {
     let (_directory, queue) = start(1, keep_all());
-    let running = queue.submit(json!({"behaviour": "block"}), None).unwrap();
+    let running = queue
+        .submit(json!({"behaviour": "block"}), Vec::new())
+        .unwrap();
     wait_for(&queue, &running.id, Status::InProgress);
-    let waiting = queue.submit(json!({}), None).unwrap();
+    let waiting = queue.submit(json!({}), Vec::new()).unwrap();
     assert_eq!(
-        queue.submit(json!({}), None).unwrap_err(),
+        queue.submit(json!({}), Vec::new()).unwrap_err(),
         SubmitError::Full { max_queue: 1 }
     );
     assert_eq!(queue.metrics().rejected_full, 1);
@@ -245,7 +245,7 @@ fn a_full_queue_refuses_and_cancels_free_a_place() {
         other => panic!("expected Cancelled, got {other:?}"),
     }
     assert_eq!(queue.metrics().queue_depth, 0);
-    let next = queue.submit(json!({}), None).unwrap();
+    let next = queue.submit(json!({}), Vec::new()).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(10);
     while queue.get(&running.id).unwrap().progress != 50 {
@@ -276,12 +276,16 @@ fn a_full_queue_refuses_and_cancels_free_a_place() {
 #[test]
 fn failing_and_panicking_jobs_are_recorded_and_the_worker_goes_on() {
     let (_directory, queue) = start(8, keep_all());
-    let failing = queue.submit(json!({"behaviour": "fail"}), None).unwrap();
-    let panicking = queue.submit(json!({"behaviour": "panic"}), None).unwrap();
-    let silent = queue
-        .submit(json!({"behaviour": "write_nothing"}), None)
+    let failing = queue
+        .submit(json!({"behaviour": "fail"}), Vec::new())
         .unwrap();
-    let fine = queue.submit(json!({}), None).unwrap();
+    let panicking = queue
+        .submit(json!({"behaviour": "panic"}), Vec::new())
+        .unwrap();
+    let silent = queue
+        .submit(json!({"behaviour": "write_nothing"}), Vec::new())
+        .unwrap();
+    let fine = queue.submit(json!({}), Vec::new()).unwrap();
     wait_for(&queue, &fine.id, Status::Completed);
     let failure = |id: &str| queue.get(id).unwrap().error.unwrap();
     assert_eq!(failure(&failing.id).code, "job_failed");
@@ -305,7 +309,7 @@ fn retention_deletes_the_oldest_finished_jobs_and_their_videos() {
         },
     );
     let ids: Vec<String> = (0..3)
-        .map(|_| queue.submit(json!({"steps": 1}), None).unwrap().id)
+        .map(|_| queue.submit(json!({"steps": 1}), Vec::new()).unwrap().id)
         .collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     while queue.get(&ids[2]).map(|v| v.status) != Some(Status::Completed) {
@@ -333,7 +337,7 @@ fn finished_jobs_expire_after_the_retention_age() {
             max_age: Duration::from_millis(200),
         },
     );
-    let id = queue.submit(json!({"steps": 1}), None).unwrap().id;
+    let id = queue.submit(json!({"steps": 1}), Vec::new()).unwrap().id;
     wait_for(&queue, &id, Status::Completed);
     assert!(queue.videos_dir_has(&id));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -347,9 +351,11 @@ fn finished_jobs_expire_after_the_retention_age() {
 #[test]
 fn shutdown_keeps_waiting_jobs_queued_and_queues_the_running_one_again_after_the_grace() {
     let (directory, queue) = start(8, keep_all());
-    let running = queue.submit(json!({"behaviour": "block"}), None).unwrap();
+    let running = queue
+        .submit(json!({"behaviour": "block"}), Vec::new())
+        .unwrap();
     wait_for(&queue, &running.id, Status::InProgress);
-    let waiting = queue.submit(json!({}), None).unwrap();
+    let waiting = queue.submit(json!({}), Vec::new()).unwrap();
     let outcome = queue.shutdown(Duration::from_millis(50), Duration::from_secs(10));
     assert_eq!(outcome, ShutdownOutcome::InterruptedRunning);
     let interrupted = queue.get(&running.id).unwrap();
@@ -372,7 +378,7 @@ fn shutdown_keeps_waiting_jobs_queued_and_queues_the_running_one_again_after_the
     assert_eq!(queue.get(&waiting.id).unwrap().status, Status::Queued);
     assert_eq!(*queue.shared.executor.runs.lock().unwrap(), [3]);
     assert_eq!(
-        queue.submit(json!({}), None).unwrap_err(),
+        queue.submit(json!({}), Vec::new()).unwrap_err(),
         SubmitError::ShuttingDown
     );
     assert!(!queue.is_accepting());
@@ -381,7 +387,7 @@ fn shutdown_keeps_waiting_jobs_queued_and_queues_the_running_one_again_after_the
 #[test]
 fn shutdown_lets_a_short_running_job_finish() {
     let (_directory, queue) = start(8, keep_all());
-    let running = queue.submit(json!({"steps": 20}), None).unwrap();
+    let running = queue.submit(json!({"steps": 20}), Vec::new()).unwrap();
     wait_for(&queue, &running.id, Status::InProgress);
     let outcome = queue.shutdown(Duration::from_secs(10), Duration::from_secs(10));
     assert_eq!(outcome, ShutdownOutcome::Drained);
@@ -407,18 +413,27 @@ fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
     let directory = tempfile::tempdir().unwrap();
     let videos = directory.path().join("videos");
     let first = start_in(&videos, 8, Double::new(1000), keep_all());
-    let completed = first.submit(json!({"steps": 4}), None).unwrap();
-    let failed = first.submit(json!({"behaviour": "fail"}), None).unwrap();
+    let completed = first.submit(json!({"steps": 4}), Vec::new()).unwrap();
+    let failed = first
+        .submit(json!({"behaviour": "fail"}), Vec::new())
+        .unwrap();
     wait_for(&first, &failed.id, Status::Failed);
     let completed = wait_for(&first, &completed.id, Status::Completed);
     let failed = first.get(&failed.id).unwrap();
-    let running = first.submit(json!({"behaviour": "block"}), None).unwrap();
+    let running = first
+        .submit(json!({"behaviour": "block"}), Vec::new())
+        .unwrap();
     wait_for(&first, &running.id, Status::InProgress);
     let queued: Vec<String> = [7, 2, 50, 5]
         .into_iter()
-        .map(|steps| first.submit(json!({"steps": steps}), None).unwrap().id)
+        .map(|steps| {
+            first
+                .submit(json!({"steps": steps}), Vec::new())
+                .unwrap()
+                .id
+        })
         .collect();
-    let cancelled = first.submit(json!({}), None).unwrap();
+    let cancelled = first.submit(json!({}), Vec::new()).unwrap();
     first.cancel(&cancelled.id).unwrap();
     let cancelled = first.get(&cancelled.id).unwrap();
     assert_eq!(
@@ -443,7 +458,13 @@ fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
     store::save(&videos, &record).unwrap();
     let upload_gone = "video_00000000000000000000c4a9";
     let mut record = crashed_record(&videos, &like, upload_gone);
-    record.input_reference = Some(store::input_name(upload_gone, "png"));
+    record.input_reference = Some(Reference::FirstFrame.file_name(upload_gone, "png"));
+    fs_err::write(
+        videos.join(Reference::FirstFrame.file_name(upload_gone, "png")),
+        b"kept",
+    )
+    .unwrap();
+    record.video_reference = Some(Reference::Video.file_name(upload_gone, "mp4"));
     store::save(&videos, &record).unwrap();
 
     let second = start_in(&videos, 8, Double::new(10), keep_all());
@@ -489,7 +510,7 @@ fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
             Some(failure(
                 "input_missing",
                 format!(
-                    "its uploaded input_reference {upload_gone}.input.png is no longer in the videos directory\n  fix: submit the request again with the upload"
+                    "its uploaded video_reference {upload_gone}.video.mp4 is no longer in the videos directory\n  fix: submit the request again with the upload"
                 )
             ))
         )
@@ -548,9 +569,16 @@ fn a_cancel_asked_of_a_running_job_is_in_its_record_before_the_job_stops() {
     let (directory, queue) = start(8, keep_all());
     let videos = directory.path().join("videos");
     let running = queue
-        .submit(json!({"behaviour": "block_until_released"}), None)
+        .submit(json!({"behaviour": "block_until_released"}), Vec::new())
         .unwrap();
-    wait_for(&queue, &running.id, Status::InProgress);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue.get(&running.id).unwrap().stage != Some("long_step") {
+        assert!(
+            Instant::now() < deadline,
+            "the job never reached its long step"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
     assert!(matches!(
         queue.cancel(&running.id),
         Some(CancelOutcome::Requested(_))
@@ -580,7 +608,7 @@ fn retention_applies_to_restored_jobs_and_deletes_their_records_and_videos() {
     let videos = directory.path().join("videos");
     let first = start_in(&videos, 8, Double::new(10), keep_all());
     let ids: Vec<String> = (0..3)
-        .map(|_| first.submit(json!({"steps": 1}), None).unwrap().id)
+        .map(|_| first.submit(json!({"steps": 1}), Vec::new()).unwrap().id)
         .collect();
     wait_for(&first, &ids[2], Status::Completed);
     drop(first);
@@ -620,7 +648,7 @@ fn a_restored_completed_job_whose_video_is_gone_is_failed() {
     let directory = tempfile::tempdir().unwrap();
     let videos = directory.path().join("videos");
     let first = start_in(&videos, 8, Double::new(10), keep_all());
-    let id = first.submit(json!({"steps": 1}), None).unwrap().id;
+    let id = first.submit(json!({"steps": 1}), Vec::new()).unwrap().id;
     wait_for(&first, &id, Status::Completed);
     drop(first);
     fs_err::remove_file(videos.join(format!("{id}.mp4"))).unwrap();
@@ -661,37 +689,73 @@ impl Queue<Double> {
 fn an_upload_becomes_the_jobs_file_until_the_job_is_deleted_and_goes_at_once_when_refused() {
     let (directory, queue) = start(1, keep_all());
     let videos = directory.path().join("videos");
-    let upload = |bytes: &[u8]| {
+    let upload = |reference: Reference, extension: &'static str, bytes: &[u8]| {
         let path = queue.upload_path();
         assert_eq!(path.parent(), Some(videos.as_path()));
         fs_err::write(&path, bytes).unwrap();
         Upload {
+            reference,
             path,
-            extension: "png",
+            extension,
         }
     };
-    let refused = upload(b"refused");
+    let first_frame = |bytes: &[u8]| upload(Reference::FirstFrame, "png", bytes);
+    let refused = [
+        first_frame(b"refused"),
+        upload(Reference::Video, "mp4", b"refused video"),
+    ];
     assert!(matches!(
-        queue.submit(json!({"steps": 0}), Some(refused.clone())),
+        queue.submit(json!({"steps": 0}), refused.to_vec()),
         Err(SubmitError::Invalid(_))
     ));
-    assert!(!refused.path.exists());
+    assert!(refused.iter().all(|upload| !upload.path.exists()));
 
+    let uploads = vec![
+        first_frame(b"first"),
+        upload(Reference::LastFrame, "jpg", b"last"),
+        upload(Reference::Video, "mp4", b"clip"),
+    ];
     let running = queue
-        .submit(json!({"behaviour": "block"}), Some(upload(b"first")))
+        .submit(json!({"behaviour": "block"}), uploads)
         .unwrap();
-    let input = videos.join(format!("{}.input.png", running.id));
-    assert_eq!(fs_err::read(&input).unwrap(), b"first");
-    assert_eq!(running.request["prepared_with"], json!(input));
+    let id = &running.id;
+    for (field, name, bytes) in [
+        ("input_reference", format!("{id}.input.png"), &b"first"[..]),
+        (
+            "last_frame_reference",
+            format!("{id}.last_frame.jpg"),
+            b"last",
+        ),
+        ("video_reference", format!("{id}.video.mp4"), b"clip"),
+    ] {
+        let input = videos.join(&name);
+        assert_eq!(fs_err::read(&input).unwrap(), bytes);
+        assert_eq!(
+            running.request[&format!("prepared_with_{field}")],
+            json!(input)
+        );
+        assert_eq!(running.request[field], name.as_str());
+    }
+    let stored = &store::load(&videos).unwrap().jobs[0];
     assert_eq!(
-        running.request["input_reference"],
-        format!("{}.input.png", running.id)
+        (
+            stored.input_reference.clone(),
+            stored.last_frame_reference.clone(),
+            stored.video_reference.clone()
+        ),
+        (
+            Some(format!("{id}.input.png")),
+            Some(format!("{id}.last_frame.jpg")),
+            Some(format!("{id}.video.mp4"))
+        )
     );
     wait_for(&queue, &running.id, Status::InProgress);
-    let waiting = queue.submit(json!({}), Some(upload(b"second"))).unwrap();
-    let full = upload(b"third");
+    let waiting = queue
+        .submit(json!({}), vec![first_frame(b"second")])
+        .unwrap();
+    let full = first_frame(b"third");
     assert!(matches!(
-        queue.submit(json!({}), Some(full.clone())),
+        queue.submit(json!({}), vec![full.clone()]),
         Err(SubmitError::Full { max_queue: 1 })
     ));
     assert!(!full.path.exists());
