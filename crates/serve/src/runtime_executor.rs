@@ -363,3 +363,41 @@ impl Executor for RuntimeExecutor {
         crate::gpu::gpu_memory(self.backend.device()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn plan_messages_name_the_uploads_parts_and_not_the_servers_paths() {
+        let mut inputs = Inputs::default();
+        let video = PathBuf::from("/srv/videos/video_0123456789abcdef01234567.video.mp4");
+        inputs.set(Reference::Video, video.clone());
+        assert_eq!(
+            upload_wording(
+                &format!(
+                    "--video {} has no frames\n  fix: give a video with at least --overlap-history frames",
+                    video.display()
+                ),
+                &inputs
+            ),
+            "--video-reference has no frames\n  fix: give a video with at least --overlap-history frames"
+        );
+        assert_eq!(
+            upload_wording(
+                &format!("cannot read {} as an H.264 MP4: cut", video.display()),
+                &inputs
+            ),
+            "cannot read `video_reference` as an H.264 MP4: cut"
+        );
+        assert_eq!(
+            upload_wording(
+                "--image/--last-image need --causal-block-size 1; --image-size and --videos stay",
+                &inputs
+            ),
+            "--input-reference/--last-frame-reference need --causal-block-size 1; --image-size and --videos stay"
+        );
+    }
+}
