@@ -18,8 +18,11 @@ use crate::reference::Reference;
 
 const MIB: usize = 1024 * 1024;
 
-/// The largest `multipart/form-data` body: every upload at its limit and a mebibyte of text parts.
-pub const FORM_LIMIT: usize = 20 * MIB + 20 * MIB + 256 * MIB + MIB;
+/// The most bytes of text parts a form may hold (all of them together), kept in memory.
+pub const TEXT_LIMIT: usize = MIB;
+
+/// The largest `multipart/form-data` body: every upload at its limit and the text parts.
+pub const FORM_LIMIT: usize = 20 * MIB + 20 * MIB + 256 * MIB + TEXT_LIMIT;
 
 /// The largest JSON body.
 pub const JSON_LIMIT: usize = 2 * MIB;
@@ -142,6 +145,7 @@ async fn read_parts(
         fields: serde_json::Map::new(),
         uploads: Vec::new(),
     };
+    let mut text_bytes = 0usize;
     while let Some(mut field) = multipart
         .next_field()
         .await
@@ -183,10 +187,29 @@ async fn read_parts(
                 ),
             ));
         }
-        let text = field
-            .text()
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field
+            .chunk()
             .await
-            .map_err(|error| unreadable(Some(&name), &error))?;
+            .map_err(|error| unreadable(Some(&name), &error))?
+        {
+            text_bytes += chunk.len();
+            if text_bytes > TEXT_LIMIT {
+                return Err(refused(
+                    &name,
+                    format!(
+                        "the text parts are larger than the limit of {TEXT_LIMIT} bytes (1 MiB) together\n  fix: send the request fields as short text parts, and files only as `input_reference`, `last_frame_reference` or `video_reference`"
+                    ),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(bytes).map_err(|_| {
+            refused(
+                &name,
+                format!("`{name}` is not UTF-8 text\n  fix: send the field's value as UTF-8 text"),
+            )
+        })?;
         if form.fields.contains_key(&name) {
             return Err(refused(
                 &name,

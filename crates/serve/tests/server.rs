@@ -1576,7 +1576,7 @@ fn bad_last_frames_and_videos_are_refused_with_400_naming_their_part() {
     let extension = form_of(&extension_request(2));
     let videos = server.videos.display().to_string();
 
-    let cases: Vec<RefusedForm> = vec![
+    let mut cases: Vec<RefusedForm> = vec![
         (
             extension.clone(),
             vec![("video_reference", "frame.png", &png)],
@@ -1635,6 +1635,14 @@ fn bad_last_frames_and_videos_are_refused_with_400_naming_their_part() {
             "`last_frame_reference` is given twice",
         ),
     ];
+    let mut long_prompt = small_form(2);
+    long_prompt[0].1 = "a red fox ".repeat(104_858);
+    cases.push((
+        long_prompt,
+        Vec::new(),
+        "prompt",
+        "the text parts are larger than the limit of 1048576 bytes (1 MiB) together",
+    ));
     let refusals = cases.len() + 2;
     for (fields, files, part, expected) in cases {
         let (code, error) = server.post_form_files(&fields, &files);
