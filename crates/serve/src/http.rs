@@ -2,9 +2,8 @@
 //! OpenAI-style JSON: `{"error": {"message", "type", "param", "code"}}`, `param` naming the field.
 //! `POST /v1/videos` takes JSON, or `multipart/form-data` with the same fields as text parts and
 //! the uploads as file parts (`input_reference`, `last_frame_reference`, `video_reference`;
-//! [`crate::upload`]). With an [`ApiKey`],
-//! every `/v1/*` route and `/metrics` require `Authorization: Bearer <key>`; `/health` stays open
-//! for load balancers.
+//! [`crate::upload`]). With an [`ApiKey`], every `/v1/*` route and `/metrics` require
+//! `Authorization: Bearer <key>`; `/health` stays open for load balancers.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -165,7 +165,7 @@ fn main() -> anyhow::Result<()> {
     match outcome {
         ShutdownOutcome::Drained => tracing::info!("stopped"),
         ShutdownOutcome::InterruptedRunning => tracing::info!(
-            "stopped (the running job was interrupted after the grace period; it is queued again, to run from the start at the next start)"
+            "stopped (the running job was interrupted after the grace period; it is queued again, to run from the start at the next start, unless it was restarted 3 times already)"
         ),
         ShutdownOutcome::Abandoned => anyhow::bail!(
             "the running job did not stop within --cancel-wait {} s; exiting anyway",
@@ -175,8 +175,9 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves (requiring `key` when there is one) until SIGTERM or SIGINT, then stops taking jobs, drains the queue (the API keeps
-/// answering meanwhile, so clients can fetch what finishes) and closes the listener.
+/// Serves (requiring `key` when there is one) until SIGTERM or SIGINT, then stops taking jobs,
+/// drains the queue (the API keeps answering meanwhile, so clients can fetch what finishes) and
+/// closes the listener.
 async fn serve(
     listener: std::net::TcpListener,
     queue: Arc<Queue<RuntimeExecutor>>,

@@ -65,6 +65,8 @@ pub struct RuntimeExecutor {
 /// A checked request, planned again with its output path when it runs.
 pub struct RuntimeJob {
     request: GenerateRequest,
+    /// Its uploads, to word its errors as [`upload_wording`] does.
+    inputs: Inputs,
 }
 
 impl RuntimeExecutor {
@@ -328,7 +330,10 @@ impl Executor for RuntimeExecutor {
             "dit_weights": plan.dit_memory.placement,
         });
         Ok(Prepared {
-            job: RuntimeJob { request },
+            job: RuntimeJob {
+                request,
+                inputs: inputs.clone(),
+            },
             request: echo,
         })
     }
@@ -343,7 +348,12 @@ impl Executor for RuntimeExecutor {
                 ..OutputRequest::default()
             },
         )
-        .map_err(|error| JobError::Failed(with_field_names(&error.to_string())))?;
+        .map_err(|error| {
+            JobError::Failed(with_field_names(&upload_wording(
+                &error.to_string(),
+                &job.inputs,
+            )))
+        })?;
         let mut models = self.models.lock().unwrap_or_else(PoisonError::into_inner);
         let result = run_job(&plan, &mut models, &mut ControlObserver { control });
         if result.is_err()
@@ -355,7 +365,10 @@ impl Executor for RuntimeExecutor {
         match result {
             Ok(_) => Ok(()),
             Err(RuntimeError::Cancelled) => Err(JobError::Cancelled),
-            Err(error) => Err(JobError::Failed(with_field_names(&error.to_string()))),
+            Err(error) => Err(JobError::Failed(with_field_names(&upload_wording(
+                &error.to_string(),
+                &job.inputs,
+            )))),
         }
     }
 
