@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use crate::reference::Inputs;
+
 /// A request refused before it is queued: the JSON field at fault (if one is) and the message.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
@@ -54,13 +56,13 @@ pub trait Executor: Send + Sync + 'static {
     /// A resolved, validated job.
     type Job: Send + Sync + 'static;
 
-    /// Checks a request body (a JSON object) and resolves it, with `input_reference` (the job's
-    /// uploaded first frame, a file the queue owns) when one was uploaded; loads and runs nothing,
-    /// so it is called on the HTTP side while another job runs.
+    /// Checks a request body (a JSON object) and resolves it, with `inputs` (the job's uploaded
+    /// first frame, last frame and video to extend, files the queue owns); loads and runs
+    /// nothing, so it is called on the HTTP side while another job runs.
     fn prepare(
         &self,
         body: serde_json::Value,
-        input_reference: Option<&Path>,
+        inputs: &Inputs,
     ) -> Result<Prepared<Self::Job>, RequestError>;
 
     /// Runs `job` and writes its MP4 to `output` (through a temporary file and a rename), reporting

@@ -1,7 +1,9 @@
 //! The HTTP routes, shaped like the OpenAI Videos API (`/v1/videos`), over a [`Queue`]. Errors are
 //! OpenAI-style JSON: `{"error": {"message", "type", "param", "code"}}`, `param` naming the field.
 //! `POST /v1/videos` takes JSON, or `multipart/form-data` with the same fields as text parts and
-//! the first frame as the file part `input_reference` ([`crate::upload`]).
+//! the uploads as file parts (`input_reference`, `last_frame_reference`, `video_reference`;
+//! [`crate::upload`]). With an [`ApiKey`], every `/v1/*` route and `/metrics` require
+//! `Authorization: Bearer <key>`; `/health` stays open for load balancers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,10 +11,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use crate::auth::{ApiKey, bearer_token};
 use crate::executor::{Executor, RequestError};
 use crate::metrics;
 use crate::queue::{CancelOutcome, ContentError, Queue, Status, SubmitError, Upload};
@@ -21,9 +25,9 @@ use crate::upload::{self, FORM_LIMIT, JSON_LIMIT, UploadError};
 /// The frame rate `seconds` is converted at when a request gives no `fps` (the plan's default).
 const DEFAULT_FPS: f64 = 24.0;
 
-/// The service's routes over `queue`.
-pub fn router<E: Executor>(queue: Arc<Queue<E>>) -> Router {
-    Router::new()
+/// The service's routes over `queue`; with `key`, all but `/health` require it.
+pub fn router<E: Executor>(queue: Arc<Queue<E>>, key: Option<ApiKey>) -> Router {
+    let mut guarded = Router::new()
         .route(
             "/v1/videos",
             get(list::<E>)
@@ -32,8 +36,14 @@ pub fn router<E: Executor>(queue: Arc<Queue<E>>) -> Router {
         )
         .route("/v1/videos/{id}", get(retrieve::<E>).delete(cancel::<E>))
         .route("/v1/videos/{id}/content", get(content::<E>))
+        .route("/metrics", get(prometheus::<E>));
+    if let Some(key) = key {
+        // A route layer: it runs before the handler reads the body, so an upload without the key
+        // is refused unread, and an unknown route stays a 404.
+        guarded = guarded.route_layer(middleware::from_fn_with_state(Arc::new(key), require_key));
+    }
+    guarded
         .route("/health", get(health::<E>))
-        .route("/metrics", get(prometheus::<E>))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -45,9 +55,42 @@ pub fn router<E: Executor>(queue: Arc<Queue<E>>) -> Router {
         .with_state(queue)
 }
 
+/// Passes the request on when its `Authorization: Bearer` token is `key`, else answers `401`
+/// with `WWW-Authenticate: Bearer` (RFC 6750).
+async fn require_key(State(key): State<Arc<ApiKey>>, request: Request, next: Next) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|value| value.to_str().ok().and_then(bearer_token));
+    let (code, challenge, message) = match token {
+        Some(Some(token)) if key.matches(token) => return next.run(request).await,
+        None => (
+            "missing_api_key",
+            "Bearer",
+            "this server requires an API key, and the request has no `Authorization` header\n  fix: send `Authorization: Bearer <key>` with the server's key (OpenAI clients: set the api_key, or OPENAI_API_KEY)",
+        ),
+        Some(None) => (
+            "invalid_api_key",
+            "Bearer error=\"invalid_request\"",
+            "the `Authorization` header is not `Bearer <key>`\n  fix: send `Authorization: Bearer <key>` with the server's key",
+        ),
+        Some(Some(_)) => (
+            "invalid_api_key",
+            "Bearer error=\"invalid_token\"",
+            "the API key is not this server's\n  fix: send the key of the server's --api-key-file (or SKYREELS_API_KEY)",
+        ),
+    };
+    let mut response = error(StatusCode::UNAUTHORIZED, code, None, message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
+}
+
 fn error(status: StatusCode, code: &str, param: Option<&str>, message: &str) -> Response {
     let kind = match status.as_u16() {
-        400 | 404 | 409 | 413 | 415 => "invalid_request_error",
+        400 | 401 | 404 | 409 | 413 | 415 => "invalid_request_error",
         429 => "rate_limit_error",
         _ => "server_error",
     };
@@ -161,10 +204,10 @@ async fn create<E: Executor>(State(queue): State<Arc<Queue<E>>>, request: Reques
             );
         }
     };
-    submit(queue, body, None).await
+    submit(queue, body, Vec::new()).await
 }
 
-/// A `multipart/form-data` request: its text parts as the fields, `input_reference` as the upload.
+/// A `multipart/form-data` request: its text parts as the fields, its file parts as the uploads.
 async fn create_from_form<E: Executor>(queue: Arc<Queue<E>>, request: Request) -> Response {
     let multipart = match Multipart::from_request(request, &()).await {
         Ok(multipart) => multipart,
@@ -180,9 +223,9 @@ async fn create_from_form<E: Executor>(queue: Arc<Queue<E>>, request: Request) -
             );
         }
     };
-    let upload_path = queue.upload_path();
-    match upload::read_form(multipart, &upload_path).await {
-        Ok(form) => submit(queue, form.fields, form.upload).await,
+    let uploads_into = Arc::clone(&queue);
+    match upload::read_form(multipart, move || uploads_into.upload_path()).await {
+        Ok(form) => submit(queue, form.fields, form.uploads).await,
         Err(UploadError {
             status,
             field,
@@ -196,20 +239,20 @@ async fn create_from_form<E: Executor>(queue: Arc<Queue<E>>, request: Request) -
     }
 }
 
-/// Converts the OpenAI fields of `body` and queues it with `upload` (deleted when refused).
+/// Converts the OpenAI fields of `body` and queues it with `uploads` (deleted when refused).
 async fn submit<E: Executor>(
     queue: Arc<Queue<E>>,
     mut body: serde_json::Map<String, Value>,
-    upload: Option<Upload>,
+    uploads: Vec<Upload>,
 ) -> Response {
     if let Err(request_error) = openai_fields(&mut body) {
-        if let Some(upload) = upload {
+        for upload in uploads {
             let _ = tokio::fs::remove_file(&upload.path).await;
         }
         return invalid(&request_error);
     }
     let submitted =
-        tokio::task::spawn_blocking(move || queue.submit(Value::Object(body), upload)).await;
+        tokio::task::spawn_blocking(move || queue.submit(Value::Object(body), uploads)).await;
     match submitted {
         Ok(Ok(view)) => (StatusCode::CREATED, axum::Json(view)).into_response(),
         Ok(Err(SubmitError::Invalid(request_error))) => invalid(&request_error),
@@ -231,10 +274,10 @@ async fn submit<E: Executor>(
             None,
             &shutting_down.to_string(),
         ),
-        Ok(Err(unsaved @ SubmitError::Upload(_))) => error(
+        Ok(Err(unsaved @ SubmitError::Upload { field, .. })) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
-            Some("input_reference"),
+            Some(field),
             &unsaved.to_string(),
         ),
         Err(join) => error(

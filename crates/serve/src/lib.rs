@@ -4,11 +4,13 @@
 //! limit. The web stack (axum, tokio) lives only in this crate, so the `skyreels` binary and the
 //! runtime library stay free of it.
 
+pub mod auth;
 pub mod executor;
 pub mod gpu;
 pub mod http;
 pub mod metrics;
 pub mod queue;
+pub mod reference;
 pub mod runtime_executor;
 pub mod store;
 pub mod upload;

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use skyreels_runtime::logging::LogFormat;
 use skyreels_runtime::session::Backend;
+use skyreels_serve::auth::{self, ApiKey};
 use skyreels_serve::http;
 use skyreels_serve::queue::{Queue, QueueConfig, Retention, ShutdownOutcome};
 use skyreels_serve::runtime_executor::{RuntimeExecutor, WeightDefaults};
@@ -69,6 +70,12 @@ struct Args {
     /// Seconds a cancelled job may take to reach its next step before the server exits anyway.
     #[arg(long, default_value_t = 30.0)]
     cancel_wait: f64,
+    /// File holding the API key that every /v1/* route and /metrics then require as
+    /// `Authorization: Bearer <key>` (mode 600: readable by its owner only). The key may instead
+    /// be given in the environment variable SKYREELS_API_KEY; it is never a flag value, which
+    /// `ps` would show.
+    #[arg(long, value_name = "PATH")]
+    api_key_file: Option<PathBuf>,
     /// Log lines as text for people, or one JSON object per line for log collectors.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormatArg,
@@ -101,6 +108,17 @@ fn main() -> anyhow::Result<()> {
     };
     let grace = seconds("--shutdown-grace", args.shutdown_grace)?;
     let cancel_wait = seconds("--cancel-wait", args.cancel_wait)?;
+    let key = ApiKey::configured(
+        args.api_key_file.as_deref(),
+        std::env::var_os(auth::KEY_VARIABLE),
+    )?;
+    if key.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!(
+            "listening on {} without an API key: anyone who can reach it can submit, read and delete jobs\n  fix: start with --api-key-file PATH (mode 600) or {}, or listen on 127.0.0.1 behind a proxy that authenticates",
+            args.listen,
+            auth::KEY_VARIABLE
+        );
+    }
     let listener = std::net::TcpListener::bind(args.listen).with_context(|| {
         format!(
             "cannot listen on {}\n  fix: choose another --listen address or port",
@@ -143,11 +161,11 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(serve(listener, Arc::clone(&queue), grace, cancel_wait))?;
+    let outcome = runtime.block_on(serve(listener, Arc::clone(&queue), key, grace, cancel_wait))?;
     match outcome {
         ShutdownOutcome::Drained => tracing::info!("stopped"),
         ShutdownOutcome::InterruptedRunning => tracing::info!(
-            "stopped (the running job was interrupted after the grace period and is recorded as failed)"
+            "stopped (the running job was interrupted after the grace period; it is queued again, to run from the start at the next start, unless it was restarted 3 times already)"
         ),
         ShutdownOutcome::Abandoned => anyhow::bail!(
             "the running job did not stop within --cancel-wait {} s; exiting anyway",
@@ -157,11 +175,13 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves until SIGTERM or SIGINT, then stops taking jobs, drains the queue (the API keeps
-/// answering meanwhile, so clients can fetch what finishes) and closes the listener.
+/// Serves (requiring `key` when there is one) until SIGTERM or SIGINT, then stops taking jobs,
+/// drains the queue (the API keeps answering meanwhile, so clients can fetch what finishes) and
+/// closes the listener.
 async fn serve(
     listener: std::net::TcpListener,
     queue: Arc<Queue<RuntimeExecutor>>,
+    key: Option<ApiKey>,
     grace: Duration,
     cancel_wait: Duration,
 ) -> anyhow::Result<ShutdownOutcome> {
@@ -179,7 +199,7 @@ async fn serve(
             tokio::task::spawn_blocking(move || draining.shutdown(grace, cancel_wait)).await;
         let _ = done.send(drained.unwrap_or(ShutdownOutcome::Abandoned));
     };
-    axum::serve(listener, http::router(queue))
+    axum::serve(listener, http::router(queue, key))
         .with_graceful_shutdown(shutdown)
         .await
         .context("the HTTP server failed")?;

@@ -16,10 +16,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::executor::{Executor, JobControl, JobError, RequestError};
 use crate::metrics::{MetricsSnapshot, StageTotal};
+use crate::reference::{Inputs, Reference};
 use crate::store::{self, StoredJob};
 
-/// The error of a job that was running when the server stopped (or was stopped on it).
-pub const INTERRUPTED: &str = "interrupted by a server restart; submit the request again";
+/// How many times a job that was running when the server stopped (a crash, SIGKILL, or SIGTERM
+/// past the grace period) is queued again from the start; once more, and it fails with
+/// [`INTERRUPTED`] (a job that brings the server down would otherwise do so at every start).
+pub const MAX_RESTARTS: u32 = 3;
+
+/// The error of a job that was running each of the [`MAX_RESTARTS`] + 1 times the server stopped.
+pub const INTERRUPTED: &str = "the server stopped while this job ran 4 times (the job may be what stops it), so it is not queued again\n  fix: read the server's log for why it stopped, then submit the request again";
 
 /// Where a job is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -104,11 +110,16 @@ pub enum SubmitError {
     /// The server is shutting down.
     #[error("the server is shutting down and accepts no new jobs\n  fix: retry on another server")]
     ShuttingDown,
-    /// The upload could not be kept in the videos directory.
+    /// An upload could not be kept in the videos directory.
     #[error(
-        "the upload cannot be saved in the videos directory: {0}\n  fix: free space in --videos, or make it writable"
+        "the upload `{field}` cannot be saved in the videos directory: {message}\n  fix: free space in --videos, or make it writable"
     )]
-    Upload(String),
+    Upload {
+        /// The form part.
+        field: &'static str,
+        /// The error.
+        message: String,
+    },
 }
 
 /// Why a job's video cannot be served.
@@ -169,13 +180,17 @@ pub struct JobView {
     /// Whether a cancel was asked of the running job.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cancel_requested: bool,
+    /// How many times the job was queued again from the start because the server stopped while
+    /// it ran (absent when never).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub restarts: u32,
     /// The request with its defaults filled in.
     #[serde(flatten)]
     pub request: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A job's timings in seconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timings {
     /// From submission to start (or to now while queued).
@@ -190,8 +205,8 @@ pub struct Timings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobFailure {
-    /// `cancelled`, `job_failed`, `job_panicked`, `interrupted`, `refused_after_restart` or
-    /// `video_missing`.
+    /// `cancelled`, `job_failed`, `job_panicked`, `interrupted`, `refused_after_restart`,
+    /// `input_missing` or `video_missing`.
     pub code: String,
     /// The message.
     pub message: String,
@@ -202,8 +217,8 @@ pub struct JobFailure {
 pub enum ShutdownOutcome {
     /// No job was running, or the running one finished within the grace period.
     Drained,
-    /// The running job was stopped after the grace period; it is recorded as failed
-    /// ([`INTERRUPTED`]).
+    /// The running job was stopped after the grace period; it is queued again for the next start
+    /// (or failed with [`INTERRUPTED`] after [`MAX_RESTARTS`]).
     InterruptedRunning,
     /// The running job did not stop within the bound; the process exits anyway.
     Abandoned,
@@ -256,25 +271,36 @@ struct Record<J> {
     ended: Option<(u32, Timings)>,
     failure: Option<JobFailure>,
     video: Option<PathBuf>,
-    /// The uploaded first frame (`<id>.input.png`), kept until the job is deleted.
-    input: Option<PathBuf>,
+    /// The uploaded files (`<id>.input.png`, …), kept until the job is deleted.
+    inputs: Inputs,
+    /// Times queued again because the server stopped while the job ran.
+    restarts: u32,
+    /// A client asked the running job to stop (kept in the record: a job found running at the
+    /// next start with this set is cancelled, not run again).
+    cancel_requested: bool,
 }
 
 /// A job deleted by retention or by a client, whose files are to be deleted.
 struct Removed {
     id: String,
     video: Option<PathBuf>,
-    input: Option<PathBuf>,
+    inputs: Inputs,
 }
 
-/// An uploaded first frame, received into a temporary file in the videos directory
-/// ([`Queue::upload_path`]) and checked to decode; the queue owns it from [`Queue::submit`] on.
+/// An uploaded file, received into a temporary file in the videos directory
+/// ([`Queue::upload_path`]) and checked; the queue owns it from [`Queue::submit`] on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upload {
+    /// What it is to the job.
+    pub reference: Reference,
     /// The temporary file.
     pub path: PathBuf,
-    /// `png` or `jpg`, the extension it is saved with.
+    /// The extension it is saved with (`png`, `jpg`, `mp4`), from its signature.
     pub extension: &'static str,
+}
+
+fn is_zero(count: &u32) -> bool {
+    *count == 0
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {
@@ -311,17 +337,17 @@ fn as_object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Va
     }
 }
 
-/// The prepared request as shown to clients, with the upload's file name as `input_reference`.
+/// The prepared request as shown to clients, with each upload's file name under its form part's
+/// name (`input_reference`, …).
 fn shown_request(
     prepared: serde_json::Value,
-    input: Option<&Path>,
+    inputs: &Inputs,
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut request = as_object(prepared);
-    if let Some(name) = input.and_then(Path::file_name) {
-        request.insert(
-            "input_reference".into(),
-            serde_json::Value::String(name.to_string_lossy().into_owned()),
-        );
+    for (reference, _) in inputs.iter() {
+        if let Some(name) = inputs.file_name(reference) {
+            request.insert(reference.field().into(), serde_json::Value::String(name));
+        }
     }
     request
 }
@@ -376,6 +402,7 @@ impl<J> Record<J> {
             timings,
             error: self.failure.clone(),
             cancel_requested: self.status == Status::InProgress && self.control.is_cancelled(),
+            restarts: self.restarts,
             request: self.request.clone(),
         }
     }
@@ -387,6 +414,25 @@ impl<J> Record<J> {
         self.failure = failure;
         self.finished = Some(SystemTime::now());
         self.job = None;
+    }
+
+    /// Queues the job again from the start after the server stopped while it ran (its job is
+    /// prepared again by the caller, or at the next start); `false`, and nothing changed, once it
+    /// was queued again [`MAX_RESTARTS`] times.
+    fn requeue(&mut self) -> bool {
+        if self.restarts >= MAX_RESTARTS {
+            return false;
+        }
+        self.restarts += 1;
+        self.status = Status::Queued;
+        self.control = Arc::new(JobControl::default());
+        self.started = None;
+        self.finished = None;
+        self.ended = None;
+        self.failure = None;
+        self.video = None;
+        self.cancel_requested = false;
+        true
     }
 
     /// The record as written to disk.
@@ -410,11 +456,11 @@ impl<J> Record<J> {
             timings,
             error: self.failure.clone(),
             video: self.video.as_ref().map(|_| store::video_name(&self.id)),
-            input_reference: self
-                .input
-                .as_ref()
-                .and_then(|input| input.file_name())
-                .map(|name| name.to_string_lossy().into_owned()),
+            input_reference: self.inputs.file_name(Reference::FirstFrame),
+            last_frame_reference: self.inputs.file_name(Reference::LastFrame),
+            video_reference: self.inputs.file_name(Reference::Video),
+            restarts: self.restarts,
+            cancel_requested: self.status == Status::InProgress && self.cancel_requested,
             submitted: self.submitted.clone(),
             request: self.request.clone(),
         }
@@ -431,11 +477,15 @@ impl<J> Record<J> {
     }
 }
 
-/// A job read back from its record: completed and failed jobs stay as they were; a queued one is
-/// prepared again (and fails when the executor refuses it now); one that was running failed.
+/// A job read back from its record: completed, failed and cancelled jobs stay as they were; a
+/// queued one is prepared again (and fails when the executor refuses it now, or its upload is
+/// gone). One that was running when the server stopped is completed when its video was written
+/// (the writer renames only a whole file into place), cancelled when a client had asked it to
+/// stop, else queued again from the start (at most [`MAX_RESTARTS`] times).
 fn restore<E: Executor>(executor: &E, videos: &Path, stored: StoredJob) -> Record<E::Job> {
     let time = |seconds: f64| store::time_of_unix_seconds(seconds).unwrap_or(UNIX_EPOCH);
     let created = time(stored.created_at);
+    let inputs = stored_inputs(videos, &stored);
     let mut record = Record {
         id: stored.id,
         status: stored.status,
@@ -452,7 +502,9 @@ fn restore<E: Executor>(executor: &E, videos: &Path, stored: StoredJob) -> Recor
         ended: Some((stored.progress, stored.timings)),
         failure: stored.error,
         video: stored.video.map(|name| videos.join(name)),
-        input: stored.input_reference.map(|name| videos.join(name)),
+        inputs,
+        restarts: stored.restarts,
+        cancel_requested: stored.cancel_requested,
     };
     let failed = match record.status {
         Status::Completed if record.video.as_ref().is_some_and(|video| video.is_file()) => None,
@@ -464,38 +516,126 @@ fn restore<E: Executor>(executor: &E, videos: &Path, stored: StoredJob) -> Recor
             ),
         )),
         Status::Failed | Status::Cancelled => return record,
-        Status::Queued => match executor.prepare(record.submitted.clone(), record.input.as_deref())
-        {
-            Ok(prepared) => {
-                record.job = Some(prepared.job);
-                record.request = shown_request(prepared.request, record.input.as_deref());
-                record.ended = None;
-                None
+        Status::InProgress => match stopped_while_running(videos, &mut record) {
+            Stopped::Ended => {
+                record.save(videos);
+                return record;
             }
-            Err(refused) => Some(failure(
-                "refused_after_restart",
-                format!(
-                    "the restarted server no longer accepts this request{}: {}",
-                    refused
-                        .field
-                        .map(|field| format!(" (field `{field}`)"))
-                        .unwrap_or_default(),
-                    refused.message
-                ),
-            )),
+            Stopped::Requeued => prepare_again(executor, &mut record),
+            Stopped::TooOften => Some(failure("interrupted", INTERRUPTED)),
         },
-        Status::InProgress => Some(failure("interrupted", INTERRUPTED)),
+        Status::Queued => prepare_again(executor, &mut record),
     };
     if let Some(failed) = failed {
         tracing::warn!("job {}: failed ({})", record.id, failed.message);
         record.status = Status::Failed;
         record.failure = Some(failed);
         record.finished = Some(SystemTime::now());
+        if record.ended.is_none() {
+            record.ended = Some((0, Timings::default()));
+        }
         record.video = None;
         remove_unfinished_video(videos, &record.id);
     }
     record.save(videos);
     record
+}
+
+/// The uploads a record names, as paths in `videos`.
+fn stored_inputs(videos: &Path, stored: &StoredJob) -> Inputs {
+    let mut inputs = Inputs::default();
+    for reference in Reference::ALL {
+        if let Some(name) = stored.reference(reference) {
+            inputs.set(reference, videos.join(name));
+        }
+    }
+    inputs
+}
+
+/// What became of a job found running at start-up.
+enum Stopped {
+    /// It completed (its video is there) or was cancelled (a client had asked).
+    Ended,
+    /// It is queued again from the start.
+    Requeued,
+    /// It was queued again [`MAX_RESTARTS`] times already.
+    TooOften,
+}
+
+fn stopped_while_running<J>(videos: &Path, record: &mut Record<J>) -> Stopped {
+    remove_partial_videos(videos, &record.id);
+    let video = videos.join(store::video_name(&record.id));
+    if video.is_file() {
+        tracing::info!(
+            "job {}: completed (the server stopped after its video was written)",
+            record.id
+        );
+        let written = fs_err::metadata(&video)
+            .and_then(|metadata| metadata.modified())
+            .unwrap_or_else(|_| SystemTime::now());
+        let timings = record.ended.take().map(|(_, timings)| timings);
+        record.status = Status::Completed;
+        record.finished = Some(written);
+        record.ended = Some((100, timings.unwrap_or_default()));
+        record.video = Some(video);
+        return Stopped::Ended;
+    }
+    if record.cancel_requested {
+        tracing::info!(
+            "job {}: cancelled (a client asked it to stop before the server stopped)",
+            record.id
+        );
+        record.status = Status::Cancelled;
+        record.failure = Some(failure(
+            "cancelled",
+            "cancelled while running (the server stopped before the job did)",
+        ));
+        record.finished = Some(SystemTime::now());
+        return Stopped::Ended;
+    }
+    if !record.requeue() {
+        return Stopped::TooOften;
+    }
+    tracing::warn!(
+        "job {}: was running when the server stopped; queued again from the start (restart {} of at most {MAX_RESTARTS})",
+        record.id,
+        record.restarts
+    );
+    Stopped::Requeued
+}
+
+/// Prepares a queued job again with the executor now served; the failure when its upload is gone
+/// or the executor refuses it.
+fn prepare_again<E: Executor>(executor: &E, record: &mut Record<E::Job>) -> Option<JobFailure> {
+    if let Some((reference, _)) = record.inputs.iter().find(|(_, path)| !path.is_file()) {
+        return Some(failure(
+            "input_missing",
+            format!(
+                "its uploaded {} {} is no longer in the videos directory\n  fix: submit the request again with the upload",
+                reference.field(),
+                record.inputs.file_name(reference).unwrap_or_default()
+            ),
+        ));
+    }
+    match executor.prepare(record.submitted.clone(), &record.inputs) {
+        Ok(prepared) => {
+            record.job = Some(prepared.job);
+            record.request = shown_request(prepared.request, &record.inputs);
+            record.ended = None;
+            None
+        }
+        Err(refused) => Some(failure(
+            "refused_after_restart",
+            format!(
+                "the restarted server no longer accepts this request{}: {}",
+                refused
+                    .field
+                    .map(|field| format!(" (field `{field}`)"))
+                    .unwrap_or_default(),
+                refused.message
+            ),
+        )),
+    }
 }
 
 impl<J> State<J> {
@@ -526,7 +666,7 @@ impl<J> State<J> {
                 removed.push(Removed {
                     id: record.id.clone(),
                     video: record.video.take(),
-                    input: record.input.take(),
+                    inputs: std::mem::take(&mut record.inputs),
                 });
                 false
             } else {
@@ -548,8 +688,13 @@ fn remove_file(path: &Path, what: &str) {
 /// Deletes what a job that did not complete may have left: its video (written before the record
 /// said so) and the temporary files it was being written to (`.<id>.mp4.*.partial`).
 fn remove_unfinished_video(videos: &Path, id: &str) {
+    remove_file(&videos.join(store::video_name(id)), "an unfinished video");
+    remove_partial_videos(videos, id);
+}
+
+/// Deletes the temporary files job `id`'s video was being written to (`.<id>.mp4.*.partial`).
+fn remove_partial_videos(videos: &Path, id: &str) {
     let video = store::video_name(id);
-    remove_file(&videos.join(&video), "an unfinished video");
     let prefix = format!(".{video}.");
     let Ok(entries) = fs_err::read_dir(videos) else {
         return;
@@ -571,8 +716,8 @@ fn delete_jobs(videos: &Path, removed: Vec<Removed>) {
         if let Some(video) = job.video {
             remove_file(&video, "a deleted job's video");
         }
-        if let Some(input) = job.input {
-            remove_file(&input, "a deleted job's uploaded first frame");
+        for (reference, input) in job.inputs.iter() {
+            remove_file(input, &format!("a deleted job's {}", reference.field()));
         }
         if let Err(error) = store::remove(videos, &job.id) {
             tracing::warn!("cannot delete a deleted job's record: {error}");
@@ -590,8 +735,9 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 impl<E: Executor> Queue<E> {
     /// Creates the videos directory, restores the jobs recorded there (finished ones as they were,
-    /// queued ones prepared again in their order, running ones failed; a file that is not a record
-    /// of this server is skipped with a warning), applies the retention limits and starts the
+    /// queued ones prepared again in their order, running ones queued again from the start, as
+    /// [`restore`] says; a file that is not a record of this server is skipped with a warning),
+    /// applies the retention limits and starts the
     /// worker thread; `model_load_seconds` is what loading the executor's
     /// models took (reported by `/metrics`).
     pub fn start(
@@ -669,41 +815,52 @@ impl<E: Executor> Queue<E> {
             .join(store::upload_temporary_name(random))
     }
 
-    /// Resolves `body` with the executor and queues it, with `upload` as the job's first frame:
-    /// the upload becomes `<id>.input.<extension>`, deleted with the job, or at once when the
-    /// request is refused.
+    /// Resolves `body` with the executor and queues it with `uploads` (at most one of each
+    /// kind): each becomes `<id>.<kind>.<extension>` ([`Reference::file_name`]), deleted with
+    /// the job, or at once when the request is refused.
     pub fn submit(
         &self,
         body: serde_json::Value,
-        upload: Option<Upload>,
+        uploads: Vec<Upload>,
     ) -> Result<JobView, SubmitError> {
         let shared = &self.shared;
         let id = new_id();
-        let input = match upload {
-            None => None,
-            Some(upload) => {
-                let input = shared
-                    .config
-                    .videos
-                    .join(store::input_name(&id, upload.extension));
-                if let Err(error) = fs_err::rename(&upload.path, &input) {
-                    remove_file(&upload.path, "an upload");
-                    return Err(SubmitError::Upload(error.to_string()));
-                }
-                Some(input)
+        let mut inputs = Inputs::default();
+        let mut unsaved = None;
+        for upload in uploads {
+            let input = shared
+                .config
+                .videos
+                .join(upload.reference.file_name(&id, upload.extension));
+            if unsaved.is_some() {
+                remove_file(&upload.path, "an upload");
+                continue;
             }
-        };
+            match fs_err::rename(&upload.path, &input) {
+                Ok(()) => inputs.set(upload.reference, input),
+                Err(error) => {
+                    remove_file(&upload.path, "an upload");
+                    unsaved = Some(SubmitError::Upload {
+                        field: upload.reference.field(),
+                        message: error.to_string(),
+                    });
+                }
+            }
+        }
         let refuse = |error: SubmitError| {
-            if let Some(input) = &input {
+            for (_, input) in inputs.iter() {
                 remove_file(input, "the upload of a refused request");
             }
             Err(error)
         };
+        if let Some(error) = unsaved {
+            return refuse(error);
+        }
         if !self.state().accepting {
             return refuse(SubmitError::ShuttingDown);
         }
         let submitted = body.clone();
-        let prepared = match shared.executor.prepare(body, input.as_deref()) {
+        let prepared = match shared.executor.prepare(body, &inputs) {
             Ok(prepared) => prepared,
             Err(error) => {
                 self.state().rejected_invalid += 1;
@@ -720,7 +877,7 @@ impl<E: Executor> Queue<E> {
                 max_queue: shared.config.max_queue,
             });
         }
-        let request = shown_request(prepared.request, input.as_deref());
+        let request = shown_request(prepared.request, &inputs);
         let record = Record {
             id,
             status: Status::Queued,
@@ -734,7 +891,9 @@ impl<E: Executor> Queue<E> {
             ended: None,
             failure: None,
             video: None,
-            input,
+            inputs,
+            restarts: 0,
+            cancel_requested: false,
         };
         record.save(&shared.config.videos);
         let view = record.view(&shared.config.model, &shared.config.retention);
@@ -808,13 +967,15 @@ impl<E: Executor> Queue<E> {
             }
             Status::InProgress => {
                 record.control.cancel();
+                record.cancel_requested = true;
+                record.save(&config.videos);
                 CancelOutcome::Requested(record.view(&config.model, &config.retention))
             }
             Status::Completed | Status::Failed | Status::Cancelled => {
                 let removed = Removed {
                     id: id.to_string(),
                     video: record.video.take(),
-                    input: record.input.take(),
+                    inputs: std::mem::take(&mut record.inputs),
                 };
                 state.records.retain(|r| r.id != id);
                 delete_jobs(&config.videos, vec![removed]);
@@ -869,8 +1030,9 @@ impl<E: Executor> Queue<E> {
     }
 
     /// Stops accepting jobs and starting them (waiting jobs stay queued, in their records, for
-    /// the next start); lets the running job finish for up to `grace`, then stops it (recorded as
-    /// failed, [`INTERRUPTED`]) and waits up to `cancel_bound` for it to reach its next step.
+    /// the next start); lets the running job finish for up to `grace`, then stops it (queued
+    /// again from the start for the next start, up to [`MAX_RESTARTS`] times, then failed with
+    /// [`INTERRUPTED`]) and waits up to `cancel_bound` for it to reach its next step.
     pub fn shutdown(&self, grace: Duration, cancel_bound: Duration) -> ShutdownOutcome {
         let shared = &self.shared;
         let mut state = self.state();
@@ -985,13 +1147,30 @@ fn worker_loop<E: Executor>(shared: &Shared<E>) {
         }));
         control.finish();
         let mut state = shared.lock();
+        let interrupted = matches!(outcome, Ok(Err(JobError::Cancelled)))
+            && state.interrupted.as_deref() == Some(id.as_str());
+        if interrupted
+            && let Some(record) = state.record_mut(&id)
+            && record.requeue()
+        {
+            tracing::warn!(
+                "job {id}: stopped by the shutdown; queued again from the start for the next start (restart {} of at most {MAX_RESTARTS})",
+                record.restarts
+            );
+            record.save(&shared.config.videos);
+            state.running = None;
+            remove_unfinished_video(&shared.config.videos, &id);
+            drop(state);
+            shared.job_ended.notify_all();
+            continue;
+        }
         let (status, failure) = match outcome {
             Ok(Ok(())) if output.is_file() => (Status::Completed, None),
             Ok(Ok(())) => (
                 Status::Failed,
                 Some(failure("job_failed", "the job wrote no video")),
             ),
-            Ok(Err(JobError::Cancelled)) if state.interrupted.as_deref() == Some(id.as_str()) => {
+            Ok(Err(JobError::Cancelled)) if interrupted => {
                 (Status::Failed, Some(failure("interrupted", INTERRUPTED)))
             }
             Ok(Err(JobError::Cancelled)) => (

@@ -20,9 +20,10 @@ use skyreels_runtime::pipeline::progress::{Observer, Progress, Unobserved};
 use skyreels_runtime::session::Backend;
 
 use crate::executor::{Executor, GpuMemory, JobControl, JobError, Prepared, RequestError};
+use crate::reference::{Inputs, Reference};
 
-/// Request fields that name files: a client must not make the server read its files (the first
-/// frame is uploaded instead, as `input_reference`).
+/// Request fields that name files: a client must not make the server read its files (pictures
+/// and videos are uploaded instead, as [`Reference`] file parts).
 const FILE_FIELDS: [&str; 4] = ["image", "last_image", "video", "noise"];
 
 /// Where the server puts the DiT's layer weights unless a request sets `offload` or
@@ -64,6 +65,8 @@ pub struct RuntimeExecutor {
 /// A checked request, planned again with its output path when it runs.
 pub struct RuntimeJob {
     request: GenerateRequest,
+    /// Its uploads, to word its errors as [`upload_wording`] does.
+    inputs: Inputs,
 }
 
 impl RuntimeExecutor {
@@ -169,6 +172,47 @@ impl RuntimeExecutor {
     }
 }
 
+/// A plan's message about uploads in the server's words: each upload's path (which is the
+/// server's business) and the flag that took it become the file part's name, so
+/// `--video /srv/videos/video_….video.mp4 has no frames` reads `` `video_reference` has no
+/// frames``, and `--last-image and --video need …` reads `last_frame_reference and
+/// video_reference need …`; the flag named first still tells [`plan_error`] the field.
+fn upload_wording(message: &str, inputs: &Inputs) -> String {
+    let mut message = message.to_string();
+    for (reference, path) in inputs.iter() {
+        let shown = path.display().to_string();
+        message = message
+            .replace(&format!("{} {shown}", reference.flag()), reference.flag())
+            .replace(&shown, &format!("`{}`", reference.field()));
+    }
+    for reference in Reference::ALL {
+        message = replace_flag(&message, reference.flag(), reference.field());
+    }
+    message
+}
+
+/// `message` with the flag `flag` (and not a longer flag it begins, as `--image` begins
+/// `--image-size`) written as `name`, keeping a leading `--` so that the field is still found.
+fn replace_flag(message: &str, flag: &str, name: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(flag) {
+        let after = &rest[start + flag.len()..];
+        let whole =
+            !after.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        out.push_str(&rest[..start]);
+        if whole {
+            out.push_str("--");
+            out.push_str(&name.replace('_', "-"));
+        } else {
+            out.push_str(flag);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 fn directory_name(engine_dir: &Path) -> String {
     engine_dir
         .file_name()
@@ -200,11 +244,7 @@ impl Observer for ControlObserver<'_> {
 impl Executor for RuntimeExecutor {
     type Job = RuntimeJob;
 
-    fn prepare(
-        &self,
-        body: Value,
-        input_reference: Option<&Path>,
-    ) -> Result<Prepared<RuntimeJob>, RequestError> {
+    fn prepare(&self, body: Value, inputs: &Inputs) -> Result<Prepared<RuntimeJob>, RequestError> {
         let Value::Object(body) = body else {
             return Err(RequestError {
                 field: None,
@@ -212,9 +252,18 @@ impl Executor for RuntimeExecutor {
             });
         };
         if let Some(field) = FILE_FIELDS.iter().find(|f| body.contains_key(**f)) {
-            let fix = match *field {
-                "image" => "drop `image`; upload the first frame as the file part `input_reference` of a multipart/form-data request".to_string(),
-                _ => format!("drop `{field}`; run such conditioned jobs with skyreels generate or a batch file"),
+            let fix = match Reference::ALL
+                .into_iter()
+                .find(|reference| reference.request_field() == *field)
+            {
+                Some(reference) => format!(
+                    "drop `{field}`; upload {} as the file part `{}` of a multipart/form-data request",
+                    reference.what(),
+                    reference.field()
+                ),
+                None => {
+                    format!("drop `{field}`; run such jobs with skyreels generate or a batch file")
+                }
             };
             return Err(RequestError {
                 field: Some(field.to_string()),
@@ -223,7 +272,7 @@ impl Executor for RuntimeExecutor {
                 ),
             });
         }
-        if self.model_type == ModelType::I2v && input_reference.is_none() {
+        if self.model_type == ModelType::I2v && inputs.get(Reference::FirstFrame).is_none() {
             return Err(RequestError {
                 field: Some("input_reference".into()),
                 message: "this server's engine holds an image-to-video model, which needs a first frame\n  fix: send the request as multipart/form-data with the picture (PNG or JPEG) as the file part `input_reference`".into(),
@@ -234,7 +283,9 @@ impl Executor for RuntimeExecutor {
             field: error.field,
             message: error.message,
         })?;
-        request.image = input_reference.map(Path::to_path_buf);
+        request.image = inputs.get(Reference::FirstFrame).map(Path::to_path_buf);
+        request.last_image = inputs.get(Reference::LastFrame).map(Path::to_path_buf);
+        request.video = inputs.get(Reference::Video).map(Path::to_path_buf);
         let request = self.weights.apply(request);
         let plan = JobPlan::new(
             &self.planning,
@@ -246,13 +297,15 @@ impl Executor for RuntimeExecutor {
             },
         )
         .map_err(|error| {
-            let error = plan_error(&request, &error.to_string());
-            let field = match error.field.as_deref() {
-                Some("image") => Some("input_reference".to_string()),
-                _ => error.field,
-            };
+            let message = error.to_string();
+            // A file that does not decode is named by its path, not by a flag.
+            let named_by_path = inputs
+                .iter()
+                .find(|(_, path)| message.contains(&path.display().to_string()))
+                .map(|(reference, _)| reference.field().to_string());
+            let error = plan_error(&request, &upload_wording(&message, inputs));
             RequestError {
-                field,
+                field: error.field.or(named_by_path),
                 message: error.message,
             }
         })?;
@@ -277,7 +330,10 @@ impl Executor for RuntimeExecutor {
             "dit_weights": plan.dit_memory.placement,
         });
         Ok(Prepared {
-            job: RuntimeJob { request },
+            job: RuntimeJob {
+                request,
+                inputs: inputs.clone(),
+            },
             request: echo,
         })
     }
@@ -292,7 +348,12 @@ impl Executor for RuntimeExecutor {
                 ..OutputRequest::default()
             },
         )
-        .map_err(|error| JobError::Failed(with_field_names(&error.to_string())))?;
+        .map_err(|error| {
+            JobError::Failed(with_field_names(&upload_wording(
+                &error.to_string(),
+                &job.inputs,
+            )))
+        })?;
         let mut models = self.models.lock().unwrap_or_else(PoisonError::into_inner);
         let result = run_job(&plan, &mut models, &mut ControlObserver { control });
         if result.is_err()
@@ -304,11 +365,52 @@ impl Executor for RuntimeExecutor {
         match result {
             Ok(_) => Ok(()),
             Err(RuntimeError::Cancelled) => Err(JobError::Cancelled),
-            Err(error) => Err(JobError::Failed(with_field_names(&error.to_string()))),
+            Err(error) => Err(JobError::Failed(with_field_names(&upload_wording(
+                &error.to_string(),
+                &job.inputs,
+            )))),
         }
     }
 
     fn gpu_memory(&self) -> Option<GpuMemory> {
         crate::gpu::gpu_memory(self.backend.device()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn plan_messages_name_the_uploads_parts_and_not_the_servers_paths() {
+        let mut inputs = Inputs::default();
+        let video = PathBuf::from("/srv/videos/video_0123456789abcdef01234567.video.mp4");
+        inputs.set(Reference::Video, video.clone());
+        assert_eq!(
+            upload_wording(
+                &format!(
+                    "--video {} has no frames\n  fix: give a video with at least --overlap-history frames",
+                    video.display()
+                ),
+                &inputs
+            ),
+            "--video-reference has no frames\n  fix: give a video with at least --overlap-history frames"
+        );
+        assert_eq!(
+            upload_wording(
+                &format!("cannot read {} as an H.264 MP4: cut", video.display()),
+                &inputs
+            ),
+            "cannot read `video_reference` as an H.264 MP4: cut"
+        );
+        assert_eq!(
+            upload_wording(
+                "--image/--last-image need --causal-block-size 1; --image-size and --videos stay",
+                &inputs
+            ),
+            "--input-reference/--last-frame-reference need --causal-block-size 1; --image-size and --videos stay"
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::queue::{JobFailure, Status, Timings};
+use crate::reference::Reference;
 
 /// The `object` every job record carries, to tell it from other JSON files.
 pub const RECORD_OBJECT: &str = "skyreels.video_job";
@@ -20,9 +21,6 @@ const RECORD_SUFFIX: &str = ".json";
 const TEMPORARY_SUFFIX: &str = ".json.partial";
 const UPLOAD_PREFIX: &str = ".upload-";
 const UPLOAD_SUFFIX: &str = ".partial";
-
-/// The extensions an uploaded first frame is saved with.
-pub const INPUT_EXTENSIONS: [&str; 2] = ["png", "jpg"];
 
 /// A job as stored on disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,10 +52,34 @@ pub struct StoredJob {
     /// `<id>.input.jpg`), for a job submitted with an `input_reference`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_reference: Option<String>,
+    /// The uploaded last frame's file name (`<id>.last_frame.png` or `.jpg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_frame_reference: Option<String>,
+    /// The uploaded video to extend's file name (`<id>.video.mp4`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_reference: Option<String>,
+    /// How many times the job was queued again because the server stopped while it ran.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+    /// Whether a client asked the running job to stop (a job found running at start-up with this
+    /// set is cancelled, not queued again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
     /// The request as submitted (prepared again when a queued job is restored).
     pub submitted: serde_json::Value,
     /// The request with its defaults filled in, as shown to clients.
     pub request: serde_json::Map<String, serde_json::Value>,
+}
+
+impl StoredJob {
+    /// The file name of the upload of kind `reference`, if the job has one.
+    pub fn reference(&self, reference: Reference) -> Option<&str> {
+        match reference {
+            Reference::FirstFrame => self.input_reference.as_deref(),
+            Reference::LastFrame => self.last_frame_reference.as_deref(),
+            Reference::Video => self.video_reference.as_deref(),
+        }
+    }
 }
 
 /// Why a record could not be written, removed, or read back.
@@ -102,6 +124,10 @@ pub struct Loaded {
     pub skipped: Vec<Skipped>,
 }
 
+fn is_zero(count: &u32) -> bool {
+    *count == 0
+}
+
 /// Whether `id` has the form of the ids this server gives (`video_` and 24 lowercase hex digits).
 pub fn is_job_id(id: &str) -> bool {
     id.strip_prefix("video_").is_some_and(is_random_hex)
@@ -123,11 +149,6 @@ pub fn record_path(directory: &Path, id: &str) -> PathBuf {
 /// The video file name of job `id`.
 pub fn video_name(id: &str) -> String {
     format!("{id}.mp4")
-}
-
-/// The file name of job `id`'s uploaded first frame, saved with `extension` (`png` or `jpg`).
-pub fn input_name(id: &str, extension: &str) -> String {
-    format!("{id}.input.{extension}")
 }
 
 /// A new temporary file name in the videos directory for an upload being received
@@ -256,15 +277,16 @@ fn read(path: &Path, id: &str) -> Result<StoredJob, StoreError> {
             video_name(id)
         )));
     }
-    if let Some(input) = &job.input_reference
-        && !INPUT_EXTENSIONS
-            .iter()
-            .any(|extension| *input == input_name(id, extension))
-    {
-        return Err(foreign(format!(
-            "its input_reference `{input}` is not `{}`",
-            input_name(id, "png")
-        )));
+    for reference in Reference::ALL {
+        if let Some(name) = job.reference(reference)
+            && !reference.is_file_name(id, name)
+        {
+            return Err(foreign(format!(
+                "its {} `{name}` is not `{}`",
+                reference.field(),
+                reference.file_name(id, reference.extensions()[0])
+            )));
+        }
     }
     if job.status.is_finished() != job.finished_at.is_some()
         || (job.status == Status::Completed) != job.video.is_some()
@@ -315,6 +337,10 @@ mod tests {
             error: None,
             video: Some(video_name(id)),
             input_reference: None,
+            last_frame_reference: None,
+            video_reference: None,
+            restarts: 0,
+            cancel_requested: false,
             submitted: json!({"prompt": "fox", "steps": 2}),
             request: json!({"prompt": "fox", "steps": 2})
                 .as_object()
@@ -359,8 +385,14 @@ mod tests {
         let mut elsewhere = job("video_dddddddddddddddddddddddd", 1.0);
         elsewhere.input_reference = Some("/etc/passwd".into());
         save(dir, &elsewhere).unwrap();
+        let mut not_a_video = job("video_eeeeeeeeeeeeeeeeeeeeeeee", 1.0);
+        not_a_video.video_reference =
+            Some("video_eeeeeeeeeeeeeeeeeeeeeeee.video.safetensors".into());
+        save(dir, &not_a_video).unwrap();
         let mut uploaded = job(later, 1_700_000_000.75);
-        uploaded.input_reference = Some(input_name(later, "jpg"));
+        uploaded.input_reference = Some(Reference::FirstFrame.file_name(later, "jpg"));
+        uploaded.last_frame_reference = Some(Reference::LastFrame.file_name(later, "png"));
+        uploaded.video_reference = Some(Reference::Video.file_name(later, "mp4"));
         save(dir, &uploaded).unwrap();
 
         let loaded = load(dir).unwrap();
@@ -374,8 +406,18 @@ mod tests {
                 .contains("input_reference"),
             "a job without an upload keeps the record layout of servers before uploads"
         );
+        let restarted = json!({"restarts": 2, "cancel_requested": true});
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&fs_err::read(record_path(dir, ID)).unwrap()).unwrap();
+        for key in ["restarts", "cancel_requested"] {
+            assert!(record.get(key).is_none(), "{key} is written only when set");
+            record[key] = restarted[key].clone();
+        }
+        fs_err::write(record_path(dir, ID), record.to_string()).unwrap();
+        let reread = &load(dir).unwrap().jobs[0];
+        assert_eq!((reread.restarts, reread.cancel_requested), (2, true));
         let skipped: Vec<String> = loaded.skipped.iter().map(|s| s.error.to_string()).collect();
-        assert_eq!(skipped.len(), 4, "{skipped:#?}");
+        assert_eq!(skipped.len(), 5, "{skipped:#?}");
         assert!(skipped[0].contains("video_aaaaaaaaaaaaaaaaaaaaaaaa.json is not a job record: "));
         assert!(skipped[1].ends_with(
             "video_bbbbbbbbbbbbbbbbbbbbbbbb.json is not a job record of this server: `object` is `something.else`, not `skyreels.video_job`"
@@ -385,6 +427,9 @@ mod tests {
         ));
         assert!(skipped[3].ends_with(
             "its input_reference `/etc/passwd` is not `video_dddddddddddddddddddddddd.input.png`"
+        ));
+        assert!(skipped[4].ends_with(
+            "its video_reference `video_eeeeeeeeeeeeeeeeeeeeeeee.video.safetensors` is not `video_eeeeeeeeeeeeeeeeeeeeeeee.video.mp4`"
         ));
         assert!(!stale_upload.exists());
         assert!(

@@ -1,9 +1,11 @@
 //! `multipart/form-data` requests (the OpenAI Videos API's form): the request fields as text parts
-//! and the first frame as the file part `input_reference`. The upload is streamed into a temporary
-//! file in the videos directory, never more than [`UPLOAD_LIMIT`] bytes of it, then checked to be
-//! a PNG or JPEG that decodes before the job is queued.
+//! and the uploads as file parts: the first frame `input_reference`, the last frame
+//! `last_frame_reference` and the video to extend `video_reference` ([`Reference`]). Each upload
+//! is streamed into a temporary file in the videos directory, never more than its limit, then
+//! checked (a picture to be a PNG or JPEG that decodes, a video to be an MP4; the plan then
+//! decodes the video) before the job is queued.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use axum::extract::Multipart;
 use axum::extract::multipart::{Field, MultipartError};
@@ -12,17 +14,15 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::queue::Upload;
-
-/// The form part that carries the first frame.
-pub const INPUT_REFERENCE: &str = "input_reference";
+use crate::reference::Reference;
 
 const MIB: usize = 1024 * 1024;
 
-/// The largest first frame accepted, in bytes.
-pub const UPLOAD_LIMIT: usize = 20 * MIB;
+/// The most bytes of text parts a form may hold (all of them together), kept in memory.
+pub const TEXT_LIMIT: usize = MIB;
 
-/// The largest `multipart/form-data` body: the upload and a mebibyte of text parts.
-pub const FORM_LIMIT: usize = UPLOAD_LIMIT + MIB;
+/// The largest `multipart/form-data` body: every upload at its limit and the text parts.
+pub const FORM_LIMIT: usize = 20 * MIB + 20 * MIB + 256 * MIB + TEXT_LIMIT;
 
 /// The largest JSON body.
 pub const JSON_LIMIT: usize = 2 * MIB;
@@ -47,14 +47,16 @@ const TEXT_FIELDS: [&str; 13] = [
 
 const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n'];
 const JPEG_SIGNATURE: [u8; 3] = [0xff, 0xd8, 0xff];
+/// An MP4 (ISO base media file) starts with a box whose type, at offset 4, is `ftyp`.
+const MP4_BOX_TYPE: [u8; 4] = *b"ftyp";
 
-/// A form read: its text parts as a request object, and the checked upload, if any.
+/// A form read: its text parts as a request object, and the checked uploads.
 #[derive(Debug)]
 pub struct Form {
     /// The text parts, as the fields of a JSON request.
     pub fields: serde_json::Map<String, Value>,
-    /// The first frame, received and checked.
-    pub upload: Option<Upload>,
+    /// The file parts, received and checked, at most one of each kind.
+    pub uploads: Vec<Upload>,
 }
 
 /// A form refused: the HTTP status, the part at fault and the message.
@@ -82,27 +84,43 @@ fn unreadable(field: Option<&str>, error: &MultipartError) -> UploadError {
         status: error.status(),
         field: field.map(str::to_string),
         message: format!(
-            "the multipart/form-data body cannot be read: {}\n  fix: send a well-formed form of at most {FORM_LIMIT} bytes, the file part `{INPUT_REFERENCE}` at most {UPLOAD_LIMIT} bytes",
-            error.body_text()
+            "the multipart/form-data body cannot be read: {}\n  fix: send a well-formed form of at most {FORM_LIMIT} bytes, the pictures `input_reference` and `last_frame_reference` at most {} bytes each, the video `video_reference` at most {} bytes",
+            error.body_text(),
+            Reference::FirstFrame.limit(),
+            Reference::Video.limit()
         ),
     }
 }
 
-/// Reads the form, receiving `input_reference` into `upload_path` (a temporary file in the videos
-/// directory) and checking that it decodes; on a refusal the rest of the body is read and
-/// discarded (so the client gets the answer) and the temporary file is deleted.
-pub async fn read_form(mut multipart: Multipart, upload_path: &Path) -> Result<Form, UploadError> {
-    let mut read = read_parts(&mut multipart, upload_path).await;
-    if read.as_ref().is_ok_and(|form| form.upload.is_some()) {
-        let path = upload_path.to_path_buf();
-        let checked = tokio::task::spawn_blocking(move || check_image(&path))
-            .await
-            .unwrap_or_else(|join| {
-                Err(refused(
-                    INPUT_REFERENCE,
-                    format!("checking `{INPUT_REFERENCE}` failed: {join}"),
-                ))
-            });
+/// Reads the form, receiving each file part into a new temporary file in the videos directory
+/// (`new_path` names one) and checking that its pictures decode; on a refusal the rest of the body
+/// is read and discarded (so the client gets the answer) and every temporary file is deleted.
+pub async fn read_form(
+    mut multipart: Multipart,
+    new_path: impl Fn() -> PathBuf,
+) -> Result<Form, UploadError> {
+    let mut received = Vec::new();
+    let mut read = read_parts(&mut multipart, &new_path, &mut received).await;
+    if let Ok(form) = &read {
+        let pictures: Vec<(Reference, PathBuf)> = form
+            .uploads
+            .iter()
+            .filter(|upload| upload.reference != Reference::Video)
+            .map(|upload| (upload.reference, upload.path.clone()))
+            .collect();
+        let checked = tokio::task::spawn_blocking(move || {
+            pictures
+                .iter()
+                .try_for_each(|(reference, path)| check_image(*reference, path))
+        })
+        .await
+        .unwrap_or_else(|join| {
+            Err(UploadError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                field: None,
+                message: format!("checking the uploads failed: {join}"),
+            })
+        });
         if let Err(error) = checked {
             read = Err(error);
         }
@@ -111,16 +129,23 @@ pub async fn read_form(mut multipart: Multipart, upload_path: &Path) -> Result<F
         while let Ok(Some(mut field)) = multipart.next_field().await {
             while let Ok(Some(_)) = field.chunk().await {}
         }
-        let _ = tokio::fs::remove_file(upload_path).await;
+        for path in received {
+            let _ = tokio::fs::remove_file(path).await;
+        }
     }
     read
 }
 
-async fn read_parts(multipart: &mut Multipart, upload_path: &Path) -> Result<Form, UploadError> {
+async fn read_parts(
+    multipart: &mut Multipart,
+    new_path: &impl Fn() -> PathBuf,
+    received: &mut Vec<PathBuf>,
+) -> Result<Form, UploadError> {
     let mut form = Form {
         fields: serde_json::Map::new(),
-        upload: None,
+        uploads: Vec::new(),
     };
+    let mut text_bytes = 0usize;
     while let Some(mut field) = multipart
         .next_field()
         .await
@@ -134,28 +159,57 @@ async fn read_parts(multipart: &mut Multipart, upload_path: &Path) -> Result<For
                 message: "a form part has no name\n  fix: give every part a Content-Disposition name (`prompt`, `size`, …, `input_reference`)".into(),
             });
         }
-        if name == INPUT_REFERENCE {
-            if form.upload.is_some() {
+        if let Some(reference) = Reference::of_field(&name) {
+            if form
+                .uploads
+                .iter()
+                .any(|upload| upload.reference == reference)
+            {
                 return Err(refused(
-                    INPUT_REFERENCE,
-                    format!("`{INPUT_REFERENCE}` is given twice\n  fix: upload one first frame"),
+                    &name,
+                    format!(
+                        "`{name}` is given twice\n  fix: upload one file as {}",
+                        reference.what()
+                    ),
                 ));
             }
-            form.upload = Some(receive(&mut field, upload_path).await?);
+            let path = new_path();
+            received.push(path.clone());
+            form.uploads
+                .push(receive(&mut field, reference, path).await?);
             continue;
         }
         if field.file_name().is_some() {
             return Err(refused(
                 &name,
                 format!(
-                    "`{name}` is sent as a file; the only file part is `{INPUT_REFERENCE}`\n  fix: send `{name}` as a text part, or the first frame as `{INPUT_REFERENCE}`"
+                    "`{name}` is sent as a file; the file parts are `input_reference`, `last_frame_reference` and `video_reference`\n  fix: send `{name}` as a text part, or the file as one of those parts"
                 ),
             ));
         }
-        let text = field
-            .text()
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field
+            .chunk()
             .await
-            .map_err(|error| unreadable(Some(&name), &error))?;
+            .map_err(|error| unreadable(Some(&name), &error))?
+        {
+            text_bytes += chunk.len();
+            if text_bytes > TEXT_LIMIT {
+                return Err(refused(
+                    &name,
+                    format!(
+                        "the text parts are larger than the limit of {TEXT_LIMIT} bytes (1 MiB) together\n  fix: send the request fields as short text parts, and files only as `input_reference`, `last_frame_reference` or `video_reference`"
+                    ),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(bytes).map_err(|_| {
+            refused(
+                &name,
+                format!("`{name}` is not UTF-8 text\n  fix: send the field's value as UTF-8 text"),
+            )
+        })?;
         if form.fields.contains_key(&name) {
             return Err(refused(
                 &name,
@@ -168,31 +222,42 @@ async fn read_parts(multipart: &mut Multipart, upload_path: &Path) -> Result<For
     Ok(form)
 }
 
-/// Streams the file part into `path`, refusing it once it passes [`UPLOAD_LIMIT`] bytes; returns
+/// Streams the file part `reference` into `path`, refusing it once it passes its limit; returns
 /// the upload with the extension its signature gives.
-async fn receive(field: &mut Field<'_>, path: &Path) -> Result<Upload, UploadError> {
+async fn receive(
+    field: &mut Field<'_>,
+    reference: Reference,
+    path: PathBuf,
+) -> Result<Upload, UploadError> {
+    let name = reference.field();
     let cannot_save = |error: std::io::Error| UploadError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
-        field: Some(INPUT_REFERENCE.into()),
+        field: Some(name.into()),
         message: format!(
             "the upload cannot be saved in the videos directory ({}): {error}\n  fix: free space in --videos, or make it writable",
             path.display()
         ),
     };
-    let mut file = tokio::fs::File::create(path).await.map_err(cannot_save)?;
+    let mut file = tokio::fs::File::create(&path).await.map_err(cannot_save)?;
+    let limit = reference.limit();
     let mut size = 0usize;
     let mut head = Vec::with_capacity(PNG_SIGNATURE.len());
     while let Some(chunk) = field
         .chunk()
         .await
-        .map_err(|error| unreadable(Some(INPUT_REFERENCE), &error))?
+        .map_err(|error| unreadable(Some(name), &error))?
     {
         size += chunk.len();
-        if size > UPLOAD_LIMIT {
+        if size > limit {
             return Err(refused(
-                INPUT_REFERENCE,
+                name,
                 format!(
-                    "`{INPUT_REFERENCE}` is larger than the limit of {UPLOAD_LIMIT} bytes (20 MiB)\n  fix: upload a smaller PNG or JPEG (the frame is resized to the video size anyway)"
+                    "`{name}` is larger than the limit of {limit} bytes ({} MiB)\n  fix: upload a smaller file{}",
+                    limit / MIB,
+                    match reference {
+                        Reference::Video => " (a shorter clip, or one encoded at the video size)",
+                        _ => " (the frame is resized to the video size anyway)",
+                    }
                 ),
             ));
         }
@@ -202,37 +267,46 @@ async fn receive(field: &mut Field<'_>, path: &Path) -> Result<Upload, UploadErr
     }
     file.flush().await.map_err(cannot_save)?;
     drop(file);
-    let extension = if head.starts_with(&PNG_SIGNATURE) {
-        "png"
-    } else if head.starts_with(&JPEG_SIGNATURE) {
-        "jpg"
-    } else if size == 0 {
-        return Err(refused(
-            INPUT_REFERENCE,
-            format!(
-                "`{INPUT_REFERENCE}` is empty\n  fix: upload the first frame as a PNG or JPEG file"
-            ),
-        ));
-    } else {
-        return Err(refused(
-            INPUT_REFERENCE,
-            format!(
-                "`{INPUT_REFERENCE}` is not a PNG or JPEG file (it starts with {})\n  fix: upload the first frame as a PNG or JPEG file",
-                head.iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
-        ));
+    let extension = match reference {
+        Reference::Video if head.get(4..8) == Some(&MP4_BOX_TYPE[..]) => "mp4",
+        Reference::FirstFrame | Reference::LastFrame if head.starts_with(&PNG_SIGNATURE) => "png",
+        Reference::FirstFrame | Reference::LastFrame if head.starts_with(&JPEG_SIGNATURE) => "jpg",
+        _ if size == 0 => {
+            return Err(refused(
+                name,
+                format!(
+                    "`{name}` is empty\n  fix: upload {} as {}",
+                    reference.what(),
+                    reference.formats()
+                ),
+            ));
+        }
+        _ => {
+            return Err(refused(
+                name,
+                format!(
+                    "`{name}` is not {} (it starts with {})\n  fix: upload {} as {}",
+                    reference.formats(),
+                    head.iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    reference.what(),
+                    reference.formats()
+                ),
+            ));
+        }
     };
     Ok(Upload {
-        path: path.to_path_buf(),
+        reference,
+        path,
         extension,
     })
 }
 
-/// Decodes the saved upload with the runtime's image reader, as the job will.
-fn check_image(path: &Path) -> Result<(), UploadError> {
+/// Decodes a saved picture with the runtime's image reader, as the job will.
+fn check_image(reference: Reference, path: &Path) -> Result<(), UploadError> {
+    let name = reference.field();
     skyreels_runtime::image::RgbImage::open(path)
         .map(|_| ())
         .map_err(|error| {
@@ -241,11 +315,11 @@ fn check_image(path: &Path) -> Result<(), UploadError> {
                 .lines()
                 .next()
                 .unwrap_or_default()
-                .replace(&path.display().to_string(), INPUT_REFERENCE);
+                .replace(&path.display().to_string(), name);
             refused(
-                INPUT_REFERENCE,
+                name,
                 format!(
-                    "`{INPUT_REFERENCE}` does not decode: {detail}\n  fix: upload a complete PNG or JPEG file (re-save or re-download it if it is cut short)"
+                    "`{name}` does not decode: {detail}\n  fix: upload a complete PNG or JPEG file (re-save or re-download it if it is cut short)"
                 ),
             )
         })

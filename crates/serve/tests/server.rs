@@ -19,6 +19,9 @@ use skyreels_exporter::tiny::{self, StorageDtype};
 use skyreels_exporter::vae::{self, VaeExportOptions};
 use skyreels_graph::DType;
 
+/// The environment variable that may hold the server's API key.
+const KEY_VARIABLE: &str = "SKYREELS_API_KEY";
+
 /// The tiny engine of `skyreels-export tiny`, exported once for all tests of this binary.
 fn tiny_engine() -> &'static Path {
     static ENGINE: OnceLock<tempfile::TempDir> = OnceLock::new();
@@ -127,6 +130,8 @@ struct Server {
     /// What the server printed up to its address.
     startup_log: Vec<String>,
     videos: PathBuf,
+    /// The `Authorization` header every request of the helpers sends, if any.
+    authorization: Option<String>,
     _scratch: Option<tempfile::TempDir>,
 }
 
@@ -149,13 +154,26 @@ impl Server {
 
     /// A server of `engine` on `videos`.
     fn start_on(engine: &Path, videos: &Path, extra: &[&str]) -> Server {
+        Server::start_with(engine, videos, "127.0.0.1:0", extra, &[])
+    }
+
+    /// A server of `engine` on `videos`, listening on `listen`, with `environment` variables set.
+    fn start_with(
+        engine: &Path,
+        videos: &Path,
+        listen: &str,
+        extra: &[&str],
+        environment: &[(&str, &str)],
+    ) -> Server {
         let videos = videos.to_path_buf();
         let mut child = Command::new(env!("CARGO_BIN_EXE_skyreels-serve"))
             .arg("--engines")
             .arg(engine)
-            .args(["--listen", "127.0.0.1:0", "--threads", "1", "--videos"])
+            .args(["--listen", listen, "--threads", "1", "--videos"])
             .arg(&videos)
             .args(extra)
+            .env_remove(KEY_VARIABLE)
+            .envs(environment.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start skyreels-serve");
@@ -183,12 +201,21 @@ impl Server {
             log,
             startup_log,
             videos,
+            authorization: None,
             _scratch: None,
         }
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `request` with the server's `Authorization` header, if it has one.
+    fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(value) => request.header("Authorization", value),
+            None => request,
+        }
     }
 
     fn agent() -> ureq::Agent {
@@ -204,10 +231,10 @@ impl Server {
         let agent = Server::agent();
         let url = self.url(path);
         let response = match (method, body) {
-            ("GET", _) => agent.get(&url).call(),
-            ("DELETE", _) => agent.delete(&url).call(),
-            ("POST", Some(body)) => agent.post(&url).send_json(&body),
-            ("POST", None) => agent.post(&url).send("{not json"),
+            ("GET", _) => self.authorized(agent.get(&url)).call(),
+            ("DELETE", _) => self.authorized(agent.delete(&url)).call(),
+            ("POST", Some(body)) => self.authorized(agent.post(&url)).send_json(&body),
+            ("POST", None) => self.authorized(agent.post(&url)).send("{not json"),
             _ => unreachable!("{method}"),
         }
         .expect("HTTP request");
@@ -226,6 +253,15 @@ impl Server {
         fields: &[(&str, String)],
         file: Option<(&str, &str, &[u8])>,
     ) -> (u16, Value) {
+        self.post_form_files(fields, file.as_slice())
+    }
+
+    /// [`Server::post_form`] with several file parts.
+    fn post_form_files(
+        &self,
+        fields: &[(&str, String)],
+        files: &[(&str, &str, &[u8])],
+    ) -> (u16, Value) {
         let boundary = "skyreels-test-boundary-7d1c";
         let mut body = Vec::new();
         for (name, value) in fields {
@@ -236,7 +272,7 @@ impl Server {
                 .as_bytes(),
             );
         }
-        if let Some((name, file_name, bytes)) = file {
+        for (name, file_name, bytes) in files {
             body.extend_from_slice(
                 format!(
                     "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
@@ -247,8 +283,8 @@ impl Server {
             body.extend_from_slice(b"\r\n");
         }
         body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        let response = Server::agent()
-            .post(&self.url("/v1/videos"))
+        let response = self
+            .authorized(Server::agent().post(&self.url("/v1/videos")))
             .header(
                 "Content-Type",
                 &format!("multipart/form-data; boundary={boundary}"),
@@ -265,8 +301,8 @@ impl Server {
 
     /// The body of a completed job's video.
     fn content(&self, id: &str) -> Vec<u8> {
-        let response = Server::agent()
-            .get(&self.url(&format!("/v1/videos/{id}/content")))
+        let response = self
+            .authorized(Server::agent().get(&self.url(&format!("/v1/videos/{id}/content"))))
             .call()
             .expect("content");
         assert_eq!(response.status().as_u16(), 200);
@@ -296,8 +332,7 @@ impl Server {
     }
 
     fn text(&self, path: &str) -> String {
-        Server::agent()
-            .get(&self.url(path))
+        self.authorized(Server::agent().get(&self.url(path)))
             .call()
             .expect("GET")
             .into_body()
@@ -363,8 +398,9 @@ impl Drop for Server {
 /// The plan's largest step count: a job that is still running when the test cancels it.
 const LONG_JOB_STEPS: usize = 1000;
 
-/// The error of a job that was running when its server stopped.
-const INTERRUPTED: &str = "interrupted by a server restart; submit the request again";
+/// Steps of a job killed while it runs, then run again after a restart: long enough to be seen
+/// running, short enough to run twice in a test.
+const KILLED_JOB_STEPS: usize = 150;
 
 /// Asserts that `bytes` are the MP4 of [`small_request`] (17 frames of 96×64).
 /// The names in `directory`, sorted.
@@ -588,8 +624,10 @@ fn after_sigterm_a_restarted_server_serves_finished_videos_and_runs_the_queued_j
     assert_eq!(code, Some(0), "{log:#?}");
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(
-        log.iter()
-            .any(|line| line == &format!("job {running}: failed ({INTERRUPTED})")),
+        log.iter().any(|line| line
+            == &format!(
+                "warning: job {running}: stopped by the shutdown; queued again from the start for the next start (restart 1 of at most 3)"
+            )),
         "{log:#?}"
     );
     assert!(
@@ -616,9 +654,16 @@ fn after_sigterm_a_restarted_server_serves_finished_videos_and_runs_the_queued_j
     assert_eq!(restored, finished_job);
     assert_eq!(restarted.content(&finished), finished_bytes);
     let (_, interrupted) = restarted.call("GET", &format!("/v1/videos/{running}"), None);
-    assert_eq!(interrupted["status"], "failed", "{interrupted}");
-    assert_eq!(interrupted["error"]["code"], "interrupted");
-    assert_eq!(interrupted["error"]["message"], INTERRUPTED);
+    assert!(
+        ["queued", "in_progress"].contains(&interrupted["status"].as_str().unwrap()),
+        "{interrupted}"
+    );
+    assert_eq!(interrupted["restarts"], 1, "{interrupted}");
+    assert!(interrupted["error"].is_null(), "{interrupted}");
+    let (code, _) = restarted.call("DELETE", &format!("/v1/videos/{running}"), None);
+    assert!(code == 200 || code == 202, "{code}");
+    let cancelled = restarted.wait_for(&running, &["cancelled", "completed", "failed"]);
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     let run_after_restart = restarted.wait_for(&waiting, &["completed", "failed"]);
     assert_eq!(
         run_after_restart["status"], "completed",
@@ -630,20 +675,31 @@ fn after_sigterm_a_restarted_server_serves_finished_videos_and_runs_the_queued_j
         restarted
             .log_lines()
             .iter()
-            .any(|line| line.contains("restored 3 jobs") && line.contains("(1 queued)")),
+            .any(|line| line.contains("restored 3 jobs") && line.contains("(2 queued)")),
     );
 }
 
 #[test]
-fn a_killed_server_restarts_with_its_running_job_failed_and_a_corrupt_record_skipped() {
+fn a_killed_server_runs_its_running_job_again_from_the_start_and_skips_a_corrupt_record() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = tempfile::tempdir().expect("tempdir");
     let videos = scratch.path().join("videos");
     let server = Server::start_in(&videos, &[]);
-    let running = server.submit(small_request(LONG_JOB_STEPS));
-    server.wait_for(&running, &["in_progress"]);
-    let waiting = server.submit(small_request(2));
+    let running = server.submit(small_request(KILLED_JOB_STEPS));
+    let in_progress = server.wait_for(&running, &["in_progress"]);
+    assert!(
+        in_progress["progress"].as_u64().unwrap() < 50,
+        "{in_progress}"
+    );
+    let waiting = server.submit(small_request(KILLED_JOB_STEPS));
     server.kill();
+    let record: Value =
+        serde_json::from_slice(&fs_err::read(videos.join(format!("{running}.json"))).unwrap())
+            .unwrap();
+    assert_eq!(
+        record["status"], "in_progress",
+        "the job was killed while it ran: {record}"
+    );
     let corrupt = videos.join("video_0123456789abcdef01234567.json");
     fs_err::write(
         &corrupt,
@@ -654,14 +710,33 @@ fn a_killed_server_restarts_with_its_running_job_failed_and_a_corrupt_record_ski
     fs_err::write(&foreign, "[1, 2, 3]").unwrap();
 
     let restarted = Server::start_in(&videos, &[]);
-    let (_, interrupted) = restarted.call("GET", &format!("/v1/videos/{running}"), None);
-    assert_eq!(interrupted["status"], "failed", "{interrupted}");
-    assert_eq!(interrupted["error"]["message"], INTERRUPTED);
+    assert!(
+        restarted.startup_log.contains(&format!(
+            "warning: job {running}: was running when the server stopped; queued again from the start (restart 1 of at most 3)"
+        )),
+        "{:#?}",
+        restarted.startup_log
+    );
+    let (_, requeued) = restarted.call("GET", &format!("/v1/videos/{running}"), None);
+    assert!(
+        ["queued", "in_progress"].contains(&requeued["status"].as_str().unwrap()),
+        "{requeued}"
+    );
+    assert_eq!(requeued["restarts"], 1, "{requeued}");
+    let rerun = restarted.wait_for(&running, &["completed", "failed"]);
+    assert_eq!(rerun["status"], "completed", "{rerun}");
+    assert_eq!(
+        (&rerun["progress"], &rerun["restarts"]),
+        (&json!(100), &json!(1))
+    );
     let run_after_restart = restarted.wait_for(&waiting, &["completed", "failed"]);
     assert_eq!(
         run_after_restart["status"], "completed",
         "{run_after_restart}"
     );
+    let rerun_video = read_video(&restarted.content(&running));
+    assert_eq!(rerun_video.num_frames(), 17);
+    assert_same_frames(&rerun_video, &read_video(&restarted.content(&waiting)));
     let (_, list) = restarted.call("GET", "/v1/videos", None);
     assert_eq!(list["data"].as_array().unwrap().len(), 2, "{list}");
     let log = restarted.log_lines();
@@ -681,6 +756,7 @@ fn a_killed_server_restarts_with_its_running_job_failed_and_a_corrupt_record_ski
     let mut expected = vec![
         ".skyreels-owner".to_string(),
         format!("{running}.json"),
+        format!("{running}.mp4"),
         format!("{waiting}.json"),
         format!("{waiting}.mp4"),
         "notes.json".to_string(),
@@ -830,10 +906,21 @@ fn generate_with_image(
     request: &Value,
     image: &Path,
 ) -> skyreels_runtime::output::Video {
+    generate_with_files(engine, request, [Some(image), None, None])
+}
+
+/// What `skyreels generate --image I --last-image L --video V` makes of `request` on `engine`
+/// (`files` = [I, L, V], each optional), as [`generate_with_image`].
+fn generate_with_files(
+    engine: &Path,
+    request: &Value,
+    files: [Option<&Path>; 3],
+) -> skyreels_runtime::output::Video {
     use skyreels_runtime::job::{JobPlan, Models, OutputRequest, Residency, run_job};
     let scratch = tempfile::tempdir().unwrap();
     let mut parsed = skyreels_runtime::job::json::parse_request(request).expect("request");
-    parsed.image = Some(image.to_path_buf());
+    let [image, last_image, video] = files.map(|file| file.map(Path::to_path_buf));
+    (parsed.image, parsed.last_image, parsed.video) = (image, last_image, video);
     let out = scratch.path().join("generated.mp4");
     let backend = skyreels_runtime::session::Backend::Cpu { threads: 1 };
     let planning = skyreels_runtime::engine::Engine::open(engine).expect("engine");
@@ -896,6 +983,23 @@ fn an_uploaded_input_reference_runs_an_image_to_video_job_as_generate_image_does
     let message = error["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("reads no files named by clients") && message.contains("input_reference"),
+        "{message}"
+    );
+
+    let (code, error) = server.post_form_files(
+        &small_form(2),
+        &[
+            ("input_reference", "first.png", &png),
+            ("last_frame_reference", "last.png", &png),
+        ],
+    );
+    assert_eq!(code, 400, "{error}");
+    assert_eq!(error["error"]["param"], "last_frame_reference", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "last_frame_reference and video_reference need a diffusion-forcing (DF) engine"
+        ),
         "{message}"
     );
 
@@ -1047,34 +1151,541 @@ fn bad_uploads_are_refused_with_400_naming_input_reference() {
 }
 
 #[test]
-fn a_queued_job_keeps_its_upload_across_a_restart() {
+fn a_queued_job_keeps_its_uploads_across_a_restart() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = tempfile::tempdir().expect("tempdir");
     let first = scratch.path().join("first.png");
     write_picture(&first, 96, 64, 4);
     let png = fs_err::read(&first).unwrap();
+    let last = scratch.path().join("last.png");
+    write_picture(&last, 96, 64, 8);
+    let last_png = fs_err::read(&last).unwrap();
     let videos = scratch.path().join("videos");
     let server = Server::start_in(&videos, &[]);
     let running = server.submit(small_request(LONG_JOB_STEPS));
     server.wait_for(&running, &["in_progress"]);
-    let (code, created) =
-        server.post_form(&small_form(2), Some(("input_reference", "first.png", &png)));
+    let (code, created) = server.post_form_files(
+        &small_form(2),
+        &[
+            ("input_reference", "first.png", &png),
+            ("last_frame_reference", "last.png", &last_png),
+        ],
+    );
     assert_eq!(code, 201, "{created}");
     let waiting = created["id"].as_str().expect("id").to_string();
     server.kill();
 
     let restarted = Server::start_in(&videos, &[]);
+    let (code, _) = restarted.call("DELETE", &format!("/v1/videos/{running}"), None);
+    assert!(code == 200 || code == 202, "{code}");
     let done = restarted.wait_for(&waiting, &["completed", "failed"]);
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(
         done["input_reference"],
         format!("{waiting}.input.png").as_str()
     );
+    assert_eq!(
+        done["last_frame_reference"],
+        format!("{waiting}.last_frame.png").as_str()
+    );
     assert_same_frames(
         &read_video(&restarted.content(&waiting)),
-        &generate_with_image(tiny_engine(), &small_request(2), &first),
+        &generate_with_files(
+            tiny_engine(),
+            &small_request(2),
+            [Some(&first), Some(&last), None],
+        ),
     );
     let (code, _) = restarted.call("DELETE", &format!("/v1/videos/{waiting}"), None);
     assert_eq!(code, 200);
     assert!(!videos.join(format!("{waiting}.input.png")).exists());
+    assert!(!videos.join(format!("{waiting}.last_frame.png")).exists());
+}
+
+/// A key of 32 hex digits, as `openssl rand -hex 16` makes.
+const KEY: &str = "5f0c9d2e7a41b8c36e1f04a9d27b5c80";
+
+/// `KEY` in a file of mode `mode` in `directory`.
+fn key_file(directory: &Path, contents: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = directory.join("api-key");
+    fs_err::write(&path, contents).unwrap();
+    fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// (status, `WWW-Authenticate`, JSON body) of a GET of `path` with `authorization`, if any.
+fn get_with(
+    server: &Server,
+    path: &str,
+    authorization: Option<&str>,
+) -> (u16, Option<String>, Value) {
+    let mut request = Server::agent().get(&server.url(path));
+    if let Some(value) = authorization {
+        request = request.header("Authorization", value);
+    }
+    let response = request.call().expect("HTTP request");
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|value| value.to_str().unwrap().to_string());
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .read_json::<Value>()
+        .unwrap_or(Value::Null);
+    (status, challenge, body)
+}
+
+/// Asserts a `401` of `code` with the challenge `challenge`, shaped like the server's other errors.
+fn assert_refused(answer: (u16, Option<String>, Value), code: &str, challenge: &str) {
+    let (status, header, body) = answer;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(header.as_deref(), Some(challenge), "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("\n  fix: "), "{message}");
+    assert!(!message.contains(KEY), "the key is never shown: {message}");
+}
+
+#[test]
+fn with_an_api_key_file_every_v1_route_and_metrics_need_the_bearer_key_but_health_does_not() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let key = key_file(scratch.path(), &format!("{KEY}\n"), 0o600);
+    let mut server = Server::start_with(
+        tiny_engine(),
+        &scratch.path().join("videos"),
+        "0.0.0.0:0",
+        &["--api-key-file", key.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        !server
+            .startup_log
+            .iter()
+            .any(|line| line.contains("without an API key")),
+        "{:#?}",
+        server.startup_log
+    );
+    let (code, health) = server.call("GET", "/health", None);
+    assert_eq!((code, health["status"].as_str()), (200, Some("ok")));
+    for path in [
+        "/v1/videos",
+        "/v1/videos/video_0123456789abcdef01234567",
+        "/metrics",
+    ] {
+        assert_refused(get_with(&server, path, None), "missing_api_key", "Bearer");
+        assert_refused(
+            get_with(&server, path, Some(&format!("Bearer {KEY}x"))),
+            "invalid_api_key",
+            "Bearer error=\"invalid_token\"",
+        );
+        assert_refused(
+            get_with(&server, path, Some(&format!("Basic {KEY}"))),
+            "invalid_api_key",
+            "Bearer error=\"invalid_request\"",
+        );
+    }
+    let (code, _, _) = get_with(&server, "/nowhere", None);
+    assert_eq!(code, 404, "an unknown route stays a 404");
+    let (code, refused) = server.post_form(
+        &small_form(2),
+        Some(("input_reference", "first.png", &[0x89, b'P', b'N', b'G'])),
+    );
+    assert_eq!(
+        (code, refused["error"]["code"].as_str()),
+        (401, Some("missing_api_key"))
+    );
+    let (code, refused) = server.call("DELETE", "/v1/videos/video_0123456789abcdef01234567", None);
+    assert_eq!(code, 401, "{refused}");
+    assert_eq!(
+        file_names(&server.videos),
+        [".skyreels-owner"],
+        "nothing of a refused request is kept"
+    );
+
+    server.authorization = Some(format!("bearer {KEY}"));
+    let id = server.submit(small_request(2));
+    let done = server.wait_for(&id, &["completed", "failed"]);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_playable(&server.content(&id));
+    let metrics = server.text("/metrics");
+    assert!(
+        metrics.contains("skyreels_jobs_finished_total{status=\"completed\"} 1"),
+        "{metrics}"
+    );
+    let (code, deleted) = server.call("DELETE", &format!("/v1/videos/{id}"), None);
+    assert_eq!((code, &deleted["deleted"]), (200, &json!(true)));
+}
+
+#[test]
+fn the_api_key_may_come_from_skyreels_api_key_and_a_public_server_without_one_warns() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start_with(
+        tiny_engine(),
+        &scratch.path().join("keyed"),
+        "127.0.0.1:0",
+        &[],
+        &[(KEY_VARIABLE, KEY)],
+    );
+    assert_refused(
+        get_with(&server, "/v1/videos", None),
+        "missing_api_key",
+        "Bearer",
+    );
+    server.authorization = Some(format!("Bearer {KEY}"));
+    let (code, list) = server.call("GET", "/v1/videos", None);
+    assert_eq!((code, &list["data"]), (200, &json!([])));
+    drop(server);
+
+    let open = Server::start_with(
+        tiny_engine(),
+        &scratch.path().join("open"),
+        "0.0.0.0:0",
+        &[],
+        &[],
+    );
+    let warning = "warning: listening on 0.0.0.0:0 without an API key: anyone who can reach it can submit, read and delete jobs".to_string();
+    assert!(
+        open.startup_log.contains(&warning)
+            && open
+                .startup_log
+                .iter()
+                .any(|line| line.contains("fix: start with --api-key-file PATH (mode 600)")),
+        "{:#?}",
+        open.startup_log
+    );
+    let (code, _, list) = get_with(&open, "/v1/videos", None);
+    assert_eq!((code, &list["data"]), (200, &json!([])), "no key, no check");
+    drop(open);
+
+    let local = Server::start(&[]);
+    assert!(
+        !local
+            .startup_log
+            .iter()
+            .any(|line| line.contains("without an API key")),
+        "a loopback server does not warn: {:#?}",
+        local.startup_log
+    );
+}
+
+#[test]
+fn an_exposed_empty_short_or_missing_key_file_is_refused_before_loading_anything() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let directory = scratch.path();
+    let start = |key: &Path, environment: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_skyreels-serve"));
+        command
+            .args([
+                "--engines",
+                "/nonexistent",
+                "--listen",
+                "127.0.0.1:0",
+                "--videos",
+            ])
+            .arg(directory.join("videos"))
+            .arg("--api-key-file")
+            .arg(key)
+            .env_remove(KEY_VARIABLE);
+        if let Some(value) = environment {
+            command.env(KEY_VARIABLE, value);
+        }
+        let output = command.output().expect("run skyreels-serve");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            !stderr.contains("/nonexistent"),
+            "nothing was loaded: {stderr}"
+        );
+        stderr
+    };
+    let exposed = key_file(directory, KEY, 0o644);
+    let stderr = start(&exposed, None);
+    assert!(
+        stderr.contains(&format!(
+            "--api-key-file {0} can be read or written by others than its owner (mode 0644)\n  fix: chmod 600 {0}",
+            exposed.display()
+        )),
+        "{stderr}"
+    );
+    let empty = key_file(directory, "\n", 0o600);
+    let stderr = start(&empty, None);
+    assert!(
+        stderr.contains(&format!(
+            "--api-key-file {0} is empty\n  fix: openssl rand -hex 32 > {0} && chmod 600 {0}",
+            empty.display()
+        )),
+        "{stderr}"
+    );
+    let short = key_file(directory, "letmein\n", 0o600);
+    let stderr = start(&short, None);
+    assert!(
+        stderr.contains("holds a key of 7 characters, shorter than the 16 accepted")
+            && !stderr.contains("letmein"),
+        "{stderr}"
+    );
+    let stderr = start(&directory.join("no-such-key"), None);
+    assert!(
+        stderr.contains(&format!(
+            "cannot read --api-key-file {}",
+            directory.join("no-such-key").display()
+        )) && stderr.contains("fix: pass a file this user can read"),
+        "{stderr}"
+    );
+    let good = key_file(directory, KEY, 0o600);
+    let stderr = start(&good, Some(KEY));
+    assert!(
+        stderr.contains("both --api-key-file and SKYREELS_API_KEY give an API key")
+            && stderr.contains("fix: give the key one way"),
+        "{stderr}"
+    );
+    assert!(
+        !directory.join("videos").exists(),
+        "the videos directory is not created either"
+    );
+}
+
+/// [`small_request`] extending a 17-frame video: 25 frames, the last 9 of the video as history.
+fn extension_request(steps: usize) -> Value {
+    let mut request = small_request(steps);
+    request["num_frames"] = json!(25);
+    request["overlap_history"] = json!(9);
+    request
+}
+
+/// `request` as the text parts of a form.
+fn form_of(request: &Value) -> Vec<(&'static str, String)> {
+    let fields = [
+        "prompt",
+        "size",
+        "num_frames",
+        "steps",
+        "seed",
+        "overlap_history",
+    ];
+    fields
+        .into_iter()
+        .filter_map(|field| {
+            request.get(field).map(|value| {
+                let text = match value {
+                    Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                (field, text)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_last_frame_and_a_video_to_extend_are_uploaded_and_run_as_generate_does() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let first = scratch.path().join("first.png");
+    write_picture(&first, 96, 64, 5);
+    let last = scratch.path().join("last.jpg");
+    write_picture(&last, 128, 80, 6);
+    let (png, jpeg) = (fs_err::read(&first).unwrap(), fs_err::read(&last).unwrap());
+    let server = Server::start(&[]);
+
+    let (code, created) = server.post_form_files(
+        &small_form(2),
+        &[
+            ("input_reference", "first.png", &png),
+            ("last_frame_reference", "last.jpg", &jpeg),
+        ],
+    );
+    assert_eq!(code, 201, "{created}");
+    let bounded = created["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        created["last_frame_reference"],
+        format!("{bounded}.last_frame.jpg").as_str()
+    );
+    assert_eq!(
+        fs_err::read(server.videos.join(format!("{bounded}.last_frame.jpg"))).unwrap(),
+        jpeg
+    );
+    let done = server.wait_for(&bounded, &["completed", "failed"]);
+    assert_eq!(done["status"], "completed", "{done}");
+    let clip = server.content(&bounded);
+    let served = read_video(&clip);
+    assert_same_frames(
+        &served,
+        &generate_with_files(
+            tiny_engine(),
+            &small_request(2),
+            [Some(&first), Some(&last), None],
+        ),
+    );
+
+    let request = extension_request(2);
+    let (code, created) = server.post_form_files(
+        &form_of(&request),
+        &[("video_reference", "clip.mp4", &clip)],
+    );
+    assert_eq!(code, 201, "{created}");
+    let extended = created["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        created["video_reference"],
+        format!("{extended}.video.mp4").as_str()
+    );
+    let done = server.wait_for(&extended, &["completed", "failed"]);
+    assert_eq!(done["status"], "completed", "{done}");
+    let saved_clip = scratch.path().join("clip.mp4");
+    fs_err::write(&saved_clip, &clip).unwrap();
+    let served = read_video(&server.content(&extended));
+    let generated = generate_with_files(tiny_engine(), &request, [None, None, Some(&saved_clip)]);
+    assert!(served.num_frames() > 17, "{}", served.num_frames());
+    assert_same_frames(&served, &generated);
+
+    for id in [&bounded, &extended] {
+        let (code, _) = server.call("DELETE", &format!("/v1/videos/{id}"), None);
+        assert_eq!(code, 200);
+    }
+    assert_eq!(
+        file_names(&server.videos),
+        [".skyreels-owner"],
+        "the uploads are deleted with their jobs"
+    );
+}
+
+/// A form that must be refused: its text parts, its file parts (name, file name, bytes), the part
+/// the refusal names and how its message starts.
+type RefusedForm<'a> = (
+    Vec<(&'static str, String)>,
+    Vec<(&'static str, &'static str, &'a [u8])>,
+    &'static str,
+    &'static str,
+);
+
+#[test]
+fn bad_last_frames_and_videos_are_refused_with_400_naming_their_part() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let picture = scratch.path().join("frame.png");
+    write_picture(&picture, 96, 64, 7);
+    let png = fs_err::read(&picture).unwrap();
+    let server = Server::start(&[]);
+    let clip_id = server.submit(small_request(1));
+    server.wait_for(&clip_id, &["completed"]);
+    let clip = server.content(&clip_id);
+    let extension = form_of(&extension_request(2));
+    let videos = server.videos.display().to_string();
+
+    let mut cases: Vec<RefusedForm> = vec![
+        (
+            extension.clone(),
+            vec![("video_reference", "frame.png", &png)],
+            "video_reference",
+            "`video_reference` is not an H.264 MP4 file (it starts with 89 50 4e 47 0d 0a 1a 0a)",
+        ),
+        (
+            extension.clone(),
+            vec![("video_reference", "empty.mp4", &[])],
+            "video_reference",
+            "`video_reference` is empty",
+        ),
+        (
+            extension.clone(),
+            vec![("video_reference", "cut.mp4", &clip[..clip.len() / 3])],
+            "video_reference",
+            "cannot read `video_reference` as an H.264 MP4: ",
+        ),
+        (
+            small_form(2),
+            vec![("video_reference", "clip.mp4", &clip)],
+            "video_reference",
+            "video_reference continues from the input's last overlap_history frames",
+        ),
+        (
+            extension.clone(),
+            vec![
+                ("input_reference", "frame.png", &png),
+                ("video_reference", "clip.mp4", &clip),
+            ],
+            "video_reference",
+            "video_reference and input_reference both set the start of the video",
+        ),
+        (
+            extension.clone(),
+            vec![
+                ("last_frame_reference", "frame.png", &png),
+                ("video_reference", "clip.mp4", &clip),
+            ],
+            "last_frame_reference",
+            "last_frame_reference cannot be combined with video_reference",
+        ),
+        (
+            small_form(2),
+            vec![("last_frame_reference", "cut.png", &png[..png.len() / 2])],
+            "last_frame_reference",
+            "`last_frame_reference` does not decode: ",
+        ),
+        (
+            small_form(2),
+            vec![
+                ("last_frame_reference", "frame.png", &png),
+                ("last_frame_reference", "frame.png", &png),
+            ],
+            "last_frame_reference",
+            "`last_frame_reference` is given twice",
+        ),
+    ];
+    let mut long_prompt = small_form(2);
+    long_prompt[0].1 = "a red fox ".repeat(104_858);
+    cases.push((
+        long_prompt,
+        Vec::new(),
+        "prompt",
+        "the text parts are larger than the limit of 1048576 bytes (1 MiB) together",
+    ));
+    let refusals = cases.len() + 2;
+    for (fields, files, part, expected) in cases {
+        let (code, error) = server.post_form_files(&fields, &files);
+        assert_eq!(code, 400, "{part}: {error}");
+        assert_eq!(error["error"]["param"], part, "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(expected) && message.contains("\n  fix: "),
+            "{part}: {message}"
+        );
+        assert!(
+            !message.contains(&videos),
+            "the server's paths are not shown: {message}"
+        );
+    }
+    for (field, part) in [
+        ("last_image", "last_frame_reference"),
+        ("video", "video_reference"),
+    ] {
+        let mut named = small_request(2);
+        named[field] = json!("/etc/hostname");
+        let (code, error) = server.call("POST", "/v1/videos", Some(named));
+        assert_eq!((code, error["error"]["param"].as_str()), (400, Some(field)));
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("as the file part `{part}`")),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        file_names(&server.videos),
+        [
+            ".skyreels-owner".to_string(),
+            format!("{clip_id}.json"),
+            format!("{clip_id}.mp4"),
+        ],
+        "no refused upload is left"
+    );
+    let metrics = server.text("/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "skyreels_requests_rejected_total{{reason=\"invalid\"}} {refusals}"
+        )),
+        "{metrics}"
+    );
 }

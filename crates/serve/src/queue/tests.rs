@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::executor::Prepared;
+use crate::reference::{Inputs, Reference};
 
 /// What the double does when run.
 #[derive(Clone, Copy, PartialEq)]
@@ -15,6 +16,8 @@ enum Behaviour {
     Fail,
     Panic,
     BlockUntilCancelled,
+    /// Runs on, cancelled or not, until the test sets [`Double::release`] (a long step).
+    BlockUntilReleased,
     WriteNothing,
 }
 
@@ -28,6 +31,7 @@ struct DoubleJob {
 struct Double {
     max_steps: u64,
     runs: Mutex<Vec<usize>>,
+    release: std::sync::atomic::AtomicBool,
 }
 
 impl Double {
@@ -35,6 +39,7 @@ impl Double {
         Double {
             max_steps,
             runs: Mutex::new(Vec::new()),
+            release: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -42,11 +47,7 @@ impl Double {
 impl Executor for Double {
     type Job = DoubleJob;
 
-    fn prepare(
-        &self,
-        body: Value,
-        input_reference: Option<&Path>,
-    ) -> Result<Prepared<DoubleJob>, RequestError> {
+    fn prepare(&self, body: Value, inputs: &Inputs) -> Result<Prepared<DoubleJob>, RequestError> {
         let steps = match body.get("steps") {
             None => 3,
             Some(value) => value
@@ -65,6 +66,7 @@ impl Executor for Double {
             Some("fail") => Behaviour::Fail,
             Some("panic") => Behaviour::Panic,
             Some("block") => Behaviour::BlockUntilCancelled,
+            Some("block_until_released") => Behaviour::BlockUntilReleased,
             Some("write_nothing") => Behaviour::WriteNothing,
             Some(other) => {
                 return Err(RequestError {
@@ -74,8 +76,8 @@ impl Executor for Double {
             }
         };
         let mut request = json!({"steps": steps});
-        if let Some(input) = input_reference {
-            request["prepared_with"] = json!(input);
+        for (reference, input) in inputs.iter() {
+            request[format!("prepared_with_{}", reference.field())] = json!(input);
         }
         Ok(Prepared {
             job: DoubleJob { steps, behaviour },
@@ -105,6 +107,15 @@ impl Executor for Double {
                 control.set_percent(50.0);
                 std::thread::sleep(Duration::from_millis(1));
             },
+            Behaviour::BlockUntilReleased => {
+                control.enter_stage("long_step");
+                while !self.release.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if control.is_cancelled() {
+                    return Err(JobError::Cancelled);
+                }
+            }
         }
         control.enter_stage("write");
         fs_err::write(output, b"mp4").map_err(|e| JobError::Failed(e.to_string()))
@@ -167,7 +178,7 @@ fn wait_for(queue: &Queue<Double>, id: &str, status: Status) -> JobView {
 #[test]
 fn a_job_runs_to_completion_with_timings_and_a_video() {
     let (_directory, queue) = start(4, keep_all());
-    let submitted = queue.submit(json!({"steps": 5}), None).unwrap();
+    let submitted = queue.submit(json!({"steps": 5}), Vec::new()).unwrap();
     assert_eq!(submitted.status, Status::Queued);
     assert_eq!(submitted.progress, 0);
     assert!(submitted.id.starts_with("video_") && submitted.id.len() == 30);
@@ -202,7 +213,7 @@ fn a_job_runs_to_completion_with_timings_and_a_video() {
 #[test]
 fn an_invalid_request_is_refused_naming_the_field() {
     let (_directory, queue) = start(4, keep_all());
-    let refused = queue.submit(json!({"steps": 0}), None).unwrap_err();
+    let refused = queue.submit(json!({"steps": 0}), Vec::new()).unwrap_err();
     match refused {
         SubmitError::Invalid(error) => assert_eq!(error.field.as_deref(), Some("steps")),
         other => panic!("expected Invalid, got {other:?}"),
@@ -214,11 +225,13 @@ fn an_invalid_request_is_refused_naming_the_field() {
 #[test]
 fn a_full_queue_refuses_and_cancels_free_a_place() {
     let (_directory, queue) = start(1, keep_all());
-    let running = queue.submit(json!({"behaviour": "block"}), None).unwrap();
+    let running = queue
+        .submit(json!({"behaviour": "block"}), Vec::new())
+        .unwrap();
     wait_for(&queue, &running.id, Status::InProgress);
-    let waiting = queue.submit(json!({}), None).unwrap();
+    let waiting = queue.submit(json!({}), Vec::new()).unwrap();
     assert_eq!(
-        queue.submit(json!({}), None).unwrap_err(),
+        queue.submit(json!({}), Vec::new()).unwrap_err(),
         SubmitError::Full { max_queue: 1 }
     );
     assert_eq!(queue.metrics().rejected_full, 1);
@@ -232,7 +245,7 @@ fn a_full_queue_refuses_and_cancels_free_a_place() {
         other => panic!("expected Cancelled, got {other:?}"),
     }
     assert_eq!(queue.metrics().queue_depth, 0);
-    let next = queue.submit(json!({}), None).unwrap();
+    let next = queue.submit(json!({}), Vec::new()).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(10);
     while queue.get(&running.id).unwrap().progress != 50 {
@@ -263,12 +276,16 @@ fn a_full_queue_refuses_and_cancels_free_a_place() {
 #[test]
 fn failing_and_panicking_jobs_are_recorded_and_the_worker_goes_on() {
     let (_directory, queue) = start(8, keep_all());
-    let failing = queue.submit(json!({"behaviour": "fail"}), None).unwrap();
-    let panicking = queue.submit(json!({"behaviour": "panic"}), None).unwrap();
-    let silent = queue
-        .submit(json!({"behaviour": "write_nothing"}), None)
+    let failing = queue
+        .submit(json!({"behaviour": "fail"}), Vec::new())
         .unwrap();
-    let fine = queue.submit(json!({}), None).unwrap();
+    let panicking = queue
+        .submit(json!({"behaviour": "panic"}), Vec::new())
+        .unwrap();
+    let silent = queue
+        .submit(json!({"behaviour": "write_nothing"}), Vec::new())
+        .unwrap();
+    let fine = queue.submit(json!({}), Vec::new()).unwrap();
     wait_for(&queue, &fine.id, Status::Completed);
     let failure = |id: &str| queue.get(id).unwrap().error.unwrap();
     assert_eq!(failure(&failing.id).code, "job_failed");
@@ -292,7 +309,7 @@ fn retention_deletes_the_oldest_finished_jobs_and_their_videos() {
         },
     );
     let ids: Vec<String> = (0..3)
-        .map(|_| queue.submit(json!({"steps": 1}), None).unwrap().id)
+        .map(|_| queue.submit(json!({"steps": 1}), Vec::new()).unwrap().id)
         .collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     while queue.get(&ids[2]).map(|v| v.status) != Some(Status::Completed) {
@@ -320,7 +337,7 @@ fn finished_jobs_expire_after_the_retention_age() {
             max_age: Duration::from_millis(200),
         },
     );
-    let id = queue.submit(json!({"steps": 1}), None).unwrap().id;
+    let id = queue.submit(json!({"steps": 1}), Vec::new()).unwrap().id;
     wait_for(&queue, &id, Status::Completed);
     assert!(queue.videos_dir_has(&id));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -332,26 +349,36 @@ fn finished_jobs_expire_after_the_retention_age() {
 }
 
 #[test]
-fn shutdown_keeps_waiting_jobs_queued_and_interrupts_the_running_one_after_the_grace() {
-    let (_directory, queue) = start(8, keep_all());
-    let running = queue.submit(json!({"behaviour": "block"}), None).unwrap();
+fn shutdown_keeps_waiting_jobs_queued_and_queues_the_running_one_again_after_the_grace() {
+    let (directory, queue) = start(8, keep_all());
+    let running = queue
+        .submit(json!({"behaviour": "block"}), Vec::new())
+        .unwrap();
     wait_for(&queue, &running.id, Status::InProgress);
-    let waiting = queue.submit(json!({}), None).unwrap();
+    let waiting = queue.submit(json!({}), Vec::new()).unwrap();
     let outcome = queue.shutdown(Duration::from_millis(50), Duration::from_secs(10));
     assert_eq!(outcome, ShutdownOutcome::InterruptedRunning);
     let interrupted = queue.get(&running.id).unwrap();
-    assert_eq!(interrupted.status, Status::Failed);
     assert_eq!(
-        interrupted.error,
-        Some(failure(
-            "interrupted",
-            "interrupted by a server restart; submit the request again"
-        ))
+        (
+            interrupted.status,
+            interrupted.progress,
+            interrupted.restarts,
+            interrupted.started_at,
+            interrupted.error
+        ),
+        (Status::Queued, 0, 1, None, None)
+    );
+    let stored = store::load(&directory.path().join("videos")).unwrap().jobs;
+    let stored = stored.iter().find(|job| job.id == running.id).unwrap();
+    assert_eq!(
+        (stored.status, stored.progress, stored.restarts),
+        (Status::Queued, 0, 1)
     );
     assert_eq!(queue.get(&waiting.id).unwrap().status, Status::Queued);
     assert_eq!(*queue.shared.executor.runs.lock().unwrap(), [3]);
     assert_eq!(
-        queue.submit(json!({}), None).unwrap_err(),
+        queue.submit(json!({}), Vec::new()).unwrap_err(),
         SubmitError::ShuttingDown
     );
     assert!(!queue.is_accepting());
@@ -360,11 +387,25 @@ fn shutdown_keeps_waiting_jobs_queued_and_interrupts_the_running_one_after_the_g
 #[test]
 fn shutdown_lets_a_short_running_job_finish() {
     let (_directory, queue) = start(8, keep_all());
-    let running = queue.submit(json!({"steps": 20}), None).unwrap();
+    let running = queue.submit(json!({"steps": 20}), Vec::new()).unwrap();
     wait_for(&queue, &running.id, Status::InProgress);
     let outcome = queue.shutdown(Duration::from_secs(10), Duration::from_secs(10));
     assert_eq!(outcome, ShutdownOutcome::Drained);
     assert_eq!(queue.get(&running.id).unwrap().status, Status::Completed);
+}
+
+/// A record of job `id` found `in_progress` at start-up (the server crashed while it ran), made
+/// from the finished record `like`.
+fn crashed_record(videos: &Path, like: &StoredJob, id: &str) -> StoredJob {
+    let mut record = like.clone();
+    record.id = id.into();
+    record.status = Status::InProgress;
+    record.progress = 40;
+    record.finished_at = None;
+    record.video = None;
+    store::save(videos, &record).unwrap();
+    fs_err::write(videos.join(format!(".{id}.mp4.Xy12Ab.partial")), b"ha").unwrap();
+    record
 }
 
 #[test]
@@ -372,18 +413,27 @@ fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
     let directory = tempfile::tempdir().unwrap();
     let videos = directory.path().join("videos");
     let first = start_in(&videos, 8, Double::new(1000), keep_all());
-    let completed = first.submit(json!({"steps": 4}), None).unwrap();
-    let failed = first.submit(json!({"behaviour": "fail"}), None).unwrap();
+    let completed = first.submit(json!({"steps": 4}), Vec::new()).unwrap();
+    let failed = first
+        .submit(json!({"behaviour": "fail"}), Vec::new())
+        .unwrap();
     wait_for(&first, &failed.id, Status::Failed);
     let completed = wait_for(&first, &completed.id, Status::Completed);
     let failed = first.get(&failed.id).unwrap();
-    let running = first.submit(json!({"behaviour": "block"}), None).unwrap();
+    let running = first
+        .submit(json!({"behaviour": "block"}), Vec::new())
+        .unwrap();
     wait_for(&first, &running.id, Status::InProgress);
     let queued: Vec<String> = [7, 2, 50, 5]
         .into_iter()
-        .map(|steps| first.submit(json!({"steps": steps}), None).unwrap().id)
+        .map(|steps| {
+            first
+                .submit(json!({"steps": steps}), Vec::new())
+                .unwrap()
+                .id
+        })
         .collect();
-    let cancelled = first.submit(json!({}), None).unwrap();
+    let cancelled = first.submit(json!({}), Vec::new()).unwrap();
     first.cancel(&cancelled.id).unwrap();
     let cancelled = first.get(&cancelled.id).unwrap();
     assert_eq!(
@@ -391,16 +441,31 @@ fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
         ShutdownOutcome::InterruptedRunning
     );
     drop(first);
-    let crashed = "video_00000000000000000000c4a5";
-    let mut in_progress = store::load(&videos).unwrap().jobs[0].clone();
-    in_progress.id = crashed.into();
-    in_progress.status = Status::InProgress;
-    in_progress.finished_at = None;
-    in_progress.video = None;
-    store::save(&videos, &in_progress).unwrap();
-    fs_err::write(videos.join(format!("{crashed}.mp4")), b"half").unwrap();
-    let partial = videos.join(format!(".{crashed}.mp4.Xy12Ab.partial"));
-    fs_err::write(&partial, b"ha").unwrap();
+    let like = store::load(&videos).unwrap().jobs[0].clone();
+    assert_eq!(like.id, completed.id);
+    let written = "video_00000000000000000000c4a5";
+    crashed_record(&videos, &like, written);
+    fs_err::write(videos.join(format!("{written}.mp4")), b"mp4").unwrap();
+    let rerun = "video_00000000000000000000c4a6";
+    crashed_record(&videos, &like, rerun);
+    let asked_to_stop = "video_00000000000000000000c4a7";
+    let mut record = crashed_record(&videos, &like, asked_to_stop);
+    record.cancel_requested = true;
+    store::save(&videos, &record).unwrap();
+    let too_often = "video_00000000000000000000c4a8";
+    let mut record = crashed_record(&videos, &like, too_often);
+    record.restarts = MAX_RESTARTS;
+    store::save(&videos, &record).unwrap();
+    let upload_gone = "video_00000000000000000000c4a9";
+    let mut record = crashed_record(&videos, &like, upload_gone);
+    record.input_reference = Some(Reference::FirstFrame.file_name(upload_gone, "png"));
+    fs_err::write(
+        videos.join(Reference::FirstFrame.file_name(upload_gone, "png")),
+        b"kept",
+    )
+    .unwrap();
+    record.video_reference = Some(Reference::Video.file_name(upload_gone, "mp4"));
+    store::save(&videos, &record).unwrap();
 
     let second = start_in(&videos, 8, Double::new(10), keep_all());
     assert_eq!(second.get(&completed.id).unwrap(), completed);
@@ -410,25 +475,69 @@ fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
     );
     assert_eq!(second.get(&failed.id).unwrap(), failed);
     assert_eq!(second.get(&cancelled.id).unwrap(), cancelled);
-    let interrupted = failure(
-        "interrupted",
-        "interrupted by a server restart; submit the request again",
+    let view = second.get(written).unwrap();
+    assert_eq!(
+        (view.status, view.progress, view.error),
+        (Status::Completed, 100, None),
+        "a video written before the crash is kept"
     );
     assert_eq!(
-        second.get(&running.id).unwrap().error,
-        Some(interrupted.clone())
+        fs_err::read(second.video(written).unwrap()).unwrap(),
+        b"mp4"
     );
-    let crashed_view = second.get(crashed).unwrap();
+    let view = second.get(asked_to_stop).unwrap();
     assert_eq!(
-        (crashed_view.status, crashed_view.error),
-        (Status::Failed, Some(interrupted))
+        (view.status, view.error),
+        (
+            Status::Cancelled,
+            Some(failure(
+                "cancelled",
+                "cancelled while running (the server stopped before the job did)"
+            ))
+        )
     );
-    assert!(!videos.join(format!("{crashed}.mp4")).exists());
-    assert!(!partial.exists());
+    let view = second.get(too_often).unwrap();
+    assert_eq!(
+        (view.status, view.error),
+        (Status::Failed, Some(failure("interrupted", INTERRUPTED)))
+    );
+    assert!(INTERRUPTED.contains(&format!("ran {} times", MAX_RESTARTS + 1)));
+    let view = second.get(upload_gone).unwrap();
+    assert_eq!(
+        (view.status, view.error),
+        (
+            Status::Failed,
+            Some(failure(
+                "input_missing",
+                format!(
+                    "its uploaded video_reference {upload_gone}.video.mp4 is no longer in the videos directory\n  fix: submit the request again with the upload"
+                )
+            ))
+        )
+    );
+    for id in [written, rerun, asked_to_stop, too_often, upload_gone] {
+        assert!(
+            !videos.join(format!(".{id}.mp4.Xy12Ab.partial")).exists(),
+            "{id}'s unfinished video is deleted"
+        );
+    }
+    let view = wait_for(&second, rerun, Status::Completed);
+    assert_eq!((view.progress, view.restarts), (100, 1));
+    let restarted = wait_for(&second, &running.id, Status::InProgress);
+    assert_eq!(restarted.restarts, 1);
+    assert!(matches!(
+        second.cancel(&running.id),
+        Some(CancelOutcome::Requested(_))
+    ));
+    wait_for(&second, &running.id, Status::Cancelled);
     for id in [&queued[0], &queued[1], &queued[3]] {
         assert_eq!(wait_for(&second, id, Status::Completed).progress, 100);
     }
-    assert_eq!(*second.shared.executor.runs.lock().unwrap(), [7, 2, 5]);
+    assert_eq!(
+        *second.shared.executor.runs.lock().unwrap(),
+        [4, 3, 7, 2, 5],
+        "the crashed job and the one the shutdown stopped run again first, in their order"
+    );
     let refused = second.get(&queued[2]).unwrap();
     assert_eq!(refused.status, Status::Failed);
     let refusal = refused.error.unwrap();
@@ -438,17 +547,59 @@ fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
         "the restarted server no longer accepts this request (field `steps`): steps must be an integer from 1 to 10, got 50"
     );
     let order: Vec<String> = second.list().into_iter().map(|view| view.id).collect();
-    let mut expected = vec![completed.id.clone(), failed.id.clone(), running.id.clone()];
+    let mut expected: Vec<String> = [written, rerun, asked_to_stop, too_often, upload_gone]
+        .map(String::from)
+        .to_vec();
+    expected.extend([completed.id.clone(), failed.id.clone(), running.id.clone()]);
     expected.extend(queued.iter().cloned());
     expected.push(cancelled.id.clone());
-    expected.insert(0, crashed.to_string());
     assert_eq!(order, expected);
     drop(second);
 
     let third = start_in(&videos, 8, Double::new(10), keep_all());
     assert_eq!(third.get(&queued[0]).unwrap().status, Status::Completed);
+    assert_eq!(third.get(rerun).unwrap().status, Status::Completed);
+    assert_eq!(third.get(&running.id).unwrap().status, Status::Cancelled);
     assert_eq!(third.metrics().queue_depth, 0);
     assert!(third.shared.executor.runs.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_cancel_asked_of_a_running_job_is_in_its_record_before_the_job_stops() {
+    let (directory, queue) = start(8, keep_all());
+    let videos = directory.path().join("videos");
+    let running = queue
+        .submit(json!({"behaviour": "block_until_released"}), Vec::new())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue.get(&running.id).unwrap().stage != Some("long_step") {
+        assert!(
+            Instant::now() < deadline,
+            "the job never reached its long step"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(matches!(
+        queue.cancel(&running.id),
+        Some(CancelOutcome::Requested(_))
+    ));
+    let stored = &store::load(&videos).unwrap().jobs[0];
+    assert_eq!(
+        (stored.status, stored.cancel_requested),
+        (Status::InProgress, true),
+        "a server killed now cancels the job at its next start instead of running it again"
+    );
+    queue
+        .shared
+        .executor
+        .release
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for(&queue, &running.id, Status::Cancelled);
+    let stored = &store::load(&videos).unwrap().jobs[0];
+    assert_eq!(
+        (stored.status, stored.cancel_requested),
+        (Status::Cancelled, false)
+    );
 }
 
 #[test]
@@ -457,7 +608,7 @@ fn retention_applies_to_restored_jobs_and_deletes_their_records_and_videos() {
     let videos = directory.path().join("videos");
     let first = start_in(&videos, 8, Double::new(10), keep_all());
     let ids: Vec<String> = (0..3)
-        .map(|_| first.submit(json!({"steps": 1}), None).unwrap().id)
+        .map(|_| first.submit(json!({"steps": 1}), Vec::new()).unwrap().id)
         .collect();
     wait_for(&first, &ids[2], Status::Completed);
     drop(first);
@@ -497,7 +648,7 @@ fn a_restored_completed_job_whose_video_is_gone_is_failed() {
     let directory = tempfile::tempdir().unwrap();
     let videos = directory.path().join("videos");
     let first = start_in(&videos, 8, Double::new(10), keep_all());
-    let id = first.submit(json!({"steps": 1}), None).unwrap().id;
+    let id = first.submit(json!({"steps": 1}), Vec::new()).unwrap().id;
     wait_for(&first, &id, Status::Completed);
     drop(first);
     fs_err::remove_file(videos.join(format!("{id}.mp4"))).unwrap();
@@ -538,37 +689,73 @@ impl Queue<Double> {
 fn an_upload_becomes_the_jobs_file_until_the_job_is_deleted_and_goes_at_once_when_refused() {
     let (directory, queue) = start(1, keep_all());
     let videos = directory.path().join("videos");
-    let upload = |bytes: &[u8]| {
+    let upload = |reference: Reference, extension: &'static str, bytes: &[u8]| {
         let path = queue.upload_path();
         assert_eq!(path.parent(), Some(videos.as_path()));
         fs_err::write(&path, bytes).unwrap();
         Upload {
+            reference,
             path,
-            extension: "png",
+            extension,
         }
     };
-    let refused = upload(b"refused");
+    let first_frame = |bytes: &[u8]| upload(Reference::FirstFrame, "png", bytes);
+    let refused = [
+        first_frame(b"refused"),
+        upload(Reference::Video, "mp4", b"refused video"),
+    ];
     assert!(matches!(
-        queue.submit(json!({"steps": 0}), Some(refused.clone())),
+        queue.submit(json!({"steps": 0}), refused.to_vec()),
         Err(SubmitError::Invalid(_))
     ));
-    assert!(!refused.path.exists());
+    assert!(refused.iter().all(|upload| !upload.path.exists()));
 
+    let uploads = vec![
+        first_frame(b"first"),
+        upload(Reference::LastFrame, "jpg", b"last"),
+        upload(Reference::Video, "mp4", b"clip"),
+    ];
     let running = queue
-        .submit(json!({"behaviour": "block"}), Some(upload(b"first")))
+        .submit(json!({"behaviour": "block"}), uploads)
         .unwrap();
-    let input = videos.join(format!("{}.input.png", running.id));
-    assert_eq!(fs_err::read(&input).unwrap(), b"first");
-    assert_eq!(running.request["prepared_with"], json!(input));
+    let id = &running.id;
+    for (field, name, bytes) in [
+        ("input_reference", format!("{id}.input.png"), &b"first"[..]),
+        (
+            "last_frame_reference",
+            format!("{id}.last_frame.jpg"),
+            b"last",
+        ),
+        ("video_reference", format!("{id}.video.mp4"), b"clip"),
+    ] {
+        let input = videos.join(&name);
+        assert_eq!(fs_err::read(&input).unwrap(), bytes);
+        assert_eq!(
+            running.request[&format!("prepared_with_{field}")],
+            json!(input)
+        );
+        assert_eq!(running.request[field], name.as_str());
+    }
+    let stored = &store::load(&videos).unwrap().jobs[0];
     assert_eq!(
-        running.request["input_reference"],
-        format!("{}.input.png", running.id)
+        (
+            stored.input_reference.clone(),
+            stored.last_frame_reference.clone(),
+            stored.video_reference.clone()
+        ),
+        (
+            Some(format!("{id}.input.png")),
+            Some(format!("{id}.last_frame.jpg")),
+            Some(format!("{id}.video.mp4"))
+        )
     );
     wait_for(&queue, &running.id, Status::InProgress);
-    let waiting = queue.submit(json!({}), Some(upload(b"second"))).unwrap();
-    let full = upload(b"third");
+    let waiting = queue
+        .submit(json!({}), vec![first_frame(b"second")])
+        .unwrap();
+    let full = first_frame(b"third");
     assert!(matches!(
-        queue.submit(json!({}), Some(full.clone())),
+        queue.submit(json!({}), vec![full.clone()]),
         Err(SubmitError::Full { max_queue: 1 })
     ));
     assert!(!full.path.exists());
