@@ -16,6 +16,9 @@ pub const KEY_VARIABLE: &str = "SKYREELS_API_KEY";
 /// The shortest key accepted, in characters.
 pub const MIN_KEY_LENGTH: usize = 16;
 
+/// The largest key file read (a key is one line).
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
 /// A command that makes a good key file.
 const MAKE_KEY: &str = "openssl rand -hex 32 > KEYFILE && chmod 600 KEYFILE";
 
@@ -100,11 +103,23 @@ impl ApiKey {
             path: path.to_path_buf(),
             source,
         };
-        let mode = std::fs::metadata(path)
-            .map_err(unreadable)?
-            .permissions()
-            .mode()
-            & 0o7777;
+        let metadata = std::fs::metadata(path).map_err(unreadable)?;
+        // A FIFO or device would block or never end: only a small regular file is read.
+        if !metadata.is_file() || metadata.len() > MAX_KEY_FILE_BYTES {
+            return Err(KeyError::Unusable {
+                source_name: format!("--api-key-file {}", path.display()),
+                problem: if metadata.is_file() {
+                    format!(
+                        "is {} bytes, more than the {MAX_KEY_FILE_BYTES} a key file may have",
+                        metadata.len()
+                    )
+                } else {
+                    "is not a regular file".into()
+                },
+                fix: make_key(path),
+            });
+        }
+        let mode = metadata.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
             return Err(KeyError::Exposed {
                 path: path.to_path_buf(),
@@ -193,6 +208,27 @@ mod tests {
         assert_eq!(format!("{key:?}"), "ApiKey(…)");
         let (_directory, read_only) = key_file(KEY, 0o400);
         assert!(ApiKey::from_file(&read_only).unwrap().matches(KEY));
+    }
+
+    #[test]
+    fn special_and_oversized_key_files_are_refused_before_reading() {
+        let directory = tempfile::tempdir().unwrap();
+        let fifo = directory.path().join("key.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let message = ApiKey::from_file(&fifo).unwrap_err().to_string();
+        assert!(message.contains("is not a regular file"), "{message}");
+        let (_directory, large) = key_file(&"a".repeat(5000), 0o600);
+        let message = ApiKey::from_file(&large).unwrap_err().to_string();
+        assert!(
+            message.contains("is 5000 bytes, more than the 4096"),
+            "{message}"
+        );
+        assert!(message.contains("fix: openssl rand -hex 32"), "{message}");
     }
 
     #[test]
