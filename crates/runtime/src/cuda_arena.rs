@@ -64,6 +64,14 @@ pub fn register(environment: &Environment, device: i32) -> Result<()> {
         keys.push(c"initial_chunk_size_bytes".as_ptr());
         values.push(megabytes << 20);
     }
+    // SKYREELS_CUDA_ARENA_MAX_EXTEND_MB caps each growth under SKYREELS_CUDA_ARENA_EXTEND=pow2.
+    if let Some(megabytes) = std::env::var("SKYREELS_CUDA_ARENA_MAX_EXTEND_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        keys.push(c"max_power_of_two_extend_bytes".as_ptr());
+        values.push(megabytes << 20);
+    }
     // SKYREELS_CUDA_ARENA=mempool: CUDA's own stream-ordered pool (cudaMallocFromPoolAsync)
     // instead of ONNX Runtime's best-fit arena, for measuring what the arena's fragmentation costs.
     if std::env::var("SKYREELS_CUDA_ARENA").is_ok_and(|v| v == "mempool") {

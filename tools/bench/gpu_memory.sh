@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Where the device memory of the 1.3B DiT forward and the 97-frame VAE decode goes, under the
+# arena and provider settings that can change it (issues 10 and 13), in one device call: each
+# variant runs dit_bench and vae_bench under measure.py (whole-process peak from nvidia-smi), and
+# each result line carries the CUDA arena's own statistics (live bytes at most, reserved bytes,
+# largest block). The DiT goal is the whole-process peak at or below diffusers' allocated 7.8 GiB;
+# the VAE's at or below 6.0 GiB. Prints one row per variant.
+# Variants: the default; the arena grown by powers of two, capped at 1 GiB per growth; one 6 GiB
+# first region (everything inside one region coalesces); channels-last convolutions (VAE only).
+# Needs: what compare.sh needs (its engine /tmp/skyreels-bench/engine-1.3b is made if missing).
+# Usage: tools/bench/gpu_memory.sh [RESULTS]      (BIN, default .carry/bin; ORT, /opt/ortgpu/ortlib)
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+results="${1:-${OUT:-/tmp}/memory.jsonl}"
+bin="${BIN:-.carry/bin}"
+ort="${ORT:-/opt/ortgpu/ortlib}"
+work="${WORK:-/tmp/skyreels-bench}"
+nvidia=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
+ours=(env "ORT_DYLIB_PATH=$ort/libonnxruntime.so"
+  "LD_LIBRARY_PATH=$ort:/usr/local/cuda-13.0/targets/x86_64-linux/lib:$nvidia/cu13/lib:/usr/lib/x86_64-linux-gnu:$nvidia/cudnn/lib")
+if [ ! -f "$work/engine-1.3b/manifest.yaml" ]; then
+  mkdir -p "$work"
+  [ -f "$work/dit-1.3b/model.safetensors" ] || "$bin/write_random_dit" 1.3b "$work/dit-1.3b" >/dev/null
+  [ -f "$work/dit-1.3b/Wan2.1_VAE.safetensors" ] || "$bin/write_random_vae" wan21 "$work/dit-1.3b"
+  "$bin/skyreels-export" "$work/dit-1.3b" --out "$work/engine-1.3b" --target cuda --dtype bf16 --require dit --force >/dev/null || exit 1
+fi
+measure() {
+  local label="$1"; shift
+  timeout 120 python3 "$here/measure.py" --label "$label" --side ours --results "$results" -- "$@" >/dev/null
+}
+variants=(
+  "default:"
+  "pow2-1g:SKYREELS_CUDA_ARENA_EXTEND=pow2 SKYREELS_CUDA_ARENA_MAX_EXTEND_MB=1024"
+  "first-6g:SKYREELS_CUDA_ARENA_INITIAL_MB=6144"
+  "nhwc:SKYREELS_CUDA_PREFER_NHWC=1"
+)
+for variant in "${variants[@]}"; do
+  name="${variant%%:*}"
+  # shellcheck disable=SC2206  # a list of VAR=VALUE words
+  settings=(${variant#*:})
+  if [ "$name" != nhwc ]; then
+    measure "dit $name" "${ours[@]}" "${settings[@]}" "$bin/dit_bench" "$work/engine-1.3b" cuda 25 68 120 3
+  fi
+  measure "vae $name" "${ours[@]}" "${settings[@]}" "$bin/vae_bench" "$work/engine-1.3b" cuda 25 68 120
+done
+python3 - "$results" <<'PY'
+import json, sys
+gib = lambda b: f"{b / 2**30:.2f}" if b is not None else "-"
+print("| variant | seconds | peak (nvidia-smi) GiB | arena live at most GiB | reserved GiB | largest block GiB |")
+print("|---|---|---|---|---|---|")
+for line in open(sys.argv[1]):
+    d = json.loads(line)
+    arena = d.get("arena") or d.get("arena_after_decode") or {}
+    peak = (d.get("measured") or {}).get("peak_process_mib")
+    seconds = d.get("median_s") or d.get("decode_s")
+    print(f"| {d['label']} | {seconds if seconds is not None else d.get('error')} | {peak / 1024 if peak else '-':.2f} | "
+          f"{gib(arena.get('max_in_use'))} | {gib(arena.get('reserved'))} | {gib(arena.get('max_allocation'))} |"
+          if peak else f"| {d['label']} | {d.get('error')} | - | - | - | - |")
+PY
