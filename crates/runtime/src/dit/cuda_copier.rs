@@ -7,8 +7,9 @@
 //! this wait costs only the copy still in flight, which the next layer needs anyway). The copy of
 //! layer `i + 1` is issued before layer `i` runs, so it overlaps layer `i`'s compute.
 //! The slots are tensors ONNX Runtime owns, not views over memory allocated here: `ort` clones a
-//! borrowed tensor when it is bound as an input, through a copy session whose lock it keeps, and
-//! the second borrowed input of a run then waits on that lock for ever (seen on an H200, run 9).
+//! borrowed tensor when it is bound as an input (a copy through its identity sessions, behind one
+//! global lock), and with borrowed views every streamed forward hung in its first layer waiting on
+//! a lock (H200, run 9).
 //! cudarc gives streams, events and pinned memory; raw pointers are confined to this module.
 #![expect(
     unsafe_code,
