@@ -182,7 +182,7 @@ fn main() -> anyhow::Result<()> {
                 "windows": generation.stats.windows, "dit_forwards": generation.stats.forwards,
                 "blocks_computed": generation.stats.blocks_computed, "blocks_skipped": generation.stats.blocks_skipped,
                 "video": video.shape, "finite": video.data.iter().all(|v| v.is_finite()),
-                "process": ProcessReport::collect(&backend)})
+                "arena": decoder.arena_stats()?, "process": ProcessReport::collect(&backend)})
         );
     }
     Ok(())
