@@ -319,16 +319,23 @@ fn tiny_engine() -> &'static Path {
     engine
 }
 
-fn generate(extra: &[&str]) -> (Output, String, tempfile::TempDir) {
-    let directory = tempfile::tempdir().unwrap();
-    let out = directory.path().join("out.mp4");
+/// `skyreels generate` on the tiny engine, writing `out`.
+fn generate_command(out: &Path) -> Command {
     let mut command = Command::new(BINARY);
     command
         .arg("generate")
         .arg("--engines")
         .arg(tiny_engine())
         .arg("--out")
-        .arg(&out)
+        .arg(out);
+    command
+}
+
+fn generate(extra: &[&str]) -> (Output, String, tempfile::TempDir) {
+    let directory = tempfile::tempdir().unwrap();
+    let out = directory.path().join("out.mp4");
+    let mut command = generate_command(&out);
+    command
         .args([
             "--prompt",
             "a fox",
@@ -831,13 +838,8 @@ fn ulysses_over_two_and_four_ranks_matches_one_rank_with_four_heads() {
 fn latents_of(extra: &[&str], environment: &[(&str, &str)]) -> (Vec<f32>, String) {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("latents.safetensors");
-    let mut command = Command::new(BINARY);
+    let mut command = generate_command(&directory.path().join("out.mp4"));
     command
-        .arg("generate")
-        .arg("--engines")
-        .arg(tiny_engine())
-        .arg("--out")
-        .arg(directory.path().join("out.mp4"))
         .arg("--save-latents")
         .arg(&path)
         .args(["--prompt", "a fox", "--threads", "1", "--log-level", "info"])
