@@ -20,7 +20,7 @@ use skyreels_contract::io;
 
 use super::axis::{AllToAll, Concat};
 use super::layout::agree;
-use super::shard::{TokenSharding, drop_padding, frame_slice, slice_frames, slice_rope};
+use super::shard::{TokenSharding, drop_padding, frame_slice, slice_frames};
 use super::values::{ValueTransfer, element_bytes, tensor_type};
 use crate::device_upload::DeviceUpload;
 use crate::dit::attention::{GraphAttention, SelfAttention};
@@ -59,6 +59,14 @@ struct Buffers<B> {
     output_receive: B,
 }
 
+/// The rank's rows of `rope_cos` and `rope_sin`, for one (bytes, real rows) `key`; their padding
+/// rows hold the identity rotation (cos 1, sin 0), written once.
+struct RopeBuffers<B> {
+    key: (usize, usize),
+    cos: B,
+    sin: B,
+}
+
 /// One rank of a Ulysses group running the DiT's layers on its token slice.
 pub struct UlyssesDit<C: ValueTransfer> {
     group: C,
@@ -72,6 +80,7 @@ pub struct UlyssesDit<C: ValueTransfer> {
     gather: Option<(usize, C::Buffer, C::Buffer)>,
     /// The rank's rows of `patch_tokens`, keyed by (bytes, real rows).
     slice_buffer: Option<((usize, usize), C::Buffer)>,
+    rope_buffers: Option<RopeBuffers<C::Buffer>>,
     decision: C::Buffer,
     /// Uploads to the GPU the graphs run on (CUDA): sliced inputs go there once per forward.
     upload: Option<DeviceUpload>,
@@ -121,10 +130,71 @@ impl<C: ValueTransfer> UlyssesDit<C> {
             buffers: None,
             gather: None,
             slice_buffer: None,
+            rope_buffers: None,
             decision,
             upload,
             timings: Timings::default(),
         })
+    }
+
+    /// Replaces `rope_cos` and `rope_sin` `[tokens, columns]` in `pool` by the rows `real` of this
+    /// rank, copied where the tables are (no trip through the host), then `shard_len - real.len()`
+    /// padding rows of the identity rotation.
+    fn slice_rope_rows(
+        &mut self,
+        pool: &mut TensorPool,
+        real: std::ops::Range<usize>,
+        shard_len: usize,
+    ) -> Result<()> {
+        let shape = pool.shape(io::ROPE_COS)?;
+        let [_, columns] = shape[..] else {
+            return Err(tensor_error(
+                io::ROPE_COS,
+                format!("is {shape:?}, expected [tokens, columns]"),
+            ));
+        };
+        let bytes = shard_len * columns * 4;
+        let key = (bytes, real.len());
+        let UlyssesDit {
+            group,
+            rope_buffers,
+            allocator,
+            ..
+        } = self;
+        if rope_buffers.as_ref().map(|buffers| buffers.key) != Some(key) {
+            *rope_buffers = None;
+            let mut cos = group.allocate(bytes)?;
+            let ones = vec![1.0f32; shard_len * columns];
+            group.write(&mut cos, bytemuck::cast_slice(&ones))?;
+            let sin = group.allocate(bytes)?;
+            *rope_buffers = Some(RopeBuffers { key, cos, sin });
+        }
+        let RopeBuffers { cos, sin, .. } = rope_buffers.as_mut().expect("allocated above");
+        for (name, buffer) in [(io::ROPE_COS, cos), (io::ROPE_SIN, sin)] {
+            let table = pool
+                .get(name)
+                .ok_or_else(|| tensor_error(name, "not produced by graph `embed`".into()))?;
+            let (dtype, table_shape) = tensor_type(table)?;
+            if dtype != TensorElementType::Float32 || table_shape != shape {
+                return Err(tensor_error(
+                    name,
+                    format!("is {dtype:?} {table_shape:?}, expected float32 {shape:?}"),
+                ));
+            }
+            group.write_value_range(
+                buffer,
+                table,
+                real.start * columns * 4..real.end * columns * 4,
+            )?;
+            let sliced = group.read_value(
+                buffer,
+                TensorElementType::Float32,
+                &[shard_len, columns],
+                allocator.as_ref(),
+            )?;
+            pool.insert(name, sliced);
+        }
+        Ok(())
     }
 
     /// Puts a host tensor into `pool` where the graphs run.
@@ -348,19 +418,7 @@ where
             self.allocator.as_ref(),
         )?;
         pool.insert(io::PATCH_TOKENS, sliced);
-        let (cos, sin) = (pool.to_host(io::ROPE_COS)?, pool.to_host(io::ROPE_SIN)?);
-        let columns = cos.shape[1];
-        let (cos, sin) = slice_rope(&cos.data, &sin.data, columns, &sharding, rank);
-        self.insert(
-            pool,
-            io::ROPE_COS,
-            &Tensor::new(vec![shard_len, columns], cos)?,
-        )?;
-        self.insert(
-            pool,
-            io::ROPE_SIN,
-            &Tensor::new(vec![shard_len, columns], sin)?,
-        )?;
+        self.slice_rope_rows(pool, real, shard_len)?;
         let row = 6 * dim;
         let modulation = per_group(&modulation, row, &frames.frames, &group_frames);
         self.insert(

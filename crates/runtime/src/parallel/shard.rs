@@ -114,21 +114,6 @@ pub fn drop_padding<T: Copy>(
     out
 }
 
-/// `rank`'s rows of the RoPE tables `rope_cos`, `rope_sin` (`[num_tokens, columns]`); padding rows
-/// are the identity rotation (cos 1, sin 0).
-pub fn slice_rope(
-    cos: &[f32],
-    sin: &[f32],
-    columns: usize,
-    sharding: &TokenSharding,
-    rank: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    (
-        take_shard(cos, 1, columns, sharding, rank, 1.0),
-        take_shard(sin, 1, columns, sharding, rank, 0.0),
-    )
-}
-
 /// The frames a shard touches and, per shard row, the index of its frame among them: what a
 /// sharded `blocks` graph needs to apply the per-frame modulation `[B, F, 6, D]` to its tokens
 /// without expanding it per token over the whole sequence.
@@ -287,16 +272,6 @@ mod tests {
             let back = drop_padding(&gathered, batch, row, &sharding);
             assert_eq!(back, full, "{tokens} tokens over {ranks}");
         }
-    }
-
-    #[test]
-    fn rope_padding_rows_are_the_identity_rotation() {
-        let sharding = TokenSharding::new(5, 2).unwrap();
-        let cos: Vec<f32> = (0..10).map(|i| i as f32).collect();
-        let sin: Vec<f32> = (0..10).map(|i| -(i as f32)).collect();
-        let (c1, s1) = slice_rope(&cos, &sin, 2, &sharding, 1);
-        assert_eq!(c1, vec![6.0, 7.0, 8.0, 9.0, 1.0, 1.0]);
-        assert_eq!(s1, vec![-6.0, -7.0, -8.0, -9.0, 0.0, 0.0]);
     }
 
     #[test]
