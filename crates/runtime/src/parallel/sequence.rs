@@ -20,7 +20,7 @@ use skyreels_contract::io;
 
 use super::axis::{AllToAll, Concat};
 use super::layout::agree;
-use super::shard::{TokenSharding, drop_padding, frame_slice, slice_frames};
+use super::shard::{TokenSharding, frame_slice, slice_frames};
 use super::values::{ValueTransfer, element_bytes, tensor_type};
 use crate::device_upload::DeviceUpload;
 use crate::dit::attention::{GraphAttention, SelfAttention};
@@ -97,6 +97,56 @@ struct Timings {
     all_to_all: f64,
     /// The head's gather and the unpatchify.
     gather: f64,
+}
+
+/// The velocity `[1, out, frames, height, width]` from the sliced head's outputs of every rank
+/// in rank order, each `[out, groups, 2, 2·group_len]`: row `ph` of group `k` holds the 2×2
+/// patches of the group's `group_len` tokens side by side (`column = 2·token + pw`). Padding
+/// tokens (past the real ones, at the end of the last shards) are dropped.
+fn unpatchify_rank_blocks(gathered: &[f32], slice: &Slice, out: usize) -> Result<Tensor> {
+    let (groups, group_len) = (slice.groups(), slice.group_len);
+    let width_in_block = 2 * group_len;
+    let block = out * groups * 2 * width_in_block;
+    let (shard_len, num_tokens) = (slice.sharding.shard_len(), slice.sharding.num_tokens);
+    let [frames, height, width] = slice.latent;
+    let (half_height, half_width) = (height / 2, width / 2);
+    if gathered.len() != block * slice.sharding.ranks
+        || num_tokens != frames * half_height * half_width
+    {
+        return Err(tensor_error(
+            io::VELOCITY,
+            format!(
+                "{} gathered values do not make {} ranks of [{out}, {groups}, 2, {width_in_block}] for {num_tokens} tokens of {:?}",
+                gathered.len(),
+                slice.sharding.ranks,
+                slice.latent
+            ),
+        ));
+    }
+    let mut full = vec![0.0f32; out * frames * height * width];
+    for (rank, values) in gathered.chunks_exact(block).enumerate() {
+        for c in 0..out {
+            for group in 0..groups {
+                for ph in 0..2 {
+                    let base = ((c * groups + group) * 2 + ph) * width_in_block;
+                    for column in 0..width_in_block {
+                        let token = rank * shard_len + group * group_len + column / 2;
+                        if token >= num_tokens {
+                            break;
+                        }
+                        let frame = token / (half_height * half_width);
+                        let y = token / half_width % half_height;
+                        let x = token % half_width;
+                        let at = ((c * frames + frame) * height + 2 * y + ph) * width
+                            + 2 * x
+                            + column % 2;
+                        full[at] = values[base + column];
+                    }
+                }
+            }
+        }
+    }
+    Tensor::new(vec![1, out, frames, height, width], full)
 }
 
 impl<C: ValueTransfer> UlyssesDit<C> {
@@ -451,38 +501,26 @@ where
         let slice = self.slice()?.clone();
         head.run(pool)?;
         let started = Instant::now();
-        let velocity = pool.to_host(io::VELOCITY)?;
         let (out, groups, group_len) = (self.out_dim, slice.groups(), slice.group_len);
-        if velocity.shape != [1, out, groups, 2, 2 * group_len] {
+        let width = 2 * group_len;
+        let value = pool
+            .get(io::VELOCITY)
+            .ok_or_else(|| tensor_error(io::VELOCITY, "not produced by graph `head`".into()))?;
+        let (dtype, shape) = tensor_type(value)?;
+        if dtype != TensorElementType::Float32 || shape != [1, out, groups, 2, width] {
             return Err(tensor_error(
                 io::VELOCITY,
                 format!(
-                    "is {:?}, expected [1, {out}, {groups}, 2, {}] from the sliced head",
-                    velocity.shape,
-                    2 * group_len
+                    "is {dtype:?} {shape:?}, expected float32 [1, {out}, {groups}, 2, {width}] from the sliced head"
                 ),
             ));
         }
-        // Per token its 2×2 patch: (ph, pw, c) → velocity[c, group, ph, 2w + pw].
-        let per_token = 4 * out;
-        let shard_len = slice.sharding.shard_len();
-        let mut rows = vec![0.0f32; shard_len * per_token];
-        let width = 2 * group_len;
-        for c in 0..out {
-            for group in 0..groups {
-                for ph in 0..2 {
-                    let base = ((c * groups + group) * 2 + ph) * width;
-                    for column in 0..width {
-                        let token = group * group_len + column / 2;
-                        let pw = column % 2;
-                        rows[token * per_token + (ph * 2 + pw) * out + c] =
-                            velocity.data[base + column];
-                    }
-                }
-            }
-        }
+        // Every rank's head output is gathered as it is (a device copy into the send buffer on
+        // GPUs) and unpatchified from the rank blocks in one pass on the host, which reads the
+        // velocity anyway.
         let ranks = self.group.size();
-        let bytes = rows.len() * 4;
+        let block = out * groups * 2 * width;
+        let bytes = block * 4;
         if self.gather.as_ref().map(|g| g.0) != Some(bytes) {
             self.gather = None;
             let send = self.group.allocate(bytes)?;
@@ -490,30 +528,13 @@ where
             self.gather = Some((bytes, send, receive));
         }
         let (_, send, receive) = self.gather.as_mut().expect("allocated above");
-        let concat = Concat::new(vec![rows.len()], 0, ranks, 4)?;
-        self.group.write(send, bytemuck::cast_slice(&rows))?;
+        self.group.write_value_range(send, value, 0..bytes)?;
+        let concat = Concat::new(vec![block], 0, ranks, 4)?;
         self.group.all_gather(send, receive, &concat)?;
-        let mut gathered = vec![0.0f32; rows.len() * ranks];
+        let mut gathered = vec![0.0f32; block * ranks];
         self.group
             .read(receive, bytemuck::cast_slice_mut(&mut gathered))?;
-        let tokens = drop_padding(&gathered, 1, per_token, &slice.sharding);
-        let [frames, height, width] = slice.latent;
-        let (half_height, half_width) = (height / 2, width / 2);
-        let mut full = vec![0.0f32; out * frames * height * width];
-        for (token, values) in tokens.chunks_exact(per_token).enumerate() {
-            let frame = token / (half_height * half_width);
-            let y = token / half_width % half_height;
-            let x = token % half_width;
-            for ph in 0..2 {
-                for pw in 0..2 {
-                    for c in 0..out {
-                        let at = ((c * frames + frame) * height + 2 * y + ph) * width + 2 * x + pw;
-                        full[at] = values[(ph * 2 + pw) * out + c];
-                    }
-                }
-            }
-        }
-        let velocity = Tensor::new(vec![1, out, frames, height, width], full)?;
+        let velocity = unpatchify_rank_blocks(&gathered, &slice, out)?;
         // The sampler reads the velocity on the host: it stays there.
         pool.insert_f32(io::VELOCITY, &velocity)?;
         self.timings.gather += started.elapsed().as_secs_f64();
