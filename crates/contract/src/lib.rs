@@ -3,6 +3,7 @@
 //! Kept free of heavy dependencies so the deployed runtime stays small.
 
 pub mod config;
+pub mod error_report;
 pub mod files;
 pub mod graph_entry;
 pub mod image;

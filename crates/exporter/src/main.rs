@@ -59,8 +59,17 @@ struct Args {
     force: bool,
 }
 
-fn main() -> anyhow::Result<()> {
-    export(Args::parse()).map_err(with_write_fix)
+fn main() -> std::process::ExitCode {
+    match export(Args::parse()).map_err(with_write_fix) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!(
+                "Error: {}",
+                skyreels_contract::error_report::error_report(error.as_ref())
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Adds the fix for a failed write (full disk, file-size or quota limit, read-only file system);

@@ -983,3 +983,21 @@ fn stale_staging_of_a_dead_export_is_removed_and_nothing_else() {
     );
     drop(held);
 }
+
+#[test]
+fn errors_name_the_problem_and_fix_without_a_backtrace_even_with_rust_backtrace_set() {
+    let directory = tempfile::tempdir().unwrap();
+    let output = Command::new(BINARY)
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .arg(directory.path().join("no-checkpoint"))
+        .arg("--out")
+        .arg(directory.path().join("engine"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("Error: "), "{stderr}");
+    assert!(stderr.contains("fix:"), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+}

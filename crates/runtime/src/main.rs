@@ -463,7 +463,10 @@ fn main() -> ExitCode {
                     "{error:#}"
                 )));
             }
-            eprintln!("Error: {error:?}");
+            eprintln!(
+                "Error: {}",
+                skyreels_contract::error_report::error_report(error.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

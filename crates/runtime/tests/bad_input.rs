@@ -1172,3 +1172,18 @@ fn a_layer_weight_length_at_the_edge_of_u64_is_refused() {
         assert_refused(&output, &stderr, &["re-export the engine"]);
     }
 }
+
+#[test]
+fn errors_name_the_problem_and_fix_without_a_backtrace_even_with_rust_backtrace_set() {
+    let directory = tempfile::tempdir().unwrap();
+    let missing = directory.path().join("no-engine");
+    let mut command = generate(&missing, &directory.path().join("out.mp4"), &[]);
+    command
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1");
+    let (output, stderr) = run(command);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("Error: "), "{stderr}");
+    assert!(stderr.contains("fix:"), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+}

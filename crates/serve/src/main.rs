@@ -93,8 +93,21 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
     })
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    match start(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!(
+                "Error: {}",
+                skyreels_contract::error_report::error_report(error.as_ref())
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the server `args` describe and runs it until it is told to stop.
+fn start(args: Args) -> anyhow::Result<()> {
     skyreels_runtime::logging::init(
         LevelFilter::INFO,
         match args.log_format {
