@@ -18,7 +18,7 @@
 # Defaults: --work /tmp/skyreels-bench, --bin .carry/bin, --ort /opt/ortgpu/ortlib (unpacked from
 # the parts that ../shared/tools/gpu-carry.sh split, in --ort-parts /opt/ortgpu, if missing),
 # --wheels .whl, --site /tmp/site, --results $OUT/results.jsonl (else WORK/results.jsonl),
-# --iterations 3, --causal-block-size 5, --timeout 420 (seconds per process).
+# --iterations 3, --causal-block-size 5 (1 with --smoke), --timeout 420 (seconds per process).
 # GROUPS (comma-separated, run in this order; default dit,vae):
 #   dit      DiT 1.3B forward 544x960x97 (25x68x120 latents): ours non-causal and block-causal,
 #            diffusers non-causal and block-causal, diffusers + torch.compile (non-causal)
@@ -52,7 +52,7 @@ ort_parts="/opt/ortgpu"
 wheels=".whl"
 site="/tmp/site"
 iterations=3
-causal_block_size=5
+causal_block_size=""
 once=false
 timeout=420
 smoke=false
@@ -89,6 +89,10 @@ for group in ${groups//,/ }; do
 done
 wants() { case ",$groups," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 results="${results:-${OUT:-$work}/results.jsonl}"
+# Block-causal over 5 latent frames; --smoke's 3 latent frames take blocks of 1.
+if [ -z "$causal_block_size" ]; then
+  if $smoke; then causal_block_size=1; else causal_block_size=5; fi
+fi
 ours_causal_args="${OURS_CAUSAL_ARGS:---causal-block-size $causal_block_size}"
 offload_small_budget="${OFFLOAD_SMALL_BUDGET:-8GiB}"
 offload_large_budget="${OFFLOAD_LARGE_BUDGET:-24GiB}"
