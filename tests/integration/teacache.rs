@@ -56,6 +56,7 @@ fn sample(engine: &Engine, teacache: Option<TeaCacheConfig>) -> (Tensor, Generat
         work_dir: None,
         resumed: Default::default(),
         observer: &mut Unobserved,
+        release_after_sampling: false,
     })
     .expect("generate");
     (generation.latents, generation.stats)

@@ -6,7 +6,9 @@
 # largest block). The DiT goal is the whole-process peak at or below diffusers' allocated 7.8 GiB;
 # the VAE's at or below 6.0 GiB. Prints one row per variant.
 # Variants: the default; the arena grown by powers of two, capped at 1 GiB per growth; one 6 GiB
-# first region (everything inside one region coalesces); channels-last convolutions (VAE only).
+# first region (everything inside one region coalesces); channels-last convolutions (VAE only);
+# then the 97-frame generation (10 steps) as is, with the arena shrunk before the final decode,
+# and with that and channels-last convolutions.
 # Needs: what compare.sh needs (its engine /tmp/skyreels-bench/engine-1.3b is made if missing).
 # Usage: tools/bench/gpu_memory.sh [RESULTS]      (BIN, default .carry/bin; ORT, /opt/ortgpu/ortlib)
 set -uo pipefail
@@ -43,6 +45,14 @@ for variant in "${variants[@]}"; do
   fi
   measure "vae $name" "${ours[@]}" "${settings[@]}" "$bin/vae_bench" "$work/engine-1.3b" cuda 25 68 120
 done
+# The generation's peak (97 frames at 544x960, 10 steps: the peak does not depend on the step
+# count): the DiT's layer weights are released before the final decode either way; with
+# SKYREELS_CUDA_ARENA_SHRINK=1 the decode's first run also gives the arena's free blocks back.
+for variant in "generation:" "generation-shrink:SKYREELS_CUDA_ARENA_SHRINK=1" "generation-shrink-nhwc:SKYREELS_CUDA_ARENA_SHRINK=1 SKYREELS_CUDA_PREFER_NHWC=1"; do
+  # shellcheck disable=SC2206  # a list of VAR=VALUE words
+  settings=(${variant#*:})
+  measure "${variant%%:*}" "${ours[@]}" "${settings[@]}" "$bin/e2e_bench" "$work/engine-1.3b" cuda 97 544 960 10
+done
 python3 - "$results" <<'PY'
 import json, sys
 gib = lambda b: f"{b / 2**30:.2f}" if b is not None else "-"
@@ -52,7 +62,7 @@ for line in open(sys.argv[1]):
     d = json.loads(line)
     arena = d.get("arena") or d.get("arena_after_decode") or {}
     peak = (d.get("measured") or {}).get("peak_process_mib")
-    seconds = d.get("median_s") or d.get("decode_s")
+    seconds = d.get("median_s") or d.get("decode_s") or d.get("generate_s")
     print(f"| {d['label']} | {seconds if seconds is not None else d.get('error')} | {peak / 1024 if peak else '-':.2f} | "
           f"{gib(arena.get('max_in_use'))} | {gib(arena.get('reserved'))} | {gib(arena.get('max_allocation'))} |"
           if peak else f"| {d['label']} | {d.get('error')} | - | - | - | - |")

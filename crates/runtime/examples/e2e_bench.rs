@@ -167,6 +167,8 @@ fn main() -> anyhow::Result<()> {
         work_dir: None,
         resumed: Default::default(),
         observer: &mut Unobserved,
+        // As `skyreels generate` (one job): the DiT's layer weights go before the final decode.
+        release_after_sampling: true,
     })?;
     let seconds = seconds_since(generating);
     let video = generation.video.context("no video decoded")?;

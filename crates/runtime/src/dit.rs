@@ -49,6 +49,8 @@ enum Weights {
     Resident(LayerWeights),
     /// Two slots refilled layer by layer from host memory.
     Streamed(Box<dyn LayerCopier>),
+    /// Dropped once sampling was done ([`Dit::release_layer_weights`]); how they were held.
+    Released(WeightPlacement),
 }
 
 /// A loaded DiT.
@@ -251,7 +253,20 @@ impl Dit {
         match self.weights {
             Weights::Resident(_) => WeightPlacement::Resident,
             Weights::Streamed(_) => WeightPlacement::Streamed,
+            Weights::Released(placement) => placement,
         }
+    }
+
+    /// Drops the layers' weights (device memory when resident, pinned host memory and the two
+    /// slots when streamed), for a job that has sampled its last window and decodes next; a
+    /// forward after this is refused.
+    pub fn release_layer_weights(&mut self) {
+        self.weights = Weights::Released(self.placement());
+    }
+
+    /// Whether [`Dit::release_layer_weights`] dropped the layers' weights.
+    pub fn is_released(&self) -> bool {
+        matches!(self.weights, Weights::Released(_))
     }
 
     /// Runs the transformer layers on an embedded pool (adds `block_tokens`). Each layer reads the
@@ -313,6 +328,12 @@ impl Dit {
                     }
                     Ok(())
                 })?;
+            }
+            Weights::Released(_) => {
+                return Err(RuntimeError::Invalid(
+                    "the DiT's layer weights were released after sampling\n  fix: load the DiT again for another forward"
+                        .into(),
+                ));
             }
         }
         for pool in pools.iter_mut() {

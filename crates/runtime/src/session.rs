@@ -7,7 +7,7 @@ use std::path::Path;
 
 use ort::ep::ExecutionProviderDispatch;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
-use ort::session::{Session, builder::GraphOptimizationLevel};
+use ort::session::{RunOptions, Session, builder::GraphOptimizationLevel};
 use ort::value::{DynValue, Tensor as OrtTensor, TensorValueType, ValueType};
 use skyreels_contract::{GraphEntry, Target};
 
@@ -270,6 +270,8 @@ pub struct GraphSession {
     /// The GPU whose memory receives the outputs (CUDA backend), so that values passed from graph
     /// to graph (DiT tokens, VAE causal caches) never cross to the host.
     device: Option<i32>,
+    /// Give the arena's free blocks back to CUDA at the end of the next run.
+    shrink_arena: bool,
 }
 
 impl GraphSession {
@@ -355,6 +357,7 @@ impl GraphSession {
             session,
             entry: entry.clone(),
             device: backend.device(),
+            shrink_arena: false,
         })
     }
 
@@ -426,10 +429,19 @@ impl GraphSession {
                         .bind_output_to_device(spec.name.as_str(), &memory)
                         .map_err(ort_error(context.clone()))?;
                 }
-                let outputs = self
-                    .session
-                    .run_binding(&binding)
-                    .map_err(ort_error(context))?;
+                let outputs = if std::mem::take(&mut self.shrink_arena) {
+                    let mut options = RunOptions::new().map_err(ort_error(context.clone()))?;
+                    options
+                        .set(
+                            "memory.enable_memory_arena_shrinkage",
+                            format!("gpu:{device}"),
+                        )
+                        .map_err(ort_error(context.clone()))?;
+                    self.session.run_binding_with_options(&binding, &options)
+                } else {
+                    self.session.run_binding(&binding)
+                }
+                .map_err(ort_error(context))?;
                 outputs
                     .into_iter()
                     .map(|(name, value)| (name.to_string(), value))
@@ -437,6 +449,13 @@ impl GraphSession {
             }
         };
         Ok(produced)
+    }
+
+    /// At the end of the next run, the CUDA arena gives every block no tensor holds back to CUDA
+    /// (ONNX Runtime's arena shrinkage), so memory another model left free is not kept reserved
+    /// beside what this graph needs; nothing on the CPU.
+    pub fn shrink_arena_after_next_run(&mut self) {
+        self.shrink_arena = self.device.is_some();
     }
 
     /// The GPU this graph runs on (CUDA backend).

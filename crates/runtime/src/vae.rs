@@ -197,6 +197,12 @@ impl VaeDecoder {
         self.first.arena_stats()
     }
 
+    /// Makes the next decode's first run give the CUDA arena's free blocks back to CUDA when it
+    /// ends (what the DiT left free before the decode); nothing on the CPU.
+    pub fn shrink_arena_after_next_run(&mut self) {
+        self.first.shrink_arena_after_next_run();
+    }
+
     /// Architecture and latent normalisation.
     pub fn config(&self) -> &VaeConfig {
         &self.config

@@ -14,6 +14,7 @@ use skyreels_contract::{Attention, io};
 use skyreels_exporter::dit::{self, DitExportOptions};
 use skyreels_runtime::Tensor;
 use skyreels_runtime::dit::attention::SelfAttention;
+use skyreels_runtime::dit::placement::WeightPlacement;
 use skyreels_runtime::dit::{Dit, DitInputs};
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::session::{Backend, TensorPool};
@@ -161,4 +162,37 @@ fn a_ragged_last_frame_block_matches_a_dense_mask() {
         assert!(error <= 1e-5, "{}: {error}", attention.name());
         assert!(causality > 1e-3, "the mask must matter: {causality}");
     }
+}
+
+#[test]
+fn a_dit_whose_layer_weights_were_released_refuses_a_forward() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/dit/df/cases/df_sync.safetensors");
+    let bytes = fs_err::read(case).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let (latents, timesteps, context) = (
+        float(&file, "latents"),
+        float(&file, "timesteps"),
+        float(&file, "context"),
+    );
+    let inputs = DitInputs {
+        latents: &latents,
+        timesteps: &timesteps,
+        context: &context,
+        fps: Some(&[1]),
+        image_context: None,
+    };
+    let directory = tempfile::tempdir().unwrap();
+    let engine = export(Attention::MatMul, directory.path());
+    let mut dit = Dit::load(&engine, &Backend::Cpu { threads: 1 }, None).unwrap();
+    dit.forward(&inputs).unwrap();
+    assert!(!dit.is_released());
+    dit.release_layer_weights();
+    assert!(dit.is_released());
+    assert_eq!(dit.placement(), WeightPlacement::Resident);
+    let message = dit.forward(&inputs).unwrap_err().to_string();
+    assert!(
+        message.contains("the DiT's layer weights were released after sampling"),
+        "{message}"
+    );
 }

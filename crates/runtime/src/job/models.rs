@@ -272,8 +272,10 @@ impl Models {
     }
 
     /// Puts back a DiT taken with [`Models::take_dit`].
+    /// A DiT whose layer weights were released after sampling is dropped instead (a later job
+    /// loads it again).
     pub(super) fn return_dit(&mut self, dit: Dit, causal_block_size: Option<usize>) {
-        self.dit = Some((dit, causal_block_size));
+        self.dit = (!dit.is_released()).then_some((dit, causal_block_size));
     }
 
     /// Both VAE halves at once (the encoder only when `with_encoder`), loaded if needed.

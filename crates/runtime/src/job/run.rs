@@ -9,7 +9,7 @@ use serde::Serialize;
 use skyreels_contract::ModelType;
 
 use super::inputs::{encode_image_latent, image_pixels};
-use super::models::Models;
+use super::models::{Models, Residency};
 use super::outputs::VideoFormat;
 use super::plan::JobPlan;
 use crate::error::Result;
@@ -290,6 +290,8 @@ fn sample(
         s.shift,
         s.pipeline == skyreels_contract::Pipeline::DiffusionForcing,
     )?;
+    // A one-job process frees the DiT's layer weights before the final decode.
+    let release_after_sampling = models.residency() == Residency::OneJob;
     let vae = if needs_vae {
         let (decoder, encoder) = models.vae_halves(plan.needs_vae_encoder(), observer)?;
         Some(Vae { decoder, encoder })
@@ -314,6 +316,7 @@ fn sample(
             work_dir: work_dir.as_ref(),
             resumed,
             observer,
+            release_after_sampling,
         })
     })?;
     Ok(GeneratedVideo {

@@ -99,4 +99,8 @@ impl<D: Denoiser, C: Communicator> Denoiser for GuidancePair<D, C> {
     fn has_unconditional(&self) -> bool {
         true
     }
+
+    fn release_after_sampling(&mut self) {
+        self.inner.release_after_sampling();
+    }
 }

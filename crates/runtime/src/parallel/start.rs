@@ -299,4 +299,8 @@ impl Denoiser for Borrowed<'_> {
     fn has_unconditional(&self) -> bool {
         self.0.has_unconditional()
     }
+
+    fn release_after_sampling(&mut self) {
+        self.0.release_after_sampling();
+    }
 }

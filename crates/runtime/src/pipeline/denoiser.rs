@@ -26,6 +26,10 @@ pub trait Denoiser {
     /// True when the unconditional branch exists (a negative prompt was encoded).
     fn has_unconditional(&self) -> bool;
 
+    /// Called once every window is sampled, before the final decode, when the job frees its
+    /// models as it goes: what only sampling needs (the DiT's layer weights) may be dropped.
+    fn release_after_sampling(&mut self) {}
+
     /// The conditional and unconditional velocities of one row, each the one
     /// [`Denoiser::velocity`] gives; by default the two branches one after the other.
     fn guided_velocities(
@@ -167,6 +171,10 @@ impl Denoiser for DitDenoiser {
 
     fn has_unconditional(&self) -> bool {
         self.negative_context.is_some()
+    }
+
+    fn release_after_sampling(&mut self) {
+        self.dit.release_layer_weights();
     }
 
     /// With streamed weights, the branches whose layers run pass each layer together (one copy

@@ -249,6 +249,11 @@ pub struct GenerationInputs<'a> {
     pub resumed: HashMap<usize, Tensor>,
     /// Told of every window, step and decode; may cancel the job.
     pub observer: &'a mut dyn Observer,
+    /// Once the last window is sampled, drop what only sampling needs before the final decode
+    /// (a one-job process): the denoiser's layer weights, and with
+    /// `SKYREELS_CUDA_ARENA_SHRINK=1` the decoder's first run gives the arena's free blocks
+    /// back to CUDA.
+    pub release_after_sampling: bool,
 }
 
 /// Runs every window of the plan (latents have 16 channels), reporting progress to the observer.
@@ -264,6 +269,7 @@ pub fn generate(inputs: GenerationInputs<'_>) -> Result<Generation> {
         work_dir,
         mut resumed,
         observer,
+        release_after_sampling,
     } = inputs;
     let request = &plan.request;
     let (height, width) = plan.latent_size;
@@ -378,6 +384,14 @@ pub fn generate(inputs: GenerationInputs<'_>) -> Result<Generation> {
             stats.add(window, rows);
             if let Some(work_dir) = work_dir {
                 work_dir.save(segment.index, &latents)?;
+            }
+        }
+        if release_after_sampling && segment.index + 1 == windows {
+            denoiser.release_after_sampling();
+            if let Some(vae) = vae.as_mut()
+                && std::env::var("SKYREELS_CUDA_ARENA_SHRINK").is_ok_and(|v| v == "1")
+            {
+                vae.decoder.shrink_arena_after_next_run();
             }
         }
         let new_latents = if segment.index == 0 {
