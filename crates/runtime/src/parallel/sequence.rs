@@ -571,3 +571,45 @@ impl<C: ValueTransfer> Drop for UlyssesDit<C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_blocks_unpatchify_to_the_whole_velocity_without_the_padding() {
+        // 1 frame of 4×6 latents: 6 tokens of 2×2 patches over 4 ranks (shards of 2 rows, the
+        // last rank all padding), groups of 2 tokens; 2 channels.
+        let (out, frames, height, width) = (2, 1, 4, 6);
+        let slice = Slice {
+            sharding: TokenSharding::new(6, 4).unwrap(),
+            group_len: 2,
+            latent: [frames, height, width],
+        };
+        let value = |c: usize, y: usize, x: usize| (c * 100 + y * 10 + x) as f32;
+        let block = out * slice.groups() * 2 * 2 * slice.group_len;
+        let mut gathered = vec![f32::NAN; block * 4];
+        for rank in 0..4 {
+            for c in 0..out {
+                for ph in 0..2 {
+                    for column in 0..2 * slice.group_len {
+                        let token = rank * 2 + column / 2;
+                        if token >= 6 {
+                            continue;
+                        }
+                        let (y, x) = (token / 3, token % 3);
+                        gathered[rank * block + (c * 2 + ph) * 2 * slice.group_len + column] =
+                            value(c, 2 * y + ph, 2 * x + column % 2);
+                    }
+                }
+            }
+        }
+        let velocity = unpatchify_rank_blocks(&gathered, &slice, out).unwrap();
+        assert_eq!(velocity.shape, vec![1, out, frames, height, width]);
+        let expected: Vec<f32> = (0..out)
+            .flat_map(|c| (0..height).flat_map(move |y| (0..width).map(move |x| value(c, y, x))))
+            .collect();
+        assert_eq!(velocity.data, expected);
+        assert!(unpatchify_rank_blocks(&gathered[1..], &slice, out).is_err());
+    }
+}
