@@ -406,6 +406,8 @@ fn the_json_summary_holds_what_reproduces_the_run() {
     assert_eq!(summary["variant"], serde_json::Value::Null);
     assert_eq!(summary["backend"], "cpu");
     assert_eq!(summary["device"], serde_json::Value::Null);
+    // The arena's statistics are a GPU's: present, and null on the CPU.
+    assert_eq!(summary.get("gpu_arena"), Some(&serde_json::Value::Null));
     assert_eq!(
         summary["manifest_sha256"],
         skyreels_runtime::job::plan::sha256_hex(&manifest)

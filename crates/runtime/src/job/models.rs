@@ -271,6 +271,20 @@ impl Models {
         Ok(self.dit.take().expect("loaded above").0)
     }
 
+    /// The CUDA arena's statistics as a loaded model's sessions see them (every session on a
+    /// GPU shares the arena by default); `None` on the CPU or when none is loaded.
+    pub fn arena_stats(&self) -> Option<crate::cuda_arena::ArenaStats> {
+        let stats = match (&self.vae_decoder, &self.dit) {
+            (Some(decoder), _) => decoder.arena_stats(),
+            (None, Some((dit, _))) => dit.arena_stats(),
+            (None, None) => Ok(None),
+        };
+        stats.unwrap_or_else(|error| {
+            tracing::debug!("reading the CUDA arena's statistics: {error}");
+            None
+        })
+    }
+
     /// Puts back a DiT taken with [`Models::take_dit`].
     /// A DiT whose layer weights were released after sampling is dropped instead (a later job
     /// loads it again).

@@ -63,6 +63,9 @@ pub struct JobReport {
     pub timings: StageTimings,
     /// Seconds from the start of the job to the written output.
     pub seconds: f64,
+    /// The CUDA arena's statistics at the end of the job (its peaks count from the process's
+    /// start); `None` on the CPU.
+    pub gpu_arena: Option<crate::cuda_arena::ArenaStats>,
 }
 
 /// Passes every event on and adds each finished stage's seconds to `timings`.
@@ -404,5 +407,6 @@ pub fn run_job(
         stats,
         timings: timed.timings,
         seconds: started.elapsed().as_secs_f64(),
+        gpu_arena: models.arena_stats(),
     })
 }

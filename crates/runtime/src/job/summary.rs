@@ -58,6 +58,7 @@ pub fn summary_json(plan: &JobPlan, report: &JobReport) -> Value {
         "blocks_skipped": report.stats.blocks_skipped,
         "timings": timings,
         "seconds": report.seconds,
+        "gpu_arena": report.gpu_arena,
         "plan": plan,
     })
 }
