@@ -62,8 +62,8 @@ for line in open(sys.argv[1]):
     d = json.loads(line)
     arena = d.get("arena") or d.get("arena_after_decode") or {}
     peak = (d.get("measured") or {}).get("peak_process_mib")
-    seconds = d.get("median_s") or d.get("decode_s") or d.get("generate_s")
-    print(f"| {d['label']} | {seconds if seconds is not None else d.get('error')} | {peak / 1024 if peak else '-':.2f} | "
-          f"{gib(arena.get('max_in_use'))} | {gib(arena.get('reserved'))} | {gib(arena.get('max_allocation'))} |"
-          if peak else f"| {d['label']} | {d.get('error')} | - | - | - | - |")
+    seconds = d.get("median_s") or d.get("decode_s") or d.get("generate_s") or d.get("error")
+    peak_gib = f"{peak / 1024:.2f}" if peak else "-"
+    print(f"| {d['label']} | {seconds} | {peak_gib} | {gib(arena.get('max_in_use'))} | "
+          f"{gib(arena.get('reserved'))} | {gib(arena.get('max_allocation'))} |")
 PY
