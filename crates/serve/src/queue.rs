@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use skyreels_runtime::pipeline::generate::WorkDir;
 
 use crate::executor::{Executor, JobControl, JobError, RequestError};
 use crate::metrics::{MetricsSnapshot, StageTotal};
@@ -578,6 +579,7 @@ fn stopped_while_running<J>(videos: &Path, record: &mut Record<J>) -> Stopped {
         record.finished = Some(written);
         record.ended = Some((100, timings.unwrap_or_default()));
         record.video = Some(video);
+        remove_work_directory(videos, &record.id);
         return Stopped::Ended;
     }
     if record.cancel_requested {
@@ -591,6 +593,7 @@ fn stopped_while_running<J>(videos: &Path, record: &mut Record<J>) -> Stopped {
             "cancelled while running (the server stopped before the job did)",
         ));
         record.finished = Some(SystemTime::now());
+        remove_work_directory(videos, &record.id);
         return Stopped::Ended;
     }
     if !record.requeue() {
@@ -686,10 +689,25 @@ fn remove_file(path: &Path, what: &str) {
 }
 
 /// Deletes what a job that did not complete may have left: its video (written before the record
-/// said so) and the temporary files it was being written to (`.<id>.mp4.*.partial`).
+/// said so), the temporary files it was being written to (`.<id>.mp4.*.partial`) and the
+/// finished windows of a long video.
 fn remove_unfinished_video(videos: &Path, id: &str) {
     remove_file(&videos.join(store::video_name(id)), "an unfinished video");
     remove_partial_videos(videos, id);
+    remove_work_directory(videos, id);
+}
+
+/// Deletes the work directory a long job keeps its finished windows in (`<id>.mp4.work`, what a
+/// job queued again after a crash resumes from) once the job will not run again; a directory
+/// without the runtime's marker, or one a running job holds, stays.
+fn remove_work_directory(videos: &Path, id: &str) {
+    let dir = videos.join(format!("{}.work", store::video_name(id)));
+    if let Err(error) = WorkDir::remove_abandoned(&dir) {
+        tracing::warn!(
+            "cannot delete job {id}'s work directory {}: {error}",
+            dir.display()
+        );
+    }
 }
 
 /// Deletes the temporary files job `id`'s video was being written to (`.<id>.mp4.*.partial`).
@@ -719,6 +737,7 @@ fn delete_jobs(videos: &Path, removed: Vec<Removed>) {
         for (reference, input) in job.inputs.iter() {
             remove_file(input, &format!("a deleted job's {}", reference.field()));
         }
+        remove_work_directory(videos, &job.id);
         if let Err(error) = store::remove(videos, &job.id) {
             tracing::warn!("cannot delete a deleted job's record: {error}");
         }

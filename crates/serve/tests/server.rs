@@ -1689,3 +1689,70 @@ fn bad_last_frames_and_videos_are_refused_with_400_naming_their_part() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_long_video_killed_with_the_server_resumes_from_its_finished_windows() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let videos = scratch.path().join("videos");
+    // Three windows of 13 frames (overlap 5): the job keeps each finished window in
+    // `<id>.mp4.work/` beside its video.
+    let long = json!({
+        "prompt": "a red fox running through fresh snow",
+        "size": "96x64",
+        "num_frames": 29,
+        "base_num_frames": 13,
+        "overlap_history": 5,
+        "steps": 60,
+        "seed": 7
+    });
+    let server = Server::start_in(&videos, &[]);
+    let id = server.submit(long.clone());
+    let first_window = videos
+        .join(format!("{id}.mp4.work"))
+        .join("window-0000.safetensors");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !first_window.is_file() {
+        assert!(Instant::now() < deadline, "window 1 was never kept");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, running) = server.call("GET", &format!("/v1/videos/{id}"), None);
+    assert_eq!(running["status"], "in_progress", "{running}");
+    server.kill();
+    let kept = fs_err::read(&first_window).unwrap();
+
+    let restarted = Server::start_in(&videos, &[]);
+    // The first progress seen after the restart is already past window 1's share: the window
+    // is replayed from its file, not sampled again.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let finished = loop {
+        let (_, job) = restarted.call("GET", &format!("/v1/videos/{id}"), None);
+        if let Some(progress) = job["progress"].as_u64() {
+            seen.push(progress);
+        }
+        if ["completed", "failed"].contains(&job["status"].as_str().unwrap_or("")) {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "{job}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(finished["status"], "completed", "{finished}");
+    assert!(
+        seen.iter().all(|&progress| progress == 0 || progress >= 33),
+        "window 1 was sampled again after the restart: progress {seen:?}"
+    );
+    // The same video as an uninterrupted run of the same request.
+    let clean = restarted.submit(long);
+    let clean_job = restarted.wait_for(&clean, &["completed", "failed"]);
+    assert_eq!(clean_job["status"], "completed", "{clean_job}");
+    assert_same_frames(
+        &read_video(&restarted.content(&id)),
+        &read_video(&restarted.content(&clean)),
+    );
+    assert!(!kept.is_empty());
+    assert!(
+        !videos.join(format!("{id}.mp4.work")).exists(),
+        "the finished job's work directory is removed"
+    );
+}

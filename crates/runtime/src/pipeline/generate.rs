@@ -67,6 +67,13 @@ impl WorkDir {
         })
     }
 
+    /// Removes the work directory `dir` of a job that will not resume (failed, cancelled,
+    /// deleted, or completed before it cleaned up), when it carries a work directory's marker and
+    /// no process holds it; anything else is left alone. Returns whether it was removed.
+    pub fn remove_abandoned(dir: &Path) -> std::io::Result<bool> {
+        OwnedDir::remove_if_abandoned(dir, WORK_DIRECTORY)
+    }
+
     fn window_path(&self, index: usize) -> PathBuf {
         self.dir.join(format!("window-{index:04}.safetensors"))
     }

@@ -466,8 +466,28 @@ fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
     .unwrap();
     record.video_reference = Some(Reference::Video.file_name(upload_gone, "mp4"));
     store::save(&videos, &record).unwrap();
+    // Long jobs keep their finished windows in `<id>.mp4.work`: the jobs that will not run again
+    // lose theirs at the restart; a folder of the same name without the runtime's marker stays.
+    let work_dir = |id: &str| videos.join(format!("{id}.mp4.work"));
+    for id in [written, asked_to_stop, too_often, upload_gone] {
+        // What a killed job leaves: the marker, the job record and a finished window.
+        let kept = skyreels_runtime::pipeline::generate::WorkDir::open(&work_dir(id), "job");
+        fs_err::write(work_dir(id).join("window-0000.safetensors"), b"window").unwrap();
+        drop(kept.unwrap());
+        assert!(work_dir(id).join("window-0000.safetensors").is_file());
+    }
+    let foreign = work_dir(rerun);
+    fs_err::create_dir_all(&foreign).unwrap();
+    fs_err::write(foreign.join("notes.txt"), b"mine").unwrap();
 
     let second = start_in(&videos, 8, Double::new(10), keep_all());
+    for id in [written, asked_to_stop, too_often, upload_gone] {
+        assert!(!work_dir(id).exists(), "{id}'s work directory is left");
+    }
+    assert!(
+        foreign.join("notes.txt").is_file(),
+        "a foreign folder is kept"
+    );
     assert_eq!(second.get(&completed.id).unwrap(), completed);
     assert_eq!(
         fs_err::read(second.video(&completed.id).unwrap()).unwrap(),
