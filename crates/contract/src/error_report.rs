@@ -5,6 +5,19 @@
 
 use std::error::Error;
 use std::fmt::Write;
+use std::process::ExitCode;
+
+/// A binary's exit: success, or `Error: ` and the report of the error that ended it on stderr,
+/// and exit status 1 (every refused input's, docs/BAD_INPUT.md).
+pub fn exit_code<E: AsRef<dyn Error + Send + Sync + 'static>>(result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {}", error_report(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// `error`, then its causes under `Caused by:` (numbered when there are several), each cause's
 /// later lines indented under it.

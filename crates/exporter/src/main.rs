@@ -60,16 +60,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    match export(Args::parse()).map_err(with_write_fix) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!(
-                "Error: {}",
-                skyreels_contract::error_report::error_report(error.as_ref())
-            );
-            std::process::ExitCode::FAILURE
-        }
-    }
+    skyreels_contract::error_report::exit_code(export(Args::parse()).map_err(with_write_fix))
 }
 
 /// Adds the fix for a failed write (full disk, file-size or quota limit, read-only file system);

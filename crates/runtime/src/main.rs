@@ -455,21 +455,13 @@ fn main() -> ExitCode {
     );
     let json_errors =
         matches!(&cli.command, Command::Generate(args) if args.json && args.batch.is_none());
-    match run(cli.command, level) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            if json_errors {
-                print_stdout(&skyreels_runtime::job::summary::error_json(&format!(
-                    "{error:#}"
-                )));
-            }
-            eprintln!(
-                "Error: {}",
-                skyreels_contract::error_report::error_report(error.as_ref())
-            );
-            ExitCode::FAILURE
-        }
+    let result = run(cli.command, level);
+    if let (Err(error), true) = (&result, json_errors) {
+        print_stdout(&skyreels_runtime::job::summary::error_json(&format!(
+            "{error:#}"
+        )));
     }
+    skyreels_contract::error_report::exit_code(result)
 }
 
 /// Prints `line` on stdout: the summary, the plan or the info a command produces.

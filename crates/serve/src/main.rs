@@ -94,16 +94,7 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
 }
 
 fn main() -> std::process::ExitCode {
-    match start(Args::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!(
-                "Error: {}",
-                skyreels_contract::error_report::error_report(error.as_ref())
-            );
-            std::process::ExitCode::FAILURE
-        }
-    }
+    skyreels_contract::error_report::exit_code(start(Args::parse()))
 }
 
 /// Starts the server `args` describe and runs it until it is told to stop.
