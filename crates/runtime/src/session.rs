@@ -451,11 +451,13 @@ impl GraphSession {
         Ok(produced)
     }
 
-    /// At the end of the next run, the CUDA arena gives every block no tensor holds back to CUDA
-    /// (ONNX Runtime's arena shrinkage), so memory another model left free is not kept reserved
-    /// beside what this graph needs; nothing on the CPU.
+    /// With `SKYREELS_CUDA_ARENA_SHRINK=1` (off until measured), at the end of the next run the
+    /// CUDA arena gives every block no tensor holds back to CUDA (ONNX Runtime's arena
+    /// shrinkage), so memory another model left free is not kept reserved beside what this graph
+    /// needs; nothing on the CPU.
     pub fn shrink_arena_after_next_run(&mut self) {
-        self.shrink_arena = self.device.is_some();
+        self.shrink_arena = self.device.is_some()
+            && std::env::var("SKYREELS_CUDA_ARENA_SHRINK").is_ok_and(|v| v == "1");
     }
 
     /// The GPU this graph runs on (CUDA backend).

@@ -198,7 +198,8 @@ impl VaeDecoder {
     }
 
     /// Makes the next decode's first run give the CUDA arena's free blocks back to CUDA when it
-    /// ends (what the DiT left free before the decode); nothing on the CPU.
+    /// ends (what the DiT left free before the decode), as
+    /// [`GraphSession::shrink_arena_after_next_run`] decides.
     pub fn shrink_arena_after_next_run(&mut self) {
         self.first.shrink_arena_after_next_run();
     }

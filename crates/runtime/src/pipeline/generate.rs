@@ -257,9 +257,8 @@ pub struct GenerationInputs<'a> {
     /// Told of every window, step and decode; may cancel the job.
     pub observer: &'a mut dyn Observer,
     /// Once the last window is sampled, drop what only sampling needs before the final decode
-    /// (a one-job process): the denoiser's layer weights, and with
-    /// `SKYREELS_CUDA_ARENA_SHRINK=1` the decoder's first run gives the arena's free blocks
-    /// back to CUDA.
+    /// (a one-job process): the denoiser's layer weights, and the arena's free blocks after the
+    /// decoder's first run ([`crate::session::GraphSession::shrink_arena_after_next_run`]).
     pub release_after_sampling: bool,
 }
 
@@ -395,9 +394,7 @@ pub fn generate(inputs: GenerationInputs<'_>) -> Result<Generation> {
         }
         if release_after_sampling && segment.index + 1 == windows {
             denoiser.release_after_sampling();
-            if let Some(vae) = vae.as_mut()
-                && std::env::var("SKYREELS_CUDA_ARENA_SHRINK").is_ok_and(|v| v == "1")
-            {
+            if let Some(vae) = vae.as_mut() {
                 vae.decoder.shrink_arena_after_next_run();
             }
         }
