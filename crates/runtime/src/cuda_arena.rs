@@ -13,7 +13,6 @@ use std::sync::Mutex;
 
 use ort::AsPointer;
 use ort::environment::Environment;
-use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 
 use crate::error::{Result, RuntimeError};
 
@@ -84,13 +83,7 @@ pub fn register(environment: &Environment, device: i32) -> Result<()> {
         unsafe { (api.CreateArenaCfgV2)(keys.as_ptr(), values.as_ptr(), keys.len(), &mut config) },
         &what,
     )?;
-    let memory = MemoryInfo::new(
-        AllocationDevice::CUDA,
-        device,
-        AllocatorType::Device,
-        MemoryType::Default,
-    )
-    .map_err(|e| RuntimeError::Ort {
+    let memory = crate::session::cuda_memory(device).map_err(|e| RuntimeError::Ort {
         context: what.clone(),
         message: e.to_string(),
     })?;

@@ -150,6 +150,17 @@ fn cuda_provider(device: i32) -> ExecutionProviderDispatch {
     cuda.build().error_on_failure()
 }
 
+/// The device memory of GPU `device` as ONNX Runtime names it (graph outputs, allocators, the
+/// shared arena).
+pub(crate) fn cuda_memory(device: i32) -> ort::Result<MemoryInfo<'static>> {
+    MemoryInfo::new(
+        AllocationDevice::CUDA,
+        device,
+        AllocatorType::Device,
+        MemoryType::Default,
+    )
+}
+
 /// ONNX Runtime's attention-kernel flags from their bit values.
 fn attention_backends(bits: u32) -> ort::ep::cuda::AttentionBackend {
     use ort::ep::cuda::AttentionBackend as A;
@@ -417,13 +428,7 @@ impl GraphSession {
                         .bind_input(*name, &**value)
                         .map_err(ort_error(context.clone()))?;
                 }
-                let memory = MemoryInfo::new(
-                    AllocationDevice::CUDA,
-                    device,
-                    AllocatorType::Device,
-                    MemoryType::Default,
-                )
-                .map_err(ort_error(context.clone()))?;
+                let memory = cuda_memory(device).map_err(ort_error(context.clone()))?;
                 for spec in &self.entry.outputs {
                     binding
                         .bind_output_to_device(spec.name.as_str(), &memory)
@@ -472,13 +477,7 @@ impl GraphSession {
             return Ok(None);
         };
         let context = format!("creating a GPU allocator for graph `{}`", self.entry.name);
-        let memory = MemoryInfo::new(
-            AllocationDevice::CUDA,
-            device,
-            AllocatorType::Device,
-            MemoryType::Default,
-        )
-        .map_err(ort_error(context.clone()))?;
+        let memory = cuda_memory(device).map_err(ort_error(context.clone()))?;
         Ok(Some(
             ort::memory::Allocator::new(&self.session, memory).map_err(ort_error(context))?,
         ))
@@ -499,16 +498,9 @@ impl GraphSession {
         let Some(device) = self.device else {
             return Ok(None);
         };
-        let context = || format!("a CUDA allocator for {}", self.entry.name);
-        let memory = ort::memory::MemoryInfo::new(
-            ort::memory::AllocationDevice::CUDA,
-            device,
-            ort::memory::AllocatorType::Device,
-            ort::memory::MemoryType::Default,
-        )
-        .map_err(ort_error(context()))?;
-        let allocator =
-            ort::memory::Allocator::new(&self.session, memory).map_err(ort_error(context()))?;
+        let allocator = self
+            .device_allocator()?
+            .expect("a session with a GPU has a GPU allocator");
         crate::device_upload::DeviceUpload::new(device, allocator).map(Some)
     }
 }
