@@ -56,20 +56,24 @@ pub fn register(environment: &Environment, device: i32) -> Result<()> {
         usize::from(std::env::var("SKYREELS_CUDA_ARENA_EXTEND").map_or(true, |v| v != "pow2"));
     let mut keys: Vec<*const c_char> = vec![c"arena_extend_strategy".as_ptr()];
     let mut values: Vec<usize> = vec![strategy];
-    if let Some(megabytes) = std::env::var("SKYREELS_CUDA_ARENA_INITIAL_MB")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        keys.push(c"initial_chunk_size_bytes".as_ptr());
-        values.push(megabytes << 20);
-    }
     // SKYREELS_CUDA_ARENA_MAX_EXTEND_MB caps each growth under SKYREELS_CUDA_ARENA_EXTEND=pow2.
-    if let Some(megabytes) = std::env::var("SKYREELS_CUDA_ARENA_MAX_EXTEND_MB")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        keys.push(c"max_power_of_two_extend_bytes".as_ptr());
-        values.push(megabytes << 20);
+    for (variable, key) in [
+        (
+            "SKYREELS_CUDA_ARENA_INITIAL_MB",
+            c"initial_chunk_size_bytes",
+        ),
+        (
+            "SKYREELS_CUDA_ARENA_MAX_EXTEND_MB",
+            c"max_power_of_two_extend_bytes",
+        ),
+    ] {
+        if let Some(megabytes) = std::env::var(variable)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            keys.push(key.as_ptr());
+            values.push(megabytes << 20);
+        }
     }
     // SKYREELS_CUDA_ARENA=mempool: CUDA's own stream-ordered pool (cudaMallocFromPoolAsync)
     // instead of ONNX Runtime's best-fit arena, for measuring what the arena's fragmentation costs.
