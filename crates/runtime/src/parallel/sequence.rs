@@ -15,7 +15,7 @@
 use std::time::Instant;
 
 use ort::memory::Allocator;
-use ort::value::TensorElementType;
+use ort::value::{DynValue, TensorElementType};
 use skyreels_contract::io;
 
 use super::axis::{AllToAll, Concat};
@@ -221,9 +221,7 @@ impl<C: ValueTransfer> UlyssesDit<C> {
         }
         let RopeBuffers { cos, sin, .. } = rope_buffers.as_mut().expect("allocated above");
         for (name, buffer) in [(io::ROPE_COS, cos), (io::ROPE_SIN, sin)] {
-            let table = pool
-                .get(name)
-                .ok_or_else(|| tensor_error(name, "not produced by graph `embed`".into()))?;
+            let table = produced(pool, name, "embed")?;
             let (dtype, table_shape) = tensor_type(table)?;
             if dtype != TensorElementType::Float32 || table_shape != shape {
                 return Err(tensor_error(
@@ -320,6 +318,12 @@ fn tensor_error(name: &str, message: String) -> RuntimeError {
     }
 }
 
+/// `name` in `pool`, which graph `graph` should have produced.
+fn produced<'p>(pool: &'p TensorPool, name: &str, graph: &str) -> Result<&'p DynValue> {
+    pool.get(name)
+        .ok_or_else(|| tensor_error(name, format!("not produced by graph `{graph}`")))
+}
+
 /// Rows of the per-frame tensor `[1, F, row]` for each group of a slice, `[1, groups, row]`.
 fn per_group(
     per_frame: &Tensor,
@@ -341,10 +345,7 @@ where
 {
     fn attend(&mut self, pool: &mut TensorPool, query_ends: &[usize]) -> Result<()> {
         let slice = self.slice()?.clone();
-        let (dtype, shape) =
-            tensor_type(pool.get(io::QUERY).ok_or_else(|| {
-                tensor_error(io::QUERY, "not produced by graph `block_qkv`".into())
-            })?)?;
+        let (dtype, shape) = tensor_type(produced(pool, io::QUERY, "block_qkv")?)?;
         let shard_len = slice.sharding.shard_len();
         let dim = self.num_heads * self.head_dim;
         if shape != [1, shard_len, dim] {
@@ -367,9 +368,7 @@ where
         let padded = slice.sharding.padded_len();
         let mut local = TensorPool::new();
         for name in [io::QUERY, io::KEY, io::VALUE] {
-            let value = pool
-                .get(name)
-                .ok_or_else(|| tensor_error(name, "not produced by graph `block_qkv`".into()))?;
+            let value = produced(pool, name, "block_qkv")?;
             self.group.write_value(&mut buffers.send, value)?;
             self.group
                 .all_to_all(&buffers.send, &mut buffers.receive, &buffers.forward)?;
@@ -414,9 +413,7 @@ where
     fn shard(&mut self, pool: &mut TensorPool) -> Result<()> {
         let started = Instant::now();
         let rank = self.group.rank();
-        let tokens = pool.get(io::PATCH_TOKENS).ok_or_else(|| {
-            tensor_error(io::PATCH_TOKENS, "not produced by graph `embed`".into())
-        })?;
+        let tokens = produced(pool, io::PATCH_TOKENS, "embed")?;
         let (dtype, shape) = tensor_type(tokens)?;
         let (num_tokens, dim) = match (dtype, shape.as_slice()) {
             (TensorElementType::Float32, [1, tokens, dim]) => (*tokens, *dim),
@@ -503,9 +500,7 @@ where
         let started = Instant::now();
         let (out, groups, group_len) = (self.out_dim, slice.groups(), slice.group_len);
         let width = 2 * group_len;
-        let value = pool
-            .get(io::VELOCITY)
-            .ok_or_else(|| tensor_error(io::VELOCITY, "not produced by graph `head`".into()))?;
+        let value = produced(pool, io::VELOCITY, "head")?;
         let (dtype, shape) = tensor_type(value)?;
         if dtype != TensorElementType::Float32 || shape != [1, out, groups, 2, width] {
             return Err(tensor_error(
