@@ -108,17 +108,23 @@ fn export(attention: Attention, out: &Path) -> Engine {
     Engine::open(out).unwrap()
 }
 
-#[test]
-fn a_ragged_last_frame_block_matches_a_dense_mask() {
-    let case = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/dit/df/cases/df_async.safetensors");
+/// The latents, timesteps and context of the DF DiT fixture case `name`.
+fn fixture_inputs(name: &str) -> (Tensor, Tensor, Tensor) {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../../tests/fixtures/dit/df/cases/{name}.safetensors"
+    ));
     let bytes = fs_err::read(case).unwrap();
     let file = SafeTensors::deserialize(&bytes).unwrap();
-    let (latents, timesteps, context) = (
+    (
         float(&file, "latents"),
         float(&file, "timesteps"),
         float(&file, "context"),
-    );
+    )
+}
+
+#[test]
+fn a_ragged_last_frame_block_matches_a_dense_mask() {
+    let (latents, timesteps, context) = fixture_inputs("df_async");
     assert_eq!(
         latents.shape[2], 3,
         "3 latent frames: blocks of 2 leave a last block of 1"
@@ -166,15 +172,7 @@ fn a_ragged_last_frame_block_matches_a_dense_mask() {
 
 #[test]
 fn a_dit_whose_layer_weights_were_released_refuses_a_forward() {
-    let case = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/dit/df/cases/df_sync.safetensors");
-    let bytes = fs_err::read(case).unwrap();
-    let file = SafeTensors::deserialize(&bytes).unwrap();
-    let (latents, timesteps, context) = (
-        float(&file, "latents"),
-        float(&file, "timesteps"),
-        float(&file, "context"),
-    );
+    let (latents, timesteps, context) = fixture_inputs("df_sync");
     let inputs = DitInputs {
         latents: &latents,
         timesteps: &timesteps,
