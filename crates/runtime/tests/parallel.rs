@@ -618,18 +618,24 @@ fn cfg_parallel_ranks_sample_the_same_latents_as_one_rank() {
     }
 }
 
-#[test]
-fn cfg_parallel_generation_matches_one_rank_image_to_video() {
-    let directory = tempfile::tempdir().unwrap();
-    let engine = directory.path().join("engine");
+/// The tiny image-to-video engine and a `width`×`height` first frame, both in `directory`.
+fn image_to_video_engine(directory: &Path, width: u32, height: u32) -> (PathBuf, PathBuf) {
+    let engine = directory.join("engine");
     fs_err::create_dir(&engine).unwrap();
     common::export_tiny_engine(&engine, common::TinyModel::ImageToVideo);
-    let picture = directory.path().join("first.png");
-    image::RgbImage::from_fn(48, 32, |x, y| {
+    let picture = directory.join("first.png");
+    image::RgbImage::from_fn(width, height, |x, y| {
         image::Rgb([(x * 5) as u8, (y * 7) as u8, ((x + y) * 3) as u8])
     })
     .save(&picture)
     .unwrap();
+    (engine, picture)
+}
+
+#[test]
+fn cfg_parallel_generation_matches_one_rank_image_to_video() {
+    let directory = tempfile::tempdir().unwrap();
+    let (engine, picture) = image_to_video_engine(directory.path(), 48, 32);
     cfg_parallel_matches_one_rank_on(
         &engine,
         &[
@@ -735,15 +741,7 @@ fn ranks_match_one_rank_on_a_long_video() {
 #[test]
 fn ulysses_generation_matches_one_rank_image_to_video() {
     let directory = tempfile::tempdir().unwrap();
-    let engine = directory.path().join("engine");
-    fs_err::create_dir(&engine).unwrap();
-    common::export_tiny_engine(&engine, common::TinyModel::ImageToVideo);
-    let picture = directory.path().join("first.png");
-    image::RgbImage::from_fn(48, 48, |x, y| {
-        image::Rgb([(x * 5) as u8, (y * 7) as u8, ((x + y) * 3) as u8])
-    })
-    .save(&picture)
-    .unwrap();
+    let (engine, picture) = image_to_video_engine(directory.path(), 48, 48);
     let extra = [
         PADDED,
         &["--steps", "3", "--image", picture.to_str().unwrap()],
