@@ -21,7 +21,7 @@ use crate::error::{Result, RuntimeError};
 use crate::noise::NoiseSource;
 use crate::tensor::Tensor;
 use crate::vae::{VaeDecoder, VaeEncoder};
-use skyreels_contract::owned_dir::OwnedDir;
+use skyreels_contract::owned_dir::{OwnedDir, OwnedDirError};
 
 /// Where a long job keeps each finished window's latents, so a killed job resumes where it was.
 /// Window files are written to a temporary name and renamed, so a kill at any point leaves either
@@ -67,11 +67,26 @@ impl WorkDir {
         })
     }
 
-    /// Removes the work directory `dir` of a job that will not resume (failed, cancelled,
-    /// deleted, or completed before it cleaned up), when it carries a work directory's marker and
-    /// no process holds it; anything else is left alone. Returns whether it was removed.
-    pub fn remove_abandoned(dir: &Path) -> std::io::Result<bool> {
-        OwnedDir::remove_if_abandoned(dir, WORK_DIRECTORY)
+    /// Cleans up the work directory `dir` of a job that will not resume (failed, cancelled,
+    /// deleted, or completed before it cleaned up) as [`WorkDir::finish`] does: only the files a
+    /// job writes there go, then the directory if nothing else is in it. A directory another
+    /// process holds, or one with files but no work directory's marker, is left alone. Returns
+    /// whether it was taken over and cleaned.
+    pub fn remove_abandoned(dir: &Path) -> Result<bool> {
+        if !dir.is_dir() {
+            return Ok(false);
+        }
+        let owned = match OwnedDir::open_or_create(dir, WORK_DIRECTORY) {
+            Ok(owned) => owned,
+            Err(OwnedDirError::InUse { .. } | OwnedDirError::NotOwned { .. }) => return Ok(false),
+            Err(error) => return Err(error.into()),
+        };
+        WorkDir {
+            dir: dir.to_path_buf(),
+            owned: Some(owned),
+        }
+        .finish()?;
+        Ok(true)
     }
 
     fn window_path(&self, index: usize) -> PathBuf {

@@ -476,14 +476,21 @@ fn a_restarted_queue_keeps_finished_jobs_and_runs_queued_ones_in_their_order() {
         drop(kept.unwrap());
         assert!(work_dir(id).join("window-0000.safetensors").is_file());
     }
+    // A file someone put into a job's work directory is not the job's: it stays, and the folder.
+    fs_err::write(work_dir(upload_gone).join("notes.txt"), b"mine").unwrap();
     let foreign = work_dir(rerun);
     fs_err::create_dir_all(&foreign).unwrap();
     fs_err::write(foreign.join("notes.txt"), b"mine").unwrap();
 
     let second = start_in(&videos, 8, Double::new(10), keep_all());
-    for id in [written, asked_to_stop, too_often, upload_gone] {
+    for id in [written, asked_to_stop, too_often] {
         assert!(!work_dir(id).exists(), "{id}'s work directory is left");
     }
+    let left: Vec<String> = fs_err::read_dir(work_dir(upload_gone))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, ["notes.txt"], "only the job's own files are deleted");
     assert!(
         foreign.join("notes.txt").is_file(),
         "a foreign folder is kept"
