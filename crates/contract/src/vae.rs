@@ -14,6 +14,9 @@
 //!
 //! Encoding runs `encode_first` on frame 0, then `encode_chunk` on frames `1..5`, `5..9`, …;
 //! decoding runs `decode_first` on latent frame 0, then `decode_chunk` on each later latent frame.
+//! A chunk role may be exported as stages `encode_chunk.0`, `encode_chunk.1`, … run in order
+//! ([`VaeComponent::stages`]): stage `k` passes [`io::features`]`(k)` to the next and takes and gives
+//! only its own caches, the first takes the role's input and the last gives its output.
 //! Every `cache_in.<slot>` input of a chunk graph is fed the `cache_out.<slot>` output of the
 //! previous call (the first graph's outputs initialise them). Latents are normalised:
 //! encode emits `(μ − mean) / std`, decode takes the same. Video is in `[-1, 1]`; the decode graphs
@@ -43,6 +46,11 @@ pub mod io {
     pub const VIDEO: &str = "video";
     /// Normalised latents `[batch, z_dim, 1, height, width]` (float32).
     pub const LATENTS: &str = "latents";
+    /// The activations stage `k` of a chunk call hands to stage `k + 1`: `features.<k>` (compute
+    /// dtype, `[batch, channels, frames, height*N, width*N]`).
+    pub fn features(stage: usize) -> String {
+        format!("features.{stage}")
+    }
     /// Prefix of cache inputs: `cache_in.<slot>`.
     pub const CACHE_IN_PREFIX: &str = "cache_in.";
     /// Prefix of cache outputs: `cache_out.<slot>`.
@@ -157,7 +165,8 @@ impl VaeConfig {
 pub struct VaeComponent {
     /// Architecture and latent normalisation.
     pub config: VaeConfig,
-    /// `encode_first`, `encode_chunk`, `decode_first`, `decode_chunk` (see the module docs).
+    /// `encode_first`, `encode_chunk` (or its stages), `decode_first`, `decode_chunk` (or its
+    /// stages); see the module docs.
     pub graphs: Vec<GraphEntry>,
 }
 
@@ -166,6 +175,23 @@ impl VaeComponent {
     pub fn graph(&self, name: &str) -> Option<&GraphEntry> {
         self.graphs.iter().find(|g| g.name == name)
     }
+
+    /// The graphs that together run role `name`, in run order: the graph called `name`, or the
+    /// stages `name.0`, `name.1`, … (see [`stage_name`]). Empty when there are none, or when the
+    /// stage numbers have a gap.
+    pub fn stages(&self, name: &str) -> Vec<&GraphEntry> {
+        if let Some(whole) = self.graph(name) {
+            return vec![whole];
+        }
+        (0..)
+            .map_while(|index| self.graph(&stage_name(name, index)))
+            .collect()
+    }
+}
+
+/// The name of stage `index` of role `name` (`decode_chunk.3`).
+pub fn stage_name(name: &str, index: usize) -> String {
+    format!("{name}.{index}")
 }
 
 #[cfg(test)]

@@ -113,6 +113,47 @@ pub fn register(environment: &Environment, device: i32) -> Result<()> {
     Ok(())
 }
 
+/// Registers one CPU arena in `environment` for every session of the process (once). Without
+/// it each session keeps its own arena and its own peak, so the stages of a VAE chunk call and the
+/// models of a generation would add up their peaks on the CPU as they did on the GPU.
+pub fn register_cpu(environment: &Environment) -> Result<()> {
+    static CPU_REGISTERED: Mutex<bool> = Mutex::new(false);
+    let mut registered = CPU_REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
+    if *registered {
+        return Ok(());
+    }
+    let api = ort::api();
+    let what = "registering a shared CPU arena".to_string();
+    let memory = ort::memory::MemoryInfo::new(
+        ort::memory::AllocationDevice::CPU,
+        0,
+        ort::memory::AllocatorType::Arena,
+        ort::memory::MemoryType::Default,
+    )
+    .map_err(|e| RuntimeError::Ort {
+        context: what.clone(),
+        message: e.to_string(),
+    })?;
+    // Grow by what is asked (ONNX Runtime's CPU default doubles), as the CUDA arena does.
+    let keys: [*const c_char; 1] = [c"arena_extend_strategy".as_ptr()];
+    let values: [usize; 1] = [1];
+    let mut config: *mut ort::sys::OrtArenaCfg = std::ptr::null_mut();
+    // SAFETY: keys and values have the length passed; `config` receives an owned pointer.
+    check(
+        unsafe { (api.CreateArenaCfgV2)(keys.as_ptr(), values.as_ptr(), keys.len(), &mut config) },
+        &what,
+    )?;
+    // SAFETY: every pointer is valid for the call; ONNX Runtime copies what it keeps.
+    let status = unsafe {
+        (api.CreateAndRegisterAllocator)(environment.ptr().cast_mut(), memory.ptr(), config)
+    };
+    // SAFETY: `config` came from CreateArenaCfgV2 and is released once.
+    unsafe { (api.ReleaseArenaCfg)(config) };
+    check(status, &what)?;
+    *registered = true;
+    Ok(())
+}
+
 /// What an ONNX Runtime arena reports about itself (`AllocatorGetStats`), in bytes: what its
 /// live tensors hold now and at most (`in_use`, `max_in_use`), what it took from CUDA
 /// (`reserved`, never given back), its largest single allocation and how often it grew. The

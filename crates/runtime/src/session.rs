@@ -312,10 +312,18 @@ impl GraphSession {
                 context: context.clone(),
                 message: e.to_string(),
             })?;
-        if let (Backend::Cuda { device }, true) =
-            (backend, crate::cuda_arena::shared_arena_enabled())
-        {
-            crate::cuda_arena::register(&environment, *device)?;
+        let shared_arena = match backend {
+            Backend::Cuda { device } if crate::cuda_arena::shared_arena_enabled() => {
+                crate::cuda_arena::register(&environment, *device)?;
+                true
+            }
+            Backend::Cuda { .. } | Backend::TensorRt { .. } => false,
+            Backend::Cpu { .. } => {
+                crate::cuda_arena::register_cpu(&environment)?;
+                true
+            }
+        };
+        if shared_arena {
             builder = builder
                 .with_env_allocators()
                 .map_err(|e| RuntimeError::Ort {

@@ -4,9 +4,11 @@
 //! [`skyreels_contract::vae`]); they live in a state value owned by the caller, so only the caches
 //! and one chunk are alive at once and a video of any length decodes in bounded memory.
 
+use std::collections::HashMap;
+
 use ort::value::DynValue;
 use skyreels_contract::manifest::Component;
-use skyreels_contract::vae::{VaeComponent, VaeConfig, graph, io};
+use skyreels_contract::vae::{VaeComponent, VaeConfig, graph, io, stage_name};
 
 use crate::engine::Engine;
 use crate::error::{Result, RuntimeError};
@@ -45,33 +47,41 @@ impl Caches {
         }
     }
 
-    /// Runs `session` on `input` (plus the caches), keeps its new caches, returns `output`.
+    /// Runs one chunk call, its graph or its stages in order, on `input` (plus the caches); keeps
+    /// the new caches and returns `output`. Each stage gets its own caches and what the stage
+    /// before it gave (`features.<k>`); its old caches are freed as soon as it has run.
     fn step(
         &mut self,
-        session: &mut GraphSession,
+        stages: &mut [GraphSession],
         input_name: &str,
         input: &Tensor,
         output_name: &str,
     ) -> Result<Tensor> {
-        let mut pool = TensorPool::new();
-        pool.insert_f32(input_name, input)?;
-        for (name, value) in self.values.drain(..) {
-            pool.insert(&name, value);
-        }
-        session.run(&mut pool)?;
-        let result = pool.to_host(output_name)?;
-        for spec in &session.entry.outputs {
-            if let Some(input) = io::cache_input_for(&spec.name) {
+        let mut old: HashMap<String, DynValue> = self.values.drain(..).collect();
+        let mut handed_on = TensorPool::new();
+        handed_on.insert_f32(input_name, input)?;
+        for session in stages.iter_mut() {
+            let mut pool = std::mem::take(&mut handed_on);
+            for spec in &session.entry.inputs {
+                if let Some(value) = old.remove(&spec.name) {
+                    pool.insert(&spec.name, value);
+                }
+            }
+            session.run(&mut pool)?;
+            for spec in &session.entry.outputs {
                 let value = pool
                     .remove(&spec.name)
                     .ok_or_else(|| RuntimeError::Tensor {
                         name: spec.name.clone(),
                         message: format!("graph `{}` did not produce it", session.entry.name),
                     })?;
-                self.values.push((input, value));
+                match io::cache_input_for(&spec.name) {
+                    Some(input) => self.values.push((input, value)),
+                    None => handed_on.insert(&spec.name, value),
+                }
             }
         }
-        Ok(result)
+        handed_on.to_host(output_name)
     }
 }
 
@@ -150,19 +160,25 @@ fn component(engine: &Engine) -> Result<VaeComponent> {
         .ok_or_else(|| engine.missing(Component::Vae))
 }
 
-fn session(
+/// The sessions that run role `name`: its graph, or its stages in order.
+fn sessions(
     engine: &Engine,
     component: &VaeComponent,
     name: &str,
     backend: &Backend,
-) -> Result<GraphSession> {
-    let entry = component.graph(name).ok_or_else(|| {
-        engine.error(format!(
-            "manifest lists no VAE graph `{name}`; re-export the engine"
-        ))
-    })?;
+) -> Result<Vec<GraphSession>> {
+    let entries = component.stages(name);
+    if entries.is_empty() {
+        return Err(engine.error(format!(
+            "manifest lists no VAE graph `{name}` (nor its stages `{}`, …); re-export the engine",
+            stage_name(name, 0)
+        )));
+    }
     engine.check_backend(backend)?;
-    GraphSession::load(&engine.dir, entry, backend)
+    entries
+        .into_iter()
+        .map(|entry| GraphSession::load(&engine.dir, entry, backend))
+        .collect()
 }
 
 /// The decoder's state between latent frames: the causal caches of one video.
@@ -174,16 +190,16 @@ pub struct DecodeState {
 /// A loaded VAE decoder: normalised latents → video in `[-1, 1]`.
 pub struct VaeDecoder {
     config: VaeConfig,
-    first: GraphSession,
-    chunk: GraphSession,
+    first: Vec<GraphSession>,
+    chunk: Vec<GraphSession>,
 }
 
 impl VaeDecoder {
-    /// Loads `decode_first` and `decode_chunk` from the engine.
+    /// Loads `decode_first` and `decode_chunk` (or its stages) from the engine.
     pub fn load(engine: &Engine, backend: &Backend) -> Result<VaeDecoder> {
         let component = component(engine)?;
-        let first = session(engine, &component, graph::DECODE_FIRST, backend)?;
-        let chunk = session(engine, &component, graph::DECODE_CHUNK, backend)?;
+        let first = sessions(engine, &component, graph::DECODE_FIRST, backend)?;
+        let chunk = sessions(engine, &component, graph::DECODE_CHUNK, backend)?;
         Ok(VaeDecoder {
             config: component.config,
             first,
@@ -194,14 +210,14 @@ impl VaeDecoder {
     /// The statistics of the CUDA arena the decoder allocates from (with per-session arenas,
     /// the first chunk graph's); `None` on the CPU.
     pub fn arena_stats(&self) -> Result<Option<crate::cuda_arena::ArenaStats>> {
-        self.first.arena_stats()
+        self.first[0].arena_stats()
     }
 
     /// Makes the next decode's first run give the CUDA arena's free blocks back to CUDA when it
     /// ends (what the DiT left free before the decode), as
     /// [`GraphSession::shrink_arena_after_next_run`] decides.
     pub fn shrink_arena_after_next_run(&mut self) {
-        self.first.shrink_arena_after_next_run();
+        self.first[0].shrink_arena_after_next_run();
     }
 
     /// Architecture and latent normalisation.
@@ -285,16 +301,16 @@ pub struct EncodeState {
 /// A loaded VAE encoder: video in `[-1, 1]` → normalised latents (the posterior mean).
 pub struct VaeEncoder {
     config: VaeConfig,
-    first: GraphSession,
-    chunk: GraphSession,
+    first: Vec<GraphSession>,
+    chunk: Vec<GraphSession>,
 }
 
 impl VaeEncoder {
-    /// Loads `encode_first` and `encode_chunk` from the engine.
+    /// Loads `encode_first` and `encode_chunk` (or its stages) from the engine.
     pub fn load(engine: &Engine, backend: &Backend) -> Result<VaeEncoder> {
         let component = component(engine)?;
-        let first = session(engine, &component, graph::ENCODE_FIRST, backend)?;
-        let chunk = session(engine, &component, graph::ENCODE_CHUNK, backend)?;
+        let first = sessions(engine, &component, graph::ENCODE_FIRST, backend)?;
+        let chunk = sessions(engine, &component, graph::ENCODE_CHUNK, backend)?;
         Ok(VaeEncoder {
             config: component.config,
             first,

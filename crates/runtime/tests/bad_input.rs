@@ -1060,7 +1060,7 @@ fn a_refused_long_job_leaves_no_work_directory() {
 fn vae_decode_checks_its_mp4_before_decoding() {
     let directory = tempfile::tempdir().unwrap();
     let engine = edited_engine(directory.path(), |manifest| manifest);
-    for graph in ["vae_decode_first.onnx", "vae_decode_chunk.onnx"] {
+    for graph in ["vae_decode_first.onnx", "vae_decode_chunk.0.onnx"] {
         fs_err::write(engine.join(graph), b"not an ONNX graph").unwrap();
     }
     let latents = directory.path().join("latents.safetensors");

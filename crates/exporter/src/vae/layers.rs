@@ -15,10 +15,24 @@ use skyreels_graph::{DType, Dim, Graph, Shape, Value};
 use crate::error::Result;
 use crate::weights::WeightStore;
 
-/// A graph under construction for one chunk, with the weights it draws from.
-pub(super) struct ChunkGraph<'w, 'c> {
+/// One finished graph of a chunk: the graph and its recorded signature.
+pub(super) struct GraphPart {
     /// The graph.
     pub(super) graph: Graph,
+    /// Its inputs, in order.
+    pub(super) inputs: Vec<TensorSpec>,
+    /// Its outputs, in order.
+    pub(super) outputs: Vec<TensorSpec>,
+}
+
+/// A graph under construction for one chunk, with the weights it draws from. Chunk graphs (not
+/// the first) are cut into stages ([`ChunkGraph::end_stage`]).
+pub(super) struct ChunkGraph<'w, 'c> {
+    /// The graph (of the current stage).
+    pub(super) graph: Graph,
+    name: String,
+    /// The stages finished so far.
+    finished: Vec<GraphPart>,
     weights: &'w mut WeightStore<'c>,
     /// True for the first chunk: no cache inputs, no temporal resampling.
     pub(super) first: bool,
@@ -59,6 +73,8 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
     ) -> Self {
         ChunkGraph {
             graph: Graph::new(name),
+            name: name.to_string(),
+            finished: Vec::new(),
             weights,
             first,
             scale,
@@ -68,9 +84,44 @@ impl<'w, 'c> ChunkGraph<'w, 'c> {
         }
     }
 
-    /// The recorded signature: (inputs, outputs).
-    pub(super) fn into_parts(self) -> (Graph, Vec<TensorSpec>, Vec<TensorSpec>) {
-        (self.graph, self.inputs, self.outputs)
+    /// The chunk's graphs in run order: one for a first-chunk graph, one per stage otherwise.
+    pub(super) fn into_parts(mut self) -> Vec<GraphPart> {
+        self.finished.push(GraphPart {
+            graph: self.graph,
+            inputs: self.inputs,
+            outputs: self.outputs,
+        });
+        self.finished
+    }
+
+    /// Ends the current stage with `x` as its [`io::features`] output and starts the next stage,
+    /// which takes it as input; returns that input. A no-op in first-chunk graphs.
+    ///
+    /// Why stages: a graph's inputs stay alive for its whole run, so one chunk graph held every
+    /// old cache beside every new one (2.5 GB each for the decoder at 544×960). Run stage by
+    /// stage, each stage's old caches are freed as soon as it has run.
+    pub(super) fn end_stage(&mut self, x: &Value) -> Result<Value> {
+        if self.first {
+            return Ok(x.clone());
+        }
+        let channels = x.shape[1].known().ok_or_else(|| {
+            self.graph
+                .error("the channel count at a stage boundary must be fixed")
+        })? as usize;
+        let shape = self.shape5(channels, self.frames(x)?);
+        let stage = self.finished.len();
+        let features = io::features(stage);
+        self.outputs.push(spec(&features, self.compute, &shape));
+        self.graph
+            .output(&features, x, self.compute, shape.clone())?;
+        let next = Graph::new(&format!("{}.{}", self.name, stage + 1));
+        self.finished.push(GraphPart {
+            graph: std::mem::replace(&mut self.graph, next),
+            inputs: std::mem::take(&mut self.inputs),
+            outputs: std::mem::take(&mut self.outputs),
+        });
+        self.inputs.push(spec(&features, self.compute, &shape));
+        Ok(self.graph.input(&features, self.compute, shape)?)
     }
 
     /// `[batch, channels, frames, height*scale, width*scale]` at the current scale.

@@ -1,6 +1,7 @@
 //! VAE export: a Wan 2.1 causal 3D VAE checkpoint (diffusers `AutoencoderKLWan` or original Wan
-//! names, safetensors or the released `Wan2.1_VAE.pth`) → `vae_encode_first.onnx`, `vae_encode_chunk.onnx`, `vae_decode_first.onnx`,
-//! `vae_decode_chunk.onnx`, sharing one set of external weights. The graph contract is documented
+//! names, safetensors or the released `Wan2.1_VAE.pth`) → `vae_encode_first.onnx`,
+//! `vae_encode_chunk.{0..}.onnx` (stages), `vae_decode_first.onnx`, `vae_decode_chunk.{0..}.onnx`,
+//! sharing one set of external weights. The graph contract is documented
 //! in [`skyreels_contract::vae`]; upstream is `WanVAE_` in Wan2.1's `wan/modules/vae.py`.
 
 pub mod config;
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use skyreels_contract::manifest::GraphEntry;
-use skyreels_contract::vae::{VaeComponent, VaeConfig, graph};
+use skyreels_contract::vae::{VaeComponent, VaeConfig, graph, stage_name};
 use skyreels_graph::{DType, Model};
 
 use crate::checkpoint::Checkpoint;
@@ -174,7 +175,6 @@ pub fn export(source: &Path, out_dir: &Path, options: &VaeExportOptions) -> Resu
     let mut graphs = Vec::new();
     let mut reports = Vec::new();
     for (name, first, scale, build) in plan {
-        let file = format!("vae_{name}.onnx");
         let mut chunk = ChunkGraph::new(
             &format!("vae_{name}"),
             &mut store,
@@ -183,20 +183,29 @@ pub fn export(source: &Path, out_dir: &Path, options: &VaeExportOptions) -> Resu
             options.compute,
         );
         build(&mut chunk, &config)?;
-        let (graph, inputs, outputs) = chunk.into_parts();
-        let model = Model::from_graph(graph, &metadata);
-        model.save(&out_dir.join(&file))?;
-        reports.push(GraphReport {
-            file: file.clone(),
-            nodes: model.proto.graph.as_ref().map_or(0, |g| g.node.len()),
-            ops: model.op_histogram(),
-        });
-        graphs.push(GraphEntry {
-            name: name.to_string(),
-            file,
-            inputs,
-            outputs,
-        });
+        let parts = chunk.into_parts();
+        let staged = parts.len() > 1;
+        for (index, part) in parts.into_iter().enumerate() {
+            let name = if staged {
+                stage_name(name, index)
+            } else {
+                name.to_string()
+            };
+            let file = format!("vae_{name}.onnx");
+            let model = Model::from_graph(part.graph, &metadata);
+            model.save(&out_dir.join(&file))?;
+            reports.push(GraphReport {
+                file: file.clone(),
+                nodes: model.proto.graph.as_ref().map_or(0, |g| g.node.len()),
+                ops: model.op_histogram(),
+            });
+            graphs.push(GraphEntry {
+                name,
+                file,
+                inputs: part.inputs,
+                outputs: part.outputs,
+            });
+        }
     }
     let architecture = format!(
         "Wan VAE base_dim {} dim_mult {:?}",
@@ -230,47 +239,45 @@ mod tests {
         )
         .expect("export");
         assert_eq!(export.component.config, random::tiny_vae_config());
-        let names: Vec<&str> = export
-            .component
-            .graphs
-            .iter()
-            .map(|g| g.name.as_str())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                graph::ENCODE_FIRST,
-                graph::ENCODE_CHUNK,
-                graph::DECODE_FIRST,
-                graph::DECODE_CHUNK
-            ]
-        );
-        let caches = |entry: &GraphEntry, prefix: &str| -> Vec<String> {
-            let ports = if prefix == skyreels_contract::vae::io::CACHE_IN_PREFIX {
-                &entry.inputs
-            } else {
-                &entry.outputs
-            };
+        let component = &export.component;
+        let slots = |ports: &[skyreels_contract::TensorSpec], prefix: &str| -> Vec<String> {
             ports
                 .iter()
                 .filter_map(|p| p.name.strip_prefix(prefix).map(str::to_string))
                 .collect()
         };
-        for (first, chunk, count) in [
-            (&export.component.graphs[0], &export.component.graphs[1], 24),
-            (&export.component.graphs[2], &export.component.graphs[3], 32),
+        let (cache_in, cache_out) = (
+            skyreels_contract::vae::io::CACHE_IN_PREFIX,
+            skyreels_contract::vae::io::CACHE_OUT_PREFIX,
+        );
+        // Stages: the latent-resolution part, then one per block above it (encoder: 2 residual
+        // blocks and a downsampling at each of 3 levels, then the rest; decoder: the rest, then 3
+        // residual blocks and an upsampling at 2 levels, 3 residual blocks, the head).
+        for (first, chunk, stage_count, slot_count) in [
+            (graph::ENCODE_FIRST, graph::ENCODE_CHUNK, 10, 24),
+            (graph::DECODE_FIRST, graph::DECODE_CHUNK, 13, 32),
         ] {
-            let out_first = caches(first, skyreels_contract::vae::io::CACHE_OUT_PREFIX);
-            assert_eq!(out_first.len(), count, "{}", first.name);
-            assert!(caches(first, skyreels_contract::vae::io::CACHE_IN_PREFIX).is_empty());
-            assert_eq!(
-                caches(chunk, skyreels_contract::vae::io::CACHE_IN_PREFIX),
-                out_first
-            );
-            assert_eq!(
-                caches(chunk, skyreels_contract::vae::io::CACHE_OUT_PREFIX),
-                out_first
-            );
+            assert!(component.graph(chunk).is_none(), "{chunk} is staged");
+            let stages = component.stages(chunk);
+            assert_eq!(stages.len(), stage_count, "{chunk}");
+            let first = component.graph(first).expect("first graph");
+            let initialised = slots(&first.outputs, cache_out);
+            assert_eq!(initialised.len(), slot_count, "{}", first.name);
+            assert!(slots(&first.inputs, cache_in).is_empty());
+            let mut taken = Vec::new();
+            for (index, stage) in stages.iter().enumerate() {
+                // Each stage takes and gives back exactly its own caches.
+                let own = slots(&stage.inputs, cache_in);
+                assert_eq!(own, slots(&stage.outputs, cache_out), "{}", stage.name);
+                taken.extend(own);
+                let features = skyreels_contract::vae::io::features;
+                let takes_features =
+                    index > 0 && stage.inputs.iter().any(|p| p.name == features(index - 1));
+                let gives_features = stage.outputs.iter().any(|p| p.name == features(index));
+                assert_eq!(takes_features, index > 0, "{}", stage.name);
+                assert_eq!(gives_features, index + 1 < stages.len(), "{}", stage.name);
+            }
+            assert_eq!(taken, initialised, "{chunk}: every cache, once, in order");
         }
         if let Ok(keep) = std::env::var("SKYREELS_KEEP_TINY_VAE") {
             let _ = std::fs::remove_dir_all(&keep);

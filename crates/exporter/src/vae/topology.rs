@@ -1,5 +1,7 @@
 //! The encoder and decoder walked in upstream's forward order (`Encoder3d`, `Decoder3d`,
-//! `WanVAE_.encode/decode`), one chunk per graph, with the latent normalisation folded in.
+//! `WanVAE_.encode/decode`), one chunk per call, with the latent normalisation folded in. Chunk
+//! calls after the first run in stages: one for everything at latent resolution, and one per
+//! block (residual block or resampling) above it, where the caches are large.
 
 use skyreels_contract::io::axis;
 use skyreels_contract::vae::{VaeConfig, io};
@@ -70,6 +72,9 @@ pub(super) fn build_encoder(cg: &mut ChunkGraph<'_, '_>, config: &VaeConfig) -> 
         let (mut in_dim, out_dim) = (dims[level], dims[level + 1]);
         for _ in 0..config.num_res_blocks {
             x = cg.residual_block(&x, &format!("encoder.downsamples.{index}"), in_dim, out_dim)?;
+            if cg.scale > 1 {
+                x = cg.end_stage(&x)?;
+            }
             in_dim = out_dim;
             index += 1;
         }
@@ -80,6 +85,7 @@ pub(super) fn build_encoder(cg: &mut ChunkGraph<'_, '_>, config: &VaeConfig) -> 
                 out_dim,
                 config.temporal_downsample[level],
             )?;
+            x = cg.end_stage(&x)?;
             index += 1;
         }
     }
@@ -132,12 +138,16 @@ pub(super) fn build_decoder(cg: &mut ChunkGraph<'_, '_>, config: &VaeConfig) -> 
         }
         for _ in 0..=config.num_res_blocks {
             x = cg.residual_block(&x, &format!("decoder.upsamples.{index}"), in_dim, out_dim)?;
+            if cg.scale > 1 {
+                x = cg.end_stage(&x)?;
+            }
             in_dim = out_dim;
             index += 1;
         }
         if level + 1 != levels {
             let temporal = config.temporal_downsample[levels - 2 - level];
             x = cg.upsample(&x, &format!("decoder.upsamples.{index}"), out_dim, temporal)?;
+            x = cg.end_stage(&x)?;
             index += 1;
         }
     }
