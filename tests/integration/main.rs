@@ -2,6 +2,7 @@
 
 mod dit_parity;
 mod engines;
+mod feed_forward;
 mod image_encoder;
 mod pipeline_parity;
 mod teacache;

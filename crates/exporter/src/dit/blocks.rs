@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use skyreels_contract::io;
 use skyreels_contract::{Attention, DitConfig, ModelType};
-use skyreels_graph::{DType, Dim, GeluApproximation, Graph, Value};
+use skyreels_graph::{DType, Dim, Graph, Value};
 
 use super::io::{
     Port, attention_inputs, attention_outputs, block_out_inputs, block_out_outputs,
@@ -308,9 +308,7 @@ fn output(
         modulation.shift_ffn(),
         modulation.scale_ffn(),
     )?;
-    let f = layers.linear_compute(&h, &ffn.pp(0), d, config.ffn_dim, lead)?;
-    let f = layers.graph.gelu(&f, GeluApproximation::Tanh)?;
-    let f = layers.linear(&f, &ffn.pp(2), config.ffn_dim, d, lead)?;
+    let f = layers.feed_forward(&h, (&ffn.pp(0), &ffn.pp(2)), (d, config.ffn_dim), lead)?;
     let g = &mut layers.graph;
     let f = g.mul(&f, modulation.gate_ffn())?;
     let x = g.add(&x, &f)?;
