@@ -11,6 +11,7 @@
 # and with that and channels-last convolutions.
 # Needs: what compare.sh needs (its engine /tmp/skyreels-bench/engine-1.3b is made if missing).
 # Usage: tools/bench/gpu_memory.sh [RESULTS]      (BIN, default .carry/bin; ORT, /opt/ortgpu/ortlib)
+# ROWS="dit-default vae-nhwc generation-shrink ..." runs only those rows (labels as printed).
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 results="${1:-${OUT:-/tmp}/memory.jsonl}"
@@ -26,8 +27,10 @@ if [ ! -f "$work/engine-1.3b/manifest.yaml" ]; then
   [ -f "$work/dit-1.3b/Wan2.1_VAE.safetensors" ] || "$bin/write_random_vae" wan21 "$work/dit-1.3b"
   "$bin/skyreels-export" "$work/dit-1.3b" --out "$work/engine-1.3b" --target cuda --dtype bf16 --require dit --force >/dev/null || exit 1
 fi
+wanted() { [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]]; }
 measure() {
   local label="$1"; shift
+  wanted "${label// /-}" || return 0
   timeout 120 python3 "$here/measure.py" --label "$label" --side ours --results "$results" -- "$@" >/dev/null
 }
 variants=(
