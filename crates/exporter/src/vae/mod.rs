@@ -250,12 +250,12 @@ mod tests {
             skyreels_contract::vae::io::CACHE_IN_PREFIX,
             skyreels_contract::vae::io::CACHE_OUT_PREFIX,
         );
-        // Stages: the latent-resolution part, then one per block above it (encoder: 2 residual
-        // blocks and a downsampling at each of 3 levels, then the rest; decoder: the rest, then 3
-        // residual blocks and an upsampling at 2 levels, 3 residual blocks, the head).
+        // Stages: one per residual block at full resolution, one for the rest (encoder: its 2
+        // first residual blocks, then the rest; decoder: everything up to the last upsampling,
+        // then its 3 last residual blocks, then the head).
         for (first, chunk, stage_count, slot_count) in [
-            (graph::ENCODE_FIRST, graph::ENCODE_CHUNK, 10, 24),
-            (graph::DECODE_FIRST, graph::DECODE_CHUNK, 13, 32),
+            (graph::ENCODE_FIRST, graph::ENCODE_CHUNK, 3, 24),
+            (graph::DECODE_FIRST, graph::DECODE_CHUNK, 5, 32),
         ] {
             assert!(component.graph(chunk).is_none(), "{chunk} is staged");
             let stages = component.stages(chunk);

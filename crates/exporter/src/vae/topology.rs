@@ -1,7 +1,9 @@
 //! The encoder and decoder walked in upstream's forward order (`Encoder3d`, `Decoder3d`,
 //! `WanVAE_.encode/decode`), one chunk per call, with the latent normalisation folded in. Chunk
-//! calls after the first run in stages: one for everything at latent resolution, and one per
-//! block (residual block or resampling) above it, where the caches are large.
+//! calls after the first run in stages: one per residual block at the video's full resolution,
+//! where the caches are largest (200 MB each at 544×960 in fp16), and one for everything at lower
+//! resolutions. Finer stages would free little more, and every stage is a CUDA session with
+//! device memory of its own.
 
 use skyreels_contract::io::axis;
 use skyreels_contract::vae::{VaeConfig, io};
@@ -60,6 +62,7 @@ pub(super) fn encode_frames(config: &VaeConfig, first: bool) -> usize {
 
 /// Encoder chunk: `video` → normalised `latents` (μ only), plus caches.
 pub(super) fn build_encoder(cg: &mut ChunkGraph<'_, '_>, config: &VaeConfig) -> Result<()> {
+    let full = config.spatial_compression();
     let dims = encoder_dims(config);
     let levels = config.dim_mult.len();
     let video = cg.input(
@@ -72,7 +75,7 @@ pub(super) fn build_encoder(cg: &mut ChunkGraph<'_, '_>, config: &VaeConfig) -> 
         let (mut in_dim, out_dim) = (dims[level], dims[level + 1]);
         for _ in 0..config.num_res_blocks {
             x = cg.residual_block(&x, &format!("encoder.downsamples.{index}"), in_dim, out_dim)?;
-            if cg.scale > 1 {
+            if cg.scale == full {
                 x = cg.end_stage(&x)?;
             }
             in_dim = out_dim;
@@ -85,7 +88,6 @@ pub(super) fn build_encoder(cg: &mut ChunkGraph<'_, '_>, config: &VaeConfig) -> 
                 out_dim,
                 config.temporal_downsample[level],
             )?;
-            x = cg.end_stage(&x)?;
             index += 1;
         }
     }
@@ -117,6 +119,7 @@ pub(super) fn decode_frames(config: &VaeConfig, first: bool) -> usize {
 
 /// Decoder chunk: one normalised latent frame → video frames (before the final clamp), plus caches.
 pub(super) fn build_decoder(cg: &mut ChunkGraph<'_, '_>, config: &VaeConfig) -> Result<()> {
+    let full = config.spatial_compression();
     let dims = decoder_dims(config);
     let levels = config.dim_mult.len();
     let latents = cg.input(io::LATENTS, latent_shape(config))?;
@@ -138,7 +141,7 @@ pub(super) fn build_decoder(cg: &mut ChunkGraph<'_, '_>, config: &VaeConfig) -> 
         }
         for _ in 0..=config.num_res_blocks {
             x = cg.residual_block(&x, &format!("decoder.upsamples.{index}"), in_dim, out_dim)?;
-            if cg.scale > 1 {
+            if cg.scale == full {
                 x = cg.end_stage(&x)?;
             }
             in_dim = out_dim;
@@ -147,7 +150,9 @@ pub(super) fn build_decoder(cg: &mut ChunkGraph<'_, '_>, config: &VaeConfig) -> 
         if level + 1 != levels {
             let temporal = config.temporal_downsample[levels - 2 - level];
             x = cg.upsample(&x, &format!("decoder.upsamples.{index}"), out_dim, temporal)?;
-            x = cg.end_stage(&x)?;
+            if cg.scale == full {
+                x = cg.end_stage(&x)?;
+            }
             index += 1;
         }
     }
