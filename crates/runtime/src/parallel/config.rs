@@ -237,6 +237,10 @@ pub mod variables {
     pub const MASTER_PORT: &str = "MASTER_PORT";
     /// `True` when torchrun's agent serves its store at `MASTER_PORT` (rendezvous uses the next port).
     pub const TORCHELASTIC_USE_AGENT_STORE: &str = "TORCHELASTIC_USE_AGENT_STORE";
+    /// Set by the supervisor on rank 0 alone (with `MASTER_PORT=0`): listen on a port of your
+    /// own choosing and write it to this file. A free port picked by the supervisor and handed
+    /// over could be taken by another process before rank 0 binds it.
+    pub const RENDEZVOUS_PORT_FILE: &str = "SKYREELS_RENDEZVOUS_PORT_FILE";
 }
 
 impl Launch {
@@ -314,9 +318,10 @@ impl Launch {
         } else {
             port
         };
+        let reports_its_port = lookup(variables::RENDEZVOUS_PORT_FILE).is_some() && rank == 0;
         let master_port = u16::try_from(port)
             .ok()
-            .filter(|p| *p != 0)
+            .filter(|p| *p != 0 || reports_its_port)
             .ok_or_else(|| {
                 config_error(
                     format!("MASTER_PORT={port} is not a TCP port"),
@@ -462,6 +467,35 @@ mod tests {
         match Launch::decide(&config(2, false, None), agent).unwrap() {
             Launch::Rank(environment) => assert_eq!(environment.master_port, 29501),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn port_zero_is_only_for_a_rank_zero_that_reports_its_port() {
+        let two = config(2, false, None);
+        let variables = |rank: &'static str, report: bool| {
+            let mut variables = vec![
+                ("RANK", rank),
+                ("WORLD_SIZE", "2"),
+                ("LOCAL_RANK", rank),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", "0"),
+            ];
+            if report {
+                variables.push(("SKYREELS_RENDEZVOUS_PORT_FILE", "/tmp/port"));
+            }
+            variables
+        };
+        match Launch::decide(&two, environment(&variables("0", true))).unwrap() {
+            Launch::Rank(environment) => assert_eq!(environment.master_port, 0),
+            other => panic!("{other:?}"),
+        }
+        for (rank, report) in [("0", false), ("1", true)] {
+            let refused = Launch::decide(&two, environment(&variables(rank, report)));
+            assert!(
+                message(refused.unwrap_err()).contains("MASTER_PORT=0 is not a TCP port"),
+                "rank {rank}, reporting {report}"
+            );
         }
     }
 

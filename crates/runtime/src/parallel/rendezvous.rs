@@ -5,8 +5,10 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::config::variables;
 use super::error::{ParallelError, Result};
 
 /// Bytes of NCCL's `ncclUniqueId`.
@@ -49,13 +51,80 @@ fn mismatch(rank: usize, message: impl Into<String>) -> ParallelError {
     }
 }
 
-/// Rank 0: listens on `master` (all interfaces at `MASTER_PORT`).
-pub fn listen(port: u16) -> Result<TcpListener> {
-    TcpListener::bind(("0.0.0.0", port)).map_err(network(
+/// Where rank 0 started by the supervisor reports its port ([`variables::RENDEZVOUS_PORT_FILE`]).
+pub fn port_file_from_environment() -> Option<PathBuf> {
+    std::env::var_os(variables::RENDEZVOUS_PORT_FILE).map(PathBuf::from)
+}
+
+/// Rank 0: listens on `master` (all interfaces at `MASTER_PORT`). With `report_to` (a rank 0
+/// the supervisor started, [`port_file_from_environment`]) it listens on a free port instead and
+/// writes the port to that file for the supervisor, which starts the other ranks with it.
+pub fn listen(port: u16, report_to: Option<&Path>) -> Result<TcpListener> {
+    let port = if report_to.is_some() { 0 } else { port };
+    let listener = TcpListener::bind(("0.0.0.0", port)).map_err(network(
         0,
         format!("listening for the other ranks on port {port}"),
         "set MASTER_PORT to a free port on rank 0's host",
-    ))
+    ))?;
+    if let Some(path) = report_to {
+        report_port(&listener, path).map_err(network(
+            0,
+            format!("writing the rendezvous port to {}", path.display()),
+            "check that the temporary directory is writable",
+        ))?;
+    }
+    Ok(listener)
+}
+
+/// Writes `listener`'s port to `path` whole: to a sibling file first, then renamed, so the reader
+/// never sees a partial number.
+fn report_port(listener: &TcpListener, path: &Path) -> std::io::Result<()> {
+    let port = listener.local_addr()?.port();
+    let partial = path.with_extension("partial");
+    fs_err::write(&partial, port.to_string())?;
+    fs_err::rename(&partial, path)
+}
+
+/// Waits until rank 0 (`child`) has written its rendezvous port to `path` (see [`listen`]).
+/// `Ok(None)` when rank 0 exited first: its own error says why.
+pub fn wait_for_port(
+    path: &Path,
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Result<Option<u16>> {
+    let started = Instant::now();
+    let fix = "check that rank 0 starts (its lines start with `[rank 0]`)";
+    loop {
+        if let Ok(text) = fs_err::read_to_string(path)
+            && let Ok(port) = text.trim().parse::<u16>()
+        {
+            return Ok(Some(port));
+        }
+        match child.try_wait() {
+            Ok(Some(_)) => return Ok(None),
+            Ok(None) => {}
+            Err(source) => {
+                return Err(ParallelError::Network {
+                    rank: 0,
+                    context: "waiting for rank 0 to listen".into(),
+                    source,
+                    fix: fix.into(),
+                });
+            }
+        }
+        if started.elapsed() > timeout {
+            return Err(ParallelError::Network {
+                rank: 0,
+                context: format!(
+                    "waiting for rank 0 to listen: no port after {} s",
+                    timeout.as_secs()
+                ),
+                source: std::io::ErrorKind::TimedOut.into(),
+                fix: fix.into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn write_u32(stream: &mut TcpStream, value: u32) -> std::io::Result<()> {
@@ -278,4 +347,43 @@ pub fn listen_local() -> Result<TcpListener> {
         "listening on a loopback port",
         "check that this host allows local TCP connections",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_zero_reports_the_port_it_listens_on_whatever_port_it_was_given() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("rendezvous-port");
+        let taken = TcpListener::bind(("0.0.0.0", 0)).unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        let listener = listen(taken_port, Some(&path)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_ne!(port, taken_port);
+        let mut rank_zero = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let reported = wait_for_port(&path, &mut rank_zero, Duration::from_secs(10));
+        let _ = rank_zero.kill();
+        let _ = rank_zero.wait();
+        assert_eq!(reported.unwrap(), Some(port));
+        assert!(!path.with_extension("partial").exists());
+        // Without a file to report to, the port given is the one taken.
+        assert!(listen(taken_port, None).is_err());
+    }
+
+    #[test]
+    fn waiting_ends_when_rank_zero_exits_before_listening() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut rank_zero = std::process::Command::new("true").spawn().unwrap();
+        let reported = wait_for_port(
+            &directory.path().join("rendezvous-port"),
+            &mut rank_zero,
+            Duration::from_secs(10),
+        );
+        assert_eq!(reported.unwrap(), None);
+    }
 }

@@ -124,7 +124,8 @@ pub(crate) fn share_unique_id(
             .next()
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
-        let listener = rendezvous::listen(port)?;
+        let listener =
+            rendezvous::listen(port, rendezvous::port_file_from_environment().as_deref())?;
         let id = nccl::unique_id()?;
         Ok(rendezvous::serve(&listener, world_size, 0, id, rendezvous::DEFAULT_TIMEOUT)?.shared_id)
     } else {

@@ -87,7 +87,8 @@ impl TcpCommunicator {
                     .next()
                     .and_then(|p| p.parse().ok())
                     .unwrap_or(0);
-                let master_listener = rendezvous::listen(port)?;
+                let master_listener =
+                    rendezvous::listen(port, rendezvous::port_file_from_environment().as_deref())?;
                 rendezvous::serve(
                     &master_listener,
                     world_size,
