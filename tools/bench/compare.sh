@@ -36,6 +36,7 @@
 #            fit --max-gpu-memory 24GiB (OFFLOAD_LARGE_BUDGET); tools/bench/gpu_offload.sh runs
 #            these two groups and checks streaming against the resident forward first
 # --once runs our side once (before PyTorch) instead of before and after it.
+# STEPS=N sets the sampling steps of the e2e, user and offload generations (default 30).
 # --smoke runs tiny shapes on the CPU (our ORT CPU build, torch CPU fp32) to check the plumbing.
 # --dry-run prints what would run and runs nothing.
 # Our causal forward is `dit_bench ... ITERATIONS $OURS_CAUSAL_ARGS` (default
@@ -112,7 +113,7 @@ if $smoke; then
   ours_env=()
 else
   target=cuda dtype=bf16 backend=cuda device=cuda dit_size=1.3b vae_size=wan21
-  frames=25 height=68 width=120 pixel_frames=97 pixel_height=544 pixel_width=960 steps=30
+  frames=25 height=68 width=120 pixel_frames=97 pixel_height=544 pixel_width=960 steps="${STEPS:-30}"
   long_frames=257 long_base=97 long_overlap=17 umt5_layers=24
   text_encoder_args=(--text-encoder)
   # The README's deployment, for our processes only: ONNX Runtime GPU, then CUDA 13 and cuDNN 9

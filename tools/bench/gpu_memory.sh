@@ -7,8 +7,8 @@
 # the VAE's at or below 6.0 GiB. Prints one row per variant.
 # Variants: the default; the arena grown by powers of two, capped at 1 GiB per growth; one 6 GiB
 # first region (everything inside one region coalesces); channels-last convolutions (VAE only);
-# then the 97-frame generation (10 steps) as is, with the arena shrunk before the final decode,
-# and with that and channels-last convolutions.
+# then the 97-frame generation (10 steps) with the arena's free blocks kept at the final decode,
+# given back (the default), and given back with channels-last convolutions.
 # Needs: what compare.sh needs (its engine /tmp/skyreels-bench/engine-1.3b is made if missing).
 # Usage: tools/bench/gpu_memory.sh [RESULTS]      (BIN, default .carry/bin; ORT, /opt/ortgpu/ortlib)
 # ROWS="dit-default vae-nhwc generation-shrink ..." runs only those rows (labels as printed).
@@ -49,9 +49,9 @@ for variant in "${variants[@]}"; do
   measure "vae $name" "${ours[@]}" "${settings[@]}" "$bin/vae_bench" "$work/engine-1.3b" cuda 25 68 120
 done
 # The generation's peak (97 frames at 544x960, 10 steps: the peak does not depend on the step
-# count): the DiT's layer weights are released before the final decode either way; with
-# SKYREELS_CUDA_ARENA_SHRINK=1 the decode's first run also gives the arena's free blocks back.
-for variant in "generation:" "generation-shrink:SKYREELS_CUDA_ARENA_SHRINK=1" "generation-shrink-nhwc:SKYREELS_CUDA_ARENA_SHRINK=1 SKYREELS_CUDA_PREFER_NHWC=1"; do
+# count): the DiT's layer weights are released before the final decode either way; by default
+# the decode's first run also gives the arena's free blocks back (SKYREELS_CUDA_ARENA_SHRINK=0: not).
+for variant in "generation-keep:SKYREELS_CUDA_ARENA_SHRINK=0" "generation-shrink:" "generation-shrink-nhwc:SKYREELS_CUDA_PREFER_NHWC=1"; do
   # shellcheck disable=SC2206  # a list of VAR=VALUE words
   settings=(${variant#*:})
   measure "${variant%%:*}" "${ours[@]}" "${settings[@]}" "$bin/e2e_bench" "$work/engine-1.3b" cuda 97 544 960 10

@@ -15,7 +15,7 @@ pub mod streaming;
 pub mod weights;
 
 use skyreels_contract::io;
-use skyreels_contract::manifest::{Component, DitComponent};
+use skyreels_contract::manifest::{Component, DitComponent, GraphEntry};
 
 use crate::engine::Engine;
 use crate::error::{Result, RuntimeError};
@@ -64,12 +64,50 @@ pub struct Dit {
     weights: Weights,
     head: GraphSession,
     /// `teacache_residual` and `teacache_reuse`, when the engine has them.
-    teacache: Option<(GraphSession, GraphSession)>,
+    teacache: TeaCacheGraphs,
     causal_block_size: Option<usize>,
     /// Sequence parallel (Ulysses): this rank's slice, its attention and the head's gather.
     sequence: Option<Box<dyn SequenceParallel>>,
     engine_dir: std::path::PathBuf,
     backend: Backend,
+}
+
+/// The TeaCache graphs of an engine, loaded at their first use: a run without TeaCache holds no
+/// sessions for them, and every CUDA session keeps about 150 MiB of device memory of its own
+/// outside the shared arena (its cuBLAS and cuDNN handles; H200, run 10).
+enum TeaCacheGraphs {
+    /// The engine has none.
+    Absent,
+    /// `teacache_residual` and `teacache_reuse`, not loaded yet.
+    Listed {
+        residual: GraphEntry,
+        reuse: GraphEntry,
+    },
+    /// Both sessions.
+    Loaded {
+        residual: GraphSession,
+        reuse: GraphSession,
+    },
+}
+
+impl TeaCacheGraphs {
+    /// The two sessions (loading them the first time), `None` when the engine has none.
+    fn sessions(
+        &mut self,
+        engine_dir: &std::path::Path,
+        backend: &Backend,
+    ) -> Result<Option<(&mut GraphSession, &mut GraphSession)>> {
+        if let TeaCacheGraphs::Listed { residual, reuse } = self {
+            *self = TeaCacheGraphs::Loaded {
+                residual: GraphSession::load(engine_dir, residual, backend)?,
+                reuse: GraphSession::load(engine_dir, reuse, backend)?,
+            };
+        }
+        Ok(match self {
+            TeaCacheGraphs::Loaded { residual, reuse } => Some((residual, reuse)),
+            _ => None,
+        })
+    }
 }
 
 impl Dit {
@@ -154,11 +192,21 @@ impl Dit {
             teacache_graph("teacache_residual"),
             teacache_graph("teacache_reuse"),
         ) {
-            (Some(residual), Some(reuse)) => Some((
-                GraphSession::load(&engine.dir, residual, backend)?,
-                GraphSession::load(&engine.dir, reuse, backend)?,
-            )),
-            _ => None,
+            (Some(residual), Some(reuse)) => {
+                for entry in [residual, reuse] {
+                    if !engine.dir.join(&entry.file).is_file() {
+                        return Err(engine.error(format!(
+                            "graph file {} is missing\n  fix: re-export the engine with skyreels-export",
+                            entry.file
+                        )));
+                    }
+                }
+                TeaCacheGraphs::Listed {
+                    residual: residual.clone(),
+                    reuse: reuse.clone(),
+                }
+            }
+            _ => TeaCacheGraphs::Absent,
         };
         Ok(Dit {
             component,
@@ -350,7 +398,7 @@ impl Dit {
 
     /// After `blocks`: what they added to the tokens, kept where the tokens are.
     pub fn residual(&mut self, pool: &mut TensorPool) -> Result<Residual> {
-        match &mut self.teacache {
+        match self.teacache.sessions(&self.engine_dir, &self.backend)? {
             Some((residual, _)) => {
                 residual.run(pool)?;
                 let value = pool.remove(io::TEACACHE_RESIDUAL).ok_or_else(|| {
@@ -383,7 +431,10 @@ impl Dit {
         if let Some(sequence) = &mut self.sequence {
             sequence.shard(pool)?;
         }
-        match (residual, &mut self.teacache) {
+        match (
+            residual,
+            self.teacache.sessions(&self.engine_dir, &self.backend)?,
+        ) {
             (Residual::Value(value), Some((_, reuse))) => {
                 pool.insert(io::TEACACHE_RESIDUAL, value);
                 reuse.run(pool)?;

@@ -464,13 +464,13 @@ impl GraphSession {
         Ok(produced)
     }
 
-    /// With `SKYREELS_CUDA_ARENA_SHRINK=1` (off until measured), at the end of the next run the
-    /// CUDA arena gives every block no tensor holds back to CUDA (ONNX Runtime's arena
-    /// shrinkage), so memory another model left free is not kept reserved beside what this graph
-    /// needs; nothing on the CPU.
+    /// At the end of the next run the CUDA arena gives every block no tensor holds back to CUDA
+    /// (ONNX Runtime's arena shrinkage), so memory another model left free is not kept reserved
+    /// beside what this graph needs: the 97-frame generation's peak 16.8 -> 14.0 GiB at the same
+    /// speed (H200, run 10). `SKYREELS_CUDA_ARENA_SHRINK=0` keeps the blocks; nothing on the CPU.
     pub fn shrink_arena_after_next_run(&mut self) {
         self.shrink_arena = self.device.is_some()
-            && std::env::var("SKYREELS_CUDA_ARENA_SHRINK").is_ok_and(|v| v == "1");
+            && std::env::var("SKYREELS_CUDA_ARENA_SHRINK").map_or(true, |v| v != "0");
     }
 
     /// The GPU this graph runs on (CUDA backend).
