@@ -1,20 +1,62 @@
 #!/usr/bin/env bash
-# Peak GPU memory of a whole generation (DiT then VAE decode) with one shared CUDA arena per GPU
-# (the default) and with one arena per session (SKYREELS_CUDA_ARENA=session). Uses the TeaCache
-# run of tools/bench/gpu_e2e.sh (shorter; same graphs and sizes). Run gpu_bench.sh 1.3b first.
-# Usage: tools/bench/gpu_arena.sh [WORK_DIR]
+# The CUDA arena's growth strategies against fragmentation (issue 10/13 memory), in one device call:
+# the 97-frame VAE decode (vae_bench) and the 97-frame generation (e2e_bench, 10 steps: the peak
+# does not depend on the step count) under measure.py (whole-process peak from nvidia-smi), each
+# line with the arena's own statistics (live bytes at most, reserved bytes, extensions):
+#   default     regions of exactly the size asked (ONNX Runtime's kSameAsRequested)
+#   pow2-1g     regions doubling, at most 1 GiB each (SKYREELS_CUDA_ARENA_EXTEND=pow2,
+#               SKYREELS_CUDA_ARENA_MAX_EXTEND_MB=1024)
+#   pow2        regions doubling without a cap
+#   initial-8g  an 8 GiB first region (SKYREELS_CUDA_ARENA_INITIAL_MB=8192; ONNX Runtime applies
+#               it to the doubling strategy only, so with the default it changes nothing)
+# Then prints one row per line. Needs: what compare.sh needs (prepare_carry.sh).
+# Usage: tools/bench/gpu_arena.sh [RESULTS]   (BIN, default .carry/bin; ORT, /opt/ortgpu/ortlib;
+#        WORK, /tmp/skyreels-bench, where the 1.3B engine is made if missing)
 set -uo pipefail
-work="${1:-/tmp/skyreels-bench}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+results="${1:-${OUT:-/tmp}/arena.jsonl}"
 bin="${BIN:-.carry/bin}"
-for arena in shared session; do
-  echo "== ours: DF generation, TeaCache 0.2, $arena arena"
-  SKYREELS_CUDA_ARENA=$arena "$bin/e2e_bench" "$work/engine-1.3b" cuda 97 544 960 30 0.2 & pid=$!
-  peak=0
-  while kill -0 $pid 2>/dev/null; do
-    m=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -n1)
-    [ "$m" -gt "$peak" ] && peak=$m
-    sleep 0.5
-  done
-  wait $pid
-  echo "{\"arena\": \"$arena\", \"peak_device_mib\": $peak}"
+ort="${ORT:-/opt/ortgpu/ortlib}"
+work="${WORK:-/tmp/skyreels-bench}"
+nvidia=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
+ours=(env "ORT_DYLIB_PATH=$ort/libonnxruntime.so"
+  "LD_LIBRARY_PATH=$ort:/usr/local/cuda-13.0/targets/x86_64-linux/lib:$nvidia/cu13/lib:/usr/lib/x86_64-linux-gnu:$nvidia/cudnn/lib")
+if [ ! -f "$work/engine-1.3b/manifest.yaml" ]; then
+  mkdir -p "$work"
+  [ -f "$work/dit-1.3b/model.safetensors" ] || "$bin/write_random_dit" 1.3b "$work/dit-1.3b" >/dev/null
+  [ -f "$work/dit-1.3b/Wan2.1_VAE.safetensors" ] || "$bin/write_random_vae" wan21 "$work/dit-1.3b" >/dev/null
+  "$bin/skyreels-export" "$work/dit-1.3b" --out "$work/engine-1.3b" --target cuda --dtype bf16 --require dit --force >/dev/null || exit 1
+fi
+measure() {
+  local label="$1"; shift
+  timeout 150 python3 "$here/measure.py" --label "$label" --side ours --results "$results" -- "$@" >/dev/null
+}
+variants=(
+  "default:"
+  "pow2-1g:SKYREELS_CUDA_ARENA_EXTEND=pow2 SKYREELS_CUDA_ARENA_MAX_EXTEND_MB=1024"
+  "pow2:SKYREELS_CUDA_ARENA_EXTEND=pow2"
+  "initial-8g:SKYREELS_CUDA_ARENA_INITIAL_MB=8192"
+)
+for variant in "${variants[@]}"; do
+  # shellcheck disable=SC2206  # a list of VAR=VALUE words
+  settings=(${variant#*:})
+  measure "vae ${variant%%:*}" "${ours[@]}" "${settings[@]}" "$bin/vae_bench" "$work/engine-1.3b" cuda 25 68 120
 done
+for variant in "${variants[@]:0:3}"; do
+  # shellcheck disable=SC2206
+  settings=(${variant#*:})
+  measure "generation ${variant%%:*}" "${ours[@]}" "${settings[@]}" "$bin/e2e_bench" "$work/engine-1.3b" cuda 97 544 960 10
+done
+python3 - "$results" <<'PY'
+import json, sys
+gib = lambda b: f"{b / 2**30:.2f}" if b is not None else "-"
+print("| variant | seconds | peak (nvidia-smi) GiB | arena live at most GiB | reserved GiB | extensions |")
+print("|---|---|---|---|---|---|")
+for line in open(sys.argv[1]):
+    d = json.loads(line)
+    arena = d.get("arena_after_decode") or d.get("arena") or {}
+    peak = (d.get("measured") or {}).get("peak_process_mib")
+    seconds = d.get("decode_s") or d.get("generate_s") or d.get("error")
+    print(f"| {d['label']} | {seconds} | {f'{peak / 1024:.2f}' if peak else '-'} | {gib(arena.get('max_in_use'))} | "
+          f"{gib(arena.get('reserved'))} | {arena.get('extensions', '-')} |")
+PY
