@@ -124,13 +124,7 @@ pub fn register_cpu(environment: &Environment) -> Result<()> {
     }
     let api = ort::api();
     let what = "registering a shared CPU arena".to_string();
-    let memory = ort::memory::MemoryInfo::new(
-        ort::memory::AllocationDevice::CPU,
-        0,
-        ort::memory::AllocatorType::Arena,
-        ort::memory::MemoryType::Default,
-    )
-    .map_err(|e| RuntimeError::Ort {
+    let memory = crate::session::cpu_memory().map_err(|e| RuntimeError::Ort {
         context: what.clone(),
         message: e.to_string(),
     })?;

@@ -237,8 +237,8 @@ impl Dit {
         self.sequence = sequence;
     }
 
-    /// The statistics of the CUDA arena the DiT allocates from (with per-session arenas, the
-    /// embedding graph's); `None` on the CPU.
+    /// The statistics of the arena the DiT allocates from (the GPU's, with per-session arenas the
+    /// embedding graph's; or the process's CPU arena).
     pub fn arena_stats(&self) -> Result<Option<crate::cuda_arena::ArenaStats>> {
         self.embed.arena_stats()
     }

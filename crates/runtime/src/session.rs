@@ -161,6 +161,18 @@ pub(crate) fn cuda_memory(device: i32) -> ort::Result<MemoryInfo<'static>> {
     )
 }
 
+/// The CPU memory the process's shared arena hands out (CPU graph outputs, [`cuda_arena::register_cpu`]).
+///
+/// [`cuda_arena::register_cpu`]: crate::cuda_arena::register_cpu
+pub(crate) fn cpu_memory() -> ort::Result<MemoryInfo<'static>> {
+    MemoryInfo::new(
+        AllocationDevice::CPU,
+        0,
+        AllocatorType::Arena,
+        MemoryType::Default,
+    )
+}
+
 /// ONNX Runtime's attention-kernel flags from their bit values.
 fn attention_backends(bits: u32) -> ort::ep::cuda::AttentionBackend {
     use ort::ep::cuda::AttentionBackend as A;
@@ -491,13 +503,18 @@ impl GraphSession {
         ))
     }
 
-    /// The statistics of the CUDA arena this session allocates from (shared by every session on
-    /// its GPU unless `SKYREELS_CUDA_ARENA=session`); `None` on the CPU.
+    /// The statistics of the arena this session allocates from: the GPU's (shared by every
+    /// session on it unless `SKYREELS_CUDA_ARENA=session`), or the process's CPU arena.
     pub fn arena_stats(&self) -> Result<Option<crate::cuda_arena::ArenaStats>> {
-        match self.device_allocator()? {
-            Some(allocator) => crate::cuda_arena::stats(&allocator),
-            None => Ok(None),
-        }
+        let allocator = match self.device_allocator()? {
+            Some(allocator) => allocator,
+            None => {
+                let context = format!("reading the CPU arena of graph `{}`", self.entry.name);
+                let memory = cpu_memory().map_err(ort_error(context.clone()))?;
+                ort::memory::Allocator::new(&self.session, memory).map_err(ort_error(context))?
+            }
+        };
+        crate::cuda_arena::stats(&allocator)
     }
 
     /// Uploads into values on this session's GPU (allocated by its CUDA allocator); `None` on the

@@ -207,8 +207,8 @@ impl VaeDecoder {
         })
     }
 
-    /// The statistics of the CUDA arena the decoder allocates from (with per-session arenas,
-    /// the first chunk graph's); `None` on the CPU.
+    /// The statistics of the arena the decoder allocates from (the GPU's, with per-session arenas
+    /// the first chunk graph's; or the process's CPU arena).
     pub fn arena_stats(&self) -> Result<Option<crate::cuda_arena::ArenaStats>> {
         self.first[0].arena_stats()
     }

@@ -274,6 +274,7 @@ impl Models {
     /// The CUDA arena's statistics as a loaded model's sessions see them (every session on a
     /// GPU shares the arena by default); `None` on the CPU or when none is loaded.
     pub fn arena_stats(&self) -> Option<crate::cuda_arena::ArenaStats> {
+        self.backend.device()?;
         let stats = match (&self.vae_decoder, &self.dit) {
             (Some(decoder), _) => decoder.arena_stats(),
             (None, Some((dit, _))) => dit.arena_stats(),
