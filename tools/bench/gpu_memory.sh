@@ -15,18 +15,9 @@
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 results="${1:-${OUT:-/tmp}/memory.jsonl}"
-bin="${BIN:-.carry/bin}"
-ort="${ORT:-/opt/ortgpu/ortlib}"
-work="${WORK:-/tmp/skyreels-bench}"
-nvidia=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
-ours=(env "ORT_DYLIB_PATH=$ort/libonnxruntime.so"
-  "LD_LIBRARY_PATH=$ort:/usr/local/cuda-13.0/targets/x86_64-linux/lib:$nvidia/cu13/lib:/usr/lib/x86_64-linux-gnu:$nvidia/cudnn/lib")
-if [ ! -f "$work/engine-1.3b/manifest.yaml" ]; then
-  mkdir -p "$work"
-  [ -f "$work/dit-1.3b/model.safetensors" ] || "$bin/write_random_dit" 1.3b "$work/dit-1.3b" >/dev/null
-  [ -f "$work/dit-1.3b/Wan2.1_VAE.safetensors" ] || "$bin/write_random_vae" wan21 "$work/dit-1.3b"
-  "$bin/skyreels-export" "$work/dit-1.3b" --out "$work/engine-1.3b" --target cuda --dtype bf16 --require dit --force >/dev/null || exit 1
-fi
+# shellcheck source=tools/bench/ours.sh
+source "$here/ours.sh"
+ensure_engine_1_3b || exit 1
 wanted() { [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]]; }
 measure() {
   local label="$1"; shift
@@ -56,17 +47,4 @@ for variant in "generation-keep:SKYREELS_CUDA_ARENA_SHRINK=0" "generation-shrink
   settings=(${variant#*:})
   measure "${variant%%:*}" "${ours[@]}" "${settings[@]}" "$bin/e2e_bench" "$work/engine-1.3b" cuda 97 544 960 10
 done
-python3 - "$results" <<'PY'
-import json, sys
-gib = lambda b: f"{b / 2**30:.2f}" if b is not None else "-"
-print("| variant | seconds | peak (nvidia-smi) GiB | arena live at most GiB | reserved GiB | largest block GiB |")
-print("|---|---|---|---|---|---|")
-for line in open(sys.argv[1]):
-    d = json.loads(line)
-    arena = d.get("arena") or d.get("arena_after_decode") or {}
-    peak = (d.get("measured") or {}).get("peak_process_mib")
-    seconds = d.get("median_s") or d.get("decode_s") or d.get("generate_s") or d.get("error")
-    peak_gib = f"{peak / 1024:.2f}" if peak else "-"
-    print(f"| {d['label']} | {seconds} | {peak_gib} | {gib(arena.get('max_in_use'))} | "
-          f"{gib(arena.get('reserved'))} | {gib(arena.get('max_allocation'))} |")
-PY
+arena_rows "$results"

@@ -8,18 +8,10 @@
 # Usage: tools/bench/gpu_session_cost.sh   (BIN, default .carry/bin; ORT, /opt/ortgpu/ortlib;
 #        WORK, /tmp/skyreels-bench, where the 1.3B engine is made if missing)
 set -uo pipefail
-bin="${BIN:-.carry/bin}"
-ort="${ORT:-/opt/ortgpu/ortlib}"
-work="${WORK:-/tmp/skyreels-bench}"
-nvidia=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
-ours=(env "ORT_DYLIB_PATH=$ort/libonnxruntime.so"
-  "LD_LIBRARY_PATH=$ort:/usr/local/cuda-13.0/targets/x86_64-linux/lib:$nvidia/cu13/lib:/usr/lib/x86_64-linux-gnu:$nvidia/cudnn/lib")
-if [ ! -f "$work/engine-1.3b/manifest.yaml" ]; then
-  mkdir -p "$work"
-  [ -f "$work/dit-1.3b/model.safetensors" ] || "$bin/write_random_dit" 1.3b "$work/dit-1.3b" >/dev/null
-  [ -f "$work/dit-1.3b/Wan2.1_VAE.safetensors" ] || "$bin/write_random_vae" wan21 "$work/dit-1.3b" >/dev/null
-  "$bin/skyreels-export" "$work/dit-1.3b" --out "$work/engine-1.3b" --target cuda --dtype bf16 --require dit --force >/dev/null || exit 1
-fi
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=tools/bench/ours.sh
+source "$here/ours.sh"
+ensure_engine_1_3b || exit 1
 for variant in "default:" "heuristic:SKYREELS_CUDNN_ALGO_SEARCH=heuristic" "ws0:SKYREELS_CUDNN_MAX_WORKSPACE=0" "eager:CUDA_MODULE_LOADING=EAGER"; do
   # shellcheck disable=SC2206  # a list of VAR=VALUE words
   settings=(${variant#*:})

@@ -9,12 +9,10 @@
 # Usage: tools/bench/gpu_vae_accuracy.sh [WORK_DIR]   (BIN, default .carry/bin; ORT, /opt/ortgpu/ortlib;
 #        FRAMES, HEIGHT, WIDTH in latents, default 3 x 34 x 60, i.e. 9 frames at 272x480)
 set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=tools/bench/ours.sh
+source "$here/ours.sh"
 work="${1:-/tmp/skyreels-vae-accuracy}"
-bin="${BIN:-.carry/bin}"
-ort="${ORT:-/opt/ortgpu/ortlib}"
-nvidia=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
-ours=(env "ORT_DYLIB_PATH=$ort/libonnxruntime.so"
-  "LD_LIBRARY_PATH=$ort:/usr/local/cuda-13.0/targets/x86_64-linux/lib:$nvidia/cu13/lib:/usr/lib/x86_64-linux-gnu:$nvidia/cudnn/lib")
 frames="${FRAMES:-3}" height="${HEIGHT:-34}" width="${WIDTH:-60}"
 mkdir -p "$work"
 [ -f "$work/model/model.safetensors" ] || "$bin/write_random_dit" tiny "$work/model" >/dev/null
