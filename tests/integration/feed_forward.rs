@@ -10,6 +10,7 @@ use skyreels_exporter::checkpoint::Checkpoint;
 use skyreels_exporter::layers::Layers;
 use skyreels_exporter::weights::{WeightSink, WeightStore};
 use skyreels_graph::{DType, Dim, Model};
+use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::session::{Backend, GraphSession, TensorPool};
 use skyreels_runtime::tensor::Tensor;
 use skyreels_tests::require_onnxruntime;
@@ -17,17 +18,12 @@ use skyreels_tests::require_onnxruntime;
 const FEATURES: usize = 8;
 const HIDDEN: usize = 24;
 
-/// Deterministic values in [-1, 1) (a linear congruential sequence).
+/// Seeded standard-normal values (the runtime's noise source).
 fn values(count: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed;
-    (0..count)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    NoiseSource::seeded(seed)
+        .draw(&[count])
+        .expect("noise")
+        .data
 }
 
 fn gelu_tanh(x: f64) -> f64 {
