@@ -1,7 +1,7 @@
 //! One CUDA memory arena per GPU shared by every session (ONNX Runtime's environment allocators),
-//! instead of one per session. Each session's arena keeps the blocks it ever used, so with
-//! separate arenas the DiT's and the VAE's peaks add up; with one shared arena the VAE reuses the
-//! memory the DiT's activations left free.
+//! instead of one per session, and one CPU arena for the CPU's sessions likewise. Each session's
+//! arena keeps the blocks it ever used, so with separate arenas the DiT's and the VAE's peaks add
+//! up; with one shared arena the VAE reuses the memory the DiT's activations left free.
 #![expect(
     unsafe_code,
     reason = "ort has no wrapper for ONNX Runtime's environment allocators; the C API is called directly"
@@ -81,12 +81,6 @@ pub fn register(environment: &Environment, device: i32) -> Result<()> {
         keys.push(c"use_cuda_mempool".as_ptr());
         values.push(1);
     }
-    let mut config: *mut ort::sys::OrtArenaCfg = std::ptr::null_mut();
-    // SAFETY: keys and values have the length passed; `config` receives an owned pointer.
-    check(
-        unsafe { (api.CreateArenaCfgV2)(keys.as_ptr(), values.as_ptr(), keys.len(), &mut config) },
-        &what,
-    )?;
     let memory = crate::session::cuda_memory(device).map_err(|e| RuntimeError::Ort {
         context: what.clone(),
         message: e.to_string(),
@@ -94,23 +88,43 @@ pub fn register(environment: &Environment, device: i32) -> Result<()> {
     let device_id = CString::new(device.to_string()).expect("digits have no NUL");
     let option_keys: [*const c_char; 1] = [c"device_id".as_ptr()];
     let option_values: [*const c_char; 1] = [device_id.as_ptr()];
-    // SAFETY: every pointer is valid for the call; ONNX Runtime copies what it keeps.
-    let status = unsafe {
-        (api.CreateAndRegisterAllocatorV2)(
-            environment.ptr().cast_mut(),
-            c"CUDAExecutionProvider".as_ptr(),
-            memory.ptr(),
-            config,
-            option_keys.as_ptr(),
-            option_values.as_ptr(),
-            1,
-        )
-    };
-    // SAFETY: `config` came from CreateArenaCfgV2 and is released once.
-    unsafe { (api.ReleaseArenaCfg)(config) };
-    check(status, &what)?;
+    register_arena(&keys, &values, &what, |config| {
+        // SAFETY: every pointer is valid for the call; ONNX Runtime copies what it keeps.
+        unsafe {
+            (api.CreateAndRegisterAllocatorV2)(
+                environment.ptr().cast_mut(),
+                c"CUDAExecutionProvider".as_ptr(),
+                memory.ptr(),
+                config,
+                option_keys.as_ptr(),
+                option_values.as_ptr(),
+                1,
+            )
+        }
+    })?;
     devices.insert(device);
     Ok(())
+}
+
+/// Makes an arena configuration from `keys` and `values` (ONNX Runtime's arena options), hands
+/// it to `create` (which registers the allocator and returns its status) and releases it.
+fn register_arena(
+    keys: &[*const c_char],
+    values: &[usize],
+    what: &str,
+    create: impl FnOnce(*const ort::sys::OrtArenaCfg) -> ort::sys::OrtStatusPtr,
+) -> Result<()> {
+    let api = ort::api();
+    let mut config: *mut ort::sys::OrtArenaCfg = std::ptr::null_mut();
+    // SAFETY: keys and values have the length passed; `config` receives an owned pointer.
+    check(
+        unsafe { (api.CreateArenaCfgV2)(keys.as_ptr(), values.as_ptr(), keys.len(), &mut config) },
+        what,
+    )?;
+    let status = create(config);
+    // SAFETY: `config` came from CreateArenaCfgV2 and is released once.
+    unsafe { (api.ReleaseArenaCfg)(config) };
+    check(status, what)
 }
 
 /// Registers one CPU arena in `environment` for every session of the process (once). Without
@@ -131,19 +145,12 @@ pub fn register_cpu(environment: &Environment) -> Result<()> {
     // Grow by what is asked (ONNX Runtime's CPU default doubles), as the CUDA arena does.
     let keys: [*const c_char; 1] = [c"arena_extend_strategy".as_ptr()];
     let values: [usize; 1] = [1];
-    let mut config: *mut ort::sys::OrtArenaCfg = std::ptr::null_mut();
-    // SAFETY: keys and values have the length passed; `config` receives an owned pointer.
-    check(
-        unsafe { (api.CreateArenaCfgV2)(keys.as_ptr(), values.as_ptr(), keys.len(), &mut config) },
-        &what,
-    )?;
-    // SAFETY: every pointer is valid for the call; ONNX Runtime copies what it keeps.
-    let status = unsafe {
-        (api.CreateAndRegisterAllocator)(environment.ptr().cast_mut(), memory.ptr(), config)
-    };
-    // SAFETY: `config` came from CreateArenaCfgV2 and is released once.
-    unsafe { (api.ReleaseArenaCfg)(config) };
-    check(status, &what)?;
+    register_arena(&keys, &values, &what, |config| {
+        // SAFETY: every pointer is valid for the call; ONNX Runtime copies what it keeps.
+        unsafe {
+            (api.CreateAndRegisterAllocator)(environment.ptr().cast_mut(), memory.ptr(), config)
+        }
+    })?;
     *registered = true;
     Ok(())
 }
