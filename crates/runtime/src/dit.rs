@@ -193,13 +193,9 @@ impl Dit {
             teacache_graph("teacache_reuse"),
         ) {
             (Some(residual), Some(reuse)) => {
+                // Loaded at their first use, but checked now, before anything runs.
                 for entry in [residual, reuse] {
-                    if !engine.dir.join(&entry.file).is_file() {
-                        return Err(engine.error(format!(
-                            "graph file {} is missing\n  fix: re-export the engine with skyreels-export",
-                            entry.file
-                        )));
-                    }
+                    crate::session::graph_file(&engine.dir, entry)?;
                 }
                 TeaCacheGraphs::Listed {
                     residual: residual.clone(),

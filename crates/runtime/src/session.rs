@@ -285,6 +285,21 @@ impl TensorPool {
     }
 }
 
+/// The file of graph `entry` in `engine_dir`, or the error naming it when it is missing.
+pub(crate) fn graph_file(engine_dir: &Path, entry: &GraphEntry) -> Result<std::path::PathBuf> {
+    let path = engine_dir.join(&entry.file);
+    if !path.is_file() {
+        return Err(RuntimeError::Engine {
+            path: engine_dir.to_path_buf(),
+            message: format!(
+                "graph file {} is missing\n  fix: re-export the engine with skyreels-export",
+                entry.file
+            ),
+        });
+    }
+    Ok(path)
+}
+
 /// A loaded graph.
 pub struct GraphSession {
     session: Session,
@@ -301,16 +316,7 @@ impl GraphSession {
     /// Loads `engine_dir/entry.file` on `backend`.
     pub fn load(engine_dir: &Path, entry: &GraphEntry, backend: &Backend) -> Result<GraphSession> {
         let environment = crate::onnxruntime::environment()?;
-        let path = engine_dir.join(&entry.file);
-        if !path.is_file() {
-            return Err(RuntimeError::Engine {
-                path: engine_dir.to_path_buf(),
-                message: format!(
-                    "graph file {} is missing\n  fix: re-export the engine with skyreels-export",
-                    entry.file
-                ),
-            });
-        }
+        let path = graph_file(engine_dir, entry)?;
         let context = format!("loading {}", path.display());
         let mut builder = Session::builder(&environment)
             .map_err(ort_error(context.clone()))?
