@@ -18,10 +18,6 @@ results="${1:-${OUT:-/tmp}/arena.jsonl}"
 # shellcheck source=tools/bench/ours.sh
 source "$here/ours.sh"
 ensure_engine_1_3b || exit 1
-measure() {
-  local label="$1"; shift
-  timeout 150 python3 "$here/measure.py" --label "$label" --side ours --results "$results" -- "$@" >/dev/null
-}
 variants=(
   "default:"
   "pow2-1g:SKYREELS_CUDA_ARENA_EXTEND=pow2 SKYREELS_CUDA_ARENA_MAX_EXTEND_MB=1024"
@@ -31,11 +27,11 @@ variants=(
 for variant in "${variants[@]}"; do
   # shellcheck disable=SC2206  # a list of VAR=VALUE words
   settings=(${variant#*:})
-  measure "vae ${variant%%:*}" "${ours[@]}" "${settings[@]}" "$bin/vae_bench" "$work/engine-1.3b" cuda 25 68 120
+  measure "vae ${variant%%:*}" "${settings[@]}" "$bin/vae_bench" "$work/engine-1.3b" cuda 25 68 120
 done
 for variant in "${variants[@]:0:3}"; do
   # shellcheck disable=SC2206
   settings=(${variant#*:})
-  measure "generation ${variant%%:*}" "${ours[@]}" "${settings[@]}" "$bin/e2e_bench" "$work/engine-1.3b" cuda 97 544 960 10
+  measure "generation ${variant%%:*}" "${settings[@]}" "$bin/e2e_bench" "$work/engine-1.3b" cuda 97 544 960 10
 done
 arena_rows "$results"

@@ -18,12 +18,7 @@ results="${1:-${OUT:-/tmp}/memory.jsonl}"
 # shellcheck source=tools/bench/ours.sh
 source "$here/ours.sh"
 ensure_engine_1_3b || exit 1
-wanted() { [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]]; }
-measure() {
-  local label="$1"; shift
-  wanted "${label// /-}" || return 0
-  timeout 120 python3 "$here/measure.py" --label "$label" --side ours --results "$results" -- "$@" >/dev/null
-}
+measure_timeout=120
 variants=(
   "default:"
   "pow2-1g:SKYREELS_CUDA_ARENA_EXTEND=pow2 SKYREELS_CUDA_ARENA_MAX_EXTEND_MB=1024"
@@ -35,9 +30,9 @@ for variant in "${variants[@]}"; do
   # shellcheck disable=SC2206  # a list of VAR=VALUE words
   settings=(${variant#*:})
   if [ "$name" != nhwc ]; then
-    measure "dit $name" "${ours[@]}" "${settings[@]}" "$bin/dit_bench" "$work/engine-1.3b" cuda 25 68 120 3
+    measure "dit $name" "${settings[@]}" "$bin/dit_bench" "$work/engine-1.3b" cuda 25 68 120 3
   fi
-  measure "vae $name" "${ours[@]}" "${settings[@]}" "$bin/vae_bench" "$work/engine-1.3b" cuda 25 68 120
+  measure "vae $name" "${settings[@]}" "$bin/vae_bench" "$work/engine-1.3b" cuda 25 68 120
 done
 # The generation's peak (97 frames at 544x960, 10 steps: the peak does not depend on the step
 # count): the DiT's layer weights are released before the final decode either way; by default
@@ -45,6 +40,6 @@ done
 for variant in "generation-keep:SKYREELS_CUDA_ARENA_SHRINK=0" "generation-shrink:" "generation-shrink-nhwc:SKYREELS_CUDA_PREFER_NHWC=1"; do
   # shellcheck disable=SC2206  # a list of VAR=VALUE words
   settings=(${variant#*:})
-  measure "${variant%%:*}" "${ours[@]}" "${settings[@]}" "$bin/e2e_bench" "$work/engine-1.3b" cuda 97 544 960 10
+  measure "${variant%%:*}" "${settings[@]}" "$bin/e2e_bench" "$work/engine-1.3b" cuda 97 544 960 10
 done
 arena_rows "$results"
