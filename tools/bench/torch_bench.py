@@ -4,7 +4,7 @@ shapes, on the same GPU as the ONNX Runtime side. Run it with the environment th
 PyTorch (nothing prepended to LD_LIBRARY_PATH): tools/bench/compare.sh does.
 
 Usage: python3 torch_bench.py dit 1.3b|14b|tiny FRAMES HEIGHT WIDTH ITERATIONS [--causal-block-size N] [--compile]
-       python3 torch_bench.py vae FRAMES HEIGHT WIDTH [--size wan21|tiny]      (latent sizes)
+       python3 torch_bench.py vae FRAMES HEIGHT WIDTH [--size wan21|tiny] [--profile]   (latent sizes)
        python3 torch_bench.py e2e 1.3b FRAMES HEIGHT WIDTH STEPS                (pixel sizes; DF pipeline, CFG 6)
        [--device cuda|cpu] [--dtype bf16|fp32]   (defaults: cuda, bf16; cpu/fp32 is for smoke tests)
        [--cast-all]   (every weight in --dtype; by default the modules diffusers keeps in float32
@@ -125,8 +125,29 @@ def vae(args, device, dtype):
     with torch.no_grad():
         _, warmup = timed(lambda: model.decode(latents[:, :, :2]), device)
         video, seconds = timed(lambda: model.decode(latents, return_dict=False)[0], device)
+        profile = profiled(lambda: model.decode(latents, return_dict=False), device) if args.profile else None
     emit({"bench": "vae_decode", "impl": implementation(args), "size": args.size, "latent_frames": args.frames, "video": list(video.shape),
-          "warmup_s": warmup, "decode_s": seconds, "finite": bool(torch.isfinite(video).all()), "weights": weights_note(model, args), "peak_gib": peak_gib(device)}, device)
+          "warmup_s": warmup, "decode_s": seconds, "finite": bool(torch.isfinite(video).all()), "weights": weights_note(model, args), "peak_gib": peak_gib(device),
+          "profile": profile}, device)
+
+
+def profiled(fn, device, top=20):
+    """One more (untimed) call under torch.profiler: the operators with the most GPU time of their
+    own (seconds, calls), for setting beside ONNX Runtime's per-node profile of the same work."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        synchronize(device)
+    rows = []
+    for event in prof.key_averages():
+        own = getattr(event, "self_device_time_total", None)
+        if own is None:
+            own = getattr(event, "self_cuda_time_total", 0)
+        if own > 0:
+            rows.append({"op": event.key, "gpu_s": own / 1e6, "calls": event.count})
+    rows.sort(key=lambda r: -r["gpu_s"])
+    return {"total_gpu_s": sum(r["gpu_s"] for r in rows), "top": rows[:top]}
 
 
 def e2e(args, device, dtype):
@@ -166,6 +187,7 @@ def parse(argv):
     for name in ("frames", "height", "width"):
         v.add_argument(name, type=int)
     v.add_argument("--size", default="wan21", choices=sorted(VAE_BASE_DIM))
+    v.add_argument("--profile", action="store_true", help="add one profiled decode: the operators with the most GPU time")
     e = commands.add_parser("e2e")
     e.add_argument("size", choices=sorted(CONFIGS))
     for name in ("frames", "height", "width", "steps"):

@@ -18,13 +18,19 @@ use crate::error::{Result, RuntimeError};
 
 static REGISTERED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
-/// Whether sessions share one arena per GPU (default, and `SKYREELS_CUDA_ARENA=mempool`) or
-/// keep their own (`SKYREELS_CUDA_ARENA=session`).
+/// Whether sessions share one arena per GPU (default, `SKYREELS_CUDA_ARENA=mempool` and
+/// `=direct`) or keep their own (`SKYREELS_CUDA_ARENA=session`).
 pub fn shared_arena_enabled() -> bool {
     std::env::var("SKYREELS_CUDA_ARENA").map_or(true, |v| v != "session")
 }
 
-fn check(status: ort::sys::OrtStatusPtr, what: &str) -> Result<()> {
+/// Whether GPU memory comes straight from CUDA, tensor by tensor, with no arena to shrink
+/// (`SKYREELS_CUDA_ARENA=direct`, [`crate::direct_allocator`]).
+pub fn cuda_direct() -> bool {
+    std::env::var("SKYREELS_CUDA_ARENA").is_ok_and(|v| v == "direct")
+}
+
+pub(crate) fn check(status: ort::sys::OrtStatusPtr, what: &str) -> Result<()> {
     if status.0.is_null() {
         return Ok(());
     }
@@ -46,6 +52,11 @@ pub fn register(environment: &Environment, device: i32) -> Result<()> {
     let mut registered = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
     let devices = registered.get_or_insert_with(HashSet::new);
     if devices.contains(&device) {
+        return Ok(());
+    }
+    if cuda_direct() {
+        crate::direct_allocator::register_cuda(environment, device)?;
+        devices.insert(device);
         return Ok(());
     }
     let api = ort::api();
@@ -77,9 +88,18 @@ pub fn register(environment: &Environment, device: i32) -> Result<()> {
     }
     // SKYREELS_CUDA_ARENA=mempool: CUDA's own stream-ordered pool (cudaMallocFromPoolAsync)
     // instead of ONNX Runtime's best-fit arena, for measuring what the arena's fragmentation costs.
+    // The pool gives its free memory back to CUDA at every synchronisation (the end of each
+    // run) unless SKYREELS_CUDA_MEMPOOL_KEEP_MB keeps that much.
     if std::env::var("SKYREELS_CUDA_ARENA").is_ok_and(|v| v == "mempool") {
         keys.push(c"use_cuda_mempool".as_ptr());
         values.push(1);
+        if let Some(megabytes) = std::env::var("SKYREELS_CUDA_MEMPOOL_KEEP_MB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            keys.push(c"cuda_mempool_release_threshold".as_ptr());
+            values.push(megabytes << 20);
+        }
     }
     let memory = crate::session::cuda_memory(device).map_err(|e| RuntimeError::Ort {
         context: what.clone(),
@@ -134,6 +154,12 @@ pub fn register_cpu(environment: &Environment) -> Result<()> {
     static CPU_REGISTERED: Mutex<bool> = Mutex::new(false);
     let mut registered = CPU_REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
     if *registered {
+        return Ok(());
+    }
+    // SKYREELS_CPU_ARENA=direct: every tensor from the C library and back when freed.
+    if std::env::var("SKYREELS_CPU_ARENA").is_ok_and(|v| v == "direct") {
+        crate::direct_allocator::register_host(environment)?;
+        *registered = true;
         return Ok(());
     }
     let api = ort::api();

@@ -1,9 +1,12 @@
-//! Host bytes into ONNX Runtime values in GPU memory. `ort`'s own `Tensor::to` copies through an
-//! `Identity` model of an opset without bfloat16, so bf16 weights cannot take that way; this
-//! allocates the value with the session's CUDA allocator and fills it with one driver copy.
+//! Host bytes into ONNX Runtime values in GPU memory, and float32 values back out. `ort`'s own
+//! `Tensor::to` copies through an `Identity` model of an opset without bfloat16, so bf16 weights
+//! cannot take that way; this allocates the value with the session's CUDA allocator and fills it
+//! with one driver copy. Back to the host, `Tensor::to` knows only values whose memory ONNX
+//! Runtime names `Cuda`; values from CUDA's own memory pool (`SKYREELS_CUDA_ARENA=mempool`) are
+//! named otherwise and come back through [`download_f32`].
 #![expect(
     unsafe_code,
-    reason = "the host-to-device copy writes through the raw pointer of a value ONNX Runtime allocated"
+    reason = "the copies read and write through raw pointers of values ONNX Runtime allocated"
 )]
 
 use std::sync::Arc;
@@ -76,4 +79,39 @@ impl DeviceUpload {
         .map_err(|e| error(e.to_string()))?;
         Ok(tensor.into_dyn())
     }
+}
+
+/// Copies `elements` float32 values at device address `source` on GPU `device` to the host. The
+/// value must be complete: ONNX Runtime synchronises its stream at the end of every run.
+pub fn download_f32(
+    device: i32,
+    source: *const std::ffi::c_void,
+    elements: usize,
+    what: &str,
+) -> Result<Vec<f32>> {
+    let error = |message: String| RuntimeError::Ort {
+        context: format!("copying {what} from GPU {device} to the host"),
+        message,
+    };
+    let mut host = vec![0f32; elements];
+    if elements == 0 {
+        return Ok(host);
+    }
+    if source.is_null() {
+        return Err(error("ONNX Runtime gave a null device pointer".into()));
+    }
+    let ordinal =
+        usize::try_from(device).map_err(|_| error(format!("GPU index {device} is negative")))?;
+    let context = CudaContext::new(ordinal).map_err(|e| error(e.to_string()))?;
+    context.bind_to_thread().map_err(|e| error(e.to_string()))?;
+    // SAFETY: `source` is the start of a device tensor of `elements` float32 values that the
+    // caller borrows for the call; the copy is synchronous and `host` has exactly that length.
+    unsafe {
+        cudarc::driver::result::memcpy_dtoh_sync(
+            &mut host,
+            source as cudarc::driver::sys::CUdeviceptr,
+        )
+    }
+    .map_err(|e| error(e.to_string()))?;
+    Ok(host)
 }

@@ -4,6 +4,7 @@
 pub mod components;
 pub mod cuda_arena;
 pub mod device_upload;
+pub mod direct_allocator;
 pub mod dit;
 pub mod engine;
 pub mod engine_info;

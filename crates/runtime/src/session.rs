@@ -269,7 +269,18 @@ impl TensorPool {
             .view()
             .downcast::<TensorValueType<f32>>()
             .map_err(ort_error(context.clone()))?;
-        if !tensor.memory_info().is_cpu_accessible() {
+        let memory = tensor.memory_info();
+        if !memory.is_cpu_accessible() && memory.allocation_device() != AllocationDevice::CUDA {
+            let shape: Vec<usize> = tensor.shape().iter().map(|&d| d as usize).collect();
+            let data = crate::device_upload::download_f32(
+                memory.device_id(),
+                tensor.data_ptr(),
+                shape.iter().product(),
+                &format!("tensor `{name}`"),
+            )?;
+            return Tensor::new(shape, data);
+        }
+        if !memory.is_cpu_accessible() {
             let host = tensor
                 .to(AllocationDevice::CPU, 0)
                 .map_err(ort_error(context.clone()))?;
@@ -298,6 +309,17 @@ pub(crate) fn graph_file(engine_dir: &Path, entry: &GraphEntry) -> Result<std::p
         });
     }
     Ok(path)
+}
+
+/// `SKYREELS_CUDA_ARENA_SHRINK=every`: every run on a GPU ends with the arena's free blocks given
+/// back to CUDA, so no run starts with blocks an earlier run fragmented (a measurement knob: each
+/// run then allocates its activations from CUDA again).
+fn shrink_every_run() -> bool {
+    static EVERY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *EVERY.get_or_init(|| {
+        std::env::var("SKYREELS_CUDA_ARENA_SHRINK").is_ok_and(|v| v == "every")
+            && !crate::cuda_arena::cuda_direct()
+    })
 }
 
 /// A loaded graph.
@@ -460,7 +482,7 @@ impl GraphSession {
                         .bind_output_to_device(spec.name.as_str(), &memory)
                         .map_err(ort_error(context.clone()))?;
                 }
-                let outputs = if std::mem::take(&mut self.shrink_arena) {
+                let outputs = if std::mem::take(&mut self.shrink_arena) || shrink_every_run() {
                     let mut options = RunOptions::new().map_err(ort_error(context.clone()))?;
                     options
                         .set(
@@ -485,9 +507,11 @@ impl GraphSession {
     /// At the end of the next run the CUDA arena gives every block no tensor holds back to CUDA
     /// (ONNX Runtime's arena shrinkage), so memory another model left free is not kept reserved
     /// beside what this graph needs: the 97-frame generation's peak 16.8 -> 14.0 GiB at the same
-    /// speed (H200, run 10). `SKYREELS_CUDA_ARENA_SHRINK=0` keeps the blocks; nothing on the CPU.
+    /// speed (H200, run 10). `SKYREELS_CUDA_ARENA_SHRINK=0` keeps the blocks; nothing on the CPU or
+    /// without an arena (`SKYREELS_CUDA_ARENA=direct`).
     pub fn shrink_arena_after_next_run(&mut self) {
         self.shrink_arena = self.device.is_some()
+            && !crate::cuda_arena::cuda_direct()
             && std::env::var("SKYREELS_CUDA_ARENA_SHRINK").map_or(true, |v| v != "0");
     }
 

@@ -148,6 +148,45 @@ fn dit_forward_matches_the_dit_fixtures() {
 }
 
 #[test]
+fn dit_forward_without_an_arena_is_bitwise_the_arena_forward() {
+    // SKYREELS_CPU_ARENA=direct: every tensor from the C library through our allocator vtable
+    // (src/direct_allocator.rs), the same code the GPU's SKYREELS_CUDA_ARENA=direct runs.
+    let work = tempfile::tempdir().unwrap();
+    let engine = work.path().join("df");
+    fs_err::create_dir(&engine).unwrap();
+    export("df", &engine);
+    let case = fixtures().join("df/cases/df_fps0.safetensors");
+    let mut velocities = Vec::new();
+    for arena in ["", "direct"] {
+        let out = work.path().join(format!("velocity-{arena}.safetensors"));
+        let output = Command::new(BINARY)
+            .env("RUST_BACKTRACE", "0")
+            .env("SKYREELS_CPU_ARENA", arena)
+            .args(["dit-forward", "--engines"])
+            .arg(&engine)
+            .arg("--inputs")
+            .arg(&case)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "SKYREELS_CPU_ARENA={arena}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let written = fs_err::read(&out).unwrap();
+        let written = SafeTensors::deserialize(&written).unwrap();
+        velocities.push(written.tensor("velocity").unwrap().data().to_vec());
+    }
+    assert!(!velocities[0].is_empty());
+    assert!(
+        velocities[0] == velocities[1],
+        "the direct allocator changed the velocity"
+    );
+}
+
+#[test]
 fn dit_forward_offloaded_is_bitwise_the_resident_forward() {
     let work = tempfile::tempdir().unwrap();
     for model in ["df", "i2v"] {

@@ -272,8 +272,8 @@ pub struct GenerationInputs<'a> {
     /// Told of every window, step and decode; may cancel the job.
     pub observer: &'a mut dyn Observer,
     /// Once the last window is sampled, drop what only sampling needs before the final decode
-    /// (a one-job process): the denoiser's layer weights, and the arena's free blocks after the
-    /// decoder's first run ([`crate::session::GraphSession::shrink_arena_after_next_run`]).
+    /// (a one-job process): the denoiser's layer weights. (Every decode gives the arena's free
+    /// blocks back after its first run, [`crate::session::GraphSession::shrink_arena_after_next_run`].)
     pub release_after_sampling: bool,
 }
 
@@ -409,9 +409,6 @@ pub fn generate(inputs: GenerationInputs<'_>) -> Result<Generation> {
         }
         if release_after_sampling && segment.index + 1 == windows {
             denoiser.release_after_sampling();
-            if let Some(vae) = vae.as_mut() {
-                vae.decoder.shrink_arena_after_next_run();
-            }
         }
         let new_latents = if segment.index == 0 {
             latents.clone()
@@ -424,6 +421,9 @@ pub fn generate(inputs: GenerationInputs<'_>) -> Result<Generation> {
         });
         if let (Compat::Upstream, Some(vae)) = (request.compat, vae.as_mut()) {
             let what = format!("window {}/{windows}", segment.index + 1);
+            // Every window's decode starts by giving back what the DiT's activations left free,
+            // so the decode does not grow the arena beside it (the DiT grows it again after).
+            vae.decoder.shrink_arena_after_next_run();
             let decoded = in_stage(observer, Stage::Decoding, &what, |_| {
                 vae.decoder.decode(&latents)
             })?;
@@ -442,6 +442,7 @@ pub fn generate(inputs: GenerationInputs<'_>) -> Result<Generation> {
     let latents = joined.expect("a plan has at least one window");
     if let (Compat::Diffusers, Some(vae)) = (request.compat, vae.as_mut()) {
         // diffusers decodes every latent (an extension's first prefix included) after the input video.
+        vae.decoder.shrink_arena_after_next_run();
         let decoded = in_stage(observer, Stage::Decoding, "video", |_| {
             vae.decoder.decode(&latents)
         })?;
