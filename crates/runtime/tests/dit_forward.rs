@@ -149,15 +149,16 @@ fn dit_forward_matches_the_dit_fixtures() {
 
 #[test]
 fn dit_forward_without_an_arena_is_bitwise_the_arena_forward() {
-    // SKYREELS_CPU_ARENA=direct: every tensor from the C library through our allocator vtable
-    // (src/direct_allocator.rs), the same code the GPU's SKYREELS_CUDA_ARENA=direct runs.
+    // The CPU's default allocator (every tensor from the C library through our allocator vtable,
+    // src/direct_allocator.rs, the code the GPU's SKYREELS_CUDA_ARENA=direct runs) against
+    // ONNX Runtime's arena (SKYREELS_CPU_ARENA=arena).
     let work = tempfile::tempdir().unwrap();
     let engine = work.path().join("df");
     fs_err::create_dir(&engine).unwrap();
     export("df", &engine);
     let case = fixtures().join("df/cases/df_fps0.safetensors");
     let mut velocities = Vec::new();
-    for arena in ["", "direct"] {
+    for arena in ["arena", "direct"] {
         let out = work.path().join(format!("velocity-{arena}.safetensors"));
         let output = Command::new(BINARY)
             .env("RUST_BACKTRACE", "0")
