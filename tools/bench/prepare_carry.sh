@@ -24,7 +24,7 @@ for path in /.carry/ /.whl/; do
   grep -qx "$path" "$exclude" 2>/dev/null || echo "$path" >> "$exclude"
 done
 
-programs=(dit_bench vae_bench e2e_bench session_cost write_random_dit write_random_vae write_random_umt5)
+programs=(dit_bench dit_case vae_bench e2e_bench session_cost write_random_dit write_random_vae write_random_umt5)
 if $build; then
   examples=()
   for program in "${programs[@]}"; do examples+=(--example "$program"); done
