@@ -37,6 +37,8 @@
 #            these two groups and checks streaming against the resident forward first
 # --once runs our side once (before PyTorch) instead of before and after it.
 # STEPS=N sets the sampling steps of the e2e, user and offload generations (default 30).
+# OURS_SETTINGS="VAR=VALUE ..." gives our processes (only) runtime settings, e.g.
+# OURS_SETTINGS=SKYREELS_CUDA_ARENA=direct.
 # --smoke runs tiny shapes on the CPU (our ORT CPU build, torch CPU fp32) to check the plumbing.
 # --dry-run prints what would run and runs nothing.
 # Our causal forward is `dit_bench ... ITERATIONS $OURS_CAUSAL_ARGS` (default
@@ -136,7 +138,18 @@ prepare() {
   if $dry_run; then show "$@"; return 0; fi
   "$@"
 }
-ours() { local label="$1"; shift; measure "$label" ours "${ours_env[@]}" "$@"; }
+# OURS_SETTINGS="VAR=VALUE ..." adds our runtime's settings (e.g. SKYREELS_CUDA_ARENA=direct) to
+# our processes alone; they are in each result line's argv.
+# shellcheck disable=SC2206  # a list of VAR=VALUE words
+ours_settings=(${OURS_SETTINGS:-})
+ours() {
+  local label="$1"; shift
+  if [ ${#ours_env[@]} -gt 0 ]; then
+    measure "$label" ours "${ours_env[@]}" "${ours_settings[@]}" "$@"
+  else
+    measure "$label" ours env "${ours_settings[@]}" "$@"
+  fi
+}
 torch_side() {
   local label="$1"; shift
   measure "$label" torch env "PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}" "$python" "$here/torch_bench.py" --device "$device" --dtype "$dtype" "$@"
