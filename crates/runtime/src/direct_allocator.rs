@@ -1,6 +1,6 @@
-//! An allocator without an arena for ONNX Runtime's environment (`SKYREELS_CUDA_ARENA=direct`,
-//! `SKYREELS_CPU_ARENA=direct`): every tensor is one allocation from CUDA (`cuMemAlloc`) or the
-//! C library, given back when ONNX Runtime frees it. An arena keeps what it ever took and
+//! An allocator without an arena for ONNX Runtime's environment (the CPU's default,
+//! `SKYREELS_CPU_ARENA=arena` turns it off; on GPUs `SKYREELS_CUDA_ARENA=direct`): every tensor is
+//! one allocation from CUDA (`cuMemAlloc`) or the C library, given back when ONNX Runtime frees it. An arena keeps what it ever took and
 //! fragments (the VAE decode reserved 10.1 GB for at most 6.7 GB of live tensors, H200 run 10);
 //! this holds exactly the live tensors, at the cost of a driver call per tensor. `cuMemFree` waits
 //! for the work queued on the GPU, so a freed block is never still in use by a kernel.
@@ -53,7 +53,7 @@ impl Memory for CudaMemory {
     }
 }
 
-/// Host memory from the C library (`malloc` hands large blocks straight back to the system).
+/// Host memory from the C library (which gives large blocks back to the system when freed).
 struct HostMemory;
 
 /// The alignment ONNX Runtime's CPU kernels expect (its own CPU allocator's).
