@@ -270,17 +270,17 @@ impl TensorPool {
             .downcast::<TensorValueType<f32>>()
             .map_err(ort_error(context.clone()))?;
         let memory = tensor.memory_info();
-        if !memory.is_cpu_accessible() && memory.allocation_device() != AllocationDevice::CUDA {
-            let shape: Vec<usize> = tensor.shape().iter().map(|&d| d as usize).collect();
-            let data = crate::device_upload::download_f32(
-                memory.device_id(),
-                tensor.data_ptr(),
-                shape.iter().product(),
-                &format!("tensor `{name}`"),
-            )?;
-            return Tensor::new(shape, data);
-        }
         if !memory.is_cpu_accessible() {
+            if memory.allocation_device() != AllocationDevice::CUDA {
+                let shape: Vec<usize> = tensor.shape().iter().map(|&d| d as usize).collect();
+                let data = crate::device_upload::download_f32(
+                    memory.device_id(),
+                    tensor.data_ptr(),
+                    shape.iter().product(),
+                    &format!("tensor `{name}`"),
+                )?;
+                return Tensor::new(shape, data);
+            }
             let host = tensor
                 .to(AllocationDevice::CPU, 0)
                 .map_err(ort_error(context.clone()))?;

@@ -43,8 +43,20 @@ fn export(model: &str, out: &Path) {
 }
 
 fn dit_forward(engine: &Path, inputs: &Path, out: &Path, extra: &[&str]) -> Output {
+    dit_forward_with_env(engine, inputs, out, extra, &[])
+}
+
+/// `dit_forward` with environment variables `env` set for the process.
+fn dit_forward_with_env(
+    engine: &Path,
+    inputs: &Path,
+    out: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
     Command::new(BINARY)
         .env("RUST_BACKTRACE", "0")
+        .envs(env.iter().copied())
         .arg("dit-forward")
         .arg("--engines")
         .arg(engine)
@@ -55,6 +67,13 @@ fn dit_forward(engine: &Path, inputs: &Path, out: &Path, extra: &[&str]) -> Outp
         .args(extra)
         .output()
         .unwrap()
+}
+
+/// The raw bytes of the `velocity` tensor `dit-forward` wrote to `out`.
+fn velocity_bytes(out: &Path) -> Vec<u8> {
+    let written = fs_err::read(out).unwrap();
+    let written = SafeTensors::deserialize(&written).unwrap();
+    written.tensor("velocity").unwrap().data().to_vec()
 }
 
 fn floats(view: &TensorView<'_>) -> Vec<f32> {
@@ -160,25 +179,14 @@ fn dit_forward_without_an_arena_is_bitwise_the_arena_forward() {
     let mut velocities = Vec::new();
     for arena in ["arena", "direct"] {
         let out = work.path().join(format!("velocity-{arena}.safetensors"));
-        let output = Command::new(BINARY)
-            .env("RUST_BACKTRACE", "0")
-            .env("SKYREELS_CPU_ARENA", arena)
-            .args(["dit-forward", "--engines"])
-            .arg(&engine)
-            .arg("--inputs")
-            .arg(&case)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
+        let output =
+            dit_forward_with_env(&engine, &case, &out, &[], &[("SKYREELS_CPU_ARENA", arena)]);
         assert!(
             output.status.success(),
             "SKYREELS_CPU_ARENA={arena}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let written = fs_err::read(&out).unwrap();
-        let written = SafeTensors::deserialize(&written).unwrap();
-        velocities.push(written.tensor("velocity").unwrap().data().to_vec());
+        velocities.push(velocity_bytes(&out));
     }
     assert!(!velocities[0].is_empty());
     assert!(
@@ -213,9 +221,7 @@ fn dit_forward_offloaded_is_bitwise_the_resident_forward() {
                     case.display(),
                     String::from_utf8_lossy(&output.stderr)
                 );
-                let written = fs_err::read(&out).unwrap();
-                let written = SafeTensors::deserialize(&written).unwrap();
-                velocities.push(written.tensor("velocity").unwrap().data().to_vec());
+                velocities.push(velocity_bytes(&out));
             }
             assert!(
                 velocities[0] == velocities[1],
