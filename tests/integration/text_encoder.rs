@@ -8,6 +8,7 @@ use skyreels_contract::Attention;
 use skyreels_exporter::text::{self, TextExportOptions};
 use skyreels_graph::DType;
 use skyreels_runtime::Tensor;
+use skyreels_runtime::dit::placement::WeightPlacement;
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::session::{Backend, GraphSession, TensorPool};
 use skyreels_runtime::text::{PromptTokenizer, TextEncoder, clean_prompt, fix_text, html_unescape};
@@ -190,6 +191,60 @@ fn text_encoder_matches_transformers() {
             }
             eprintln!(
                 "text parity {layout}/{} prompts: worst max-abs {worst:.3e}",
+                attention.name()
+            );
+        }
+    }
+}
+
+/// `--offload`'s encoder (block by block, weights streamed through two slots, embedding rows read
+/// on the host) against transformers and against the whole graph, for every layout and attention.
+#[test]
+fn text_encoder_streamed_block_by_block_matches_transformers_and_the_whole_graph() {
+    require_onnxruntime();
+    let cases = cases();
+    let (tensors, _) =
+        read_safetensors(&fixtures_dir().join("text/cases.safetensors")).expect("cases");
+    let backend = Backend::Cpu { threads: 2 };
+    for layout in ["hf", "wan", "wan_pth/model.pth"] {
+        for attention in [
+            Attention::MatMul,
+            Attention::ContribMha,
+            Attention::OnnxAttention,
+        ] {
+            let engine_dir = export_engine(layout, attention);
+            let engine = Engine::open(engine_dir.path()).expect("engine");
+            let text = engine.manifest.text_encoder.as_ref().expect("text encoder");
+            assert!(text.has_layer_graphs(), "{layout}: no layer graphs");
+            assert_eq!(text.layers.len(), text.config.num_layers);
+            let mut whole = TextEncoder::load(&engine, &backend).expect("load whole");
+            let mut streamed = TextEncoder::load_with(&engine, &backend, WeightPlacement::Streamed)
+                .expect("load streamed");
+            assert_eq!(streamed.placement(), WeightPlacement::Streamed);
+            let (mut worst, mut worst_whole) = (0.0f32, 0.0f32);
+            for case in cases["encode"].as_array().expect("encode") {
+                let name = case["name"].as_str().expect("name");
+                let prompt = case["prompt"].as_str().expect("prompt");
+                let hidden = streamed.encode(prompt).expect("encode streamed");
+                let error = hidden
+                    .max_abs_diff(float(&tensors, &format!("{name}.hidden")).expect("hidden"));
+                assert!(
+                    error <= TOLERANCE,
+                    "{layout}/{} case {name}: streamed max-abs {error}",
+                    attention.name()
+                );
+                let reference = whole.encode(prompt).expect("encode whole");
+                let to_whole = hidden.max_abs_diff(&reference);
+                assert!(
+                    to_whole <= 1e-6,
+                    "{layout}/{} case {name}: streamed vs whole graph max-abs {to_whole}",
+                    attention.name()
+                );
+                worst = worst.max(error);
+                worst_whole = worst_whole.max(to_whole);
+            }
+            eprintln!(
+                "text streamed {layout}/{}: worst max-abs {worst:.3e} to transformers, {worst_whole:.3e} to the whole graph",
                 attention.name()
             );
         }

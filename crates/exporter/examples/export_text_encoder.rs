@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
     eprintln!(
         "text encoder: {} layers, {} nodes, {:.2}s, {:.1} MB written, {:.1} MB referenced in place",
         export.component.config.num_layers,
-        export.report.nodes,
+        export.reports[0].nodes,
         started.elapsed().as_secs_f64(),
         written as f64 / 1e6,
         linked as f64 / 1e6

@@ -2,8 +2,9 @@
 //! `[out, in]` weight), norms, and attention in the forms the backends want. Weights come from a
 //! [`WeightStore`] and are bound as the [`WeightBinding`] says.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
+use skyreels_contract::manifest::ExternalTensor;
 use skyreels_contract::{Attention, TensorSpec};
 use skyreels_graph::{AttentionBias, DType, Dim, ExternalData, Graph, Shape, Value};
 
@@ -24,6 +25,64 @@ pub enum WeightBinding {
         /// Each weight input, with where its bytes are, in order of first use.
         bound: Vec<(TensorSpec, ExternalData)>,
     },
+}
+
+/// A graph built once per layer with that layer's weights as inputs (`build(layers, prefix)` for
+/// `blocks.{i}`): layer 0's graph is returned with its weight inputs, every layer's weights are
+/// recorded into `layers[i]`, and every layer must bind the same inputs (names, dtypes, shapes).
+pub fn export_layer_graph(
+    graph_name: &str,
+    store: &mut WeightStore<'_>,
+    compute: DType,
+    attention: Attention,
+    layers: &mut [BTreeMap<String, ExternalTensor>],
+    mut build: impl FnMut(&mut Layers<'_, '_>, &Prefix) -> Result<()>,
+) -> Result<(Graph, Vec<TensorSpec>)> {
+    let mut first: Option<(Graph, Vec<TensorSpec>)> = None;
+    for (index, weights) in layers.iter_mut().enumerate() {
+        let block = Prefix::root().pp("blocks").pp(index);
+        let mut builder =
+            Layers::new(graph_name, store, compute, attention).with_weight_inputs(block.clone());
+        build(&mut builder, &block).map_err(|e| in_layer(e, &block))?;
+        let WeightBinding::Inputs { bound, .. } = builder.binding else {
+            unreachable!("built with weight inputs")
+        };
+        let specs: Vec<TensorSpec> = bound.iter().map(|(spec, _)| spec.clone()).collect();
+        for (spec, data) in bound {
+            weights.insert(
+                spec.name,
+                ExternalTensor {
+                    file: data.location,
+                    offset: data.offset,
+                    length: data.length,
+                },
+            );
+        }
+        match &first {
+            None => first = Some((builder.graph, specs)),
+            Some((_, expected)) if *expected != specs => {
+                let differing = expected
+                    .iter()
+                    .find(|spec| !specs.contains(spec))
+                    .or_else(|| specs.iter().find(|spec| !expected.contains(spec)))
+                    .map_or(String::new(), |spec| {
+                        format!(" (`{}` {} {:?})", spec.name, spec.dtype, spec.shape)
+                    });
+                return Err(ExportError::BadOptions(format!(
+                    "`{block}` and `blocks.0` differ in the weights of their `{graph_name}` graph{differing}: every layer must have the same architecture\n  fix: check that the checkpoint is a complete SkyReels-V2 / Wan2.1 model (no layer-specific weights added or removed)"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    first.ok_or_else(|| ExportError::BadOptions(format!("`{graph_name}`: the model has no layers")))
+}
+
+fn in_layer(error: ExportError, block: &Prefix) -> ExportError {
+    match error {
+        ExportError::Graph(e) => ExportError::BadOptions(format!("while wiring `{block}`: {e}")),
+        other => other,
+    }
 }
 
 /// The leading dims of a tensor as a run-time shape vector, for reshaping Gemm results back.

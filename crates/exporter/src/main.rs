@@ -250,7 +250,7 @@ fn export(args: Args) -> anyhow::Result<()> {
         .flat_map(|e| &e.reports)
         .chain(vae_export.iter().flat_map(|e| &e.reports));
     let reports = reports
-        .chain(text_export.iter().map(|e| &e.report))
+        .chain(text_export.iter().flat_map(|e| &e.reports))
         .chain(image_export.iter().map(|e| &e.report));
     for report in reports {
         eprintln!("  {:<26} {:>6} nodes", report.file, report.nodes);

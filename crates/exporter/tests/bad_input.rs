@@ -700,8 +700,8 @@ fn the_tensorrt_target_exports_onnx_attention() {
     }
     assert_eq!(
         attention_nodes,
-        1 + 1 + 1 + 2,
-        "DiT self-attention (the attention graph, and attention_heads_1 for Ulysses degree 2 of the 2 heads) and cross-attention (block_out), shared by every layer, and 2 umT5 layers"
+        1 + 1 + 1 + 2 + 1,
+        "DiT self-attention (the attention graph, and attention_heads_1 for Ulysses degree 2 of the 2 heads) and cross-attention (block_out), shared by every layer, the 2 umT5 layers of the whole encoder graph and the one of its layer graph"
     );
 }
 

@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use skyreels_contract::{Pipeline, Resolution};
 use skyreels_runtime::dit::Dit;
-use skyreels_runtime::dit::placement::DitMemoryPlan;
+use skyreels_runtime::dit::placement::{DitMemoryPlan, WeightPlacement};
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::loaded_libraries::ProcessReport;
 use skyreels_runtime::noise::NoiseSource;
@@ -34,6 +34,7 @@ use skyreels_runtime::pipeline::schedule::FlowSchedule;
 use skyreels_runtime::session::Backend;
 use skyreels_runtime::teacache::TeaCacheConfig;
 use skyreels_runtime::text::TextEncoder;
+use skyreels_runtime::text_placement::TextMemoryPlan;
 use skyreels_runtime::vae::{VaeDecoder, VaeEncoder};
 
 const PROMPT: &str = "a red fox running through fresh snow";
@@ -57,7 +58,7 @@ struct Args {
     /// Frames shared by consecutive windows of a long video.
     #[arg(long, requires = "base_num_frames")]
     overlap_history: Option<usize>,
-    /// Stream the DiT's layer weights from host memory.
+    /// Stream the DiT's layer weights (and the text encoder's block weights) from host memory.
     #[arg(long)]
     offload: bool,
     /// Device memory the DiT's weights may take; streamed when they do not fit.
@@ -92,9 +93,12 @@ fn main() -> anyhow::Result<()> {
     let mut noise = NoiseSource::seeded(0);
     let mut load_seconds = serde_json::Map::new();
     let mut text_seconds = None;
+    let memory = DitMemoryPlan::for_engine(&engine, args.offload, args.max_gpu_memory.as_deref())?;
+    let text_memory = TextMemoryPlan::for_engine(&engine, args.offload, memory.max_gpu_memory)?;
     let (context, negative_context) = if args.text_encoder {
         let loading = Instant::now();
-        let mut encoder = TextEncoder::load(&engine, &backend)?;
+        let placement = text_memory.map_or(WeightPlacement::Resident, |m| m.placement);
+        let mut encoder = TextEncoder::load_with(&engine, &backend, placement)?;
         load_seconds.insert("text_encoder".into(), seconds_since(loading).into());
         let encoding = Instant::now();
         let context = encoder.encode_tokens(&encoder.tokenize(PROMPT)?)?;
@@ -107,7 +111,6 @@ fn main() -> anyhow::Result<()> {
             noise.draw(&[1, config.text_len, config.text_dim])?,
         )
     };
-    let memory = DitMemoryPlan::for_engine(&engine, args.offload, args.max_gpu_memory.as_deref())?;
     let loading = Instant::now();
     let dit = Dit::load_with(&engine, &backend, None, memory.placement)?;
     load_seconds.insert("dit".into(), seconds_since(loading).into());
@@ -179,7 +182,7 @@ fn main() -> anyhow::Result<()> {
             serde_json::json!({"bench": "e2e_df", "impl": "skyreels-onnxruntime", "frames": args.frames, "height": args.height,
                 "width": args.width, "steps": args.steps, "teacache": args.teacache_threshold, "text_encoder": args.text_encoder,
                 "base_num_frames": args.base_num_frames, "overlap_history": args.overlap_history,
-                "load_s": ready_seconds, "load_seconds": load_seconds, "placement": memory.placement, "max_gpu_memory": memory.max_gpu_memory, "text_encode_s": text_seconds,
+                "load_s": ready_seconds, "load_seconds": load_seconds, "placement": memory.placement, "text_placement": text_memory.map(|m| m.placement), "max_gpu_memory": memory.max_gpu_memory, "text_encode_s": text_seconds,
                 "generate_started_unix": started_unix, "generate_s": seconds, "window_seconds": generation.stats.window_seconds,
                 "windows": generation.stats.windows, "dit_forwards": generation.stats.forwards,
                 "blocks_computed": generation.stats.blocks_computed, "blocks_skipped": generation.stats.blocks_skipped,

@@ -25,10 +25,22 @@ fn open(engine_dir: &Path, backend: &Backend, out: &Path) -> Result<Engine> {
     Ok(engine)
 }
 
-/// Encodes `prompt`; writes tensor `context` `[1, 512, dim]` to `out`.
-pub fn text_encode(engine_dir: &Path, backend: &Backend, prompt: &str, out: &Path) -> Result<()> {
+/// Encodes `prompt` (block by block with streamed weights for `offload`); writes tensor
+/// `context` `[1, 512, dim]` to `out`.
+pub fn text_encode(
+    engine_dir: &Path,
+    backend: &Backend,
+    prompt: &str,
+    offload: bool,
+    out: &Path,
+) -> Result<()> {
     let engine = open(engine_dir, backend, out)?;
-    let context = TextEncoder::load(&engine, backend)?.encode(prompt)?;
+    let placement = if offload {
+        crate::dit::placement::WeightPlacement::Streamed
+    } else {
+        crate::dit::placement::WeightPlacement::Resident
+    };
+    let context = TextEncoder::load_with(&engine, backend, placement)?.encode(prompt)?;
     output::save_latents(out, [("context", &context)])?;
     Ok(())
 }

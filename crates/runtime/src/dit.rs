@@ -27,7 +27,7 @@ use ort::value::DynValue;
 use placement::WeightPlacement;
 use sequence::SequenceParallel;
 use streaming::{HostCopier, LayerCopier, stream_layers};
-use weights::LayerWeights;
+use weights::{LayerTable, LayerWeights};
 
 /// Conditioning for one DiT forward pass (batch `B`).
 pub struct DitInputs<'a> {
@@ -165,13 +165,13 @@ impl Dit {
         let weights = match (placement, block_qkv.device()) {
             (WeightPlacement::Resident, _) => Weights::Resident(LayerWeights::load(
                 &engine.dir,
-                &component,
+                &LayerTable::dit(&component),
                 &block_graphs,
                 block_qkv.device_upload()?.as_ref(),
             )?),
             (WeightPlacement::Streamed, None) => Weights::Streamed(Box::new(HostCopier::load(
                 &engine.dir,
-                &component,
+                &LayerTable::dit(&component),
                 &block_graphs,
             )?)),
             (WeightPlacement::Streamed, Some(device)) => {
@@ -180,7 +180,7 @@ impl Dit {
                 })?;
                 Weights::Streamed(Box::new(cuda_copier::CudaCopier::load(
                     &engine.dir,
-                    &component,
+                    &LayerTable::dit(&component),
                     &block_graphs,
                     device,
                     allocator,

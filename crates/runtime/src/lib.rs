@@ -27,6 +27,8 @@ pub mod teacache;
 pub mod tensor;
 pub mod tensor_file;
 pub mod text;
+pub mod text_layers;
+pub mod text_placement;
 pub mod timestep_matrix;
 pub mod vae;
 

@@ -66,6 +66,9 @@ enum Command {
         /// Output safetensors file.
         #[arg(long)]
         out: PathBuf,
+        /// Run the encoder block by block with its block weights streamed from host memory.
+        #[arg(long)]
+        offload: bool,
         #[command(flatten)]
         backend: BackendArgs,
     },
@@ -223,12 +226,13 @@ impl BackendArgs {
 
 #[derive(Args, Debug)]
 struct MemoryArgs {
-    /// Keep the DiT's layer weights in (pinned) host memory and stream them to the GPU two layers
-    /// at a time, overlapping copies with compute (upstream's --offload).
+    /// Keep the DiT's layer weights and the text encoder's block weights in (pinned) host memory
+    /// and stream them to the GPU two layers at a time, overlapping copies with compute
+    /// (upstream's --offload).
     #[arg(long)]
     offload: bool,
-    /// Device memory the DiT's weights may take, e.g. 24GiB or 8G; when they do not fit they are
-    /// streamed as with --offload (activations come on top).
+    /// Device memory the DiT's weights (and, apart, the text encoder's) may take, e.g. 24GiB or
+    /// 8G; weights that do not fit are streamed as with --offload (activations come on top).
     #[arg(long, value_name = "SIZE")]
     max_gpu_memory: Option<String>,
 }
@@ -485,11 +489,13 @@ fn run(command: Command, level: LevelFilter) -> anyhow::Result<()> {
             engines,
             prompt,
             out,
+            offload,
             backend,
         } => Ok(skyreels_runtime::components::text_encode(
             &engines,
             &backend.backend(),
             &prompt,
+            offload,
             &out,
         )?),
         Command::VaeEncode {

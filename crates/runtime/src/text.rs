@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use skyreels_contract::manifest::Component;
 use skyreels_contract::text::{
-    ATTENTION_MASK, INPUT_IDS, TEXT_HIDDEN_STATES, TextEncoderComponent,
+    ATTENTION_MASK, ENCODER_GRAPH, INPUT_IDS, TEXT_HIDDEN_STATES, TextEncoderComponent,
 };
 use tokenizers::{
     PaddingDirection, PaddingParams, PaddingStrategy, TruncationDirection, TruncationParams,
@@ -21,10 +21,12 @@ use tokenizers::{
 };
 use unicode_normalization::UnicodeNormalization;
 
+use crate::dit::placement::WeightPlacement;
 use crate::engine::Engine;
 use crate::error::{Result, RuntimeError};
 use crate::session::{Backend, GraphSession, TensorPool};
 use crate::tensor::Tensor;
+use crate::text_layers::LayeredEncoder;
 
 /// Python's `str.isspace`: Unicode `White_Space` plus the separators U+001C–U+001F.
 fn is_python_space(c: char) -> bool {
@@ -517,35 +519,76 @@ pub struct TextEncoder {
     /// Manifest entry.
     pub component: TextEncoderComponent,
     tokenizer: PromptTokenizer,
-    session: GraphSession,
+    graphs: EncoderGraphs,
+}
+
+/// How the encoder runs.
+enum EncoderGraphs {
+    /// The whole encoder graph, every weight where it runs.
+    Whole(GraphSession),
+    /// Block by block with streamed weights.
+    Layered(Box<LayeredEncoder>),
 }
 
 impl TextEncoder {
     /// Loads the tokenizer and the encoder graph of `engine`.
     pub fn load(engine: &Engine, backend: &Backend) -> Result<TextEncoder> {
+        TextEncoder::load_with(engine, backend, WeightPlacement::Resident)
+    }
+
+    /// [`TextEncoder::load`] with the block weights held as `placement` says: the whole graph
+    /// (resident), or block by block with the weights streamed from host memory, which needs an
+    /// engine with the layer graphs ([`TextEncoderComponent::has_layer_graphs`]).
+    pub fn load_with(
+        engine: &Engine,
+        backend: &Backend,
+        placement: WeightPlacement,
+    ) -> Result<TextEncoder> {
         let component = engine
             .manifest
             .text_encoder
             .clone()
             .ok_or_else(|| engine.missing(Component::TextEncoder))?;
-        let entry = component
-            .graphs
-            .iter()
-            .find(|g| g.name == "encoder")
-            .ok_or_else(|| {
-                engine.error("manifest lists no text encoder graph `encoder`; re-export the engine")
-            })?;
         engine.check_backend(backend)?;
-        let session = GraphSession::load(&engine.dir, entry, backend)?;
         let tokenizer = PromptTokenizer::from_file(
             &engine.dir.join(&component.tokenizer),
             component.max_length,
         )?;
+        let graphs = match placement {
+            WeightPlacement::Streamed => {
+                if !component.has_layer_graphs() {
+                    return Err(engine.error(
+                        "the text encoder has no layer graphs to stream its weights\n  fix: re-export the engine with skyreels-export, or run without --offload",
+                    ));
+                }
+                EncoderGraphs::Layered(Box::new(LayeredEncoder::load(engine, &component, backend)?))
+            }
+            WeightPlacement::Resident => {
+                let entry = component
+                    .graphs
+                    .iter()
+                    .find(|g| g.name == ENCODER_GRAPH)
+                    .ok_or_else(|| {
+                        engine.error(
+                            "manifest lists no text encoder graph `encoder`; re-export the engine",
+                        )
+                    })?;
+                EncoderGraphs::Whole(GraphSession::load(&engine.dir, entry, backend)?)
+            }
+        };
         Ok(TextEncoder {
             component,
             tokenizer,
-            session,
+            graphs,
         })
+    }
+
+    /// How the block weights are held.
+    pub fn placement(&self) -> WeightPlacement {
+        match self.graphs {
+            EncoderGraphs::Whole(_) => WeightPlacement::Resident,
+            EncoderGraphs::Layered(_) => WeightPlacement::Streamed,
+        }
     }
 
     /// The tokenizer.
@@ -572,7 +615,10 @@ impl TextEncoder {
         let mut pool = TensorPool::new();
         pool.insert_i64(INPUT_IDS, vec![1, length], tokens.ids.clone())?;
         pool.insert_i64(ATTENTION_MASK, vec![1, length], tokens.mask.clone())?;
-        self.session.run(&mut pool)?;
+        match &mut self.graphs {
+            EncoderGraphs::Whole(session) => session.run(&mut pool)?,
+            EncoderGraphs::Layered(layered) => layered.run(&mut pool, [1, length], &tokens.ids)?,
+        }
         let context = pool.to_host(TEXT_HIDDEN_STATES)?;
         context.check_finite(
             "the text encoder's output for a finite prompt",

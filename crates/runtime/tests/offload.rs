@@ -105,6 +105,12 @@ fn offload_matches_resident(extra: &[&str]) -> serde_json::Value {
     );
     assert_eq!(summary["plan"]["dit_memory"]["placement"], "streamed");
     assert_eq!(summary["plan"]["dit_memory"]["reason"], "requested");
+    // The text encoder streams its block weights too, and its contexts are the whole graph's.
+    assert_eq!(
+        resident_summary["plan"]["text_memory"]["placement"],
+        "resident"
+    );
+    assert_eq!(summary["plan"]["text_memory"]["placement"], "streamed");
     assert_eq!(resident.len(), offloaded.len());
     let differing = resident
         .iter()

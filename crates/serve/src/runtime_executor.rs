@@ -10,7 +10,7 @@ use skyreels_contract::ModelType;
 use skyreels_contract::Pipeline;
 use skyreels_contract::manifest::Component;
 use skyreels_runtime::RuntimeError;
-use skyreels_runtime::dit::placement::DitMemoryPlan;
+use skyreels_runtime::dit::placement::{DitMemoryPlan, WeightPlacement};
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::job::json::{parse_request, plan_error, with_field_names};
 use skyreels_runtime::job::plan::check_runnable;
@@ -18,6 +18,7 @@ use skyreels_runtime::job::variant::choose_variant;
 use skyreels_runtime::job::{GenerateRequest, JobPlan, Models, OutputRequest, Residency, run_job};
 use skyreels_runtime::pipeline::progress::{Observer, Progress, Unobserved};
 use skyreels_runtime::session::Backend;
+use skyreels_runtime::text_placement::TextMemoryPlan;
 
 use crate::executor::{Executor, GpuMemory, JobControl, JobError, Prepared, RequestError};
 use crate::reference::{Inputs, Reference};
@@ -139,15 +140,18 @@ impl RuntimeExecutor {
             return Err(planning.missing(Component::ImageEncoder));
         }
         check_runnable(&planning, backend)?;
-        let placement = DitMemoryPlan::for_engine(
+        let dit_memory = DitMemoryPlan::for_engine(
             &planning,
             weights.offload,
             weights.max_gpu_memory.as_deref(),
-        )?
-        .placement;
+        )?;
+        let placement = dit_memory.placement;
+        let text_placement =
+            TextMemoryPlan::for_engine(&planning, weights.offload, dit_memory.max_gpu_memory)?
+                .map_or(WeightPlacement::Resident, |m| m.placement);
         let mut models = Models::open(&planning.dir, backend.clone(), Residency::KeepLoaded)?;
         let observer = &mut Unobserved;
-        models.text_encoder(observer)?;
+        models.text_encoder_placed(text_placement, observer)?;
         models.dit(None, placement, observer)?;
         models.vae_decoder(observer)?;
         models.vae_encoder(observer)?;

@@ -21,8 +21,8 @@ use skyreels_contract::{Attention, DitConfig, TensorSpec};
 use skyreels_graph::{DType, Model};
 
 use crate::checkpoint::Checkpoint;
-use crate::error::{ExportError, Result};
-use crate::layers::{Layers, WeightBinding};
+use crate::error::Result;
+use crate::layers::Layers;
 use crate::layout::Layout;
 use crate::prefix::Prefix;
 use crate::weights::{WeightSink, WeightStore};
@@ -117,8 +117,7 @@ fn save(
     })
 }
 
-/// A block graph built once per layer: the graph of layer 0 is saved, every layer's weight
-/// inputs are recorded, and every layer must bind the same inputs (names, dtypes, shapes).
+/// A block graph built once per layer (see [`crate::layers::export_layer_graph`]).
 fn export_block_graph(
     name: &str,
     build: BlockBuilder,
@@ -127,49 +126,14 @@ fn export_block_graph(
     options: &DitExportOptions,
     layers: &mut [BTreeMap<String, ExternalTensor>],
 ) -> Result<(skyreels_graph::Graph, Vec<TensorSpec>)> {
-    let mut first: Option<(skyreels_graph::Graph, Vec<TensorSpec>)> = None;
-    for (index, weights) in layers.iter_mut().enumerate() {
-        let block = Prefix::root().pp("blocks").pp(index);
-        let mut builder = Layers::new(
-            &format!("dit_{name}"),
-            store,
-            options.compute,
-            options.attention,
-        )
-        .with_weight_inputs(block.clone());
-        build(&mut builder, config, &block).map_err(|e| in_layer(e, &block))?;
-        let WeightBinding::Inputs { bound, .. } = builder.binding else {
-            unreachable!("built with weight inputs")
-        };
-        let specs: Vec<TensorSpec> = bound.iter().map(|(spec, _)| spec.clone()).collect();
-        for (spec, data) in bound {
-            weights.insert(
-                spec.name,
-                ExternalTensor {
-                    file: data.location,
-                    offset: data.offset,
-                    length: data.length,
-                },
-            );
-        }
-        match &first {
-            None => first = Some((builder.graph, specs)),
-            Some((_, expected)) if *expected != specs => {
-                let differing = expected
-                    .iter()
-                    .find(|spec| !specs.contains(spec))
-                    .or_else(|| specs.iter().find(|spec| !expected.contains(spec)))
-                    .map_or(String::new(), |spec| {
-                        format!(" (`{}` {} {:?})", spec.name, spec.dtype, spec.shape)
-                    });
-                return Err(ExportError::BadOptions(format!(
-                    "`{block}` and `blocks.0` differ in the weights of their `{name}` graph{differing}: every transformer layer must have the same architecture\n  fix: check that the checkpoint is a complete SkyReels-V2 / Wan2.1 model (no layer-specific weights added or removed)"
-                )));
-            }
-            Some(_) => {}
-        }
-    }
-    first.ok_or_else(|| ExportError::BadOptions("the DiT has no transformer layers".into()))
+    crate::layers::export_layer_graph(
+        &format!("dit_{name}"),
+        store,
+        options.compute,
+        options.attention,
+        layers,
+        |builder, block| build(builder, config, block),
+    )
 }
 
 /// Head counts of the attention graphs for Ulysses sequence parallel: `num_heads / degree` for
@@ -183,13 +147,6 @@ fn sharded_head_counts(num_heads: usize) -> Vec<usize> {
 }
 
 /// Names the layer in an error raised while building its graphs.
-fn in_layer(error: ExportError, block: &Prefix) -> ExportError {
-    match error {
-        ExportError::Graph(e) => ExportError::BadOptions(format!("while wiring `{block}`: {e}")),
-        other => other,
-    }
-}
-
 type BlockBuilder = fn(&mut Layers<'_, '_>, &DitConfig, &Prefix) -> Result<()>;
 
 /// Exports the DiT at `source` into `out_dir`.

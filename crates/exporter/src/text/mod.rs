@@ -1,5 +1,9 @@
 //! umT5-XXL encoder export (SPEC §8): one checkpoint (Wan names or HF `UMT5EncoderModel`) →
 //! `text_encoder.onnx` with external weights, plus the tokenizer's `tokenizer.json` copied next to it.
+//! The same encoder is also written in pieces for streaming its weights (`--offload`):
+//! `text_encoder_layers_prepare.onnx`, `text_encoder_layer.onnx` (one graph for every block, each
+//! block's weights recorded in the manifest) and `text_encoder_layers_final.onnx`. They reference
+//! the bytes the whole graph's initializers use, so the engine's weights are not written twice.
 
 pub mod config;
 pub mod graph;
@@ -8,8 +12,11 @@ pub mod tiny;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use skyreels_contract::manifest::GraphEntry;
-use skyreels_contract::text::{TextEncoderComponent, TextEncoderConfig};
+use skyreels_contract::manifest::{ExternalTensor, GraphEntry};
+use skyreels_contract::text::{
+    ENCODER_GRAPH, LAYER_GRAPH, LAYERS_FINAL_GRAPH, LAYERS_PREPARE_GRAPH, TextEncoderComponent,
+    TextEncoderConfig, TokenEmbedding,
+};
 use skyreels_graph::{DType, Model};
 
 use crate::checkpoint::Checkpoint;
@@ -22,6 +29,12 @@ use skyreels_contract::Attention;
 
 /// Graph file written into the engine directory.
 pub const GRAPH_FILE: &str = "text_encoder.onnx";
+/// The layer-by-layer graphs' files.
+pub const PREPARE_FILE: &str = "text_encoder_layers_prepare.onnx";
+/// One encoder block, weights as inputs.
+pub const LAYER_FILE: &str = "text_encoder_layer.onnx";
+/// Final norm and padding.
+pub const FINAL_FILE: &str = "text_encoder_layers_final.onnx";
 /// Tokenizer file written into the engine directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// Tokens per prompt in every SkyReels pipeline (`text_len`), `</s>` included.
@@ -42,8 +55,8 @@ pub struct TextExportOptions {
 pub struct TextExport {
     /// Manifest entry.
     pub component: TextEncoderComponent,
-    /// Graph summary.
-    pub report: GraphReport,
+    /// Graph summaries: the whole encoder first, then the layer-by-layer graphs.
+    pub reports: Vec<GraphReport>,
     /// Bytes written by conversion / referenced in place.
     pub weight_bytes: (u64, u64),
 }
@@ -125,35 +138,128 @@ pub fn export(
     graph::build(&mut layers, &config)?;
     let mut metadata = BTreeMap::new();
     metadata.insert("skyreels.component".to_string(), "text_encoder".to_string());
-    let model = Model::from_graph(layers.graph, &metadata);
-    model.save(&out_dir.join(GRAPH_FILE))?;
-    let report = GraphReport {
-        file: GRAPH_FILE.to_string(),
-        nodes: model.proto.graph.as_ref().map_or(0, |g| g.node.len()),
-        ops: model.op_histogram(),
-    };
+    let mut reports = vec![save(layers.graph, &metadata, out_dir, GRAPH_FILE)?];
+    let mut graphs = vec![entry(
+        ENCODER_GRAPH,
+        GRAPH_FILE,
+        graph::inputs(),
+        graph::outputs(&config),
+        Vec::new(),
+    )];
+
+    let mut layers = Layers::new(
+        "text_encoder_layers_prepare",
+        &mut store,
+        options.compute,
+        options.attention,
+    );
+    graph::build_prepare(&mut layers, &config)?;
+    reports.push(save(layers.graph, &metadata, out_dir, PREPARE_FILE)?);
+    graphs.push(entry(
+        LAYERS_PREPARE_GRAPH,
+        PREPARE_FILE,
+        graph::inputs(),
+        graph::prepare_outputs(),
+        Vec::new(),
+    ));
+    let mut layer_weights = vec![BTreeMap::new(); config.num_layers];
+    let (layer_graph, weights) = crate::layers::export_layer_graph(
+        "text_encoder_layer",
+        &mut store,
+        options.compute,
+        options.attention,
+        &mut layer_weights,
+        |builder, block| graph::build_layer(builder, &config, block),
+    )?;
+    reports.push(save(layer_graph, &metadata, out_dir, LAYER_FILE)?);
+    graphs.push(entry(
+        LAYER_GRAPH,
+        LAYER_FILE,
+        graph::layer_inputs(&config),
+        graph::layer_outputs(&config),
+        weights,
+    ));
+    let mut layers = Layers::new(
+        "text_encoder_layers_final",
+        &mut store,
+        options.compute,
+        options.attention,
+    );
+    graph::build_final(&mut layers, &config)?;
+    reports.push(save(layers.graph, &metadata, out_dir, FINAL_FILE)?);
+    graphs.push(entry(
+        LAYERS_FINAL_GRAPH,
+        FINAL_FILE,
+        graph::final_inputs(&config),
+        graph::outputs(&config),
+        Vec::new(),
+    ));
+    // The table the whole graph gathers from (placed once: the same bytes).
+    let table = [config.vocab_size, config.dim];
+    let embedding = store.place(
+        "token_embedding.weight",
+        &table,
+        &table.map(|d| d as i64),
+        options.compute,
+    )?;
+
     let architecture = format!(
         "umT5 encoder dim {} layers {}",
         config.dim, config.num_layers
     );
     let sink = store.finish(&architecture)?;
     let tokenizer = copy_tokenizer(tokenizer, out_dir)?;
-    let entry = GraphEntry {
-        name: "encoder".to_string(),
-        file: GRAPH_FILE.to_string(),
-        inputs: graph::inputs().iter().map(|p| p.spec()).collect(),
-        outputs: graph::outputs(&config).iter().map(|p| p.spec()).collect(),
-    };
     Ok(TextExport {
         component: TextEncoderComponent {
             config,
-            graphs: vec![entry],
+            graphs,
+            layers: layer_weights,
+            token_embedding: Some(TokenEmbedding {
+                dtype: options.compute.name().to_string(),
+                location: ExternalTensor {
+                    file: embedding.location,
+                    offset: embedding.offset,
+                    length: embedding.length,
+                },
+            }),
             tokenizer,
             max_length: MAX_LENGTH,
         },
-        report,
+        reports,
         weight_bytes: (sink.written_bytes, sink.linked_bytes),
     })
+}
+
+/// Saves `graph` as `out_dir/file` and reports it.
+fn save(
+    graph: skyreels_graph::Graph,
+    metadata: &BTreeMap<String, String>,
+    out_dir: &Path,
+    file: &str,
+) -> Result<GraphReport> {
+    let model = Model::from_graph(graph, metadata);
+    model.save(&out_dir.join(file))?;
+    Ok(GraphReport {
+        file: file.to_string(),
+        nodes: model.proto.graph.as_ref().map_or(0, |g| g.node.len()),
+        ops: model.op_histogram(),
+    })
+}
+
+/// A manifest entry: the ports, then the weight inputs (the layer graph).
+fn entry(
+    name: &str,
+    file: &str,
+    inputs: Vec<graph::Port>,
+    outputs: Vec<graph::Port>,
+    weights: Vec<skyreels_contract::TensorSpec>,
+) -> GraphEntry {
+    GraphEntry {
+        name: name.to_string(),
+        file: file.to_string(),
+        inputs: inputs.iter().map(|p| p.spec()).chain(weights).collect(),
+        outputs: outputs.iter().map(|p| p.spec()).collect(),
+    }
 }
 
 /// Where a model folder keeps its text encoder, as [`locate`] finds it.

@@ -20,12 +20,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::weights::LayerTable;
 use cudarc::driver::sys as cuda;
 use cudarc::driver::{CudaContext, CudaEvent, CudaStream, DriverError, PinnedHostSlice};
 use ort::memory::Allocator;
 use ort::value::{DynTensor, DynValue};
 use skyreels_contract::GraphEntry;
-use skyreels_contract::manifest::DitComponent;
 
 use super::streaming::{LayerCopier, SLOTS, read_layers};
 use crate::error::{Result, RuntimeError, ort_error};
@@ -77,9 +77,9 @@ impl CudaCopier {
     /// Reads every layer's weights of `component` from `engine_dir` (checked against the block
     /// graphs `graphs`) into pinned host memory and allocates the two slots on GPU `device` with
     /// `allocator` (a CUDA session's, so the slots come from the arena the graphs use).
-    pub fn load(
+    pub(crate) fn load(
         engine_dir: &Path,
-        component: &DitComponent,
+        table: &LayerTable<'_>,
         graphs: &[&GraphEntry],
         device: i32,
         allocator: Allocator,
@@ -90,7 +90,7 @@ impl CudaCopier {
         let copy_stream = context
             .new_stream()
             .map_err(cuda_error("creating the weight copy stream"))?;
-        let (layout, layers) = read_layers(engine_dir, component, graphs, |bytes| {
+        let (layout, layers) = read_layers(engine_dir, table, graphs, |bytes| {
             // SAFETY: the allocation is filled with zeros through its pointer (valid for `bytes`
             // bytes) before any slice of it is made.
             let mut pinned = unsafe { context.alloc_pinned_with_flags::<u8>(bytes.max(1), 0) }

@@ -10,9 +10,8 @@ use std::collections::HashMap;
 use ort::memory::Allocator;
 use ort::value::{DynTensor, DynValue, TensorElementType};
 use skyreels_contract::GraphEntry;
-use skyreels_contract::manifest::DitComponent;
 
-use super::weights::{WeightFiles, WeightSource, checked_layers};
+use super::weights::{LayerTable, WeightFiles, WeightSource, checked_layers};
 use crate::error::{Result, RuntimeError, ort_error};
 
 /// Offsets of weights inside a slot are multiples of this (CUDA's allocation alignment).
@@ -83,19 +82,22 @@ fn element_type(dtype: &str) -> Option<TensorElementType> {
     }
 }
 
-/// Reads every layer of `component` into host buffers laid out as [`SlotLayout`] says, each
+/// Reads every layer of `table` into host buffers laid out as [`SlotLayout`] says, each
 /// buffer given by `allocate(bytes)` (plain or pinned memory) and filled in place.
 pub(crate) fn read_layers<B: AsMut<[u8]>>(
     engine_dir: &std::path::Path,
-    component: &DitComponent,
+    table: &LayerTable<'_>,
     graphs: &[&GraphEntry],
     mut allocate: impl FnMut(usize) -> Result<B>,
 ) -> Result<(SlotLayout, Vec<B>)> {
-    let layers = checked_layers(engine_dir, component, graphs)?;
+    let layers = checked_layers(engine_dir, table, graphs)?;
     let Some(first) = layers.first() else {
         return Err(RuntimeError::Engine {
             path: engine_dir.to_path_buf(),
-            message: "the DiT has no transformer layers\n  fix: re-export the engine with skyreels-export".into(),
+            message: format!(
+                "the {} has no layers\n  fix: re-export the engine with skyreels-export",
+                table.model
+            ),
         });
     };
     let layout = SlotLayout::of(first)?;
@@ -172,15 +174,15 @@ pub struct HostCopier {
 }
 
 impl HostCopier {
-    /// Reads every layer's weights of `component` from `engine_dir` (checked against the block
+    /// Reads every layer's weights of `table` from `engine_dir` (checked against the layer
     /// graphs `graphs`) and allocates the two slots.
-    pub fn load(
+    pub(crate) fn load(
         engine_dir: &std::path::Path,
-        component: &DitComponent,
+        table: &LayerTable<'_>,
         graphs: &[&GraphEntry],
     ) -> Result<HostCopier> {
         let (layout, layers) =
-            read_layers(engine_dir, component, graphs, |bytes| Ok(vec![0u8; bytes]))?;
+            read_layers(engine_dir, table, graphs, |bytes| Ok(vec![0u8; bytes]))?;
         let slot = || -> Result<HashMap<String, DynValue>> {
             layout
                 .entries

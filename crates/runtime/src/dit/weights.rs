@@ -4,7 +4,7 @@
 //! layer by layer. Streaming them from host memory instead (offload) is `streaming`, which reads
 //! them with the same checks.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
@@ -26,6 +26,31 @@ const ACTIVATIONS: [&str; 6] = [
     io::CONTEXT_TOKENS,
 ];
 
+/// The layer weights of a model as its manifest entry records them, and what the layer graphs
+/// take besides weights: the DiT's transformer layers, or the text encoder's blocks.
+pub(crate) struct LayerTable<'a> {
+    /// The model, for messages (`DiT`).
+    pub(crate) model: &'static str,
+    /// Per layer: weights by the name of the layer-graph input they bind to.
+    pub(crate) layers: &'a [BTreeMap<String, ExternalTensor>],
+    /// How many layers the model's architecture has.
+    pub(crate) expected_layers: usize,
+    /// The layer graphs' inputs that are activations, not weights.
+    pub(crate) activations: &'a [&'a str],
+}
+
+impl<'a> LayerTable<'a> {
+    /// The DiT's transformer layers.
+    pub(crate) fn dit(component: &'a DitComponent) -> LayerTable<'a> {
+        LayerTable {
+            model: "DiT",
+            layers: &component.layers,
+            expected_layers: component.config.num_layers,
+            activations: &ACTIVATIONS,
+        }
+    }
+}
+
 /// One layer weight as the manifest records it, checked against the block-graph input it binds to.
 pub(crate) struct WeightSource<'a> {
     /// The block-graph input.
@@ -36,21 +61,22 @@ pub(crate) struct WeightSource<'a> {
     pub(crate) location: &'a ExternalTensor,
 }
 
-/// The weights of every layer of `component` by input name (sorted), each checked against the
-/// block-graph input it binds to (`graphs`): present for every input that is not an activation,
+/// The weights of every layer of `table` by input name (sorted), each checked against the
+/// layer-graph input it binds to (`graphs`): present for every input that is not an activation,
 /// of that input's fixed shape and dtype, in a file of the engine directory.
 pub(crate) fn checked_layers<'a>(
     engine_dir: &Path,
-    component: &'a DitComponent,
+    table: &LayerTable<'a>,
     graphs: &[&'a GraphEntry],
 ) -> Result<Vec<Vec<WeightSource<'a>>>> {
-    if component.layers.len() != component.config.num_layers {
+    if table.layers.len() != table.expected_layers {
         return Err(engine_error(
             engine_dir,
             format!(
-                "the manifest lists weights for {} layers but the DiT has {}",
-                component.layers.len(),
-                component.config.num_layers
+                "the manifest lists weights for {} layers but the {} has {}",
+                table.layers.len(),
+                table.model,
+                table.expected_layers
             ),
         ));
     }
@@ -60,11 +86,11 @@ pub(crate) fn checked_layers<'a>(
         .map(|spec| (spec.name.as_str(), spec))
         .collect();
     let mut file_sizes: HashMap<&str, u64> = HashMap::new();
-    let mut layers = Vec::with_capacity(component.layers.len());
-    for (index, weights) in component.layers.iter().enumerate() {
+    let mut layers = Vec::with_capacity(table.layers.len());
+    for (index, weights) in table.layers.iter().enumerate() {
         if let Some(missing) = specs
             .keys()
-            .find(|name| !ACTIVATIONS.contains(name) && !weights.contains_key(**name))
+            .find(|name| !table.activations.contains(name) && !weights.contains_key(**name))
         {
             return Err(engine_error(
                 engine_dir,
@@ -181,18 +207,18 @@ pub struct LayerWeights {
 }
 
 impl LayerWeights {
-    /// Reads the weights of every layer of `component` from `engine_dir`, checking each against
-    /// the block-graph input it binds to (`graphs`), and puts them on `device` (CUDA) or keeps
+    /// Reads the weights of every layer of `table` from `engine_dir`, checking each against
+    /// the layer-graph input it binds to (`graphs`), and puts them on `device` (CUDA) or keeps
     /// them in host memory.
-    pub fn load(
+    pub(crate) fn load(
         engine_dir: &Path,
-        component: &DitComponent,
+        table: &LayerTable<'_>,
         graphs: &[&GraphEntry],
         device: Option<&DeviceUpload>,
     ) -> Result<LayerWeights> {
         let mut files = WeightFiles::new(engine_dir);
-        let mut layers = Vec::with_capacity(component.layers.len());
-        for (index, sources) in checked_layers(engine_dir, component, graphs)?
+        let mut layers = Vec::with_capacity(table.layers.len());
+        for (index, sources) in checked_layers(engine_dir, table, graphs)?
             .into_iter()
             .enumerate()
         {

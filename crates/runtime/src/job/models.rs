@@ -163,7 +163,7 @@ impl Models {
     /// when the prompts are encoded, so that it can be freed before the DiT loads.
     pub fn load_for(&mut self, plan: &JobPlan, observer: &mut dyn Observer) -> Result<()> {
         if self.residency == Residency::KeepLoaded {
-            self.text_encoder(observer)?;
+            self.text_encoder(plan, observer)?;
         }
         self.dit(
             plan.causal_block_size(),
@@ -180,11 +180,30 @@ impl Models {
         Ok(())
     }
 
-    /// The text encoder, loaded if needed.
-    pub fn text_encoder(&mut self, observer: &mut dyn Observer) -> Result<&mut TextEncoder> {
-        if self.text_encoder.is_none() {
+    /// The text encoder with its block weights placed as `plan` says, loaded (or reloaded) if
+    /// needed.
+    pub fn text_encoder(
+        &mut self,
+        plan: &JobPlan,
+        observer: &mut dyn Observer,
+    ) -> Result<&mut TextEncoder> {
+        let placement = plan
+            .text_memory
+            .map_or(WeightPlacement::Resident, |m| m.placement);
+        self.text_encoder_placed(placement, observer)
+    }
+
+    /// The text encoder with its block weights placed as `placement` says, loaded (or reloaded)
+    /// if needed.
+    pub fn text_encoder_placed(
+        &mut self,
+        placement: WeightPlacement,
+        observer: &mut dyn Observer,
+    ) -> Result<&mut TextEncoder> {
+        if self.text_encoder.as_ref().map(TextEncoder::placement) != Some(placement) {
+            self.text_encoder = None;
             let loaded = in_stage(observer, Stage::Loading, "text encoder", |_| {
-                TextEncoder::load(&self.engine, &self.backend)
+                TextEncoder::load_with(&self.engine, &self.backend, placement)
             })?;
             self.text_encoder = Some(loaded);
         }

@@ -24,6 +24,7 @@ use crate::pipeline::segments::Segment;
 use crate::session::Backend;
 use crate::teacache::TeaCacheConfig;
 use crate::tensor::Tensor;
+use crate::text_placement::TextMemoryPlan;
 
 /// The engine a plan was made for.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -110,6 +111,9 @@ pub struct JobPlan {
     /// Whether the DiT's layer weights stay on the device or stream from host memory. It does
     /// not change the result, so it is not part of the settings (nor of the fingerprint).
     pub dit_memory: DitMemoryPlan,
+    /// The same for the text encoder's block weights (absent without a text encoder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_memory: Option<TextMemoryPlan>,
     /// Outputs.
     pub output: OutputPlan,
     /// The sampling plan handed to the pipeline.
@@ -364,6 +368,11 @@ impl JobPlan {
             request.offload.unwrap_or(false),
             request.max_gpu_memory.as_deref(),
         )?;
+        let text_memory = TextMemoryPlan::for_engine(
+            engine,
+            request.offload.unwrap_or(false),
+            dit_memory.max_gpu_memory,
+        )?;
         let manifest_text =
             fs_err::read(engine.dir.join(skyreels_contract::manifest::MANIFEST_FILE))?;
         let settings = JobSettings {
@@ -407,6 +416,7 @@ impl JobPlan {
             windows: sampling.segments.clone(),
             block_causal: sampling.block_causal,
             dit_memory,
+            text_memory,
             settings,
             output,
             sampling,
@@ -526,6 +536,9 @@ impl fmt::Display for JobPlan {
             .collect();
         writeln!(f, "windows:   {}", windows.join(", "))?;
         writeln!(f, "dit:       {}", self.dit_memory)?;
+        if let Some(text_memory) = &self.text_memory {
+            writeln!(f, "text:      {text_memory}")?;
+        }
         if let Some(teacache) = &s.teacache {
             writeln!(
                 f,

@@ -93,7 +93,7 @@ fn encode_prompts(
     observer: &mut dyn Observer,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let s = &plan.settings;
-    let encoder = models.text_encoder(observer)?;
+    let encoder = models.text_encoder(plan, observer)?;
     let encoded = in_stage(observer, Stage::TextEncoding, "prompt", |_| {
         let context = encode_prompt(encoder, "--prompt", &s.prompt)?;
         let negative = if plan.uses_negative_prompt() {
