@@ -60,7 +60,7 @@ pub struct DitExport {
 }
 
 /// A manifest entry: the ports, then the weight inputs (block graphs).
-fn entry(
+pub(crate) fn entry(
     name: &str,
     file: &str,
     inputs: Vec<io::Port>,
@@ -102,7 +102,7 @@ pub fn inspect(source: &Path) -> Result<(Checkpoint, Layout, DitConfig)> {
 }
 
 /// Saves `graph` as `out_dir/file` and reports it.
-fn save(
+pub(crate) fn save(
     graph: skyreels_graph::Graph,
     metadata: &BTreeMap<String, String>,
     out_dir: &Path,

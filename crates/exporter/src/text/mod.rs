@@ -12,16 +12,16 @@ pub mod tiny;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use skyreels_contract::manifest::{ExternalTensor, GraphEntry};
+use skyreels_contract::manifest::ExternalTensor;
 use skyreels_contract::text::{
     ENCODER_GRAPH, LAYER_GRAPH, LAYERS_FINAL_GRAPH, LAYERS_PREPARE_GRAPH, TextEncoderComponent,
     TextEncoderConfig, TokenEmbedding,
 };
-use skyreels_graph::{DType, Model};
+use skyreels_graph::DType;
 
 use crate::checkpoint::Checkpoint;
-use crate::dit::GraphReport;
 use crate::dit::layers::Layers;
+use crate::dit::{GraphReport, entry, save};
 use crate::error::{ExportError, Result};
 use crate::weights::{WeightSink, WeightStore};
 use config::TextLayout;
@@ -228,38 +228,6 @@ pub fn export(
         reports,
         weight_bytes: (sink.written_bytes, sink.linked_bytes),
     })
-}
-
-/// Saves `graph` as `out_dir/file` and reports it.
-fn save(
-    graph: skyreels_graph::Graph,
-    metadata: &BTreeMap<String, String>,
-    out_dir: &Path,
-    file: &str,
-) -> Result<GraphReport> {
-    let model = Model::from_graph(graph, metadata);
-    model.save(&out_dir.join(file))?;
-    Ok(GraphReport {
-        file: file.to_string(),
-        nodes: model.proto.graph.as_ref().map_or(0, |g| g.node.len()),
-        ops: model.op_histogram(),
-    })
-}
-
-/// A manifest entry: the ports, then the weight inputs (the layer graph).
-fn entry(
-    name: &str,
-    file: &str,
-    inputs: Vec<graph::Port>,
-    outputs: Vec<graph::Port>,
-    weights: Vec<skyreels_contract::TensorSpec>,
-) -> GraphEntry {
-    GraphEntry {
-        name: name.to_string(),
-        file: file.to_string(),
-        inputs: inputs.iter().map(|p| p.spec()).chain(weights).collect(),
-        outputs: outputs.iter().map(|p| p.spec()).collect(),
-    }
 }
 
 /// Where a model folder keeps its text encoder, as [`locate`] finds it.
