@@ -8,6 +8,7 @@ use skyreels_runtime::Tensor;
 use skyreels_runtime::engine::Engine;
 use skyreels_runtime::session::Backend;
 use skyreels_runtime::vae::{DecodeState, VaeDecoder, VaeEncoder, clamp_video};
+use skyreels_runtime::vae_tiling::{VaeTiling, decode_tiled};
 use skyreels_tests::{fixtures_dir, float, read_safetensors, require_onnxruntime};
 
 const TOLERANCE: f32 = 1e-4;
@@ -93,6 +94,46 @@ fn assert_parity(label: &str, checkpoint: &Path, cases_file: &str) {
         "{label}: decode (clamped) max-abs {error} > {TOLERANCE}"
     );
     assert!(video.data.iter().all(|v| (-1.0..=1.0).contains(v)));
+}
+
+/// `--vae-tiling`: diffusers' `tiled_decode` with tiles of 32x32 pixels every 24 (rows) x 16
+/// (columns) over a 7x9 latent: 3 rows and 5 columns of tiles, the last ones cut short.
+#[test]
+fn vae_tiled_decode_matches_diffusers_tiled_decode() {
+    require_onnxruntime();
+    let (cases, metadata) =
+        read_safetensors(&fixtures_dir().join("vae/tiled_cases.safetensors")).expect("cases");
+    let tiling: serde_json::Value =
+        serde_json::from_str(&metadata["tiling"]).expect("tiling metadata");
+    let size = |key: &str| tiling[key].as_u64().expect(key) as usize;
+    let tiling = VaeTiling {
+        tile: [
+            size("tile_sample_min_height"),
+            size("tile_sample_min_width"),
+        ],
+        stride: [
+            size("tile_sample_stride_height"),
+            size("tile_sample_stride_width"),
+        ],
+    };
+    let engine_dir = export_engine(&checkpoint("diffusers"));
+    let engine = Engine::open(engine_dir.path()).expect("engine");
+    let mut decoder = VaeDecoder::load(&engine, &backend()).expect("load decoder");
+    let latents = float(&cases, "decode_latents").expect("latents");
+    let video = decode_tiled(&mut decoder, latents, &tiling).expect("tiled decode");
+    let expected = float(&cases, "decode_video").expect("video");
+    let error = video.max_abs_diff(expected);
+    let whole = decoder.decode(latents).expect("decode");
+    let seams = whole.max_abs_diff(expected);
+    eprintln!(
+        "vae tiled parity {:?}: max-abs {error:.3e} (the untiled decode differs by {seams:.3e})",
+        video.shape
+    );
+    assert!(
+        error <= TOLERANCE,
+        "tiled decode max-abs {error} > {TOLERANCE}"
+    );
+    assert!(seams > 0.1, "the fixture's tiles should matter ({seams})");
 }
 
 #[test]

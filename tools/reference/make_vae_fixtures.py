@@ -25,6 +25,13 @@ Case tensors (float32):
 - in `pth_cases`: `encode_video` [1,3,5,16,24] -> `encode_latents` [1,16,2,2,3] and `decode_latents`
   [1,16,2,2,3] -> `decode_video_unclamped` [1,3,5,16,24], the same way.
 
+and, from the committed base-width-4 model, diffusers' tiled decode (`enable_tiling`, small tiles
+so that a tiny latent has several rows and columns of them; `--tiled-only` writes just this file):
+
+    tests/fixtures/vae/tiled_cases.safetensors: `decode_latents` [1,16,3,7,9] (normalised) and
+    `decode_video` [1,3,9,56,72], `vae.decode(z).sample` with tiles of 32x32 pixels at a stride of
+    24 (rows) x 16 (columns), so tiles overlap by 8 and 16 pixels and the last ones are cut short.
+
 Everything is seeded. The script re-reads what it wrote and checks it before it finishes.
 """
 
@@ -203,6 +210,32 @@ def check_cases(vae: AutoencoderKLWan, path: Path, cases: dict) -> None:
     assert torch.equal(encode(vae, frames), stored["encode_latents"][:, :, :2]), "encoding is not causal"
 
 
+TILE = dict(tile_sample_min_height=32, tile_sample_min_width=32, tile_sample_stride_height=24, tile_sample_stride_width=16)
+TILED_SEED = 2003
+
+
+def write_tiled_cases(vae_dir: Path) -> None:
+    """diffusers' `tiled_decode` (through `vae.decode`) of seeded latents, with the tiling in the metadata."""
+    vae = AutoencoderKLWan.from_pretrained(vae_dir).eval()
+    vae.enable_tiling(**TILE)
+    generator = torch.Generator().manual_seed(TILED_SEED)
+    latents = torch.randn(1, CONFIG["z_dim"], 3, 7, 9, generator=generator)
+    mean, inverse_std = normalisation(vae)
+    with torch.no_grad():
+        video = vae.decode(latents / inverse_std + mean).sample.contiguous()
+        vae.disable_tiling()
+        whole = vae.decode(latents / inverse_std + mean).sample
+    assert video.shape == (1, 3, 9, 56, 72), video.shape
+    seam = (video - whole).abs().max().item()
+    assert seam > 1e-3, f"tiling should change the decode of a random model ({seam})"
+    metadata = {"reference": "diffusers AutoencoderKLWan.tiled_decode", "seed": str(TILED_SEED), "tiling": json.dumps(TILE, sort_keys=True)}
+    path = FIXTURES / "tiled_cases.safetensors"
+    write_safetensors(path, {"decode_latents": latents, "decode_video": video}, metadata)
+    stored, _ = read_safetensors(path)
+    assert torch.equal(stored["decode_video"], video)
+    print(f"wrote {path} (tiled vs whole decode: max-abs {seam:.3e})")
+
+
 def write_pth(path: Path, state: dict) -> None:
     """`torch.save` of an original-layout state dict shaped like `module.state_dict()`'s."""
     original = OrderedDict(sorted(to_original(state).items()))
@@ -222,11 +255,15 @@ def check_pth(path: Path, cases: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-version-check", action="store_true")
+    parser.add_argument("--tiled-only", action="store_true", help="write only tiled_cases.safetensors, from the committed model")
     args = parser.parse_args()
     if not args.skip_version_check:
         check_environment()
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
+    if args.tiled_only:
+        write_tiled_cases(FIXTURES / "diffusers")
+        return
     vae, cases = build(CONFIG, SEED, 3.0, (2, 3, 9, 32, 48), (1, CONFIG["z_dim"], 4, 4, 6))
     pth_vae, pth_cases = build(PTH_CONFIG, PTH_SEED, 1.5, (1, 3, 5, 16, 24), (1, CONFIG["z_dim"], 2, 2, 3))
     if FIXTURES.exists():
@@ -244,6 +281,7 @@ def main() -> None:
     write_safetensors(FIXTURES / "pth_cases.safetensors", pth_cases, pth_metadata)
     write_pth(FIXTURES / "pth" / "Wan2.1_VAE.pth", {k: v.detach().clone() for k, v in pth_vae.state_dict().items()})
     check_pth(FIXTURES / "pth" / "Wan2.1_VAE.pth", pth_cases)
+    write_tiled_cases(FIXTURES / "diffusers")
     total = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())
     print(f"wrote {FIXTURES} ({total / 1e6:.2f} MB)")
 

@@ -31,6 +31,7 @@ pub mod text_layers;
 pub mod text_placement;
 pub mod timestep_matrix;
 pub mod vae;
+pub mod vae_tiling;
 
 pub use error::{Result, RuntimeError};
 pub use tensor::Tensor;
