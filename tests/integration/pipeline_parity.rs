@@ -138,6 +138,7 @@ fn run_case(name: &str) -> f32 {
     let vae = vae_halves.as_mut().map(|(encoder, decoder)| Vae {
         decoder,
         encoder: Some(encoder),
+        tiling: None,
     });
     let generation = generate(GenerationInputs {
         plan: &plan,

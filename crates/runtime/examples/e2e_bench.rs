@@ -1,6 +1,6 @@
 //! Times a whole diffusion-forcing generation and prints one JSON line:
 //! `e2e_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH STEPS [TEACACHE_THRESHOLD]
-//! [--text-encoder] [--base-num-frames N --overlap-history N] [--offload] [--max-gpu-memory SIZE]`
+//! [--text-encoder] [--base-num-frames N --overlap-history N] [--offload] [--max-gpu-memory SIZE] [--vae-tiling]`
 //! (pixel sizes; the last two place the DiT's layer weights as `skyreels generate` does).
 //!
 //! The sampling loop is `skyreels generate`'s (synchronous DF, guidance 6 with two forwards per
@@ -36,6 +36,7 @@ use skyreels_runtime::teacache::TeaCacheConfig;
 use skyreels_runtime::text::TextEncoder;
 use skyreels_runtime::text_placement::TextMemoryPlan;
 use skyreels_runtime::vae::{VaeDecoder, VaeEncoder};
+use skyreels_runtime::vae_tiling::VaeTiling;
 
 const PROMPT: &str = "a red fox running through fresh snow";
 
@@ -64,6 +65,9 @@ struct Args {
     /// Device memory the DiT's weights may take; streamed when they do not fit.
     #[arg(long)]
     max_gpu_memory: Option<String>,
+    /// Decode in diffusers' 256-pixel tiles every 192.
+    #[arg(long)]
+    vae_tiling: bool,
 }
 
 fn seconds_since(started: Instant) -> f64 {
@@ -158,6 +162,7 @@ fn main() -> anyhow::Result<()> {
     let vae = Vae {
         decoder: &mut decoder,
         encoder: encoder.as_mut(),
+        tiling: args.vae_tiling.then_some(VaeTiling::DIFFUSERS),
     };
     let generation = generate(GenerationInputs {
         plan: &plan,
@@ -182,7 +187,7 @@ fn main() -> anyhow::Result<()> {
             serde_json::json!({"bench": "e2e_df", "impl": "skyreels-onnxruntime", "frames": args.frames, "height": args.height,
                 "width": args.width, "steps": args.steps, "teacache": args.teacache_threshold, "text_encoder": args.text_encoder,
                 "base_num_frames": args.base_num_frames, "overlap_history": args.overlap_history,
-                "load_s": ready_seconds, "load_seconds": load_seconds, "placement": memory.placement, "text_placement": text_memory.map(|m| m.placement), "max_gpu_memory": memory.max_gpu_memory, "text_encode_s": text_seconds,
+                "load_s": ready_seconds, "load_seconds": load_seconds, "placement": memory.placement, "text_placement": text_memory.map(|m| m.placement), "vae_tiling": args.vae_tiling, "max_gpu_memory": memory.max_gpu_memory, "text_encode_s": text_seconds,
                 "generate_started_unix": started_unix, "generate_s": seconds, "window_seconds": generation.stats.window_seconds,
                 "windows": generation.stats.windows, "dit_forwards": generation.stats.forwards,
                 "blocks_computed": generation.stats.blocks_computed, "blocks_skipped": generation.stats.blocks_skipped,

@@ -55,12 +55,13 @@ pub fn vae_encode(engine_dir: &Path, backend: &Backend, video: &Path, out: &Path
     Ok(())
 }
 
-/// Decodes latents (safetensors tensor `latents`) to an `.mp4` at `frames_per_second`, or to a
-/// safetensors tensor `video` for any other `out`.
+/// Decodes latents (safetensors tensor `latents`), in tiles when `tiling` is given, to an `.mp4`
+/// at `frames_per_second`, or to a safetensors tensor `video` for any other `out`.
 pub fn vae_decode(
     engine_dir: &Path,
     backend: &Backend,
     latents: &Path,
+    tiling: Option<crate::vae_tiling::VaeTiling>,
     out: &Path,
     mp4: &Mp4Options,
 ) -> Result<()> {
@@ -72,7 +73,11 @@ pub fn vae_decode(
     if to_mp4 {
         check_mp4_decode(&engine, &latents, out, mp4)?;
     }
-    let video = VaeDecoder::load(&engine, backend)?.decode(&latents)?;
+    let mut decoder = VaeDecoder::load(&engine, backend)?;
+    let video = match tiling {
+        Some(tiling) => crate::vae_tiling::decode_tiled(&mut decoder, &latents, &tiling)?,
+        None => decoder.decode(&latents)?,
+    };
     if to_mp4 {
         output::write_mp4(&first_video(&video)?, out, mp4)?;
     } else {

@@ -105,6 +105,9 @@ enum Command {
         /// H.264 quantizer when writing MP4, 12..=51 (lower: better and larger).
         #[arg(long, default_value_t = 16)]
         h264_quantizer: u8,
+        /// Decode in overlapping 256-pixel tiles every 192 (diffusers' VAE tiling).
+        #[arg(long)]
+        vae_tiling: bool,
         #[command(flatten)]
         backend: BackendArgs,
     },
@@ -335,6 +338,10 @@ struct GenerateArgs {
     /// TeaCache with retention steps (upstream --use_ret_steps).
     #[arg(long)]
     teacache_retention: bool,
+    /// Decode in overlapping 256-pixel tiles every 192 (diffusers' VAE tiling): the decoder's
+    /// memory becomes a tile's, for small GPUs; the video is diffusers' tiled decode, seams blended.
+    #[arg(long)]
+    vae_tiling: bool,
     /// TeaCache polynomial, 5 numbers highest degree first (default: the released variant's fit).
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     teacache_coefficients: Option<Vec<f64>>,
@@ -427,6 +434,7 @@ impl GenerateArgs {
             noise: self.noise.clone(),
             offload: self.memory.offload.then_some(true),
             max_gpu_memory: self.memory.max_gpu_memory.clone(),
+            vae_tiling: self.vae_tiling.then_some(true),
         }
     }
 
@@ -515,11 +523,13 @@ fn run(command: Command, level: LevelFilter) -> anyhow::Result<()> {
             out,
             fps,
             h264_quantizer,
+            vae_tiling,
             backend,
         } => Ok(skyreels_runtime::components::vae_decode(
             &engines,
             &backend.backend(),
             &latents,
+            vae_tiling.then_some(skyreels_runtime::vae_tiling::VaeTiling::DIFFUSERS),
             &out,
             &Mp4Options {
                 frames_per_second: fps as f32,

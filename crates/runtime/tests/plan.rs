@@ -818,3 +818,63 @@ fn what_the_engine_cannot_do_is_refused_by_the_plan_before_loading() {
         &["has no text encoder", "text_encoder/"],
     );
 }
+
+/// `--vae-tiling` is planned (diffusers' 256-pixel tiles every 192) and changes the decode only:
+/// at 272 pixels wide (two tiles) the sampled latents are the untiled run's bit for bit, the video
+/// is not.
+#[test]
+fn vae_tiling_is_planned_and_changes_only_the_decode() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let out = directory.path().join("video.mp4");
+    let engine = engine(TinyModel::DiffusionForcing);
+    let plan = dry_run(engine, &out, &["--vae-tiling"]);
+    assert_eq!(
+        plan["vae_tiling"],
+        serde_json::json!({"tile": [256, 256], "stride": [192, 192]})
+    );
+    assert!(dry_run(engine, &out, &[]).get("vae_tiling").is_none());
+    let mut command = skyreels(&["generate", "--prompt", "a fox", "--dry-run", "--vae-tiling"]);
+    command.arg("--engines").arg(engine).arg("--out").arg(&out);
+    let output = command.output().expect("run");
+    success(&output);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("vae:       tiled decode, 256x256 pixel tiles every 192x192"),
+        "{text}"
+    );
+
+    let run = |name: &str, extra: &[&str]| {
+        let video = directory.path().join(format!("{name}.mp4"));
+        let latents = directory.path().join(format!("{name}.safetensors"));
+        let mut command = skyreels(&[
+            "generate",
+            "--prompt",
+            "a fox",
+            "--num-frames",
+            "5",
+            "--size",
+            "272x32",
+            "--steps",
+            "2",
+            "--threads",
+            "1",
+        ]);
+        command
+            .arg("--engines")
+            .arg(engine)
+            .arg("--out")
+            .arg(&video)
+            .arg("--save-latents")
+            .arg(&latents)
+            .args(extra);
+        success(&command.output().expect("run"));
+        (
+            fs_err::read(&latents).expect("latents"),
+            fs_err::read(&video).expect("video"),
+        )
+    };
+    let (whole_latents, whole_video) = run("whole", &[]);
+    let (tiled_latents, tiled_video) = run("tiled", &["--vae-tiling"]);
+    assert_eq!(whole_latents, tiled_latents, "tiling changed the sampling");
+    assert_ne!(whole_video, tiled_video, "the tiled decode was not used");
+}

@@ -25,6 +25,7 @@ use crate::session::Backend;
 use crate::teacache::TeaCacheConfig;
 use crate::tensor::Tensor;
 use crate::text_placement::TextMemoryPlan;
+use crate::vae_tiling::VaeTiling;
 
 /// The engine a plan was made for.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -114,6 +115,10 @@ pub struct JobPlan {
     /// The same for the text encoder's block weights (absent without a text encoder).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text_memory: Option<TextMemoryPlan>,
+    /// Tiled decoding, when asked for. It changes the video, not the sampled latents, so it is not
+    /// part of the settings' fingerprint (a resumed job may decode either way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vae_tiling: Option<VaeTiling>,
     /// Outputs.
     pub output: OutputPlan,
     /// The sampling plan handed to the pipeline.
@@ -417,6 +422,10 @@ impl JobPlan {
             block_causal: sampling.block_causal,
             dit_memory,
             text_memory,
+            vae_tiling: request
+                .vae_tiling
+                .unwrap_or(false)
+                .then_some(VaeTiling::DIFFUSERS),
             settings,
             output,
             sampling,
@@ -538,6 +547,13 @@ impl fmt::Display for JobPlan {
         writeln!(f, "dit:       {}", self.dit_memory)?;
         if let Some(text_memory) = &self.text_memory {
             writeln!(f, "text:      {text_memory}")?;
+        }
+        if let Some(tiling) = &self.vae_tiling {
+            writeln!(
+                f,
+                "vae:       tiled decode, {}x{} pixel tiles every {}x{}",
+                tiling.tile[1], tiling.tile[0], tiling.stride[1], tiling.stride[0]
+            )?;
         }
         if let Some(teacache) = &s.teacache {
             writeln!(

@@ -101,6 +101,10 @@ pub struct GenerateRequest {
     /// Device memory the DiT's weights may take (`24GiB`, `8G`); streamed when they do not fit.
     #[serde(default)]
     pub max_gpu_memory: Option<String>,
+    /// Decode the video in overlapping spatial tiles (diffusers' `enable_tiling`: 256-pixel tiles
+    /// every 192): the decoder's memory is a tile's; seams are blended as diffusers does.
+    #[serde(default)]
+    pub vae_tiling: Option<bool>,
 }
 
 /// Where a job's results go.

@@ -297,7 +297,11 @@ fn sample(
     let release_after_sampling = models.residency() == Residency::OneJob;
     let vae = if needs_vae {
         let (decoder, encoder) = models.vae_halves(plan.needs_vae_encoder(), observer)?;
-        Some(Vae { decoder, encoder })
+        Some(Vae {
+            decoder,
+            encoder,
+            tiling: plan.vae_tiling,
+        })
     } else {
         None
     };

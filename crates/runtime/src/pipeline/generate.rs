@@ -21,6 +21,7 @@ use crate::error::{Result, RuntimeError};
 use crate::noise::NoiseSource;
 use crate::tensor::Tensor;
 use crate::vae::{VaeDecoder, VaeEncoder};
+use crate::vae_tiling::{VaeTiling, decode_tiled};
 use skyreels_contract::owned_dir::{OwnedDir, OwnedDirError};
 
 /// Where a long job keeps each finished window's latents, so a killed job resumes where it was.
@@ -180,6 +181,18 @@ pub struct Vae<'a> {
     pub decoder: &'a mut VaeDecoder,
     /// Encoder, needed for upstream-style long videos (re-encoding overlap pixels).
     pub encoder: Option<&'a mut VaeEncoder>,
+    /// Decode in tiles ([`crate::vae_tiling`]) instead of whole frames.
+    pub tiling: Option<VaeTiling>,
+}
+
+impl Vae<'_> {
+    /// Decodes `latents` to video in `[-1, 1]`, tiled when asked.
+    pub fn decode(&mut self, latents: &Tensor) -> Result<Tensor> {
+        match &self.tiling {
+            Some(tiling) => decode_tiled(self.decoder, latents, tiling),
+            None => self.decoder.decode(latents),
+        }
+    }
 }
 
 /// Totals over all windows.
@@ -424,9 +437,7 @@ pub fn generate(inputs: GenerationInputs<'_>) -> Result<Generation> {
             // Every window's decode starts by giving back what the DiT's activations left free,
             // so the decode does not grow the arena beside it (the DiT grows it again after).
             vae.decoder.shrink_arena_after_next_run();
-            let decoded = in_stage(observer, Stage::Decoding, &what, |_| {
-                vae.decoder.decode(&latents)
-            })?;
+            let decoded = in_stage(observer, Stage::Decoding, &what, |_| vae.decode(&latents))?;
             video = Some(match video {
                 None => decoded,
                 Some(previous) => concat_frames(
@@ -443,9 +454,7 @@ pub fn generate(inputs: GenerationInputs<'_>) -> Result<Generation> {
     if let (Compat::Diffusers, Some(vae)) = (request.compat, vae.as_mut()) {
         // diffusers decodes every latent (an extension's first prefix included) after the input video.
         vae.decoder.shrink_arena_after_next_run();
-        let decoded = in_stage(observer, Stage::Decoding, "video", |_| {
-            vae.decoder.decode(&latents)
-        })?;
+        let decoded = in_stage(observer, Stage::Decoding, "video", |_| vae.decode(&latents))?;
         video = Some(match (&conditioning.video, extension) {
             (Some(input), true) => concat_frames(input, &decoded),
             _ => decoded,
