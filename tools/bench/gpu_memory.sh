@@ -11,7 +11,8 @@
 # every tensor its own cuMemAlloc (direct); channels-last convolutions (VAE only), alone and with
 # direct; then the 97-frame generation (10 steps) with the arena's free blocks kept at the final
 # decode, given back (the default), given back with channels-last convolutions, and without an
-# arena (direct); last the generation with the real-size text encoder, whole and streamed.
+# arena (direct); last the generation with the real-size text encoder, whole and streamed, and
+# streamed with a tiled decode.
 # Needs: what compare.sh needs (its engine /tmp/skyreels-bench/engine-1.3b is made if missing).
 # Usage: tools/bench/gpu_memory.sh [RESULTS]      (BIN, default .carry/bin; ORT, /opt/ortgpu/ortlib)
 # ROWS="dit-default vae-nhwc generation-shrink ..." runs only those rows (labels as printed).
@@ -54,4 +55,6 @@ done
 # (whole graph), then its blocks and the DiT's layers streamed (--offload) without an arena.
 measure "generation-text-whole" "$bin/e2e_bench" "$work/engine-1.3b" cuda 97 544 960 10 --text-encoder
 measure "generation-text-offload-direct" SKYREELS_CUDA_ARENA=direct "$bin/e2e_bench" "$work/engine-1.3b" cuda 97 544 960 10 --text-encoder --offload
+# ... and with the decode in diffusers' 256-pixel tiles (--vae-tiling): everything a small GPU needs.
+measure "generation-small-gpu" SKYREELS_CUDA_ARENA=direct "$bin/e2e_bench" "$work/engine-1.3b" cuda 97 544 960 10 --text-encoder --offload --vae-tiling
 arena_rows "$results"
