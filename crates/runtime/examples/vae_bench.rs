@@ -1,5 +1,6 @@
 //! Times a full VAE decode (the chunk loop, one latent frame per call) on random latents and
-//! prints one JSON line: `vae_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH` (latent sizes). On
+//! prints one JSON line: `vae_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH [--vae-tiling]` (latent
+//! sizes; `--vae-tiling`: diffusers' 256-pixel tiles every 192, warm-up and timed decode). On
 //! CUDA the line carries the arena's statistics after the warm-up, after the decode and after each
 //! of the first latent frames of one more (untimed) decode.
 
@@ -12,11 +13,16 @@ use skyreels_runtime::loaded_libraries::ProcessReport;
 use skyreels_runtime::noise::NoiseSource;
 use skyreels_runtime::session::Backend;
 use skyreels_runtime::vae::{DecodeState, VaeDecoder};
+use skyreels_runtime::vae_tiling::{VaeTiling, decode_tiled};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, dir, backend, frames, height, width] = args.as_slice() else {
-        bail!("usage: vae_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH");
+    let (args, tiling) = match args.split_last() {
+        Some((last, rest)) if last == "--vae-tiling" => (rest, Some(VaeTiling::DIFFUSERS)),
+        _ => (args.as_slice(), None),
+    };
+    let [_, dir, backend, frames, height, width] = args else {
+        bail!("usage: vae_bench ENGINE_DIR cpu|cuda FRAMES HEIGHT WIDTH [--vae-tiling]");
     };
     let backend = match backend.as_str() {
         "cpu" => Backend::Cpu { threads: 0 },
@@ -30,11 +36,16 @@ fn main() -> anyhow::Result<()> {
     let mut noise = NoiseSource::seeded(0);
     let latents = noise.draw(&[1, decoder.config().z_dim, frames, height, width])?;
     let warm = Instant::now();
-    let _ = decoder.decode(&noise.draw(&[1, decoder.config().z_dim, 2, height, width])?)?;
+    let decode = |decoder: &mut VaeDecoder, latents: &_| match &tiling {
+        Some(tiling) => decode_tiled(decoder, latents, tiling),
+        None => decoder.decode(latents),
+    };
+    let warmup = noise.draw(&[1, decoder.config().z_dim, 2, height, width])?;
+    let _ = decode(&mut decoder, &warmup)?;
     let warm_seconds = warm.elapsed().as_secs_f64();
     let arena_after_warmup = decoder.arena_stats()?;
     let started = Instant::now();
-    let video = decoder.decode(&latents)?;
+    let video = decode(&mut decoder, &latents)?;
     let seconds = started.elapsed().as_secs_f64();
     let arena_after_decode = decoder.arena_stats()?;
     // Untimed: the arena after each of the first latent frames of another video, to tell what
@@ -51,7 +62,7 @@ fn main() -> anyhow::Result<()> {
     {
         println!(
             "{}",
-            serde_json::json!({"bench": "vae_decode", "impl": "skyreels-onnxruntime", "latent_frames": frames, "video": video.shape,
+            serde_json::json!({"bench": "vae_decode", "impl": "skyreels-onnxruntime", "latent_frames": frames, "video": video.shape, "vae_tiling": tiling,
                 "warmup_s": warm_seconds, "decode_s": seconds, "finite": video.data.iter().all(|v| v.is_finite()),
                 "arena_after_warmup": arena_after_warmup, "arena_after_decode": arena_after_decode, "arena_per_frame": arena_per_frame,
                 "process": ProcessReport::collect(&backend)})
