@@ -144,17 +144,7 @@ impl Dit {
                 "causal block size 0\n  fix: pass --causal-block-size 1 or more".into(),
             ));
         }
-        let graph = |name: &str| {
-            component
-                .graphs
-                .iter()
-                .find(|g| g.name == name)
-                .ok_or_else(|| {
-                    engine.error(format!(
-                        "manifest lists no DiT graph `{name}`\n  fix: re-export the engine with skyreels-export"
-                    ))
-                })
-        };
+        let graph = |name: &str| engine.graph(&component.graphs, Component::Dit, name);
         engine.check_backend(backend)?;
         let embed = GraphSession::load(&engine.dir, graph("embed")?, backend)?;
         let block_qkv = GraphSession::load(&engine.dir, graph("block_qkv")?, backend)?;

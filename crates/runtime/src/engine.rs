@@ -130,6 +130,20 @@ impl Engine {
             message: message.into(),
         }
     }
+
+    /// Graph `name` of `component`'s `graphs`, or the error saying the manifest lacks it.
+    pub fn graph<'g>(
+        &self,
+        graphs: &'g [GraphEntry],
+        component: Component,
+        name: &str,
+    ) -> Result<&'g GraphEntry> {
+        graphs.iter().find(|g| g.name == name).ok_or_else(|| {
+            self.error(format!(
+                "manifest lists no {component} graph `{name}`\n  fix: re-export the engine with skyreels-export"
+            ))
+        })
+    }
 }
 
 /// Every graph entry of every component, in manifest order.

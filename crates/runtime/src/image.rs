@@ -363,14 +363,7 @@ impl ImageEncoder {
             .image_encoder
             .clone()
             .ok_or_else(|| engine.missing(Component::ImageEncoder))?;
-        let entry = component
-            .graphs
-            .iter()
-            .find(|g| g.name == "encoder")
-            .ok_or_else(|| {
-                engine
-                    .error("manifest lists no image encoder graph `encoder`; re-export the engine")
-            })?;
+        let entry = engine.graph(&component.graphs, Component::ImageEncoder, "encoder")?;
         engine.check_backend(backend)?;
         let session = GraphSession::load(&engine.dir, entry, backend)?;
         Ok(ImageEncoder { component, session })

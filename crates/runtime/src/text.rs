@@ -564,15 +564,8 @@ impl TextEncoder {
                 EncoderGraphs::Layered(Box::new(LayeredEncoder::load(engine, &component, backend)?))
             }
             WeightPlacement::Resident => {
-                let entry = component
-                    .graphs
-                    .iter()
-                    .find(|g| g.name == ENCODER_GRAPH)
-                    .ok_or_else(|| {
-                        engine.error(
-                            "manifest lists no text encoder graph `encoder`; re-export the engine",
-                        )
-                    })?;
+                let entry =
+                    engine.graph(&component.graphs, Component::TextEncoder, ENCODER_GRAPH)?;
                 EncoderGraphs::Whole(GraphSession::load(&engine.dir, entry, backend)?)
             }
         };

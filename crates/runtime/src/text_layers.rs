@@ -7,6 +7,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
+use skyreels_contract::manifest::Component;
 use skyreels_contract::text::{
     INPUT_IDS, LAYER_GRAPH, LAYERS_FINAL_GRAPH, LAYERS_PREPARE_GRAPH, TEXT_LAYER_HIDDEN,
     TEXT_LAYER_OUTPUT, TEXT_MASK_BIAS, TEXT_POSITION_BUCKETS, TextEncoderComponent, TokenEmbedding,
@@ -40,17 +41,7 @@ impl LayeredEncoder {
         component: &TextEncoderComponent,
         backend: &Backend,
     ) -> Result<LayeredEncoder> {
-        let graph = |name: &str| {
-            component
-                .graphs
-                .iter()
-                .find(|g| g.name == name)
-                .ok_or_else(|| {
-                    engine.error(format!(
-                        "manifest lists no text encoder graph `{name}`; re-export the engine"
-                    ))
-                })
-        };
+        let graph = |name: &str| engine.graph(&component.graphs, Component::TextEncoder, name);
         let embedding = EmbeddingRows::check(engine, component)?;
         let prepare = GraphSession::load(&engine.dir, graph(LAYERS_PREPARE_GRAPH)?, backend)?;
         let layer = GraphSession::load(&engine.dir, graph(LAYER_GRAPH)?, backend)?;

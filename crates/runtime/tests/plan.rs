@@ -292,6 +292,11 @@ fn an_unrecognised_architecture_keeps_the_built_in_defaults_and_says_so() {
 
 /// The tiny engine at a small size, stderr piped (not a terminal), then `extra`.
 fn small_generate(out: &Path, extra: &[&str]) -> Output {
+    small_generate_sized(out, "32x32", extra)
+}
+
+/// [`small_generate`] at `size` (`WIDTHxHEIGHT`).
+fn small_generate_sized(out: &Path, size: &str, extra: &[&str]) -> Output {
     let mut command = skyreels(&[
         "generate",
         "--prompt",
@@ -299,7 +304,7 @@ fn small_generate(out: &Path, extra: &[&str]) -> Output {
         "--num-frames",
         "5",
         "--size",
-        "32x32",
+        size,
         "--steps",
         "2",
         "--threads",
@@ -846,28 +851,12 @@ fn vae_tiling_is_planned_and_changes_only_the_decode() {
     let run = |name: &str, extra: &[&str]| {
         let video = directory.path().join(format!("{name}.mp4"));
         let latents = directory.path().join(format!("{name}.safetensors"));
-        let mut command = skyreels(&[
-            "generate",
-            "--prompt",
-            "a fox",
-            "--num-frames",
-            "5",
-            "--size",
-            "272x32",
-            "--steps",
-            "2",
-            "--threads",
-            "1",
-        ]);
-        command
-            .arg("--engines")
-            .arg(engine)
-            .arg("--out")
-            .arg(&video)
-            .arg("--save-latents")
-            .arg(&latents)
-            .args(extra);
-        success(&command.output().expect("run"));
+        let latents_arg = latents.to_str().expect("utf-8 path");
+        let args: Vec<&str> = ["--save-latents", latents_arg]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        success(&small_generate_sized(&video, "272x32", &args));
         (
             fs_err::read(&latents).expect("latents"),
             fs_err::read(&video).expect("video"),
